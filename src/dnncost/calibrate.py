@@ -1,0 +1,267 @@
+"""Calibrate this machine: peak matmul FLOP/s per dtype and thread count, and memory bandwidth.
+
+A measured step time means little on its own; set against what the machine can do at best it
+becomes an efficiency (achieved / peak FLOP/s). Calibrations are stored as JSON, one file per machine
+fingerprint (hardware + device + thread count + torch), in ``~/.cache/dnncost/calibration/`` (or
+``$DNNCOST_CACHE_DIR/calibration/``). The file holds named sections ('matmul', 'bandwidth', ...);
+sections this module does not know (e.g. per-operator micro-benchmarks added later) are kept
+verbatim on load and save, so the format grows without breaking older files.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from dnncost.environment import current_environment, machine_fingerprint
+from dnncost.errors import InputSpecError, StoreError
+from dnncost.timing import Measurement, resolve_device, using_threads
+
+SCHEMA_VERSION = 1  # bump when a stored section changes meaning; older files are then refused
+CACHE_ENV = "DNNCOST_CACHE_DIR"
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "float64": torch.float64,
+    "bfloat16": torch.bfloat16, "float16": torch.float16,
+}
+MATMUL_SIZES = {  # square n x n matmuls tried; the fastest is the peak
+    "cpu": (512, 1024, 2048),  # source: large enough to leave the cache-bound regime on desktop CPUs
+    "cuda": (4096, 8192),  # source: cuBLAS reaches its plateau from n ~ 4096 on recent GPUs
+}
+QUICK_MATMUL_SIZES = (256, 512)  # source: a rough figure in well under a second on any CPU
+BANDWIDTH_BYTES = 256 * 2**20  # source: STREAM's rule, arrays >= 4x the last-level cache (<= 64 MiB)
+QUICK_BANDWIDTH_BYTES = 32 * 2**20  # source: still larger than the L2 of any current CPU core
+MIN_RUN_TIME_S = 0.2  # source: torch.utils.benchmark blocked_autorange's default
+QUICK_MIN_RUN_TIME_S = 0.02  # source: enough for a handful of blocks at the quick sizes
+
+
+@dataclass(frozen=True)
+class MatmulPeak:
+    """The fastest square matmul measured for one dtype."""
+
+    dtype: str
+    size: int
+    flops_per_s: float
+    measurement: Measurement
+
+    def to_dict(self) -> dict[str, object]:
+        return {"size": self.size, "flops_per_s": self.flops_per_s,
+                "samples_s": list(self.measurement.samples)}
+
+    @classmethod
+    def from_dict(cls, dtype: str, data: Mapping[str, object]) -> MatmulPeak:
+        return cls(dtype, int(data["size"]), float(data["flops_per_s"]),
+                   Measurement(tuple(float(s) for s in data["samples_s"])))
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    """Memory bandwidth from copying one large tensor into another (bytes read + written / s)."""
+
+    nbytes: int
+    bytes_per_s: float
+    measurement: Measurement
+
+    def to_dict(self) -> dict[str, object]:
+        return {"nbytes": self.nbytes, "bytes_per_s": self.bytes_per_s,
+                "samples_s": list(self.measurement.samples)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Bandwidth:
+        return cls(int(data["nbytes"]), float(data["bytes_per_s"]),
+                   Measurement(tuple(float(s) for s in data["samples_s"])))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What this machine (device + thread count) does at best.
+
+    ``sections`` holds stored sections this module does not interpret (e.g. per-operator
+    micro-benchmarks); :meth:`with_section` adds one, and saving keeps them.
+    """
+
+    fingerprint: str
+    device: str
+    threads: int
+    created: str
+    environment: Mapping[str, object]
+    matmul: Mapping[str, MatmulPeak] = field(default_factory=dict)
+    bandwidth: Bandwidth | None = None
+    sections: Mapping[str, object] = field(default_factory=dict)
+
+    def peak_flops_per_s(self, dtype: str = "float32") -> float | None:
+        """Calibrated peak FLOP/s for ``dtype``, None when that dtype was not measured."""
+        peak = self.matmul.get(dtype)
+        return peak.flops_per_s if peak else None
+
+    def with_section(self, name: str, data: object) -> Calibration:
+        """A copy with section ``name`` set to JSON-ready ``data``."""
+        if name in ("matmul", "bandwidth") or name in _HEADER_KEYS:
+            raise ValueError(f"'{name}' is a built-in section of the calibration")
+        return replace(self, sections={**self.sections, name: data})
+
+    def merged_over(self, older: Calibration) -> Calibration:
+        """This calibration, keeping what ``older`` measured that this one did not."""
+        return replace(self, matmul={**older.matmul, **self.matmul},
+                       bandwidth=self.bandwidth or older.bandwidth,
+                       sections={**older.sections, **self.sections})
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "schema": SCHEMA_VERSION, "fingerprint": self.fingerprint, "device": self.device,
+            "threads": self.threads, "created": self.created, "environment": dict(self.environment),
+            "matmul": {dtype: peak.to_dict() for dtype, peak in self.matmul.items()},
+        }
+        if self.bandwidth is not None:
+            out["bandwidth"] = self.bandwidth.to_dict()
+        out.update(self.sections)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Calibration:
+        known = {"matmul", "bandwidth", *_HEADER_KEYS}
+        return cls(
+            fingerprint=str(data["fingerprint"]), device=str(data["device"]),
+            threads=int(data["threads"]), created=str(data["created"]),
+            environment=dict(data.get("environment", {})),
+            matmul={dtype: MatmulPeak.from_dict(dtype, peak)
+                    for dtype, peak in dict(data.get("matmul", {})).items()},
+            bandwidth=Bandwidth.from_dict(data["bandwidth"]) if data.get("bandwidth") else None,
+            sections={k: v for k, v in data.items() if k not in known},
+        )
+
+
+_HEADER_KEYS = ("schema", "fingerprint", "device", "threads", "created", "environment")
+
+
+# -- where calibrations live ------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """dnncost's per-user cache: $DNNCOST_CACHE_DIR, else $XDG_CACHE_HOME/dnncost (~/.cache/dnncost)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "dnncost"
+
+
+def calibration_path(device: str | torch.device = "cpu", *, threads: int | None = None) -> Path:
+    """The file the calibration of this machine, ``device`` and thread count is stored in."""
+    dev = resolve_device(device)
+    return cache_dir() / "calibration" / f"{machine_fingerprint(dev, threads=threads)}.json"
+
+
+def load_calibration(device: str | torch.device = "cpu", *,
+                     threads: int | None = None) -> Calibration | None:
+    """The stored calibration for this machine, ``device`` and thread count; None when absent."""
+    path = calibration_path(device, threads=threads)
+    return _read(path) if path.is_file() else None
+
+
+def _read(path: Path) -> Calibration:
+    try:
+        data = json.loads(path.read_text())
+        schema = data.get("schema")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise StoreError(f"calibration file '{path}' is unreadable ({type(exc).__name__}: {exc}); "
+                         "delete it or rerun 'dnncost calibrate'") from exc
+    if schema != SCHEMA_VERSION:
+        raise StoreError(f"calibration file '{path}' has schema {schema}, this dnncost reads "
+                         f"schema {SCHEMA_VERSION}; rerun 'dnncost calibrate'")
+    try:
+        return Calibration.from_dict(data)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreError(f"calibration file '{path}' is malformed ({type(exc).__name__}: {exc}); "
+                         "delete it or rerun 'dnncost calibrate'") from exc
+
+
+def save_calibration(calibration: Calibration) -> Path:
+    """Store ``calibration``, merged over a readable stored one of the same fingerprint (whose
+    other dtypes and sections are kept); an unreadable or older-schema file is replaced."""
+    path = cache_dir() / "calibration" / f"{calibration.fingerprint}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        try:
+            calibration = calibration.merged_over(_read(path))
+        except StoreError:
+            pass  # replaced by the new measurement below
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(calibration.to_dict(), indent=2))
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    return path
+
+
+# -- measuring -------------------------------------------------------------------------------------
+def _timer_samples(stmt: str, tensors: Mapping[str, torch.Tensor], *, threads: int,
+                   min_run_time: float) -> Measurement:
+    """Per-call times of ``stmt`` via torch.utils.benchmark (warm-up, blocks, accelerator sync)."""
+    from torch.utils.benchmark import Timer
+
+    timer = Timer(stmt=stmt, globals=dict(tensors), num_threads=threads)
+    return Measurement(tuple(timer.blocked_autorange(min_run_time=min_run_time).times))
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """'float32' -> torch.float32; InputSpecError naming the choices otherwise."""
+    try:
+        return DTYPES[name.strip().removeprefix("torch.")]
+    except KeyError:
+        raise InputSpecError(f"unknown dtype '{name}'; expected one of {', '.join(DTYPES)}") from None
+
+
+def measure_matmul(dtype: str, *, device: torch.device, threads: int, sizes: Sequence[int],
+                   min_run_time: float = MIN_RUN_TIME_S) -> MatmulPeak:
+    """Peak FLOP/s of n x n @ n x n matmuls (2 n^3 FLOPs each) over ``sizes``: the fastest wins."""
+    torch_dtype = parse_dtype(dtype)
+    best: MatmulPeak | None = None
+    for n in sizes:
+        a = torch.randn(n, n, device=device).to(torch_dtype)
+        b = torch.randn(n, n, device=device).to(torch_dtype)
+        m = _timer_samples("torch.mm(a, b)", {"a": a, "b": b, "torch": torch}, threads=threads,
+                           min_run_time=min_run_time)
+        flops_per_s = 2 * n**3 / m.median  # n^2 outputs, n multiply-adds each, 1 MAC = 2 FLOPs
+        if best is None or flops_per_s > best.flops_per_s:
+            best = MatmulPeak(dtype.strip().removeprefix("torch."), n, flops_per_s, m)
+    assert best is not None, "sizes must not be empty"
+    return best
+
+
+def measure_bandwidth(*, device: torch.device, threads: int, nbytes: int = BANDWIDTH_BYTES,
+                      min_run_time: float = MIN_RUN_TIME_S) -> Bandwidth:
+    """Bytes moved per second copying an ``nbytes`` tensor into another (read + write = 2 x nbytes)."""
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)  # 4 bytes per float32
+    dst = torch.empty_like(src)
+    m = _timer_samples("dst.copy_(src)", {"src": src, "dst": dst}, threads=threads,
+                       min_run_time=min_run_time)
+    nbytes = src.numel() * src.element_size()
+    return Bandwidth(nbytes, 2 * nbytes / m.median, m)
+
+
+def calibrate(device: str | torch.device = "cpu", *, threads: int | None = None,
+              dtypes: Sequence[str] = ("float32",), quick: bool = False) -> Calibration:
+    """Measure peak matmul FLOP/s for each dtype and the memory bandwidth (not stored; see save)."""
+    dev = resolve_device(device)
+    for name in dtypes:
+        parse_dtype(name)
+    sizes = QUICK_MATMUL_SIZES if quick else MATMUL_SIZES[dev.type]
+    run_time = QUICK_MIN_RUN_TIME_S if quick else MIN_RUN_TIME_S
+    with using_threads(threads) as n_threads:
+        matmul = {name.strip().removeprefix("torch."):
+                  measure_matmul(name, device=dev, threads=n_threads, sizes=sizes, min_run_time=run_time)
+                  for name in dtypes}
+        bandwidth = measure_bandwidth(device=dev, threads=n_threads, min_run_time=run_time,
+                                      nbytes=QUICK_BANDWIDTH_BYTES if quick else BANDWIDTH_BYTES)
+        env = current_environment(dev, threads=n_threads)
+        fingerprint = machine_fingerprint(dev, threads=n_threads)
+    return Calibration(
+        fingerprint=fingerprint, device=str(dev), threads=n_threads,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        environment=env.to_dict(), matmul=matmul, bandwidth=bandwidth,
+    )
+
+
+__all__ = [
+    "Bandwidth", "Calibration", "MatmulPeak", "cache_dir", "calibrate", "calibration_path",
+    "load_calibration", "measure_bandwidth", "measure_matmul", "parse_dtype", "save_calibration",
+]

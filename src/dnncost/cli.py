@@ -1,0 +1,59 @@
+"""The ``dnncost`` command line: one parser, one module per subcommand under ``dnncost.commands``.
+
+Each command module defines ``add_parser(subparsers)`` (which sets ``func``) and ``run(args) -> int``.
+Commands are discovered, so adding a subcommand is adding one file. Exit codes: 0 success,
+1 the work ran but found a problem, 2 bad input (one line, no traceback unless ``--debug``),
+130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from dnncost import __version__
+from dnncost.errors import DnncostError
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every discovered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="dnncost",
+        description="What a deep neural network costs, in computation and in time.",
+    )
+    parser.add_argument("--version", action="version", version=f"dnncost {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import dnncost.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"dnncost.commands.{info.name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI in-process and return its exit code (so tests can call it)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except DnncostError as exc:
+        if args.debug:
+            raise
+        print(f"dnncost {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"dnncost {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

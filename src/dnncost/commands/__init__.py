@@ -1,0 +1,1 @@
+"""One module per ``dnncost`` subcommand; see :mod:`dnncost.cli`."""

@@ -1,0 +1,329 @@
+"""The counter: interpret a model at the level of aten operators, without doing its arithmetic.
+
+A :class:`torch.utils._python_dispatch.TorchDispatchMode` sees every aten call -- functional ops,
+attention, custom modules, and the backward pass of the real autograd graph -- after autograd has
+decomposed composite ops. On the meta device no arithmetic happens, so counting time and memory do
+not grow with batch or model size. Each call is costed by :mod:`dnncost.formulas`, attributed to the
+innermost module running (torch's ModuleTracker, which also follows backward) and to its phase.
+"""
+from __future__ import annotations
+
+import copy
+import weakref
+from collections import Counter
+from collections.abc import Callable, Sequence
+from enum import Enum
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils.module_tracker import ModuleTracker
+
+from dnncost.cost import Cost, CostReport, OpRecord, Phase
+from dnncost.errors import DeviceError, InputSpecError
+from dnncost.formulas import TensorSpec, formula_for, is_view, tensors_in
+
+LOSS_MODULE = "(loss)"
+OPTIMIZER_MODULE = "(optimizer)"
+
+
+class Mode(str, Enum):
+    """What is counted: an inference forward pass, or a whole training step."""
+
+    EVAL = "eval"
+    TRAIN = "train"
+
+
+@lru_cache(maxsize=None)
+def _schema_names(op: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    args = op._schema.arguments
+    names = tuple(a.name for a in args)
+    defaults = {a.name: a.default_value for a in args if a.has_default_value()}
+    return names, defaults
+
+
+def bind_arguments(op: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The op's arguments by schema name, defaults filled in."""
+    names, defaults = _schema_names(op)
+    bound = dict(defaults)
+    bound.update(zip(names, args))
+    bound.update(kwargs)
+    return bound
+
+
+def _spec(value: Any) -> Any:
+    return TensorSpec.of(value) if isinstance(value, torch.Tensor) else value
+
+
+class _CountingMode(TorchDispatchMode):
+    """Records one OpRecord per aten call; tracks live tensor bytes for the peak estimate."""
+
+    def __init__(self, tracker: ModuleTracker, names: dict[str, tuple[str, str]]) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.names = names  # tracker name -> (module path, module class name)
+        self.phase = Phase.FORWARD
+        self.outside = LOSS_MODULE  # label for calls outside the model's modules
+        self.records: list[OpRecord] = []
+        self.unsupported: Counter[str] = Counter()
+        self.live_bytes = 0
+        self.peak_bytes = 0
+        self._live: set[int] = set()
+
+    def where(self) -> tuple[str, str]:
+        """(module path, module type) of the innermost module running now."""
+        inner = max(self.tracker.parents, key=lambda n: (n.count("."), n))
+        return self.names.get(inner, (self.outside, self.outside))
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if is_view(func):
+            return out
+        formula = formula_for(func)
+        name = str(func.overloadpacket).replace("aten::", "aten.")
+        if formula is None:
+            self.unsupported[name] += 1
+        else:
+            bound = tree_map(_spec, bind_arguments(func, args, kwargs))
+            out_specs = tree_map(_spec, out)
+            cost = formula(bound, out_specs if isinstance(out_specs, (tuple, list)) else (out_specs,))
+            inputs = tensors_in(list(bound.values()))
+            outputs = tensors_in(out_specs)
+            cost = Cost(cost.macs, cost.flops, sum(t.nbytes for t in inputs),
+                        sum(t.nbytes for t in outputs))
+            module, module_type = (OPTIMIZER_MODULE, OPTIMIZER_MODULE) \
+                if self.phase is Phase.OPTIMIZER else self.where()
+            self.records.append(OpRecord(name, self.phase, module, module_type, cost,
+                                         tuple(t.shape for t in inputs)))
+        self._track_live(out)
+        return out
+
+    def _track_live(self, out: Any) -> None:
+        for tensor in tree_flatten(out)[0]:
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            key = tensor.untyped_storage()._cdata
+            if key in self._live:
+                continue
+            self._live.add(key)
+            nbytes = tensor.untyped_storage().nbytes()
+            self.live_bytes += nbytes
+            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+            weakref.finalize(tensor, self._release, key, nbytes)
+
+    def _release(self, key: int, nbytes: int) -> None:
+        if key in self._live:
+            self._live.discard(key)
+            self.live_bytes -= nbytes
+
+
+class _SavedActivations:
+    """Bytes of tensors autograd saves for backward (unique storages, parameters excluded)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._exclude = {t.untyped_storage()._cdata
+                         for t in [*model.parameters(), *model.buffers()]}
+        self._seen: set[int] = set()
+        self.nbytes = 0
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        key = tensor.untyped_storage()._cdata
+        if key not in self._exclude and key not in self._seen:
+            self._seen.add(key)
+            self.nbytes += tensor.untyped_storage().nbytes()
+        return tensor
+
+    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+
+
+OptimizerFactory = Callable[[Sequence[nn.Parameter]], torch.optim.Optimizer]
+
+
+def make_optimizer(kind: str | OptimizerFactory, params: Sequence[nn.Parameter],
+                   *, lr: float = 0.01) -> torch.optim.Optimizer:
+    """'sgd' (momentum 0.9), 'adam', 'adamw', or a factory ``params -> Optimizer``."""
+    if callable(kind):
+        return kind(params)
+    factories: dict[str, OptimizerFactory] = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=lr, momentum=0.9),
+        "adam": lambda p: torch.optim.Adam(p, lr=lr, foreach=True, capturable=False),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=lr, foreach=True, capturable=False),
+    }
+    if kind not in factories:
+        raise InputSpecError(f"unknown optimizer '{kind}'; choose one of {', '.join(factories)}")
+    return factories[kind](params)
+
+
+def _to_device_copy(model: nn.Module, device: torch.device) -> nn.Module:
+    """A copy of ``model`` on ``device``; onto meta without copying any weight data."""
+    if device.type != "meta":
+        return copy.deepcopy(model).to(device)
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
+
+
+def _make_inputs(inputs: Any, shape: tuple[int, ...] | None, batch_size: int,
+                 device: torch.device) -> tuple[Any, ...]:
+    if inputs is None:
+        if shape is None:
+            raise InputSpecError("no input given: pass inputs= (tensors) or input_shape= (one sample)")
+        maker = torch.empty if device.type == "meta" else torch.randn
+        return (maker((batch_size, *shape), device=device),)
+    if isinstance(inputs, torch.Tensor):
+        inputs = (inputs,)
+    if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(i, int) for i in inputs):
+        return _make_inputs(None, tuple(inputs), batch_size, device)
+    return tuple(tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) and device.type != "meta"
+                          else (torch.empty_like(t, device="meta") if isinstance(t, torch.Tensor) else t),
+                          list(inputs)))
+
+
+def _default_loss(output: Any) -> torch.Tensor:
+    """Cross-entropy of every 2-d (batch, classes) output against class 0 targets; otherwise the
+    mean of the outputs (a stand-in loss with the same backward graph shape)."""
+    tensors = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not tensors:
+        raise InputSpecError("the model returned no floating-point tensor to build a loss from")
+    losses = []
+    for t in tensors:
+        if t.dim() == 2:
+            target = torch.zeros(t.shape[0], dtype=torch.long, device=t.device)
+            losses.append(nn.functional.cross_entropy(t, target))
+        else:
+            losses.append(t.mean())
+    return sum(losses[1:], losses[0])
+
+
+def _resolve_device(device: torch.device | str) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"unknown device '{device}': use meta, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device '{device}' requested but CUDA is not available on this machine; "
+                          "use --device meta or cpu")
+    return device
+
+
+def count(model: nn.Module | str, inputs: Any = None, *, mode: Mode | str = Mode.EVAL,
+          batch_size: int = 1, input_shape: Sequence[int] | None = None,
+          device: torch.device | str = "meta", optimizer: str | OptimizerFactory = "sgd",
+          loss: Callable[[Any], torch.Tensor] | None = None, name: str | None = None) -> CostReport:
+    """Count what ``model`` costs on ``inputs`` (tensors) or ``input_shape`` (one sample).
+
+    ``mode='eval'`` counts one forward pass (model.eval(), no_grad); ``mode='train'`` a whole
+    training step: forward, ``loss`` (default: cross-entropy), backward through the real autograd
+    graph, and one ``optimizer`` step (SGD with momentum by default). ``device='meta'`` (default)
+    does no arithmetic; any other device counts on real tensors there. The user's model is never
+    modified: counting works on a copy.
+    """
+    mode = Mode(mode)
+    if batch_size <= 0:
+        raise InputSpecError(f"batch size must be a positive integer, got {batch_size}")
+    device = _resolve_device(device)
+    if isinstance(model, str):
+        from dnncost.loading import load_model
+
+        loaded = load_model(model)
+        name = name or loaded.name
+        input_shape = input_shape or loaded.input_shape
+        module = loaded.build(device)
+    elif isinstance(model, nn.Module):
+        module = _to_device_copy(model, device)
+    else:
+        raise InputSpecError(f"expected an nn.Module or a model name, got {type(model).__name__}")
+    name = name or type(module).__name__
+    shape = tuple(input_shape) if input_shape is not None else None
+    batch = _make_inputs(inputs, shape, batch_size, device)
+    module.train(mode is Mode.TRAIN)
+
+    root = type(module).__name__
+    names = {(f"{root}.{path}" if path else root): (path, type(m).__name__)
+             for path, m in module.named_modules()}
+    params = list(module.parameters())
+    trainable = [p for p in params if p.requires_grad]
+    opt = None
+    if mode is Mode.TRAIN and trainable:
+        opt = make_optimizer(optimizer, trainable)
+        _initialise_optimizer_state(opt, trainable)
+
+    tracker = ModuleTracker()
+    counting = _CountingMode(tracker, names)
+    saved = _SavedActivations(module)
+    baseline = sum(t.untyped_storage().nbytes() for t in [*params, *module.buffers()])
+    state_bytes = _optimizer_state_bytes(opt)
+    with tracker, counting:
+        if mode is Mode.EVAL:
+            with torch.no_grad():
+                _forward(module, batch, counting, name)
+        else:
+            with saved.hooks():
+                output = _forward(module, batch, counting, name)
+                counting.outside = LOSS_MODULE
+                loss_value = (loss or _default_loss)(output)
+            del output
+            counting.phase = Phase.BACKWARD
+            loss_value.backward()
+            del loss_value
+            if opt is not None:
+                counting.phase = Phase.OPTIMIZER
+                opt.step()
+    grad_bytes = sum(p.numel() * p.element_size() for p in trainable)
+    peak = baseline + state_bytes + counting.peak_bytes
+    return CostReport(
+        model=name, mode=mode.value, input_shape=shape or tuple(batch[0].shape[1:]),
+        batch_size=batch_size if inputs is None else int(batch[0].shape[0]),
+        records=tuple(counting.records),
+        params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in trainable),
+        param_bytes=sum(p.numel() * p.element_size() for p in params),
+        activation_bytes=saved.nbytes,
+        peak_bytes=peak,
+        unsupported_ops=tuple(sorted(counting.unsupported.items())),
+        counted_on=str(device),
+        extra={"gradient_bytes": grad_bytes if mode is Mode.TRAIN else 0,
+               "optimizer": type(opt).__name__ if opt is not None else None},
+    )
+
+
+def _forward(module: nn.Module, batch: tuple[Any, ...], counting: _CountingMode, name: str) -> Any:
+    try:
+        return module(*batch)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        path, kind = counting.where()
+        shapes = ", ".join("x".join(map(str, t.shape)) for t in batch if isinstance(t, torch.Tensor))
+        where = f"module '{path}' ({kind})" if path not in ("", LOSS_MODULE) else "the model's own forward"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputSpecError(
+            f"model '{name}' cannot take an input of shape {shapes} (batch first): it failed in "
+            f"{where}: {first_line}") from exc
+
+
+def _initialise_optimizer_state(opt: torch.optim.Optimizer, params: Sequence[nn.Parameter]) -> None:
+    """Take one untracked step on zero gradients so that the counted step is a steady-state one
+    (momentum buffers exist), then restore the parameters' gradients to None."""
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    with torch.no_grad():
+        saved = [p.detach().clone() for p in params] if params[0].device.type != "meta" else None
+        opt.step()
+        if saved is not None:
+            for p, s in zip(params, saved):
+                p.copy_(s)
+    opt.zero_grad(set_to_none=True)
+
+
+def _optimizer_state_bytes(opt: torch.optim.Optimizer | None) -> int:
+    if opt is None:
+        return 0
+    tensors = [t for state in opt.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)

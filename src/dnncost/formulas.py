@@ -1,0 +1,417 @@
+"""Operator -> cost formulas: one registry, keyed by aten operator, pure functions of shapes.
+
+Every formula takes the operator's arguments bound to their schema names (tensors replaced by
+:class:`TensorSpec`, i.e. shape + dtype only) and its outputs, and returns a :class:`Cost` holding
+``macs`` and ``flops``; the counter adds bytes read/written from the same specs. Each formula states
+its per-element rule in its docstring; :data:`dnncost.conventions.CONVENTION` states the whole.
+
+Conventions: 1 MAC = 2 FLOPs; MACs only for conv / matmul-family / attention; bias adds are FLOPs.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from math import prod
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import conv_flop_count, sdpa_backward_flop_count, sdpa_flop_count
+
+from dnncost.cost import Cost
+
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a formula may know of a tensor: its shape and dtype."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor) -> TensorSpec:
+        return cls(tuple(int(s) for s in tensor.shape), tensor.dtype)
+
+
+Args = Mapping[str, Any]
+Outputs = Sequence[Any]
+Formula = Callable[[Args, Outputs], Cost]
+
+FORMULAS: dict[Any, Formula] = {}
+"""aten OpOverloadPacket -> formula. Filled only through :func:`register_formula`."""
+
+VIEW_OPS: frozenset[Any] = frozenset({
+    aten.view, aten._unsafe_view, aten._reshape_alias, aten.reshape, aten.t, aten.transpose,
+    aten.permute, aten.expand, aten.squeeze, aten.unsqueeze, aten.detach, aten.alias,
+    aten.as_strided, aten.as_strided_, aten.slice, aten.select, aten.split, aten.split_with_sizes, aten.unbind,
+    aten.chunk, aten.narrow, aten.lift_fresh, aten.empty, aten.empty_like, aten.empty_strided,
+    aten.new_empty, aten.new_empty_strided, aten.set_, aten.resize_, aten.is_same_size,
+    aten._local_scalar_dense, aten.view_as, aten.numpy_T, aten.movedim, aten.unfold,
+    aten.diagonal, aten.expand_as, aten.flatten, aten.unflatten, aten.is_nonzero,
+    aten.sym_size, aten.sym_stride, aten.sym_numel, aten.sym_storage_offset, aten.lift_fresh_copy,
+    torch.ops.profiler._record_function_enter_new, torch.ops.profiler._record_function_exit,
+    torch.ops.profiler._record_function_enter,
+})
+"""Operators that only change metadata or allocate: no arithmetic, no memory traffic."""
+
+
+def register_formula(*ops: Any) -> Callable[[Formula], Formula]:
+    """Register ``fn`` as the formula of each aten op (packet or overload); raise on a duplicate."""
+    def decorator(fn: Formula) -> Formula:
+        for op in ops:
+            packet = getattr(op, "overloadpacket", op)
+            if packet in FORMULAS or packet in VIEW_OPS:
+                raise ValueError(f"a cost formula for {packet} is already registered")
+            FORMULAS[packet] = fn
+        return fn
+    return decorator
+
+
+def formula_for(op: Any) -> Formula | None:
+    """The formula registered for an aten op (overload or packet), or None."""
+    return FORMULAS.get(getattr(op, "overloadpacket", op))
+
+
+def is_view(op: Any) -> bool:
+    """True for metadata-only operators (views, allocations)."""
+    return getattr(op, "overloadpacket", op) in VIEW_OPS
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def tensors_in(value: Any) -> list[TensorSpec]:
+    """Every TensorSpec inside a (nested) argument or output."""
+    if isinstance(value, TensorSpec):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in tensors_in(v)]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in tensors_in(v)]
+    return []
+
+
+def _numel(value: Any) -> int:
+    return sum(t.numel for t in tensors_in(value))
+
+
+def _first(out: Outputs) -> TensorSpec:
+    return tensors_in(out)[0]
+
+
+def _macs(macs: int, extra_flops: int = 0) -> Cost:
+    """Cost of work with ``macs`` multiply-accumulates plus ``extra_flops`` other operations."""
+    return Cost(macs=macs, flops=2 * macs + extra_flops)
+
+
+def _flops(flops: int) -> Cost:
+    return Cost(flops=flops)
+
+
+# -- matrix products --------------------------------------------------------------------------
+@register_formula(aten.mm)
+def mm_cost(a: Args, out: Outputs) -> Cost:
+    """(m, k) @ (k, n): m*k*n MACs."""
+    m, k = a["self"].shape
+    n = a["mat2"].shape[-1]
+    return _macs(m * k * n)
+
+
+@register_formula(aten.addmm)
+def addmm_cost(a: Args, out: Outputs) -> Cost:
+    """bias + (m, k) @ (k, n): m*k*n MACs, plus m*n FLOPs for the bias add."""
+    m, k = a["mat1"].shape
+    n = a["mat2"].shape[-1]
+    return _macs(m * k * n, m * n)
+
+
+@register_formula(aten.bmm)
+def bmm_cost(a: Args, out: Outputs) -> Cost:
+    """(b, m, k) @ (b, k, n): b*m*k*n MACs."""
+    b, m, k = a["self"].shape
+    n = a["mat2"].shape[-1]
+    return _macs(b * m * k * n)
+
+
+@register_formula(aten.baddbmm)
+def baddbmm_cost(a: Args, out: Outputs) -> Cost:
+    """input + (b, m, k) @ (b, k, n): b*m*k*n MACs plus b*m*n FLOPs for the add."""
+    b, m, k = a["batch1"].shape
+    n = a["batch2"].shape[-1]
+    return _macs(b * m * k * n, b * m * n)
+
+
+@register_formula(aten.dot, aten.vdot)
+def dot_cost(a: Args, out: Outputs) -> Cost:
+    """Dot product of two n-vectors: n MACs."""
+    return _macs(a["self"].numel)
+
+
+@register_formula(aten.mv)
+def mv_cost(a: Args, out: Outputs) -> Cost:
+    """(m, n) @ (n,): m*n MACs."""
+    return _macs(a["self"].numel)
+
+
+# -- convolution ------------------------------------------------------------------------------
+def _conv_macs(x: TensorSpec, w: TensorSpec, y: TensorSpec, transposed: bool) -> int:
+    # torch's conv_flop_count is 2 * N * prod(spatial) * Cout * (Cin/groups) * prod(kernel): the
+    # weight's second dim already is Cin/groups, so grouped and depthwise convs come out right.
+    return conv_flop_count(list(x.shape), list(w.shape), list(y.shape), transposed=transposed) // 2
+
+
+@register_formula(aten.convolution, aten._convolution, aten.convolution_overrideable,
+                  aten.cudnn_convolution, aten.mkldnn_convolution, aten._slow_conv2d_forward,
+                  aten.cudnn_convolution_transpose)
+def conv_cost(a: Args, out: Outputs) -> Cost:
+    """N * Cout * prod(out spatial) * (Cin/groups) * prod(kernel) MACs (transposed: input spatial);
+    plus one FLOP per output element for the bias."""
+    x, w, y = a["input"] if "input" in a else a["self"], a["weight"], _first(out)
+    transposed = bool(a.get("transposed", False))
+    bias = y.numel if a.get("bias") is not None else 0
+    return _macs(_conv_macs(x, w, y, transposed), bias)
+
+
+@register_formula(aten.convolution_backward)
+def conv_backward_cost(a: Args, out: Outputs) -> Cost:
+    """grad_input and grad_weight each cost exactly the forward's MACs, for any ``groups``
+    (torch's own backward formula ignores groups); grad_bias is one add per grad_output element.
+    Only the gradients in ``output_mask`` are counted."""
+    grad_out, x, w = a["grad_output"], a["input"], a["weight"]
+    mask = a["output_mask"]
+    fwd = _conv_macs(x, w, grad_out, bool(a["transposed"]))
+    macs = fwd * (int(bool(mask[0])) + int(bool(mask[1])))
+    return _macs(macs, grad_out.numel if mask[2] else 0)
+
+
+# -- attention --------------------------------------------------------------------------------
+@register_formula(aten._scaled_dot_product_flash_attention_for_cpu,
+                  aten._scaled_dot_product_efficient_attention,
+                  aten._scaled_dot_product_flash_attention,
+                  aten._scaled_dot_product_cudnn_attention)
+def sdpa_cost(a: Args, out: Outputs) -> Cost:
+    """QK^T and AV: 2 * B*H*Sq*Sk*D MACs; softmax 5 FLOPs per score (max, sub, exp, sum, div)."""
+    q, k, v = a["query"], a["key"], a["value"]
+    macs = sdpa_flop_count(q.shape, k.shape, v.shape) // 2
+    b, h, sq, _ = q.shape
+    return _macs(macs, 5 * b * h * sq * k.shape[-2])
+
+
+@register_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward,
+                  aten._scaled_dot_product_efficient_attention_backward,
+                  aten._scaled_dot_product_flash_attention_backward,
+                  aten._scaled_dot_product_cudnn_attention_backward)
+def sdpa_backward_cost(a: Args, out: Outputs) -> Cost:
+    """Recompute QK^T, then dV, dP, dQ, dK: 5 * B*H*Sq*Sk*D MACs; softmax backward 4 per score."""
+    q, k, v, g = a["query"], a["key"], a["value"], a["grad_out"]
+    macs = sdpa_backward_flop_count(g.shape, q.shape, k.shape, v.shape) // 2
+    b, h, sq, _ = q.shape
+    return _macs(macs, 4 * b * h * sq * k.shape[-2])
+
+
+@register_formula(aten._native_multi_head_attention)
+def native_mha_cost(a: Args, out: Outputs) -> Cost:
+    """The fused fast path of nn.MultiheadAttention (eval, no_grad, real CPU/CUDA tensors):
+    in-projection L*E*E (q) + 2*S*E*E (k, v), QK^T and AV 2*L*S*E, out-projection L*E*E MACs per
+    batch item; bias adds 3 per projected element, softmax 5 per score."""
+    q, k = a["query"], a["key"]
+    bsz, tgt, emb = q.shape
+    src = k.shape[1]
+    heads = int(a["num_head"])
+    macs = bsz * (tgt * emb * emb + 2 * src * emb * emb + 2 * tgt * src * emb + tgt * emb * emb)
+    extra = bsz * (tgt * emb + 2 * src * emb + tgt * emb) + 5 * bsz * heads * tgt * src
+    return _macs(macs, extra)
+
+
+# -- normalisation ----------------------------------------------------------------------------
+@register_formula(aten.native_batch_norm, aten._native_batch_norm_legit,
+                  aten._native_batch_norm_legit_functional, aten.cudnn_batch_norm,
+                  aten.miopen_batch_norm)
+def batch_norm_cost(a: Args, out: Outputs) -> Cost:
+    """Training (batch statistics): mean 1 + variance 3 + normalise 2 + affine 2 FLOPs per element.
+    Evaluation (running statistics): normalise 2 + affine 2 per element."""
+    x = a["input"]
+    training = bool(a.get("training", True))
+    affine = 2 if a.get("weight") is not None else 0
+    return _flops(x.numel * ((4 if training else 0) + 2 + affine))
+
+
+@register_formula(aten._native_batch_norm_legit_no_training)
+def batch_norm_eval_cost(a: Args, out: Outputs) -> Cost:
+    """Running statistics: normalise 2 + affine 2 FLOPs per element."""
+    affine = 2 if a.get("weight") is not None else 0
+    return _flops(a["input"].numel * (2 + affine))
+
+
+@register_formula(aten.native_batch_norm_backward, aten.cudnn_batch_norm_backward,
+                  aten.miopen_batch_norm_backward, aten.batch_norm_backward)
+def batch_norm_backward_cost(a: Args, out: Outputs) -> Cost:
+    """grad_bias 1 (sum dy) + grad_weight 2 (sum dy*xhat) + grad_input 6 FLOPs per element."""
+    return _flops(9 * a["input"].numel)
+
+
+@register_formula(aten.native_layer_norm, aten.native_group_norm)
+def layer_norm_cost(a: Args, out: Outputs) -> Cost:
+    """Mean 1 + variance 3 + normalise 2 + affine 2 FLOPs per element (layer and group norm)."""
+    affine = 2 if a.get("weight") is not None else 0
+    return _flops(a["input"].numel * (6 + affine))
+
+
+@register_formula(aten.native_layer_norm_backward, aten.native_group_norm_backward)
+def layer_norm_backward_cost(a: Args, out: Outputs) -> Cost:
+    """Like batch norm's backward: 9 FLOPs per element."""
+    return _flops(9 * a["input"].numel)
+
+
+# -- pooling ----------------------------------------------------------------------------------
+@register_formula(aten.max_pool1d_with_indices, aten.max_pool2d_with_indices,
+                  aten.max_pool3d_with_indices, aten.max_pool2d, aten.max_pool1d, aten.max_pool3d,
+                  aten.mkldnn_max_pool2d)
+def max_pool_cost(a: Args, out: Outputs) -> Cost:
+    """prod(kernel) - 1 comparisons per output element."""
+    return _flops(_first(out).numel * (prod(a["kernel_size"]) - 1))
+
+
+@register_formula(aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d)
+def avg_pool_cost(a: Args, out: Outputs) -> Cost:
+    """prod(kernel) - 1 adds + 1 divide = prod(kernel) FLOPs per output element."""
+    return _flops(_first(out).numel * prod(a["kernel_size"]))
+
+
+@register_formula(aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d, aten.adaptive_max_pool2d,
+                  aten.adaptive_max_pool3d, aten.adaptive_max_pool1d)
+def adaptive_pool_cost(a: Args, out: Outputs) -> Cost:
+    """Every input element is added (or compared) once; one divide per output element."""
+    return _flops(a["self"].numel + _first(out).numel)
+
+
+@register_formula(aten.max_pool2d_with_indices_backward, aten.max_pool3d_with_indices_backward,
+                  aten.avg_pool2d_backward, aten.avg_pool3d_backward,
+                  aten._adaptive_avg_pool2d_backward, aten._adaptive_avg_pool3d_backward,
+                  aten.adaptive_max_pool2d_backward, aten.adaptive_max_pool3d_backward)
+def pool_backward_cost(a: Args, out: Outputs) -> Cost:
+    """Scatter/spread of the output gradient: one add per input-gradient element."""
+    return _flops(_first(out).numel)
+
+
+# -- pointwise, by per-element FLOPs ----------------------------------------------------------
+def _alpha_flops(a: Args) -> int:
+    """One more FLOP per element when an add/sub carries a scale: x + alpha * y."""
+    return int(a.get("alpha", 1) not in (1, None))
+
+
+def _pointwise(flops_per_element: int) -> Formula:
+    def cost(a: Args, out: Outputs) -> Cost:
+        return _flops((flops_per_element + _alpha_flops(a)) * _numel(out))
+    cost.__name__ = f"pointwise_{flops_per_element}_cost"
+    cost.__doc__ = f"{flops_per_element} FLOP(s) per output element."
+    return cost
+
+
+# source: dnncost's convention -- 1 per add/mul/compare; transcendental functions and their
+# compositions count their arithmetic steps (e.g. sigmoid = exp, add, divide, negate = 4).
+POINTWISE_FLOPS: dict[int, tuple[Any, ...]] = {
+    0: (aten.copy_, aten.clone, aten._to_copy, aten.cat, aten.stack, aten.fill_, aten.zero_,
+        aten.zeros, aten.ones, aten.full, aten.zeros_like, aten.ones_like, aten.full_like,
+        aten.new_zeros, aten.new_ones, aten.new_full, aten.scalar_tensor, aten.arange,
+        aten.constant_pad_nd, aten.reflection_pad2d, aten.replication_pad2d, aten.flip,
+        aten.roll, aten.repeat, aten.index, aten.index_select, aten.gather, aten.embedding,
+        aten._unsafe_index, aten.upsample_nearest1d, aten.upsample_nearest2d,
+        aten.upsample_nearest3d, aten.masked_fill, aten.where, aten.bernoulli_, aten.uniform_,
+        aten.normal_, aten.random_, aten.channel_shuffle, aten.native_channel_shuffle,
+        aten.pixel_shuffle, aten.pixel_unshuffle, aten.contiguous, aten.lift,
+        aten.tril, aten.triu, aten.eq, aten.ne, aten.gt, aten.lt, aten.ge, aten.le,
+        aten.logical_not, aten.logical_and, aten.logical_or, aten.sign, aten.slice_backward,
+        aten.select_backward, aten.index_put_, aten.index_put, aten.masked_fill_),
+    1: (aten.add, aten.add_, aten.sub, aten.sub_, aten.mul, aten.mul_, aten.div, aten.div_,
+        aten.rsub, aten.neg, aten.abs, aten.relu, aten.relu_, aten.threshold_backward,
+        aten.clamp_min, aten.clamp_min_, aten.clamp_max, aten.maximum, aten.minimum,
+        aten.reciprocal, aten.sqrt, aten.rsqrt, aten.exp, aten.log, aten.pow, aten.square,
+        aten.threshold, aten.sin, aten.cos, aten.floor, aten.ceil, aten.round,
+        aten.embedding_dense_backward, aten.native_dropout_backward, aten.relu6),
+    2: (aten.clamp, aten.clamp_, aten.hardtanh, aten.hardtanh_, aten.hardtanh_backward,
+        aten.leaky_relu, aten.leaky_relu_, aten.leaky_relu_backward, aten.addcmul,
+        aten.addcmul_, aten.addcdiv, aten.addcdiv_, aten.lerp, aten.lerp_, aten.native_dropout,
+        aten.erf, aten.tanh, aten.tanh_, aten.erfinv, aten.prelu),
+    3: (aten.sigmoid_backward, aten.tanh_backward, aten.hardsigmoid, aten.hardsigmoid_,
+        aten.hardsigmoid_backward, aten.elu, aten.elu_, aten.elu_backward),
+    4: (aten.sigmoid, aten.sigmoid_, aten.hardswish, aten.hardswish_, aten.hardswish_backward,
+        aten.silu, aten.silu_, aten.mish),
+    6: (aten.upsample_bilinear2d, aten.upsample_bilinear2d_backward, aten.silu_backward,
+        aten.mish_backward),
+    8: (aten.gelu, aten.gelu_, aten.upsample_bicubic2d),
+    12: (aten.gelu_backward,),
+}
+for _k, _ops in POINTWISE_FLOPS.items():
+    register_formula(*_ops)(_pointwise(_k))
+
+
+# -- reductions, softmax, losses --------------------------------------------------------------
+@register_formula(aten.sum, aten.mean, aten.amax, aten.amin, aten.max, aten.min, aten.argmax,
+                  aten.argmin, aten.norm, aten.linalg_vector_norm, aten.var, aten.std, aten.prod,
+                  aten.logsumexp, aten.any, aten.all, aten.var_mean, aten.std_mean, aten.cumsum)
+def reduction_cost(a: Args, out: Outputs) -> Cost:
+    """One FLOP per input element."""
+    return _flops(a["self"].numel if "self" in a else _numel(a.get("input")))
+
+
+@register_formula(aten._softmax, aten._log_softmax, aten._safe_softmax)
+def softmax_cost(a: Args, out: Outputs) -> Cost:
+    """max 1 + subtract 1 + exp 1 + sum 1 + divide (or log) 1 = 5 FLOPs per element."""
+    return _flops(5 * a["self"].numel)
+
+
+@register_formula(aten._softmax_backward_data, aten._log_softmax_backward_data)
+def softmax_backward_cost(a: Args, out: Outputs) -> Cost:
+    """dy*y, its sum, subtract, multiply: 4 FLOPs per element."""
+    return _flops(4 * a["grad_output"].numel)
+
+
+@register_formula(aten.nll_loss_forward, aten.nll_loss2d_forward, aten.nll_loss_backward,
+                  aten.nll_loss2d_backward)
+def nll_loss_cost(a: Args, out: Outputs) -> Cost:
+    """Gather one log-probability per target and average: 2 FLOPs per target (negated gather/add)."""
+    return _flops(2 * a["target"].numel)
+
+
+@register_formula(aten.mse_loss, aten.mse_loss_backward, aten.binary_cross_entropy_with_logits,
+                  aten.smooth_l1_loss, aten.l1_loss, aten.binary_cross_entropy)
+def elementwise_loss_cost(a: Args, out: Outputs) -> Cost:
+    """Difference, square (or log terms) and mean: 3 FLOPs per input element."""
+    return _flops(3 * a["self"].numel if "self" in a else 3 * _numel(a["input"]))
+
+
+# -- optimizer (foreach kernels that torch.optim uses by default) ------------------------------
+def _foreach(flops_per_element: int) -> Formula:
+    def cost(a: Args, out: Outputs) -> Cost:
+        return _flops((flops_per_element + _alpha_flops(a)) * _numel(a["self"]))
+    cost.__name__ = f"foreach_{flops_per_element}_cost"
+    cost.__doc__ = f"{flops_per_element} FLOP(s) per element of every tensor in the list."
+    return cost
+
+
+# source: an alpha-scaled add (x + alpha*y) is 2 FLOPs, as is addcmul/addcdiv (x + v*y*z) = 3.
+FOREACH_FLOPS: dict[int, tuple[Any, ...]] = {
+    0: (aten._foreach_copy_, aten._foreach_zero_),
+    1: (aten._foreach_mul, aten._foreach_mul_, aten._foreach_div, aten._foreach_div_,
+        aten._foreach_sqrt, aten._foreach_sqrt_, aten._foreach_neg, aten._foreach_neg_,
+        aten._foreach_maximum_, aten._foreach_sign, aten._foreach_reciprocal_,
+        aten._foreach_add, aten._foreach_add_, aten._foreach_sub, aten._foreach_sub_),
+    2: (aten._foreach_lerp_, aten._foreach_pow),
+    3: (aten._foreach_addcmul_, aten._foreach_addcdiv_, aten._foreach_addcmul,
+        aten._foreach_addcdiv),
+}
+for _k, _ops in FOREACH_FLOPS.items():
+    register_formula(*_ops)(_foreach(_k))
+
+
+def registered_ops() -> Iterable[Any]:
+    """Every aten op packet with a formula (for registry-driven tests and docs)."""
+    return FORMULAS.keys()

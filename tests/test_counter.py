@@ -1,0 +1,137 @@
+"""The counter on tiny networks whose forward, backward and optimizer costs are counted by hand."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dnncost import Phase
+from dnncost.counter import count
+from dnncost.errors import DeviceError, InputSpecError
+
+
+class Tiny(nn.Module):
+    """conv 1->2 (3x3, no bias) on 1x4x4 -> relu -> flatten -> linear 8->3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, bias=False)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.relu(self.conv(x)).flatten(1))
+
+
+class DepthwiseBlock(nn.Module):
+    """1x1 conv 4->4 then depthwise 3x3 (groups=4, padding 1), on 4x8x8: a MobileNet block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pw = nn.Conv2d(4, 4, 1, bias=False)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dw(self.pw(x))
+
+
+def test_tiny_forward_by_hand():
+    r = count(Tiny(), input_shape=(1, 4, 4))
+    # conv: 2 out ch * 2*2 positions * 1 in ch * 9 = 72 MACs; fc: 8 * 3 = 24 MACs
+    assert r.total().macs == 72 + 24
+    # 2 * 96 MACs + relu 8 + fc bias 3 = 203 FLOPs
+    assert r.total().flops == 203
+    # params: conv 2*9 = 18, fc 8*3 + 3 = 27
+    assert r.params == 45
+    assert r.by_module(1) == {"conv": r.by_module(1)["conv"], "relu": r.by_module(1)["relu"],
+                              "fc": r.by_module(1)["fc"]}
+    assert r.by_module(1)["conv"].macs == 72 and r.by_module(1)["fc"].macs == 24
+    # bytes of the conv: reads input 16*4 + weight 18*4 = 136, writes 8*4 = 32
+    conv = r.by_module(1)["conv"]
+    assert (conv.bytes_read, conv.bytes_written) == (136, 32)
+    assert r.unsupported() == {}
+
+
+def test_tiny_training_step_by_hand():
+    r = count(Tiny(), input_shape=(1, 4, 4), mode="train")
+    phases = r.by_phase()
+    assert list(phases) == [Phase.FORWARD, Phase.BACKWARD, Phase.OPTIMIZER]
+    # forward: 96 MACs; 203 FLOPs + log_softmax 5*3 = 15 + nll 2*1 = 2 -> 220
+    assert phases[Phase.FORWARD].macs == 96 and phases[Phase.FORWARD].flops == 220
+    # backward: fc grad_input (1x3 @ 3x8) 24 + grad_weight (3x1 @ 1x8) 24; conv grad_weight only
+    # (its input needs no gradient) 72 -> 120 MACs
+    assert phases[Phase.BACKWARD].macs == 120
+    # 2 * 120 + nll_backward 2 + log_softmax_backward 4*3 = 12 + fc bias grad 3 + relu backward 8
+    assert phases[Phase.BACKWARD].flops == 240 + 2 + 12 + 3 + 8
+    # SGD, momentum 0.9, over 45 params: buf *= 0.9 (1), buf += g (1), p += -lr*buf (2) -> 4 * 45
+    assert phases[Phase.OPTIMIZER] .flops == 180 and phases[Phase.OPTIMIZER].macs == 0
+    # saved for backward: input 16*4 = 64, relu output 8*4 = 32, log-probs 3*4 = 12,
+    # target 8 (int64), nll total_weight 4 -> 120 bytes (weights excluded)
+    assert r.activation_bytes == 120
+    assert r.gradient_bytes == 45 * 4
+
+
+def test_depthwise_training_step_is_three_times_forward_by_hand():
+    r = count(DepthwiseBlock(), input_shape=(4, 8, 8), mode="train")
+    fwd = r.total(Phase.FORWARD).macs
+    bwd = r.total(Phase.BACKWARD).macs
+    # pw: 4 * 8*8 * 4 * 1 = 1,024; dw: 4 * 8*8 * (4/4) * 9 = 2,304
+    assert fwd == 1024 + 2304
+    # backward: pw grad_weight only 1,024 (its input needs no grad); dw grad_input + grad_weight
+    # 2 * 2,304 -- torch's own formula ignores groups and gives 4x as much for the dw part
+    assert bwd == 1024 + 2 * 2304
+
+
+def test_counting_leaves_the_users_model_untouched():
+    model = Tiny()
+    before = model.fc.weight.detach().clone()
+    count(model, input_shape=(1, 4, 4), mode="train")
+    assert model.fc.weight.device.type == "cpu" and torch.equal(model.fc.weight, before)
+    assert model.fc.weight.grad is None
+
+
+def test_meta_and_cpu_agree_and_batch_scales_linearly():
+    meta = count(Tiny(), input_shape=(1, 4, 4), mode="train", batch_size=8)
+    cpu = count(Tiny(), input_shape=(1, 4, 4), mode="train", batch_size=8, device="cpu")
+    assert meta.total() == cpu.total()
+    fwd1 = count(Tiny(), input_shape=(1, 4, 4), batch_size=1).total().macs
+    assert count(Tiny(), input_shape=(1, 4, 4), batch_size=8).total().macs == 8 * fwd1
+
+
+def test_functional_ops_and_unsupported_are_listed():
+    class Functional(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.nn.functional.gelu(x @ x.transpose(-1, -2))  # 2 * (4x3 @ 3x4) = 96 MACs
+            return torch.fft.fft(y).real  # no formula: listed, not zero
+
+    r = count(Functional(), input_shape=(4, 3), batch_size=2)
+    assert r.total().macs == 2 * 4 * 3 * 4
+    assert any("fft" in op for op in r.unsupported())
+
+
+def test_multihead_attention_fast_path_counted_fully():
+    """Real CPU tensors in eval under no_grad take MHA's fused path; the count must not drop."""
+    from torchvision.models import VisionTransformer
+
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                            hidden_dim=16, mlp_dim=32, num_classes=10)
+    meta = count(vit, input_shape=(3, 32, 32))
+    cpu = count(vit, input_shape=(3, 32, 32), device="cpu")
+    assert "aten._native_multi_head_attention" in cpu.by_operator()  # the fast path ran
+    assert cpu.total().macs == meta.total().macs
+    # per layer: tokens L = 16 + 1 = 17, E = 16: in-proj 3*17*16*16 = 13,056, QK^T + AV
+    # 2*17*17*16 = 9,248, out-proj 17*16*16 = 4,352, MLP 2*17*16*32 = 17,408 -> 44,064;
+    # patch embedding 16 patches * 16 * 3*8*8 = 49,152; head 16 * 10 = 160
+    assert meta.total().macs == 2 * 44_064 + 49_152 + 160
+
+
+def test_bad_inputs_are_clear():
+    with pytest.raises(InputSpecError, match=r"module 'conv' \(Conv2d\)"):
+        count(Tiny(), input_shape=(3, 4, 4))
+    with pytest.raises(InputSpecError, match="batch size"):
+        count(Tiny(), input_shape=(1, 4, 4), batch_size=0)
+    with pytest.raises(DeviceError):
+        count(Tiny(), input_shape=(1, 4, 4), device="nonsense")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            count(Tiny(), input_shape=(1, 4, 4), device="cuda")
