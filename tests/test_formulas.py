@@ -160,3 +160,9 @@ def test_foreach_update():
 def test_tensor_spec_bytes():
     assert T((2, 3), torch.float16).nbytes == 12
     assert T((2, 3)).numel == 6
+
+
+def test_index_add():
+    # 6 rows of 4 added into a 10x4 tensor: 24 adds
+    a = {"self": T((10, 4)), "source": T((6, 4)), "index": T((6,), torch.long)}
+    assert F.index_add_cost(a, (T((10, 4)),)).flops == 24

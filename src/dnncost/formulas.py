@@ -353,6 +353,12 @@ for _k, _ops in POINTWISE_FLOPS.items():
     register_formula(*_ops)(_pointwise(_k))
 
 
+@register_formula(aten.index_add, aten.index_add_, aten.scatter_add, aten.scatter_add_)
+def index_add_cost(a: Args, out: Outputs) -> Cost:
+    """One add per element of ``source`` / ``src`` (e.g. the backward of index_select)."""
+    return _flops(_numel(a.get("source", a.get("src"))))
+
+
 # -- reductions, softmax, losses --------------------------------------------------------------
 @register_formula(aten.sum, aten.mean, aten.amax, aten.amin, aten.max, aten.min, aten.argmax,
                   aten.argmin, aten.norm, aten.linalg_vector_norm, aten.var, aten.std, aten.prod,

@@ -44,8 +44,8 @@ class ModelInfo:
     ``paper_params`` / ``paper_macs`` are the figures as the paper prints them (None where it prints
     none), cited by ``source``. A counted figure must lie within ``params_tolerance`` /
     ``macs_tolerance`` (relative) of them; a tolerance wider than 3% is an exception explained in
-    ``notes``. ``heavy`` marks CIFAR-sized entries too slow to train in the default study; they are
-    reachable by name and left out of :func:`list_models` unless asked for.
+    ``notes``. ``heavy`` marks CIFAR-sized entries too slow to train in the default study
+    (:func:`default_study_models` leaves them out); they are built and counted like any other.
     """
 
     name: str
@@ -107,12 +107,9 @@ def _check(info: ModelInfo) -> None:
 
 
 def list_models(pattern: str | None = None, *, family: str | None = None,
-                size: str | None = None, include_heavy: bool = False) -> list[str]:
-    """Sorted zoo names matching the fnmatch ``pattern``, ``family`` and ``size``.
-
-    Heavy CIFAR-sized entries (see :class:`ModelInfo`) are included only with ``include_heavy``, so
-    ``list_models(size="cifar")`` is the set the default study can train on a 2-core CPU.
-    """
+                size: str | None = None, heavy: bool | None = None) -> list[str]:
+    """Sorted zoo names matching the fnmatch ``pattern``, ``family``, ``size`` and, when given,
+    ``heavy`` (see :class:`ModelInfo`); unknown families or sizes raise ModelNotFoundError."""
     if family is not None and family not in FAMILIES:
         raise ModelNotFoundError(f"unknown model family {family!r}; expected one of "
                                  f"{', '.join(FAMILIES)}.{suggest(family, FAMILIES)}")
@@ -123,8 +120,14 @@ def list_models(pattern: str | None = None, *, family: str | None = None,
         if (pattern is None or fnmatch.fnmatchcase(name, pattern))
         and (family is None or info.family == family)
         and (size is None or info.size == size)
-        and (include_heavy or not info.heavy)
+        and (heavy is None or info.heavy == heavy)
     )
+
+
+def default_study_models() -> list[str]:
+    """The networks the default study trains on a 2-core CPU: LeNet-5 and every CIFAR-sized entry
+    not marked heavy (one or two per family of the seven)."""
+    return ["lenet5", *list_models(size=Size.CIFAR.value, heavy=False)]
 
 
 def get_model_info(name: str) -> ModelInfo:
