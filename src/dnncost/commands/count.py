@@ -47,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
         f"activation memory {human(report.activation_bytes, unit='B')}  "
         f"peak memory estimate {human(report.peak_bytes, unit='B')}",
     ]
+    if report.mode == "train":
+        footer_lines.append(f"data-parallel all-reduce volume per step (gradients): "
+                            f"{human(report.gradient_bytes, unit='B')}")
     if unsupported:
         footer_lines.append("unsupported operators (cost unknown, not zero): "
                             + ", ".join(f"{op} x{n}" for op, n in unsupported.items()))

@@ -1,0 +1,229 @@
+"""Data-parallel timing with torch.distributed (gloo on CPU): bytes, storage, errors, cleanup."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dnncost import distributed as ddp
+from dnncost.counter import count
+from dnncost.errors import DeviceError, InputSpecError
+from dnncost.store import open_store
+
+
+class SmallNet(nn.Module):
+    """A conv + linear net with one frozen layer, so trainable and total parameters differ."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = nn.Conv2d(3, 3, 1)  # 3*3*1*1 + 3 = 12 params, requires_grad False
+        self.conv = nn.Conv2d(3, 4, 3)  # 4*3*3*3 + 4 = 112 params
+        self.fc = nn.Linear(4 * 6 * 6, 10)  # 144*10 + 10 = 1450 params
+        for p in self.frozen.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, 8, 8)
+        x = torch.relu(self.conv(self.frozen(x)))  # (B, 4, 6, 6)
+        return self.fc(x.flatten(1))  # (B, 10)
+
+
+class FailingOnRank1(nn.Module):
+    """Writes its worker's pid, then fails on rank 1 and hangs on rank 0 (as a peer stuck in a
+    collective would), so that only the parent's cleanup can end rank 0."""
+
+    def __init__(self, pid_dir: str) -> None:
+        super().__init__()
+        self.pid_dir = pid_dir
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if dist.is_initialized():  # only inside the workers; the parent's count runs normally
+            Path(self.pid_dir, f"{dist.get_rank()}.pid").write_text(str(os.getpid()))
+            if dist.get_rank() == 1:
+                raise RuntimeError("rank 1 broke on purpose")
+            time.sleep(600)
+        return self.fc(x)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_two_gloo_workers_allreduce_gradient_bytes_and_store(tmp_path: Path) -> None:
+    net = SmallNet()
+    timing = ddp.measure_distributed(net, (3, 8, 8), nproc=2, backend="gloo", batch_size=4,
+                                     warmup=1, repeats=3, name="small")
+    # trainable: (112 + 1450) float32 params * 4 bytes = 6248 bytes; the frozen 12 never travel
+    assert timing.allreduce_bytes_per_step == 6248
+    assert sum(p.numel() * p.element_size() for p in net.parameters() if p.requires_grad) == 6248
+    report = count(net, mode="train", batch_size=4, input_shape=(3, 8, 8))
+    assert report.gradient_bytes == 6248 == timing.gradient_bytes
+    assert (timing.world_size, timing.backend, timing.launcher) == (2, "gloo", "spawn")
+    assert timing.params == 12 + 112 + 1450 and timing.trainable_params == 112 + 1450
+    assert timing.step.n == 3 and timing.allreduce.n == 3 and timing.buckets_per_step >= 1
+    assert timing.allreduce.median > 0 and 0 < timing.comm_share
+    assert timing.single_process is not None and timing.efficiency == pytest.approx(
+        timing.single_process.median / timing.step.median)
+    assert all(p.requires_grad is False for p in net.frozen.parameters())  # the model is untouched
+
+    with open_store(tmp_path / "study.sqlite") as store:
+        store.put_environment("fp", timing.environment.to_dict(), peak_flops_per_s=None,
+                              bandwidth_bytes_per_s=None, calibration=None)
+        run = store.start_run(command="test", config={}, config_hash="h", fingerprint="fp")
+        nid = store.network_id(name=timing.model, family="test", config_hash="h", fingerprint="fp",
+                               config={}, input_shape="3x8x8", batch_size=4, dataset="synthetic",
+                               device=timing.device, threads=timing.threads,
+                               world_size=timing.world_size, backend=timing.backend)
+        ddp.store_timing(store, timing, network_id=nid, run_uid=run)
+    with open_store(tmp_path / "study.sqlite", create=False) as store:
+        (stored,) = store.network_results()
+    (row,) = stored.steps("train")
+    assert (stored.world_size, stored.backend) == (2, "gloo")
+    assert (row.world_size, row.backend, row.samples) == (2, "gloo", timing.step.samples)
+    record = json.loads(json.dumps(timing.to_dict()))
+    assert record["allreduce_bytes_per_step"] == record["gradient_bytes"] == 6248
+
+
+def test_failing_worker_stops_every_worker(tmp_path: Path) -> None:
+    with pytest.raises(ddp.DistributedWorkerError, match="rank 1 broke on purpose"):
+        ddp.measure_distributed(FailingOnRank1(str(tmp_path)), (4,), nproc=2, backend="gloo",
+                                batch_size=2, warmup=1, repeats=1, baseline=False)
+    pids = [int(p.read_text()) for p in sorted(tmp_path.glob("*.pid"))]
+    assert len(pids) == 2  # both workers got as far as the forward pass
+    assert not any(_alive(pid) for pid in pids)
+
+
+class HangingNet(FailingOnRank1):
+    """Writes its worker's pid, then hangs on every rank."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if dist.is_initialized():
+            Path(self.pid_dir, f"{dist.get_rank()}.pid").write_text(str(os.getpid()))
+            time.sleep(600)
+        return self.fc(x)
+
+
+def test_interrupted_parent_stops_every_worker(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.multiprocessing.spawn import ProcessContext
+
+    def interrupt_once_both_run(self: ProcessContext, timeout: float | None = None) -> bool:
+        while len(list(tmp_path.glob("*.pid"))) < 2:
+            time.sleep(0.1)
+        raise KeyboardInterrupt  # as Ctrl-C in the parent would
+
+    monkeypatch.setattr(ProcessContext, "join", interrupt_once_both_run)
+    with pytest.raises(KeyboardInterrupt):
+        ddp.measure_distributed(HangingNet(str(tmp_path)), (4,), nproc=2, backend="gloo",
+                                batch_size=2, warmup=1, repeats=1, baseline=False)
+    pids = [int(p.read_text()) for p in sorted(tmp_path.glob("*.pid"))]
+    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
+
+
+def test_launched_under_torchrun_environment_runs_in_process(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # a one-worker torchrun job: this process is rank 0, nothing is spawned
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(ddp.free_port()))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--format", default="json")
+    ddp.add_distributed_arguments(parser)
+    args = parser.parse_args(["--backend", "gloo"])
+    assert ddp.wants_distributed(args)
+    loaded = argparse.Namespace(name="small", module=SmallNet())
+    assert ddp.run_distributed_cli(args, loaded, (3, 8, 8)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["launcher"], out["world_size"], out["backend"]) == ("torchrun", 1, "gloo")
+    assert out["allreduce_bytes_per_step"] == out["gradient_bytes"] == 6248  # as above
+    assert not dist.is_initialized()  # the group it made is gone
+
+
+def test_more_workers_than_cores_is_a_device_error() -> None:
+    with pytest.raises(DeviceError, match="CPU core"):
+        ddp.measure_distributed(SmallNet(), (3, 8, 8), nproc=(os.cpu_count() or 1) + 1,
+                                backend="gloo", batch_size=2)
+
+
+def test_nccl_needs_a_gpu_per_worker() -> None:
+    if not dist.is_nccl_available():
+        pytest.skip("this torch build has no NCCL")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(DeviceError, match="CUDA|GPU"):
+        ddp.check_world_size(gpus + 1, ddp.Backend.NCCL)
+
+
+def test_unavailable_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dist, "is_gloo_available", lambda: False)
+    with pytest.raises(ddp.DistributedSetupError, match="'gloo' is not available"):
+        ddp.measure_distributed(SmallNet(), (3, 8, 8), nproc=2, backend="gloo", batch_size=2)
+    with pytest.raises(InputSpecError, match="unknown backend 'mpi4'"):
+        ddp.check_backend("mpi4")
+
+
+def test_busy_port_is_a_clear_error() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ddp.DistributedSetupError, match=f"port {port} .* busy"):
+            ddp.measure_distributed(SmallNet(), (3, 8, 8), nproc=2, backend="gloo",
+                                    batch_size=2, port=port)
+
+
+def test_bad_counts_and_modes_are_input_errors() -> None:
+    with pytest.raises(InputSpecError, match="positive"):
+        ddp.check_world_size(0, ddp.Backend.GLOO)
+    with pytest.raises(InputSpecError, match="warmup >= 1"):
+        ddp.measure_distributed(SmallNet(), (3, 8, 8), nproc=2, warmup=0)
+    args = argparse.Namespace(mode="eval", nproc=2, backend=None)
+    with pytest.raises(InputSpecError, match="--mode train"):
+        ddp.run_distributed_cli(args, None, (3, 8, 8))
+    args = argparse.Namespace(mode="train", nproc=2, backend="nccl", device="cpu", budget=None)
+    with pytest.raises(InputSpecError, match="does not go with --device cpu"):
+        ddp.run_distributed_cli(args, None, (3, 8, 8))
+
+
+def test_union_of_overlapping_intervals() -> None:
+    # [0, 2] and [1, 3] cover 3; [5, 6] adds 1; [5.5, 5.8] lies inside -> 4
+    assert ddp._union_length([(5, 6), (0, 2), (1, 3), (5.5, 5.8)]) == pytest.approx(4.0)
+
+
+TORCHRUN_SCRIPT = """
+import json, os
+from dnncost.distributed import measure_distributed
+timing = measure_distributed("lenet5", nproc=2, backend="gloo", batch_size=8, warmup=1, repeats=3)
+if os.environ["RANK"] == "0":
+    print(json.dumps(timing.to_dict()))
+"""
+
+
+def test_real_torchrun_two_workers(tmp_path: Path) -> None:
+    """Under `torchrun --nproc-per-node 2`, the launched workers are used (nothing is spawned)."""
+    script = tmp_path / "job.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(ddp.free_port()), str(script)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["launcher"], out["world_size"]) == ("torchrun", 2)
+    assert out["threads"] == max(1, (os.cpu_count() or 1) // 2)  # the cores shared by 2 workers
+    assert out["allreduce_bytes_per_step"] == out["gradient_bytes"] > 0
