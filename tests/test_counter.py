@@ -135,3 +135,32 @@ def test_bad_inputs_are_clear():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
             count(Tiny(), input_shape=(1, 4, 4), device="cuda")
+
+
+def test_backward_attribution_with_a_parameter_free_shortcut():
+    """The shortcut stays 'entered' in backward until its input's gradient is complete, i.e. while
+    the branch runs backward; the branch's convolutions must still own their backward ops."""
+
+    class Shortcut(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :, ::1, ::1]
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(2, 2, 1, bias=False)
+            self.branch = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, bias=False), nn.ReLU())
+            self.shortcut = Shortcut()
+            self.head = nn.Linear(2 * 4 * 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stem(x)
+            return self.head((self.branch(x) + self.shortcut(x)).flatten(1))
+
+    r = count(Block(), input_shape=(2, 4, 4), mode="train")
+    bwd = r.by_module(-1, "backward")
+    # branch conv: 2 out * 16 positions * 2 in * 9 = 576 MACs, grad_input + grad_weight
+    assert bwd["branch.0"].macs == 2 * 576
+    # head: 32 * 3 = 96 MACs each for grad_input and grad_weight, on 'head', not the model
+    assert bwd["head"].macs == 2 * 96
+    assert bwd.get("shortcut", None) is None or bwd["shortcut"].macs == 0

@@ -58,10 +58,47 @@ def _spec(value: Any) -> Any:
     return TensorSpec.of(value) if isinstance(value, torch.Tensor) else value
 
 
+class _OrderedModuleTracker(ModuleTracker):
+    """torch's ModuleTracker, also remembering the order modules were entered in.
+
+    Its ``parents`` is a set: in backward, a parameter-free module on a residual shortcut stays
+    entered until its input's gradient is complete, i.e. while the whole residual branch runs
+    backward; the most recently entered module is then the right owner of an op, not the deepest.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered: dict[str, None] = {}  # insertion-ordered set of module names
+
+    def _get_append_fn(self, name, is_bw):  # noqa: ANN001, ANN202
+        append = super()._get_append_fn(name, is_bw)
+
+        def fn(*args: Any) -> None:
+            append(*args)
+            self.entered.pop(name, None)
+            self.entered[name] = None
+        return fn
+
+    def _get_pop_fn(self, name, is_bw):  # noqa: ANN001, ANN202
+        pop = super()._get_pop_fn(name, is_bw)
+
+        def fn(*args: Any) -> None:
+            pop(*args)
+            self.entered.pop(name, None)
+        return fn
+
+    def innermost(self) -> str:
+        """Of the running modules none of whose submodules is running, the most recently entered
+        ('Global' outside any). A parent and its child entered on the same gradient -> the child."""
+        running = [n for n in self.entered if n in self.parents]
+        leaves = [n for n in running if not any(o.startswith(n + ".") for o in running)]
+        return leaves[-1] if leaves else "Global"
+
+
 class _CountingMode(TorchDispatchMode):
     """Records one OpRecord per aten call; tracks live tensor bytes for the peak estimate."""
 
-    def __init__(self, tracker: ModuleTracker, names: dict[str, tuple[str, str]]) -> None:
+    def __init__(self, tracker: _OrderedModuleTracker, names: dict[str, tuple[str, str]]) -> None:
         super().__init__()
         self.tracker = tracker
         self.names = names  # tracker name -> (module path, module class name)
@@ -75,8 +112,7 @@ class _CountingMode(TorchDispatchMode):
 
     def where(self) -> tuple[str, str]:
         """(module path, module type) of the innermost module running now."""
-        inner = max(self.tracker.parents, key=lambda n: (n.count("."), n))
-        return self.names.get(inner, (self.outside, self.outside))
+        return self.names.get(self.tracker.innermost(), (self.outside, self.outside))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
@@ -256,7 +292,7 @@ def count(model: nn.Module | str, inputs: Any = None, *, mode: Mode | str = Mode
         opt = make_optimizer(optimizer, trainable)
         _initialise_optimizer_state(opt, trainable)
 
-    tracker = ModuleTracker()
+    tracker = _OrderedModuleTracker()
     counting = _CountingMode(tracker, names)
     saved = _SavedActivations(module)
     baseline = sum(t.untyped_storage().nbytes() for t in [*params, *module.buffers()])
