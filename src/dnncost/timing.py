@@ -8,14 +8,13 @@ samples and their statistics (median, IQR, coefficient of variation, 95% interva
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import resource
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
@@ -40,10 +39,12 @@ class Mode(str, Enum):
 
 
 class OptimizerKind(str, Enum):
-    """The optimizer a training step uses."""
+    """The optimizer a training step uses (built by dnncost.counter.make_optimizer, so the timed
+    step and the counted step are the same step)."""
 
-    SGD = "sgd"
+    SGD = "sgd"  # momentum 0.9
     ADAM = "adam"
+    ADAMW = "adamw"
 
 
 class NoisyMeasurementWarning(UserWarning):
@@ -140,7 +141,6 @@ class StepTiming:
     environment: Environment
     flops: int | None = None  # counted FLOPs of one step (dnncost.counter), None when not counted
     peak_flops_per_s: float | None = None  # this machine's calibrated peak for dtype and threads
-    extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def samples_per_s(self) -> float:
@@ -184,7 +184,6 @@ class StepTiming:
             "flops": self.flops, "achieved_flops_per_s": self.achieved_flops_per_s,
             "peak_flops_per_s": self.peak_flops_per_s, "efficiency": self.efficiency,
             "samples_per_s": self.samples_per_s, "environment": self.environment.to_dict(),
-            **dict(self.extra),
         }
 
 
@@ -205,10 +204,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise DeviceError(f"cannot time on device '{device}': expected cpu or cuda[:N]")
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
             raise DeviceError(
                 f"device '{device}' was requested but CUDA is not available on this machine "
-                f"(torch {torch.__version__}, built {'with CUDA ' + torch.version.cuda if torch.version.cuda else 'for CPU only'}); "
-                "use --device cpu")
+                f"(torch {torch.__version__}, built for {build}, sees no GPU); use --device cpu")
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
             raise DeviceError(f"device '{device}' does not exist: this machine has {count} CUDA "
@@ -277,7 +276,7 @@ def out_of_memory_as_error(*, batch_size: int, device: torch.device) -> Iterator
     """Turn a device out-of-memory failure into a BatchTooLargeError naming batch size and device."""
     try:
         yield
-    except (RuntimeError, torch.OutOfMemoryError) as exc:
+    except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
         if not _is_out_of_memory(exc):
             raise
         if device.type == "cuda":
@@ -285,7 +284,7 @@ def out_of_memory_as_error(*, batch_size: int, device: torch.device) -> Iterator
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BatchTooLargeError(
             f"batch size {batch_size} does not fit in the memory of {device} ({first_line[:160]}); "
-            "try a smaller --batch-size") from None
+            "try a smaller --batch-size") from exc
 
 
 # -- building a step -------------------------------------------------------------------------------
@@ -311,34 +310,75 @@ def random_targets(logits: torch.Tensor, *, generator: torch.Generator | None = 
 
 def make_optimizer(kind: OptimizerKind | str, params: Iterable[nn.Parameter], *,
                    lr: float) -> torch.optim.Optimizer:
-    """SGD with momentum or Adam, the two optimizers dnncost trains with."""
-    kind = OptimizerKind(kind)
-    if kind is OptimizerKind.SGD:
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)  # source: the common CNN recipe (He et al. 2016)
-    return torch.optim.Adam(params, lr=lr)
+    """The optimizer the counter counts (SGD with momentum 0.9, Adam or AdamW) at rate ``lr``."""
+    from dnncost.counter import make_optimizer as counted_optimizer
+
+    return counted_optimizer(OptimizerKind(kind).value, list(params), lr=lr)
 
 
-def _step_fn(model: nn.Module, mode: Mode, x: torch.Tensor, y: torch.Tensor | None,
-             optimizer: torch.optim.Optimizer | None) -> Callable[[], torch.Tensor | None]:
+PHASE_RANGES = {  # profiler range names build_step(annotate=True) puts around each part of a step
+    "zero_grad": "dnncost.zero_grad", "forward": "dnncost.forward", "loss": "dnncost.loss",
+    "backward": "dnncost.backward", "optimizer": "dnncost.optimizer",
+}
+
+
+def build_step(model: nn.Module, input_shape: Sequence[int], *, batch_size: int, mode: Mode,
+               device: torch.device, optimizer: OptimizerKind = OptimizerKind.SGD, lr: float = 0.01,
+               annotate: bool = False) -> Callable[[], torch.Tensor | None]:
+    """Move ``model`` to ``device``, make a fixed random batch and return one step as a closure.
+
+    Train: zero_grad + forward + cross-entropy against fixed random labels + backward + optimizer
+    step, returning the loss. Eval: forward under no_grad. ``annotate`` wraps each part in a
+    torch.profiler range named in PHASE_RANGES (for the breakdown; off when timing).
+    """
+    model.to(device)
+    model.train(mode is Mode.TRAIN)
+    dtype = next(iter(model.parameters()), torch.empty(0)).dtype
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, *input_shape, generator=generator, dtype=dtype).to(device)  # (B, *shape)
     if mode is Mode.EVAL:
         def eval_step() -> None:
-            with torch.no_grad():
+            with torch.no_grad(), _range(annotate, "forward"):
                 model(x)
         return eval_step
 
-    assert optimizer is not None and y is not None
+    with torch.no_grad():
+        y = random_targets(primary_output(model(x)), generator=generator)  # (B,) class labels
+    opt = make_optimizer(optimizer, model.parameters(), lr=lr)
+    if not annotate:
+        def train_step() -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(primary_output(model(x)), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return train_step
 
-    def train_step() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(primary_output(model(x)), y)
-        loss.backward()
-        optimizer.step()
+    def annotated_train_step() -> torch.Tensor:
+        with _range(True, "zero_grad"):
+            opt.zero_grad(set_to_none=True)
+        with _range(True, "forward"):
+            out = model(x)
+        with _range(True, "loss"):
+            loss = F.cross_entropy(primary_output(out), y)
+        with _range(True, "backward"):
+            loss.backward()
+        with _range(True, "optimizer"):
+            opt.step()
         return loss
-    return train_step
+    return annotated_train_step
+
+
+def _range(annotate: bool, part: str) -> contextlib.AbstractContextManager:
+    if not annotate:
+        return contextlib.nullcontext()
+    from torch.profiler import record_function
+
+    return record_function(PHASE_RANGES[part])
 
 
 @contextlib.contextmanager
-def _preserved(model: nn.Module) -> Iterator[None]:
+def preserved(model: nn.Module) -> Iterator[None]:
     """Leave ``model`` as it was found: weights, buffers, device, train/eval flag, no grads."""
     tensors = [*model.parameters(), *model.buffers()]
     home = tensors[0].device if tensors else torch.device("cpu")
@@ -396,11 +436,11 @@ def time_model(
     name = name or type(model).__name__
     dtype = next(iter(model.parameters()), torch.empty(0)).dtype
 
-    with using_threads(threads) as n_threads, _preserved(model):
+    with using_threads(threads) as n_threads, preserved(model):
         rss_before = _max_rss_bytes()
         samples = _run_steps(model, shape, batch_size=batch_size, mode=mode, device=dev,
                              warmup=warmup, repeats=repeats, budget_s=budget_s,
-                             optimizer=optimizer, lr=lr, dtype=dtype)
+                             optimizer=optimizer, lr=lr)
         if dev.type == "cuda":
             peak_memory: int | None = torch.cuda.max_memory_allocated(dev)
             memory_source = "torch.cuda.max_memory_allocated (the whole run, model included)"
@@ -439,29 +479,23 @@ def time_model(
 
 def _count(model: nn.Module, shape: tuple[int, ...], *, batch_size: int, mode: Mode,
            optimizer: OptimizerKind, name: str):
-    from dnncost.counter import count  # imported here: counting is optional for timing
+    from dnncost.counter import count  # imported here: counting is optional for timing (and
+    #                                     works on a meta copy, never touching ``model``)
 
-    return count(copy.deepcopy(model), mode=mode.value, batch_size=batch_size, input_shape=shape,
+    return count(model, mode=mode.value, batch_size=batch_size, input_shape=shape,
                  optimizer=optimizer.value, name=name)
 
 
 def _run_steps(model: nn.Module, shape: tuple[int, ...], *, batch_size: int, mode: Mode,
                device: torch.device, warmup: int, repeats: int, budget_s: float | None,
-               optimizer: OptimizerKind, lr: float, dtype: torch.dtype) -> list[float]:
+               optimizer: OptimizerKind, lr: float) -> list[float]:
     """Warm up, then time steps; returns one sample (seconds) per timed step."""
-    with out_of_memory_as_error(batch_size=batch_size, device=device):
-        model.to(device)
-        model.train(mode is Mode.TRAIN)
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with out_of_memory_as_error(batch_size=batch_size, device=device), on_device:  # events on its stream
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        generator = torch.Generator().manual_seed(0)
-        x = torch.randn(batch_size, *shape, generator=generator, dtype=dtype).to(device)
-        y = opt = None
-        if mode is Mode.TRAIN:
-            with torch.no_grad():
-                y = random_targets(primary_output(model(x)), generator=generator)
-            opt = make_optimizer(optimizer, model.parameters(), lr=lr)
-        step = _step_fn(model, mode, x, y, opt)
+        step = build_step(model, shape, batch_size=batch_size, mode=mode, device=device,
+                          optimizer=optimizer, lr=lr)
         clock = StepClock(device)
         for i in range(warmup):
             _check_loss(step(), i, warmup=True)
@@ -490,6 +524,7 @@ def _check_loss(loss: torch.Tensor | None, step: int, *, warmup: bool) -> None:
 
 __all__ = [
     "BatchTooLargeError", "Measurement", "Mode", "NoisyMeasurementWarning", "OptimizerKind",
-    "StepClock", "StepTiming", "make_optimizer", "out_of_memory_as_error", "primary_output",
-    "random_targets", "resolve_device", "synchronize", "time_model", "using_threads",
+    "StepClock", "StepTiming", "build_step", "make_optimizer", "out_of_memory_as_error",
+    "preserved", "primary_output", "random_targets", "resolve_device", "synchronize", "time_model",
+    "using_threads",
 ]

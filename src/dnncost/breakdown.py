@@ -1,0 +1,290 @@
+"""Where the time of a step goes: measured time per module, layer type and operator (torch.profiler).
+
+Every module's forward runs inside a profiler range (forward pre/post hooks); an operator called
+directly inside a module's range is that module's forward time. Backward work is attributed
+through autograd's sequence numbers: the profiler tags each backward node
+('autograd::engine::evaluate_function: ConvolutionBackward0') with the sequence number of the forward
+operator that created it, whose module is known. The loss and the optimizer (zero_grad + step) have
+their own ranges. The parts are then reconciled with the profiled step's wall time; the gap is time
+spent between operators (Python, module dispatch, hooks, profiler bookkeeping) and is stated, not hidden.
+On a GPU, operator times are their kernels' device time, so the gap also holds the GPU's idle time.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from dnncost.counter import LOSS_MODULE, OPTIMIZER_MODULE
+from dnncost.cost import CostReport
+from dnncost.errors import InputSpecError
+from dnncost.timing import (
+    PHASE_RANGES, Mode, OptimizerKind, build_step, out_of_memory_as_error, preserved,
+    resolve_device, synchronize, using_threads,
+)
+
+MODULE_RANGE = "dnncost.module::"  # prefix of the profiler range around each module's forward
+STEP_RANGE = "dnncost.step"
+BACKWARD_NODE = "autograd::engine::evaluate_function: "  # source: torch/csrc/autograd/engine.cpp
+ACCUMULATE_GRAD = "(gradient accumulation)"  # AccumulateGrad nodes: no forward op, no module
+BACKWARD_ENGINE = "(backward engine)"  # work in loss.backward() outside any node (seeding the grad)
+US = 1e-6  # the profiler reports microseconds
+
+
+@dataclass(frozen=True)
+class BreakdownRow:
+    """Measured seconds per step of one module, layer type or operator, and its counted FLOPs."""
+
+    name: str
+    forward_s: float = 0.0  # forward (and loss) time
+    backward_s: float = 0.0
+    other_s: float = 0.0  # optimizer: zero_grad + step
+    flops: int | None = None  # counted FLOPs of one step (None: no count for this key)
+
+    @property
+    def total_s(self) -> float:
+        return self.forward_s + self.backward_s + self.other_s
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Measured step time split by module type, module and operator, reconciled with the step."""
+
+    model: str
+    mode: Mode
+    batch_size: int
+    device: str
+    threads: int
+    steps: int  # profiled steps the per-step figures average over
+    step_time_s: float  # mean wall time of a profiled step
+    by_module_type: tuple[BreakdownRow, ...]
+    by_module: tuple[BreakdownRow, ...]
+    by_operator: tuple[BreakdownRow, ...]
+    total_flops: int | None = None
+    unprofiled_step_s: float | None = None  # a plain timing's median, to show profiler overhead
+
+    @property
+    def attributed_s(self) -> float:
+        """Time per step inside some operator (identical whichever grouping is summed)."""
+        return sum(r.total_s for r in self.by_module_type)
+
+    @property
+    def gap_s(self) -> float:
+        """Step time no operator accounts for (between-operator overhead)."""
+        return self.step_time_s - self.attributed_s
+
+    def rows(self, by: str = "module_type") -> list[dict[str, object]]:
+        """Table rows for one grouping ('module_type', 'module', 'operator'), largest time first,
+        each with its share of the step's time beside its share of the step's FLOPs."""
+        groups = {"module_type": self.by_module_type, "module": self.by_module,
+                  "operator": self.by_operator}[by]
+        out = []
+        for r in sorted(groups, key=lambda r: -r.total_s):
+            flops_share = (r.flops / self.total_flops
+                           if r.flops is not None and self.total_flops else None)
+            out.append({by: r.name or "(model)", "forward_ms": r.forward_s * 1e3,
+                        "backward_ms": r.backward_s * 1e3, "optimizer_ms": r.other_s * 1e3,
+                        "total_ms": r.total_s * 1e3, "time_share": r.total_s / self.step_time_s,
+                        "flops": r.flops, "flops_share": flops_share})
+        return out
+
+    def reconciliation(self) -> dict[str, float | None]:
+        """The parts against the whole: step = attributed + gap; profiling overhead if known."""
+        overhead = (self.step_time_s / self.unprofiled_step_s - 1
+                    if self.unprofiled_step_s else None)
+        return {"step_ms": self.step_time_s * 1e3, "attributed_ms": self.attributed_s * 1e3,
+                "gap_ms": self.gap_s * 1e3, "gap_share": self.gap_s / self.step_time_s,
+                "unprofiled_step_ms": (self.unprofiled_step_s * 1e3
+                                       if self.unprofiled_step_s else None),
+                "profiler_overhead": overhead}
+
+    def to_dict(self) -> dict[str, object]:
+        return {"model": self.model, "mode": self.mode.value, "batch_size": self.batch_size,
+                "device": self.device, "threads": self.threads, "steps": self.steps,
+                "reconciliation": self.reconciliation(), "total_flops": self.total_flops,
+                "by_module_type": self.rows("module_type"), "by_module": self.rows("module"),
+                "by_operator": self.rows("operator")}
+
+
+# -- profiling ------------------------------------------------------------------------------------
+def _module_ranges(model: nn.Module) -> list[RemovableHandle]:
+    """Hook every module's forward into a profiler range 'dnncost.module::<path>'; returns the
+    hook handles (remove them when done)."""
+    from torch.profiler import record_function
+
+    open_ranges: dict[int, list[record_function]] = defaultdict(list)
+    handles = []
+
+    def make_pre(path: str):
+        def pre(module: nn.Module, args: object) -> None:
+            rf = record_function(MODULE_RANGE + path)
+            rf.__enter__()
+            open_ranges[id(module)].append(rf)
+        return pre
+
+    def post(module: nn.Module, args: object, output: object) -> None:
+        if open_ranges[id(module)]:
+            open_ranges[id(module)].pop().__exit__(None, None, None)
+
+    for path, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(make_pre(path)))
+        handles.append(module.register_forward_hook(post, always_call=True))
+    return handles
+
+
+def profile_breakdown(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    batch_size: int,
+    mode: Mode | str = Mode.TRAIN,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    warmup: int = 2,
+    steps: int = 5,
+    optimizer: OptimizerKind | str = OptimizerKind.SGD,
+    lr: float = 0.01,
+    name: str | None = None,
+    report: CostReport | None = None,
+    unprofiled_step_s: float | None = None,
+) -> Breakdown:
+    """Profile ``steps`` steps and attribute their time to modules, layer types and operators.
+
+    ``report`` (the counter's CostReport of the same step) supplies FLOPs per layer type and module;
+    ``unprofiled_step_s`` (a plain timing's median) lets the result state the profiler's overhead.
+    The model is left as found.
+    """
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    mode, optimizer = Mode(mode), OptimizerKind(optimizer)
+    dev = resolve_device(device)
+    if batch_size <= 0:
+        raise InputSpecError(f"batch size must be a positive integer, got {batch_size}")
+    if steps < 1:
+        raise InputSpecError(f"need at least one profiled step, got {steps}")
+    shape = tuple(int(s) for s in input_shape)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    types = {path: type(m).__name__ for path, m in model.named_modules()}
+    with using_threads(threads) as n_threads, preserved(model), \
+            out_of_memory_as_error(batch_size=batch_size, device=dev):
+        handles = _module_ranges(model)
+        try:
+            step = build_step(model, shape, batch_size=batch_size, mode=mode, device=dev,
+                              optimizer=optimizer, lr=lr, annotate=True)
+            for _ in range(warmup):
+                step()
+            synchronize(dev)
+            with profile(activities=activities) as prof:
+                for _ in range(steps):
+                    with record_function(STEP_RANGE):
+                        step()
+                        synchronize(dev)
+        finally:
+            for handle in handles:
+                handle.remove()
+    from torch.autograd import DeviceType
+
+    events = [e for e in prof.events() if e.device_type == DeviceType.CPU]  # host-side ranges and ops
+    return _attribute(events, types, model=name or type(model).__name__, mode=mode,
+                      batch_size=batch_size, device=dev, threads=n_threads, steps=steps,
+                      report=report, unprofiled_step_s=unprofiled_step_s)
+
+
+# -- attribution ----------------------------------------------------------------------------------
+class _Acc:
+    """Accumulates microseconds per (key, column) for one grouping."""
+
+    def __init__(self) -> None:
+        self.us: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+
+    def add(self, key: str, column: int, us: float) -> None:
+        self.us[key][column] += us
+
+    def rows(self, steps: int, flops: dict[str, int] | None) -> tuple[BreakdownRow, ...]:
+        keys = list(self.us) + [k for k in (flops or {}) if k not in self.us]
+        return tuple(
+            BreakdownRow(k, *(v * US / steps for v in self.us.get(k, [0.0, 0.0, 0.0])),
+                         flops=(flops.get(k) if flops is not None else None))
+            for k in keys)
+
+
+FORWARD, BACKWARD, OTHER = 0, 1, 2  # columns of _Acc
+
+
+def _attribute(events: list, types: dict[str, str], *, model: str, mode: Mode, batch_size: int,
+               device: torch.device, threads: int, steps: int, report: CostReport | None,
+               unprofiled_step_s: float | None) -> Breakdown:
+    """Turn profiler events into per-step rows; see the module docstring for the rules."""
+    on_gpu = device.type == "cuda"
+
+    def duration(e) -> float:  # microseconds of work: kernel time on a GPU, else CPU wall time
+        return e.device_time_total if on_gpu else e.cpu_time_total
+
+    def owner(e) -> str | None:
+        """Module path of the innermost module range around ``e``; LOSS_MODULE inside the loss."""
+        p = e.cpu_parent
+        while p is not None:
+            if p.name.startswith(MODULE_RANGE):
+                return p.name[len(MODULE_RANGE):]
+            if p.name == PHASE_RANGES["loss"]:
+                return LOSS_MODULE
+            p = p.cpu_parent
+        return None
+
+    by_type, by_module, by_op = _Acc(), _Acc(), _Acc()
+
+    def add(module: str, op: str, column: int, us: float) -> None:
+        by_type.add(types.get(module, module), column, us)
+        by_module.add(module, column, us)
+        by_op.add(op, column, us)
+
+    step_us = [e.cpu_time_total for e in events if e.name == STEP_RANGE]
+    seq_owner: dict[tuple[int, int], str] = {}  # (forward thread, sequence nr) -> module path
+    for e in events:
+        if e.sequence_nr is not None and e.sequence_nr >= 0 and not e.name.startswith(BACKWARD_NODE):
+            module = owner(e)
+            if module is not None:
+                seq_owner.setdefault((e.thread, e.sequence_nr), module)
+    for e in events:
+        parent = e.cpu_parent.name if e.cpu_parent is not None else ""
+        if e.name.startswith(MODULE_RANGE) or e.name.startswith("dnncost."):
+            if e.name in (PHASE_RANGES["zero_grad"], PHASE_RANGES["optimizer"]):
+                add(OPTIMIZER_MODULE, OPTIMIZER_MODULE, OTHER, duration(e))
+            continue
+        if parent.startswith(MODULE_RANGE):  # an operator called directly in a module's forward
+            add(parent[len(MODULE_RANGE):], e.name, FORWARD, duration(e))
+        elif parent == PHASE_RANGES["loss"]:
+            add(LOSS_MODULE, e.name, FORWARD, duration(e))
+        elif e.name.startswith(BACKWARD_NODE):
+            node = e.name[len(BACKWARD_NODE):]
+            if "AccumulateGrad" in node:
+                add(ACCUMULATE_GRAD, node, BACKWARD, duration(e))
+            else:
+                module = seq_owner.get((e.fwd_thread, e.sequence_nr), BACKWARD_ENGINE)
+                add(module, node, BACKWARD, duration(e))
+        elif parent == PHASE_RANGES["backward"]:  # e.g. aten::ones_like seeding the gradient
+            add(BACKWARD_ENGINE, e.name, BACKWARD, duration(e))
+        elif parent == PHASE_RANGES["forward"]:  # an operator outside every module (none usually)
+            add("", e.name, FORWARD, duration(e))
+
+    type_flops = module_flops = None
+    total_flops = None
+    if report is not None:
+        type_flops = {k: c.flops for k, c in report.by_module_type().items()}
+        module_flops = {k: c.flops for k, c in report.by_module(depth=-1).items()}
+        total_flops = report.total().flops
+    if not step_us:
+        raise RuntimeError("the profiler recorded no step: was the profiler disabled?")
+    return Breakdown(
+        model=model, mode=mode, batch_size=batch_size, device=str(device), threads=threads,
+        steps=len(step_us), step_time_s=sum(step_us) * US / len(step_us),
+        by_module_type=by_type.rows(steps, type_flops), by_module=by_module.rows(steps, module_flops),
+        by_operator=by_op.rows(steps, None), total_flops=total_flops,
+        unprofiled_step_s=unprofiled_step_s)
+
+
+__all__ = ["Breakdown", "BreakdownRow", "profile_breakdown"]

@@ -1,0 +1,60 @@
+"""``dnncost calibrate``: measure and store this machine's peak matmul FLOP/s and memory bandwidth."""
+from __future__ import annotations
+
+import argparse
+
+from dnncost.commands._common import add_format_argument
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "calibrate", help="measure this machine's peak FLOP/s and memory bandwidth",
+        description="Measure peak square-matmul FLOP/s per dtype and thread count and the memory "
+                    "bandwidth of a large tensor copy, and store them (keyed by a machine "
+                    "fingerprint) in ~/.cache/dnncost/calibration/ or $DNNCOST_CACHE_DIR; "
+                    "'dnncost time' then reports efficiency = achieved / peak.")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--threads", default=None, metavar="N[,N...]",
+                        help="thread counts to calibrate, e.g. 1,2 (default: torch's current)")
+    parser.add_argument("--dtypes", default="float32", metavar="D[,D...]",
+                        help="float32 (default), float64, bfloat16, float16, comma-separated")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and short runs: a rough figure in a second or two")
+    add_format_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dnncost.calibrate import calibrate, save_calibration
+    from dnncost.errors import DeviceError
+    from dnncost.formatting import render
+
+    dtypes = [d for d in args.dtypes.split(",") if d.strip()]
+    thread_counts: list[int | None] = [None]
+    if args.threads:
+        try:
+            thread_counts = [int(t) for t in args.threads.split(",") if t.strip()]
+        except ValueError:
+            raise DeviceError(f"--threads takes positive integers separated by commas, "
+                              f"got '{args.threads}'") from None
+    rows, stored, payload = [], [], []
+    for threads in thread_counts:
+        cal = calibrate(args.device, threads=threads, dtypes=dtypes, quick=args.quick)
+        path = save_calibration(cal)
+        stored.append(str(path))
+        payload.append({**cal.to_dict(), "path": str(path)})
+        for dtype, peak in cal.matmul.items():
+            rows.append({"device": cal.device, "threads": cal.threads, "measure": f"matmul {dtype}",
+                         "size": f"{peak.size}x{peak.size}", "value": peak.flops_per_s / 1e9,
+                         "unit": "GFLOP/s", "cv": peak.measurement.cv})
+        if cal.bandwidth is not None:
+            bw = cal.bandwidth
+            rows.append({"device": cal.device, "threads": cal.threads, "measure": "copy bandwidth",
+                         "size": f"{bw.nbytes / 2**20:.0f} MiB", "value": bw.bytes_per_s / 1e9,
+                         "unit": "GB/s", "cv": bw.measurement.cv})
+    env = payload[0]["environment"]
+    footer = (f"{env['device_name']}, {env['cpu_cores']} cores, torch {env['torch_version']}; "
+              f"stored in {', '.join(stored)}. Bandwidth counts bytes read + written.")
+    print(render(rows, args.format, title="machine calibration", footer=footer,
+                 json_payload={"calibrations": payload}))
+    return 0

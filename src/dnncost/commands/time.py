@@ -1,0 +1,128 @@
+"""``dnncost time MODEL``: measured time of a training and/or validation step on this machine."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dnncost.commands._common import add_format_argument, add_model_input_arguments
+
+TABLE_COLUMNS = ("model", "mode", "batch", "device", "threads", "median_ms", "iqr_ms", "cv",
+                 "ci95_low_ms", "ci95_high_ms", "n", "samples_per_s", "achieved_gflops_per_s",
+                 "efficiency", "peak_memory_bytes", "noisy")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "time", help="measure the time of a training or validation step",
+        description="Time a model's training step (zero_grad + forward + loss + backward + optimizer "
+                    "step) and/or validation step (eval forward under no_grad) on random data: "
+                    "warm-up, repeated samples with the device synchronised, median, IQR, CV and a "
+                    "95% interval of the median, achieved FLOP/s and efficiency against "
+                    "'dnncost calibrate'.")
+    add_model_input_arguments(parser)
+    parser.add_argument("--mode", choices=("train", "eval", "both"), default="train",
+                        help="train step, eval step, or both (default: train)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="intra-op CPU threads (default: torch's current setting)")
+    parser.add_argument("--warmup", type=int, default=3, metavar="N",
+                        help="untimed warm-up steps (default: 3)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--repeats", type=int, default=10, metavar="N",
+                        help="timed steps (default: 10)")
+    budget.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="time steps until their total reaches SECONDS (at least 6 steps)")
+    parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd",
+                        help="optimizer of the training step (default: sgd, momentum 0.9)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also profile where the step's time goes (torch.profiler), beside "
+                             "each part's share of FLOPs")
+    parser.add_argument("--breakdown-by", choices=("module_type", "module", "operator"),
+                        default="module_type", help="grouping of the breakdown (default: module_type)")
+    add_format_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import warnings
+
+    from dnncost.formatting import human, render
+    from dnncost.loading import load_model, parse_input_shape
+    from dnncost.timing import time_model
+
+    loaded = load_model(args.model)
+    shape = parse_input_shape(args.input_shape) if args.input_shape else loaded.input_shape
+    model = loaded.module
+    modes = ("train", "eval") if args.mode == "both" else (args.mode,)
+    timings, breakdowns = [], []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for mode in modes:
+            timing = time_model(model, shape, batch_size=args.batch_size, mode=mode,
+                                device=args.device, threads=args.threads, warmup=args.warmup,
+                                repeats=args.repeats, budget_s=args.budget,
+                                optimizer=args.optimizer, name=loaded.name)
+            timings.append(timing)
+            if args.breakdown:
+                breakdowns.append(_breakdown(model, shape, args, mode, loaded.name, timing))
+    for w in caught:
+        print(f"dnncost time: warning: {w.message}", file=sys.stderr)
+
+    rows = [t.to_row() for t in timings]
+    first = timings[0]
+    env = first.environment
+    footer = [
+        f"input {first.batch_size}x{'x'.join(map(str, first.input_shape))} {first.dtype}; "
+        f"{env.device_name}, {env.cpu_cores} cores, {first.threads} threads, torch {env.torch_version} "
+        f"({env.torch_build}); dnncost {env.git_revision}",
+        f"median of {first.measurement.n} timed steps after {args.warmup} warm-up steps; "
+        "ci95 = 95% interval of the median; cv = std/mean",
+        f"peak memory: {first.peak_memory_source}",
+    ]
+    if first.efficiency is None:
+        footer.append("efficiency needs a calibration of this machine: run 'dnncost calibrate'"
+                      + (f" --threads {first.threads}" if args.threads else ""))
+    if args.format == "table":
+        for row in rows:
+            row["peak_memory_bytes"] = human(row["peak_memory_bytes"], unit="B")
+    payload = {"timings": [t.to_dict() for t in timings],
+               "breakdowns": [b.to_dict() for b in breakdowns]}
+    if args.format == "json":
+        print(render(rows, "json", json_payload=payload))
+        return 0
+    print(render(rows, args.format, columns=TABLE_COLUMNS, title=f"{loaded.name}: step time",
+                 footer="\n".join(footer)))
+    for b in breakdowns:
+        print()
+        print(_render_breakdown(b, args))
+    return 0
+
+
+def _breakdown(model, shape, args: argparse.Namespace, mode: str, name: str, timing):
+    from dnncost.breakdown import profile_breakdown
+    from dnncost.counter import count
+
+    report = count(model, mode=mode, batch_size=args.batch_size, input_shape=shape,
+                   optimizer=args.optimizer, name=name)
+    return profile_breakdown(model, shape, batch_size=args.batch_size, mode=mode,
+                             device=args.device, threads=args.threads, optimizer=args.optimizer,
+                             name=name, report=report,
+                             unprofiled_step_s=timing.measurement.median)
+
+
+def _render_breakdown(b, args: argparse.Namespace) -> str:
+    from dnncost.formatting import render
+
+    rows = [{"mode": b.mode.value, **row} for row in b.rows(args.breakdown_by)]
+    if args.format == "csv":
+        return render(rows, "csv")
+    r = b.reconciliation()
+    overhead = (f"; an unprofiled step takes {r['unprofiled_step_ms']:.3f} ms, so profiling adds "
+                f"{r['profiler_overhead']:+.1%}" if r["unprofiled_step_ms"] else "")
+    footer = (f"profiled {b.mode.value} step {r['step_ms']:.3f} ms (mean of {b.steps}) = "
+              f"{r['attributed_ms']:.3f} ms in operators + {r['gap_ms']:.3f} ms gap "
+              f"({r['gap_share']:.1%}: Python, module dispatch and hooks between operators, profiler "
+              f"bookkeeping){overhead}. time_share is of the profiled step; flops_share of the "
+              "counted step (dnncost.counter).")
+    return render(rows, "table", title=f"{b.model}: where the {b.mode.value} step's time goes "
+                  f"(by {args.breakdown_by})", footer=footer)

@@ -1,0 +1,114 @@
+"""dnncost.calibrate: FLOP/s and bandwidth arithmetic, storage, merging, extension sections."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import dnncost.calibrate as cal
+from dnncost.calibrate import (
+    Calibration, MatmulPeak, cache_dir, calibrate, calibration_path, load_calibration,
+    measure_bandwidth, measure_matmul, save_calibration,
+)
+from dnncost.environment import machine_fingerprint
+from dnncost.errors import InputSpecError, StoreError
+from dnncost.timing import Measurement
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def fake_timer(monkeypatch: pytest.MonkeyPatch, seconds: dict[str, float]) -> list[dict]:
+    """Replace the torch.utils.benchmark timing with fixed per-call times, keyed by statement."""
+    calls: list[dict] = []
+
+    def timed(stmt, tensors, *, threads, min_run_time):
+        calls.append({"stmt": stmt, "threads": threads, **{k: v for k, v in tensors.items() if k != "torch"}})
+        return Measurement((seconds[stmt],))
+    monkeypatch.setattr(cal, "_timer_samples", timed)
+    return calls
+
+
+def test_matmul_peak_is_2n3_over_the_median_and_the_best_size_wins(monkeypatch) -> None:
+    calls = fake_timer(monkeypatch, {"torch.mm(a, b)": 0.001})
+    peak = measure_matmul("float32", device=torch.device("cpu"), threads=1, sizes=(32, 64))
+    # same 1 ms for both sizes, so 64 wins: 2 * 64**3 / 0.001 = 524,288,000 FLOP/s
+    assert (peak.size, peak.flops_per_s) == (64, 524_288_000.0)
+    assert [c["a"].shape for c in calls] == [(32, 32), (64, 64)]
+    assert calls[0]["a"].dtype == torch.float32
+    bf16 = measure_matmul("bfloat16", device=torch.device("cpu"), threads=1, sizes=(16,))
+    assert calls[-1]["b"].dtype == torch.bfloat16 and bf16.dtype == "bfloat16"
+
+
+def test_bandwidth_counts_read_plus_write(monkeypatch) -> None:
+    fake_timer(monkeypatch, {"dst.copy_(src)": 0.002})
+    bw = measure_bandwidth(device=torch.device("cpu"), threads=1, nbytes=2**20)
+    # 1 MiB read + 1 MiB written in 2 ms: 2 * 1,048,576 / 0.002 = 1,048,576,000 B/s
+    assert (bw.nbytes, bw.bytes_per_s) == (2**20, 1_048_576_000.0)
+
+
+def test_a_real_quick_calibration_measures_something() -> None:
+    c = calibrate("cpu", threads=1, quick=True)
+    assert c.threads == 1 and c.fingerprint == machine_fingerprint("cpu", threads=1)
+    assert c.peak_flops_per_s("float32") > 1e6 and c.bandwidth.bytes_per_s > 1e6
+    assert c.peak_flops_per_s("float64") is None  # not measured
+
+
+def test_unknown_dtype_is_refused() -> None:
+    with pytest.raises(InputSpecError, match="float8"):
+        calibrate("cpu", dtypes=["float8"], quick=True)
+
+
+def peak(dtype: str, flops: float) -> MatmulPeak:
+    return MatmulPeak(dtype, 128, flops, Measurement((1e-3, 1.1e-3)))
+
+
+def make(threads: int = 1, **kwargs) -> Calibration:
+    return Calibration(machine_fingerprint("cpu", threads=threads), "cpu", threads,
+                       "2025-01-01T00:00:00+00:00", {"cpu_model": "x"}, **kwargs)
+
+
+def test_stored_per_fingerprint_and_absent_is_none(cache: Path) -> None:
+    assert cache_dir() == cache
+    assert load_calibration("cpu", threads=1) is None
+    path = save_calibration(make(matmul={"float32": peak("float32", 5e10)}))
+    assert path == cache / "calibration" / f"{machine_fingerprint('cpu', threads=1)}.json"
+    assert path == calibration_path("cpu", threads=1)
+    loaded = load_calibration("cpu", threads=1)
+    assert loaded.peak_flops_per_s("float32") == 5e10
+    assert loaded.matmul["float32"].measurement.samples == (1e-3, 1.1e-3)
+    assert load_calibration("cpu", threads=2) is None  # another thread count, another file
+
+
+def test_saving_merges_dtypes_and_keeps_extension_sections() -> None:
+    first = make(matmul={"float32": peak("float32", 5e10)}).with_section(
+        "operators", {"aten.convolution": {"fit": [1.0, 2.0]}})
+    save_calibration(first)
+    save_calibration(make(matmul={"float64": peak("float64", 2e10), "float32": peak("float32", 6e10)}))
+    merged = load_calibration("cpu", threads=1)
+    assert merged.peak_flops_per_s("float64") == 2e10
+    assert merged.peak_flops_per_s("float32") == 6e10  # the newer measurement wins
+    assert merged.sections == {"operators": {"aten.convolution": {"fit": [1.0, 2.0]}}}
+    with pytest.raises(ValueError):
+        make().with_section("matmul", {})
+
+
+def test_unreadable_or_foreign_files_are_store_errors(cache: Path) -> None:
+    path = calibration_path("cpu", threads=1)
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with pytest.raises(StoreError, match="unreadable"):
+        load_calibration("cpu", threads=1)
+    path.write_text(json.dumps({"schema": 99}))
+    with pytest.raises(StoreError, match="schema 99"):
+        load_calibration("cpu", threads=1)
+    path.write_text(json.dumps({"schema": 1, "device": "cpu"}))
+    with pytest.raises(StoreError, match="malformed"):
+        load_calibration("cpu", threads=1)
+    save_calibration(make(matmul={"float32": peak("float32", 1e9)}))  # a new calibration replaces it
+    assert load_calibration("cpu", threads=1).peak_flops_per_s() == 1e9

@@ -1,0 +1,95 @@
+"""`dnncost time`, `dnncost train` and `dnncost calibrate` in-process: output formats and exit codes."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from dnncost.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::dnncost.timing.NoisyMeasurementWarning")
+QUICK = ["--batch-size", "4", "--repeats", "3", "--warmup", "1", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_time_json_has_raw_samples_and_environment(capsys) -> None:
+    assert main(["time", "lenet5", *QUICK, "--format", "json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    (timing,) = payload["timings"]
+    assert timing["mode"] == "train" and timing["batch_size"] == 4 and timing["threads"] == 1
+    assert len(timing["measurement"]["samples_s"]) == 3
+    assert timing["input_shape"] == [1, 32, 32] and timing["flops"] > 0
+    assert timing["environment"]["cpu_cores"] >= 1 and payload["breakdowns"] == []
+
+
+def test_time_both_modes_as_csv(capsys) -> None:
+    assert main(["time", "lenet5", *QUICK, "--mode", "both", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["mode"] for r in rows] == ["train", "eval"]
+    assert all(float(r["median_ms"]) > 0 for r in rows)
+
+
+def test_time_table_with_breakdown_states_the_gap(capsys) -> None:
+    assert main(["time", "lenet5", *QUICK, "--breakdown"]) == 0
+    out = capsys.readouterr().out
+    assert "lenet5: step time" in out and "where the train step's time goes" in out
+    assert "Conv2d" in out and "gap" in out and "flops_share" in out
+    assert "run 'dnncost calibrate'" in out  # no calibration in the empty cache
+
+
+def test_calibrate_then_time_reports_efficiency(capsys, cache: Path) -> None:
+    assert main(["calibrate", "--quick", "--threads", "1", "--format", "json"]) == 0
+    (stored,) = json.loads(capsys.readouterr().out)["calibrations"]
+    assert Path(stored["path"]).parent == cache / "calibration"
+    assert stored["matmul"]["float32"]["flops_per_s"] > 0 and stored["bandwidth"]["bytes_per_s"] > 0
+    assert main(["time", "lenet5", *QUICK, "--format", "json"]) == 0
+    (timing,) = json.loads(capsys.readouterr().out)["timings"]
+    assert timing["efficiency"] == pytest.approx(
+        timing["achieved_flops_per_s"] / stored["matmul"]["float32"]["flops_per_s"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["time", "lenet5", "--device", "tpu"], "unknown device 'tpu'"),
+    (["time", "lenet5", "--device", "cuda:7"], "cuda"),
+    (["time", "lenet5", "--batch-size", "0"], "batch size must be a positive integer"),
+    (["train", "lenet5", "--dataset", "cifar10:/no/such/dir", "--no-progress"], "cifar-10-batches-py"),
+    (["train", "lenet5", "--dataset", "imagenet", "--no-progress"], "unknown dataset"),
+    (["calibrate", "--dtypes", "float8", "--quick"], "unknown dtype"),
+    (["calibrate", "--threads", "two", "--quick"], "--threads takes positive integers"),
+])
+def test_bad_input_exits_2_with_one_line(capsys, argv: list[str], message: str) -> None:
+    import torch
+
+    if "cuda:7" in argv and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_train_reports_each_epoch(capsys) -> None:
+    argv = ["train", "lenet5", "--epochs", "2", "--batch-size", "64", "--threads", "1",
+            "--no-progress", "--format", "json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [e["epoch"] for e in result["epochs"]] == [1, 2]
+    first = result["epochs"][0]
+    assert first["train_time_s"] > 0 and first["val_time_s"] > 0 and first["data_time_s"] > 0
+    assert first["train_samples"] == 1437 and result["dataset"] == "digits"
+    assert "scikit-learn digits" in result["dataset_description"]
+
+
+def test_train_cli_defaults_mirror_the_library() -> None:
+    from dnncost.commands import train as command
+    from dnncost.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
+
+    assert (command.DEFAULT_EPOCHS, command.DEFAULT_BATCH_SIZE, command.DEFAULT_LR) == (
+        DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR)
