@@ -39,6 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "each part's share of FLOPs")
     parser.add_argument("--breakdown-by", choices=("module_type", "module", "operator"),
                         default="module_type", help="grouping of the breakdown (default: module_type)")
+    from dnncost.distributed import add_distributed_arguments
+
+    add_distributed_arguments(parser)
     add_format_argument(parser)
     parser.set_defaults(func=run)
 
@@ -50,8 +53,12 @@ def run(args: argparse.Namespace) -> int:
     from dnncost.loading import load_model, parse_input_shape
     from dnncost.timing import time_model
 
+    from dnncost.distributed import run_distributed_cli, wants_distributed
+
     loaded = load_model(args.model)
     shape = parse_input_shape(args.input_shape) if args.input_shape else loaded.input_shape
+    if wants_distributed(args):
+        return run_distributed_cli(args, loaded, shape)
     model = loaded.module
     modes = ("train", "eval") if args.mode == "both" else (args.mode,)
     timings, breakdowns = [], []
