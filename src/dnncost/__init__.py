@@ -1,9 +1,39 @@
-"""dnncost: what a deep neural network costs, in computation and in time, and why the two disagree."""
+"""dnncost: what a deep neural network costs, in computation and in time, and why the two disagree.
+
+The public API. Heavy parts (torch, the zoo, timing) load on first use, so ``import dnncost`` and
+the CLI's start stay quick.
+"""
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
 from dnncost.conventions import CONVENTION
 from dnncost.cost import Cost, CostReport, OpRecord, Phase
 
-__all__ = ["CONVENTION", "Cost", "CostReport", "OpRecord", "Phase", "__version__"]
+_LAZY = {
+    "count": "dnncost.counter",
+    "load_model": "dnncost.loading",
+    "list_models": "dnncost.models",
+    "create_model": "dnncost.models",
+    "get_model_info": "dnncost.models",
+    "time_model": "dnncost.timing",
+    "Measurement": "dnncost.timing",
+    "StepTiming": "dnncost.timing",
+    "train": "dnncost.training",
+    "load_dataset": "dnncost.data",
+    "calibrate": "dnncost.calibrate",
+    "load_calibration": "dnncost.calibrate",
+    "profile_breakdown": "dnncost.breakdown",
+    "measure_distributed": "dnncost.distributed",
+}
+
+__all__ = ["CONVENTION", "Cost", "CostReport", "OpRecord", "Phase", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dnncost' has no attribute '{name}'")
