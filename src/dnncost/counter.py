@@ -23,7 +23,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.module_tracker import ModuleTracker
 
 from dnncost.cost import Cost, CostReport, OpRecord, Phase
-from dnncost.errors import DeviceError, InputSpecError
+from dnncost.errors import InputSpecError
 from dnncost.formulas import TensorSpec, formula_for, is_view, tensors_in
 
 LOSS_MODULE = "(loss)"
@@ -240,14 +240,12 @@ def _default_loss(output: Any) -> torch.Tensor:
 
 
 def _resolve_device(device: torch.device | str) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise DeviceError(f"unknown device '{device}': use meta, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device '{device}' requested but CUDA is not available on this machine; "
-                          "use --device meta or cpu")
-    return device
+    """'meta' as is; any other device checked as timing checks it (it must exist here)."""
+    if str(device) == "meta":
+        return torch.device("meta")
+    from dnncost.timing import resolve_device
+
+    return resolve_device(device)
 
 
 def count(model: nn.Module | str, inputs: Any = None, *, mode: Mode | str = Mode.EVAL,
