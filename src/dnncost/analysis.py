@@ -1,0 +1,565 @@
+"""How time relates to computation across the networks of a study, with the uncertainty of each figure.
+
+For each time (training step, validation step, training epoch, validation epoch, total) against each
+measure of computation (FLOPs, MACs, params, bytes moved, operator calls) :func:`analyze_points`
+gives Pearson r and Spearman rho with p-values and 95% intervals, the least-squares line with R^2 and
+each network's residual (measured / predicted by the line), and the log-log slope with its 95%
+interval -- both the regression's interval across networks and a bootstrap interval over the
+repeated measurements of each network. Per network it gives achieved GFLOP/s and the share of the
+machine's calibrated peak. :class:`Verdict` states in plain words whether time is linear in FLOPs
+here, with the numbers behind the answer.
+
+Time is proportional to FLOPs exactly when every network runs at the same FLOP/s; then the log-log
+slope is 1, the line fits (R^2 near 1) and the achieved FLOP/s of the fastest and slowest network
+agree. Time can also be affine in FLOPs (a fixed cost per step plus a part proportional to FLOPs):
+then the line fits and predicts every network closely, but the log-log slope is below 1. Otherwise
+no straight line in FLOPs predicts the networks' times, which is the paper's finding.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from dnncost.store import NetworkResult
+
+CONFIDENCE = 0.95  # source: the conventional 95% interval
+MIN_POINTS = 3  # source: a line through two points always fits; a fit needs at least three
+BOOTSTRAP_SAMPLES = 2000  # source: Efron & Tibshirani (1993) ch. 13, >= 1000 for percentile intervals
+SPEARMAN_VARIANCE = 1.06  # source: Fieller, Hartley & Pearson (1957), var(atanh(rho)) ~ 1.06 / (n - 3)
+LINEAR_SLOPE = 1.0  # time proportional to FLOPs: log-log slope 1
+R2_MIN = 0.9  # source: our choice; a line leaving > 10% of the variance unexplained is not 'linear'
+SPREAD_MAX = 2.0  # source: our choice; if achieved FLOP/s differ 2-fold, FLOPs mispredict time 2-fold
+RESIDUAL_MAX = 0.25  # source: our choice; a useful line predicts every network within +-25%
+
+
+class TimeMetric(str, Enum):
+    """The times a study measures, per network."""
+
+    TRAIN_STEP = "train_step"
+    EVAL_STEP = "eval_step"
+    TRAIN_EPOCH = "train_epoch"
+    VAL_EPOCH = "val_epoch"
+    TOTAL = "total"
+
+    @property
+    def label(self) -> str:
+        return {"train_step": "training step", "eval_step": "validation step",
+                "train_epoch": "training epoch", "val_epoch": "validation epoch",
+                "total": "total training + validation"}[self.value]
+
+
+class CostMetric(str, Enum):
+    """The measures of computation a time is set against."""
+
+    FLOPS = "flops"
+    MACS = "macs"
+    PARAMS = "params"
+    BYTES = "bytes"
+    OPS = "op_count"
+
+    @property
+    def label(self) -> str:
+        return {"flops": "FLOPs", "macs": "MACs", "params": "parameters", "bytes": "bytes moved",
+                "op_count": "operator calls"}[self.value]
+
+
+# -- the data: one point per network -------------------------------------------------------------------
+@dataclass(frozen=True)
+class NetworkPoint:
+    """One network's measured times and the computation of the work each time covers.
+
+    ``times[m]`` holds the repeated values of time ``m`` in seconds (one per repeat of a step, one
+    per epoch for the epoch times); ``costs[m][c]`` is measure ``c`` of the work timed by ``m``
+    (e.g. the FLOPs of one training step, or of one whole training epoch).
+    """
+
+    name: str
+    family: str
+    times: Mapping[TimeMetric, tuple[float, ...]]
+    costs: Mapping[TimeMetric, Mapping[CostMetric, float]]
+    val_accuracy: float | None = None
+
+    def time(self, metric: TimeMetric) -> float:
+        """The median of the repeated values of ``metric`` (NaN when not measured)."""
+        values = self.times.get(metric, ())
+        return float(np.median(values)) if values else math.nan
+
+    def cost(self, metric: TimeMetric, cost: CostMetric) -> float:
+        return float(self.costs.get(metric, {}).get(cost, math.nan))
+
+
+def _cost_of(count, scale: float = 1.0) -> dict[CostMetric, float]:
+    return {CostMetric.FLOPS: count.flops * scale, CostMetric.MACS: count.macs * scale,
+            CostMetric.PARAMS: float(count.params), CostMetric.BYTES: count.bytes * scale,
+            CostMetric.OPS: count.op_count * scale}
+
+
+def points_from_results(networks: Sequence[NetworkResult]) -> tuple[list[NetworkPoint], dict[str, str]]:
+    """Study results -> (points, {network: why left out}). Epoch costs scale the counted step by
+    samples / batch size; the epoch times come from the latest complete training run."""
+    points, skipped = [], {}
+    for net in networks:
+        if not {"train", "eval"} <= set(net.counts):
+            skipped[net.name] = ("failed: " + net.errors[-1].message) if net.errors else "not counted"
+            continue
+        train, evals = net.counts["train"], net.counts["eval"]
+        times: dict[TimeMetric, tuple[float, ...]] = {
+            TimeMetric.TRAIN_STEP: tuple(t.median_s for t in net.steps("train")),
+            TimeMetric.EVAL_STEP: tuple(t.median_s for t in net.steps("eval")),
+        }
+        costs = {TimeMetric.TRAIN_STEP: _cost_of(train), TimeMetric.EVAL_STEP: _cost_of(evals)}
+        accuracy = None
+        done = net.completed_trainings
+        if done and done[-1].epochs:
+            epochs = done[-1].epochs
+            times[TimeMetric.TRAIN_EPOCH] = tuple(e.train_time_s for e in epochs)
+            times[TimeMetric.VAL_EPOCH] = tuple(e.val_time_s for e in epochs)
+            times[TimeMetric.TOTAL] = (sum(e.train_time_s + e.val_time_s for e in epochs),)
+            train_scale = epochs[-1].train_samples / net.batch_size
+            val_scale = epochs[-1].val_samples / net.batch_size
+            costs[TimeMetric.TRAIN_EPOCH] = _cost_of(train, train_scale)
+            costs[TimeMetric.VAL_EPOCH] = _cost_of(evals, val_scale)
+            costs[TimeMetric.TOTAL] = {
+                c: (v + costs[TimeMetric.VAL_EPOCH][c]) * len(epochs) if c is not CostMetric.PARAMS else v
+                for c, v in costs[TimeMetric.TRAIN_EPOCH].items()}
+            accuracy = epochs[-1].val_accuracy
+        times = {m: v for m, v in times.items() if v}
+        if not times:
+            skipped[net.name] = ("failed: " + net.errors[-1].message) if net.errors else "not timed"
+            continue
+        points.append(NetworkPoint(net.name, net.family, times, costs, accuracy))
+    return points, skipped
+
+
+# -- one relation: a time against a measure of computation ---------------------------------------------
+@dataclass(frozen=True)
+class Fit:
+    """One time metric against one cost metric, across networks.
+
+    ``slope``/``intercept`` (seconds per unit, seconds) and ``r_squared`` are the least-squares
+    line; ``loglog_slope`` is the exponent s of time ~ cost^s with the regression's interval
+    ``loglog_slope_ci`` and the bootstrap-over-repeats interval ``repeat_slope_ci``.
+    ``predicted`` is the line's time for each network (residual = measured / predicted).
+    """
+
+    time_metric: TimeMetric
+    cost_metric: CostMetric
+    names: tuple[str, ...]
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    pearson_r: float
+    pearson_p: float
+    pearson_ci: tuple[float, float]
+    spearman_rho: float
+    spearman_p: float
+    spearman_ci: tuple[float, float]
+    slope: float
+    intercept: float
+    r_squared: float
+    loglog_slope: float
+    loglog_intercept: float
+    loglog_r_squared: float
+    loglog_slope_ci: tuple[float, float]
+    repeat_slope_ci: tuple[float, float]
+    repeat_r_ci: tuple[float, float]
+    predicted: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.names)
+
+    def residual(self, name: str) -> float:
+        """Measured / predicted by the line; NaN where the line predicts no positive time."""
+        p = self.predicted.get(name, math.nan)
+        return float(self.y[self.names.index(name)] / p) if p > 0 else math.nan
+
+    @property
+    def slope_ci(self) -> tuple[float, float]:
+        """The wider of the two intervals of the log-log slope: across networks and over repeats."""
+        lows = [v for v in (self.loglog_slope_ci[0], self.repeat_slope_ci[0]) if math.isfinite(v)]
+        highs = [v for v in (self.loglog_slope_ci[1], self.repeat_slope_ci[1]) if math.isfinite(v)]
+        return (min(lows) if lows else math.nan, max(highs) if highs else math.nan)
+
+    def to_row(self) -> dict[str, object]:
+        return {
+            "time": self.time_metric.value, "against": self.cost_metric.value, "n": self.n,
+            "pearson_r": self.pearson_r, "pearson_p": self.pearson_p,
+            "pearson_ci_low": self.pearson_ci[0], "pearson_ci_high": self.pearson_ci[1],
+            "spearman_rho": self.spearman_rho, "spearman_p": self.spearman_p,
+            "spearman_ci_low": self.spearman_ci[0], "spearman_ci_high": self.spearman_ci[1],
+            "r_squared": self.r_squared, "slope_s_per_unit": self.slope, "intercept_s": self.intercept,
+            "loglog_slope": self.loglog_slope, "loglog_slope_ci_low": self.loglog_slope_ci[0],
+            "loglog_slope_ci_high": self.loglog_slope_ci[1],
+            "repeat_slope_ci_low": self.repeat_slope_ci[0],
+            "repeat_slope_ci_high": self.repeat_slope_ci[1],
+            "repeat_r_ci_low": self.repeat_r_ci[0], "repeat_r_ci_high": self.repeat_r_ci[1],
+        }
+
+
+NAN2 = (math.nan, math.nan)
+
+
+def fit(points: Sequence[NetworkPoint], time_metric: TimeMetric, *,
+        cost_metric: CostMetric = CostMetric.FLOPS, seed: int = 0,
+        bootstrap: int = BOOTSTRAP_SAMPLES) -> Fit | None:
+    """Relate ``time_metric`` to ``cost_metric`` over ``points``; None with fewer than MIN_POINTS
+    networks having both (positive) figures."""
+    usable = [p for p in points
+              if p.time(time_metric) > 0 and p.cost(time_metric, cost_metric) > 0]
+    if len(usable) < MIN_POINTS:
+        return None
+    x = np.array([p.cost(time_metric, cost_metric) for p in usable])
+    y = np.array([p.time(time_metric) for p in usable])
+    if np.ptp(x) > 0 and np.ptp(y) > 0:
+        with warnings.catch_warnings():  # e.g. scipy's small-sample notes; NaNs speak for themselves
+            warnings.simplefilter("ignore")
+            stats_ = _statistics(x, y)
+    else:  # a constant column: no correlation or slope is defined
+        stats_ = dict(pearson_r=math.nan, pearson_p=math.nan, pearson_ci=NAN2,
+                      spearman_rho=math.nan, spearman_p=math.nan, slope=math.nan,
+                      intercept=math.nan, r_squared=math.nan, loglog_slope=math.nan,
+                      loglog_intercept=math.nan, loglog_r_squared=math.nan, loglog_slope_ci=NAN2)
+    repeat_slope_ci, repeat_r_ci = _bootstrap(usable, time_metric, x, seed=seed, samples=bootstrap)
+    return Fit(
+        time_metric=time_metric, cost_metric=cost_metric, names=tuple(p.name for p in usable),
+        x=tuple(x.tolist()), y=tuple(y.tolist()), **stats_,
+        spearman_ci=_spearman_ci(stats_["spearman_rho"], len(usable)),
+        repeat_slope_ci=repeat_slope_ci, repeat_r_ci=repeat_r_ci,
+        predicted={p.name: float(stats_["slope"] * xi + stats_["intercept"]) for p, xi in zip(usable, x)},
+    )
+
+
+def _statistics(x: np.ndarray, y: np.ndarray) -> dict[str, object]:
+    """Pearson, Spearman, the least-squares line, and the line in log-log with its interval."""
+    from scipy import stats
+
+    pearson = stats.pearsonr(x, y)
+    p_ci = pearson.confidence_interval(CONFIDENCE)
+    spearman = stats.spearmanr(x, y)
+    line = stats.linregress(x, y)
+    log_line = stats.linregress(np.log(x), np.log(y))
+    t = stats.t.ppf(0.5 + CONFIDENCE / 2, len(x) - 2)
+    half = t * float(log_line.stderr)
+    return dict(
+        pearson_r=float(pearson.statistic), pearson_p=float(pearson.pvalue),
+        pearson_ci=(float(p_ci.low), float(p_ci.high)),
+        spearman_rho=float(spearman.statistic), spearman_p=float(spearman.pvalue),
+        slope=float(line.slope), intercept=float(line.intercept), r_squared=float(line.rvalue ** 2),
+        loglog_slope=float(log_line.slope), loglog_intercept=float(log_line.intercept),
+        loglog_r_squared=float(log_line.rvalue ** 2),
+        loglog_slope_ci=(float(log_line.slope) - half, float(log_line.slope) + half),
+    )
+
+
+def _spearman_ci(rho: float, n: int) -> tuple[float, float]:
+    """95% interval of Spearman's rho by Fisher's z with the Fieller-Hartley-Pearson variance."""
+    from scipy import stats
+
+    if n <= 3 or not math.isfinite(rho):
+        return (math.nan, math.nan)
+    z = math.atanh(max(min(rho, 1.0 - 1e-12), -1.0 + 1e-12))
+    half = stats.norm.ppf(0.5 + CONFIDENCE / 2) * math.sqrt(SPEARMAN_VARIANCE / (n - 3))
+    return (math.tanh(z - half), math.tanh(z + half))
+
+
+def _bootstrap(points: Sequence[NetworkPoint], metric: TimeMetric, x: np.ndarray, *, seed: int,
+               samples: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Percentile intervals of the log-log slope and Pearson r when each network's time is the
+    median of its repeats resampled with replacement (the measurement noise of the repeats).
+    NaN intervals when no network has two or more repeats."""
+    if all(len(p.times[metric]) < 2 for p in points) or np.ptp(x) == 0:
+        return (math.nan, math.nan), (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    columns = []
+    for p in points:
+        values = np.asarray(p.times[metric], dtype=float)
+        picks = rng.integers(0, len(values), size=(samples, len(values)))
+        columns.append(np.median(values[picks], axis=1))
+    y = np.stack(columns, axis=1)  # (samples, networks)
+    lx = np.log(x) - np.log(x).mean()
+    ly = np.log(y) - np.log(y).mean(axis=1, keepdims=True)
+    slopes = (ly @ lx) / (lx @ lx)
+    xc = x - x.mean()
+    yc = y - y.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (yc @ xc) / (np.sqrt((yc ** 2).sum(axis=1)) * math.sqrt((xc ** 2).sum()))
+    return _percentile_interval(slopes), _percentile_interval(r)
+
+
+def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
+    """The central CONFIDENCE interval of the finite ``values``; NaN when there are none."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return (math.nan, math.nan)
+    tail = 100 * (1 - CONFIDENCE) / 2
+    lo, hi = np.percentile(finite, [tail, 100 - tail])
+    return (float(lo), float(hi))
+
+
+# -- per network: speed --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Efficiency:
+    """Achieved FLOP/s of a network's steps and their share of the machine's calibrated peak."""
+
+    name: str
+    train_gflops_per_s: float
+    eval_gflops_per_s: float
+    train_share_of_peak: float | None
+    eval_share_of_peak: float | None
+
+
+def efficiency(points: Sequence[NetworkPoint], *, peak_flops_per_s: float | None) -> list[Efficiency]:
+    out = []
+    for p in points:
+        rates = []
+        for metric in (TimeMetric.TRAIN_STEP, TimeMetric.EVAL_STEP):
+            t = p.time(metric)
+            rates.append(p.cost(metric, CostMetric.FLOPS) / t if t > 0 else math.nan)
+        shares = [r / peak_flops_per_s if peak_flops_per_s and math.isfinite(r) else None for r in rates]
+        out.append(Efficiency(p.name, rates[0] / 1e9, rates[1] / 1e9, shares[0], shares[1]))
+    return out
+
+
+# -- per layer type: where the time goes against where the FLOPs are ------------------------------------
+@dataclass(frozen=True)
+class LayerShare:
+    """A layer type's share of measured training-step time and of counted training-step FLOPs,
+    each the mean over the networks that have the type (so every network weighs the same)."""
+
+    layer_type: str
+    time_share: float
+    flops_share: float
+    networks: int
+
+
+def layer_type_shares(networks: Sequence[NetworkResult]) -> list[LayerShare]:
+    """Mean per-network shares of time and FLOPs by layer type, over networks with a breakdown;
+    largest time share first."""
+    per_type: dict[str, list[tuple[float, float]]] = {}
+    measured = [n for n in networks if n.breakdown]
+    for net in measured:
+        total_s = sum(s for s, _ in net.breakdown.values())
+        total_f = sum(f for _, f in net.breakdown.values())
+        if total_s <= 0 or total_f <= 0:
+            continue
+        for layer_type, (s, f) in net.breakdown.items():
+            per_type.setdefault(layer_type, []).append((s / total_s, f / total_f))
+    n = len(measured)
+    rows = [LayerShare(t, sum(v[0] for v in vals) / n, sum(v[1] for v in vals) / n, len(vals))
+            for t, vals in per_type.items()]
+    return sorted(rows, key=lambda r: -r.time_share)
+
+
+# -- the verdict ---------------------------------------------------------------------------------------
+class Linearity(str, Enum):
+    """How time relates to FLOPs across the networks."""
+
+    PROPORTIONAL = "proportional"  # time = FLOPs / one speed shared by every network
+    AFFINE = "affine"  # time = a + b * FLOPs predicts every network well, with a fixed cost a
+    NOT_LINEAR = "not linear"  # no straight line predicts every network well
+    UNKNOWN = "unknown"  # too few networks to say
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Is time linear in FLOPs here? A plain-words headline, the reasons with their numbers."""
+
+    kind: Linearity
+    headline: str
+    reasons: tuple[str, ...]
+    numbers: Mapping[str, object]
+
+    @property
+    def linear(self) -> bool | None:
+        """True for proportional or affine, False for not linear, None when unknown."""
+        if self.kind is Linearity.UNKNOWN:
+            return None
+        return self.kind is not Linearity.NOT_LINEAR
+
+    @property
+    def text(self) -> str:
+        return " ".join((self.headline, *self.reasons))
+
+
+def _fmt_ci(ci: tuple[float, float], digits: int = 2) -> str:
+    if not all(math.isfinite(v) for v in ci):
+        return "n/a"
+    return f"{ci[0]:.{digits}f} to {ci[1]:.{digits}f}"
+
+
+def _gflops(flops_per_s: float) -> str:
+    g = flops_per_s / 1e9
+    return f"{g:,.0f} GFLOP/s" if g >= 1000 else f"{g:.3g} GFLOP/s"
+
+
+def _fmt_p(p: float) -> str:
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}"
+
+
+def verdict(fit_: Fit | None) -> Verdict:
+    """Judge how time relates to FLOPs from one Fit (normally training-step time vs FLOPs).
+
+    Proportional: the log-log slope's interval (the wider of across-networks and over-repeats)
+    includes 1, the line explains R^2 >= R2_MIN and achieved FLOP/s differ at most SPREAD_MAX-fold.
+    Affine: not proportional, but R^2 >= R2_MIN and the line predicts every network within
+    RESIDUAL_MAX. Not linear: otherwise.
+    """
+    if fit_ is None:
+        return Verdict(Linearity.UNKNOWN, f"Not enough data: the verdict needs at least {MIN_POINTS} "
+                                          "networks with both a count and a time.", (), {})
+    rates = [xi / yi for xi, yi in zip(fit_.x, fit_.y)]  # achieved FLOP/s of each network
+    fastest, slowest = int(np.argmax(rates)), int(np.argmin(rates))
+    spread = rates[fastest] / rates[slowest]
+    residuals = {n: fit_.residual(n) for n in fit_.names}
+    worst = max(residuals, key=lambda n: abs(math.log(residuals[n])) if residuals[n] > 0 else math.inf)
+    worst_ratio = residuals[worst]
+    low, high = fit_.slope_ci
+    slope_is_1 = not math.isfinite(low) or low <= LINEAR_SLOPE <= high
+    fits_line = fit_.r_squared >= R2_MIN
+    line_predicts = worst_ratio > 0 and abs(worst_ratio - 1) <= RESIDUAL_MAX
+    what = f"{fit_.time_metric.label} time"
+    numbers = {"n": fit_.n, "loglog_slope": fit_.loglog_slope, "loglog_slope_ci": list(fit_.slope_ci),
+               "regression_slope_ci": list(fit_.loglog_slope_ci),
+               "repeat_slope_ci": list(fit_.repeat_slope_ci), "r_squared": fit_.r_squared,
+               "pearson_r": fit_.pearson_r, "pearson_ci": list(fit_.pearson_ci),
+               "spearman_rho": fit_.spearman_rho, "spearman_p": fit_.spearman_p,
+               "flops_per_s_spread": spread, "fastest": fit_.names[fastest],
+               "slowest": fit_.names[slowest], "worst_residual": worst_ratio,
+               "worst_residual_network": worst}
+    off = (f"{worst_ratio:.2f}× the line's prediction" if worst_ratio > 0
+           else "a time the line cannot predict (it predicts no positive time)")
+    reasons = (
+        f"Across {fit_.n} networks, {what} grows as FLOPs^{fit_.loglog_slope:.2f} (log-log slope; "
+        f"95% interval {_fmt_ci(fit_.loglog_slope_ci)} across networks, "
+        f"{_fmt_ci(fit_.repeat_slope_ci)} over repeated measurements; "
+        f"{'it includes 1' if slope_is_1 else 'it excludes 1'}).",
+        f"The least-squares line explains R² = {fit_.r_squared:.2f} of the variance "
+        f"(Pearson r = {fit_.pearson_r:.2f}, 95% interval {_fmt_ci(fit_.pearson_ci)}; "
+        f"Spearman ρ = {fit_.spearman_rho:.2f}, {_fmt_p(fit_.spearman_p)}); the network furthest "
+        f"from it, {worst}, takes {off}.",
+        (f"Achieved speed differs {spread:.1f}-fold between networks: "
+         f"{_gflops(rates[fastest])} for {fit_.names[fastest]}, "
+         f"{_gflops(rates[slowest])} for {fit_.names[slowest]}." if spread >= 1.05 else
+         f"Every network achieves about the same speed, {_gflops(rates[fastest])}."),
+    )
+    if slope_is_1 and fits_line and spread <= SPREAD_MAX:
+        return Verdict(Linearity.PROPORTIONAL, f"Linear: {what} is proportional to FLOPs on this "
+                                               "machine, within the measurements' uncertainty.",
+                       reasons, numbers)
+    if fits_line and line_predicts:
+        return Verdict(Linearity.AFFINE, f"Linear with a fixed cost: {what} ≈ a + b × FLOPs predicts "
+                                         f"every network within ±{RESIDUAL_MAX:.0%}, but time is not "
+                                         "proportional to FLOPs.", reasons, numbers)
+    why = [w for w, bad in ((f"R² < {R2_MIN}", not fits_line),
+                            (f"the line is off by more than ±{RESIDUAL_MAX:.0%} for {worst}",
+                             not line_predicts),
+                            ("the log-log slope is not 1", not slope_is_1)) if bad]
+    return Verdict(Linearity.NOT_LINEAR, f"Not linear: no straight line in FLOPs predicts {what} "
+                                         f"on this machine ({'; '.join(why)}).", reasons, numbers)
+
+
+# -- everything together --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StudyAnalysis:
+    """The whole analysis of one group of comparable results (one configuration, one machine)."""
+
+    points: tuple[NetworkPoint, ...]
+    fits: tuple[Fit, ...]
+    efficiency: tuple[Efficiency, ...]
+    verdict: Verdict
+    peak_flops_per_s: float | None = None
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    layer_types: tuple[LayerShare, ...] = ()
+
+    def fit(self, time_metric: TimeMetric, cost_metric: CostMetric = CostMetric.FLOPS) -> Fit | None:
+        for f in self.fits:
+            if f.time_metric is time_metric and f.cost_metric is cost_metric:
+                return f
+        return None
+
+    def network_rows(self) -> list[dict[str, object]]:
+        """One row per network: computation, times (medians), speed, residual, accuracy."""
+        line = self.fit(TimeMetric.TRAIN_STEP)
+        speed = {e.name: e for e in self.efficiency}
+        rows = []
+        for p in self.points:
+            e = speed[p.name]
+            rows.append({
+                "network": p.name, "family": p.family,
+                "params": _int(p.cost(TimeMetric.TRAIN_STEP, CostMetric.PARAMS)),
+                "eval_flops": _int(p.cost(TimeMetric.EVAL_STEP, CostMetric.FLOPS)),
+                "train_flops": _int(p.cost(TimeMetric.TRAIN_STEP, CostMetric.FLOPS)),
+                "train_bytes": _int(p.cost(TimeMetric.TRAIN_STEP, CostMetric.BYTES)),
+                "train_ops": _int(p.cost(TimeMetric.TRAIN_STEP, CostMetric.OPS)),
+                "train_step_ms": p.time(TimeMetric.TRAIN_STEP) * 1e3,
+                "train_step_repeats": len(p.times.get(TimeMetric.TRAIN_STEP, ())),
+                "eval_step_ms": p.time(TimeMetric.EVAL_STEP) * 1e3,
+                "train_epoch_s": p.time(TimeMetric.TRAIN_EPOCH),
+                "val_epoch_s": p.time(TimeMetric.VAL_EPOCH),
+                "total_s": p.time(TimeMetric.TOTAL),
+                "train_gflops_per_s": e.train_gflops_per_s,
+                "eval_gflops_per_s": e.eval_gflops_per_s,
+                "train_share_of_peak": e.train_share_of_peak,
+                "residual": line.residual(p.name) if line and p.name in line.names else math.nan,
+                "val_accuracy": p.val_accuracy,
+            })
+        return rows
+
+    def fit_rows(self) -> list[dict[str, object]]:
+        return [f.to_row() for f in self.fits]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "verdict": {"linear": self.verdict.linear, "kind": self.verdict.kind.value,
+                        "headline": self.verdict.headline,
+                        "reasons": list(self.verdict.reasons), "numbers": dict(self.verdict.numbers)},
+            "peak_flops_per_s": self.peak_flops_per_s,
+            "networks": self.network_rows(),
+            "fits": self.fit_rows(),
+            "residuals": {f"{f.time_metric.value}_vs_flops": {n: f.residual(n) for n in f.names}
+                          for f in self.fits if f.cost_metric is CostMetric.FLOPS},
+            "repeats": {p.name: {m.value: list(v) for m, v in p.times.items()} for p in self.points},
+            "skipped": dict(self.skipped),
+            "layer_types": [{"layer_type": r.layer_type, "time_share": r.time_share,
+                             "flops_share": r.flops_share, "networks": r.networks}
+                            for r in self.layer_types],
+        }
+
+
+def _int(value: float) -> int | None:
+    """A count as an integer for tables (None when unknown)."""
+    return int(value) if math.isfinite(value) else None
+
+
+def analyze_points(points: Sequence[NetworkPoint], *, peak_flops_per_s: float | None = None,
+                   skipped: Mapping[str, str] | None = None,
+                   layer_types: Sequence[LayerShare] = (), seed: int = 0) -> StudyAnalysis:
+    """Every relation of every time to every measure of computation, speed per network, verdict."""
+    fits = tuple(f for t in TimeMetric for c in CostMetric
+                 if (f := fit(points, t, cost_metric=c, seed=seed)) is not None)
+    by_key = {(f.time_metric, f.cost_metric): f for f in fits}
+    main = by_key.get((TimeMetric.TRAIN_STEP, CostMetric.FLOPS)) or by_key.get(
+        (TimeMetric.EVAL_STEP, CostMetric.FLOPS))
+    return StudyAnalysis(points=tuple(points), fits=fits,
+                         efficiency=tuple(efficiency(points, peak_flops_per_s=peak_flops_per_s)),
+                         verdict=verdict(main), peak_flops_per_s=peak_flops_per_s,
+                         skipped=dict(skipped or {}), layer_types=tuple(layer_types))
+
+
+def analyze(networks: Sequence[NetworkResult], *, peak_flops_per_s: float | None = None,
+            seed: int = 0) -> StudyAnalysis:
+    """Analyse stored study results (one configuration on one machine)."""
+    points, skipped = points_from_results(networks)
+    return analyze_points(points, peak_flops_per_s=peak_flops_per_s, skipped=skipped,
+                          layer_types=layer_type_shares(networks), seed=seed)
+
+
+__all__ = ["CostMetric", "Efficiency", "Fit", "LayerShare", "Linearity", "NetworkPoint",
+           "StudyAnalysis", "TimeMetric", "Verdict",
+           "analyze", "analyze_points", "efficiency", "fit", "layer_type_shares", "points_from_results",
+           "verdict"]

@@ -1,0 +1,126 @@
+"""``dnncost study``: count, time and train a set of networks, store every result, write the report."""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+from dnncost.study import DEFAULT_DB, DEFAULT_OUT, NATIVE
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "study", help="the experiment: how does measured time relate to computation?",
+        description="For each network: count its computation, time its training and validation "
+                    "steps, train and validate it for real, and store every result in SQLite as it "
+                    "is measured; then analyse and write the report. Rerunning the same command "
+                    "resumes; a larger --repeats adds repeats. Without --models/--family it runs the "
+                    "embedded default: the zoo's CIFAR-sized networks of the seven families on "
+                    "scikit-learn's digits (about 3.5 minutes on 2 CPU cores).")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--models", metavar="NAMES",
+                       help="comma-separated networks (zoo or torchvision names; default: the embedded set)")
+    which.add_argument("--family", metavar="F",
+                       help="every zoo network of one family at --input-size (e.g. resnet, vgg)")
+    parser.add_argument("--dataset", default=None, metavar="SPEC",
+                        help="digits (default) | synthetic | cifar10:PATH | mnist:PATH | imagefolder:PATH")
+    parser.add_argument("--input-size", choices=("32", "224", "native"), default=None,
+                        help="32: CIFAR-sized networks (the default set); 224: ImageNet-sized forms, "
+                             "step timing only unless --epochs is given; with --models, every named "
+                             "network gets this input (default with --models: native, each "
+                             "network's own)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="B",
+                        help="batch size (default: 32; 8 at --input-size 224)")
+    parser.add_argument("--epochs", type=int, default=None, metavar="N",
+                        help="epochs of real training per network (default: 2; 0 at 224)")
+    parser.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="intra-op CPU threads (default: torch's current setting)")
+    parser.add_argument("--repeats", type=int, default=None, metavar="N",
+                        help="independent repeats of each step timing (default: 5); rerunning with "
+                             "more adds repeats to the stored ones")
+    parser.add_argument("--step-budget", type=float, default=None, metavar="SECONDS",
+                        help="time steps in each repeat until they total SECONDS, at least 6 steps "
+                             "(default: 0.5); 0: time exactly --steps steps instead")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="timed steps per repeat with --step-budget 0 (default: 6)")
+    parser.add_argument("--warmup", type=int, default=None, metavar="N",
+                        help="untimed warm-up steps before each repeat (default: 2)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.01)")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
+                        help="sgd (momentum 0.9, default) or adam")
+    parser.add_argument("--train-limit", type=int, default=None, metavar="N",
+                        help="train on at most N images (and validate on N/4) per epoch")
+    parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=None,
+                        help="profile where each network's training-step time goes, by layer type "
+                             "(default: on at 32, off at 224)")
+    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
+                        help=f"results database (default: {DEFAULT_DB})")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                        help=f"report folder (default: {DEFAULT_OUT})")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny study (3 small networks at batch 8, 1 epoch on 64 images, 2 "
+                             "repeats of 2 steps): a smoke test in well under a minute")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The StudyConfig the arguments ask for: the default (or --quick) one, then each given flag."""
+    from dnncost.study import default_config, quick_config
+
+    names = tuple(m.strip() for m in (args.models or "").split(",") if m.strip())
+    if args.input_size is None:
+        size = None if names else 32
+    else:
+        size = None if args.input_size == NATIVE else int(args.input_size)
+    config = quick_config() if args.quick else default_config(size, models=names)
+    overrides = {"dataset": args.dataset, "batch_size": args.batch_size, "epochs": args.epochs,
+                 "device": args.device, "threads": args.threads, "repeats": args.repeats,
+                 "step_budget_s": args.step_budget, "steps": args.steps, "warmup": args.warmup,
+                 "lr": args.lr, "optimizer": args.optimizer, "train_limit": args.train_limit,
+                 "breakdown": args.breakdown}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides.get("step_budget_s") == 0:
+        overrides["step_budget_s"] = None  # fixed --steps
+    if args.quick and args.input_size is not None:
+        overrides["input_size"] = size
+    if args.models is not None:
+        if not names:
+            from dnncost.errors import ModelNotFoundError
+
+            raise ModelNotFoundError("--models needs at least one network name")
+        overrides["models"] = names
+    elif args.family is not None:
+        overrides["models"], overrides["family"] = (), args.family
+    return replace(config, **overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dnncost.report import write_report
+    from dnncost.store import open_store
+    from dnncost.study import run_study, select_models
+
+    config = config_from_args(args)
+    select_models(config)  # unknown names are reported before anything is stored
+    command = config.command(db=args.db, out=args.out if args.out != DEFAULT_OUT else None)
+    with open_store(args.db) as store:
+        store.lock()
+        before = store.result_count()
+        try:
+            summary = run_study(config, store, progress=not args.no_progress, command=command)
+        except KeyboardInterrupt:
+            kept = store.result_count()
+            print(f"dnncost study: interrupted; {kept} results are kept in {args.db} "
+                  f"({kept - before} from this run). Resume with:\n  {command}", file=sys.stderr)
+            return 130
+        files = write_report(store, args.out)
+    print(f"study of {len(summary.networks)} networks: {summary.measured} results measured now, "
+          f"{summary.skipped} already stored (resumed); database {args.db}")
+    for name, error in summary.failed.items():
+        print(f"  FAILED {name}: {error}")
+    for headline in files.verdicts:
+        print(headline)
+    print(f"report: {files.html}  (also {files.markdown.name}, {files.networks_csv.name}, "
+          f"{files.json.name} in {files.folder})")
+    return 0 if summary.complete else 1

@@ -1,0 +1,191 @@
+"""The study's figures: pure functions of a :class:`~dnncost.analysis.StudyAnalysis` -> Figure.
+
+Each function builds a new :class:`matplotlib.figure.Figure` on the Agg canvas (no pyplot, no global
+state, no display needed); :func:`png_bytes` renders one. Nothing here computes a statistic: every
+number drawn comes from the analysis.
+"""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from dnncost.analysis import CostMetric, StudyAnalysis, TimeMetric
+
+DPI = 110  # source: our choice, sharp in a browser at a modest file size
+FAMILY_COLOURS = {  # source: matplotlib's tab10 palette, one colour per family of the study
+    "lenet": "#1f77b4", "alexnet": "#ff7f0e", "vgg": "#2ca02c", "googlenet": "#d62728",
+    "resnet": "#9467bd", "mobilenet": "#8c564b", "shufflenet": "#e377c2",
+}
+OTHER_COLOUR = "#7f7f7f"  # source: tab10 grey, networks outside the seven families
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure rendered as PNG."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _colour(family: str) -> str:
+    return FAMILY_COLOURS.get(family, OTHER_COLOUR)
+
+
+def time_vs_flops(analysis: StudyAnalysis, metric: TimeMetric = TimeMetric.TRAIN_STEP) -> Figure:
+    """Time against FLOPs on log axes: every network labelled, the spread of its repeats as an
+    error bar, the fitted power law, the least-squares line and the proportional line through the
+    median network (where time would lie if it were linear in FLOPs)."""
+    fig = _figure(7.5, 5.2)
+    ax = fig.add_subplot()
+    fit = analysis.fit(metric, CostMetric.FLOPS)
+    points = [p for p in analysis.points
+              if p.time(metric) > 0 and p.cost(metric, CostMetric.FLOPS) > 0]
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"FLOPs of one {metric.label}" if "epoch" not in metric.value
+                  else f"FLOPs of the {metric.label}")
+    ax.set_ylabel(f"{metric.label} time (s)")
+    if not points:
+        ax.text(0.5, 0.5, f"no {metric.label} times measured", ha="center", va="center",
+                transform=ax.transAxes)
+        return fig
+    for p in points:
+        x, values = p.cost(metric, CostMetric.FLOPS), p.times[metric]
+        y = p.time(metric)
+        ax.errorbar([x], [y], yerr=[[y - min(values)], [max(values) - y]], fmt="o",
+                    color=_colour(p.family), ecolor=_colour(p.family), capsize=3, markersize=6)
+    families = sorted({p.family for p in points})
+    for family in families:
+        ax.plot([], [], "o", color=_colour(family), label=family)
+    if fit is not None and math.isfinite(fit.loglog_slope):
+        xs = np.geomspace(min(fit.x) / 1.5, max(fit.x) * 1.5, 100)
+        ax.plot(xs, np.exp(fit.loglog_intercept) * xs ** fit.loglog_slope, "-", color="black",
+                lw=1.2, label=f"power-law fit: time ∝ FLOPs^{fit.loglog_slope:.2f}")
+        linear = fit.slope * xs + fit.intercept
+        ok = linear > 0
+        ax.plot(xs[ok], linear[ok], "--", color="black", lw=1,
+                label=f"least-squares line (R² = {fit.r_squared:.2f})")
+        median = int(np.argsort(fit.x)[len(fit.x) // 2])
+        ax.plot(xs, fit.y[median] * xs / fit.x[median], ":", color="grey", lw=1,
+                label=f"proportional to FLOPs (through {fit.names[median]})")
+        ax.set_title(f"{metric.label.capitalize()} time vs FLOPs: log-log slope "
+                     f"{fit.loglog_slope:.2f}, R² = {fit.r_squared:.2f}, n = {fit.n}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.margins(x=0.1, y=0.15)  # room for the labels of the outermost points
+    _label_points(ax, [(p.name, p.cost(metric, CostMetric.FLOPS), p.time(metric), _colour(p.family))
+                       for p in points])
+    return fig
+
+
+LABEL_OFFSETS = ((5, 4, "left"), (-5, 4, "right"), (5, -11, "left"), (-5, -11, "right"),
+                 (12, 16, "left"), (-12, 16, "right"), (12, -24, "left"), (-12, -24, "right"),
+                 (20, 28, "left"), (-20, -36, "right"))  # points; tried in order, first free wins
+
+
+def _label_points(ax, labelled: list[tuple[str, float, float, str]], *, fontsize: float = 8) -> None:
+    """Label every point (name, x, y, colour) in its colour, moving a label to another side of its
+    point, with a leader line, when it would overlap a label already placed (greedy, estimated
+    text extents in pixels)."""
+    ax.autoscale_view()
+    dpi = ax.figure.dpi
+    char_w, height = 0.6 * fontsize * dpi / 72, fontsize * dpi / 72  # source: typical sans aspect
+    placed: list[tuple[float, float, float, float]] = []
+    for name, x, y, colour in sorted(labelled, key=lambda t: t[1]):
+        px, py = ax.transData.transform((x, y))
+        width = char_w * len(name)
+        for dx, dy, ha in LABEL_OFFSETS:
+            left = px + dx * dpi / 72 - (width if ha == "right" else 0)
+            bottom = py + dy * dpi / 72
+            box = (left, bottom, left + width, bottom + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                       for b in placed):
+                break
+        placed.append(box)
+        moved = abs(dy) > 11  # a label away from its point gets a thin leader line
+        ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                    ha=ha, color=colour,
+                    arrowprops=dict(arrowstyle="-", lw=0.7, color=colour) if moved else None)
+
+
+def achieved_gflops(analysis: StudyAnalysis) -> Figure:
+    """Achieved GFLOP/s of each network's training and validation step, with the calibrated peak."""
+    rows = sorted(analysis.efficiency, key=lambda e: (np.nan_to_num(e.train_gflops_per_s, nan=-1)))
+    fig = _figure(7.5, 0.9 + 0.38 * max(len(rows), 1))
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))
+    ax.barh(y - 0.2, [e.train_gflops_per_s for e in rows], height=0.4, label="training step")
+    ax.barh(y + 0.2, [e.eval_gflops_per_s for e in rows], height=0.4, label="validation step")
+    ax.set_yticks(y, [e.name for e in rows], fontsize=8)
+    ax.set_xlabel("achieved GFLOP/s (counted FLOPs / measured median time)")
+    if analysis.peak_flops_per_s:
+        peak = analysis.peak_flops_per_s / 1e9
+        ax.axvline(peak, color="black", ls="--", lw=1, label=f"calibrated peak {peak:.1f} GFLOP/s")
+    ax.set_title("Speed achieved by each network", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.25)
+    return fig
+
+
+def layer_type_shares(analysis: StudyAnalysis, *, top: int = 12) -> Figure:
+    """Share of training-step time beside share of FLOPs for each layer type (mean over networks);
+    the ``top`` types by time share."""
+    rows = list(analysis.layer_types)[:top]
+    fig = _figure(7.5, 0.9 + 0.38 * max(len(rows), 1))
+    ax = fig.add_subplot()
+    if not rows:
+        ax.text(0.5, 0.5, "no per-layer-type breakdown measured (study run with --no-breakdown)",
+                ha="center", va="center", transform=ax.transAxes, fontsize=9)
+        ax.set_axis_off()
+        return fig
+    rows = rows[::-1]
+    y = np.arange(len(rows))
+    ax.barh(y - 0.2, [100 * r.time_share for r in rows], height=0.4, label="share of time")
+    ax.barh(y + 0.2, [100 * r.flops_share for r in rows], height=0.4, label="share of FLOPs")
+    ax.set_yticks(y, [f"{r.layer_type} ({r.networks})" for r in rows], fontsize=8)
+    ax.set_xlabel("% of a training step (mean over networks; in brackets: networks with the type)")
+    ax.set_title("Where the time goes vs where the FLOPs are, by layer type", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.25)
+    return fig
+
+
+def train_vs_val(analysis: StudyAnalysis) -> Figure:
+    """Training-epoch and validation-epoch time of each network (log scale)."""
+    points = [p for p in analysis.points if p.time(TimeMetric.TRAIN_EPOCH) > 0]
+    fig = _figure(7.5, 4.2)
+    ax = fig.add_subplot()
+    if not points:
+        ax.text(0.5, 0.5, "no training epochs run (step timing only)", ha="center", va="center",
+                transform=ax.transAxes, fontsize=9)
+        ax.set_axis_off()
+        return fig
+    points.sort(key=lambda p: p.time(TimeMetric.TRAIN_EPOCH))
+    x = np.arange(len(points))
+    train = [p.time(TimeMetric.TRAIN_EPOCH) for p in points]
+    val = [p.time(TimeMetric.VAL_EPOCH) for p in points]
+    ax.bar(x - 0.2, train, width=0.4, label="training epoch")
+    ax.bar(x + 0.2, val, width=0.4, label="validation epoch")
+    for xi, t, v in zip(x, train, val):
+        if v > 0:
+            ax.annotate(f"×{t / v:.1f}", (xi, t), xytext=(0, 2), textcoords="offset points",
+                        ha="center", fontsize=7)
+    ax.set_xticks(x, [p.name for p in points], rotation=35, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds per epoch (median over epochs)")
+    ax.set_title("Training vs validation time per epoch (×: training / validation)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(True, axis="y", which="both", alpha=0.25)
+    return fig
+
+
+__all__ = ["achieved_gflops", "layer_type_shares", "png_bytes", "time_vs_flops", "train_vs_val"]

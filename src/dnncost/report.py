@@ -1,0 +1,306 @@
+"""The study's report: Markdown, one self-contained HTML file, CSV and JSON, from a results store.
+
+The report is built once as a list of blocks (headings, paragraphs, tables, figures) and rendered
+twice: to Markdown (figures as PNG files beside it) and to HTML (figures embedded as base64 PNG,
+every piece of text escaped with :func:`html.escape`, no scripts, no external resources), so the two
+always say the same thing. Results are analysed per group of comparable results (one configuration
+on one machine); a merged store gives one section per group.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dnncost.analysis import StudyAnalysis, TimeMetric, analyze
+from dnncost.formatting import human, render_csv, render_json
+from dnncost.store import Group, Store
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
+figure{margin:1.5em 0}figcaption{font-size:13px;color:#555}img{max-width:100%}
+.verdict{border-left:4px solid #444;padding:.3em 1em;background:#fafafa}
+pre{white-space:pre-wrap;font-size:12px;background:#f6f6f6;padding:.6em}
+"""  # source: our choice, a plain readable page
+
+
+# -- blocks -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+    emphasis: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class FigureBlock:
+    filename: str
+    png: bytes
+    caption: str
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+Block = Heading | Paragraph | Table | FigureBlock | Code
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where the report was written."""
+
+    folder: Path
+    markdown: Path
+    html: Path
+    networks_csv: Path
+    fits_csv: Path
+    json: Path
+    figures: tuple[Path, ...]
+    verdicts: tuple[str, ...]  # each group's verdict headline
+
+
+# -- formatting numbers --------------------------------------------------------------------------------
+def _num(value: object, digits: int = 3) -> str:
+    """3 significant digits, without an exponent for the magnitudes a report shows (1,234 not
+    1.23e+03); '-' for missing."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
+
+
+def _ci(low: float, high: float, digits: int = 2) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "-"
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
+
+
+# -- the content ---------------------------------------------------------------------------------------
+NETWORK_COLUMNS = ("network", "family", "params", "forward FLOPs", "train-step FLOPs",
+                   "train step (ms)", "val step (ms)", "train epoch (s)", "val epoch (s)",
+                   "GFLOP/s (train)", "% of peak", "measured / line", "val accuracy")
+
+
+def network_table(analysis: StudyAnalysis) -> Table:
+    """The table of all networks, as the report prints it."""
+    rows = []
+    for r in sorted(analysis.network_rows(), key=lambda r: r["train_flops"]):
+        rows.append((
+            str(r["network"]), str(r["family"]), human(r["params"]), human(r["eval_flops"]),
+            human(r["train_flops"]), _num(r["train_step_ms"]), _num(r["eval_step_ms"]),
+            _num(r["train_epoch_s"]), _num(r["val_epoch_s"]), _num(r["train_gflops_per_s"]),
+            _pct(r["train_share_of_peak"]), _num(r["residual"], 2),
+            _pct(r["val_accuracy"]) if r["val_accuracy"] is not None else "-"))
+    return Table(NETWORK_COLUMNS, tuple(rows))
+
+
+def fits_table(analysis: StudyAnalysis) -> Table:
+    columns = ("time", "against", "n", "Pearson r [95% CI]", "p", "Spearman ρ [95% CI]", "p",
+               "R² (line)", "log-log slope [95% CI]", "slope CI over repeats")
+    rows = []
+    for f in analysis.fits:
+        rows.append((
+            f.time_metric.label, f.cost_metric.label, str(f.n),
+            f"{_num(f.pearson_r, 3)} {_ci(*f.pearson_ci)}", _num(f.pearson_p, 2),
+            f"{_num(f.spearman_rho, 3)} {_ci(*f.spearman_ci)}", _num(f.spearman_p, 2),
+            _num(f.r_squared, 3), f"{_num(f.loglog_slope, 3)} {_ci(*f.loglog_slope_ci)}",
+            _ci(*f.repeat_slope_ci)))
+    return Table(columns, tuple(rows))
+
+
+def _describe(group: Group) -> str:
+    """Machine and configuration of a group, in one paragraph."""
+    env, cfg = group.environment, group.config
+    peak = (f"calibrated peak {group.peak_flops_per_s / 1e9:.1f} GFLOP/s (float32 matmul; "
+            f"{group.calibration})" if group.peak_flops_per_s else "no calibrated peak")
+    steps = (f"timed steps filling {cfg.get('step_budget_s')} s (at least 6)"
+             if cfg.get("step_budget_s") else f"{cfg.get('steps')} timed steps")
+    return (f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_cores', '?')} cores, "
+            f"{env.get('threads', '?')} threads, device "
+            f"{env.get('device_name', env.get('device', '?'))}; torch {env.get('torch_version', '?')} "
+            f"({env.get('torch_build', '?')}), dnncost {env.get('dnncost_version', '?')} at "
+            f"{env.get('git_revision', '?')}; {peak}. Configuration {group.config_hash}: dataset "
+            f"{cfg.get('dataset')}, input size {cfg.get('input_size') or 'of each network'}, batch "
+            f"size {cfg.get('batch_size')}, {cfg.get('epochs')} epoch(s) of real training; each "
+            f"repeat of a step timing is {steps} after {cfg.get('warmup')} warm-up steps; optimizer "
+            f"{cfg.get('optimizer')} (lr {cfg.get('lr')}), device {cfg.get('device')}, world size "
+            f"{cfg.get('world_size', 1)}.")
+
+
+def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
+                 command: str | None = None) -> list[Block]:
+    """The report section of one group of comparable results."""
+    from dnncost import plots
+    from dnncost.conventions import CONVENTION
+
+    blocks: list[Block] = [Paragraph(_describe(group))]
+    if command:
+        blocks += [Paragraph("Produced by:"), Code(command)]
+    blocks += [Heading("Verdict: is time linear in computation here?", 3),
+               Paragraph(analysis.verdict.headline, emphasis=True)]
+    blocks += [Paragraph(r) for r in analysis.verdict.reasons]
+    figures = [
+        ("time_vs_flops_train_step.png", plots.time_vs_flops(analysis, TimeMetric.TRAIN_STEP),
+         "Training-step time against training-step FLOPs (log-log). Error bars: range over repeats."),
+        ("time_vs_flops_eval_step.png", plots.time_vs_flops(analysis, TimeMetric.EVAL_STEP),
+         "Validation-step time against forward FLOPs (log-log)."),
+        ("achieved_gflops.png", plots.achieved_gflops(analysis),
+         "Achieved GFLOP/s per network, training and validation step, against the calibrated peak."),
+        ("layer_type_shares.png", plots.layer_type_shares(analysis),
+         "Share of training-step time vs share of FLOPs by layer type (torch.profiler breakdown)."),
+        ("train_vs_val.png", plots.train_vs_val(analysis),
+         "Training vs validation time per epoch of real training."),
+    ]
+    blocks.append(FigureBlock(prefix + figures[0][0], plots.png_bytes(figures[0][1]), figures[0][2]))
+    blocks += [Heading("All networks", 3),
+               Paragraph("FLOPs are per step at the study's batch size (forward: one validation step; "
+                         "train-step: forward + loss + backward + optimizer). 'measured / line' is the "
+                         "training-step time divided by the least-squares line's prediction from FLOPs."),
+               network_table(analysis)]
+    if analysis.skipped:
+        blocks.append(Paragraph("Left out: " + "; ".join(f"{k} ({v})" for k, v in analysis.skipped.items())))
+    blocks.append(Heading("Figures", 3))
+    blocks += [FigureBlock(prefix + name, plots.png_bytes(fig), caption)
+               for name, fig, caption in figures[1:]]
+    blocks += [Heading("Every time against every measure of computation", 3), fits_table(analysis),
+               Paragraph("Intervals: Pearson by Fisher's z (scipy); Spearman by Fisher's z with the "
+                         "Fieller-Hartley-Pearson variance; log-log slope by the regression's t interval "
+                         "across networks, and by a bootstrap over each network's repeated measurements."),
+               Paragraph(CONVENTION)]
+    return blocks
+
+
+def report_blocks(store: Store) -> tuple[list[Block], list[tuple[Group, StudyAnalysis]]]:
+    """The whole report: one section per group of comparable results."""
+    groups = store.groups()
+    blocks: list[Block] = [Heading("dnncost study: time against computation", 1)]
+    if not groups:
+        return blocks + [Paragraph("The store holds no results yet: run `dnncost study`.")], []
+    commands = {(r["config_hash"], r["fingerprint"]): r["command"] for r in store.runs()}
+    analysed = []
+    for i, group in enumerate(groups):
+        analysis = analyze(group.networks, peak_flops_per_s=group.peak_flops_per_s)
+        analysed.append((group, analysis))
+        if len(groups) > 1:
+            blocks.append(Heading(f"{i + 1}. {group.environment.get('cpu_model', '?')} - "
+                                  f"configuration {group.config_hash}", 2))
+        blocks += group_blocks(group, analysis, prefix=f"{i + 1}_" if len(groups) > 1 else "",
+                               command=commands.get((group.config_hash, group.fingerprint)))
+    return blocks, analysed
+
+
+# -- rendering -----------------------------------------------------------------------------------------
+def _md_text(text: str) -> str:
+    """Text safe in Markdown: markup characters as HTML entities (renderers pass raw HTML on)."""
+    return html.escape(text, quote=False)
+
+
+def _md_cell(text: str) -> str:
+    return _md_text(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(blocks: Sequence[Block], *, figure_dir: str = "figures") -> str:
+    """Markdown with figures referenced as PNG files under ``figure_dir``; text escaped."""
+    out = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"{'#' * b.level} {_md_text(b.text)}")
+        elif isinstance(b, Paragraph):
+            out.append(f"**{_md_text(b.text)}**" if b.emphasis else _md_text(b.text))
+        elif isinstance(b, Code):
+            out.append(f"```\n{b.text}\n```")
+        elif isinstance(b, Table):
+            out.append("\n".join(
+                ["| " + " | ".join(_md_cell(c) for c in b.columns) + " |",
+                 "|" + "|".join("---" for _ in b.columns) + "|"]
+                + ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]))
+        elif isinstance(b, FigureBlock):
+            caption = _md_text(b.caption)
+            out.append(f"![{caption}]({figure_dir}/{b.filename})\n\n*{caption}*")
+    return "\n\n".join(out) + "\n"
+
+
+def render_html(blocks: Sequence[Block], *, title: str = "dnncost study") -> str:
+    """One self-contained page: images inline as base64 PNG, every text escaped, no scripts."""
+    e = html.escape
+    body = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            body.append(f"<h{b.level}>{e(b.text)}</h{b.level}>")
+        elif isinstance(b, Paragraph):
+            body.append(f'<p class="verdict"><strong>{e(b.text)}</strong></p>' if b.emphasis
+                        else f"<p>{e(b.text)}</p>")
+        elif isinstance(b, Code):
+            body.append(f"<pre>{e(b.text)}</pre>")
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{e(c)}</th>" for c in b.columns)
+            rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif isinstance(b, FigureBlock):
+            data = base64.b64encode(b.png).decode("ascii")
+            body.append(f'<figure><img alt="{e(b.caption)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{e(b.caption)}</figcaption></figure>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{e(title)}</title><link rel=\"icon\" href=\"data:,\">"
+            f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(store: Store, out: str | Path) -> ReportFiles:
+    """Analyse ``store`` and write report.md (+ figures/), report.html, networks.csv, fits.csv and
+    results.json into ``out``."""
+    folder = Path(out).expanduser()
+    figure_dir = folder / "figures"
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    blocks, analysed = report_blocks(store)
+    figures = []
+    for b in blocks:
+        if isinstance(b, FigureBlock):
+            path = figure_dir / b.filename
+            path.write_bytes(b.png)
+            figures.append(path)
+    files = ReportFiles(folder=folder, markdown=folder / "report.md", html=folder / "report.html",
+                        networks_csv=folder / "networks.csv", fits_csv=folder / "fits.csv",
+                        json=folder / "results.json", figures=tuple(figures),
+                        verdicts=tuple(a.verdict.headline for _, a in analysed))
+    files.markdown.write_text(render_markdown(blocks), encoding="utf-8")
+    files.html.write_text(render_html(blocks), encoding="utf-8")
+    network_rows, fit_rows, payload = [], [], []
+    for group, analysis in analysed:
+        key = {"config_hash": group.config_hash, "fingerprint": group.fingerprint}
+        network_rows += [{**key, **r} for r in analysis.network_rows()]
+        fit_rows += [{**key, **r} for r in analysis.fit_rows()]
+        payload.append({**key, "config": dict(group.config), "environment": dict(group.environment),
+                        "calibration": group.calibration, **analysis.to_dict()})
+    files.networks_csv.write_text(render_csv(network_rows) + "\n", encoding="utf-8")
+    files.fits_csv.write_text(render_csv(fit_rows) + "\n", encoding="utf-8")
+    files.json.write_text(render_json(payload) + "\n", encoding="utf-8")
+    return files
+
+
+__all__ = ["ReportFiles", "fits_table", "network_table", "render_html", "render_markdown",
+           "report_blocks", "write_report"]

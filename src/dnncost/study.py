@@ -1,0 +1,558 @@
+"""The study: count, time and really train a set of networks, storing every result as it comes.
+
+For each network :func:`run_study` counts its computation (params, MACs, forward and training-step
+FLOPs, bytes, operator calls), times its training and validation steps (``repeats`` independent
+repeats, each of timed steps filling ``step_budget_s``, or of ``steps`` steps; the repeats go
+round-robin over the networks), optionally attributes step time to layer types, and trains and
+validates it for ``epochs`` real epochs on the dataset. Each result is written to the
+:mod:`dnncost.store` in its own transaction the moment it is measured; rerunning the same
+configuration resumes, skipping what is stored (keyed by network, configuration hash and machine
+fingerprint), and a larger ``repeats`` adds repeats. A network that fails has its error recorded
+and the sweep goes on.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import shlex
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from dnncost.errors import InputSpecError, ModelNotFoundError, StoreError, suggest
+from dnncost.store import CountRow, EpochRow, Store
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_DB = "dnncost-results/study.sqlite"  # source: issue 5 (default db path)
+DEFAULT_OUT = "dnncost-results/report"  # source: issue 5 (default report folder)
+SEED = 0  # source: our choice; every network starts from the same seeded initialisation
+BREAKDOWN_STEPS = 2  # source: measured, two profiled steps give stable layer-type shares cheaply
+OPTIMIZERS = ("sgd", "adam")  # source: dnncost.timing.OptimizerKind
+NATIVE = "native"  # --input-size value: each named network at its own input size
+BETWEEN_OPERATORS = "(between operators)"  # step time no operator accounts for (dnncost.breakdown gap)
+
+#: The ImageNet-sized network of each of the seven families the study times at 224 by default
+#: (LeNet-5 has no ImageNet form; it runs at its own 32x32). source: issue 3's families, the form
+#: each paper's headline figures are quoted for.
+IMAGENET_DEFAULTS = ("lenet5", "alexnet", "vgg16", "googlenet", "resnet18", "resnet50",
+                     "mobilenet_v1", "shufflenet_v1_g3")
+
+
+class InputSize(int, Enum):
+    """Which forms of the networks a study runs: CIFAR-sized (32x32) or ImageNet-sized (224x224)."""
+
+    CIFAR = 32
+    IMAGENET = 224
+
+
+class Stage(str, Enum):
+    """The parts of one network's work, in order; errors are recorded against one of them."""
+
+    LOAD = "load"
+    COUNT = "count"
+    TIME = "time"
+    BREAKDOWN = "breakdown"
+    TRAIN = "train"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What a study measures. Every field but ``models``, ``family`` and ``repeats`` enters the
+    configuration hash, so changing one of them starts fresh results beside the old ones."""
+
+    models: tuple[str, ...] = ()  # empty: the default set (see :func:`select_models`)
+    family: str | None = None  # all zoo networks of one family at ``input_size``
+    dataset: str = "digits"
+    input_size: int | None = InputSize.CIFAR.value  # None: named models at their own input
+    batch_size: int = 32  # source: dnncost.training.DEFAULT_BATCH_SIZE
+    epochs: int = 2  # source: measured; with 2 epochs (a spread each) the default takes ~3.5 min
+    device: str = "cpu"
+    threads: int | None = None  # None: torch's default
+    repeats: int = 5  # source: our choice; the median of 5 repeats survives 2 spoiled by a busy machine
+    step_budget_s: float | None = 0.5  # timed steps per repeat until they total this (>= 6 steps);
+    # source: measured, enough samples for a robust median of LeNet-5's ~1 ms steps on a busy machine
+    steps: int = 6  # timed steps per repeat when step_budget_s is None
+    warmup: int = 2  # untimed steps before each repeat; source: measured, allocator warm after 2
+    lr: float = 0.01  # source: measured, no network of the default set diverges at 0.01
+    optimizer: str = "sgd"
+    train_limit: int | None = None  # use at most this many training (and 1/4 as many validation) images
+    breakdown: bool = True  # attribute step time to layer types (dnncost.breakdown)
+    world_size: int = 1
+    backend: str = "none"
+
+    def __post_init__(self) -> None:
+        for label, value in (("batch size", self.batch_size), ("repeats", self.repeats),
+                             ("steps", self.steps), ("world size", self.world_size)):
+            if value < 1:
+                raise InputSpecError(f"{label} must be a positive integer, got {value}")
+        if self.epochs < 0 or self.warmup < 0:
+            raise InputSpecError(f"epochs and warmup must be >= 0, got {self.epochs}, {self.warmup}")
+        if self.input_size is not None and self.input_size not in tuple(s.value for s in InputSize):
+            raise InputSpecError(f"input size must be 32 (CIFAR-sized networks) or 224 "
+                                 f"(ImageNet-sized), got {self.input_size}")
+        if self.input_size is None and not self.models:
+            raise InputSpecError("an input size (32 or 224) is needed to choose the networks")
+        if self.step_budget_s is not None and not self.step_budget_s > 0:
+            raise InputSpecError(f"step budget must be a positive number of seconds, got "
+                                 f"{self.step_budget_s}")
+        if self.threads is not None and self.threads < 1:
+            raise InputSpecError(f"threads must be a positive integer, got {self.threads}")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise InputSpecError(f"train limit must be a positive integer, got {self.train_limit}")
+        if self.models and self.family:
+            raise InputSpecError("give either models or a family, not both")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputSpecError(f"unknown optimizer '{self.optimizer}'; choose one of "
+                                 f"{', '.join(OPTIMIZERS)}")
+
+    @property
+    def measured(self) -> dict[str, object]:
+        """The fields that change what is measured (the configuration hash covers these)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("models", "family", "repeats")}
+
+    @property
+    def config_hash(self) -> str:
+        text = json.dumps(self.measured, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def command(self, *, db: str, out: str | None = None) -> str:
+        """The ``dnncost study`` command line that runs (and so resumes) exactly this configuration:
+        the flags whose values differ from the defaults the command line would start from."""
+        base = default_config(self.input_size, models=self.models)
+        parts = ["dnncost", "study"]
+        if self.models:
+            parts += ["--models", ",".join(self.models)]
+        if self.family:
+            parts += ["--family", self.family]
+        if self.input_size != (None if self.models else InputSize.CIFAR.value):
+            parts += ["--input-size", str(self.input_size or NATIVE)]
+        flags = {"dataset": "--dataset", "batch_size": "--batch-size", "epochs": "--epochs",
+                 "device": "--device", "threads": "--threads", "repeats": "--repeats",
+                 "step_budget_s": "--step-budget", "steps": "--steps", "warmup": "--warmup",
+                 "lr": "--lr", "optimizer": "--optimizer", "train_limit": "--train-limit"}
+        for name, flag in flags.items():
+            value = getattr(self, name)
+            if value != getattr(base, name):
+                parts += [flag, "0" if value is None and name == "step_budget_s" else str(value)]
+        if self.breakdown != base.breakdown:
+            parts.append("--breakdown" if self.breakdown else "--no-breakdown")
+        parts += ["--db", db]
+        if out is not None:
+            parts += ["--out", out]
+        return shlex.join(parts)
+
+
+def quick_config(**overrides: object) -> StudyConfig:
+    """A tiny study for tests and smoke runs: three small networks at batch 8, 2 repeats of 2
+    steps, 1 epoch on 64 images, no breakdown."""
+    base = dict(models=("lenet5", "resnet20", "mobilenet_v1_cifar"), batch_size=8, epochs=1,
+                repeats=2, step_budget_s=None, steps=2, warmup=1, train_limit=64,
+                breakdown=False)  # source: measured, ~10 s on 2 idle cores
+    base.update(overrides)
+    return StudyConfig(**base)  # type: ignore[arg-type]
+
+
+def default_config(input_size: int | None = InputSize.CIFAR.value, *, models: Sequence[str] = (),
+                   **overrides: object) -> StudyConfig:
+    """The defaults for a study of ``models`` (empty: the embedded set) at ``input_size`` (None:
+    each named network at its own input). ImageNet-sized networks -- at 224, or named ones whose
+    own input is larger than 32 -- get step timing only, at batch 8, without the breakdown
+    (full epochs at 224 are for machines with a GPU)."""
+    if input_size == InputSize.IMAGENET.value or (input_size is None and _imagenet_sized(models)):
+        overrides = {"epochs": 0, "batch_size": 8, "breakdown": False, **overrides}
+        # batch 8: source: measured, a VGG-16 training step at batch 8 takes seconds on 2 cores
+    return StudyConfig(models=tuple(models), input_size=input_size, **overrides)  # type: ignore[arg-type]
+
+
+def _imagenet_sized(names: Sequence[str]) -> bool:
+    """True when a named network's own input is larger than 32x32 (non-zoo names count as such:
+    torchvision, timm and file models default to 3x224x224)."""
+    from dnncost import models
+
+    zoo = set(models.list_models())
+    return any(n not in zoo or models.get_model_info(n).input_shape[-1] > InputSize.CIFAR.value
+               for n in names)
+
+
+def select_models(config: StudyConfig) -> list[str]:
+    """The networks ``config`` names: its models, its family's zoo networks, or the default set."""
+    from dnncost import models
+
+    sizes = ("cifar", "mnist") if config.input_size == InputSize.CIFAR.value else ("imagenet",)
+    if config.models:
+        known = models.list_models()
+        unknown = [name for name in config.models if not _resolvable(name, known)]
+        if unknown:
+            listed = ", ".join(f"'{name}'" + (f" ({hint.strip().lower()})"
+                                              if (hint := suggest(name, known, n=3)) else "")
+                               for name in unknown)
+            raise ModelNotFoundError(
+                f"unknown network{'s' if len(unknown) > 1 else ''}: {listed}. Networks of the zoo: "
+                f"{', '.join(known)} (torchvision names, timm:NAME and file.py:factory work too)")
+        return list(dict.fromkeys(config.models))
+    if config.family:
+        names = [n for n in models.list_models(family=config.family)
+                 if models.get_model_info(n).size in sizes]
+        if not names:
+            raise ModelNotFoundError(f"the zoo has no {'/'.join(sizes)}-sized network of family "
+                                     f"'{config.family}'; try the other --input-size")
+        return names
+    if config.input_size == InputSize.CIFAR.value:
+        return models.default_study_models()
+    return [n for n in IMAGENET_DEFAULTS if n in models.list_models()]
+
+
+def _resolvable(name: str, known: Sequence[str]) -> bool:
+    """True for a zoo name, or any spec dnncost.loading resolves (torchvision, timm:, file.py:)."""
+    if name in known:
+        return True
+    from dnncost.loading import load_model
+
+    try:
+        load_model(name)
+    except ModelNotFoundError:
+        return False
+    return True
+
+
+# -- progress and results -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StudySummary:
+    """What a run of the study did."""
+
+    run_uid: str
+    networks: tuple[str, ...]
+    failed: dict[str, str] = field(default_factory=dict)  # name -> 'stage: error'
+    measured: int = 0  # results written by this run
+    skipped: int = 0  # units of work already stored
+    config_hash: str = ""
+    fingerprint: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed
+
+
+class _NullBar:
+    """The progress bar's interface, doing nothing (progress=False)."""
+
+    def update(self, n: int = 1) -> None: ...
+    def set_description_str(self, text: str, refresh: bool = True) -> None: ...
+    def close(self) -> None: ...
+
+
+def _units(config: StudyConfig) -> int:
+    """Units of progress per network: count, each timed repeat (train + eval), breakdown, epochs."""
+    return 1 + 2 * config.repeats + int(config.breakdown) + config.epochs
+
+
+# -- the sweep ---------------------------------------------------------------------------------------
+def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
+              command: str = "") -> StudySummary:
+    """Run (or resume) ``config`` into ``store``; returns what was done.
+
+    Results already in the store for this network, configuration and machine are skipped. A
+    network that fails gets its error recorded and the sweep goes on. On KeyboardInterrupt the run
+    is marked interrupted and the interrupt propagates; everything finished stays stored.
+    StoreError (e.g. a full disk) stops the sweep: nothing more could be kept.
+    """
+    import torch
+
+    from dnncost.environment import current_environment, machine_fingerprint
+    from dnncost.timing import resolve_device
+
+    names = select_models(config)
+    device = resolve_device(config.device)
+    if config.epochs:
+        from dnncost.data import parse_dataset_spec
+
+        parse_dataset_spec(config.dataset)  # a bad spec fails here, not once per network
+    threads = config.threads or torch.get_num_threads()
+    fingerprint = machine_fingerprint(device, threads=threads)
+    environment = current_environment(device, threads=threads).to_dict()
+    store.put_environment(fingerprint, environment, peak_flops_per_s=None,
+                          bandwidth_bytes_per_s=None, calibration=None)
+    run_uid = store.start_run(command=command or config.command(db=str(store.path)),
+                              config=asdict(config), config_hash=config.config_hash,
+                              fingerprint=fingerprint)
+    bar = _progress_bar(len(names) * _units(config), progress)
+    sweep = _Sweep(config, store, run_uid=run_uid, fingerprint=fingerprint, threads=threads, bar=bar)
+    try:
+        sweep.run(names)
+    except KeyboardInterrupt:
+        sweep.interrupted()
+        raise
+    finally:
+        bar.close()
+    # Calibrated last, so that its large matmuls and 256 MiB copies run after the measurements
+    # rather than just before them (and a resumed study keeps the peak its results were set against).
+    peak, bandwidth, source = _calibration(store, fingerprint, device, threads)
+    store.put_environment(fingerprint, environment, peak_flops_per_s=peak,
+                          bandwidth_bytes_per_s=bandwidth, calibration=source)
+    store.finish_run(run_uid, "complete" if not sweep.failed else "failed")
+    return StudySummary(run_uid=run_uid, networks=tuple(names), failed=dict(sweep.failed),
+                        measured=sweep.measured, skipped=sweep.skipped,
+                        config_hash=config.config_hash, fingerprint=fingerprint)
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return _NullBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="task", desc="study", dynamic_ncols=True)
+
+
+def _calibration(store: Store, fingerprint: str, device: torch.device,
+                 threads: int) -> tuple[float | None, float | None, str]:
+    """(peak FLOP/s, bandwidth, where from): the cached `dnncost calibrate` result, else the peak
+    this store already holds for the machine (so resumed results keep one reference), else a
+    calibration measured now (not saved to the cache)."""
+    from dnncost.calibrate import calibrate, load_calibration
+
+    cal = load_calibration(device, threads=threads)
+    if cal is not None:
+        source = f"dnncost calibrate, {cal.created}"
+    else:
+        stored = store.calibration(fingerprint)
+        if stored is not None and stored[0] is not None:
+            return stored
+        cal = calibrate(device, threads=threads)
+        source = f"measured by the study after its timings, {cal.created}"
+    return (cal.peak_flops_per_s("float32"),
+            cal.bandwidth.bytes_per_s if cal.bandwidth else None, source)
+
+
+@dataclass
+class _Network:
+    """One network in the sweep: what resolving it gave, and whether it has failed."""
+
+    name: str
+    loaded: object
+    family: str
+    shape: tuple[int, ...]
+    nid: int
+    model: object = None  # built once for timing, on first use
+    failed: bool = False
+
+
+class _Sweep:
+    """One run through the networks, in three passes: load and count each network; time the
+    repeats round-robin (repeat 1 of every network, then repeat 2, ...) so that a busy spell of
+    the machine spreads over the networks instead of spoiling every repeat of one; then profile
+    and train each network."""
+
+    def __init__(self, config: StudyConfig, store: Store, *, run_uid: str, fingerprint: str,
+                 threads: int, bar) -> None:
+        self.config, self.store, self.run_uid = config, store, run_uid
+        self.fingerprint, self.threads, self.bar = fingerprint, threads, bar
+        self.failed: dict[str, str] = {}
+        self.measured = 0
+        self.skipped = 0
+        self.training_uid: str | None = None
+        self._datasets: dict[tuple[int, ...], object] = {}
+
+    def run(self, names: Sequence[str]) -> None:
+        networks = [net for name in names if (net := self._prepare(name)) is not None]
+        for repeat in range(self.config.repeats):
+            for net in networks:
+                self._guarded(net, Stage.TIME, functools.partial(self._time, repeat=repeat))
+        for net in networks:
+            if self.config.breakdown:
+                self._guarded(net, Stage.BREAKDOWN, self._breakdown)
+            if self.config.epochs:
+                self._guarded(net, Stage.TRAIN, self._train)
+        missed = len(names) * _units(self.config) - (self.measured + self.skipped)
+        self.bar.update(max(missed, 0))  # the units of failed networks
+
+    def advance(self, n: int, *, done: bool) -> None:
+        if done:
+            self.skipped += n
+        else:
+            self.measured += n
+        self.bar.update(n)
+
+    def interrupted(self) -> None:
+        if self.training_uid is not None:
+            self.store.finish_training(self.training_uid, "interrupted")
+        self.store.finish_run(self.run_uid, "interrupted")
+
+    def _fail(self, name: str, nid: int | None, stage: Stage, exc: Exception) -> None:
+        if self.training_uid is not None:
+            self.store.finish_training(self.training_uid, "failed")
+            self.training_uid = None
+        self.store.add_error(nid, self.run_uid, stage=stage.value, error=exc,
+                             traceback=traceback.format_exc())
+        self.failed[name] = f"{stage.value}: {type(exc).__name__}: {exc}"
+
+    def _guarded(self, net: _Network, stage: Stage, step: Callable[[_Network], None]) -> None:
+        """Run one stage of a network; an error is recorded and the sweep goes on without it."""
+        if net.failed:
+            return
+        self.bar.set_description_str(f"{net.name}: {stage.value}")
+        try:
+            step(net)
+        except (KeyboardInterrupt, StoreError):
+            raise
+        except Exception as exc:  # a failing network must not stop the sweep: record, go on
+            net.failed = True
+            self._fail(net.name, net.nid, stage, exc)
+
+    # -- the stages; each advances the progress bar by the units it covers ----------------------
+    def _prepare(self, name: str) -> _Network | None:
+        """Resolve, register and count one network; None (error recorded) when that fails."""
+        from dnncost import models
+        from dnncost.loading import load_model
+
+        self.bar.set_description_str(f"{name}: {Stage.LOAD.value}")
+        try:
+            loaded = load_model(name)
+            family = models.get_model_info(name).family if name in models.list_models() else "other"
+            shape = tuple(loaded.input_shape)
+            size = self.config.input_size
+            if self.config.models and size is not None and size != shape[-1] and len(shape) == 3:
+                shape = (shape[0], size, size)  # named networks run at the size asked for
+            nid = self.store.network_id(
+                name=name, family=family, config_hash=self.config.config_hash,
+                fingerprint=self.fingerprint, config=self.config.measured,
+                input_shape="x".join(map(str, shape)), batch_size=self.config.batch_size,
+                dataset=self.config.dataset, device=self.config.device, threads=self.threads,
+                world_size=self.config.world_size, backend=self.config.backend)
+        except (KeyboardInterrupt, StoreError):
+            raise
+        except Exception as exc:  # an unloadable network is recorded like any other failure
+            self._fail(name, None, Stage.LOAD, exc)
+            return None
+        net = _Network(name, loaded, family, shape, nid)
+        self._guarded(net, Stage.COUNT, self._count)
+        return None if net.failed else net
+
+    def _count(self, net: _Network) -> None:
+        from dnncost.counter import count
+
+        if self.store.has_count(net.nid, "eval") and self.store.has_count(net.nid, "train"):
+            self.advance(1, done=True)
+            return
+        for mode in ("eval", "train"):
+            report = count(net.loaded.build("meta"), input_shape=net.shape,
+                           batch_size=self.config.batch_size, mode=mode,
+                           optimizer=self.config.optimizer, name=net.loaded.name)
+            total = report.total()
+            self.store.put_count(net.nid, CountRow(
+                mode=mode, params=report.params, trainable_params=report.trainable_params,
+                macs=total.macs, flops=total.flops, bytes=total.bytes, op_count=len(report.records),
+                activation_bytes=report.activation_bytes, peak_bytes=report.peak_bytes,
+                by_layer_type={k: v.to_dict() for k, v in report.by_module_type().items()},
+                unsupported=report.unsupported()))
+        self.advance(1, done=False)
+
+    def _model(self, net: _Network):
+        """A freshly initialised CPU instance of the network (seeded: the same in every run)."""
+        import torch
+
+        torch.manual_seed(SEED)
+        return net.loaded.build("cpu")
+
+    def _time(self, net: _Network, *, repeat: int) -> None:
+        """Repeat number ``repeat`` (0-based) of the train and eval step, unless stored."""
+        import warnings
+
+        from dnncost.timing import NoisyMeasurementWarning, time_model
+
+        for mode in ("train", "eval"):
+            if self.store.timing_repeats(net.nid, mode) > repeat:
+                self.advance(1, done=True)
+                continue
+            if net.model is None:
+                net.model = self._model(net)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NoisyMeasurementWarning)  # the spread is stored
+                timing = time_model(net.model, net.shape, batch_size=self.config.batch_size,
+                                    mode=mode, device=self.config.device, threads=self.threads,
+                                    warmup=self.config.warmup, repeats=self.config.steps,
+                                    budget_s=self.config.step_budget_s,
+                                    optimizer=self.config.optimizer, lr=self.config.lr,
+                                    name=net.loaded.name, count_flops=False)
+            m = timing.measurement
+            self.store.add_timing(net.nid, self.run_uid, mode=mode, samples=m.samples,
+                                  median_s=m.median, iqr_s=m.iqr, threads=timing.threads,
+                                  peak_memory_bytes=timing.peak_memory_bytes,
+                                  world_size=self.config.world_size, backend=self.config.backend)
+            self.advance(1, done=False)
+        if repeat == self.config.repeats - 1:
+            net.model = None  # timing done: free the memory
+
+    def _breakdown(self, net: _Network) -> None:
+        if self.store.has_breakdown(net.nid):
+            self.advance(1, done=True)
+            return
+        from dnncost.breakdown import profile_breakdown
+
+        profiled = profile_breakdown(self._model(net), net.shape, batch_size=self.config.batch_size,
+                                     mode="train", device=self.config.device, threads=self.threads,
+                                     warmup=1, steps=BREAKDOWN_STEPS, optimizer=self.config.optimizer,
+                                     lr=self.config.lr, name=net.loaded.name)
+        counted = self.store.count_row(net.nid, "train")
+        flops = {t: int(c["flops"]) for t, c in (counted.by_layer_type if counted else {}).items()}
+        rows = {r.name or "(model)": (r.total_s, flops.get(r.name, 0)) for r in profiled.by_module_type}
+        for layer_type, f in flops.items():
+            rows.setdefault(layer_type, (0.0, f))
+        rows[BETWEEN_OPERATORS] = (max(profiled.gap_s, 0.0), 0)
+        self.store.put_breakdown(net.nid, rows)
+        self.advance(1, done=False)
+
+    def _train(self, net: _Network) -> None:
+        epochs = self.config.epochs
+        if self.store.has_complete_training(net.nid):
+            self.advance(epochs, done=True)
+            return
+        from dnncost.training import train
+
+        data = self._dataset(net.shape)
+        self.training_uid = uid = self.store.start_training(
+            net.nid, self.run_uid, epochs_planned=epochs, dataset=data.description)
+
+        def on_epoch(record) -> None:
+            self.store.add_epoch(uid, EpochRow(
+                epoch=record.epoch, train_time_s=record.train_time_s, val_time_s=record.val_time_s,
+                train_data_time_s=record.train_data_time_s, val_data_time_s=record.val_data_time_s,
+                train_loss=record.train_loss, train_accuracy=record.train_accuracy,
+                val_loss=record.val_loss, val_accuracy=record.val_accuracy,
+                train_samples=record.train_samples, val_samples=record.val_samples,
+                steps=record.steps))
+            self.advance(1, done=False)
+
+        train(self._model(net), data, epochs=epochs, batch_size=self.config.batch_size,
+              lr=self.config.lr, optimizer=self.config.optimizer, device=self.config.device,
+              threads=self.threads, seed=SEED, progress=False, name=net.loaded.name,
+              on_epoch=on_epoch)
+        self.store.finish_training(uid, "complete")
+        self.training_uid = None
+
+    def _dataset(self, shape: tuple[int, ...]):
+        """The dataset shaped for ``shape`` (cached per shape), cut to ``train_limit`` if set."""
+        if shape not in self._datasets:
+            from torch.utils.data import Subset
+
+            from dnncost.data import load_dataset
+
+            data = load_dataset(self.config.dataset, input_shape=shape, seed=SEED)
+            limit = self.config.train_limit
+            if limit is not None:
+                val_limit = max(1, limit // 4)
+                data = replace(
+                    data, train=Subset(data.train, range(min(limit, len(data.train)))),
+                    val=Subset(data.val, range(min(val_limit, len(data.val)))),
+                    description=f"{data.description}; first {limit} training and {val_limit} "
+                                "validation images only")
+            self._datasets[shape] = data
+        return self._datasets[shape]
+
+
+__all__ = ["DEFAULT_DB", "DEFAULT_OUT", "IMAGENET_DEFAULTS", "InputSize", "Stage", "StudyConfig",
+           "StudySummary", "default_config", "quick_config", "run_study", "select_models"]

@@ -1,0 +1,146 @@
+"""The analysis on synthetic data with known answers: a perfect line, a fixed cost plus a line, a
+power law, hand-computed correlations, repeat-based intervals, epoch costs and layer-type shares."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dnncost.analysis import (CostMetric, Linearity, NetworkPoint, TimeMetric, analyze,
+                              analyze_points, fit, layer_type_shares, points_from_results)
+from dnncost.store import CountRow, EpochRow, NetworkResult, TimingRow, TrainingRow
+
+FLOPS = (1e6, 3e6, 1e7, 3e7, 1e8, 3e8)
+
+
+def _points(time_of, *, noise=(0.98, 1.0, 1.02), flops=FLOPS):
+    """One network per FLOPs figure; its repeats are time_of(flops) scaled by ``noise``."""
+    return [NetworkPoint(f"n{i}", "x",
+                         {TimeMetric.TRAIN_STEP: tuple(time_of(x) * k for k in noise)},
+                         {TimeMetric.TRAIN_STEP: {CostMetric.FLOPS: x, CostMetric.PARAMS: x / 10}})
+            for i, x in enumerate(flops)]
+
+
+def test_perfect_proportional_line():
+    analysis = analyze_points(_points(lambda x: x / 1e9), peak_flops_per_s=4e9)  # 1 GFLOP/s each
+    f = analysis.fit(TimeMetric.TRAIN_STEP, CostMetric.FLOPS)
+    assert f.n == 6
+    assert f.pearson_r == pytest.approx(1.0) and f.r_squared == pytest.approx(1.0)
+    assert f.spearman_rho == pytest.approx(1.0)
+    assert f.loglog_slope == pytest.approx(1.0) and f.slope == pytest.approx(1e-9)
+    assert f.intercept == pytest.approx(0.0, abs=1e-12)
+    assert all(f.residual(n) == pytest.approx(1.0) for n in f.names)
+    assert analysis.verdict.kind is Linearity.PROPORTIONAL and analysis.verdict.linear is True
+    speed = analysis.efficiency[0]
+    assert speed.train_gflops_per_s == pytest.approx(1.0)  # 1e6 FLOPs / 1e-3 s
+    assert speed.train_share_of_peak == pytest.approx(0.25)  # 1 of 4 GFLOP/s
+
+
+def test_fixed_cost_plus_line_is_affine_not_proportional():
+    # 10 ms per step plus 1 ns per FLOP: the line fits exactly, the log-log slope is below 1
+    analysis = analyze_points(_points(lambda x: 0.01 + x / 1e9))
+    f = analysis.fit(TimeMetric.TRAIN_STEP)
+    assert f.r_squared == pytest.approx(1.0)
+    assert f.intercept == pytest.approx(0.01) and f.slope == pytest.approx(1e-9)
+    assert f.loglog_slope < 0.9
+    assert analysis.verdict.kind is Linearity.AFFINE and analysis.verdict.linear is True
+
+
+def test_power_law_is_not_linear():
+    # time ~ sqrt(FLOPs): the log-log slope is exactly 0.5, and no line predicts the small networks
+    analysis = analyze_points(_points(lambda x: 1e-3 * math.sqrt(x)))
+    f = analysis.fit(TimeMetric.TRAIN_STEP)
+    assert f.loglog_slope == pytest.approx(0.5)
+    low, high = f.slope_ci
+    assert high < 1.0
+    assert f.spearman_rho == pytest.approx(1.0)  # still perfectly ordered
+    v = analysis.verdict
+    assert v.kind is Linearity.NOT_LINEAR and v.linear is False
+    assert "Not linear" in v.headline and "0.50" in v.text
+    # speed spread: 3e8/sqrt(3e8) over 1e6/sqrt(1e6) = sqrt(300) = 17.3-fold
+    assert v.numbers["flops_per_s_spread"] == pytest.approx(math.sqrt(300))
+
+
+def test_hand_computed_correlation_and_line():
+    # x = 1..4, y = 2, 4, 5, 4: mean x 2.5, mean y 3.75; Sxy = 3.5, Sxx = 5, Syy = 4.75
+    # r = 3.5 / sqrt(5 * 4.75) = 0.71818; slope = 3.5 / 5 = 0.7; intercept = 3.75 - 0.7 * 2.5 = 2.0
+    points = [NetworkPoint(f"n{x}", "x", {TimeMetric.EVAL_STEP: (y,)},
+                           {TimeMetric.EVAL_STEP: {CostMetric.FLOPS: float(x)}})
+              for x, y in zip((1, 2, 3, 4), (2.0, 4.0, 5.0, 4.0))]
+    f = fit(points, TimeMetric.EVAL_STEP, cost_metric=CostMetric.FLOPS)
+    assert f.pearson_r == pytest.approx(3.5 / math.sqrt(5 * 4.75))
+    assert f.slope == pytest.approx(0.7) and f.intercept == pytest.approx(2.0)
+    assert f.r_squared == pytest.approx(3.5 ** 2 / (5 * 4.75))
+    # Spearman: ranks of y are 1, 2.5, 4, 2.5 -> rho = 0.632 (Pearson of the ranks)
+    assert f.spearman_rho == pytest.approx(0.6324555, rel=1e-6)
+    assert f.residual("n1") == pytest.approx(2.0 / 2.7)  # predicted 0.7 * 1 + 2.0 = 2.7
+    assert math.isnan(f.repeat_slope_ci[0])  # one value per network: no spread from repeats
+
+
+def test_intervals_widen_with_noisier_repeats():
+    quiet = fit(_points(lambda x: x / 1e9, noise=(0.99, 1.0, 1.01)), TimeMetric.TRAIN_STEP)
+    noisy = fit(_points(lambda x: x / 1e9, noise=(0.5, 1.0, 1.5)), TimeMetric.TRAIN_STEP)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert quiet.repeat_slope_ci[0] <= 1.0 <= quiet.repeat_slope_ci[1]
+    assert width(noisy.repeat_slope_ci) > 5 * width(quiet.repeat_slope_ci)
+    lo, hi = quiet.pearson_ci
+    assert lo <= quiet.pearson_r <= hi
+
+
+def test_too_few_networks_gives_no_verdict():
+    analysis = analyze_points(_points(lambda x: x / 1e9, flops=(1e6, 1e7)))
+    assert analysis.fits == () and analysis.verdict.linear is None
+
+
+def _result(name: str, flops: int, step_s: float, *, breakdown=None) -> NetworkResult:
+    count = lambda mode, f: CountRow(mode, 100, 100, f // 2, f, 10 * f, 20, 0, 0, {}, {})  # noqa: E731
+    epochs = tuple(EpochRow(e, 2.0 * e, 0.5, 0.0, 0.0, 1.0, 0.5, 1.0, 0.5, 64, 16, 2)
+                   for e in (1, 2))
+    return NetworkResult(
+        name=name, family="x", config_hash="c", fingerprint="m", input_shape="3x8x8",
+        batch_size=32, dataset="digits", device="cpu", threads=1, world_size=1, backend="none",
+        counts={"train": count("train", 3 * flops), "eval": count("eval", flops)},
+        timings=tuple(TimingRow(f"{name}{i}", mode, (step_s,), step_s, 0.0, 1, None, 1, "none", "t")
+                      for i, mode in enumerate(("train", "eval"))),
+        trainings=(TrainingRow("t-old", "interrupted", 2, "digits", epochs[:1]),
+                   TrainingRow("t", "complete", 2, "digits", epochs)),
+        breakdown=breakdown or {})
+
+
+def test_points_from_results_scale_epoch_costs():
+    points, skipped = points_from_results([_result("a", 1000, 0.1)])
+    p = points[0]
+    assert skipped == {}
+    assert p.cost(TimeMetric.TRAIN_STEP, CostMetric.FLOPS) == 3000
+    # 64 training samples at batch 32 = 2 steps of 3000 FLOPs; 16 validation samples = half a step
+    assert p.cost(TimeMetric.TRAIN_EPOCH, CostMetric.FLOPS) == 6000
+    assert p.cost(TimeMetric.VAL_EPOCH, CostMetric.FLOPS) == 500
+    assert p.cost(TimeMetric.TOTAL, CostMetric.FLOPS) == 2 * (6000 + 500)
+    assert p.cost(TimeMetric.TOTAL, CostMetric.PARAMS) == 100  # params do not scale
+    # only the complete training counts: epochs of 2 s and 4 s -> median 3 s; total 2 + 4 + 2 * 0.5
+    assert p.times[TimeMetric.TRAIN_EPOCH] == (2.0, 4.0) and p.time(TimeMetric.TRAIN_EPOCH) == 3.0
+    assert p.time(TimeMetric.TOTAL) == 7.0
+
+
+def test_failed_network_is_left_out_with_its_reason():
+    bare = NetworkResult(name="broken", family="x", config_hash="c", fingerprint="m",
+                         input_shape="3x8x8", batch_size=32, dataset="digits", device="cpu",
+                         threads=1, world_size=1, backend="none")
+    analysis = analyze([_result("a", 1000, 0.1), _result("b", 2000, 0.2), _result("c", 4000, 0.4),
+                        bare])
+    assert [p.name for p in analysis.points] == ["a", "b", "c"]
+    assert analysis.skipped == {"broken": "not counted"}
+    assert analysis.verdict.kind is Linearity.PROPORTIONAL  # 10 kFLOP/s each: 1000 / 0.1 ...
+
+
+def test_layer_type_shares_are_means_over_networks():
+    a = _result("a", 1000, 0.1, breakdown={"Conv2d": (0.6, 90), "ReLU": (0.4, 10)})
+    b = _result("b", 1000, 0.1, breakdown={"Conv2d": (0.2, 50), "Linear": (0.8, 50)})
+    shares = {s.layer_type: s for s in layer_type_shares([a, b])}
+    # Conv2d: time (0.6 + 0.2) / 2 = 0.4, FLOPs (0.9 + 0.5) / 2 = 0.7, in both networks
+    assert shares["Conv2d"].time_share == pytest.approx(0.4)
+    assert shares["Conv2d"].flops_share == pytest.approx(0.7) and shares["Conv2d"].networks == 2
+    # ReLU only in a: time 0.4 / 2 networks = 0.2, FLOPs 0.1 / 2 = 0.05
+    assert shares["ReLU"].time_share == pytest.approx(0.2)
+    assert shares["ReLU"].flops_share == pytest.approx(0.05)
+    assert sum(s.time_share for s in shares.values()) == pytest.approx(1.0)

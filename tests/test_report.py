@@ -1,0 +1,158 @@
+"""The report: files written, HTML self-contained and escaped, figures labelled, CLI for report and
+merge, and the HTML opening in headless Chromium without console errors.
+
+The Chromium test runs when /usr/bin/chromium (or ``chromium`` on PATH) exists and skips otherwise.
+To run it on Debian/Ubuntu::
+
+    apt-get update && apt-get install -y chromium
+    python -m pytest tests/test_report.py -k chromium
+
+It loads the report with ``chromium --headless --dump-dom --enable-logging=stderr``, where every
+console message of the page appears on stderr as an ``INFO:CONSOLE`` line (an uncaught exception as
+``"Uncaught ..."``); a control page with a deliberate error shows that such lines are caught.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dnncost.cli import main
+from dnncost.store import CountRow, EpochRow, open_store
+
+EVIL = 'evil<script>alert("x")</script>&co'  # a network name that must come out escaped
+# (name, family, training-step FLOPs); step time follows 1e-3 * sqrt(FLOPs): not linear
+NETWORKS = (("lenet5", "lenet", 1e8), ("resnet20", "resnet", 8e9), ("vgg11_cifar", "vgg", 3e10),
+            (EVIL, "other", 2e9))
+
+
+def _store(path: Path) -> Path:
+    with open_store(path) as store:
+        store.put_environment("m", {"cpu_model": "Test CPU", "cpu_cores": 2, "threads": 2},
+                              peak_flops_per_s=5e10, bandwidth_bytes_per_s=None, calibration="test")
+        run = store.start_run(command="dnncost study --quick", config={"batch_size": 32},
+                              config_hash="c", fingerprint="m")
+        for name, family, flops in NETWORKS:
+            nid = store.network_id(name=name, family=family, config_hash="c", fingerprint="m",
+                                   config={"batch_size": 32}, input_shape="3x32x32", batch_size=32,
+                                   dataset="digits", device="cpu", threads=2)
+            for mode, f in (("train", flops), ("eval", flops / 3)):
+                store.put_count(nid, CountRow(mode, int(f / 1e3), int(f / 1e3), int(f / 2), int(f),
+                                              int(f / 10), 50, 0, 0, {}, {}))
+                t = 1e-3 * math.sqrt(f)
+                for k in (0.97, 1.0, 1.03):
+                    store.add_timing(nid, run, mode=mode, samples=[t * k] * 3, median_s=t * k,
+                                     iqr_s=0.0, threads=2, peak_memory_bytes=None)
+            training = store.start_training(nid, run, epochs_planned=1, dataset="digits")
+            store.add_epoch(training, EpochRow(1, 45 * t, 4 * t, 0.0, 0.0, 2.0, 0.3, 1.9, 0.4,
+                                               1437, 360, 45))
+            store.finish_training(training, "complete")
+            store.put_breakdown(nid, {"Conv2d": (0.6 * t, int(0.9 * flops)),
+                                      "ReLU": (0.1 * t, int(0.1 * flops)),
+                                      "(between operators)": (0.3 * t, 0)})
+        broken = store.network_id(name="broken<b>", family="other", config_hash="c",
+                                  fingerprint="m", config={}, input_shape="3x32x32", batch_size=32,
+                                  dataset="digits", device="cpu", threads=2)
+        store.add_error(broken, run, stage="count", error=RuntimeError("bad <input> & shape"),
+                        traceback="Traceback ...")
+        store.finish_run(run, "failed")
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    from dnncost.report import write_report
+
+    folder = tmp_path_factory.mktemp("report")
+    with open_store(_store(folder / "s.sqlite")) as store:
+        return write_report(store, folder / "out")
+
+
+def test_every_file_is_written(report):
+    md = report.markdown.read_text()
+    assert "Not linear" in md and "| network | family | params |" in md
+    assert "broken&lt;b&gt; (failed: bad &lt;input&gt; &amp; shape)" in md  # left out, with why
+    assert EVIL not in md  # markup arrives as entities, not as HTML a renderer would run
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in report.figures)
+    assert len(report.figures) == 5
+    rows = list(csv.DictReader(report.networks_csv.open()))
+    assert sorted(r["network"] for r in rows) == sorted(n for n, _, _ in NETWORKS)
+    fits = list(csv.DictReader(report.fits_csv.open()))
+    assert {(r["time"], r["against"]) for r in fits} >= {("train_step", "flops"), ("total", "bytes")}
+    payload = json.loads(report.json.read_text())
+    assert payload[0]["verdict"]["kind"] == "not linear"
+    assert payload[0]["verdict"]["numbers"]["loglog_slope"] == pytest.approx(0.5)  # sqrt law
+
+
+def test_html_is_self_contained_and_escaped(report):
+    page = report.html.read_text()
+    assert "<script" not in page  # no scripts at all, and the evil name is escaped
+    assert "evil&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;co" in page
+    assert "broken&lt;b&gt;" in page and "&lt;input&gt; &amp; shape" in page
+    assert page.count('<img alt="') == 5 and page.count('src="data:image/png;base64,') == 5
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+
+
+def test_time_vs_flops_labels_every_point(tmp_path):
+    from dnncost import plots
+    from dnncost.analysis import analyze
+
+    with open_store(_store(tmp_path / "s.sqlite")) as store:
+        analysis = analyze(store.groups()[0].networks, peak_flops_per_s=5e10)
+    fig = plots.time_vs_flops(analysis)
+    labels = {t.get_text() for t in fig.axes[0].texts}
+    assert labels == {n for n, _, _ in NETWORKS}
+    assert "0.50" in fig.axes[0].get_title()
+    for make in (plots.achieved_gflops, plots.layer_type_shares, plots.train_vs_val):
+        assert plots.png_bytes(make(analysis)).startswith(b"\x89PNG")
+
+
+def test_report_and_merge_commands(tmp_path, capsys):
+    a = _store(tmp_path / "a.sqlite")
+    assert main(["report", "--db", str(a), "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "Not linear" in out and (tmp_path / "r" / "report.html").is_file()
+    assert main(["merge", str(a), str(a), "-o", str(tmp_path / "m.sqlite")]) == 0
+    assert "added" in capsys.readouterr().out
+    with open_store(tmp_path / "m.sqlite") as merged:
+        assert len(merged.network_results()) == len(NETWORKS) + 1
+    assert main(["report", "--db", str(tmp_path / "missing.sqlite"), "--out", str(tmp_path)]) == 2
+    assert "no results database" in capsys.readouterr().err
+
+
+# -- headless Chromium ---------------------------------------------------------------------------------
+def _chromium() -> str | None:
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
+
+
+def _console_lines(page: Path, profile: Path) -> list[str]:
+    """Load ``page`` in headless Chromium; the page's console messages (INFO:CONSOLE lines)."""
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--no-first-run", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+           "--dump-dom", page.resolve().as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert "<h1>" in done.stdout, f"Chromium rendered nothing: {done.stderr[-2000:]}"
+    return [line for line in done.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (apt-get install chromium)")
+def test_html_opens_in_chromium_without_console_errors(report, tmp_path):
+    assert _console_lines(report.html, tmp_path / "p1") == []
+    # the images really decode: a copy with a one-line check logs how many did
+    probe = tmp_path / "probe.html"
+    check = ("<script>window.addEventListener('load', () => { const i = [...document.images]; "
+             "console.log('images ' + i.filter(x => x.complete && x.naturalWidth > 0).length + "
+             "' of ' + i.length); });</script>")
+    probe.write_text(report.html.read_text().replace("</body>", check + "</body>"))
+    lines = _console_lines(probe, tmp_path / "p2")
+    assert len(lines) == 1 and '"images 5 of 5"' in lines[0]
+    # control: a page with an error is caught, so the empty list above means something
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><body><h1>x</h1><script>undefined_fn();</script></body></html>")
+    assert any("Uncaught ReferenceError" in line for line in _console_lines(bad, tmp_path / "p3"))

@@ -1,0 +1,181 @@
+"""The sweep on tiny networks: every stage stored, a failing network recorded while the sweep goes
+on, resuming skips what is stored, --repeats adds repeats, Ctrl-C keeps results and prints a resume
+command that works, unknown names are listed, and the default selection covers the seven families."""
+from __future__ import annotations
+
+import shlex
+import textwrap
+
+import pytest
+
+from dnncost.cli import main
+from dnncost.errors import InputSpecError
+from dnncost.store import open_store
+from dnncost.study import StudyConfig, default_config, run_study, select_models
+
+TINY_MODELS = textwrap.dedent("""
+    from torch import nn
+
+    def tiny():
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(4, 10))
+
+    def wider():
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("this network is broken on purpose")
+
+    def broken():
+        return Broken()
+""")
+
+
+@pytest.fixture()
+def specs(tmp_path):
+    path = tmp_path / "tiny_models.py"
+    path.write_text(TINY_MODELS)
+    return {name: f"{path}:{name}" for name in ("tiny", "wider", "broken")}
+
+
+def _config(*names: str, **overrides) -> StudyConfig:
+    base = dict(models=names, batch_size=8, epochs=1, repeats=2, step_budget_s=None, steps=2,
+                warmup=0, train_limit=16)
+    base.update(overrides)
+    return StudyConfig(**base)
+
+
+def test_failing_network_is_recorded_and_the_sweep_goes_on(tmp_path, specs):
+    config = _config(specs["tiny"], specs["broken"], specs["wider"])
+    with open_store(tmp_path / "s.sqlite") as store:
+        summary = run_study(config, store, progress=False)
+        results = {r.name: r for r in store.network_results()}
+        runs = store.runs()
+    assert list(summary.failed) == [specs["broken"]] and "count" in summary.failed[specs["broken"]]
+    assert not summary.complete and runs[-1]["status"] == "failed"
+    broken = results[specs["broken"]]
+    assert broken.errors[0].stage == "count" and "broken on purpose" in broken.errors[0].message
+    assert "Traceback" in broken.errors[0].traceback
+    for name in ("tiny", "wider"):  # the network after the broken one was measured too
+        r = results[specs[name]]
+        assert set(r.counts) == {"train", "eval"} and r.input_shape == "3x32x32"
+        assert len(r.steps("train")) == 2 and len(r.steps("eval")) == 2
+        assert all(len(t.samples) == 2 for t in r.timings)  # 2 timed steps per repeat, raw
+        (training,) = r.completed_trainings
+        assert [e.epoch for e in training.epochs] == [1] and training.epochs[0].train_samples == 16
+        assert "Conv2d" in r.breakdown and r.breakdown["Conv2d"][1] > 0  # time and FLOPs by type
+
+
+def test_rerun_resumes_and_more_repeats_add_repeats(tmp_path, specs):
+    config = _config(specs["tiny"], specs["wider"], breakdown=False)
+    with open_store(tmp_path / "s.sqlite") as store:
+        first = run_study(config, store, progress=False)
+        again = run_study(config, store, progress=False)
+        # per network: 1 count + 2 repeats x (train + eval) + 1 epoch = 6 units
+        assert (first.measured, first.skipped) == (12, 0)
+        assert (again.measured, again.skipped) == (0, 12)
+        more = StudyConfig(**{**config.__dict__, "repeats": 3})
+        assert more.config_hash == config.config_hash  # repeats do not change what is measured
+        added = run_study(more, store, progress=False)
+        assert added.measured == 4  # one more train and one more eval repeat per network
+        for r in store.network_results():
+            assert len(r.steps("train")) == 3 and len(r.steps("eval")) == 3
+            assert len(r.completed_trainings) == 1
+
+
+def test_interrupt_keeps_results_and_the_printed_command_resumes(tmp_path, specs, monkeypatch, capsys):
+    import dnncost.timing
+
+    real = dnncost.timing.time_model
+    calls = []
+
+    def interrupted_on_third_call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dnncost.timing, "time_model", interrupted_on_third_call)
+    db, out = tmp_path / "s.sqlite", tmp_path / "report"
+    argv = ["study", "--models", f"{specs['tiny']},{specs['wider']}", "--input-size", "32",
+            "--epochs", "1", "--batch-size", "8",
+            "--repeats", "2", "--step-budget", "0", "--steps", "2", "--warmup", "0",
+            "--train-limit", "16",
+            "--no-breakdown", "--db", str(db), "--out", str(out), "--no-progress"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Resume with:" in err
+    with open_store(db) as store:
+        assert store.runs()[-1]["status"] == "interrupted"
+        # both networks counted (2 counts each), then repeat 1 of tiny (train + eval) before the
+        # third timing -- repeat 1 of wider's train step -- was interrupted: 4 + 2 results
+        assert store.result_count() == 4 + 2
+    monkeypatch.setattr(dnncost.timing, "time_model", real)
+    resume = shlex.split(err.split("Resume with:")[1].strip())
+    assert resume[:2] == ["dnncost", "study"]
+    assert main(resume[1:] + ["--no-progress"]) == 0
+    assert "report:" in capsys.readouterr().out and (out / "report.html").is_file()
+    with open_store(db) as store:
+        for r in store.network_results():
+            assert len(r.steps("train")) == 2 and len(r.steps("eval")) == 2  # once each, no extra
+
+
+def test_unknown_networks_are_listed_before_anything_is_stored(tmp_path, capsys):
+    db = tmp_path / "s.sqlite"
+    code = main(["study", "--models", "resnet20,resnett20,nosuchnet", "--db", str(db)])
+    err = capsys.readouterr().err
+    assert code == 2 and "resnett20" in err and "nosuchnet" in err and "(did you mean: resnet20" in err
+    assert not db.exists()
+
+
+def test_bad_dataset_fails_before_anything_is_stored(tmp_path, capsys):
+    db = tmp_path / "s.sqlite"
+    assert main(["study", "--quick", "--dataset", "imagenet", "--db", str(db)]) == 2
+    assert "unknown dataset 'imagenet'" in capsys.readouterr().err
+    with open_store(db) as store:
+        assert store.runs() == []
+
+
+def test_configuration_hash_covers_what_is_measured():
+    base = StudyConfig()
+    assert StudyConfig(models=("lenet5",), repeats=9).config_hash == base.config_hash
+    assert StudyConfig(batch_size=16).config_hash != base.config_hash
+    assert StudyConfig(dataset="synthetic").config_hash != base.config_hash
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["--quick"], ["--input-size", "224"], ["--models", "resnet50"],
+    ["--models", "resnet50", "--input-size", "32", "--repeats", "7"], ["--family", "vgg"],
+    ["--quick", "--models", "alexnet_cifar", "--step-budget", "0.2", "--no-breakdown"],
+])
+def test_printed_command_reproduces_the_configuration(argv):
+    from dnncost.cli import build_parser
+    from dnncost.commands.study import config_from_args
+
+    parser = build_parser()
+    config = config_from_args(parser.parse_args(["study", *argv]))
+    again = shlex.split(config.command(db="x.sqlite"))
+    assert again[:2] == ["dnncost", "study"]
+    assert config_from_args(parser.parse_args(again[1:])) == config
+
+
+@pytest.mark.parametrize("bad", [dict(input_size=64), dict(batch_size=0), dict(repeats=0),
+                                 dict(epochs=-1), dict(models=("a",), family="vgg"),
+                                 dict(optimizer="rmsprop"), dict(input_size=None)])
+def test_bad_configuration_is_refused(bad):
+    with pytest.raises(InputSpecError):
+        StudyConfig(**bad)
+
+
+def test_default_selection_covers_the_seven_families():
+    from dnncost import models
+
+    cifar = select_models(StudyConfig())
+    assert cifar[0] == "lenet5"
+    families = {models.get_model_info(n).family for n in cifar}
+    assert families == set(models.STUDY_FAMILIES)
+    imagenet = select_models(default_config(224))
+    assert {models.get_model_info(n).family for n in imagenet} == set(models.STUDY_FAMILIES)
+    assert default_config(224).epochs == 0  # step timing only at 224 by default
