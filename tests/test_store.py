@@ -190,3 +190,70 @@ def test_merge_refuses_foreign_source(tmp_path):
     conn.close()
     with pytest.raises(StoreError, match="not a dnncost"):
         merge([foreign], tmp_path / "out.sqlite")
+
+
+def _data_parallel(store, nid: int, run: str, *, backend: str = "gloo") -> str:
+    return store.add_data_parallel_timing(
+        nid, run, samples=[0.3, 0.4, 0.5], median_s=0.4, iqr_s=0.1, threads=1, world_size=2,
+        backend=backend, allreduce_samples=[0.1, 0.1, 0.2], allreduce_s_per_step=0.1,
+        allreduce_bytes_per_step=648, buckets_per_step=1, gradient_bytes=648,
+        single_process_median_s=0.2, efficiency=0.5, launcher="spawn")
+
+
+def test_data_parallel_timing_is_stored_with_its_allreduce(tmp_path):
+    with open_store(tmp_path / "s.sqlite") as store:
+        run = _fill(store, ("a",))
+        (nid,) = [r[0] for r in store.conn.execute("SELECT id FROM networks")]
+        assert not store.has_data_parallel(nid, world_size=2, backend="gloo")
+        uid = _data_parallel(store, nid, run)
+        assert store.has_data_parallel(nid, world_size=2, backend="gloo")
+        assert not store.has_data_parallel(nid, world_size=4, backend="gloo")
+        # the single-process repeats the study resumes by are counted apart from it
+        assert store.timing_repeats(nid, "train") == 1
+        assert store.timing_repeats(nid, "train", world_size=2) == 1
+        with pytest.raises(StoreError, match="world_size >= 2"):
+            store.add_data_parallel_timing(
+                nid, run, samples=[0.1], median_s=0.1, iqr_s=0.0, threads=1, world_size=1,
+                backend="none", allreduce_samples=[0.0], allreduce_s_per_step=0.0,
+                allreduce_bytes_per_step=0, buckets_per_step=0, gradient_bytes=0,
+                single_process_median_s=None, efficiency=None, launcher="spawn")
+        (result,) = store.network_results()
+    (timing, comm), = result.data_parallel()
+    assert timing.uid == uid and (timing.world_size, timing.backend, timing.mode) == (2, "gloo", "train")
+    assert comm.samples == (0.1, 0.1, 0.2) and comm.allreduce_bytes_per_step == 648
+    assert (comm.single_process_median_s, comm.efficiency, comm.launcher) == (0.2, 0.5, "spawn")
+    assert len(result.steps("train", world_size=1)) == 1 and len(result.steps("train")) == 2
+
+
+def test_version_1_store_migrates_and_keeps_its_results(tmp_path):
+    from dnncost.store import MIGRATIONS, Store
+
+    path = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    v1 = Store(conn, path)
+    assert migrate(v1, 0, migrations={1: MIGRATIONS[1]}) == 1  # what dnncost with schema 1 wrote
+    _fill(v1, ("a", "b"))
+    v1.close()
+    with open_store(path, create=False) as store:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        results = store.network_results()
+        assert [r.name for r in results] == ["a", "b"]
+        assert results[0].steps("train")[0].samples == (0.1, 0.2, 0.3)
+        assert results[0].allreduce == {}  # old results have no data-parallel part
+        run = store.runs()[0]["uid"]
+        _data_parallel(store, 1, run)  # and the new table takes new ones
+        assert store.has_data_parallel(1, world_size=2, backend="gloo")
+
+
+def test_merge_copies_data_parallel_results_once(tmp_path):
+    a, out = tmp_path / "a.sqlite", tmp_path / "out.sqlite"
+    with open_store(a) as store:
+        run = _fill(store, ("x",))
+        _data_parallel(store, 1, run)
+    added = merge([a], out)
+    assert added["allreduce_timings"] == 1 and added["step_timings"] == 2
+    assert merge([a], out)["allreduce_timings"] == 0
+    with open_store(out) as store:
+        (result,) = store.network_results()
+    (timing, comm), = result.data_parallel()
+    assert timing.world_size == 2 and comm.gradient_bytes == 648

@@ -7,7 +7,9 @@ each network's residual (measured / predicted by the line), and the log-log slop
 interval -- both the regression's interval across networks and a bootstrap interval over the
 repeated measurements of each network. Per network it gives achieved GFLOP/s and the share of the
 machine's calibrated peak. :class:`Verdict` states in plain words whether time is linear in FLOPs
-here, with the numbers behind the answer.
+here, with the numbers behind the answer. For data-parallel results (world size > 1)
+:func:`data_parallel` gives each network's communication share (time with a gradient all-reduce in
+flight / step time) beside its parameters and FLOPs, with Spearman rho of the share against each.
 
 Time is proportional to FLOPs exactly when every network runs at the same FLOP/s; then the log-log
 slope is 1, the line fits (R^2 near 1) and the achieved FLOP/s of the fastest and slowest network
@@ -109,8 +111,8 @@ def points_from_results(networks: Sequence[NetworkResult]) -> tuple[list[Network
             continue
         train, evals = net.counts["train"], net.counts["eval"]
         times: dict[TimeMetric, tuple[float, ...]] = {
-            TimeMetric.TRAIN_STEP: tuple(t.median_s for t in net.steps("train")),
-            TimeMetric.EVAL_STEP: tuple(t.median_s for t in net.steps("eval")),
+            TimeMetric.TRAIN_STEP: tuple(t.median_s for t in net.steps("train", world_size=1)),
+            TimeMetric.EVAL_STEP: tuple(t.median_s for t in net.steps("eval", world_size=1)),
         }
         costs = {TimeMetric.TRAIN_STEP: _cost_of(train), TimeMetric.EVAL_STEP: _cost_of(evals)}
         accuracy = None
@@ -355,6 +357,111 @@ def layer_type_shares(networks: Sequence[NetworkResult]) -> list[LayerShare]:
     return sorted(rows, key=lambda r: -r.time_share)
 
 
+# -- data-parallel training: how communication grows with parameters, beside FLOPs ---------------------
+@dataclass(frozen=True)
+class DataParallelRow:
+    """One network's data-parallel training step (the latest stored): ``step_s`` is the slowest
+    worker's median step, ``allreduce_s`` the median time with a gradient all-reduce in flight,
+    ``train_flops`` the counted FLOPs of one worker's step."""
+
+    name: str
+    family: str
+    world_size: int
+    backend: str
+    batch_size: int  # per worker
+    threads: int  # per worker
+    params: int
+    train_flops: int
+    gradient_bytes: int
+    allreduce_bytes: int  # per step, what each worker hands to all-reduce
+    step_s: float
+    allreduce_s: float
+    single_process_s: float | None
+    efficiency: float | None
+
+    @property
+    def comm_share(self) -> float:
+        """Median all-reduce time / median step time."""
+        return self.allreduce_s / self.step_s if self.step_s > 0 else math.nan
+
+    def to_row(self) -> dict[str, object]:
+        return {"network": self.name, "family": self.family, "world_size": self.world_size,
+                "backend": self.backend, "batch_per_worker": self.batch_size,
+                "threads_per_worker": self.threads, "params": self.params,
+                "train_flops": self.train_flops, "gradient_bytes": self.gradient_bytes,
+                "allreduce_bytes_per_step": self.allreduce_bytes, "step_ms": self.step_s * 1e3,
+                "allreduce_ms": self.allreduce_s * 1e3, "comm_share": self.comm_share,
+                "single_process_ms": (self.single_process_s * 1e3
+                                      if self.single_process_s is not None else None),
+                "efficiency": self.efficiency}
+
+
+@dataclass(frozen=True)
+class Rank:
+    """Spearman rho (with its p-value and 95% interval) of the communication share against one
+    measure of computation; NaN with fewer than MIN_POINTS networks or a constant column."""
+
+    against: CostMetric
+    n: int
+    rho: float
+    p: float
+    ci: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class DataParallelAnalysis:
+    """Communication share per network, and how it ranks with parameters and with FLOPs."""
+
+    rows: tuple[DataParallelRow, ...]  # fewest parameters first
+    vs_params: Rank
+    vs_flops: Rank
+
+    def to_dict(self) -> dict[str, object]:
+        return {"networks": [r.to_row() for r in self.rows],
+                **{f"spearman_comm_share_vs_{k.against.value}": {
+                    "rho": k.rho, "p": k.p, "ci": list(k.ci), "n": k.n}
+                   for k in (self.vs_params, self.vs_flops)}}
+
+
+def _rank(shares: Sequence[float], values: Sequence[float], against: CostMetric) -> Rank:
+    from scipy import stats
+
+    n = len(shares)
+    if n < MIN_POINTS or np.ptp(shares) == 0 or np.ptp(values) == 0:
+        return Rank(against, n, math.nan, math.nan, NAN2)
+    result = stats.spearmanr(values, shares)
+    rho = float(result.statistic)
+    return Rank(against, n, rho, float(result.pvalue), _spearman_ci(rho, n))
+
+
+def data_parallel(networks: Sequence[NetworkResult]) -> DataParallelAnalysis | None:
+    """The latest stored data-parallel step of every counted network that has one; None when the
+    results hold none."""
+    rows = []
+    for net in networks:
+        stored = net.data_parallel()
+        if not stored or "train" not in net.counts:
+            continue
+        timing, comm = stored[-1]
+        count = net.counts["train"]
+        rows.append(DataParallelRow(
+            name=net.name, family=net.family, world_size=timing.world_size, backend=timing.backend,
+            batch_size=net.batch_size, threads=timing.threads, params=count.params,
+            train_flops=count.flops, gradient_bytes=comm.gradient_bytes,
+            allreduce_bytes=comm.allreduce_bytes_per_step, step_s=timing.median_s,
+            allreduce_s=comm.allreduce_s_per_step, single_process_s=comm.single_process_median_s,
+            efficiency=comm.efficiency))
+    if not rows:
+        return None
+    rows.sort(key=lambda r: r.params)
+    usable = [r for r in rows if math.isfinite(r.comm_share)]
+    shares = [r.comm_share for r in usable]
+    return DataParallelAnalysis(
+        rows=tuple(rows),
+        vs_params=_rank(shares, [r.params for r in usable], CostMetric.PARAMS),
+        vs_flops=_rank(shares, [r.train_flops for r in usable], CostMetric.FLOPS))
+
+
 # -- the verdict ---------------------------------------------------------------------------------------
 class Linearity(str, Enum):
     """How time relates to FLOPs across the networks."""
@@ -475,6 +582,7 @@ class StudyAnalysis:
     peak_flops_per_s: float | None = None
     skipped: Mapping[str, str] = field(default_factory=dict)
     layer_types: tuple[LayerShare, ...] = ()
+    data_parallel: DataParallelAnalysis | None = None
 
     def fit(self, time_metric: TimeMetric, cost_metric: CostMetric = CostMetric.FLOPS) -> Fit | None:
         for f in self.fits:
@@ -528,6 +636,7 @@ class StudyAnalysis:
             "layer_types": [{"layer_type": r.layer_type, "time_share": r.time_share,
                              "flops_share": r.flops_share, "networks": r.networks}
                             for r in self.layer_types],
+            "data_parallel": self.data_parallel.to_dict() if self.data_parallel else None,
         }
 
 
@@ -538,7 +647,8 @@ def _int(value: float) -> int | None:
 
 def analyze_points(points: Sequence[NetworkPoint], *, peak_flops_per_s: float | None = None,
                    skipped: Mapping[str, str] | None = None,
-                   layer_types: Sequence[LayerShare] = (), seed: int = 0) -> StudyAnalysis:
+                   layer_types: Sequence[LayerShare] = (), seed: int = 0,
+                   data_parallel: DataParallelAnalysis | None = None) -> StudyAnalysis:
     """Every relation of every time to every measure of computation, speed per network, verdict."""
     fits = tuple(f for t in TimeMetric for c in CostMetric
                  if (f := fit(points, t, cost_metric=c, seed=seed)) is not None)
@@ -548,7 +658,8 @@ def analyze_points(points: Sequence[NetworkPoint], *, peak_flops_per_s: float | 
     return StudyAnalysis(points=tuple(points), fits=fits,
                          efficiency=tuple(efficiency(points, peak_flops_per_s=peak_flops_per_s)),
                          verdict=verdict(main), peak_flops_per_s=peak_flops_per_s,
-                         skipped=dict(skipped or {}), layer_types=tuple(layer_types))
+                         skipped=dict(skipped or {}), layer_types=tuple(layer_types),
+                         data_parallel=data_parallel)
 
 
 def analyze(networks: Sequence[NetworkResult], *, peak_flops_per_s: float | None = None,
@@ -556,10 +667,11 @@ def analyze(networks: Sequence[NetworkResult], *, peak_flops_per_s: float | None
     """Analyse stored study results (one configuration on one machine)."""
     points, skipped = points_from_results(networks)
     return analyze_points(points, peak_flops_per_s=peak_flops_per_s, skipped=skipped,
-                          layer_types=layer_type_shares(networks), seed=seed)
+                          layer_types=layer_type_shares(networks), seed=seed,
+                          data_parallel=data_parallel(networks))
 
 
-__all__ = ["CostMetric", "Efficiency", "Fit", "LayerShare", "Linearity", "NetworkPoint",
-           "StudyAnalysis", "TimeMetric", "Verdict",
-           "analyze", "analyze_points", "efficiency", "fit", "layer_type_shares", "points_from_results",
+__all__ = ["CostMetric", "DataParallelAnalysis", "DataParallelRow", "Efficiency", "Fit", "LayerShare",
+           "Linearity", "NetworkPoint", "Rank", "StudyAnalysis", "TimeMetric", "Verdict",
+           "analyze", "analyze_points", "data_parallel", "efficiency", "fit", "layer_type_shares", "points_from_results",
            "verdict"]

@@ -188,4 +188,38 @@ def train_vs_val(analysis: StudyAnalysis) -> Figure:
     return fig
 
 
-__all__ = ["achieved_gflops", "layer_type_shares", "png_bytes", "time_vs_flops", "train_vs_val"]
+def comm_share(analysis: StudyAnalysis) -> Figure:
+    """Data-parallel communication share (all-reduce time / step time) of each network against
+    its parameters and, beside it, its training-step FLOPs per worker (log x), with Spearman rho
+    of each from the analysis."""
+    dp = analysis.data_parallel
+    fig = _figure(11, 4.6)
+    if dp is None:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no data-parallel results (study run without --nproc)", ha="center",
+                va="center", transform=ax.transAxes, fontsize=9)
+        ax.set_axis_off()
+        return fig
+    axes = fig.subplots(1, 2, sharey=True)
+    rows = [r for r in dp.rows if math.isfinite(r.comm_share)]
+    for ax, rank, label, value in (
+            (axes[0], dp.vs_params, "parameters", lambda r: r.params),
+            (axes[1], dp.vs_flops, "training-step FLOPs per worker", lambda r: r.train_flops)):
+        for r in rows:
+            ax.plot([value(r)], [100 * r.comm_share], "o", color=_colour(r.family), markersize=6)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        rho = f"{rank.rho:.2f} (p = {rank.p:.2g})" if math.isfinite(rank.rho) else "n/a"
+        ax.set_title(f"vs {label}: Spearman ρ = {rho}, n = {rank.n}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.25)
+        ax.margins(x=0.15, y=0.15)
+        _label_points(ax, [(r.name, value(r), 100 * r.comm_share, _colour(r.family)) for r in rows])
+    axes[0].set_ylabel("% of the step with a gradient all-reduce in flight")
+    first = dp.rows[0]
+    fig.suptitle(f"Data-parallel communication share: {first.world_size} {first.backend} workers, "
+                 f"batch {first.batch_size} and {first.threads} thread(s) per worker", fontsize=10)
+    return fig
+
+
+__all__ = ["achieved_gflops", "comm_share", "layer_type_shares", "png_bytes", "time_vs_flops",
+           "train_vs_val"]

@@ -12,7 +12,7 @@ import base64
 import html
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dnncost.analysis import StudyAnalysis, TimeMetric, analyze
@@ -77,6 +77,7 @@ class ReportFiles:
     json: Path
     figures: tuple[Path, ...]
     verdicts: tuple[str, ...]  # each group's verdict headline
+    data_parallel_csv: Path | None = None  # only when the store holds data-parallel results
 
 
 # -- formatting numbers --------------------------------------------------------------------------------
@@ -133,6 +134,65 @@ def fits_table(analysis: StudyAnalysis) -> Table:
     return Table(columns, tuple(rows))
 
 
+DATA_PARALLEL_COLUMNS = ("network", "family", "params", "train-step FLOPs / worker", "gradients",
+                         "all-reduced / step", "step (ms)", "all-reduce (ms)", "comm share",
+                         "1 process (ms)", "efficiency")
+
+
+def _bytes(value: int) -> str:
+    """Bytes with a unit: '648 B', '1.08 MB'."""
+    text = human(value)
+    return f"{text}B" if text[-1].isalpha() else f"{text} B"
+
+
+def data_parallel_table(analysis: StudyAnalysis) -> Table:
+    """Communication share of each network's data-parallel training step, fewest params first."""
+    dp = analysis.data_parallel
+    rows = tuple((
+        r.name, r.family, human(r.params), human(r.train_flops), _bytes(r.gradient_bytes),
+        _bytes(r.allreduce_bytes), _num(r.step_s * 1e3), _num(r.allreduce_s * 1e3),
+        _pct(r.comm_share),
+        _num(r.single_process_s * 1e3) if r.single_process_s is not None else "-",
+        _num(r.efficiency, 2)) for r in (dp.rows if dp else ()))
+    return Table(DATA_PARALLEL_COLUMNS, rows)
+
+
+def data_parallel_blocks(analysis: StudyAnalysis, *, prefix: str = "") -> list[Block]:
+    """The data-parallel section (empty when the group holds no data-parallel results)."""
+    from dnncost import plots
+
+    dp = analysis.data_parallel
+    if dp is None:
+        return []
+    first = dp.rows[0]
+
+    def rank(k) -> str:
+        if not math.isfinite(k.rho):
+            return f"not defined (n = {k.n}; it needs 3 networks with differing values)"
+        interval = f"95% interval {_ci(*k.ci)}, " if all(map(math.isfinite, k.ci)) else ""
+        p = "p < 0.0001" if k.p < 1e-4 else f"p = {k.p:.2g}"
+        return f"{k.rho:.2f} ({interval}{p}, n = {k.n})"
+
+    return [
+        Heading("Data-parallel training: communication share vs parameters, beside FLOPs", 3),
+        Paragraph(f"Each network's training step on {first.world_size} {first.backend} workers "
+                  f"(torch.distributed + DistributedDataParallel), batch {first.batch_size} and "
+                  f"{first.threads} thread(s) per worker. 'all-reduce' is the median time per step "
+                  "with a gradient all-reduce in flight (DDP communication hook; overlap with the "
+                  "backward pass and waiting for a slower worker included); 'comm share' = "
+                  "all-reduce / step (slowest worker's median step); 'all-reduced / step' is what "
+                  "each worker hands to all-reduce (the trainable gradients); 'efficiency' = one "
+                  "plain process's step / the data-parallel step at the same per-worker batch and "
+                  "threads (weak scaling, 1.0 = no slow-down)."),
+        Paragraph(f"Spearman ρ of the communication share against parameters: {rank(dp.vs_params)}; "
+                  f"against training-step FLOPs: {rank(dp.vs_flops)}."),
+        data_parallel_table(analysis),
+        FigureBlock(prefix + "comm_share_vs_params.png", plots.png_bytes(plots.comm_share(analysis)),
+                    "Data-parallel communication share against parameters (left) and training-step "
+                    "FLOPs per worker (right), log x."),
+    ]
+
+
 def _describe(group: Group) -> str:
     """Machine and configuration of a group, in one paragraph."""
     env, cfg = group.environment, group.config
@@ -187,6 +247,7 @@ def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
     blocks.append(Heading("Figures", 3))
     blocks += [FigureBlock(prefix + name, plots.png_bytes(fig), caption)
                for name, fig, caption in figures[1:]]
+    blocks += data_parallel_blocks(analysis, prefix=prefix)
     blocks += [Heading("Every time against every measure of computation", 3), fits_table(analysis),
                Paragraph("Intervals: Pearson by Fisher's z (scipy); Spearman by Fisher's z with the "
                          "Fieller-Hartley-Pearson variance; log-log slope by the regression's t interval "
@@ -271,8 +332,8 @@ def render_html(blocks: Sequence[Block], *, title: str = "dnncost study") -> str
 
 
 def write_report(store: Store, out: str | Path) -> ReportFiles:
-    """Analyse ``store`` and write report.md (+ figures/), report.html, networks.csv, fits.csv and
-    results.json into ``out``."""
+    """Analyse ``store`` and write report.md (+ figures/), report.html, networks.csv, fits.csv,
+    results.json and, when the store holds data-parallel results, data_parallel.csv into ``out``."""
     folder = Path(out).expanduser()
     figure_dir = folder / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
@@ -289,18 +350,23 @@ def write_report(store: Store, out: str | Path) -> ReportFiles:
                         verdicts=tuple(a.verdict.headline for _, a in analysed))
     files.markdown.write_text(render_markdown(blocks), encoding="utf-8")
     files.html.write_text(render_html(blocks), encoding="utf-8")
-    network_rows, fit_rows, payload = [], [], []
+    network_rows, fit_rows, payload, dp_rows = [], [], [], []
     for group, analysis in analysed:
         key = {"config_hash": group.config_hash, "fingerprint": group.fingerprint}
         network_rows += [{**key, **r} for r in analysis.network_rows()]
+        if analysis.data_parallel is not None:
+            dp_rows += [{**key, **r.to_row()} for r in analysis.data_parallel.rows]
         fit_rows += [{**key, **r} for r in analysis.fit_rows()]
         payload.append({**key, "config": dict(group.config), "environment": dict(group.environment),
                         "calibration": group.calibration, **analysis.to_dict()})
     files.networks_csv.write_text(render_csv(network_rows) + "\n", encoding="utf-8")
     files.fits_csv.write_text(render_csv(fit_rows) + "\n", encoding="utf-8")
     files.json.write_text(render_json(payload) + "\n", encoding="utf-8")
+    if dp_rows:
+        files = replace(files, data_parallel_csv=folder / "data_parallel.csv")
+        files.data_parallel_csv.write_text(render_csv(dp_rows) + "\n", encoding="utf-8")
     return files
 
 
-__all__ = ["ReportFiles", "fits_table", "network_table", "render_html", "render_markdown",
+__all__ = ["ReportFiles", "data_parallel_table", "fits_table", "network_table", "render_html", "render_markdown",
            "report_blocks", "write_report"]

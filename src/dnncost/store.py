@@ -11,7 +11,9 @@ marked as dnncost's by ``PRAGMA application_id``):
 - ``step_timings``: one row per repeat of a timed step, raw samples kept as JSON;
 - ``trainings`` and ``epochs``: real training runs and each finished epoch;
 - ``breakdowns``: measured time and counted FLOPs per layer type;
-- ``errors``: what failed, where, with its traceback.
+- ``errors``: what failed, where, with its traceback;
+- ``allreduce_timings`` (schema version 2): for a data-parallel step timing (world size > 1), the
+  time with a gradient all-reduce in flight, its bytes, and the single-process reference.
 
 Measurements carry a ``uid`` so that :func:`merge` can combine stores from several machines (or
 copies of one) without duplicates. One study writes to a store at a time (a lock file enforces it).
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from dnncost.errors import StoreError
 
-SCHEMA_VERSION = 1  # bump with a new entry in MIGRATIONS whenever the layout changes
+SCHEMA_VERSION = 2  # bump with a new entry in MIGRATIONS whenever the layout changes
 APPLICATION_ID = 0x646E6E63  # source: our choice, ASCII 'dnnc'; marks the file as a dnncost store
 SQLITE_HEADER = b"SQLite format 3\x00"  # source: https://www.sqlite.org/fileformat.html section 1.3
 
@@ -146,12 +148,26 @@ CREATE INDEX step_timings_network ON step_timings(network_id, mode);
 CREATE INDEX trainings_network ON trainings(network_id);
 """
 
+_SCHEMA_V2 = """
+CREATE TABLE allreduce_timings (
+    timing_uid TEXT PRIMARY KEY REFERENCES step_timings(uid),  -- its step, world_size > 1
+    samples TEXT NOT NULL,                    -- JSON list of seconds with an all-reduce in flight
+    allreduce_s_per_step REAL NOT NULL,       -- median of samples
+    allreduce_bytes_per_step INTEGER NOT NULL,  -- what each worker hands to all-reduce
+    buckets_per_step INTEGER NOT NULL,
+    gradient_bytes INTEGER NOT NULL,          -- dnncost.counter's figure
+    single_process_median_s REAL,             -- one plain process, same batch and threads
+    efficiency REAL,                          -- weak scaling t1 / tN
+    launcher TEXT NOT NULL                    -- 'spawn' or 'torchrun'
+);
+"""
+
 #: version -> SQL that takes a store from version-1 to version. Applied in order, each in one
 #: transaction with the version bump, so a store is never left half-migrated.
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 _TABLES = ("environments", "runs", "networks", "counts", "step_timings", "trainings", "epochs",
-           "breakdowns", "errors")
+           "breakdowns", "errors", "allreduce_timings")
 
 
 def now() -> str:
@@ -195,6 +211,21 @@ class TimingRow:
     world_size: int
     backend: str
     measured: str
+
+
+@dataclass(frozen=True)
+class AllreduceRow:
+    """The communication of a data-parallel step timing (the TimingRow ``timing_uid``)."""
+
+    timing_uid: str
+    samples: tuple[float, ...]
+    allreduce_s_per_step: float
+    allreduce_bytes_per_step: int
+    buckets_per_step: int
+    gradient_bytes: int
+    single_process_median_s: float | None
+    efficiency: float | None
+    launcher: str
 
 
 @dataclass(frozen=True)
@@ -256,10 +287,18 @@ class NetworkResult:
     trainings: tuple[TrainingRow, ...] = ()
     breakdown: Mapping[str, tuple[float, int]] = field(default_factory=dict)  # type -> (s, flops)
     errors: tuple[ErrorRow, ...] = ()
+    allreduce: Mapping[str, AllreduceRow] = field(default_factory=dict)  # timing uid -> row
 
-    def steps(self, mode: str) -> tuple[TimingRow, ...]:
-        """The stored repeats of the ``mode`` ('train' or 'eval') step."""
-        return tuple(t for t in self.timings if t.mode == mode)
+    def steps(self, mode: str, *, world_size: int | None = None) -> tuple[TimingRow, ...]:
+        """The stored repeats of the ``mode`` ('train' or 'eval') step (of ``world_size``
+        processes only, when given)."""
+        return tuple(t for t in self.timings if t.mode == mode
+                     and (world_size is None or t.world_size == world_size))
+
+    def data_parallel(self) -> tuple[tuple[TimingRow, AllreduceRow], ...]:
+        """The data-parallel training steps stored with their communication, oldest first."""
+        return tuple((t, self.allreduce[t.uid]) for t in self.timings
+                     if t.world_size > 1 and t.uid in self.allreduce)
 
     @property
     def completed_trainings(self) -> tuple[TrainingRow, ...]:
@@ -425,6 +464,28 @@ class Store:
                        median_s, iqr_s, threads, peak_memory_bytes, world_size, backend, now()))
         return uid
 
+    def add_data_parallel_timing(
+            self, network_id: int, run_uid: str, *, samples: Sequence[float], median_s: float,
+            iqr_s: float, threads: int, world_size: int, backend: str,
+            allreduce_samples: Sequence[float], allreduce_s_per_step: float,
+            allreduce_bytes_per_step: int, buckets_per_step: int, gradient_bytes: int,
+            single_process_median_s: float | None, efficiency: float | None,
+            launcher: str) -> str:
+        """Store a data-parallel training step and its all-reduce in one transaction (so a resumed
+        study never finds one without the other); returns the step timing's uid."""
+        if world_size < 2:
+            raise StoreError(f"a data-parallel timing needs world_size >= 2, got {world_size}")
+        uid = new_uid()
+        with self.transaction("a data-parallel step timing") as c:
+            c.execute("INSERT INTO step_timings VALUES (?, ?, ?, 'train', ?, ?, ?, ?, NULL, ?, ?, ?)",
+                      (uid, network_id, run_uid, json.dumps([float(s) for s in samples]),
+                       median_s, iqr_s, threads, world_size, backend, now()))
+            c.execute("INSERT INTO allreduce_timings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (uid, json.dumps([float(s) for s in allreduce_samples]),
+                       allreduce_s_per_step, int(allreduce_bytes_per_step), int(buckets_per_step),
+                       int(gradient_bytes), single_process_median_s, efficiency, launcher))
+        return uid
+
     def start_training(self, network_id: int, run_uid: str, *, epochs_planned: int,
                        dataset: str) -> str:
         uid = new_uid()
@@ -471,9 +532,18 @@ class Store:
                               "WHERE network_id = ? AND mode = ?", (network_id, mode)).fetchone()
         return _count_row(c) if c else None
 
-    def timing_repeats(self, network_id: int, mode: str) -> int:
-        return self._scalar("SELECT COUNT(*) FROM step_timings WHERE network_id = ? AND mode = ?",
-                            (network_id, mode))
+    def timing_repeats(self, network_id: int, mode: str, *, world_size: int = 1) -> int:
+        """How many repeats of the ``mode`` step of ``world_size`` processes are stored."""
+        return self._scalar("SELECT COUNT(*) FROM step_timings WHERE network_id = ? AND mode = ? "
+                            "AND world_size = ?", (network_id, mode, world_size))
+
+    def has_data_parallel(self, network_id: int, *, world_size: int, backend: str) -> bool:
+        """True when a data-parallel step of ``world_size`` ``backend`` workers, with its
+        all-reduce, is stored."""
+        return self._scalar(
+            "SELECT COUNT(*) FROM step_timings t JOIN allreduce_timings a ON a.timing_uid = t.uid "
+            "WHERE t.network_id = ? AND t.world_size = ? AND t.backend = ?",
+            (network_id, world_size, backend)) > 0
 
     def has_complete_training(self, network_id: int) -> bool:
         return self._scalar("SELECT COUNT(*) FROM trainings WHERE network_id = ? AND "
@@ -548,11 +618,16 @@ class Store:
         errors = tuple(ErrorRow(*e) for e in self.conn.execute(
             "SELECT stage, error_type, message, traceback, at, run_uid FROM errors "
             "WHERE network_id = ? ORDER BY at, rowid", (nid,)))
+        allreduce = {a[0]: AllreduceRow(a[0], tuple(json.loads(a[1])), *a[2:]) for a in self.conn.execute(
+            "SELECT a.timing_uid, a.samples, a.allreduce_s_per_step, a.allreduce_bytes_per_step, "
+            "a.buckets_per_step, a.gradient_bytes, a.single_process_median_s, a.efficiency, "
+            "a.launcher FROM allreduce_timings a JOIN step_timings t ON t.uid = a.timing_uid "
+            "WHERE t.network_id = ?", (nid,))}
         return NetworkResult(
             name=r[1], family=r[2], config_hash=r[3], fingerprint=r[4], input_shape=r[5],
             batch_size=r[6], dataset=r[7], device=r[8], threads=r[9], world_size=r[10],
             backend=r[11], counts=counts, timings=timings, trainings=tuple(trainings),
-            breakdown=breakdown, errors=errors)
+            breakdown=breakdown, errors=errors, allreduce=allreduce)
 
 
 def _count_row(c: Sequence[object]) -> CountRow:
@@ -716,10 +791,12 @@ def _merge_one(src: Store, c: sqlite3.Connection) -> dict[str, int]:
          "INSERT OR IGNORE INTO breakdowns VALUES (?, ?, ?, ?)")
     copy("errors", remap(src.conn.execute("SELECT * FROM errors").fetchall(), 1),
          "INSERT OR IGNORE INTO errors VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+    copy("allreduce_timings", src.conn.execute("SELECT * FROM allreduce_timings").fetchall(),
+         "INSERT OR IGNORE INTO allreduce_timings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
     return added
 
 
 __all__ = [
-    "APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "CountRow", "EpochRow", "ErrorRow", "Group",
+    "APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "AllreduceRow", "CountRow", "EpochRow", "ErrorRow", "Group",
     "NetworkResult", "Store", "TimingRow", "TrainingRow", "merge", "migrate", "open_store",
 ]

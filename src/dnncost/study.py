@@ -8,7 +8,10 @@ validates it for ``epochs`` real epochs on the dataset. Each result is written t
 :mod:`dnncost.store` in its own transaction the moment it is measured; rerunning the same
 configuration resumes, skipping what is stored (keyed by network, configuration hash and machine
 fingerprint), and a larger ``repeats`` adds repeats. A network that fails has its error recorded
-and the sweep goes on.
+and the sweep goes on. With ``world_size`` N > 1, each network's training step is also measured on N
+data-parallel workers (torch.distributed + DistributedDataParallel, :mod:`dnncost.distributed`)
+after its single-process work: step time, time with a gradient all-reduce in flight, its bytes,
+and the weak-scaling efficiency against one process.
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ BREAKDOWN_STEPS = 2  # source: measured, two profiled steps give stable layer-ty
 OPTIMIZERS = ("sgd", "adam")  # source: dnncost.timing.OptimizerKind
 NATIVE = "native"  # --input-size value: each named network at its own input size
 BETWEEN_OPERATORS = "(between operators)"  # step time no operator accounts for (dnncost.breakdown gap)
+DDP_MIN_STEPS = 10  # source: our choice; timed data-parallel steps per network at least, so the
+# median of the per-step all-reduce share is not one step's accident (spawning workers costs seconds)
 
 #: The ImageNet-sized network of each of the seven families the study times at 224 by default
 #: (LeNet-5 has no ImageNet form; it runs at its own 32x32). source: issue 3's families, the form
@@ -58,6 +63,7 @@ class Stage(str, Enum):
     TIME = "time"
     BREAKDOWN = "breakdown"
     TRAIN = "train"
+    DISTRIBUTED = "distributed"
 
 
 @dataclass(frozen=True)
@@ -82,8 +88,8 @@ class StudyConfig:
     optimizer: str = "sgd"
     train_limit: int | None = None  # use at most this many training (and 1/4 as many validation) images
     breakdown: bool = True  # attribute step time to layer types (dnncost.breakdown)
-    world_size: int = 1
-    backend: str = "none"
+    world_size: int = 1  # > 1: also time the training step on this many data-parallel workers
+    backend: str = "none"  # torch.distributed backend of those workers ('none' for one process)
 
     def __post_init__(self) -> None:
         for label, value in (("batch size", self.batch_size), ("repeats", self.repeats),
@@ -106,6 +112,10 @@ class StudyConfig:
             raise InputSpecError(f"train limit must be a positive integer, got {self.train_limit}")
         if self.models and self.family:
             raise InputSpecError("give either models or a family, not both")
+        if (self.world_size > 1) == (self.backend == "none"):
+            raise InputSpecError(f"world size {self.world_size} with backend '{self.backend}': a "
+                                 "data-parallel study (world size > 1) needs gloo or nccl, a "
+                                 "single-process one backend 'none'")
         if self.optimizer not in OPTIMIZERS:
             raise InputSpecError(f"unknown optimizer '{self.optimizer}'; choose one of "
                                  f"{', '.join(OPTIMIZERS)}")
@@ -141,6 +151,8 @@ class StudyConfig:
                 parts += [flag, "0" if value is None and name == "step_budget_s" else str(value)]
         if self.breakdown != base.breakdown:
             parts.append("--breakdown" if self.breakdown else "--no-breakdown")
+        if self.world_size > 1:
+            parts += ["--nproc", str(self.world_size), "--backend", self.backend]
         parts += ["--db", db]
         if out is not None:
             parts += ["--out", out]
@@ -247,14 +259,34 @@ class _NullBar:
 
 
 def _units(config: StudyConfig) -> int:
-    """Units of progress per network: count, each timed repeat (train + eval), breakdown, epochs."""
-    return 1 + 2 * config.repeats + int(config.breakdown) + config.epochs
+    """Units of progress per network: count, each timed repeat (train + eval), breakdown, epochs,
+    the data-parallel step."""
+    return 1 + 2 * config.repeats + int(config.breakdown) + config.epochs + int(config.world_size > 1)
+
+
+def check_data_parallel(config: StudyConfig) -> None:
+    """DeviceError / InputSpecError now, before anything is stored, when this machine cannot run
+    the study's data-parallel workers (too many, or a backend it lacks or that does not go with
+    the device)."""
+    if config.world_size == 1:
+        return
+    from dnncost.distributed import Backend, check_backend, check_world_size
+
+    backend = check_backend(config.backend)
+    wanted = Backend.NCCL if config.device.split(":")[0] == "cuda" else Backend.GLOO
+    if backend is not wanted:
+        raise InputSpecError(f"--backend {backend.value} does not go with --device {config.device}: "
+                             "gloo runs CPU workers (--device cpu), nccl one GPU per worker "
+                             "(--device cuda)")
+    check_world_size(config.world_size, backend)
 
 
 # -- the sweep ---------------------------------------------------------------------------------------
 def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
-              command: str = "") -> StudySummary:
+              command: str = "", port: int | None = None) -> StudySummary:
     """Run (or resume) ``config`` into ``store``; returns what was done.
+
+    ``port``: the rendezvous port of the data-parallel workers (default: a free one each time).
 
     Results already in the store for this network, configuration and machine are skipped. A
     network that fails gets its error recorded and the sweep goes on. On KeyboardInterrupt the run
@@ -268,6 +300,7 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
 
     names = select_models(config)
     device = resolve_device(config.device)
+    check_data_parallel(config)
     if config.epochs:
         from dnncost.data import parse_dataset_spec
 
@@ -281,7 +314,8 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
                               config=asdict(config), config_hash=config.config_hash,
                               fingerprint=fingerprint)
     bar = _progress_bar(len(names) * _units(config), progress)
-    sweep = _Sweep(config, store, run_uid=run_uid, fingerprint=fingerprint, threads=threads, bar=bar)
+    sweep = _Sweep(config, store, run_uid=run_uid, fingerprint=fingerprint, threads=threads, bar=bar,
+                   port=port)
     try:
         sweep.run(names)
     except KeyboardInterrupt:
@@ -344,12 +378,12 @@ class _Network:
 class _Sweep:
     """One run through the networks, in three passes: load and count each network; time the
     repeats round-robin (repeat 1 of every network, then repeat 2, ...) so that a busy spell of
-    the machine spreads over the networks instead of spoiling every repeat of one; then profile
-    and train each network."""
+    the machine spreads over the networks instead of spoiling every repeat of one; then profile,
+    train and (world size > 1) time data-parallel each network."""
 
     def __init__(self, config: StudyConfig, store: Store, *, run_uid: str, fingerprint: str,
-                 threads: int, bar) -> None:
-        self.config, self.store, self.run_uid = config, store, run_uid
+                 threads: int, bar, port: int | None = None) -> None:
+        self.config, self.store, self.run_uid, self.port = config, store, run_uid, port
         self.fingerprint, self.threads, self.bar = fingerprint, threads, bar
         self.failed: dict[str, str] = {}
         self.measured = 0
@@ -367,6 +401,8 @@ class _Sweep:
                 self._guarded(net, Stage.BREAKDOWN, self._breakdown)
             if self.config.epochs:
                 self._guarded(net, Stage.TRAIN, self._train)
+            if self.config.world_size > 1:
+                self._guarded(net, Stage.DISTRIBUTED, self._data_parallel)
         missed = len(names) * _units(self.config) - (self.measured + self.skipped)
         self.bar.update(max(missed, 0))  # the units of failed networks
 
@@ -465,7 +501,7 @@ class _Sweep:
         from dnncost.timing import NoisyMeasurementWarning, time_model
 
         for mode in ("train", "eval"):
-            if self.store.timing_repeats(net.nid, mode) > repeat:
+            if self.store.timing_repeats(net.nid, mode, world_size=1) > repeat:
                 self.advance(1, done=True)
                 continue
             if net.model is None:
@@ -481,8 +517,7 @@ class _Sweep:
             m = timing.measurement
             self.store.add_timing(net.nid, self.run_uid, mode=mode, samples=m.samples,
                                   median_s=m.median, iqr_s=m.iqr, threads=timing.threads,
-                                  peak_memory_bytes=timing.peak_memory_bytes,
-                                  world_size=self.config.world_size, backend=self.config.backend)
+                                  peak_memory_bytes=timing.peak_memory_bytes)  # one process
             self.advance(1, done=False)
         if repeat == self.config.repeats - 1:
             net.model = None  # timing done: free the memory
@@ -534,6 +569,32 @@ class _Sweep:
         self.store.finish_training(uid, "complete")
         self.training_uid = None
 
+    def _data_parallel(self, net: _Network) -> None:
+        """The training step on ``world_size`` DDP workers (same per-worker batch, the cores
+        shared among the workers), stored with its all-reduce the moment it is measured."""
+        world_size, backend = self.config.world_size, self.config.backend
+        if self.store.has_data_parallel(net.nid, world_size=world_size, backend=backend):
+            self.advance(1, done=True)
+            return
+        from dnncost.distributed import measure_distributed
+
+        timing = measure_distributed(
+            net.name, net.shape, nproc=world_size, backend=backend,
+            batch_size=self.config.batch_size, warmup=max(1, self.config.warmup),
+            repeats=max(self.config.steps, DDP_MIN_STEPS), optimizer=self.config.optimizer,
+            port=self.port, name=net.loaded.name)
+        single = timing.single_process
+        self.store.add_data_parallel_timing(
+            net.nid, self.run_uid, samples=timing.step.samples, median_s=timing.step.median,
+            iqr_s=timing.step.iqr, threads=timing.threads, world_size=timing.world_size,
+            backend=timing.backend, allreduce_samples=timing.allreduce.samples,
+            allreduce_s_per_step=timing.allreduce_s_per_step,
+            allreduce_bytes_per_step=timing.allreduce_bytes_per_step,
+            buckets_per_step=timing.buckets_per_step, gradient_bytes=timing.gradient_bytes,
+            single_process_median_s=single.median if single is not None else None,
+            efficiency=timing.efficiency, launcher=timing.launcher)
+        self.advance(1, done=False)
+
     def _dataset(self, shape: tuple[int, ...]):
         """The dataset shaped for ``shape`` (cached per shape), cut to ``train_limit`` if set."""
         if shape not in self._datasets:
@@ -555,4 +616,4 @@ class _Sweep:
 
 
 __all__ = ["DEFAULT_DB", "DEFAULT_OUT", "IMAGENET_DEFAULTS", "InputSize", "Stage", "StudyConfig",
-           "StudySummary", "default_config", "quick_config", "run_study", "select_models"]
+           "StudySummary", "check_data_parallel", "default_config", "quick_config", "run_study", "select_models"]

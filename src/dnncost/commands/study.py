@@ -54,6 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=None,
                         help="profile where each network's training-step time goes, by layer type "
                              "(default: on at 32, off at 224)")
+    from dnncost.distributed import add_distributed_arguments  # as `dnncost time` does
+
+    add_distributed_arguments(parser)  # --nproc N, --backend gloo|nccl, --master-port PORT
     parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
                         help=f"results database (default: {DEFAULT_DB})")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
@@ -93,22 +96,40 @@ def config_from_args(args: argparse.Namespace):
         overrides["models"] = names
     elif args.family is not None:
         overrides["models"], overrides["family"] = (), args.family
+    overrides.update(_data_parallel(args, device=overrides.get("device", config.device)))
     return replace(config, **overrides)
+
+
+def _data_parallel(args: argparse.Namespace, *, device: str) -> dict[str, object]:
+    """world_size and backend from --nproc/--backend (nothing without --nproc)."""
+    from dnncost.errors import InputSpecError
+
+    if args.nproc is None:
+        if args.backend is not None:
+            raise InputSpecError("--backend needs --nproc N (N >= 2 data-parallel workers)")
+        return {}
+    if args.nproc < 2:
+        raise InputSpecError(f"--nproc must be 2 or more for a data-parallel study, got "
+                             f"{args.nproc}; leave it out for the single-process study")
+    backend = args.backend or ("nccl" if device.split(":")[0] == "cuda" else "gloo")
+    return {"world_size": args.nproc, "backend": backend}
 
 
 def run(args: argparse.Namespace) -> int:
     from dnncost.report import write_report
     from dnncost.store import open_store
-    from dnncost.study import run_study, select_models
+    from dnncost.study import check_data_parallel, run_study, select_models
 
     config = config_from_args(args)
     select_models(config)  # unknown names are reported before anything is stored
+    check_data_parallel(config)  # so are workers this machine cannot run
     command = config.command(db=args.db, out=args.out if args.out != DEFAULT_OUT else None)
     with open_store(args.db) as store:
         store.lock()
         before = store.result_count()
         try:
-            summary = run_study(config, store, progress=not args.no_progress, command=command)
+            summary = run_study(config, store, progress=not args.no_progress, command=command,
+                                port=args.master_port)
         except KeyboardInterrupt:
             kept = store.result_count()
             print(f"dnncost study: interrupted; {kept} results are kept in {args.db} "
@@ -121,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  FAILED {name}: {error}")
     for headline in files.verdicts:
         print(headline)
-    print(f"report: {files.html}  (also {files.markdown.name}, {files.networks_csv.name}, "
+    extra = f", {files.data_parallel_csv.name}" if files.data_parallel_csv else ""
+    print(f"report: {files.html}  (also {files.markdown.name}, {files.networks_csv.name}{extra}, "
           f"{files.json.name} in {files.folder})")
     return 0 if summary.complete else 1
