@@ -94,6 +94,8 @@ def test_two_gloo_workers_allreduce_gradient_bytes_and_store(tmp_path: Path) -> 
     (row,) = stored.steps("train")
     assert (stored.world_size, stored.backend) == (2, "gloo")
     assert (row.world_size, row.backend, row.samples) == (2, "gloo", timing.step.samples)
+    ((_, allreduce),) = stored.data_parallel()
+    assert allreduce.allreduce_bytes_per_step == 6248  # stored with its communication
     record = json.loads(json.dumps(timing.to_dict()))
     assert record["allreduce_bytes_per_step"] == record["gradient_bytes"] == 6248
 

@@ -585,12 +585,18 @@ def measure_distributed(
 
 
 def store_timing(store: Store, timing: DistributedTiming, *, network_id: int, run_uid: str) -> str:
-    """Store the data-parallel step as a 'train' step timing of ``network_id`` with its world size
-    and backend (the network row should carry them too); returns the timing's uid."""
-    return store.add_timing(network_id, run_uid, mode="train", samples=timing.step.samples,
-                            median_s=timing.step.median, iqr_s=timing.step.iqr,
-                            threads=timing.threads, peak_memory_bytes=None,
-                            world_size=timing.world_size, backend=timing.backend)
+    """Store the data-parallel step and its all-reduce (one transaction) as a 'train' step timing
+    of ``network_id`` with its world size and backend; returns the timing's uid."""
+    single = timing.single_process
+    return store.add_data_parallel_timing(
+        network_id, run_uid, samples=timing.step.samples, median_s=timing.step.median,
+        iqr_s=timing.step.iqr, threads=timing.threads, world_size=timing.world_size,
+        backend=timing.backend, allreduce_samples=timing.allreduce.samples,
+        allreduce_s_per_step=timing.allreduce_s_per_step,
+        allreduce_bytes_per_step=timing.allreduce_bytes_per_step,
+        buckets_per_step=timing.buckets_per_step, gradient_bytes=timing.gradient_bytes,
+        single_process_median_s=single.median if single is not None else None,
+        efficiency=timing.efficiency, launcher=timing.launcher)
 
 
 # -- command-line glue (wired into `dnncost time` and `dnncost study`) -----------------------------

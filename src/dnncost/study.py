@@ -576,23 +576,14 @@ class _Sweep:
         if self.store.has_data_parallel(net.nid, world_size=world_size, backend=backend):
             self.advance(1, done=True)
             return
-        from dnncost.distributed import measure_distributed
+        from dnncost.distributed import measure_distributed, store_timing
 
         timing = measure_distributed(
             net.name, net.shape, nproc=world_size, backend=backend,
             batch_size=self.config.batch_size, warmup=max(1, self.config.warmup),
             repeats=max(self.config.steps, DDP_MIN_STEPS), optimizer=self.config.optimizer,
             port=self.port, name=net.loaded.name)
-        single = timing.single_process
-        self.store.add_data_parallel_timing(
-            net.nid, self.run_uid, samples=timing.step.samples, median_s=timing.step.median,
-            iqr_s=timing.step.iqr, threads=timing.threads, world_size=timing.world_size,
-            backend=timing.backend, allreduce_samples=timing.allreduce.samples,
-            allreduce_s_per_step=timing.allreduce_s_per_step,
-            allreduce_bytes_per_step=timing.allreduce_bytes_per_step,
-            buckets_per_step=timing.buckets_per_step, gradient_bytes=timing.gradient_bytes,
-            single_process_median_s=single.median if single is not None else None,
-            efficiency=timing.efficiency, launcher=timing.launcher)
+        store_timing(self.store, timing, network_id=net.nid, run_uid=self.run_uid)
         self.advance(1, done=False)
 
     def _dataset(self, shape: tuple[int, ...]):
