@@ -1,0 +1,380 @@
+"""How well step time is predicted from structure, measured honestly: leave one family out.
+
+For every network with measured training- and validation-step times, each method predicts the
+time with nothing measured on that network's family:
+
+- ``per_operator``: dnncost.predict's model, fitted on operator micro-benchmarks only (no network);
+- ``per_operator_scaled``: the same, times one factor per mode fitted on the *other* families'
+  networks (the geometric mean of their measured / predicted): a network-level correction;
+- ``flops_line`` / ``params_line``: time = a * FLOPs (or params) + b, fitted on the other families'
+  networks by least squares on relative error;
+- ``roofline``: the sum over operator calls of max(FLOPs / peak, bytes / bandwidth) with the
+  machine's calibrated matmul peak and copy bandwidth -- no per-class efficiency, no overhead.
+
+Metrics: mean absolute percentage error (MAPE), the share of networks within +-10%, Spearman's rho
+and pairwise ordering accuracy (of every pair of networks, the share the method puts in the
+measured order).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from itertools import combinations
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dnncost.cost import CostReport
+from dnncost.predict import OperatorModel, predict_report
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from dnncost.store import Group, Store
+
+TOLERANCE = 0.10  # source: issue 6, "the share within +-10%"
+MODES = ("train", "eval")
+
+
+class Statistic(str, Enum):
+    """Which of a network's repeated step timings stands for its measured time."""
+
+    MEDIAN = "median"  # the median of the repeats' medians: the study's own figure
+    MIN = "min"  # the fastest repeat's median: on a shared machine, the least disturbed one
+
+
+class Method(str, Enum):
+    """A way of predicting step time."""
+
+    PER_OPERATOR = "per_operator"
+    PER_OPERATOR_SCALED = "per_operator_scaled"
+    FLOPS_LINE = "flops_line"
+    PARAMS_LINE = "params_line"
+    ROOFLINE = "roofline"
+
+    @property
+    def label(self) -> str:
+        return {"per_operator": "per-operator model (micro-benchmarks only)",
+                "per_operator_scaled": "per-operator model x scale from other families",
+                "flops_line": "FLOPs-only line", "params_line": "params-only line",
+                "roofline": "plain roofline, calibrated peak"}[self.value]
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+def _arrays(predicted: Sequence[float], measured: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    p, m = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    if p.shape != m.shape or p.ndim != 1:
+        raise ValueError(f"predicted and measured must be vectors of one length, got {p.shape}, {m.shape}")
+    if np.any(m <= 0):
+        raise ValueError("measured times must be positive")
+    return p, m
+
+
+def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:
+    """Mean of |predicted - measured| / measured (a fraction: 0.1 is 10%)."""
+    p, m = _arrays(predicted, measured)
+    return float(np.mean(np.abs(p - m) / m)) if len(m) else math.nan
+
+
+def share_within(predicted: Sequence[float], measured: Sequence[float], *,
+                 tolerance: float = TOLERANCE) -> float:
+    """Share of predictions within +-``tolerance`` (relative) of the measured value."""
+    p, m = _arrays(predicted, measured)
+    return float(np.mean(np.abs(p - m) / m <= tolerance + 1e-12)) if len(m) else math.nan
+
+
+def spearman(predicted: Sequence[float], measured: Sequence[float]) -> float:
+    """Spearman's rank correlation (NaN with fewer than 3 points or a constant vector)."""
+    from scipy.stats import spearmanr
+
+    p, m = _arrays(predicted, measured)
+    if len(m) < 3 or np.ptp(p) == 0 or np.ptp(m) == 0:
+        return math.nan
+    return float(spearmanr(p, m).statistic)
+
+
+def pairwise_accuracy(predicted: Sequence[float], measured: Sequence[float]) -> float:
+    """Of every pair with different measured times, the share whose predictions are ordered the
+    same way (a tie in the prediction counts half)."""
+    p, m = _arrays(predicted, measured)
+    score, pairs = 0.0, 0
+    for i, j in combinations(range(len(m)), 2):
+        if m[i] == m[j]:
+            continue
+        pairs += 1
+        agree = np.sign(p[i] - p[j]) * np.sign(m[i] - m[j])
+        score += 1.0 if agree > 0 else 0.5 if agree == 0 else 0.0
+    return score / pairs if pairs else math.nan
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """How well one method predicts one kind of step over n networks."""
+
+    n: int
+    mape: float
+    within: float  # share within +-TOLERANCE
+    spearman: float
+    pairwise: float
+
+    @classmethod
+    def of(cls, predicted: Sequence[float], measured: Sequence[float]) -> Metrics:
+        return cls(len(measured), mape(predicted, measured), share_within(predicted, measured),
+                   spearman(predicted, measured), pairwise_accuracy(predicted, measured))
+
+
+# -- the data -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Observation:
+    """One network's measured step of one mode, and the counter's report of that step."""
+
+    name: str
+    family: str
+    mode: str  # 'train' or 'eval'
+    report: CostReport
+    measured_s: float
+
+
+@dataclass(frozen=True)
+class Point:
+    """One network and mode: measured seconds and each method's held-out prediction."""
+
+    name: str
+    family: str
+    mode: str
+    measured_s: float
+    predicted_s: Mapping[Method, float]
+
+    def error(self, method: Method) -> float:
+        """Relative error of ``method``: predicted / measured - 1."""
+        return self.predicted_s[method] / self.measured_s - 1
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Held-out predictions of every method for every network and mode."""
+
+    points: tuple[Point, ...]
+    methods: tuple[Method, ...]
+    notes: Mapping[str, str] = field(default_factory=dict)  # method -> why it is missing
+
+    def modes(self) -> list[str]:
+        return [m for m in MODES if any(p.mode == m for p in self.points)]
+
+    def of_mode(self, mode: str) -> list[Point]:
+        return [p for p in self.points if p.mode == mode]
+
+    def metrics(self, method: Method, mode: str) -> Metrics:
+        pts = self.of_mode(mode)
+        return Metrics.of([p.predicted_s[method] for p in pts], [p.measured_s for p in pts])
+
+    def table_rows(self) -> list[dict[str, object]]:
+        """One row per mode and method: MAPE and share within +-10% (in %), rho, pairwise
+        accuracy, and the method's MAPE over the per-operator model's ('x per-op error')."""
+        rows = []
+        for mode in self.modes():
+            base = (self.metrics(Method.PER_OPERATOR, mode).mape
+                    if Method.PER_OPERATOR in self.methods else math.nan)
+            for method in self.methods:
+                m = self.metrics(method, mode)
+                rows.append({"step": mode, "method": method.value, "n": m.n,
+                             "mape_pct": 100 * m.mape, "within_10pct": 100 * m.within,
+                             "spearman": m.spearman, "pairwise": m.pairwise,
+                             "x_per_op_error": m.mape / base if base else math.nan})
+        return rows
+
+    def headline(self, mode: str = "train") -> str:
+        """One sentence on the per-operator model against the FLOPs-only line, for a report."""
+        if Method.PER_OPERATOR not in self.methods or not self.of_mode(mode):
+            return f"No per-operator prediction of the {mode} step to evaluate."
+        m = self.metrics(Method.PER_OPERATOR, mode)
+        text = (f"Predicted from structure alone, the {mode} step of {m.n} networks is off by "
+                f"{m.mape:.1%} on average (MAPE), {m.within:.0%} of them within "
+                f"+-{TOLERANCE:.0%}, ranked with Spearman rho {m.spearman:.2f}")
+        if Method.FLOPS_LINE in self.methods:
+            line = self.metrics(Method.FLOPS_LINE, mode)
+            text += (f"; a line in FLOPs fitted on the other families is off by {line.mape:.1%} "
+                     f"({line.mape / m.mape:.1f}x the error)" if m.mape else "")
+        return text + "."
+
+    def network_rows(self) -> list[dict[str, object]]:
+        """One row per network and mode: measured and predicted milliseconds, error in %."""
+        rows = []
+        for p in self.points:
+            row: dict[str, object] = {"network": p.name, "family": p.family, "step": p.mode,
+                                      "measured_ms": p.measured_s * 1e3}
+            for method in self.methods:
+                row[f"{method.value}_ms"] = p.predicted_s[method] * 1e3
+                row[f"{method.value}_err_pct"] = 100 * p.error(method)
+            rows.append(row)
+        return rows
+
+    def to_dict(self) -> dict[str, object]:
+        return {"protocol": "leave-one-family-out", "tolerance": TOLERANCE,
+                "methods": {m.value: m.label for m in self.methods},
+                "metrics": self.table_rows(), "networks": self.network_rows(),
+                "notes": dict(self.notes)}
+
+
+# -- the protocol ----------------------------------------------------------------------------------
+def _line(xs: np.ndarray, ys: np.ndarray) -> Callable[[float], float]:
+    """time = a * x + b minimising the squared relative error sum(((a x + b) / y - 1)^2)."""
+    design = np.column_stack([xs / ys, 1 / ys])
+    (a, b), *_ = np.linalg.lstsq(design, np.ones_like(ys), rcond=None)
+    return lambda x: float(a * x + b)
+
+
+def roofline_seconds(report: CostReport, *, peak_flops_per_s: float, bytes_per_s: float) -> float:
+    """Sum over operator calls of max(FLOPs / peak, bytes / bandwidth): no overhead, no efficiency."""
+    return sum(max(r.cost.flops / peak_flops_per_s, r.cost.bytes / bytes_per_s) for r in report.records)
+
+
+def evaluate(observations: Sequence[Observation], *, op_model: OperatorModel | None,
+             peak_flops_per_s: float | None = None,
+             bytes_per_s: float | None = None) -> Evaluation:
+    """Predict every observation with nothing measured on its own family (leave one family out).
+
+    Methods that cannot run are left out with a note: the per-operator ones without ``op_model``,
+    the roofline without the calibrated peak and bandwidth, the lines with fewer than two other
+    families' networks of a mode.
+    """
+    notes: dict[str, str] = {}
+    methods = [Method.PER_OPERATOR, Method.PER_OPERATOR_SCALED, Method.FLOPS_LINE,
+               Method.PARAMS_LINE, Method.ROOFLINE]
+    if op_model is None:
+        methods = [m for m in methods if m not in (Method.PER_OPERATOR, Method.PER_OPERATOR_SCALED)]
+        notes["per_operator"] = "this machine has no per-operator calibration"
+    if not (peak_flops_per_s and bytes_per_s):
+        methods.remove(Method.ROOFLINE)
+        notes["roofline"] = "no calibrated peak FLOP/s and bandwidth (run `dnncost calibrate`)"
+    per_op = {id(o): predict_report(o.report, op_model).step_s for o in observations} \
+        if op_model is not None else {}
+    points = []
+    for o in observations:
+        others = [q for q in observations if q.mode == o.mode and q.family != o.family]
+        if len(others) < 2:
+            notes["lines"] = (f"'{o.name}' ({o.mode}) has fewer than two networks of other "
+                              "families to fit on")
+            methods = [m for m in methods if m not in (Method.FLOPS_LINE, Method.PARAMS_LINE,
+                                                       Method.PER_OPERATOR_SCALED)]
+        predicted: dict[Method, float] = {}
+        if op_model is not None:
+            predicted[Method.PER_OPERATOR] = per_op[id(o)]
+            if others:
+                scale = math.exp(float(np.mean([math.log(q.measured_s / per_op[id(q)]) for q in others])))
+                predicted[Method.PER_OPERATOR_SCALED] = scale * per_op[id(o)]
+        if len(others) >= 2:
+            ys = np.array([q.measured_s for q in others])
+            flops = np.array([q.report.total().flops for q in others], dtype=float)
+            params = np.array([q.report.params for q in others], dtype=float)
+            predicted[Method.FLOPS_LINE] = _line(flops, ys)(o.report.total().flops)
+            predicted[Method.PARAMS_LINE] = _line(params, ys)(o.report.params)
+        if Method.ROOFLINE in methods:
+            predicted[Method.ROOFLINE] = roofline_seconds(
+                o.report, peak_flops_per_s=peak_flops_per_s, bytes_per_s=bytes_per_s)
+        points.append(Point(o.name, o.family, o.mode, o.measured_s, predicted))
+    points = [Point(p.name, p.family, p.mode, p.measured_s,
+                    {m: v for m, v in p.predicted_s.items() if m in methods}) for p in points]
+    return Evaluation(tuple(points), tuple(methods), notes)
+
+
+# -- from the study's store ------------------------------------------------------------------------
+def observations_from_results(networks: Sequence[object], *,
+                              statistic: Statistic = Statistic.MEDIAN) -> list[Observation]:
+    """Observations from dnncost.store NetworkResults: each network recounted (meta device) at its
+    stored input shape and batch size; measured = ``statistic`` of its repeats' median step times."""
+    from dnncost.counter import count
+    from dnncost.loading import load_model, parse_input_shape
+    from dnncost.opbench import bench_loss
+
+    out = []
+    for net in networks:
+        shape = parse_input_shape(net.input_shape)
+        loaded = None
+        for mode in MODES:
+            repeats = [t.median_s for t in net.steps(mode)]
+            if not repeats:
+                continue
+            loaded = loaded or load_model(net.name)
+            report = count(loaded.build("meta"), mode=mode, batch_size=net.batch_size,
+                           input_shape=shape, loss=bench_loss, name=net.name)
+            measured = min(repeats) if Statistic(statistic) is Statistic.MIN else np.median(repeats)
+            out.append(Observation(net.name, net.family, mode, report, float(measured)))
+    return out
+
+
+def select_group(store: Store, *, config_hash: str | None = None) -> Group:
+    """The largest group (configuration + machine) of ``store`` with step timings, or the group
+    of ``config_hash``; StoreError when there is none."""
+    from dnncost.errors import StoreError
+
+    groups = [g for g in store.groups() if any(n.timings for n in g.networks)
+              and (config_hash is None or g.config_hash == config_hash)]
+    if not groups:
+        raise StoreError(f"'{store.path}' holds no step timings"
+                         + (f" for configuration {config_hash}" if config_hash else "")
+                         + ": run `dnncost study` first")
+    return groups[0]
+
+
+def evaluate_group(group: Group, *, op_model: OperatorModel | None,
+                   peak_flops_per_s: float | None = None, bytes_per_s: float | None = None,
+                   statistic: Statistic = Statistic.MEDIAN) -> Evaluation:
+    """:func:`evaluate` on the networks of one group of the study's store."""
+    return evaluate(observations_from_results(group.networks, statistic=statistic),
+                    op_model=op_model, peak_flops_per_s=peak_flops_per_s, bytes_per_s=bytes_per_s)
+
+
+# -- the figure ------------------------------------------------------------------------------------
+FAMILY_MARKERS = "osD^vP*Xhp<>"  # source: matplotlib's filled markers, one per family
+
+
+def predicted_vs_measured(evaluation: Evaluation,
+                          methods: Sequence[Method] = (Method.PER_OPERATOR, Method.FLOPS_LINE)) -> Figure:
+    """Log-log predicted vs measured step time, one panel per mode, one colour per method and one
+    marker per family; the diagonal and the +-10% band. Each panel's legend gives each method's
+    MAPE and Spearman rho on that step; the families' markers are explained below the panels."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    modes = evaluation.modes()
+    fig = Figure(figsize=(5.2 * max(1, len(modes)), 5.2), layout="constrained")
+    axes = fig.subplots(1, max(1, len(modes)), squeeze=False)[0]
+    families = sorted({p.family for p in evaluation.points})
+    marker = {f: FAMILY_MARKERS[i % len(FAMILY_MARKERS)] for i, f in enumerate(families)}
+    methods = [m for m in methods if m in evaluation.methods]
+    colours = {m: f"C{i}" for i, m in enumerate(methods)}
+    for ax, mode in zip(axes, modes):
+        pts = evaluation.of_mode(mode)
+        values = [p.measured_s * 1e3 for p in pts] + [
+            p.predicted_s[m] * 1e3 for p in pts for m in methods if p.predicted_s[m] > 0]
+        lo, hi = min(values) / 1.5, max(values) * 1.5
+        grid = np.geomspace(lo, hi, 50)
+        ax.fill_between(grid, grid * (1 - TOLERANCE), grid * (1 + TOLERANCE), color="0.85")
+        ax.plot(grid, grid, color="0.4", lw=0.8)
+        handles = [Line2D([], [], color="0.85", lw=6, label=f"within +-{TOLERANCE:.0%}")]
+        for method in methods:
+            for p in pts:  # a non-positive prediction (a line's intercept) is drawn at the floor
+                ax.scatter(p.measured_s * 1e3, max(p.predicted_s[method] * 1e3, lo),
+                           marker=marker[p.family], color=colours[method], s=36, alpha=0.85)
+            mt = evaluation.metrics(method, mode)
+            handles.append(Line2D([], [], color=colours[method], marker="o", lw=0,
+                                  label=f"{method.label}: MAPE {mt.mape:.0%}, rho {mt.spearman:.2f}"))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel(f"measured {mode} step (ms)")
+        ax.set_ylabel(f"predicted {mode} step (ms)")
+        ax.set_title(f"{'training' if mode == 'train' else 'validation'} step, leave one family out")
+        ax.legend(handles=handles, fontsize=7, loc="lower right")
+    fig.legend(handles=[Line2D([], [], color="0.3", marker=marker[f], lw=0, label=f) for f in families],
+               loc="outside lower center", ncols=min(len(families), 8), fontsize=8, frameon=False)
+    return fig
+
+
+__all__ = ["Evaluation", "Method", "Metrics", "Observation", "Point", "Statistic", "TOLERANCE", "evaluate",
+           "evaluate_group", "mape", "observations_from_results", "pairwise_accuracy",
+           "predicted_vs_measured", "roofline_seconds", "select_group", "share_within", "spearman"]
