@@ -112,3 +112,19 @@ def test_unreadable_or_foreign_files_are_store_errors(cache: Path) -> None:
         load_calibration("cpu", threads=1)
     save_calibration(make(matmul={"float32": peak("float32", 1e9)}))  # a new calibration replaces it
     assert load_calibration("cpu", threads=1).peak_flops_per_s() == 1e9
+
+
+def test_calibrate_ops_then_predict_from_the_cli(tmp_path, monkeypatch, capsys):
+    """`dnncost calibrate --ops` fits the per-operator model that `dnncost predict` needs."""
+    import json
+
+    from dnncost.cli import main
+
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
+    assert main(["predict", "lenet5"]) == 2
+    assert "dnncost calibrate --ops" in capsys.readouterr().err
+    assert main(["calibrate", "--ops", "--quick", "--format", "json"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "lenet5", "--batch-size", "8", "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)

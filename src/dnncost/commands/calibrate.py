@@ -20,6 +20,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="float32 (default), float64, bfloat16, float16, comma-separated")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and short runs: a rough figure in a second or two")
+    parser.add_argument("--ops", action="store_true",
+                        help="also run the operator micro-benchmarks and fit the per-operator time "
+                             "model that 'dnncost predict' uses (CPU; about 2-4 minutes on 2 "
+                             "cores, --quick about 5 s); calibrate close in time to a study")
     add_format_argument(parser)
     parser.set_defaults(func=run)
 
@@ -52,9 +56,24 @@ def run(args: argparse.Namespace) -> int:
             rows.append({"device": cal.device, "threads": cal.threads, "measure": "copy bandwidth",
                          "size": f"{bw.nbytes / 2**20:.0f} MiB", "value": bw.bytes_per_s / 1e9,
                          "unit": "GB/s", "cv": bw.measurement.cv})
+        if args.ops:
+            rows += _calibrate_operators(args, threads, stored)
     env = payload[0]["environment"]
     footer = (f"{env['device_name']}, {env['cpu_cores']} cores, torch {env['torch_version']}; "
-              f"stored in {', '.join(stored)}. Bandwidth counts bytes read + written.")
+              f"stored in {', '.join(dict.fromkeys(stored))}. Bandwidth counts bytes read + written.")
     print(render(rows, args.format, title="machine calibration", footer=footer,
                  json_payload={"calibrations": payload}))
     return 0
+
+
+def _calibrate_operators(args: argparse.Namespace, threads: int | None,
+                         stored: list[str]) -> list[dict[str, object]]:
+    """Fit and store the per-operator time model; its rows for the table."""
+    from dnncost.predict import calibrate_operators, save_operator_model
+
+    model, results = calibrate_operators(device=args.device, threads=threads, quick=args.quick,
+                                         progress=args.format == "table")
+    stored.append(save_operator_model(model, results, quick=args.quick))
+    return [{"device": "cpu", "threads": model.threads, "measure": f"op class {row['class']}",
+             "size": f"overhead {row['overhead_us']:.1f} us", "value": row["gflops_per_s"],
+             "unit": "GFLOP/s", "cv": None} for row in model.rows()]
