@@ -248,11 +248,43 @@ def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
     blocks += [FigureBlock(prefix + name, plots.png_bytes(fig), caption)
                for name, fig, caption in figures[1:]]
     blocks += data_parallel_blocks(analysis, prefix=prefix)
+    blocks += prediction_blocks(group, prefix=prefix)
     blocks += [Heading("Every time against every measure of computation", 3), fits_table(analysis),
                Paragraph("Intervals: Pearson by Fisher's z (scipy); Spearman by Fisher's z with the "
                          "Fieller-Hartley-Pearson variance; log-log slope by the regression's t interval "
                          "across networks, and by a bootstrap over each network's repeated measurements."),
                Paragraph(CONVENTION)]
+    return blocks
+
+
+def prediction_blocks(group: Group, *, prefix: str = "") -> list[Block]:
+    """Predicted vs measured step time (leave-one-family-out), when this machine is calibrated
+    (``dnncost calibrate --ops``) and the group was measured on it; else a line saying how."""
+    from dnncost import evaluation, plots
+    from dnncost.environment import machine_fingerprint
+    from dnncost.errors import DnncostError
+    from dnncost.predict import load_operator_model
+
+    blocks: list[Block] = [Heading("Predicting step time from structure", 3)]
+    threads = group.networks[0].threads if group.networks else None
+    if group.fingerprint != machine_fingerprint("cpu", threads=threads):
+        return blocks + [Paragraph("Measured on another machine or thread count: the per-operator "
+                                   "model of this machine does not apply to these results.")]
+    try:
+        model = load_operator_model("cpu", threads=threads)
+    except DnncostError:
+        return blocks + [Paragraph("This machine has no per-operator time model: run "
+                                   "`dnncost calibrate --ops`, close in time to the study, then "
+                                   "`dnncost report` again.")]
+    ev = evaluation.evaluate_group(group, op_model=model, peak_flops_per_s=group.peak_flops_per_s)
+    rows = ev.table_rows()
+    columns = tuple(rows[0].keys()) if rows else ()
+    blocks += [Paragraph(ev.headline("train")), Paragraph(ev.headline("eval")),
+               Table(columns, tuple(tuple(_num(r[c]) for c in columns) for r in rows)),
+               FigureBlock(prefix + "predicted_vs_measured.png",
+                           plots.png_bytes(evaluation.predicted_vs_measured(ev)),
+                           "Predicted against measured step time, leave-one-family-out: "
+                           "the per-operator model beside the FLOPs-only line.")]
     return blocks
 
 
