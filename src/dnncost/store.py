@@ -754,15 +754,20 @@ def merge(sources: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
 def _merge_one(src: Store, c: sqlite3.Connection) -> dict[str, int]:
     added: dict[str, int] = {}
 
-    def copy(table: str, rows: list[tuple], sql: str) -> None:
+    def copy(table: str, *, network_column: int | None = None) -> None:
+        """Copy every row of ``table``, its network id (at ``network_column``) mapped to ours."""
+        cursor = src.conn.execute(f"SELECT * FROM {table}")  # noqa: S608 -- our own table names
+        rows = cursor.fetchall()
+        if network_column is not None:
+            at = network_column
+            rows = [r[:at] + (ids[r[at]] if r[at] is not None else None,) + r[at + 1:] for r in rows]
+        placeholders = ", ".join("?" * len(cursor.description))
         before = c.total_changes
-        c.executemany(sql, rows)
+        c.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({placeholders})", rows)
         added[table] = c.total_changes - before
 
-    copy("environments", src.conn.execute("SELECT * FROM environments").fetchall(),
-         "INSERT OR IGNORE INTO environments VALUES (?, ?, ?, ?, ?)")
-    copy("runs", src.conn.execute("SELECT * FROM runs").fetchall(),
-         "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+    copy("environments")
+    copy("runs")
     ids: dict[int, int] = {}
     networks = src.conn.execute(
         "SELECT id, name, family, config_hash, fingerprint, config, input_shape, batch_size, dataset, "
@@ -776,23 +781,10 @@ def _merge_one(src: Store, c: sqlite3.Connection) -> dict[str, int]:
                                 "fingerprint = ?", (row[1], row[3], row[4])).fetchone()[0]
     added["networks"] = c.total_changes - before
 
-    def remap(rows: list[tuple], at: int) -> list[tuple]:
-        return [r[:at] + (ids[r[at]] if r[at] is not None else None,) + r[at + 1:] for r in rows]
-
-    copy("counts", remap(src.conn.execute("SELECT * FROM counts").fetchall(), 0),
-         "INSERT OR IGNORE INTO counts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-    copy("step_timings", remap(src.conn.execute("SELECT * FROM step_timings").fetchall(), 1),
-         "INSERT OR IGNORE INTO step_timings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-    copy("trainings", remap(src.conn.execute("SELECT * FROM trainings").fetchall(), 1),
-         "INSERT OR IGNORE INTO trainings VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-    copy("epochs", src.conn.execute("SELECT * FROM epochs").fetchall(),
-         "INSERT OR IGNORE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-    copy("breakdowns", remap(src.conn.execute("SELECT * FROM breakdowns").fetchall(), 0),
-         "INSERT OR IGNORE INTO breakdowns VALUES (?, ?, ?, ?)")
-    copy("errors", remap(src.conn.execute("SELECT * FROM errors").fetchall(), 1),
-         "INSERT OR IGNORE INTO errors VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-    copy("allreduce_timings", src.conn.execute("SELECT * FROM allreduce_timings").fetchall(),
-         "INSERT OR IGNORE INTO allreduce_timings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    for table, network_column in (("counts", 0), ("step_timings", 1), ("trainings", 1),
+                                  ("epochs", None), ("breakdowns", 0), ("errors", 1),
+                                  ("allreduce_timings", None)):
+        copy(table, network_column=network_column)
     return added
 
 
