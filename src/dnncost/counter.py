@@ -25,6 +25,7 @@ from torch.utils.module_tracker import ModuleTracker
 from dnncost.cost import Cost, CostReport, OpRecord, Phase
 from dnncost.errors import InputSpecError
 from dnncost.formulas import TensorSpec, formula_for, is_view, tensors_in
+from dnncost.loading import LoadedModel, load_model
 
 LOSS_MODULE = "(loss)"
 OPTIMIZER_MODULE = "(optimizer)"
@@ -248,7 +249,7 @@ def _resolve_device(device: torch.device | str) -> torch.device:
     return resolve_device(device)
 
 
-def count(model: nn.Module | str, inputs: Any = None, *, mode: Mode | str = Mode.EVAL,
+def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mode | str = Mode.EVAL,
           batch_size: int = 1, input_shape: Sequence[int] | None = None,
           device: torch.device | str = "meta", optimizer: str | OptimizerFactory = "sgd",
           loss: Callable[[Any], torch.Tensor] | None = None, name: str | None = None) -> CostReport:
@@ -264,17 +265,16 @@ def count(model: nn.Module | str, inputs: Any = None, *, mode: Mode | str = Mode
     if batch_size <= 0:
         raise InputSpecError(f"batch size must be a positive integer, got {batch_size}")
     device = _resolve_device(device)
-    if isinstance(model, str):
-        from dnncost.loading import load_model
-
-        loaded = load_model(model)
+    if isinstance(model, (str, LoadedModel)):
+        loaded = load_model(model) if isinstance(model, str) else model
         name = name or loaded.name
         input_shape = input_shape or loaded.input_shape
         module = loaded.build(device)
     elif isinstance(model, nn.Module):
         module = _to_device_copy(model, device)
     else:
-        raise InputSpecError(f"expected an nn.Module or a model name, got {type(model).__name__}")
+        raise InputSpecError(f"expected an nn.Module, a LoadedModel or a model name, "
+                             f"got {type(model).__name__}")
     name = name or type(module).__name__
     shape = tuple(input_shape) if input_shape is not None else None
     batch = _make_inputs(inputs, shape, batch_size, device)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load_model(args.model)
     shape = parse_input_shape(args.input_shape) if args.input_shape else loaded.input_shape
-    report = count(loaded.build(args.device), input_shape=shape, batch_size=args.batch_size,
+    report = count(loaded, input_shape=shape, batch_size=args.batch_size,
                    mode=args.mode, device=args.device, optimizer=args.optimizer, name=loaded.name)
     rows = report.to_rows(args.by, depth=args.depth)
     if args.format == "table":
