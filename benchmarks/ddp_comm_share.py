@@ -19,8 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dnncost.distributed import Backend, DistributedTiming, measure_distributed
-from dnncost.formatting import render_table
+from dnncost.measuring.distributed import Backend, DistributedTiming, measure_distributed
+from dnncost.reporting.formatting import render_table
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -26,7 +26,7 @@ def _section(title: str, fn: Callable[[], None]) -> None:
 
 
 def counting() -> None:
-    from dnncost.counter import count
+    from dnncost.counting.counter import count
 
     for name, mode in (("torchvision:resnet50", "eval"), ("torchvision:resnet50", "train"),
                        ("torchvision:vit_b_16", "eval"), ("mobilenet_v1", "train")):
@@ -38,8 +38,8 @@ def counting() -> None:
 
 
 def timing() -> None:
-    from dnncost.loading import load_model
-    from dnncost.timing import time_model
+    from dnncost.models.loading import load_model
+    from dnncost.measuring.timing import time_model
 
     for name, batch in (("torchvision:resnet50", 64), ("resnet20", 128), ("vgg11_cifar", 128)):
         loaded = load_model(name)
@@ -53,16 +53,16 @@ def timing() -> None:
 
 
 def calibration() -> None:
-    from dnncost.calibrate import calibrate
+    from dnncost.measuring.calibrate import calibrate
 
     cal = calibrate("cuda", dtypes=("float32", "bfloat16"))
     print(f"   {cal}")
 
 
 def training() -> None:
-    from dnncost.data import load_dataset
+    from dnncost.measuring.data import load_dataset
     from dnncost.models import create_model, get_model_info
-    from dnncost.training import train
+    from dnncost.measuring.training import train
 
     info = get_model_info("lenet5")
     data = load_dataset("digits", input_shape=info.input_shape)
@@ -72,7 +72,7 @@ def training() -> None:
 
 
 def breakdown() -> None:
-    from dnncost.breakdown import profile_breakdown
+    from dnncost.measuring.breakdown import profile_breakdown
     from dnncost.models import create_model
 
     b = profile_breakdown(create_model("resnet20"), (3, 32, 32), batch_size=128, device="cuda")
@@ -80,7 +80,7 @@ def breakdown() -> None:
 
 
 def data_parallel() -> None:
-    from dnncost.distributed import measure_distributed
+    from dnncost.measuring.distributed import measure_distributed
 
     t = measure_distributed("resnet20", (3, 32, 32), nproc=1, backend="nccl", batch_size=128)
     print(f"   {t.to_row()}")

@@ -1,6 +1,6 @@
 """How much does dnncost's timing harness cost, and how repeatable are its figures?
 
-1. Overhead: dnncost.timing.time_model against a bare hand-written loop (perf_counter around R plain
+1. Overhead: dnncost.measuring.timing.time_model against a bare hand-written loop (perf_counter around R plain
    training steps) on the same network, same batch, same optimizer, interleaved A B A B in one run.
    Each pair gives a ratio harness/bare of the per-step time; the median ratio and its spread are
    reported. Target: the harness inflates the step time by <= 1%.
@@ -21,9 +21,10 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from dnncost.environment import current_environment
+from dnncost.measuring.environment import current_environment
 from dnncost.models import create_model
-from dnncost.timing import NoisyMeasurementWarning, time_model
+from dnncost.measuring.measurement import NoisyMeasurementWarning
+from dnncost.measuring.timing import time_model
 
 OVERHEAD_TARGET = 0.01  # source: issue 4, "the harness costs <= 1% over a bare hand-written loop"
 CV_TARGET = 0.05  # source: issue 4, "repeated runs of a medium network agree within 5% (CV)"

@@ -1,4 +1,4 @@
-"""dnncost.breakdown: profiler time attributed to modules, layer types and operators, reconciled."""
+"""dnncost.measuring.breakdown: profiler time attributed to modules, layer types and operators, reconciled."""
 from __future__ import annotations
 
 import pytest
@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnncost.breakdown import ACCUMULATE_GRAD, profile_breakdown
-from dnncost.counter import LOSS_MODULE, OPTIMIZER_MODULE, count
+from dnncost.measuring.breakdown import ACCUMULATE_GRAD, profile_breakdown
+from dnncost.counting.counter import count
+from dnncost.measuring.step import LOSS_MODULE, OPTIMIZER_MODULE
 
 
 class Block(nn.Module):

@@ -1,4 +1,4 @@
-"""dnncost.calibrate: FLOP/s and bandwidth arithmetic, storage, merging, extension sections."""
+"""dnncost.measuring.calibrate: FLOP/s and bandwidth arithmetic, storage, merging, extension sections."""
 from __future__ import annotations
 
 import json
@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import dnncost.calibrate as cal
-from dnncost.calibrate import (
+import dnncost.measuring.calibrate as cal
+from dnncost.measuring.calibrate import (
     Calibration, MatmulPeak, cache_dir, calibrate, calibration_path, load_calibration,
     measure_bandwidth, measure_matmul, save_calibration,
 )
-from dnncost.environment import machine_fingerprint
+from dnncost.measuring.environment import machine_fingerprint
 from dnncost.errors import InputSpecError, StoreError
-from dnncost.timing import Measurement
+from dnncost.measuring.measurement import Measurement
 
 
 @pytest.fixture(autouse=True)

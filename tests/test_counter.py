@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dnncost import Phase
-from dnncost.counter import count
+from dnncost.counting.counter import count
 from dnncost.errors import DeviceError, InputSpecError
 
 

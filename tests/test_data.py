@@ -1,4 +1,4 @@
-"""dnncost.data: dataset specs, digits/synthetic in memory, local MNIST/CIFAR/ImageFolder, errors."""
+"""dnncost.measuring.data: dataset specs, digits/synthetic in memory, local MNIST/CIFAR/ImageFolder, errors."""
 from __future__ import annotations
 
 import struct
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dnncost.data import DatasetKind, load_dataset, parse_dataset_spec
+from dnncost.measuring.data import DatasetKind, load_dataset, parse_dataset_spec
 from dnncost.errors import DatasetError, InputSpecError
 
 

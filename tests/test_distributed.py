@@ -15,10 +15,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dnncost import distributed as ddp
-from dnncost.counter import count
+from dnncost.measuring import distributed as ddp
+from dnncost.counting.counter import count
 from dnncost.errors import DeviceError, InputSpecError
-from dnncost.store import open_store
+from dnncost.study.store import open_store
 
 
 class SmallNet(nn.Module):
@@ -210,7 +210,7 @@ def test_union_of_overlapping_intervals() -> None:
 
 TORCHRUN_SCRIPT = """
 import json, os
-from dnncost.distributed import measure_distributed
+from dnncost.measuring.distributed import measure_distributed
 timing = measure_distributed("lenet5", nproc=2, backend="gloo", batch_size=8, warmup=1, repeats=3)
 if os.environ["RANK"] == "0":
     print(json.dumps(timing.to_dict()))

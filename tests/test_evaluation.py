@@ -1,4 +1,4 @@
-"""dnncost.evaluation: the metrics on hand-made vectors, the leave-one-family-out protocol on
+"""dnncost.prediction.evaluation: the metrics on hand-made vectors, the leave-one-family-out protocol on
 synthetic networks with a known answer, the baselines, the figure and the CLI's errors."""
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from dnncost.cli import main
-from dnncost.cost import Cost, CostReport, OpRecord, Phase
-from dnncost.evaluation import (
+from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
+from dnncost.prediction.evaluation import (
     Method, Observation, evaluate, mape, pairwise_accuracy, predicted_vs_measured,
     roofline_seconds, share_within, spearman,
 )
-from dnncost.predict import ClassParams, OpClass, OperatorModel
+from dnncost.prediction.predict import ClassParams, OpClass, OperatorModel
 
 
 # -- metrics on hand-made vectors ---------------------------------------------------------------------
@@ -163,11 +163,11 @@ def test_evaluate_cli_reads_the_study_store_and_holds_each_family_out(
 
     import torch
 
-    from dnncost.calibrate import Bandwidth, Calibration, MatmulPeak, save_calibration
-    from dnncost.environment import current_environment, machine_fingerprint
-    from dnncost.predict import save_operator_model
-    from dnncost.store import open_store
-    from dnncost.timing import Measurement
+    from dnncost.measuring.calibrate import Bandwidth, Calibration, MatmulPeak, save_calibration
+    from dnncost.measuring.environment import current_environment, machine_fingerprint
+    from dnncost.prediction.predict import save_operator_model
+    from dnncost.study.store import open_store
+    from dnncost.measuring.measurement import Measurement
 
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path / "cache"))
     threads = torch.get_num_threads()

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dnncost import formulas as F
-from dnncost.cost import Cost
-from dnncost.formulas import TensorSpec as T
+from dnncost.counting import formulas as F
+from dnncost.counting.cost import Cost
+from dnncost.counting.formulas import TensorSpec as T
 
 aten = torch.ops.aten
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchvision
 
-from dnncost.counter import count
+from dnncost.counting.counter import count
 from dnncost.errors import ModelNotFoundError
 from dnncost.models import (
     FAMILIES,

@@ -1,4 +1,4 @@
-"""dnncost.predict and dnncost.opbench: operator classes, fitting on synthetic timings with a known
+"""dnncost.prediction.predict and dnncost.prediction.microbench: operator classes, fitting on synthetic timings with a known
 answer, summing a prediction, uncovered operators, the stored calibration and the CLI."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from dnncost import opbench
+from dnncost.prediction import microbench as opbench
 from dnncost.cli import main
-from dnncost.cost import Cost, CostReport, OpRecord, Phase
-from dnncost.predict import (
+from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
+from dnncost.prediction.predict import (
     CALIBRATE_COMMAND, ClassParams, NotCalibratedError, Observed, OpClass, OperatorModel,
     UncoveredOperatorError, classify, fit_operator_model, load_operator_model, predict_report,
     predict_time, save_operator_model,
@@ -74,7 +74,7 @@ def test_the_phase_of_a_call_picks_the_optimizer_and_gradient_classes() -> None:
 
 
 def test_the_counted_convolutions_of_a_grouped_network_are_classed_by_their_groups() -> None:
-    from dnncost.counter import count
+    from dnncost.counting.counter import count
 
     net = nn.Sequential(nn.Conv2d(6, 12, 3), nn.Conv2d(12, 12, 3, groups=12), nn.Conv2d(12, 12, 1, groups=3))
     classes = [classify(r) for r in count(net, mode="train", batch_size=2, input_shape=(6, 8, 8)).records]
@@ -181,7 +181,7 @@ def test_epoch_time_counts_full_batches_and_the_partial_last_one() -> None:
 
 # -- storing the calibration ----------------------------------------------------------------------------
 def test_the_fitted_model_round_trips_through_the_calibration_file(cache: Path) -> None:
-    from dnncost.environment import machine_fingerprint
+    from dnncost.measuring.environment import machine_fingerprint
 
     threads = torch.get_num_threads()
     model = OperatorModel(TRUE.classes, TRUE.autograd_s, TRUE.step_s,
@@ -204,7 +204,7 @@ def test_predict_cli_without_calibration_says_what_to_run(capsys) -> None:
 
 
 def test_predict_cli_prints_step_and_epoch_times(capsys) -> None:
-    from dnncost.environment import machine_fingerprint
+    from dnncost.measuring.environment import machine_fingerprint
 
     threads = torch.get_num_threads()
     model = OperatorModel({c: ClassParams(1e10, 1e10, 1e-6) for c in OpClass}, 1e-6,
@@ -267,7 +267,7 @@ def test_every_benchmark_kind_builds_and_runs_in_both_modes(kind) -> None:
 
 
 def test_a_quick_calibration_covers_the_default_networks_and_predicts_them() -> None:
-    from dnncost.predict import calibrate_operators
+    from dnncost.prediction.predict import calibrate_operators
 
     model, results = calibrate_operators(quick=True)
     assert len(results) == 2 * len(opbench.suite(quick=True))

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from dnncost.cli import main
-from dnncost.store import CountRow, EpochRow, open_store
+from dnncost.study.store import CountRow, EpochRow, open_store
 
 EVIL = 'evil<script>alert("x")</script>&co'  # a network name that must come out escaped
 # (name, family, training-step FLOPs); step time follows 1e-3 * sqrt(FLOPs): not linear
@@ -66,7 +66,7 @@ def _store(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    from dnncost.report import write_report
+    from dnncost.reporting.report import write_report
 
     folder = tmp_path_factory.mktemp("report")
     with open_store(_store(folder / "s.sqlite")) as store:
@@ -99,8 +99,8 @@ def test_html_is_self_contained_and_escaped(report):
 
 
 def test_time_vs_flops_labels_every_point(tmp_path):
-    from dnncost import plots
-    from dnncost.analysis import analyze
+    from dnncost.reporting import plots
+    from dnncost.study.analysis import analyze
 
     with open_store(_store(tmp_path / "s.sqlite")) as store:
         analysis = analyze(store.groups()[0].networks, peak_flops_per_s=5e10)

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from dnncost.errors import StoreError
-from dnncost.store import (APPLICATION_ID, SCHEMA_VERSION, CountRow, EpochRow, merge, migrate,
+from dnncost.study.store import (APPLICATION_ID, SCHEMA_VERSION, CountRow, EpochRow, merge, migrate,
                            open_store)
 
 
@@ -107,7 +107,7 @@ def test_folder_and_missing_file(tmp_path):
 
 
 def test_migrations_apply_in_order_each_with_its_version(tmp_path):
-    from dnncost.store import MIGRATIONS
+    from dnncost.study.store import MIGRATIONS
 
     with open_store(tmp_path / "s.sqlite") as store:
         steps = {**MIGRATIONS, SCHEMA_VERSION + 1: "ALTER TABLE runs ADD COLUMN note TEXT;"}
@@ -226,7 +226,7 @@ def test_data_parallel_timing_is_stored_with_its_allreduce(tmp_path):
 
 
 def test_version_1_store_migrates_and_keeps_its_results(tmp_path):
-    from dnncost.store import MIGRATIONS, Store
+    from dnncost.study.store import MIGRATIONS, Store
 
     path = tmp_path / "v1.sqlite"
     conn = sqlite3.connect(str(path), isolation_level=None)

@@ -10,8 +10,8 @@ import pytest
 
 from dnncost.cli import main
 from dnncost.errors import InputSpecError
-from dnncost.store import open_store
-from dnncost.study import StudyConfig, default_config, run_study, select_models
+from dnncost.study.store import open_store
+from dnncost.study.sweep import StudyConfig, default_config, run_study, select_models
 
 TINY_MODELS = textwrap.dedent("""
     from torch import nn
@@ -86,9 +86,9 @@ def test_rerun_resumes_and_more_repeats_add_repeats(tmp_path, specs):
 
 
 def test_interrupt_keeps_results_and_the_printed_command_resumes(tmp_path, specs, monkeypatch, capsys):
-    import dnncost.timing
+    import dnncost.measuring.timing
 
-    real = dnncost.timing.time_model
+    real = dnncost.measuring.timing.time_model
     calls = []
 
     def interrupted_on_third_call(*args, **kwargs):
@@ -97,7 +97,7 @@ def test_interrupt_keeps_results_and_the_printed_command_resumes(tmp_path, specs
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dnncost.timing, "time_model", interrupted_on_third_call)
+    monkeypatch.setattr(dnncost.measuring.timing, "time_model", interrupted_on_third_call)
     db, out = tmp_path / "s.sqlite", tmp_path / "report"
     argv = ["study", "--models", f"{specs['tiny']},{specs['wider']}", "--input-size", "32",
             "--epochs", "1", "--batch-size", "8",
@@ -112,7 +112,7 @@ def test_interrupt_keeps_results_and_the_printed_command_resumes(tmp_path, specs
         # both networks counted (2 counts each), then repeat 1 of tiny (train + eval) before the
         # third timing -- repeat 1 of wider's train step -- was interrupted: 4 + 2 results
         assert store.result_count() == 4 + 2
-    monkeypatch.setattr(dnncost.timing, "time_model", real)
+    monkeypatch.setattr(dnncost.measuring.timing, "time_model", real)
     resume = shlex.split(err.split("Resume with:")[1].strip())
     assert resume[:2] == ["dnncost", "study"]
     assert main(resume[1:] + ["--no-progress"]) == 0

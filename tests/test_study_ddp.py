@@ -9,12 +9,12 @@ import textwrap
 
 import pytest
 
-from dnncost.analysis import analyze
+from dnncost.study.analysis import analyze
 from dnncost.cli import main
-from dnncost.distributed import DistributedWorkerError
-from dnncost.report import write_report
-from dnncost.store import CountRow, open_store
-from dnncost.study import StudyConfig, run_study
+from dnncost.measuring.distributed import DistributedWorkerError
+from dnncost.reporting.report import write_report
+from dnncost.study.store import CountRow, open_store
+from dnncost.study.sweep import StudyConfig, run_study
 
 TINY = textwrap.dedent("""
     from torch import nn
@@ -77,7 +77,7 @@ def test_two_gloo_workers_stored_resumed_and_reported(tmp_path, specs):
 
 
 def test_failed_data_parallel_run_is_recorded_and_the_sweep_goes_on(tmp_path, specs, monkeypatch):
-    import dnncost.distributed as ddp
+    import dnncost.measuring.distributed as ddp
 
     def broken(*args, **kwargs):
         raise DistributedWorkerError("worker 1 of 2 failed (on purpose)")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from dnncost.study import quick_config
+from dnncost.study.sweep import quick_config
 
 QUICK = quick_config()
 

@@ -10,7 +10,7 @@ import pytest
 
 from dnncost.cli import main
 
-pytestmark = pytest.mark.filterwarnings("ignore::dnncost.timing.NoisyMeasurementWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::dnncost.measuring.measurement.NoisyMeasurementWarning")
 QUICK = ["--batch-size", "4", "--repeats", "3", "--warmup", "1", "--threads", "1"]
 
 
@@ -89,7 +89,7 @@ def test_train_reports_each_epoch(capsys) -> None:
 
 def test_train_cli_defaults_mirror_the_library() -> None:
     from dnncost.commands import train as command
-    from dnncost.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
+    from dnncost.measuring.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
 
     assert (command.DEFAULT_EPOCHS, command.DEFAULT_BATCH_SIZE, command.DEFAULT_LR) == (
         DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR)

@@ -1,4 +1,4 @@
-"""dnncost.timing: Measurement statistics, time_model's steps, threads, state, devices and errors."""
+"""dnncost.measuring.timing: Measurement statistics, time_model's steps, threads, state, devices and errors."""
 from __future__ import annotations
 
 import math
@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from dnncost.errors import DeviceError, DnncostError, InputSpecError, TrainingDivergedError
-from dnncost.timing import (
-    BatchTooLargeError, Measurement, Mode, NoisyMeasurementWarning, StepClock, primary_output,
-    random_targets, resolve_device, time_model,
-)
+from dnncost.measuring.device import BatchTooLargeError, StepClock, resolve_device
+from dnncost.measuring.measurement import Measurement, NoisyMeasurementWarning
+from dnncost.measuring.step import Mode, primary_output, random_targets
+from dnncost.measuring.timing import time_model
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-pytestmark = pytest.mark.filterwarnings("ignore::dnncost.timing.NoisyMeasurementWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::dnncost.measuring.measurement.NoisyMeasurementWarning")
 
 
 def tiny_net(classes: int = 3) -> nn.Module:
@@ -66,7 +66,7 @@ def test_train_step_samples_environment_and_flops() -> None:
     assert m.n == 7 and all(s > 0 for s in m.samples)
     assert (timing.mode, timing.batch_size, timing.threads, timing.device) == (Mode.TRAIN, 4, 1, "cpu")
     assert timing.environment.threads == 1 and timing.environment.torch_version == torch.__version__
-    from dnncost.counter import count
+    from dnncost.counting.counter import count
 
     expected = count(model, mode="train", batch_size=4, input_shape=(1, 6, 6)).total().flops
     assert timing.flops == expected
@@ -123,8 +123,8 @@ def test_quiet_run_does_not_warn(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_efficiency_uses_the_stored_calibration(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dnncost.calibrate import Calibration, MatmulPeak, save_calibration
-    from dnncost.environment import machine_fingerprint
+    from dnncost.measuring.calibrate import Calibration, MatmulPeak, save_calibration
+    from dnncost.measuring.environment import machine_fingerprint
 
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
     peak = MatmulPeak("float32", 64, 1e12, Measurement((1e-6,)))

@@ -11,7 +11,7 @@ import pytest
 import torchvision.models as tvm
 
 from dnncost.cli import main
-from dnncost.counter import count
+from dnncost.counting.counter import count
 
 MODELS = ["resnet50", "alexnet", "vgg16", "googlenet", "mobilenet_v2", "shufflenet_v2_x1_0",
           "vit_b_16", "resnet18", "efficientnet_b0", "convnext_tiny", "swin_t", "regnet_y_400mf"]

@@ -1,4 +1,4 @@
-"""dnncost.training: real training of LeNet-5 on digits, per-epoch records, divergence and bad input."""
+"""dnncost.measuring.training: real training of LeNet-5 on digits, per-epoch records, divergence and bad input."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from dnncost.data import load_dataset
+from dnncost.measuring.data import load_dataset
 from dnncost.errors import DeviceError, InputSpecError, TrainingDivergedError
 from dnncost.models import create_model
-from dnncost.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, EpochRecord, train
+from dnncost.measuring.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, EpochRecord, train
 
 
 @pytest.fixture(scope="module")

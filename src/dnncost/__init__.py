@@ -10,24 +10,24 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from dnncost.conventions import CONVENTION
-from dnncost.cost import Cost, CostReport, OpRecord, Phase
+from dnncost.counting.conventions import CONVENTION
+from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
 
 _LAZY = {
-    "count": "dnncost.counter",
-    "load_model": "dnncost.loading",
+    "count": "dnncost.counting.counter",
+    "load_model": "dnncost.models.loading",
     "list_models": "dnncost.models",
     "create_model": "dnncost.models",
     "get_model_info": "dnncost.models",
-    "time_model": "dnncost.timing",
-    "Measurement": "dnncost.timing",
-    "StepTiming": "dnncost.timing",
-    "train": "dnncost.training",
-    "load_dataset": "dnncost.data",
-    "calibrate": "dnncost.calibrate",
-    "load_calibration": "dnncost.calibrate",
-    "profile_breakdown": "dnncost.breakdown",
-    "measure_distributed": "dnncost.distributed",
+    "time_model": "dnncost.measuring.timing",
+    "Measurement": "dnncost.measuring.timing",
+    "StepTiming": "dnncost.measuring.timing",
+    "train": "dnncost.measuring.training",
+    "load_dataset": "dnncost.measuring.data",
+    "calibrate": "dnncost.measuring.calibrate",
+    "load_calibration": "dnncost.measuring.calibrate",
+    "profile_breakdown": "dnncost.measuring.breakdown",
+    "measure_distributed": "dnncost.measuring.distributed",
 }
 
 __all__ = ["CONVENTION", "Cost", "CostReport", "OpRecord", "Phase", "__version__", *_LAZY]

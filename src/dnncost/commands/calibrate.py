@@ -29,9 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dnncost.calibrate import calibrate, save_calibration
+    from dnncost.measuring.calibrate import calibrate, save_calibration
     from dnncost.errors import DeviceError
-    from dnncost.formatting import render
+    from dnncost.reporting.formatting import render
 
     dtypes = [d for d in args.dtypes.split(",") if d.strip()]
     thread_counts: list[int | None] = [None]
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 def _calibrate_operators(args: argparse.Namespace, threads: int | None,
                          stored: list[str]) -> list[dict[str, object]]:
     """Fit and store the per-operator time model; its rows for the table."""
-    from dnncost.predict import calibrate_operators, save_operator_model
+    from dnncost.prediction.predict import calibrate_operators, save_operator_model
 
     model, results = calibrate_operators(device=args.device, threads=threads, quick=args.quick,
                                          progress=args.format == "table")

@@ -35,16 +35,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dnncost.calibrate import load_calibration
-    from dnncost.environment import machine_fingerprint
+    from dnncost.measuring.calibrate import load_calibration
+    from dnncost.measuring.environment import machine_fingerprint
     from dnncost.errors import StoreError
-    from dnncost.evaluation import (
+    from dnncost.prediction.evaluation import (
         Method, Statistic, evaluate_group, predicted_vs_measured, select_group,
     )
-    from dnncost.formatting import render
-    from dnncost.predict import load_operator_model
-    from dnncost.store import open_store
-    from dnncost.study import DEFAULT_DB
+    from dnncost.reporting.formatting import render
+    from dnncost.prediction.predict import load_operator_model
+    from dnncost.study.store import open_store
+    from dnncost.study.sweep import DEFAULT_DB
 
     path = Path(args.db or DEFAULT_DB)
     if not path.is_file():

@@ -16,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dnncost.store import merge
+    from dnncost.study.store import merge
 
     added = merge(args.sources, args.out)
     summary = ", ".join(f"{n} {table}" for table, n in added.items() if n)

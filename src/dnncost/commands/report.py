@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from dnncost.study import DEFAULT_DB, DEFAULT_OUT
+from dnncost.study.sweep import DEFAULT_DB, DEFAULT_OUT
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,8 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dnncost.report import write_report
-    from dnncost.store import open_store
+    from dnncost.reporting.report import write_report
+    from dnncost.study.store import open_store
 
     with open_store(args.db, create=False) as store:
         files = write_report(store, args.out)

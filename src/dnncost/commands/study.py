@@ -5,7 +5,7 @@ import argparse
 import sys
 from dataclasses import replace
 
-from dnncost.study import DEFAULT_DB, DEFAULT_OUT, NATIVE
+from dnncost.study.sweep import DEFAULT_DB, DEFAULT_OUT, NATIVE
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -54,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=None,
                         help="profile where each network's training-step time goes, by layer type "
                              "(default: on at 32, off at 224)")
-    from dnncost.distributed import add_distributed_arguments  # as `dnncost time` does
+    from dnncost.measuring.distributed import add_distributed_arguments  # as `dnncost time` does
 
     add_distributed_arguments(parser)  # --nproc N, --backend gloo|nccl, --master-port PORT
     parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
@@ -70,7 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The StudyConfig the arguments ask for: the default (or --quick) one, then each given flag."""
-    from dnncost.study import default_config, quick_config
+    from dnncost.study.sweep import default_config, quick_config
 
     names = tuple(m.strip() for m in (args.models or "").split(",") if m.strip())
     if args.input_size is None:
@@ -116,9 +116,9 @@ def _data_parallel(args: argparse.Namespace, *, device: str) -> dict[str, object
 
 
 def run(args: argparse.Namespace) -> int:
-    from dnncost.report import write_report
-    from dnncost.store import open_store
-    from dnncost.study import check_data_parallel, run_study, select_models
+    from dnncost.reporting.report import write_report
+    from dnncost.study.store import open_store
+    from dnncost.study.sweep import check_data_parallel, run_study, select_models
 
     config = config_from_args(args)
     select_models(config)  # unknown names are reported before anything is stored

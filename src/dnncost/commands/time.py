@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "each part's share of FLOPs")
     parser.add_argument("--breakdown-by", choices=("module_type", "module", "operator"),
                         default="module_type", help="grouping of the breakdown (default: module_type)")
-    from dnncost.distributed import add_distributed_arguments
+    from dnncost.measuring.distributed import add_distributed_arguments
 
     add_distributed_arguments(parser)
     add_format_argument(parser)
@@ -49,11 +49,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import warnings
 
-    from dnncost.formatting import human, render
-    from dnncost.loading import load_model, parse_input_shape
-    from dnncost.timing import time_model
+    from dnncost.reporting.formatting import human, render
+    from dnncost.models.loading import load_model, parse_input_shape
+    from dnncost.measuring.timing import time_model
 
-    from dnncost.distributed import run_distributed_cli, wants_distributed
+    from dnncost.measuring.distributed import run_distributed_cli, wants_distributed
 
     loaded = load_model(args.model)
     shape = parse_input_shape(args.input_shape) if args.input_shape else loaded.input_shape
@@ -106,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _breakdown(model, shape, args: argparse.Namespace, mode: str, name: str, timing):
-    from dnncost.breakdown import profile_breakdown
-    from dnncost.counter import count
+    from dnncost.measuring.breakdown import profile_breakdown
+    from dnncost.counting.counter import count
 
     report = count(model, mode=mode, batch_size=args.batch_size, input_shape=shape,
                    optimizer=args.optimizer, name=name)
@@ -118,7 +118,7 @@ def _breakdown(model, shape, args: argparse.Namespace, mode: str, name: str, tim
 
 
 def _render_breakdown(b, args: argparse.Namespace) -> str:
-    from dnncost.formatting import render
+    from dnncost.reporting.formatting import render
 
     rows = [{"mode": b.mode.value, **row} for row in b.rows(args.breakdown_by)]
     if args.format == "csv":
@@ -130,6 +130,6 @@ def _render_breakdown(b, args: argparse.Namespace) -> str:
               f"{r['attributed_ms']:.3f} ms in operators + {r['gap_ms']:.3f} ms gap "
               f"({r['gap_share']:.1%}: Python, module dispatch and hooks between operators, profiler "
               f"bookkeeping){overhead}. time_share is of the profiled step; flops_share of the "
-              "counted step (dnncost.counter).")
+              "counted step (dnncost.counting.counter).")
     return render(rows, "table", title=f"{b.model}: where the {b.mode.value} step's time goes "
                   f"(by {args.breakdown_by})", footer=footer)

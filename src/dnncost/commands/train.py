@@ -5,7 +5,7 @@ import argparse
 
 from dnncost.commands._common import add_format_argument
 
-# Mirrors of dnncost.training's defaults (kept literal so that building the parser stays light;
+# Mirrors of dnncost.measuring.training's defaults (kept literal so that building the parser stays light;
 # tests/test_time_cli.py checks they agree).
 DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR = 10, 32, 0.05
 
@@ -52,11 +52,11 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dnncost.data import load_dataset
+    from dnncost.measuring.data import load_dataset
     from dnncost.errors import DnncostError
-    from dnncost.formatting import render
-    from dnncost.loading import load_model
-    from dnncost.training import train
+    from dnncost.reporting.formatting import render
+    from dnncost.models.loading import load_model
+    from dnncost.measuring.training import train
 
     loaded = load_model(args.model)
     data = load_dataset(args.dataset, input_shape=loaded.input_shape,

@@ -24,8 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dnncost.conventions import CONVENTION
-    from dnncost.formatting import human, render
+    from dnncost.counting.conventions import CONVENTION
+    from dnncost.reporting.formatting import human, render
 
     records = zoo_records(family=args.family, size=args.size)
     if args.format == "table":
@@ -57,7 +57,7 @@ def zoo_records(*, family: str | None = None, size: str | None = None) -> list[d
     import torch
     from tqdm import tqdm
 
-    from dnncost.counter import count
+    from dnncost.counting.counter import count
     from dnncost.models import create_model, default_study_models, get_model_info, list_models
     from dnncost.models.registry import DEFAULT_TOLERANCE
 

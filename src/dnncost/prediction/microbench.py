@@ -1,9 +1,9 @@
 """Micro-benchmarks of single operators on this machine: what the per-operator time model learns from.
 
 Each benchmark is a tiny module around one layer (a convolution of some shape, a linear layer, a
-batch norm, an activation, a pooling, a concatenation, ...), timed by :func:`dnncost.timing.time_model`
+batch norm, an activation, a pooling, a concatenation, ...), timed by :func:`dnncost.measuring.timing.time_model`
 in both modes exactly as the networks are (eval: forward under no_grad; train: zero_grad + forward +
-cross-entropy + backward + SGD step), and counted by :func:`dnncost.counter.count` so that every
+cross-entropy + backward + SGD step), and counted by :func:`dnncost.counting.counter.count` so that every
 operator call carries the same FLOPs and bytes as in a network. The suite draws shapes from wide,
 generic ranges (seeded), never from the networks the model is judged on. A 4-d output is averaged
 over its spatial dimensions before the loss, as a classifier's global pooling does, so that the loss
@@ -24,8 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnncost.cost import Cost, OpRecord, Phase
-from dnncost.timing import NoisyMeasurementWarning, time_model, using_threads
+from dnncost.counting.cost import Cost, OpRecord, Phase
+from dnncost.counting.counter import count
+from dnncost.measuring.device import using_threads
+from dnncost.measuring.measurement import NoisyMeasurementWarning
+from dnncost.measuring.timing import time_model
 
 
 class BenchKind(str, Enum):
@@ -343,16 +346,9 @@ def suite(*, quick: bool = False, seed: int = SEED) -> tuple[OpBench, ...]:
 
 
 # -- running it ------------------------------------------------------------------------------------
-def bench_loss(output: torch.Tensor) -> torch.Tensor:
-    """The loss dnncost.timing's training step computes, for the counter: cross-entropy against
-    class labels shaped like the output without its class dimension."""
-    target = torch.zeros((output.shape[0], *output.shape[2:]), dtype=torch.long, device=output.device)
-    return F.cross_entropy(output, target)
-
-
 BUDGET_S = 0.05  # source: our choice; per pass, >= 6 timed steps and >= 0.05 s of them
 QUICK_BUDGET_S = 0.005  # source: our choice, a rough figure for tests
-WARMUP = 2  # source: dnncost.study's default warm-up (oneDNN builds its kernels on the first call)
+WARMUP = 2  # source: dnncost.study.sweep's default warm-up (oneDNN builds its kernels on the first call)
 PASSES = 3  # source: our choice; three chances, minutes apart, to time each benchmark undisturbed
 IDLE_BUSY = 0.12  # source: our choice; the CPUs count as idle below 12% busy (other processes)
 IDLE_PROBE_S = 0.1  # source: our choice, 20 scheduler ticks of 2 CPUs at USER_HZ = 100
@@ -412,11 +408,9 @@ def time_bench(bench: OpBench, mode: str, *, threads: int | None = None,
 
 
 def count_bench(bench: OpBench, mode: str) -> tuple[OpRecord, ...]:
-    """The operator calls of one ``mode`` step of ``bench``, as dnncost.counter lists them."""
-    from dnncost.counter import count
-
+    """The operator calls of one ``mode`` step of ``bench``, as dnncost.counting.counter lists them."""
     report = count(bench.build(), mode=mode, batch_size=bench.batch_size,
-                   input_shape=bench.input_shape, loss=bench_loss, name=bench.name)
+                   input_shape=bench.input_shape, name=bench.name)
     return report.records
 
 
@@ -464,5 +458,5 @@ def _warm_up_runtime() -> None:
 
 
 __all__ = ["BUDGET_S", "BenchKind", "BenchResult", "IdleGate", "OpBench", "PASSES",
-           "QUICK_BUDGET_S", "bench_loss", "count_bench", "cpu_busy", "run_suite", "suite",
+           "QUICK_BUDGET_S", "count_bench", "cpu_busy", "run_suite", "suite",
            "time_bench"]

@@ -12,8 +12,8 @@ seconds -- a roofline with the class's own attainable FLOP/s and bandwidth, plus
 the work of a call, as blocked kernels' does. Forward calls of a training step pay ``autograd_s``
 more each (the graph they record), and each step a fixed ``step_s`` (the Python around it). A step's
 time is the sum over its calls. The parameters are fitted, by robust least squares on log time, to
-micro-benchmarks of single operators (:mod:`dnncost.opbench`) -- never to the networks the model is
-judged on -- and stored with this machine's calibration (:mod:`dnncost.calibrate`), keyed by its
+micro-benchmarks of single operators (:mod:`dnncost.prediction.microbench`) -- never to the networks the model is
+judged on -- and stored with this machine's calibration (:mod:`dnncost.measuring.calibrate`), keyed by its
 fingerprint.
 """
 from __future__ import annotations
@@ -26,9 +26,9 @@ from enum import Enum
 
 import numpy as np
 
-from dnncost.cost import CostReport, OpRecord, Phase
+from dnncost.counting.cost import CostReport, OpRecord, Phase
 from dnncost.errors import DnncostError
-from dnncost.formulas import POINTWISE_FLOPS
+from dnncost.counting.formulas import POINTWISE_FLOPS
 
 SECTION = "operators"  # the calibration section holding the fitted model and its benchmarks
 CALIBRATE_COMMAND = "dnncost calibrate --ops"
@@ -451,13 +451,12 @@ def predict_time(model_or_spec: object, *, input_shape: Sequence[int] | None = N
                  strict: bool = True) -> Prediction:
     """Predicted step time (and epoch time over ``dataset_size`` samples) of a network.
 
-    ``model_or_spec``: an nn.Module or a spec dnncost.loading resolves. ``calibration``: the fitted
+    ``model_or_spec``: an nn.Module or a spec dnncost.models.loading resolves. ``calibration``: the fitted
     model (default: this machine's stored one; NotCalibratedError when there is none). Counting
     happens on the meta device, so a prediction takes a fraction of one real step.
     """
-    from dnncost.counter import count
+    from dnncost.counting.counter import count
     from dnncost.errors import InputSpecError
-    from dnncost.opbench import bench_loss
 
     if mode not in ("train", "eval"):
         raise InputSpecError(f"mode must be 'train' or 'eval', got '{mode}'")
@@ -468,7 +467,7 @@ def predict_time(model_or_spec: object, *, input_shape: Sequence[int] | None = N
 
     def step(batch: int) -> Prediction:
         report = count(model_or_spec, mode=mode, batch_size=batch, input_shape=shape,
-                       optimizer=optimizer, loss=bench_loss)
+                       optimizer=optimizer)
         return predict_report(report, op_model, strict=strict)
 
     prediction = step(batch_size)
@@ -483,17 +482,17 @@ def predict_time(model_or_spec: object, *, input_shape: Sequence[int] | None = N
 
 # -- the stored calibration ------------------------------------------------------------------------
 def observed_from_benchmarks(results: Iterable[object]) -> list[Observed]:
-    """Micro-benchmark results (dnncost.opbench.BenchResult) as observations to fit on."""
+    """Micro-benchmark results (dnncost.prediction.microbench.BenchResult) as observations to fit on."""
     return [Observed(r.records, r.mode, r.seconds) for r in results]
 
 
 def calibrate_operators(*, device: str = "cpu", threads: int | None = None, quick: bool = False,
                         progress: bool = False) -> tuple[OperatorModel, list[object]]:
     """Run the micro-benchmarks on this machine and fit the model: (model, benchmark results)."""
-    from dnncost import opbench
-    from dnncost.environment import machine_fingerprint
+    from dnncost.prediction import microbench as opbench
+    from dnncost.measuring.environment import machine_fingerprint
     from dnncost.errors import DeviceError
-    from dnncost.timing import using_threads
+    from dnncost.measuring.timing import using_threads
 
     if device != "cpu":
         raise DeviceError(f"the per-operator time model is calibrated on the CPU only, not '{device}'")
@@ -512,8 +511,8 @@ def calibrate_operators(*, device: str = "cpu", threads: int | None = None, quic
 def save_operator_model(model: OperatorModel, results: Sequence[object] = (), *,
                         quick: bool = False) -> str:
     """Store ``model`` (and the benchmark timings behind it) in this machine's calibration file."""
-    from dnncost.calibrate import Calibration, save_calibration
-    from dnncost.environment import current_environment
+    from dnncost.measuring.calibrate import Calibration, save_calibration
+    from dnncost.measuring.environment import current_environment
 
     env = current_environment("cpu", threads=model.threads)
     base = Calibration(fingerprint=model.fingerprint, device="cpu", threads=model.threads,
@@ -525,7 +524,7 @@ def save_operator_model(model: OperatorModel, results: Sequence[object] = (), *,
 
 def load_operator_model(device: str = "cpu", *, threads: int | None = None) -> OperatorModel:
     """This machine's fitted model; NotCalibratedError (naming the command to run) when absent."""
-    from dnncost.calibrate import calibration_path, load_calibration
+    from dnncost.measuring.calibrate import calibration_path, load_calibration
 
     cal = load_calibration(device, threads=threads)
     section = cal.sections.get(SECTION) if cal is not None else None

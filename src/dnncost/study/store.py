@@ -40,7 +40,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"  # source: https://www.sqlite.org/filefor
 _SCHEMA_V1 = """
 CREATE TABLE environments (
     fingerprint TEXT PRIMARY KEY,
-    environment TEXT NOT NULL,                -- JSON of dnncost.environment.Environment
+    environment TEXT NOT NULL,                -- JSON of dnncost.measuring.environment.Environment
     peak_flops_per_s REAL,                    -- calibrated float32 matmul peak, NULL if unknown
     bandwidth_bytes_per_s REAL,
     calibration TEXT                          -- where the peak came from
@@ -155,7 +155,7 @@ CREATE TABLE allreduce_timings (
     allreduce_s_per_step REAL NOT NULL,       -- median of samples
     allreduce_bytes_per_step INTEGER NOT NULL,  -- what each worker hands to all-reduce
     buckets_per_step INTEGER NOT NULL,
-    gradient_bytes INTEGER NOT NULL,          -- dnncost.counter's figure
+    gradient_bytes INTEGER NOT NULL,          -- dnncost.counting.counter's figure
     single_process_median_s REAL,             -- one plain process, same batch and threads
     efficiency REAL,                          -- weak scaling t1 / tN
     launcher TEXT NOT NULL                    -- 'spawn' or 'torchrun'

@@ -11,7 +11,7 @@ CONVENTION = (
     "model docs quote as 'GFLOPS'. Bias additions are not MACs. "
     "FLOPs = 2 x MACs + every other arithmetic operation: bias adds, batch/layer/group norm, "
     "activations, pooling, elementwise arithmetic, softmax, reductions, loss and optimizer update, "
-    "each at its documented per-element rule (dnncost.formulas). "
+    "each at its documented per-element rule (dnncost.counting.formulas). "
     "Bytes = bytes read (every input tensor, weights included) + bytes written (every output) per "
     "operator call, i.e. memory traffic with no cache reuse between calls; views move nothing. "
     "A training step = forward + loss + backward through the real autograd graph + optimizer step; "

@@ -3,16 +3,16 @@
 A :class:`torch.utils._python_dispatch.TorchDispatchMode` sees every aten call -- functional ops,
 attention, custom modules, and the backward pass of the real autograd graph -- after autograd has
 decomposed composite ops. On the meta device no arithmetic happens, so counting time and memory do
-not grow with batch or model size. Each call is costed by :mod:`dnncost.formulas`, attributed to the
+not grow with batch or model size. Each call is costed by :mod:`dnncost.counting.formulas`, attributed to the
 innermost module running (torch's ModuleTracker, which also follows backward) and to its phase.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import weakref
 from collections import Counter
-from collections.abc import Callable, Sequence
-from enum import Enum
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -22,20 +22,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.module_tracker import ModuleTracker
 
-from dnncost.cost import Cost, CostReport, OpRecord, Phase
+from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
+from dnncost.counting.formulas import TensorSpec, formula_for, is_view, tensors_in
 from dnncost.errors import InputSpecError
-from dnncost.formulas import TensorSpec, formula_for, is_view, tensors_in
-from dnncost.loading import LoadedModel, load_model
-
-LOSS_MODULE = "(loss)"
-OPTIMIZER_MODULE = "(optimizer)"
-
-
-class Mode(str, Enum):
-    """What is counted: an inference forward pass, or a whole training step."""
-
-    EVAL = "eval"
-    TRAIN = "train"
+from dnncost.measuring.device import resolve_device
+from dnncost.measuring.step import (
+    LOSS_MODULE, OPTIMIZER_MODULE, LossFn, Mode, OptimizerFactory, OptimizerKind, Part,
+    build_step, make_optimizer, random_batch, trainable_parameters,
+)
+from dnncost.models.loading import LoadedModel, load_model
 
 
 @lru_cache(maxsize=None)
@@ -178,24 +173,6 @@ class _SavedActivations:
         return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
 
 
-OptimizerFactory = Callable[[Sequence[nn.Parameter]], torch.optim.Optimizer]
-
-
-def make_optimizer(kind: str | OptimizerFactory, params: Sequence[nn.Parameter],
-                   *, lr: float = 0.01) -> torch.optim.Optimizer:
-    """'sgd' (momentum 0.9), 'adam', 'adamw', or a factory ``params -> Optimizer``."""
-    if callable(kind):
-        return kind(params)
-    factories: dict[str, OptimizerFactory] = {
-        "sgd": lambda p: torch.optim.SGD(p, lr=lr, momentum=0.9),
-        "adam": lambda p: torch.optim.Adam(p, lr=lr, foreach=True, capturable=False),
-        "adamw": lambda p: torch.optim.AdamW(p, lr=lr, foreach=True, capturable=False),
-    }
-    if kind not in factories:
-        raise InputSpecError(f"unknown optimizer '{kind}'; choose one of {', '.join(factories)}")
-    return factories[kind](params)
-
-
 def _to_device_copy(model: nn.Module, device: torch.device) -> nn.Module:
     """A copy of ``model`` on ``device``; onto meta without copying any weight data."""
     if device.type != "meta":
@@ -213,8 +190,7 @@ def _make_inputs(inputs: Any, shape: tuple[int, ...] | None, batch_size: int,
     if inputs is None:
         if shape is None:
             raise InputSpecError("no input given: pass inputs= (tensors) or input_shape= (one sample)")
-        maker = torch.empty if device.type == "meta" else torch.randn
-        return (maker((batch_size, *shape), device=device),)
+        return (random_batch(shape, batch_size=batch_size, device=device),)
     if isinstance(inputs, torch.Tensor):
         inputs = (inputs,)
     if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(i, int) for i in inputs):
@@ -224,47 +200,22 @@ def _make_inputs(inputs: Any, shape: tuple[int, ...] | None, batch_size: int,
                           list(inputs)))
 
 
-def _default_loss(output: Any) -> torch.Tensor:
-    """Cross-entropy of every 2-d (batch, classes) output against class 0 targets; otherwise the
-    mean of the outputs (a stand-in loss with the same backward graph shape)."""
-    tensors = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
-    if not tensors:
-        raise InputSpecError("the model returned no floating-point tensor to build a loss from")
-    losses = []
-    for t in tensors:
-        if t.dim() == 2:
-            target = torch.zeros(t.shape[0], dtype=torch.long, device=t.device)
-            losses.append(nn.functional.cross_entropy(t, target))
-        else:
-            losses.append(t.mean())
-    return sum(losses[1:], losses[0])
-
-
-def _resolve_device(device: torch.device | str) -> torch.device:
-    """'meta' as is; any other device checked as timing checks it (it must exist here)."""
-    if str(device) == "meta":
-        return torch.device("meta")
-    from dnncost.timing import resolve_device
-
-    return resolve_device(device)
-
-
 def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mode | str = Mode.EVAL,
           batch_size: int = 1, input_shape: Sequence[int] | None = None,
-          device: torch.device | str = "meta", optimizer: str | OptimizerFactory = "sgd",
-          loss: Callable[[Any], torch.Tensor] | None = None, name: str | None = None) -> CostReport:
+          device: torch.device | str = "meta", optimizer: OptimizerKind | str | OptimizerFactory = "sgd",
+          loss: LossFn | None = None, name: str | None = None) -> CostReport:
     """Count what ``model`` costs on ``inputs`` (tensors) or ``input_shape`` (one sample).
 
-    ``mode='eval'`` counts one forward pass (model.eval(), no_grad); ``mode='train'`` a whole
-    training step: forward, ``loss`` (default: cross-entropy), backward through the real autograd
-    graph, and one ``optimizer`` step (SGD with momentum by default). ``device='meta'`` (default)
-    does no arithmetic; any other device counts on real tensors there. The user's model is never
-    modified: counting works on a copy.
+    ``mode='eval'`` counts one forward pass (model.eval(), no_grad); ``mode='train'`` the training
+    step of :mod:`dnncost.measuring.step` -- the one the timer times: forward, ``loss`` (default:
+    cross-entropy), backward through the real autograd graph, and one ``optimizer`` step (SGD with
+    momentum by default), in steady state. ``device='meta'`` (default) does no arithmetic; any other
+    device counts on real tensors there. The user's model is never modified: counting works on a copy.
     """
     mode = Mode(mode)
-    if batch_size <= 0:
-        raise InputSpecError(f"batch size must be a positive integer, got {batch_size}")
-    device = _resolve_device(device)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise InputSpecError(f"batch size must be a positive integer, got {batch_size!r}")
+    device = resolve_device(device, allow_meta=True)
     if isinstance(model, (str, LoadedModel)):
         loaded = load_model(model) if isinstance(model, str) else model
         name = name or loaded.name
@@ -278,13 +229,12 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
     name = name or type(module).__name__
     shape = tuple(input_shape) if input_shape is not None else None
     batch = _make_inputs(inputs, shape, batch_size, device)
-    module.train(mode is Mode.TRAIN)
 
     root = type(module).__name__
     names = {(f"{root}.{path}" if path else root): (path, type(m).__name__)
              for path, m in module.named_modules()}
     params = list(module.parameters())
-    trainable = [p for p in params if p.requires_grad]
+    trainable = trainable_parameters(module)
     opt = None
     if mode is Mode.TRAIN and trainable:
         opt = make_optimizer(optimizer, trainable)
@@ -295,22 +245,27 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
     saved = _SavedActivations(module)
     baseline = sum(t.untyped_storage().nbytes() for t in [*params, *module.buffers()])
     state_bytes = _optimizer_state_bytes(opt)
-    with tracker, counting:
-        if mode is Mode.EVAL:
-            with torch.no_grad():
-                _forward(module, batch, counting, name)
-        else:
+
+    @contextlib.contextmanager
+    def part(p: Part) -> Iterator[None]:
+        """Switch phase and attribution as the step moves through its parts."""
+        if p is Part.FORWARD:
+            with _named_failure(module, batch, counting, name), \
+                    (saved.hooks() if mode is Mode.TRAIN else contextlib.nullcontext()):
+                yield
+        elif p is Part.LOSS:
+            counting.outside = LOSS_MODULE
             with saved.hooks():
-                output = _forward(module, batch, counting, name)
-                counting.outside = LOSS_MODULE
-                loss_value = (loss or _default_loss)(output)
-            del output
-            counting.phase = Phase.BACKWARD
-            loss_value.backward()
-            del loss_value
-            if opt is not None:
-                counting.phase = Phase.OPTIMIZER
-                opt.step()
+                yield
+        else:
+            counting.phase = {Part.BACKWARD: Phase.BACKWARD, Part.OPTIMIZER: Phase.OPTIMIZER}.get(
+                p, counting.phase)
+            yield
+
+    with tracker:  # the tracker names the failing module, also in build_step's label forward
+        step = build_step(module, batch, mode=mode, optimizer=opt, loss=loss, part=part)
+        with counting:
+            step()
     grad_bytes = sum(p.numel() * p.element_size() for p in trainable)
     peak = baseline + state_bytes + counting.peak_bytes
     return CostReport(
@@ -329,10 +284,13 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
     )
 
 
-def _forward(module: nn.Module, batch: tuple[Any, ...], counting: _CountingMode, name: str) -> Any:
+@contextlib.contextmanager
+def _named_failure(module: nn.Module, batch: tuple[Any, ...], counting: _CountingMode,
+                   name: str) -> Iterator[None]:
+    """A model's own failure on the input, as an InputSpecError naming the module it failed in."""
     try:
-        return module(*batch)
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        yield
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
         path, kind = counting.where()
         shapes = ", ".join("x".join(map(str, t.shape)) for t in batch if isinstance(t, torch.Tensor))
         where = f"module '{path}' ({kind})" if path not in ("", LOSS_MODULE) else "the model's own forward"

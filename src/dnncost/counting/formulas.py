@@ -3,7 +3,7 @@
 Every formula takes the operator's arguments bound to their schema names (tensors replaced by
 :class:`TensorSpec`, i.e. shape + dtype only) and its outputs, and returns a :class:`Cost` holding
 ``macs`` and ``flops``; the counter adds bytes read/written from the same specs. Each formula states
-its per-element rule in its docstring; :data:`dnncost.conventions.CONVENTION` states the whole.
+its per-element rule in its docstring; :data:`dnncost.counting.conventions.CONVENTION` states the whole.
 
 Conventions: 1 MAC = 2 FLOPs; MACs only for conv / matmul-family / attention; bias adds are FLOPs.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import conv_flop_count, sdpa_backward_flop_count, sdpa_flop_count
 
-from dnncost.cost import Cost
+from dnncost.counting.cost import Cost
 
 aten = torch.ops.aten
 

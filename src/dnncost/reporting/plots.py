@@ -1,4 +1,4 @@
-"""The study's figures: pure functions of a :class:`~dnncost.analysis.StudyAnalysis` -> Figure.
+"""The study's figures: pure functions of a :class:`~dnncost.study.analysis.StudyAnalysis` -> Figure.
 
 Each function builds a new :class:`matplotlib.figure.Figure` on the Agg canvas (no pyplot, no global
 state, no display needed); :func:`png_bytes` renders one. Nothing here computes a statistic: every
@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from dnncost.analysis import CostMetric, StudyAnalysis, TimeMetric
+from dnncost.study.analysis import CostMetric, StudyAnalysis, TimeMetric
 
 DPI = 110  # source: our choice, sharp in a browser at a modest file size
 FAMILY_COLOURS = {  # source: matplotlib's tab10 palette, one colour per family of the study

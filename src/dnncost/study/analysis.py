@@ -27,7 +27,7 @@ from enum import Enum
 
 import numpy as np
 
-from dnncost.store import NetworkResult
+from dnncost.study.store import NetworkResult
 
 CONFIDENCE = 0.95  # source: the conventional 95% interval
 MIN_POINTS = 3  # source: a line through two points always fits; a fit needs at least three

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dnncost.data import DatasetSplit
-from dnncost.environment import Environment, current_environment
+from dnncost.measuring.data import DatasetSplit
+from dnncost.measuring.environment import Environment, current_environment
 from dnncost.errors import InputSpecError, TrainingDivergedError
-from dnncost.timing import (
-    OptimizerKind, make_optimizer, out_of_memory_as_error, primary_output, resolve_device,
-    synchronize, using_threads,
+from dnncost.measuring.device import (
+    out_of_memory_as_error, resolve_device, synchronize, using_threads,
 )
+from dnncost.measuring.step import OptimizerKind, make_optimizer, primary_output
 
 # Defaults: LeNet-5 on digits reaches >= 95% validation accuracy with them (tests/test_training.py)
 DEFAULT_EPOCHS = 10  # source: measured, LeNet-5/digits passes 95% validation accuracy by epoch ~4

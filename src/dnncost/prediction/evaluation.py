@@ -3,7 +3,7 @@
 For every network with measured training- and validation-step times, each method predicts the
 time with nothing measured on that network's family:
 
-- ``per_operator``: dnncost.predict's model, fitted on operator micro-benchmarks only (no network);
+- ``per_operator``: dnncost.prediction.predict's model, fitted on operator micro-benchmarks only (no network);
 - ``per_operator_scaled``: the same, times one factor per mode fitted on the *other* families'
   networks (the geometric mean of their measured / predicted): a network-level correction;
 - ``flops_line`` / ``params_line``: time = a * FLOPs (or params) + b, fitted on the other families'
@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dnncost.cost import CostReport
-from dnncost.predict import OperatorModel, predict_report
+from dnncost.counting.cost import CostReport
+from dnncost.prediction.predict import OperatorModel, predict_report
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from dnncost.store import Group, Store
+    from dnncost.study.store import Group, Store
 
 TOLERANCE = 0.10  # source: issue 6, "the share within +-10%"
 MODES = ("train", "eval")
@@ -283,11 +283,10 @@ def evaluate(observations: Sequence[Observation], *, op_model: OperatorModel | N
 # -- from the study's store ------------------------------------------------------------------------
 def observations_from_results(networks: Sequence[object], *,
                               statistic: Statistic = Statistic.MEDIAN) -> list[Observation]:
-    """Observations from dnncost.store NetworkResults: each network recounted (meta device) at its
+    """Observations from dnncost.study.store NetworkResults: each network recounted (meta device) at its
     stored input shape and batch size; measured = ``statistic`` of its repeats' median step times."""
-    from dnncost.counter import count
-    from dnncost.loading import load_model, parse_input_shape
-    from dnncost.opbench import bench_loss
+    from dnncost.counting.counter import count
+    from dnncost.models.loading import load_model, parse_input_shape
 
     out = []
     for net in networks:
@@ -299,7 +298,7 @@ def observations_from_results(networks: Sequence[object], *,
                 continue
             loaded = loaded or load_model(net.name)
             report = count(loaded.build("meta"), mode=mode, batch_size=net.batch_size,
-                           input_shape=shape, loss=bench_loss, name=net.name)
+                           input_shape=shape, name=net.name)
             measured = min(repeats) if Statistic(statistic) is Statistic.MIN else np.median(repeats)
             out.append(Observation(net.name, net.family, mode, report, float(measured)))
     return out

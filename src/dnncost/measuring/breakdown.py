@@ -11,21 +11,21 @@ On a GPU, operator times are their kernels' device time, so the gap also holds t
 """
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from dnncost.counter import LOSS_MODULE, OPTIMIZER_MODULE
-from dnncost.cost import CostReport
+from dnncost.counting.cost import CostReport
 from dnncost.errors import InputSpecError
-from dnncost.timing import (
-    PHASE_RANGES, Mode, OptimizerKind, build_step, out_of_memory_as_error, preserved,
-    resolve_device, synchronize, using_threads,
-)
+from dnncost.measuring.device import out_of_memory_as_error, resolve_device, synchronize, using_threads
+from dnncost.measuring.step import LOSS_MODULE, OPTIMIZER_MODULE, Mode, OptimizerKind, Part
+from dnncost.measuring.timing import StepOptions, prepare_step, preserved, step_options
 
 MODULE_RANGE = "dnncost.module::"  # prefix of the profiler range around each module's forward
 STEP_RANGE = "dnncost.step"
@@ -136,46 +136,44 @@ def _module_ranges(model: nn.Module) -> list[RemovableHandle]:
     return handles
 
 
-def profile_breakdown(
-    model: nn.Module,
-    input_shape: Sequence[int],
-    *,
-    batch_size: int,
-    mode: Mode | str = Mode.TRAIN,
-    device: str | torch.device = "cpu",
-    threads: int | None = None,
-    warmup: int = 2,
-    steps: int = 5,
-    optimizer: OptimizerKind | str = OptimizerKind.SGD,
-    lr: float = 0.01,
-    name: str | None = None,
-    report: CostReport | None = None,
-    unprofiled_step_s: float | None = None,
-) -> Breakdown:
+PHASE_RANGES = {p.value: f"dnncost.{p.value}" for p in Part}  # profiler range around each part
+
+
+@contextlib.contextmanager
+def _annotate(part: Part) -> Iterator[None]:
+    """The step's part hook: a named profiler range around each part."""
+    from torch.profiler import record_function
+
+    with record_function(PHASE_RANGES[part.value]):
+        yield
+
+
+def profile_breakdown(model: nn.Module, input_shape: Sequence[int], options: StepOptions | None = None,
+                      *, steps: int = 5, name: str | None = None, report: CostReport | None = None,
+                      unprofiled_step_s: float | None = None, **overrides: Any) -> Breakdown:
     """Profile ``steps`` steps and attribute their time to modules, layer types and operators.
 
+    ``options`` (or keyword overrides of its fields) is the step, as :func:`time_model` takes it.
     ``report`` (the counter's CostReport of the same step) supplies FLOPs per layer type and module;
     ``unprofiled_step_s`` (a plain timing's median) lets the result state the profiler's overhead.
     The model is left as found.
     """
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    mode, optimizer = Mode(mode), OptimizerKind(optimizer)
-    dev = resolve_device(device)
-    if batch_size <= 0:
-        raise InputSpecError(f"batch size must be a positive integer, got {batch_size}")
+    opts = step_options(options, overrides)
+    dev = resolve_device(opts.device)
     if steps < 1:
         raise InputSpecError(f"need at least one profiled step, got {steps}")
     shape = tuple(int(s) for s in input_shape)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     types = {path: type(m).__name__ for path, m in model.named_modules()}
-    with using_threads(threads) as n_threads, preserved(model), \
-            out_of_memory_as_error(batch_size=batch_size, device=dev):
+    with using_threads(opts.threads) as n_threads, preserved(model), \
+            out_of_memory_as_error(batch_size=opts.batch_size, device=dev):
         handles = _module_ranges(model)
         try:
-            step = build_step(model, shape, batch_size=batch_size, mode=mode, device=dev,
-                              optimizer=optimizer, lr=lr, annotate=True)
-            for _ in range(warmup):
+            step = prepare_step(model, shape, opts, dev, part=_annotate)
+            for _ in range(opts.warmup):
                 step()
             synchronize(dev)
             with profile(activities=activities) as prof:
@@ -186,11 +184,10 @@ def profile_breakdown(
         finally:
             for handle in handles:
                 handle.remove()
-    from torch.autograd import DeviceType
 
     events = [e for e in prof.events() if e.device_type == DeviceType.CPU]  # host-side ranges and ops
-    return _attribute(events, types, model=name or type(model).__name__, mode=mode,
-                      batch_size=batch_size, device=dev, threads=n_threads, steps=steps,
+    return _attribute(events, types, model=name or type(model).__name__, mode=opts.mode,
+                      batch_size=opts.batch_size, device=dev, threads=n_threads, steps=steps,
                       report=report, unprofiled_step_s=unprofiled_step_s)
 
 

@@ -42,20 +42,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dnncost.environment import Environment, current_environment
+from dnncost.measuring.environment import Environment, current_environment
 from dnncost.errors import DeviceError, DnncostError, InputSpecError
-from dnncost.timing import (
-    Measurement,
-    Mode,
-    OptimizerKind,
-    StepClock,
-    build_step,
-    primary_output,
-    synchronize,
-)
+from dnncost.measuring.device import StepClock, synchronize
+from dnncost.measuring.measurement import Measurement
+from dnncost.measuring.step import Mode, OptimizerKind, primary_output
+from dnncost.measuring.timing import prepare_step, step_options
 
 if TYPE_CHECKING:
-    from dnncost.store import Store
+    from dnncost.study.store import Store
 
 SCALING = "weak"  # efficiency compares equal per-worker batches: t1 / tN
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # source: torchrun's documented worker environment
@@ -86,7 +81,7 @@ class DistributedTiming:
     ``step`` holds per-step seconds (slowest worker), ``allreduce`` the per-step seconds with a
     gradient all-reduce in flight (mean over workers), ``single_process`` the same step in one plain
     process (no DDP) with the same per-worker batch and threads (None when not measured).
-    ``gradient_bytes`` is dnncost.counter's figure (CostReport.gradient_bytes); ``flops`` the counted
+    ``gradient_bytes`` is dnncost.counting.counter's figure (CostReport.gradient_bytes); ``flops`` the counted
     FLOPs of one worker's step.
     """
 
@@ -168,7 +163,7 @@ class DistributedTiming:
 class _Config:
     """What every worker needs to know; picklable, so that spawned workers receive it."""
 
-    model: bytes | str  # torch.save'd module, or a model spec for dnncost.loading.load_model
+    model: bytes | str  # torch.save'd module, or a model spec for dnncost.models.loading.load_model
     input_shape: tuple[int, ...]
     batch_size: int
     warmup: int
@@ -331,7 +326,7 @@ if dist.is_available():  # DDP checks the hook's annotations against the real cl
 
 def _load_module(source: bytes | str) -> nn.Module:
     if isinstance(source, str):
-        from dnncost.loading import load_model
+        from dnncost.models.loading import load_model
 
         return load_model(source).build("cpu")
     return torch.load(io.BytesIO(source), weights_only=False)
@@ -339,11 +334,12 @@ def _load_module(source: bytes | str) -> nn.Module:
 
 def _time_steps(net: nn.Module, cfg: _Config, *, device: torch.device,
                 recorder: _AllreduceRecorder | None) -> tuple[list[float], list[float], int, int]:
-    """Warm up, then time ``cfg.repeats`` training steps of ``net`` (dnncost.timing's step, the one
+    """Warm up, then time ``cfg.repeats`` training steps of ``net`` (dnncost.measuring.timing's step, the one
     ``dnncost time`` measures); with a recorder (DDP), a barrier starts every step together.
     Returns step seconds, all-reduce seconds, and the bytes and buckets all-reduced per step."""
-    step = build_step(net, cfg.input_shape, batch_size=cfg.batch_size, mode=Mode.TRAIN,
-                      device=device, optimizer=OptimizerKind(cfg.optimizer))
+    opts = step_options(None, {"batch_size": cfg.batch_size, "mode": Mode.TRAIN,
+                               "optimizer": cfg.optimizer})
+    step = prepare_step(net, cfg.input_shape, opts, device)
     for _ in range(cfg.warmup):
         step()
     synchronize(device)
@@ -515,13 +511,13 @@ def measure_distributed(
     """Time a data-parallel training step of ``model`` on ``nproc`` workers with DDP.
 
     ``model`` is an nn.Module (copied to each worker; it is not modified) or a model spec that each
-    worker loads with dnncost.loading. ``batch_size`` is per worker; ``threads`` per worker defaults
+    worker loads with dnncost.models.loading. ``batch_size`` is per worker; ``threads`` per worker defaults
     to the CPU cores divided among the workers. ``port`` (default: a free one) is the rendezvous
     port on 127.0.0.1. Under torchrun the launched workers are used (``nproc`` must be None or the
     world size; ``port`` is ignored) and every worker returns the record. ``baseline`` also times
     one plain process for the weak-scaling efficiency.
     """
-    from dnncost.counter import count
+    from dnncost.counting.counter import count
 
     if warmup < 1 or repeats < 1 or batch_size < 1:
         raise InputSpecError(f"need warmup >= 1 (DDP rebuilds its buckets after the first step), "
@@ -533,7 +529,7 @@ def measure_distributed(
     backend = check_backend(backend if backend is not None else default_backend())
 
     if isinstance(model, str):
-        from dnncost.loading import load_model
+        from dnncost.models.loading import load_model
 
         loaded = load_model(model)
         module, name = loaded.build("meta"), name or loaded.name  # only counted here
@@ -625,7 +621,7 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
     has them, ``model`` (the spec, re-loaded in each worker), ``mode``, ``warmup``, ``repeats``,
     ``threads``, ``optimizer``.
     """
-    from dnncost.formatting import human, render
+    from dnncost.reporting.formatting import human, render
 
     if getattr(args, "mode", "train") != "train":
         raise InputSpecError("--nproc needs --mode train: data-parallel workers only communicate "

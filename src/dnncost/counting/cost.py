@@ -2,7 +2,7 @@
 
 :class:`Cost` is a frozen, summable value (``sum(costs, Cost())``); :class:`OpRecord` is one operator
 call attributed to a module and a phase; :class:`CostReport` is the counter's answer for a model.
-The counting convention behind every figure is :data:`dnncost.conventions.CONVENTION`.
+The counting convention behind every figure is :data:`dnncost.counting.conventions.CONVENTION`.
 """
 from __future__ import annotations
 
@@ -189,7 +189,7 @@ class CostReport:
 
     def to_dict(self, *, by: str = "module", depth: int = 1) -> dict[str, object]:
         """Everything as JSON-ready data: summary, per-phase totals, rows, unsupported operators."""
-        from dnncost.conventions import CONVENTION
+        from dnncost.counting.conventions import CONVENTION
 
         return {
             "summary": self.summary(),

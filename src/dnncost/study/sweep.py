@@ -5,11 +5,11 @@ FLOPs, bytes, operator calls), times its training and validation steps (``repeat
 repeats, each of timed steps filling ``step_budget_s``, or of ``steps`` steps; the repeats go
 round-robin over the networks), optionally attributes step time to layer types, and trains and
 validates it for ``epochs`` real epochs on the dataset. Each result is written to the
-:mod:`dnncost.store` in its own transaction the moment it is measured; rerunning the same
+:mod:`dnncost.study.store` in its own transaction the moment it is measured; rerunning the same
 configuration resumes, skipping what is stored (keyed by network, configuration hash and machine
 fingerprint), and a larger ``repeats`` adds repeats. A network that fails has its error recorded
 and the sweep goes on. With ``world_size`` N > 1, each network's training step is also measured on N
-data-parallel workers (torch.distributed + DistributedDataParallel, :mod:`dnncost.distributed`)
+data-parallel workers (torch.distributed + DistributedDataParallel, :mod:`dnncost.measuring.distributed`)
 after its single-process work: step time, time with a gradient all-reduce in flight, its bytes,
 and the weak-scaling efficiency against one process.
 """
@@ -26,7 +26,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from dnncost.errors import InputSpecError, ModelNotFoundError, StoreError, suggest
-from dnncost.store import CountRow, EpochRow, Store
+from dnncost.study.store import CountRow, EpochRow, Store
 
 if TYPE_CHECKING:
     import torch
@@ -35,9 +35,9 @@ DEFAULT_DB = "dnncost-results/study.sqlite"  # source: issue 5 (default db path)
 DEFAULT_OUT = "dnncost-results/report"  # source: issue 5 (default report folder)
 SEED = 0  # source: our choice; every network starts from the same seeded initialisation
 BREAKDOWN_STEPS = 2  # source: measured, two profiled steps give stable layer-type shares cheaply
-OPTIMIZERS = ("sgd", "adam")  # source: dnncost.timing.OptimizerKind
+OPTIMIZERS = ("sgd", "adam")  # source: dnncost.measuring.timing.OptimizerKind
 NATIVE = "native"  # --input-size value: each named network at its own input size
-BETWEEN_OPERATORS = "(between operators)"  # step time no operator accounts for (dnncost.breakdown gap)
+BETWEEN_OPERATORS = "(between operators)"  # step time no operator accounts for (dnncost.measuring.breakdown gap)
 DDP_MIN_STEPS = 10  # source: our choice; timed data-parallel steps per network at least, so the
 # median of the per-step all-reduce share is not one step's accident (spawning workers costs seconds)
 
@@ -75,7 +75,7 @@ class StudyConfig:
     family: str | None = None  # all zoo networks of one family at ``input_size``
     dataset: str = "digits"
     input_size: int | None = InputSize.CIFAR.value  # None: named models at their own input
-    batch_size: int = 32  # source: dnncost.training.DEFAULT_BATCH_SIZE
+    batch_size: int = 32  # source: dnncost.measuring.training.DEFAULT_BATCH_SIZE
     epochs: int = 2  # source: measured; with 2 epochs (a spread each) the default takes ~3.5 min
     device: str = "cpu"
     threads: int | None = None  # None: torch's default
@@ -87,7 +87,7 @@ class StudyConfig:
     lr: float = 0.01  # source: measured, no network of the default set diverges at 0.01
     optimizer: str = "sgd"
     train_limit: int | None = None  # use at most this many training (and 1/4 as many validation) images
-    breakdown: bool = True  # attribute step time to layer types (dnncost.breakdown)
+    breakdown: bool = True  # attribute step time to layer types (dnncost.measuring.breakdown)
     world_size: int = 1  # > 1: also time the training step on this many data-parallel workers
     backend: str = "none"  # torch.distributed backend of those workers ('none' for one process)
 
@@ -220,10 +220,10 @@ def select_models(config: StudyConfig) -> list[str]:
 
 
 def _resolvable(name: str, known: Sequence[str]) -> bool:
-    """True for a zoo name, or any spec dnncost.loading resolves (torchvision, timm:, file.py:)."""
+    """True for a zoo name, or any spec dnncost.models.loading resolves (torchvision, timm:, file.py:)."""
     if name in known:
         return True
-    from dnncost.loading import load_model
+    from dnncost.models.loading import load_model
 
     try:
         load_model(name)
@@ -270,7 +270,7 @@ def check_data_parallel(config: StudyConfig) -> None:
     the device)."""
     if config.world_size == 1:
         return
-    from dnncost.distributed import Backend, check_backend, check_world_size
+    from dnncost.measuring.distributed import Backend, check_backend, check_world_size
 
     backend = check_backend(config.backend)
     wanted = Backend.NCCL if config.device.split(":")[0] == "cuda" else Backend.GLOO
@@ -295,14 +295,14 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
     """
     import torch
 
-    from dnncost.environment import current_environment, machine_fingerprint
-    from dnncost.timing import resolve_device
+    from dnncost.measuring.environment import current_environment, machine_fingerprint
+    from dnncost.measuring.device import resolve_device
 
     names = select_models(config)
     device = resolve_device(config.device)
     check_data_parallel(config)
     if config.epochs:
-        from dnncost.data import parse_dataset_spec
+        from dnncost.measuring.data import parse_dataset_spec
 
         parse_dataset_spec(config.dataset)  # a bad spec fails here, not once per network
     threads = config.threads or torch.get_num_threads()
@@ -347,7 +347,7 @@ def _calibration(store: Store, fingerprint: str, device: torch.device,
     """(peak FLOP/s, bandwidth, where from): the cached `dnncost calibrate` result, else the peak
     this store already holds for the machine (so resumed results keep one reference), else a
     calibration measured now (not saved to the cache)."""
-    from dnncost.calibrate import calibrate, load_calibration
+    from dnncost.measuring.calibrate import calibrate, load_calibration
 
     cal = load_calibration(device, threads=threads)
     if cal is not None:
@@ -443,7 +443,7 @@ class _Sweep:
     def _prepare(self, name: str) -> _Network | None:
         """Resolve, register and count one network; None (error recorded) when that fails."""
         from dnncost import models
-        from dnncost.loading import load_model
+        from dnncost.models.loading import load_model
 
         self.bar.set_description_str(f"{name}: {Stage.LOAD.value}")
         try:
@@ -469,7 +469,7 @@ class _Sweep:
         return None if net.failed else net
 
     def _count(self, net: _Network) -> None:
-        from dnncost.counter import count
+        from dnncost.counting.counter import count
 
         if self.store.has_count(net.nid, "eval") and self.store.has_count(net.nid, "train"):
             self.advance(1, done=True)
@@ -498,7 +498,8 @@ class _Sweep:
         """Repeat number ``repeat`` (0-based) of the train and eval step, unless stored."""
         import warnings
 
-        from dnncost.timing import NoisyMeasurementWarning, time_model
+        from dnncost.measuring.measurement import NoisyMeasurementWarning
+        from dnncost.measuring.timing import time_model
 
         for mode in ("train", "eval"):
             if self.store.timing_repeats(net.nid, mode, world_size=1) > repeat:
@@ -526,7 +527,7 @@ class _Sweep:
         if self.store.has_breakdown(net.nid):
             self.advance(1, done=True)
             return
-        from dnncost.breakdown import profile_breakdown
+        from dnncost.measuring.breakdown import profile_breakdown
 
         profiled = profile_breakdown(self._model(net), net.shape, batch_size=self.config.batch_size,
                                      mode="train", device=self.config.device, threads=self.threads,
@@ -546,7 +547,7 @@ class _Sweep:
         if self.store.has_complete_training(net.nid):
             self.advance(epochs, done=True)
             return
-        from dnncost.training import train
+        from dnncost.measuring.training import train
 
         data = self._dataset(net.shape)
         self.training_uid = uid = self.store.start_training(
@@ -576,7 +577,7 @@ class _Sweep:
         if self.store.has_data_parallel(net.nid, world_size=world_size, backend=backend):
             self.advance(1, done=True)
             return
-        from dnncost.distributed import measure_distributed, store_timing
+        from dnncost.measuring.distributed import measure_distributed, store_timing
 
         timing = measure_distributed(
             net.name, net.shape, nproc=world_size, backend=backend,
@@ -591,7 +592,7 @@ class _Sweep:
         if shape not in self._datasets:
             from torch.utils.data import Subset
 
-            from dnncost.data import load_dataset
+            from dnncost.measuring.data import load_dataset
 
             data = load_dataset(self.config.dataset, input_shape=shape, seed=SEED)
             limit = self.config.train_limit

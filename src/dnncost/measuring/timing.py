@@ -1,0 +1,280 @@
+"""Measure how long one training or validation step of a network takes on this machine.
+
+A number is only useful if it is honest: warmed up, repeated, synchronised with the device inside the
+timer, kept as raw samples with their spread, and stamped with the thread count and the machine.
+:func:`time_model` does that and returns a :class:`StepTiming`; :class:`Measurement` holds the raw
+samples and their statistics (median, IQR, coefficient of variation, 95% interval of the median).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import resource
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from dnncost.counting.counter import count
+from dnncost.errors import InputSpecError, TrainingDivergedError
+from dnncost.measuring.calibrate import load_calibration
+from dnncost.measuring.device import (
+    StepClock, out_of_memory_as_error, resolve_device, synchronize, using_threads,
+)
+from dnncost.measuring.environment import Environment, current_environment
+from dnncost.measuring.measurement import (
+    MIN_SAMPLES_FOR_CI, NOISE_THRESHOLD, Measurement, NoisyMeasurementWarning,
+)
+from dnncost.measuring.step import (
+    DEFAULT_LR, Mode, OptimizerKind, build_step, make_optimizer, random_batch, trainable_parameters,
+)
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How a step is run and timed: the one option set every timing entry point takes
+    (:func:`time_model`, the profiler breakdown, data-parallel timing, the study)."""
+
+    batch_size: int = 1
+    mode: Mode = Mode.TRAIN
+    device: str = "cpu"
+    threads: int | None = None  # None: torch's current intra-op thread count
+    warmup: int = 3  # untimed steps first (oneDNN/cuDNN pick and build kernels on the first calls)
+    repeats: int = 10  # timed steps (ignored when budget_s is set)
+    budget_s: float | None = None  # time steps until their total reaches this (>= MIN_SAMPLES_FOR_CI)
+    optimizer: OptimizerKind = OptimizerKind.SGD
+    lr: float = DEFAULT_LR
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", Mode(self.mode))
+        try:
+            object.__setattr__(self, "optimizer", OptimizerKind(self.optimizer))
+        except ValueError:
+            raise InputSpecError(f"unknown optimizer '{self.optimizer}'; choose one of "
+                                 f"{', '.join(k.value for k in OptimizerKind)}") from None
+        object.__setattr__(self, "device", str(self.device))
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or self.batch_size <= 0:
+            raise InputSpecError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        if self.warmup < 0 or self.repeats < 1 or (self.budget_s is not None and self.budget_s <= 0):
+            raise InputSpecError(f"need warmup >= 0, repeats >= 1 and a positive budget; got "
+                                 f"warmup={self.warmup}, repeats={self.repeats}, "
+                                 f"budget_s={self.budget_s}")
+        if not self.lr > 0:
+            raise InputSpecError(f"learning rate must be positive, got {self.lr}")
+
+    def replace(self, **changes: Any) -> StepOptions:
+        """A copy with ``changes`` (field names of StepOptions)."""
+        return dataclasses.replace(self, **changes)
+
+
+def step_options(options: StepOptions | None, overrides: dict[str, Any]) -> StepOptions:
+    """``options`` (default StepOptions()) with keyword ``overrides``; a clear error on a misspelt one."""
+    fields = {f.name for f in dataclasses.fields(StepOptions)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"unknown step option(s) {', '.join(unknown)}; "
+                        f"StepOptions has {', '.join(sorted(fields))}")
+    return (options or StepOptions()).replace(**overrides)
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """One model's timed step: the measurement and everything needed to compare it later."""
+
+    model: str
+    mode: Mode
+    input_shape: tuple[int, ...]
+    batch_size: int
+    device: str
+    threads: int
+    dtype: str
+    optimizer: str | None
+    measurement: Measurement
+    peak_memory_bytes: int | None
+    peak_memory_source: str
+    environment: Environment
+    flops: int | None = None  # counted FLOPs of one step (dnncost.counting.counter), None when not counted
+    peak_flops_per_s: float | None = None  # this machine's calibrated peak for dtype and threads
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.batch_size / self.measurement.median
+
+    @property
+    def achieved_flops_per_s(self) -> float | None:
+        return self.flops / self.measurement.median if self.flops is not None else None
+
+    @property
+    def efficiency(self) -> float | None:
+        """Achieved / calibrated peak FLOP/s; None without a count or a calibration."""
+        achieved = self.achieved_flops_per_s
+        if achieved is None or not self.peak_flops_per_s:
+            return None
+        return achieved / self.peak_flops_per_s
+
+    def to_row(self) -> dict[str, object]:
+        """One flat row for a table or CSV (times in milliseconds)."""
+        m = self.measurement
+        low, high = m.ci95
+        return {
+            "model": self.model, "mode": self.mode.value, "batch": self.batch_size,
+            "device": self.device, "threads": self.threads, "median_ms": m.median * 1e3,
+            "iqr_ms": m.iqr * 1e3, "cv": m.cv, "ci95_low_ms": low * 1e3, "ci95_high_ms": high * 1e3,
+            "n": m.n, "samples_per_s": self.samples_per_s, "flops": self.flops,
+            "achieved_gflops_per_s": _scaled(self.achieved_flops_per_s, 1e-9),
+            "efficiency": self.efficiency, "peak_memory_bytes": self.peak_memory_bytes,
+            "noisy": m.noisy,
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        """Everything as JSON-ready data, raw samples and environment included."""
+        return {
+            "model": self.model, "mode": self.mode.value, "input_shape": list(self.input_shape),
+            "batch_size": self.batch_size, "device": self.device, "threads": self.threads,
+            "dtype": self.dtype, "optimizer": self.optimizer,
+            "measurement": self.measurement.to_dict(),
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "peak_memory_source": self.peak_memory_source,
+            "flops": self.flops, "achieved_flops_per_s": self.achieved_flops_per_s,
+            "peak_flops_per_s": self.peak_flops_per_s, "efficiency": self.efficiency,
+            "samples_per_s": self.samples_per_s, "environment": self.environment.to_dict(),
+        }
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module) -> Iterator[None]:
+    """Leave ``model`` as it was found: weights, buffers, device, train/eval flag, no grads."""
+    tensors = [*model.parameters(), *model.buffers()]
+    home = tensors[0].device if tensors else torch.device("cpu")
+    was_training = model.training
+    saved = model.state_dict()  # an OrderedDict whose _metadata (versions) some loaders need
+    for key, value in saved.items():
+        saved[key] = value.detach().to("cpu", copy=True)
+    try:
+        yield
+    finally:
+        model.to(home)
+        model.load_state_dict(saved)
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+
+
+def _max_rss_bytes() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB, macOS bytes
+
+
+# -- the public entry point ------------------------------------------------------------------------
+def time_model(model: nn.Module, input_shape: Sequence[int], options: StepOptions | None = None, *,
+               name: str | None = None, count_flops: bool = True, **overrides: Any) -> StepTiming:
+    """Time one training or validation step of ``model`` on a fixed random batch.
+
+    ``options`` (or keyword ``overrides`` of its fields: ``batch_size=32, mode="eval"``) says which
+    step and how: ``warmup`` untimed steps, then ``repeats`` timed steps -- or, with ``budget_s``,
+    timed steps until their total reaches the budget (at least MIN_SAMPLES_FOR_CI). Each sample is
+    one step with the device synchronised inside the timer. The model is left as found.
+    ``count_flops`` counts the same step (dnncost.counting) for achieved FLOP/s and efficiency.
+    """
+    opts = step_options(options, overrides)
+    dev = resolve_device(opts.device)
+    shape = tuple(int(s) for s in input_shape)
+    if not shape or any(s <= 0 for s in shape):
+        raise InputSpecError(f"input shape must be positive integers (one sample), got {shape}")
+    name = name or type(model).__name__
+    dtype = next(iter(model.parameters()), torch.empty(0)).dtype
+    report = None
+    if count_flops:  # first: a model that cannot take the input fails here, named, before any timing
+        report = count(model, mode=opts.mode.value, batch_size=opts.batch_size, input_shape=shape,
+                       optimizer=opts.optimizer.value, name=name)
+
+    with using_threads(opts.threads) as n_threads, preserved(model):
+        rss_before = _max_rss_bytes()
+        samples = _run_steps(model, shape, opts, dev, dtype)
+        if dev.type == "cuda":
+            peak_memory: int | None = torch.cuda.max_memory_allocated(dev)
+            memory_source = "torch.cuda.max_memory_allocated (the whole run, model included)"
+        else:
+            peak_memory = max(0, _max_rss_bytes() - rss_before)
+            memory_source = ("growth of the process's peak RSS during the run (a lower bound: 0 "
+                             "when an earlier peak was higher)")
+        environment = current_environment(dev, threads=n_threads)
+
+    measurement = Measurement(tuple(samples))
+    if measurement.noisy:
+        warnings.warn(
+            f"{name} {opts.mode.value} step timing is noisy: IQR is {measurement.relative_iqr:.0%} "
+            f"of the median (threshold {NOISE_THRESHOLD:.0%}); the machine may be busy",
+            NoisyMeasurementWarning, stacklevel=2)
+
+    flops = None
+    if report is not None:
+        flops = report.total().flops
+        if dev.type == "cpu":
+            peak_memory, memory_source = report.peak_bytes, "dnncost.counting estimate (peak_bytes)"
+    calibration = load_calibration(dev, threads=n_threads)
+    peak = calibration.peak_flops_per_s(str(dtype).removeprefix("torch.")) if calibration else None
+    return StepTiming(
+        model=name, mode=opts.mode, input_shape=shape, batch_size=opts.batch_size, device=str(dev),
+        threads=n_threads, dtype=str(dtype).removeprefix("torch."),
+        optimizer=opts.optimizer.value if opts.mode is Mode.TRAIN else None,
+        measurement=measurement, peak_memory_bytes=peak_memory, peak_memory_source=memory_source,
+        environment=environment, flops=flops, peak_flops_per_s=peak,
+    )
+
+
+def prepare_step(model: nn.Module, input_shape: Sequence[int], opts: StepOptions,
+                 device: torch.device, *, part: Any = None) -> Any:
+    """Move ``model`` to ``device`` and build its step (dnncost.measuring.step) on a fixed batch."""
+    model.to(device)
+    dtype = next(iter(model.parameters()), torch.empty(0)).dtype
+    x = random_batch(input_shape, batch_size=opts.batch_size, dtype=dtype, device=device)  # (B, *shape)
+    optimizer = None
+    if opts.mode is Mode.TRAIN and trainable_parameters(model):
+        optimizer = make_optimizer(opts.optimizer, trainable_parameters(model), lr=opts.lr)
+    return build_step(model, (x,), mode=opts.mode, optimizer=optimizer, part=part)
+
+
+def _run_steps(model: nn.Module, shape: tuple[int, ...], opts: StepOptions, device: torch.device,
+               dtype: torch.dtype) -> list[float]:
+    """Warm up, then time steps; returns one sample (seconds) per timed step."""
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with out_of_memory_as_error(batch_size=opts.batch_size, device=device), on_device:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        step = prepare_step(model, shape, opts, device)
+        clock = StepClock(device)
+        for i in range(opts.warmup):
+            _check_loss(step(), i, warmup=True)
+        synchronize(device)
+        samples: list[float] = []
+        while True:
+            clock.start()
+            loss = step()
+            samples.append(clock.stop())
+            _check_loss(loss, len(samples) - 1, warmup=False)
+            if opts.budget_s is None:
+                if len(samples) >= opts.repeats:
+                    break
+            elif sum(samples) >= opts.budget_s and len(samples) >= MIN_SAMPLES_FOR_CI:
+                break
+    return samples
+
+
+def _check_loss(loss: torch.Tensor | None, step: int, *, warmup: bool) -> None:
+    if loss is not None and not torch.isfinite(loss.detach()).all():
+        phase = "warm-up" if warmup else "timed"
+        raise TrainingDivergedError(
+            f"loss became {loss.item()} at {phase} step {step}: the model's output is not finite "
+            "on random inputs; lower the learning rate or check the model")
+
+
+__all__ = ["StepOptions", "StepTiming", "prepare_step", "preserved", "step_options", "time_model"]
