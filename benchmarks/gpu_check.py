@@ -38,8 +38,8 @@ def counting() -> None:
 
 
 def timing() -> None:
-    from dnncost.models.loading import load_model
     from dnncost.measuring.timing import time_model
+    from dnncost.models.loading import load_model
 
     for name, batch in (("torchvision:resnet50", 64), ("resnet20", 128), ("vgg11_cifar", 128)):
         loaded = load_model(name)
@@ -61,8 +61,8 @@ def calibration() -> None:
 
 def training() -> None:
     from dnncost.measuring.data import load_dataset
-    from dnncost.models import create_model, get_model_info
     from dnncost.measuring.training import train
+    from dnncost.models import create_model, get_model_info
 
     info = get_model_info("lenet5")
     data = load_dataset("digits", input_shape=info.input_shape)

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from dnncost.measuring.environment import current_environment
-from dnncost.models import create_model
 from dnncost.measuring.measurement import NoisyMeasurementWarning
 from dnncost.measuring.timing import time_model
+from dnncost.models import create_model
 
 OVERHEAD_TARGET = 0.01  # source: issue 4, "the harness costs <= 1% over a bare hand-written loop"
 CV_TARGET = 0.05  # source: issue 4, "repeated runs of a medium network agree within 5% (CV)"

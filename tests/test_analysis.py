@@ -6,8 +6,17 @@ import math
 
 import pytest
 
-from dnncost.study.analysis import (CostMetric, Linearity, NetworkPoint, TimeMetric, analyze,
-                              analyze_points, fit, layer_type_shares, points_from_results)
+from dnncost.study.analysis import (
+    CostMetric,
+    Linearity,
+    NetworkPoint,
+    TimeMetric,
+    analyze,
+    analyze_points,
+    fit,
+    layer_type_shares,
+    points_from_results,
+)
 from dnncost.study.store import CountRow, EpochRow, NetworkResult, TimingRow, TrainingRow
 
 FLOPS = (1e6, 3e6, 1e7, 3e7, 1e8, 3e8)

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnncost.measuring.breakdown import ACCUMULATE_GRAD, profile_breakdown
 from dnncost.counting.counter import count
+from dnncost.measuring.breakdown import ACCUMULATE_GRAD, profile_breakdown
 from dnncost.measuring.step import LOSS_MODULE, OPTIMIZER_MODULE
 
 

@@ -8,12 +8,19 @@ import pytest
 import torch
 
 import dnncost.measuring.calibrate as cal
+from dnncost.errors import InputSpecError, StoreError
 from dnncost.measuring.calibrate import (
-    Calibration, MatmulPeak, cache_dir, calibrate, calibration_path, load_calibration,
-    measure_bandwidth, measure_matmul, save_calibration,
+    Calibration,
+    MatmulPeak,
+    cache_dir,
+    calibrate,
+    calibration_path,
+    load_calibration,
+    measure_bandwidth,
+    measure_matmul,
+    save_calibration,
 )
 from dnncost.measuring.environment import machine_fingerprint
-from dnncost.errors import InputSpecError, StoreError
 from dnncost.measuring.measurement import Measurement
 
 

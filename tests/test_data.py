@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dnncost.measuring.data import DatasetKind, load_dataset, parse_dataset_spec
 from dnncost.errors import DatasetError, InputSpecError
+from dnncost.measuring.data import DatasetKind, load_dataset, parse_dataset_spec
 
 
 # -- specs ------------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dnncost.measuring import distributed as ddp
 from dnncost.counting.counter import count
 from dnncost.errors import DeviceError, InputSpecError
+from dnncost.measuring import distributed as ddp
 from dnncost.study.store import open_store
 
 

@@ -10,8 +10,15 @@ import pytest
 from dnncost.cli import main
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
 from dnncost.prediction.evaluation import (
-    Method, Observation, evaluate, mape, pairwise_accuracy, predicted_vs_measured,
-    roofline_seconds, share_within, spearman,
+    Method,
+    Observation,
+    evaluate,
+    mape,
+    pairwise_accuracy,
+    predicted_vs_measured,
+    roofline_seconds,
+    share_within,
+    spearman,
 )
 from dnncost.prediction.predict import ClassParams, OpClass, OperatorModel
 
@@ -165,9 +172,9 @@ def test_evaluate_cli_reads_the_study_store_and_holds_each_family_out(
 
     from dnncost.measuring.calibrate import Bandwidth, Calibration, MatmulPeak, save_calibration
     from dnncost.measuring.environment import current_environment, machine_fingerprint
+    from dnncost.measuring.measurement import Measurement
     from dnncost.prediction.predict import save_operator_model
     from dnncost.study.store import open_store
-    from dnncost.measuring.measurement import Measurement
 
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path / "cache"))
     threads = torch.get_num_threads()

@@ -7,7 +7,7 @@ ImageNet networks is marked slow.
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
@@ -33,7 +33,7 @@ SLOW_FORWARD = {"resnet34", "resnet50", "resnet101", "resnet152", "densenet121",
                 *list_models("vgg*", size="imagenet")}
 
 
-@lru_cache(maxsize=None)
+@cache
 def counted(name: str, input_shape: tuple[int, ...] | None = None, **kwargs) -> tuple[int, int]:
     """(params, MACs) of zoo model ``name`` at batch 1, built and counted on the meta device."""
     with torch.device("meta"):

@@ -11,13 +11,23 @@ import pytest
 import torch
 from torch import nn
 
-from dnncost.prediction import microbench as opbench
 from dnncost.cli import main
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
+from dnncost.prediction import microbench as opbench
 from dnncost.prediction.predict import (
-    CALIBRATE_COMMAND, ClassParams, NotCalibratedError, Observed, OpClass, OperatorModel,
-    UncoveredOperatorError, classify, fit_operator_model, load_operator_model, predict_report,
-    predict_time, save_operator_model,
+    CALIBRATE_COMMAND,
+    ClassParams,
+    NotCalibratedError,
+    Observed,
+    OpClass,
+    OperatorModel,
+    UncoveredOperatorError,
+    classify,
+    fit_operator_model,
+    load_operator_model,
+    predict_report,
+    predict_time,
+    save_operator_model,
 )
 
 

@@ -7,8 +7,7 @@ import sqlite3
 import pytest
 
 from dnncost.errors import StoreError
-from dnncost.study.store import (APPLICATION_ID, SCHEMA_VERSION, CountRow, EpochRow, merge, migrate,
-                           open_store)
+from dnncost.study.store import APPLICATION_ID, SCHEMA_VERSION, CountRow, EpochRow, merge, migrate, open_store
 
 
 def _count(mode: str = "train") -> CountRow:

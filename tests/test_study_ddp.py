@@ -9,10 +9,10 @@ import textwrap
 
 import pytest
 
-from dnncost.study.analysis import analyze
 from dnncost.cli import main
 from dnncost.measuring.distributed import DistributedWorkerError
 from dnncost.reporting.report import write_report
+from dnncost.study.analysis import analyze
 from dnncost.study.store import CountRow, open_store
 from dnncost.study.sweep import StudyConfig, run_study
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from dnncost.measuring.data import load_dataset
 from dnncost.errors import DeviceError, InputSpecError, TrainingDivergedError
-from dnncost.models import create_model
+from dnncost.measuring.data import load_dataset
 from dnncost.measuring.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, EpochRecord, train
+from dnncost.models import create_model
 
 
 @pytest.fixture(scope="module")

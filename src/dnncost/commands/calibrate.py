@@ -29,8 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dnncost.measuring.calibrate import calibrate, save_calibration
     from dnncost.errors import DeviceError
+    from dnncost.measuring.calibrate import calibrate, save_calibration
     from dnncost.reporting.formatting import render
 
     dtypes = [d for d in args.dtypes.split(",") if d.strip()]

@@ -25,8 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dnncost.counting.conventions import CONVENTION
     from dnncost.counting.counter import count
-    from dnncost.reporting.formatting import human, render
     from dnncost.models.loading import load_model, parse_input_shape
+    from dnncost.reporting.formatting import human, render
 
     loaded = load_model(args.model)
     shape = parse_input_shape(args.input_shape) if args.input_shape else loaded.input_shape

@@ -35,14 +35,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from dnncost.errors import StoreError
     from dnncost.measuring.calibrate import load_calibration
     from dnncost.measuring.environment import machine_fingerprint
-    from dnncost.errors import StoreError
     from dnncost.prediction.evaluation import (
-        Method, Statistic, evaluate_group, predicted_vs_measured, select_group,
+        Method,
+        Statistic,
+        evaluate_group,
+        predicted_vs_measured,
+        select_group,
     )
-    from dnncost.reporting.formatting import render
     from dnncost.prediction.predict import load_operator_model
+    from dnncost.reporting.formatting import render
     from dnncost.study.store import open_store
     from dnncost.study.sweep import DEFAULT_DB
 

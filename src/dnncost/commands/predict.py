@@ -35,9 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dnncost.errors import InputSpecError
-    from dnncost.reporting.formatting import render
     from dnncost.models.loading import load_model, parse_input_shape
     from dnncost.prediction.predict import load_operator_model, predict_time
+    from dnncost.reporting.formatting import render
 
     if args.batch_size < 1:
         raise InputSpecError(f"--batch-size must be a positive integer, got {args.batch_size}")

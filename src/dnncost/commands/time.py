@@ -49,11 +49,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import warnings
 
-    from dnncost.reporting.formatting import human, render
-    from dnncost.models.loading import load_model, parse_input_shape
-    from dnncost.measuring.timing import time_model
-
     from dnncost.measuring.distributed import run_distributed_cli, wants_distributed
+    from dnncost.measuring.timing import time_model
+    from dnncost.models.loading import load_model, parse_input_shape
+    from dnncost.reporting.formatting import human, render
 
     loaded = load_model(args.model)
     shape = parse_input_shape(args.input_shape) if args.input_shape else loaded.input_shape
@@ -106,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _breakdown(model, shape, args: argparse.Namespace, mode: str, name: str, timing):
-    from dnncost.measuring.breakdown import profile_breakdown
     from dnncost.counting.counter import count
+    from dnncost.measuring.breakdown import profile_breakdown
 
     report = count(model, mode=mode, batch_size=args.batch_size, input_shape=shape,
                    optimizer=args.optimizer, name=name)

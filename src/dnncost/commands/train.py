@@ -52,11 +52,11 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dnncost.measuring.data import load_dataset
     from dnncost.errors import DnncostError
-    from dnncost.reporting.formatting import render
-    from dnncost.models.loading import load_model
+    from dnncost.measuring.data import load_dataset
     from dnncost.measuring.training import train
+    from dnncost.models.loading import load_model
+    from dnncost.reporting.formatting import render
 
     loaded = load_model(args.model)
     data = load_dataset(args.dataset, input_shape=loaded.input_shape,

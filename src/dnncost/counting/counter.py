@@ -12,8 +12,8 @@ import contextlib
 import copy
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from functools import lru_cache
+from collections.abc import Iterator, Sequence
+from functools import cache
 from typing import Any
 
 import torch
@@ -27,13 +27,22 @@ from dnncost.counting.formulas import TensorSpec, formula_for, is_view, tensors_
 from dnncost.errors import InputSpecError
 from dnncost.measuring.device import resolve_device
 from dnncost.measuring.step import (
-    LOSS_MODULE, OPTIMIZER_MODULE, LossFn, Mode, OptimizerFactory, OptimizerKind, Part,
-    build_step, make_optimizer, random_batch, trainable_parameters,
+    LOSS_MODULE,
+    OPTIMIZER_MODULE,
+    LossFn,
+    Mode,
+    OptimizerFactory,
+    OptimizerKind,
+    Part,
+    build_step,
+    make_optimizer,
+    random_batch,
+    trainable_parameters,
 )
 from dnncost.models.loading import LoadedModel, load_model
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema_names(op: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     args = op._schema.arguments
     names = tuple(a.name for a in args)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from dnncost.measuring.environment import current_environment, machine_fingerprint
 from dnncost.errors import InputSpecError, StoreError
 from dnncost.measuring.device import resolve_device, using_threads
+from dnncost.measuring.environment import current_environment, machine_fingerprint
 from dnncost.measuring.measurement import Measurement
 
 SCHEMA_VERSION = 1  # bump when a stored section changes meaning; older files are then refused

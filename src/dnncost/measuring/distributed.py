@@ -42,9 +42,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dnncost.measuring.environment import Environment, current_environment
 from dnncost.errors import DeviceError, DnncostError, InputSpecError
 from dnncost.measuring.device import StepClock, synchronize
+from dnncost.measuring.environment import Environment, current_environment
 from dnncost.measuring.measurement import Measurement
 from dnncost.measuring.step import Mode, OptimizerKind, primary_output
 from dnncost.measuring.timing import prepare_step, step_options

@@ -23,14 +23,27 @@ from dnncost.counting.counter import count
 from dnncost.errors import InputSpecError, TrainingDivergedError
 from dnncost.measuring.calibrate import load_calibration
 from dnncost.measuring.device import (
-    StepClock, out_of_memory_as_error, resolve_device, synchronize, using_threads,
+    StepClock,
+    out_of_memory_as_error,
+    resolve_device,
+    synchronize,
+    using_threads,
 )
 from dnncost.measuring.environment import Environment, current_environment
 from dnncost.measuring.measurement import (
-    MIN_SAMPLES_FOR_CI, NOISE_THRESHOLD, Measurement, NoisyMeasurementWarning,
+    MIN_SAMPLES_FOR_CI,
+    NOISE_THRESHOLD,
+    Measurement,
+    NoisyMeasurementWarning,
 )
 from dnncost.measuring.step import (
-    DEFAULT_LR, Mode, OptimizerKind, build_step, make_optimizer, random_batch, trainable_parameters,
+    DEFAULT_LR,
+    Mode,
+    OptimizerKind,
+    build_step,
+    make_optimizer,
+    random_batch,
+    trainable_parameters,
 )
 
 

@@ -17,12 +17,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dnncost.measuring.data import DatasetSplit
-from dnncost.measuring.environment import Environment, current_environment
 from dnncost.errors import InputSpecError, TrainingDivergedError
+from dnncost.measuring.data import DatasetSplit
 from dnncost.measuring.device import (
-    out_of_memory_as_error, resolve_device, synchronize, using_threads,
+    out_of_memory_as_error,
+    resolve_device,
+    synchronize,
+    using_threads,
 )
+from dnncost.measuring.environment import Environment, current_environment
 from dnncost.measuring.step import OptimizerKind, make_optimizer, primary_output
 
 # Defaults: LeNet-5 on digits reaches >= 95% validation accuracy with them (tests/test_training.py)

@@ -27,8 +27,8 @@ from enum import Enum
 import numpy as np
 
 from dnncost.counting.cost import CostReport, OpRecord, Phase
-from dnncost.errors import DnncostError
 from dnncost.counting.formulas import POINTWISE_FLOPS
+from dnncost.errors import DnncostError
 
 SECTION = "operators"  # the calibration section holding the fitted model and its benchmarks
 CALIBRATE_COMMAND = "dnncost calibrate --ops"
@@ -489,10 +489,10 @@ def observed_from_benchmarks(results: Iterable[object]) -> list[Observed]:
 def calibrate_operators(*, device: str = "cpu", threads: int | None = None, quick: bool = False,
                         progress: bool = False) -> tuple[OperatorModel, list[object]]:
     """Run the micro-benchmarks on this machine and fit the model: (model, benchmark results)."""
-    from dnncost.prediction import microbench as opbench
-    from dnncost.measuring.environment import machine_fingerprint
     from dnncost.errors import DeviceError
+    from dnncost.measuring.environment import machine_fingerprint
     from dnncost.measuring.timing import using_threads
+    from dnncost.prediction import microbench as opbench
 
     if device != "cpu":
         raise DeviceError(f"the per-operator time model is calibrated on the CPU only, not '{device}'")

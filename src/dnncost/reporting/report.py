@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dnncost.study.analysis import StudyAnalysis, TimeMetric, analyze
 from dnncost.reporting.formatting import human, render_csv, render_json
+from dnncost.study.analysis import StudyAnalysis, TimeMetric, analyze
 from dnncost.study.store import Group, Store
 
 CSS = """
@@ -215,8 +215,8 @@ def _describe(group: Group) -> str:
 def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
                  command: str | None = None) -> list[Block]:
     """The report section of one group of comparable results."""
-    from dnncost.reporting import plots
     from dnncost.counting.conventions import CONVENTION
+    from dnncost.reporting import plots
 
     blocks: list[Block] = [Paragraph(_describe(group))]
     if command:
@@ -260,10 +260,11 @@ def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
 def prediction_blocks(group: Group, *, prefix: str = "") -> list[Block]:
     """Predicted vs measured step time (leave-one-family-out), when this machine is calibrated
     (``dnncost calibrate --ops``) and the group was measured on it; else a line saying how."""
-    from dnncost.prediction import evaluation; from dnncost.reporting import plots
-    from dnncost.measuring.environment import machine_fingerprint
     from dnncost.errors import DnncostError
+    from dnncost.measuring.environment import machine_fingerprint
+    from dnncost.prediction import evaluation
     from dnncost.prediction.predict import load_operator_model
+    from dnncost.reporting import plots
 
     blocks: list[Block] = [Heading("Predicting step time from structure", 3)]
     threads = group.networks[0].threads if group.networks else None

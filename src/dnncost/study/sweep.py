@@ -295,8 +295,8 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
     """
     import torch
 
-    from dnncost.measuring.environment import current_environment, machine_fingerprint
     from dnncost.measuring.device import resolve_device
+    from dnncost.measuring.environment import current_environment, machine_fingerprint
 
     names = select_models(config)
     device = resolve_device(config.device)
