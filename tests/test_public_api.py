@@ -10,3 +10,24 @@ def test_every_public_name_resolves():
 def test_count_from_the_top_level():
     # LeNet-5 forward MACs, hand count in tests/test_models.py: 416,520
     assert dnncost.count("lenet5").total().macs == 416_520
+
+
+def test_dir_and_help_show_the_api():
+    names = dir(dnncost)
+    for name in ("count", "time_model", "StepOptions", "register_formula", "register_model", "open_store"):
+        assert name in names, name
+    assert "time_model" in (dnncost.__doc__ or "")
+
+
+def test_lazy_names_come_from_their_modules():
+    from dnncost.counting.counter import count
+    from dnncost.study.store import open_store
+
+    assert dnncost.count is count and dnncost.open_store is open_store
+
+
+def test_unknown_name_is_an_attribute_error():
+    import pytest
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        dnncost.nope  # noqa: B018

@@ -1,39 +1,80 @@
 """dnncost: what a deep neural network costs, in computation and in time, and why the two disagree.
 
-The public API. Heavy parts (torch, the zoo, timing) load on first use, so ``import dnncost`` and
-the CLI's start stay quick.
+The public API, in the order of the pipeline (count -> time -> study -> predict -> report):
+
+- counting: :func:`count` -> :class:`CostReport` of :class:`OpRecord` s with :class:`Cost` s per
+  :class:`Phase`; :data:`CONVENTION` says what is counted; :func:`register_formula` adds an operator.
+- models: :func:`load_model` (zoo, torchvision, timm, HF or ``file.py:factory``), :func:`list_models`,
+  :func:`create_model`, :func:`get_model_info`, :func:`register_model` (add a network to the zoo).
+- measuring: :func:`time_model` -> :class:`StepTiming` (:class:`Measurement` of raw samples) for a
+  step described by :class:`StepOptions`; :func:`train`, :func:`load_dataset`, :func:`calibrate`,
+  :func:`load_calibration`, :func:`profile_breakdown`, :func:`measure_distributed`.
+- study: :func:`open_store` (the SQLite results of ``dnncost study``).
+
+Heavy parts (torch, the zoo) load on first use, so ``import dnncost`` and the CLI start quickly; the
+imports under ``TYPE_CHECKING`` let type checkers and editors see every name.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from dnncost.counting.conventions import CONVENTION
-from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
+if TYPE_CHECKING:
+    from dnncost.counting.conventions import CONVENTION
+    from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
+    from dnncost.counting.counter import count
+    from dnncost.counting.formulas import register_formula
+    from dnncost.measuring.breakdown import profile_breakdown
+    from dnncost.measuring.calibrate import calibrate, load_calibration
+    from dnncost.measuring.data import load_dataset
+    from dnncost.measuring.distributed import measure_distributed
+    from dnncost.measuring.measurement import Measurement
+    from dnncost.measuring.timing import StepOptions, StepTiming, time_model
+    from dnncost.measuring.training import train
+    from dnncost.models import create_model, get_model_info, list_models, register_model
+    from dnncost.models.loading import load_model
+    from dnncost.study.store import open_store
 
-_LAZY = {
+_LAZY = {  # public name -> the module that defines it
+    "CONVENTION": "dnncost.counting.conventions",
+    "Cost": "dnncost.counting.cost",
+    "CostReport": "dnncost.counting.cost",
+    "OpRecord": "dnncost.counting.cost",
+    "Phase": "dnncost.counting.cost",
     "count": "dnncost.counting.counter",
+    "register_formula": "dnncost.counting.formulas",
     "load_model": "dnncost.models.loading",
     "list_models": "dnncost.models",
     "create_model": "dnncost.models",
     "get_model_info": "dnncost.models",
+    "register_model": "dnncost.models",
     "time_model": "dnncost.measuring.timing",
-    "Measurement": "dnncost.measuring.timing",
+    "StepOptions": "dnncost.measuring.timing",
     "StepTiming": "dnncost.measuring.timing",
+    "Measurement": "dnncost.measuring.measurement",
     "train": "dnncost.measuring.training",
     "load_dataset": "dnncost.measuring.data",
     "calibrate": "dnncost.measuring.calibrate",
     "load_calibration": "dnncost.measuring.calibrate",
     "profile_breakdown": "dnncost.measuring.breakdown",
     "measure_distributed": "dnncost.measuring.distributed",
+    "open_store": "dnncost.study.store",
 }
 
-__all__ = ["CONVENTION", "Cost", "CostReport", "OpRecord", "Phase", "__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (PEP 562)."""
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module 'dnncost' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    """The public names, so ``dir(dnncost)`` and completion show the API before it is loaded."""
+    return sorted({*globals(), *__all__})
