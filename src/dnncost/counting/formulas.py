@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from math import prod
 from typing import Any
 
@@ -46,8 +47,34 @@ Args = Mapping[str, Any]
 Outputs = Sequence[Any]
 Formula = Callable[[Args, Outputs], Cost]
 
+
+
+class OpKind(str, Enum):
+    """What kind of kernel an operator is: the class the time predictor (dnncost.prediction)
+    learns a regressor for. Every formula states it, so a new formula is never unclassified."""
+
+    CONV = "conv"
+    CONV_BACKWARD = "conv_backward"
+    MATMUL = "matmul"
+    ATTENTION = "attention"
+    ATTENTION_BACKWARD = "attention_backward"
+    NORM = "norm"  # batch (training or running statistics), layer and group normalisation
+    NORM_BACKWARD = "norm_backward"
+    POOL = "pool"
+    POOL_BACKWARD = "pool_backward"
+    ELEMENTWISE = "elementwise"  # arithmetic per element: activations, adds, their gradients
+    COPY = "copy"  # data movement without arithmetic: cat, pad, clone, fills, index
+    RANDOM = "random"  # random number generation (dropout masks)
+    REDUCTION = "reduction"
+    SOFTMAX = "softmax"  # softmax / log-softmax, their backward, the losses on them
+    OPTIMIZER = "optimizer"  # the foreach kernels of torch.optim
+
+
 FORMULAS: dict[Any, Formula] = {}
 """aten OpOverloadPacket -> formula. Filled only through :func:`register_formula`."""
+
+KINDS: dict[str, OpKind] = {}
+"""'aten.<name>' (as the counter's records name operators) -> its OpKind. Filled with FORMULAS."""
 
 VIEW_OPS: frozenset[Any] = frozenset({
     aten.view, aten._unsafe_view, aten._reshape_alias, aten.reshape, aten.t, aten.transpose,
@@ -64,16 +91,30 @@ VIEW_OPS: frozenset[Any] = frozenset({
 """Operators that only change metadata or allocate: no arithmetic, no memory traffic."""
 
 
-def register_formula(*ops: Any) -> Callable[[Formula], Formula]:
-    """Register ``fn`` as the formula of each aten op (packet or overload); raise on a duplicate."""
+def register_formula(*ops: Any, kind: OpKind) -> Callable[[Formula], Formula]:
+    """Register ``fn`` as the formula of each aten op (packet or overload), of kernel ``kind``;
+    raise on a duplicate."""
+    kind = OpKind(kind)
+
     def decorator(fn: Formula) -> Formula:
         for op in ops:
             packet = getattr(op, "overloadpacket", op)
             if packet in FORMULAS or packet in VIEW_OPS:
                 raise ValueError(f"a cost formula for {packet} is already registered")
             FORMULAS[packet] = fn
+            KINDS[op_name(packet)] = kind
         return fn
     return decorator
+
+
+def op_name(op: Any) -> str:
+    """'aten.<name>' of an aten op (overload or packet), as the counter's records name it."""
+    return str(getattr(op, "overloadpacket", op)).replace("aten::", "aten.")
+
+
+def kind_of(name: str) -> OpKind | None:
+    """The OpKind of an operator named 'aten.<name>', or None when it has no formula."""
+    return KINDS.get(name)
 
 
 def formula_for(op: Any) -> Formula | None:
@@ -116,7 +157,7 @@ def _flops(flops: int) -> Cost:
 
 
 # -- matrix products --------------------------------------------------------------------------
-@register_formula(aten.mm)
+@register_formula(aten.mm, kind=OpKind.MATMUL)
 def mm_cost(a: Args, out: Outputs) -> Cost:
     """(m, k) @ (k, n): m*k*n MACs."""
     m, k = a["self"].shape
@@ -124,7 +165,7 @@ def mm_cost(a: Args, out: Outputs) -> Cost:
     return _macs(m * k * n)
 
 
-@register_formula(aten.addmm)
+@register_formula(aten.addmm, kind=OpKind.MATMUL)
 def addmm_cost(a: Args, out: Outputs) -> Cost:
     """bias + (m, k) @ (k, n): m*k*n MACs, plus m*n FLOPs for the bias add."""
     m, k = a["mat1"].shape
@@ -132,7 +173,7 @@ def addmm_cost(a: Args, out: Outputs) -> Cost:
     return _macs(m * k * n, m * n)
 
 
-@register_formula(aten.bmm)
+@register_formula(aten.bmm, kind=OpKind.MATMUL)
 def bmm_cost(a: Args, out: Outputs) -> Cost:
     """(b, m, k) @ (b, k, n): b*m*k*n MACs."""
     b, m, k = a["self"].shape
@@ -140,7 +181,7 @@ def bmm_cost(a: Args, out: Outputs) -> Cost:
     return _macs(b * m * k * n)
 
 
-@register_formula(aten.baddbmm)
+@register_formula(aten.baddbmm, kind=OpKind.MATMUL)
 def baddbmm_cost(a: Args, out: Outputs) -> Cost:
     """input + (b, m, k) @ (b, k, n): b*m*k*n MACs plus b*m*n FLOPs for the add."""
     b, m, k = a["batch1"].shape
@@ -148,13 +189,13 @@ def baddbmm_cost(a: Args, out: Outputs) -> Cost:
     return _macs(b * m * k * n, b * m * n)
 
 
-@register_formula(aten.dot, aten.vdot)
+@register_formula(aten.dot, aten.vdot, kind=OpKind.MATMUL)
 def dot_cost(a: Args, out: Outputs) -> Cost:
     """Dot product of two n-vectors: n MACs."""
     return _macs(a["self"].numel)
 
 
-@register_formula(aten.mv)
+@register_formula(aten.mv, kind=OpKind.MATMUL)
 def mv_cost(a: Args, out: Outputs) -> Cost:
     """(m, n) @ (n,): m*n MACs."""
     return _macs(a["self"].numel)
@@ -169,7 +210,7 @@ def _conv_macs(x: TensorSpec, w: TensorSpec, y: TensorSpec, transposed: bool) ->
 
 @register_formula(aten.convolution, aten._convolution, aten.convolution_overrideable,
                   aten.cudnn_convolution, aten.mkldnn_convolution, aten._slow_conv2d_forward,
-                  aten.cudnn_convolution_transpose)
+                  aten.cudnn_convolution_transpose, kind=OpKind.CONV)
 def conv_cost(a: Args, out: Outputs) -> Cost:
     """N * Cout * prod(out spatial) * (Cin/groups) * prod(kernel) MACs (transposed: input spatial);
     plus one FLOP per output element for the bias."""
@@ -179,7 +220,7 @@ def conv_cost(a: Args, out: Outputs) -> Cost:
     return _macs(_conv_macs(x, w, y, transposed), bias)
 
 
-@register_formula(aten.convolution_backward)
+@register_formula(aten.convolution_backward, kind=OpKind.CONV_BACKWARD)
 def conv_backward_cost(a: Args, out: Outputs) -> Cost:
     """grad_input and grad_weight each cost exactly the forward's MACs, for any ``groups``
     (torch's own backward formula ignores groups); grad_bias is one add per grad_output element.
@@ -195,7 +236,7 @@ def conv_backward_cost(a: Args, out: Outputs) -> Cost:
 @register_formula(aten._scaled_dot_product_flash_attention_for_cpu,
                   aten._scaled_dot_product_efficient_attention,
                   aten._scaled_dot_product_flash_attention,
-                  aten._scaled_dot_product_cudnn_attention)
+                  aten._scaled_dot_product_cudnn_attention, kind=OpKind.ATTENTION)
 def sdpa_cost(a: Args, out: Outputs) -> Cost:
     """QK^T and AV: 2 * B*H*Sq*Sk*D MACs; softmax 5 FLOPs per score (max, sub, exp, sum, div)."""
     q, k, v = a["query"], a["key"], a["value"]
@@ -207,7 +248,7 @@ def sdpa_cost(a: Args, out: Outputs) -> Cost:
 @register_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward,
                   aten._scaled_dot_product_efficient_attention_backward,
                   aten._scaled_dot_product_flash_attention_backward,
-                  aten._scaled_dot_product_cudnn_attention_backward)
+                  aten._scaled_dot_product_cudnn_attention_backward, kind=OpKind.ATTENTION_BACKWARD)
 def sdpa_backward_cost(a: Args, out: Outputs) -> Cost:
     """Recompute QK^T, then dV, dP, dQ, dK: 5 * B*H*Sq*Sk*D MACs; softmax backward 4 per score."""
     q, k, v, g = a["query"], a["key"], a["value"], a["grad_out"]
@@ -216,7 +257,7 @@ def sdpa_backward_cost(a: Args, out: Outputs) -> Cost:
     return _macs(macs, 4 * b * h * sq * k.shape[-2])
 
 
-@register_formula(aten._native_multi_head_attention)
+@register_formula(aten._native_multi_head_attention, kind=OpKind.ATTENTION)
 def native_mha_cost(a: Args, out: Outputs) -> Cost:
     """The fused fast path of nn.MultiheadAttention (eval, no_grad, real CPU/CUDA tensors):
     in-projection L*E*E (q) + 2*S*E*E (k, v), QK^T and AV 2*L*S*E, out-projection L*E*E MACs per
@@ -233,7 +274,7 @@ def native_mha_cost(a: Args, out: Outputs) -> Cost:
 # -- normalisation ----------------------------------------------------------------------------
 @register_formula(aten.native_batch_norm, aten._native_batch_norm_legit,
                   aten._native_batch_norm_legit_functional, aten.cudnn_batch_norm,
-                  aten.miopen_batch_norm)
+                  aten.miopen_batch_norm, kind=OpKind.NORM)
 def batch_norm_cost(a: Args, out: Outputs) -> Cost:
     """Training (batch statistics): mean 1 + variance 3 + normalise 2 + affine 2 FLOPs per element.
     Evaluation (running statistics): normalise 2 + affine 2 per element."""
@@ -243,7 +284,7 @@ def batch_norm_cost(a: Args, out: Outputs) -> Cost:
     return _flops(x.numel * ((4 if training else 0) + 2 + affine))
 
 
-@register_formula(aten._native_batch_norm_legit_no_training)
+@register_formula(aten._native_batch_norm_legit_no_training, kind=OpKind.NORM)
 def batch_norm_eval_cost(a: Args, out: Outputs) -> Cost:
     """Running statistics: normalise 2 + affine 2 FLOPs per element."""
     affine = 2 if a.get("weight") is not None else 0
@@ -251,20 +292,20 @@ def batch_norm_eval_cost(a: Args, out: Outputs) -> Cost:
 
 
 @register_formula(aten.native_batch_norm_backward, aten.cudnn_batch_norm_backward,
-                  aten.miopen_batch_norm_backward, aten.batch_norm_backward)
+                  aten.miopen_batch_norm_backward, aten.batch_norm_backward, kind=OpKind.NORM_BACKWARD)
 def batch_norm_backward_cost(a: Args, out: Outputs) -> Cost:
     """grad_bias 1 (sum dy) + grad_weight 2 (sum dy*xhat) + grad_input 6 FLOPs per element."""
     return _flops(9 * a["input"].numel)
 
 
-@register_formula(aten.native_layer_norm, aten.native_group_norm)
+@register_formula(aten.native_layer_norm, aten.native_group_norm, kind=OpKind.NORM)
 def layer_norm_cost(a: Args, out: Outputs) -> Cost:
     """Mean 1 + variance 3 + normalise 2 + affine 2 FLOPs per element (layer and group norm)."""
     affine = 2 if a.get("weight") is not None else 0
     return _flops(a["input"].numel * (6 + affine))
 
 
-@register_formula(aten.native_layer_norm_backward, aten.native_group_norm_backward)
+@register_formula(aten.native_layer_norm_backward, aten.native_group_norm_backward, kind=OpKind.NORM_BACKWARD)
 def layer_norm_backward_cost(a: Args, out: Outputs) -> Cost:
     """Like batch norm's backward: 9 FLOPs per element."""
     return _flops(9 * a["input"].numel)
@@ -273,20 +314,20 @@ def layer_norm_backward_cost(a: Args, out: Outputs) -> Cost:
 # -- pooling ----------------------------------------------------------------------------------
 @register_formula(aten.max_pool1d_with_indices, aten.max_pool2d_with_indices,
                   aten.max_pool3d_with_indices, aten.max_pool2d, aten.max_pool1d, aten.max_pool3d,
-                  aten.mkldnn_max_pool2d)
+                  aten.mkldnn_max_pool2d, kind=OpKind.POOL)
 def max_pool_cost(a: Args, out: Outputs) -> Cost:
     """prod(kernel) - 1 comparisons per output element."""
     return _flops(_first(out).numel * (prod(a["kernel_size"]) - 1))
 
 
-@register_formula(aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d)
+@register_formula(aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d, kind=OpKind.POOL)
 def avg_pool_cost(a: Args, out: Outputs) -> Cost:
     """prod(kernel) - 1 adds + 1 divide = prod(kernel) FLOPs per output element."""
     return _flops(_first(out).numel * prod(a["kernel_size"]))
 
 
 @register_formula(aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d, aten.adaptive_max_pool2d,
-                  aten.adaptive_max_pool3d, aten.adaptive_max_pool1d)
+                  aten.adaptive_max_pool3d, aten.adaptive_max_pool1d, kind=OpKind.POOL)
 def adaptive_pool_cost(a: Args, out: Outputs) -> Cost:
     """Every input element is added (or compared) once; one divide per output element."""
     return _flops(a["self"].numel + _first(out).numel)
@@ -295,7 +336,8 @@ def adaptive_pool_cost(a: Args, out: Outputs) -> Cost:
 @register_formula(aten.max_pool2d_with_indices_backward, aten.max_pool3d_with_indices_backward,
                   aten.avg_pool2d_backward, aten.avg_pool3d_backward,
                   aten._adaptive_avg_pool2d_backward, aten._adaptive_avg_pool3d_backward,
-                  aten.adaptive_max_pool2d_backward, aten.adaptive_max_pool3d_backward)
+                  aten.adaptive_max_pool2d_backward, aten.adaptive_max_pool3d_backward,
+                  kind=OpKind.POOL_BACKWARD)
 def pool_backward_cost(a: Args, out: Outputs) -> Cost:
     """Scatter/spread of the output gradient: one add per input-gradient element."""
     return _flops(_first(out).numel)
@@ -349,11 +391,16 @@ POINTWISE_FLOPS: dict[int, tuple[Any, ...]] = {
     8: (aten.gelu, aten.gelu_, aten.upsample_bicubic2d),
     12: (aten.gelu_backward,),
 }
+RANDOM_OPS: frozenset[Any] = frozenset({aten.bernoulli_, aten.uniform_, aten.normal_, aten.random_})
+"""Pointwise operators that draw random numbers (OpKind.RANDOM); the others move (0 FLOPs) or compute."""
 for _k, _ops in POINTWISE_FLOPS.items():
-    register_formula(*_ops)(_pointwise(_k))
+    register_formula(*(o for o in _ops if o not in RANDOM_OPS),
+                     kind=OpKind.ELEMENTWISE if _k else OpKind.COPY)(_pointwise(_k))
+register_formula(*RANDOM_OPS, kind=OpKind.RANDOM)(_pointwise(0))
 
 
-@register_formula(aten.index_add, aten.index_add_, aten.scatter_add, aten.scatter_add_)
+@register_formula(aten.index_add, aten.index_add_, aten.scatter_add, aten.scatter_add_,
+                  kind=OpKind.ELEMENTWISE)
 def index_add_cost(a: Args, out: Outputs) -> Cost:
     """One add per element of ``source`` / ``src`` (e.g. the backward of index_select)."""
     return _flops(_numel(a.get("source", a.get("src"))))
@@ -362,33 +409,34 @@ def index_add_cost(a: Args, out: Outputs) -> Cost:
 # -- reductions, softmax, losses --------------------------------------------------------------
 @register_formula(aten.sum, aten.mean, aten.amax, aten.amin, aten.max, aten.min, aten.argmax,
                   aten.argmin, aten.norm, aten.linalg_vector_norm, aten.var, aten.std, aten.prod,
-                  aten.logsumexp, aten.any, aten.all, aten.var_mean, aten.std_mean, aten.cumsum)
+                  aten.logsumexp, aten.any, aten.all, aten.var_mean, aten.std_mean, aten.cumsum,
+                  kind=OpKind.REDUCTION)
 def reduction_cost(a: Args, out: Outputs) -> Cost:
     """One FLOP per input element."""
     return _flops(a["self"].numel if "self" in a else _numel(a.get("input")))
 
 
-@register_formula(aten._softmax, aten._log_softmax, aten._safe_softmax)
+@register_formula(aten._softmax, aten._log_softmax, aten._safe_softmax, kind=OpKind.SOFTMAX)
 def softmax_cost(a: Args, out: Outputs) -> Cost:
     """max 1 + subtract 1 + exp 1 + sum 1 + divide (or log) 1 = 5 FLOPs per element."""
     return _flops(5 * a["self"].numel)
 
 
-@register_formula(aten._softmax_backward_data, aten._log_softmax_backward_data)
+@register_formula(aten._softmax_backward_data, aten._log_softmax_backward_data, kind=OpKind.SOFTMAX)
 def softmax_backward_cost(a: Args, out: Outputs) -> Cost:
     """dy*y, its sum, subtract, multiply: 4 FLOPs per element."""
     return _flops(4 * a["grad_output"].numel)
 
 
 @register_formula(aten.nll_loss_forward, aten.nll_loss2d_forward, aten.nll_loss_backward,
-                  aten.nll_loss2d_backward)
+                  aten.nll_loss2d_backward, kind=OpKind.SOFTMAX)
 def nll_loss_cost(a: Args, out: Outputs) -> Cost:
     """Gather one log-probability per target and average: 2 FLOPs per target (negated gather/add)."""
     return _flops(2 * a["target"].numel)
 
 
 @register_formula(aten.mse_loss, aten.mse_loss_backward, aten.binary_cross_entropy_with_logits,
-                  aten.smooth_l1_loss, aten.l1_loss, aten.binary_cross_entropy)
+                  aten.smooth_l1_loss, aten.l1_loss, aten.binary_cross_entropy, kind=OpKind.SOFTMAX)
 def elementwise_loss_cost(a: Args, out: Outputs) -> Cost:
     """Difference, square (or log terms) and mean: 3 FLOPs per input element."""
     return _flops(3 * a["self"].numel if "self" in a else 3 * _numel(a["input"]))
@@ -415,7 +463,7 @@ FOREACH_FLOPS: dict[int, tuple[Any, ...]] = {
         aten._foreach_addcdiv),
 }
 for _k, _ops in FOREACH_FLOPS.items():
-    register_formula(*_ops)(_foreach(_k))
+    register_formula(*_ops, kind=OpKind.OPTIMIZER)(_foreach(_k))
 
 
 def registered_ops() -> Iterable[Any]:
