@@ -1,9 +1,9 @@
 """The ``dnncost`` command line: one parser, one module per subcommand under ``dnncost.commands``.
 
 Each command module defines ``add_parser(subparsers)`` (which sets ``func``) and ``run(args) -> int``.
-Commands are discovered, so adding a subcommand is adding one file. Exit codes: 0 success,
-1 the work ran but found a problem, 2 bad input (one line, no traceback unless ``--debug``),
-130 interrupted.
+Commands are discovered, so adding a subcommand is adding one file. Exit codes (the ``EXIT_*``
+constants below, which commands return): 0 success, 1 the work ran but found a problem, 2 bad input
+(one line, no traceback unless ``--debug``; argparse's usage errors too), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -12,16 +12,29 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from dnncost import __version__
 from dnncost.errors import DnncostError
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK = 0  # source: POSIX, success
+EXIT_FAILED = 1  # the work ran but found a problem (a failed network, a finding)
+EXIT_BAD_INPUT = 2  # source: argparse's exit status for a usage error; ours for every bad input
+EXIT_INTERRUPTED = 130  # source: shell convention, 128 + SIGINT (2)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, ``dnncost <cmd>: error: ...``, exit 2 --
+    the same shape as every other bad-input error -- instead of argparse's multi-line usage dump.
+    Subcommand parsers inherit the class (``add_subparsers`` uses the parent parser's type)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every discovered subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dnncost",
         description="What a deep neural network costs, in computation and in time.",
     )

@@ -20,6 +20,29 @@ class InputSpecError(DnncostError, ValueError):
     """A malformed input shape, or an input the model cannot take."""
 
 
+class ModelFailedError(InputSpecError):
+    """The model's own code failed: its factory raised, or its forward raised on the input given.
+
+    Worded by :func:`model_failed` everywhere (count, time, train, predict, the study's workers)."""
+
+
+def model_failed(name: str, cause: BaseException, *, module: tuple[str, str] | None = None,
+                 shapes: str | None = None, building: bool = False) -> ModelFailedError:
+    """The one wording of a model's own failure: "model X failed in module Y (Kind) on an input of
+    shape Z: <first line of the cause>". ``module`` is (path, class name), path '' for the model's
+    own forward; ``building`` says the factory (constructor) failed instead."""
+    text = str(cause).strip()
+    reason = text.splitlines()[0] if text else type(cause).__name__
+    if building:
+        return ModelFailedError(f"building model '{name}' failed: {type(cause).__name__}: {reason}")
+    where = ""
+    if module is not None:
+        path, kind = module
+        where = f" in module '{path}' ({kind})" if path else f" in its own forward ({kind})"
+    on = f" on an input of shape {shapes} (batch first)" if shapes else ""
+    return ModelFailedError(f"model '{name}' failed{where}{on}: {reason}")
+
+
 class DatasetError(DnncostError, ValueError):
     """A dataset spec that is unknown, or a local dataset path that is missing or malformed."""
 
@@ -37,6 +60,9 @@ class TrainingDivergedError(DnncostError, ArithmeticError):
 
 
 def suggest(name: str, choices: Iterable[str], *, n: int = 5) -> str:
-    """' Did you mean: a, b?' for the closest of ``choices`` to ``name``, or '' when none is close."""
-    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.6)
+    """' Did you mean: a, b?' for the closest of ``choices`` to ``name``, or '' when none is close.
+
+    ``choices`` gathered from several sources may repeat a name (a zoo and a torchvision resnet50);
+    each is offered once."""
+    close = difflib.get_close_matches(name, list(dict.fromkeys(choices)), n=n, cutoff=0.6)
     return f" Did you mean: {', '.join(close)}?" if close else ""

@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
         f"peak memory: {first.peak_memory_source}",
     ]
     if first.efficiency is None:
-        footer.append("efficiency needs a calibration of this machine: run 'dnncost calibrate'"
-                      + (f" --threads {first.threads}" if args.threads else ""))
+        calibrate = "dnncost calibrate" + (f" --threads {first.threads}" if args.threads else "")
+        footer.append(f"efficiency needs a calibration of this machine: run '{calibrate}'")
     if args.format == "table":
         for row in rows:
             row["peak_memory_bytes"] = human(row["peak_memory_bytes"], unit="B")

@@ -4,6 +4,7 @@ micro-benchmarks, so each is checked and worded the same way everywhere."""
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 
@@ -12,6 +13,10 @@ import torch
 from dnncost.errors import DeviceError, InputSpecError, suggest
 
 SUPPORTED_DEVICES = ("cpu", "cuda")  # the device types dnncost can time (and synchronise)
+PROC_MEMINFO = "/proc/meminfo"  # source: proc(5), MemAvailable since Linux 3.14
+CGROUP_MEMORY_MAX = "/sys/fs/cgroup/memory.max"  # source: Linux cgroup v2 docs, memory interface
+CGROUP_MEMORY_CURRENT = "/sys/fs/cgroup/memory.current"  # source: idem
+GIB = 1024**3  # bytes in a GiB
 
 
 class BatchTooLargeError(InputSpecError):
@@ -56,14 +61,27 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def check_threads(threads: int) -> int:
+    """``threads`` if it is a thread count this machine can honour; DeviceError otherwise.
+
+    More threads than logical CPUs is refused rather than warned about: the threads would take
+    turns on the cores, so a timing would measure the oversubscription, not the network, and the
+    thread count stamped on the result would describe a machine that does not exist."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise DeviceError(f"threads must be a positive integer, got {threads!r}")
+    cores = os.cpu_count() or 1
+    if threads > cores:
+        raise DeviceError(f"{threads} threads requested but this machine has {cores} logical "
+                          f"CPU(s); use {cores} or fewer")
+    return threads
+
+
 @contextlib.contextmanager
 def using_threads(threads: int | None) -> Iterator[int]:
     """Set torch's intra-op thread count for the block (restoring it after); yields the count."""
     before = torch.get_num_threads()
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise DeviceError(f"threads must be a positive integer, got {threads!r}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_threads(threads))
     try:
         yield torch.get_num_threads()
     finally:
@@ -121,5 +139,54 @@ def out_of_memory_as_error(*, batch_size: int, device: torch.device) -> Iterator
             "try a smaller batch size") from exc
 
 
-__all__ = ["SUPPORTED_DEVICES", "BatchTooLargeError", "StepClock", "is_out_of_memory",
-           "out_of_memory_as_error", "resolve_device", "synchronize", "using_threads"]
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Bytes ``device`` can still allocate now, or None where this cannot be read.
+
+    CPU: MemAvailable of /proc/meminfo (Linux), lowered to what the process's cgroup v2 memory
+    limit still allows; CUDA: the free memory the driver reports."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    available = _meminfo_bytes("MemAvailable")
+    limit, used = _read_int(CGROUP_MEMORY_MAX), _read_int(CGROUP_MEMORY_CURRENT)
+    if limit is not None and used is not None:
+        available = max(0, limit - used) if available is None else min(available, max(0, limit - used))
+    return available
+
+
+def _meminfo_bytes(key: str) -> int | None:
+    try:
+        with open(PROC_MEMINFO) as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name == key:
+                    return int(rest.split()[0]) * 1024  # /proc/meminfo gives kB (KiB)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())  # "max" (no limit) is not an int
+    except (OSError, ValueError):
+        return None
+
+
+def check_memory_fits(needed_bytes: int, *, device: torch.device, batch_size: int) -> None:
+    """BatchTooLargeError before anything is allocated when a step's counted peak memory
+    (dnncost.counting's ``peak_bytes``, a lower bound: no allocator overhead, no fragmentation)
+    is more than ``device`` has available; nothing when it fits or cannot be known."""
+    available = available_memory_bytes(device)
+    if available is not None and needed_bytes > available:
+        raise BatchTooLargeError(
+            f"a step at batch size {batch_size} needs at least {needed_bytes / GIB:.2f} GiB of "
+            f"memory (counted peak estimate) but {device} has {available / GIB:.2f} GiB available; "
+            "try a smaller batch size or input")
+
+
+__all__ = ["SUPPORTED_DEVICES", "BatchTooLargeError", "StepClock", "available_memory_bytes",
+           "check_memory_fits", "check_threads", "is_out_of_memory", "out_of_memory_as_error",
+           "resolve_device", "synchronize", "using_threads"]
