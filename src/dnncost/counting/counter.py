@@ -26,6 +26,7 @@ from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
 from dnncost.counting.formulas import TensorSpec, formula_for, is_view, tensors_in
 from dnncost.errors import InputSpecError
 from dnncost.measuring.device import resolve_device
+from dnncost.measuring.failure import named_model_failure
 from dnncost.measuring.step import (
     LOSS_MODULE,
     OPTIMIZER_MODULE,
@@ -259,7 +260,7 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
     def part(p: Part) -> Iterator[None]:
         """Switch phase and attribution as the step moves through its parts."""
         if p is Part.FORWARD:
-            with _named_failure(module, batch, counting, name), \
+            with named_model_failure(module, name=name, inputs=batch), \
                     (saved.hooks() if mode is Mode.TRAIN else contextlib.nullcontext()):
                 yield
         elif p is Part.LOSS:
@@ -291,22 +292,6 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
         extra={"gradient_bytes": grad_bytes if mode is Mode.TRAIN else 0,
                "optimizer": type(opt).__name__ if opt is not None else None},
     )
-
-
-@contextlib.contextmanager
-def _named_failure(module: nn.Module, batch: tuple[Any, ...], counting: _CountingMode,
-                   name: str) -> Iterator[None]:
-    """A model's own failure on the input, as an InputSpecError naming the module it failed in."""
-    try:
-        yield
-    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
-        path, kind = counting.where()
-        shapes = ", ".join("x".join(map(str, t.shape)) for t in batch if isinstance(t, torch.Tensor))
-        where = f"module '{path}' ({kind})" if path not in ("", LOSS_MODULE) else "the model's own forward"
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputSpecError(
-            f"model '{name}' cannot take an input of shape {shapes} (batch first): it failed in "
-            f"{where}: {first_line}") from exc
 
 
 def _initialise_optimizer_state(opt: torch.optim.Optimizer, params: Sequence[nn.Parameter]) -> None:
