@@ -24,12 +24,14 @@ from dnncost.errors import InputSpecError, TrainingDivergedError
 from dnncost.measuring.calibrate import load_calibration
 from dnncost.measuring.device import (
     StepClock,
+    check_memory_fits,
     out_of_memory_as_error,
     resolve_device,
     synchronize,
     using_threads,
 )
 from dnncost.measuring.environment import Environment, current_environment
+from dnncost.measuring.failure import named_model_failure
 from dnncost.measuring.measurement import (
     MIN_SAMPLES_FOR_CI,
     NOISE_THRESHOLD,
@@ -208,10 +210,12 @@ def time_model(model: nn.Module, input_shape: Sequence[int], options: StepOption
     if count_flops:  # first: a model that cannot take the input fails here, named, before any timing
         report = count(model, mode=opts.mode.value, batch_size=opts.batch_size, input_shape=shape,
                        optimizer=opts.optimizer.value, name=name)
+        check_memory_fits(report.peak_bytes, device=dev, batch_size=opts.batch_size)
 
     with using_threads(opts.threads) as n_threads, preserved(model):
         rss_before = _max_rss_bytes()
-        samples = _run_steps(model, shape, opts, dev, dtype)
+        with named_model_failure(model, name=name, shape="x".join(map(str, (opts.batch_size, *shape)))):
+            samples = _run_steps(model, shape, opts, dev, dtype)
         if dev.type == "cuda":
             peak_memory: int | None = torch.cuda.max_memory_allocated(dev)
             memory_source = "torch.cuda.max_memory_allocated (the whole run, model included)"

@@ -26,7 +26,8 @@ from dnncost.measuring.device import (
     using_threads,
 )
 from dnncost.measuring.environment import Environment, current_environment
-from dnncost.measuring.step import OptimizerKind, make_optimizer, primary_output
+from dnncost.measuring.failure import named_model_failure
+from dnncost.measuring.step import OptimizerKind, make_optimizer, primary_output, trainable_parameters
 
 # Defaults: LeNet-5 on digits reaches >= 95% validation accuracy with them (tests/test_training.py)
 DEFAULT_EPOCHS = 10  # source: measured, LeNet-5/digits passes 95% validation accuracy by epoch ~4
@@ -161,7 +162,11 @@ def train(
     val_loader = DataLoader(data.val, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                             pin_memory=pin)
     records: list[EpochRecord] = []
-    with using_threads(threads) as n_threads, out_of_memory_as_error(batch_size=batch_size, device=dev):
+    if not trainable_parameters(model):
+        raise InputSpecError(f"{name} has no trainable parameters, so training has nothing to update")
+    batch_shape = "x".join(map(str, (batch_size, *data.input_shape)))
+    with using_threads(threads) as n_threads, out_of_memory_as_error(batch_size=batch_size, device=dev), \
+            named_model_failure(model, name=name, shape=batch_shape):
         model.to(dev)
         _check_classes(model, data, dev)
         opt = make_optimizer(optimizer, model.parameters(), lr=lr)

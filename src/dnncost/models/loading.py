@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dnncost.errors import InputSpecError, ModelNotFoundError, suggest
+from dnncost.errors import DnncostError, InputSpecError, ModelNotFoundError, model_failed, suggest
 
 DEFAULT_INPUT_SHAPE = (3, 224, 224)  # source: torchvision's ImageNet classifiers
 DEFAULT_NUM_CLASSES = 1000  # source: ImageNet-1k
@@ -42,7 +42,13 @@ class LoadedModel:
                     return _checked(self.builder(), self.name)
             except Exception:  # some constructors need real tensors (e.g. torchvision's RegNet)
                 pass
-        return _checked(self.builder(), self.name).to(device)
+        try:
+            built = self.builder()
+        except DnncostError:
+            raise
+        except Exception as exc:  # the user's factory or constructor raised: its own failure
+            raise model_failed(self.name, exc, building=True) from exc
+        return _checked(built, self.name).to(device)
 
     @cached_property
     def module(self) -> nn.Module:
