@@ -1,4 +1,4 @@
-"""dnncost.measuring.timing: Measurement statistics, time_model's steps, threads, state, devices and errors."""
+"""dnncost.measuring.timing: Measurement statistics, time_model's steps, threads, state, devices, errors."""
 from __future__ import annotations
 
 import math
@@ -10,12 +10,23 @@ from torch import nn
 
 from dnncost.errors import DeviceError, DnncostError, InputSpecError, TrainingDivergedError
 from dnncost.measuring.device import BatchTooLargeError, StepClock, resolve_device
+from dnncost.measuring.environment import MachineLoad
 from dnncost.measuring.measurement import Measurement, NoisyMeasurementWarning
+from dnncost.measuring.probe import Probe as ReferenceProbe
+from dnncost.measuring.probe import record_probe
 from dnncost.measuring.step import Mode, primary_output, random_targets
-from dnncost.measuring.timing import time_model
+from dnncost.measuring.timing import BusyMachineWarning, time_model
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 pytestmark = pytest.mark.filterwarnings("ignore::dnncost.measuring.measurement.NoisyMeasurementWarning")
+QUIET = MachineLoad(load_average=0.0, steal_share=0.0, others_share=0.0, cpu_mhz=None, cores=2,
+                    threads=1)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe references and calibrations go to a fresh cache, not the user's."""
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
 
 
 def tiny_net(classes: int = 3) -> nn.Module:
@@ -110,16 +121,55 @@ def test_noisy_run_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(StepClock, "stop", lambda self: next(fake))
     with pytest.warns(NoisyMeasurementWarning, match="noisy"):
         timing = time_model(tiny_net(), (1, 6, 6), batch_size=1, warmup=0, repeats=10,
-                            count_flops=False)
+                            count_flops=False, probe=False)
     assert timing.measurement.noisy
 
 
 def test_quiet_run_does_not_warn(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(StepClock, "stop", lambda self: 0.001)
+    monkeypatch.setattr(StepClock, "stop", lambda self: 0.001)  # the probe's clock too: no drift
+    monkeypatch.setattr("dnncost.measuring.timing.machine_load", lambda *a, **k: QUIET)
     with warnings.catch_warnings():
         warnings.simplefilter("error", NoisyMeasurementWarning)
         timing = time_model(tiny_net(), (1, 6, 6), batch_size=1, warmup=0, repeats=6, count_flops=False)
     assert timing.measurement.median == 0.001 and not timing.measurement.noisy
+    assert timing.probe is not None and timing.probe.drift == 0.0 and not timing.shifted
+
+
+def test_run_carries_its_probe_and_machine_load() -> None:
+    timing = time_model(tiny_net(), (1, 6, 6), batch_size=2, threads=1, warmup=0, repeats=3,
+                        count_flops=False)
+    probe = timing.probe
+    assert probe is not None and probe.before_s > 0 and probe.after_s > 0
+    assert probe.reference_s is not None and probe.reference_s <= min(probe.before_s, probe.after_s)
+    assert timing.load is not None and timing.load.threads == 1
+    data = timing.to_dict()
+    assert data["probe"]["reference_s"] == probe.reference_s and "others_share" in data["load"]
+    assert timing.to_row()["probe_drift"] == probe.drift
+
+
+def test_whole_run_shift_warns_from_the_probe_although_the_steps_agree(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lenet5 case: every step 100x slower, within-run spread nil; only the probe can tell."""
+    record_probe(1e-3, "cpu", threads=1)  # the quiet machine's probe, on record
+    monkeypatch.setattr(StepClock, "stop", lambda self: 0.274)  # steps agree to the microsecond
+    monkeypatch.setattr(ReferenceProbe, "run", lambda self, reps=3: 2e-3)  # the machine is 2x slower now
+    monkeypatch.setattr("dnncost.measuring.timing.machine_load", lambda *a, **k: QUIET)
+    with pytest.warns(BusyMachineWarning, match=r"probe took \+100% longer") as caught:
+        timing = time_model(tiny_net(), (1, 6, 6), batch_size=1, threads=1, warmup=0, repeats=6,
+                            count_flops=False)
+    assert not timing.measurement.noisy and timing.shifted
+    assert timing.probe is not None and timing.probe.drift == pytest.approx(1.0)  # 2 / 1 - 1
+    assert len(caught) == 1  # the probe's warning only: the steps are not noisy, the machine quiet
+
+
+def test_busy_machine_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    busy = MachineLoad(load_average=3.0, steal_share=0.0, others_share=0.9, cpu_mhz=None, cores=2,
+                       threads=1)
+    monkeypatch.setattr("dnncost.measuring.timing.machine_load", lambda *a, **k: busy)
+    with pytest.warns(BusyMachineWarning, match="busy during this run .*other processes used 1.8"):
+        timing = time_model(tiny_net(), (1, 6, 6), batch_size=1, threads=1, warmup=0, repeats=2,
+                            count_flops=False, probe=False)
+    assert timing.load is busy and timing.probe is None
 
 
 def test_efficiency_uses_the_stored_calibration(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,12 @@
-"""The environment every result carries, so that results from different runs can be compared."""
+"""The environment every result carries, so that results from different runs can be compared.
+
+:class:`Environment` is the software and hardware; :class:`MachineLoad` is how busy the machine was
+while a run was timed (load average, CPU steal, CPU frequency, other processes' share of the CPU),
+read from Linux's /proc and /sys between :func:`cpu_times` snapshots (None elsewhere).
+"""
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import platform
@@ -108,3 +114,110 @@ def machine_fingerprint(device: torch.device | str = "cpu", *, threads: int | No
     key = "|".join([env.cpu_model, str(env.cpu_cores), env.device_name, str(env.threads),
                     env.torch_version, platform.machine()])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+# -- how busy the machine was during a run ----------------------------------------------------------
+BUSY_MARGIN = 0.10  # source: NOISE_THRESHOLD's 10%, as a share of the machine's cores
+STEAL_BUSY = 0.05  # source: our choice; cloud guidance reads sustained steal above a few percent
+# as a noisy neighbour on the VM host (the issue's target CV is 3%)
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """A snapshot of the CPU time counters (clock ticks since boot) from /proc/stat and
+    /proc/self/stat: the whole machine's busy, steal and total time, and this process's own."""
+
+    total: int  # every state of every CPU
+    busy: int  # user + nice + system + irq + softirq (guest time is inside user)
+    steal: int  # time the hypervisor gave this VM's CPUs to someone else
+    own: int  # this process's user + system time, all its threads
+
+
+def cpu_times() -> CpuTimes | None:
+    """The CPU time counters now; None where /proc is not readable (not Linux)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        own_stat = Path("/proc/self/stat").read_text()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "cpu":
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    rest = own_stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    utime, stime = int(rest[11]), int(rest[12])  # proc(5) fields 14 and 15
+    return CpuTimes(total=user + nice + system + idle + iowait + irq + softirq + steal,
+                    busy=user + nice + system + irq + softirq, steal=steal, own=utime + stime)
+
+
+def cpu_frequency_mhz() -> float | None:
+    """The mean current frequency of the CPUs (MHz): cpufreq's scaling_cur_freq where the kernel
+    exposes it, else /proc/cpuinfo's 'cpu MHz'; None where neither is readable."""
+    values = []
+    for path in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"):
+        try:
+            values.append(int(Path(path).read_text()) / 1e3)  # kHz -> MHz
+        except (OSError, ValueError):
+            continue
+    if not values:
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.lower().startswith("cpu mhz"):
+                    values.append(float(line.split(":", 1)[1]))
+        except (OSError, ValueError):
+            return None
+    return sum(values) / len(values) if values else None
+
+
+@dataclass(frozen=True)
+class MachineLoad:
+    """How busy the machine was while a run was timed. Shares are of the whole machine's CPU time
+    (all cores) between two :class:`CpuTimes` snapshots; None where not readable."""
+
+    load_average: float | None  # 1-minute load average at the end (it counts this process too)
+    steal_share: float | None
+    others_share: float | None  # every other process's CPU time (this one's children included)
+    cpu_mhz: float | None
+    cores: int
+    threads: int  # the run's own threads
+
+    @property
+    def others_cores(self) -> float | None:
+        """Other processes' CPU use in cores (others_share x cores)."""
+        return None if self.others_share is None else self.others_share * self.cores
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why the machine counts as busy (empty: it was not): other processes kept busy more
+        cores than the run's threads left free (plus BUSY_MARGIN of the machine), or the
+        hypervisor stole more than STEAL_BUSY of the CPU time."""
+        reasons = []
+        others = self.others_cores
+        free = max(self.cores - self.threads, 0)
+        if others is not None and others > free + BUSY_MARGIN * self.cores:
+            reasons.append(f"other processes used {others:.1f} of {self.cores} cores while "
+                           f"{self.threads} thread(s) were timed")
+        if self.steal_share is not None and self.steal_share > STEAL_BUSY:
+            reasons.append(f"the hypervisor stole {self.steal_share:.0%} of the CPU time")
+        return tuple(reasons)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.reasons)
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "busy": self.busy, "reasons": list(self.reasons)}
+
+
+def machine_load(before: CpuTimes | None, after: CpuTimes | None, *, threads: int) -> MachineLoad:
+    """The machine's load between two :func:`cpu_times` snapshots taken around a run."""
+    steal = others = None
+    if before is not None and after is not None and after.total > before.total:
+        total = after.total - before.total
+        steal = (after.steal - before.steal) / total
+        others = max(0, (after.busy - before.busy) - (after.own - before.own)) / total
+    try:
+        load: float | None = os.getloadavg()[0]
+    except OSError:
+        load = None
+    return MachineLoad(load_average=load, steal_share=steal, others_share=others,
+                       cpu_mhz=cpu_frequency_mhz(), cores=os.cpu_count() or 1, threads=threads)

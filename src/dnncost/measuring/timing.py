@@ -4,6 +4,10 @@ A number is only useful if it is honest: warmed up, repeated, synchronised with 
 timer, kept as raw samples with their spread, and stamped with the thread count and the machine.
 :func:`time_model` does that and returns a :class:`StepTiming`; :class:`Measurement` holds the raw
 samples and their statistics (median, IQR, coefficient of variation, 95% interval of the median).
+Each run is bracketed by the reference probe (:mod:`dnncost.measuring.probe`: the machine's speed
+just then, against its quiet-machine reference) and records how busy the machine was
+(:class:`dnncost.measuring.environment.MachineLoad`); a run on a slowed or busy machine warns
+(:class:`BusyMachineWarning`) even when its own samples agree.
 """
 from __future__ import annotations
 
@@ -30,14 +34,22 @@ from dnncost.measuring.device import (
     synchronize,
     using_threads,
 )
-from dnncost.measuring.environment import Environment, current_environment
+from dnncost.measuring.environment import (
+    Environment,
+    MachineLoad,
+    cpu_times,
+    current_environment,
+    machine_load,
+)
 from dnncost.measuring.failure import named_model_failure
 from dnncost.measuring.measurement import (
+    DRIFT_THRESHOLD,
     MIN_SAMPLES_FOR_CI,
     NOISE_THRESHOLD,
     Measurement,
     NoisyMeasurementWarning,
 )
+from dnncost.measuring.probe import Probe, ProbeReading, record_probe
 from dnncost.measuring.step import (
     DEFAULT_LR,
     Mode,
@@ -47,6 +59,11 @@ from dnncost.measuring.step import (
     random_batch,
     trainable_parameters,
 )
+
+
+class BusyMachineWarning(NoisyMeasurementWarning):
+    """A run timed while the machine was slowed (the reference probe drifted beyond
+    DRIFT_THRESHOLD) or busy (MachineLoad.busy): its figure may be shifted as a whole."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,14 @@ class StepTiming:
     environment: Environment
     flops: int | None = None  # counted FLOPs of one step (dnncost.counting.counter), None when not counted
     peak_flops_per_s: float | None = None  # this machine's calibrated peak for dtype and threads
+    probe: ProbeReading | None = None  # the reference probe around the run; None when not probed
+    load: MachineLoad | None = None  # how busy the machine was during the timed steps
+
+    @property
+    def shifted(self) -> bool:
+        """The reference probe ran more than DRIFT_THRESHOLD slower than on a quiet machine: the
+        whole run may be slowed, however well its samples agree."""
+        return self.probe is not None and self.probe.drift > DRIFT_THRESHOLD
 
     @property
     def samples_per_s(self) -> float:
@@ -144,6 +169,8 @@ class StepTiming:
             "achieved_gflops_per_s": _scaled(self.achieved_flops_per_s, 1e-9),
             "efficiency": self.efficiency, "peak_memory_bytes": self.peak_memory_bytes,
             "noisy": m.noisy,
+            "probe_drift": self.probe.drift if self.probe is not None else None,
+            "busy": self.load.busy if self.load is not None else None,
         }
 
     def to_dict(self) -> dict[str, object]:
@@ -158,6 +185,8 @@ class StepTiming:
             "flops": self.flops, "achieved_flops_per_s": self.achieved_flops_per_s,
             "peak_flops_per_s": self.peak_flops_per_s, "efficiency": self.efficiency,
             "samples_per_s": self.samples_per_s, "environment": self.environment.to_dict(),
+            "probe": self.probe.to_dict() if self.probe is not None else None,
+            "load": self.load.to_dict() if self.load is not None else None,
         }
 
 
@@ -190,7 +219,8 @@ def _max_rss_bytes() -> int:
 
 # -- the public entry point ------------------------------------------------------------------------
 def time_model(model: nn.Module, input_shape: Sequence[int], options: StepOptions | None = None, *,
-               name: str | None = None, count_flops: bool = True, **overrides: Any) -> StepTiming:
+               name: str | None = None, count_flops: bool = True, probe: bool | Probe = True,
+               **overrides: Any) -> StepTiming:
     """Time one training or validation step of ``model`` on a fixed random batch.
 
     ``options`` (or keyword ``overrides`` of its fields: ``batch_size=32, mode="eval"``) says which
@@ -198,6 +228,9 @@ def time_model(model: nn.Module, input_shape: Sequence[int], options: StepOption
     timed steps until their total reaches the budget (at least MIN_SAMPLES_FOR_CI). Each sample is
     one step with the device synchronised inside the timer. The model is left as found.
     ``count_flops`` counts the same step (dnncost.counting) for achieved FLOP/s and efficiency.
+    ``probe`` (True, or a :class:`Probe` to reuse) times the reference workload before the warm-up
+    and after the timed steps, at the same thread count, against this machine's fastest probe on
+    record; a drift beyond DRIFT_THRESHOLD, or a busy machine, warns (:class:`BusyMachineWarning`).
     """
     opts = step_options(options, overrides)
     dev = resolve_device(opts.device)
@@ -214,8 +247,17 @@ def time_model(model: nn.Module, input_shape: Sequence[int], options: StepOption
 
     with using_threads(opts.threads) as n_threads, preserved(model):
         rss_before = _max_rss_bytes()
+        prober = (probe if isinstance(probe, Probe) else Probe(dev)) if probe else None
+        before_s = prober.run() if prober is not None else None
+        ticks_before = cpu_times()
         with named_model_failure(model, name=name, shape="x".join(map(str, (opts.batch_size, *shape)))):
             samples = _run_steps(model, shape, opts, dev, dtype)
+        load = machine_load(ticks_before, cpu_times(), threads=n_threads)
+        reading = None
+        if prober is not None and before_s is not None:
+            after_s = prober.run()
+            reference = record_probe(min(before_s, after_s), dev, threads=n_threads)
+            reading = ProbeReading(before_s=before_s, after_s=after_s, reference_s=reference)
         if dev.type == "cuda":
             peak_memory: int | None = torch.cuda.max_memory_allocated(dev)
             memory_source = "torch.cuda.max_memory_allocated (the whole run, model included)"
@@ -231,6 +273,16 @@ def time_model(model: nn.Module, input_shape: Sequence[int], options: StepOption
             f"{name} {opts.mode.value} step timing is noisy: IQR is {measurement.relative_iqr:.0%} "
             f"of the median (threshold {NOISE_THRESHOLD:.0%}); the machine may be busy",
             NoisyMeasurementWarning, stacklevel=2)
+    if reading is not None and reading.drift > DRIFT_THRESHOLD:
+        warnings.warn(
+            f"{name} {opts.mode.value} step: the machine ran slow during this run (the reference "
+            f"probe took {reading.drift:+.0%} longer than on a quiet machine, threshold "
+            f"{DRIFT_THRESHOLD:.0%}); the whole figure may be shifted, however little its steps vary",
+            BusyMachineWarning, stacklevel=2)
+    if load.busy:
+        warnings.warn(f"{name} {opts.mode.value} step: the machine was busy during this run "
+                      f"({'; '.join(load.reasons)}); the figure may be slower than this machine's "
+                      "best", BusyMachineWarning, stacklevel=2)
 
     flops = None
     if report is not None:
@@ -244,7 +296,7 @@ def time_model(model: nn.Module, input_shape: Sequence[int], options: StepOption
         threads=n_threads, dtype=str(dtype).removeprefix("torch."),
         optimizer=opts.optimizer.value if opts.mode is Mode.TRAIN else None,
         measurement=measurement, peak_memory_bytes=peak_memory, peak_memory_source=memory_source,
-        environment=environment, flops=flops, peak_flops_per_s=peak,
+        environment=environment, flops=flops, peak_flops_per_s=peak, probe=reading, load=load,
     )
 
 
@@ -294,4 +346,5 @@ def _check_loss(loss: torch.Tensor | None, step: int, *, warmup: bool) -> None:
             "on random inputs; lower the learning rate or check the model")
 
 
-__all__ = ["StepOptions", "StepTiming", "prepare_step", "preserved", "step_options", "time_model"]
+__all__ = ["BusyMachineWarning", "StepOptions", "StepTiming", "prepare_step", "preserved",
+           "step_options", "time_model"]

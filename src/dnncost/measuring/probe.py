@@ -1,0 +1,124 @@
+"""The reference workload: a short fixed probe timed between repeats, the noise floor of a run.
+
+A step time alone cannot tell a slow network from a slow machine. The probe -- one square matmul
+(compute-bound) and one copy of a few MiB (memory-bound), a few milliseconds in all -- does the same
+work every time, so its time is the machine's speed at that moment: timed next to every repeat, at
+the repeat's thread count and on its device, it shows when the machine slowed down (a neighbour,
+frequency scaling, a noisy VM host), even when the run's own steps agree with each other.
+
+The fastest probe seen on this machine, device and thread count is kept in the cache
+(``~/.cache/dnncost/probe/<fingerprint>.json``, beside the calibration) as the quiet-machine
+reference a single run is compared with; a session of interleaved runs also compares against its own
+fastest probe (:func:`dnncost.measuring.measurement.probe_drift`).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dnncost.measuring.calibrate import cache_dir
+from dnncost.measuring.device import StepClock, synchronize
+from dnncost.measuring.environment import machine_fingerprint
+from dnncost.measuring.measurement import probe_drift
+
+PROBE_MATMUL_SIZE = 256  # source: measured, 2*256^3 = 33.6 MFLOP took 0.4-0.7 ms on one core of
+# this 2-core EPYC VM; its three 256 KiB matrices fit in a core's L2 (1 MiB), so it is compute-bound
+PROBE_COPY_BYTES = 8 * 2**20  # source: measured, 8 MiB (8x a core's L2) copied in ~1-2 ms here:
+# memory-bound, the resource a neighbour competes for
+PROBE_REPS = 3  # source: our choice; the median of 3 survives one interrupted rep at ~3x the cost of 1
+
+
+@dataclass(frozen=True)
+class ProbeReading:
+    """The probe timed before and after one repeat, and the quiet-machine reference it is set against."""
+
+    before_s: float
+    after_s: float
+    reference_s: float | None  # the fastest probe on record for this machine; None when unknown
+
+    @property
+    def probe_s(self) -> float:
+        """The probe's time around the repeat: the mean of before and after."""
+        return (self.before_s + self.after_s) / 2
+
+    @property
+    def drift(self) -> float:
+        """Fractional slowdown of the probe against the reference (0.25: 25% slower); NaN without one."""
+        return probe_drift(self.probe_s, self.reference_s)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"before_s": self.before_s, "after_s": self.after_s, "probe_s": self.probe_s,
+                "reference_s": self.reference_s, "drift": self.drift}
+
+
+class Probe:
+    """The reference workload on one device, its tensors allocated once."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        gen = torch.Generator().manual_seed(0)
+        n = PROBE_MATMUL_SIZE
+        self._a = torch.randn(n, n, generator=gen).to(self.device)  # (n, n)
+        self._b = torch.randn(n, n, generator=gen).to(self.device)  # (n, n)
+        self._out = torch.empty(n, n, device=self.device)  # (n, n)
+        self._src = torch.ones(PROBE_COPY_BYTES // 4, device=self.device)  # float32 elements
+        self._dst = torch.empty_like(self._src)
+        self._clock = StepClock(self.device)
+        self._once()  # first call: allocate workspaces, pick kernels
+
+    def _once(self) -> None:
+        torch.mm(self._a, self._b, out=self._out)
+        self._dst.copy_(self._src)
+
+    def run(self, *, reps: int = PROBE_REPS) -> float:
+        """Seconds for one pass of the probe: the median of ``reps`` timed passes."""
+        times = []
+        synchronize(self.device)
+        for _ in range(reps):
+            self._clock.start()
+            self._once()
+            times.append(self._clock.stop())
+        return statistics.median(times)
+
+
+# -- the quiet-machine reference ------------------------------------------------------------------
+def reference_path(device: torch.device | str = "cpu", *, threads: int) -> Path:
+    """The file holding the fastest probe on record for this machine, device and thread count."""
+    return cache_dir() / "probe" / f"{machine_fingerprint(device, threads=threads)}.json"
+
+
+def load_reference(device: torch.device | str = "cpu", *, threads: int) -> float | None:
+    """The fastest probe time (seconds) on record; None when none is, or the file is unreadable."""
+    path = reference_path(device, threads=threads)
+    try:
+        value = json.loads(path.read_text())["fastest_s"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def record_probe(seconds: float, device: torch.device | str = "cpu", *, threads: int) -> float:
+    """Keep ``seconds`` as the reference if it is faster than the one on record; returns the
+    reference now in force. A cache that cannot be written is not an error (the reference is
+    then this run's own)."""
+    best = load_reference(device, threads=threads)
+    if best is not None and best <= seconds:
+        return best
+    path = reference_path(device, threads=threads)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"fastest_s": seconds, "matmul_size": PROBE_MATMUL_SIZE,
+                                   "copy_bytes": PROBE_COPY_BYTES}))
+        tmp.replace(path)  # atomic: a reader never sees half a file
+    except OSError:
+        pass
+    return seconds
+
+
+__all__ = ["PROBE_COPY_BYTES", "PROBE_MATMUL_SIZE", "PROBE_REPS", "Probe", "ProbeReading",
+           "load_reference", "record_probe", "reference_path"]
