@@ -55,6 +55,14 @@ class StoreError(DnncostError):
     """An unreadable, foreign or too-new results database."""
 
 
+class CalibrationError(DnncostError):
+    """An unreadable, malformed or older-schema calibration file of this machine."""
+
+
+class OutputError(DnncostError):
+    """A file or folder that results cannot be written to (e.g. a report folder that is a file)."""
+
+
 class TrainingDivergedError(DnncostError, ArithmeticError):
     """The loss became NaN or infinite during training."""
 
