@@ -1,0 +1,216 @@
+"""Time several networks' repeats round-robin (A B C A B C ...), with the reference probe between them.
+
+On a shared machine the speed drifts by 10-20% over minutes. Timing each network's repeats in one
+block puts that drift between the networks -- into the very comparison a study makes. Taking the
+repeats round-robin lets a slow spell hit every network alike; the reference probe
+(:mod:`dnncost.measuring.probe`) timed around every repeat says which repeats ran on a slowed
+machine; those are re-measured, round-robin again, while the re-measure budget lasts. Every repeat
+is kept (raw samples, probe, machine load); the estimate (:data:`STUDY_ESTIMATOR` unless asked
+otherwise) is taken over the repeats that were not shifted, or over all when every one was.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from torch import nn
+
+from dnncost.errors import InputSpecError
+from dnncost.measuring.device import resolve_device
+from dnncost.measuring.measurement import (
+    DRIFT_THRESHOLD,
+    STUDY_ESTIMATOR,
+    Estimator,
+    NoisyMeasurementWarning,
+    Repeats,
+    probe_drift,
+)
+from dnncost.measuring.probe import Probe, ProbeReading
+from dnncost.measuring.timing import StepOptions, StepTiming, time_model
+
+REMEASURE_SHARE = 0.5  # source: our choice; re-measuring shifted repeats may cost at most half as
+# many repeats again, so a run on a machine busy throughout takes at most 1.5x as long
+
+
+@dataclass(frozen=True)
+class TimingJob:
+    """One network to time: a name (unique in the run), the model, one sample's input shape, and
+    the step options (batch, mode, threads, warm-up, steps or budget per repeat)."""
+
+    name: str
+    model: nn.Module
+    input_shape: tuple[int, ...]
+    options: StepOptions = field(default_factory=StepOptions)
+
+
+@dataclass(frozen=True)
+class ProbePoint:
+    """The reference probe at one moment of the run (for the drift over the run)."""
+
+    elapsed_s: float  # since the run started
+    job: str
+    repeat: int  # the job's repeat the probe bracketed (0-based)
+    probe_s: float
+    drift: float  # against the run's reference
+
+
+@dataclass(frozen=True)
+class InterleavedTiming:
+    """One job's repeats, in the order they ran (re-measured ones after), each with its probe."""
+
+    name: str
+    timings: tuple[StepTiming, ...]
+    reference_s: float | None
+
+    @property
+    def repeats(self) -> Repeats:
+        """Every repeat, with its probe time against the run's reference."""
+        probes = tuple(t.probe.probe_s for t in self.timings if t.probe is not None)
+        return Repeats(tuple(t.measurement for t in self.timings),
+                       probe_s=probes if len(probes) == len(self.timings) else (),
+                       reference_s=self.reference_s)
+
+    @property
+    def shifted(self) -> tuple[bool, ...]:
+        return self.repeats.shifted
+
+    @property
+    def kept(self) -> Repeats:
+        """The repeats whose probe did not drift beyond the threshold (all, when every one did)."""
+        every = self.repeats
+        keep = [i for i, s in enumerate(every.shifted) if not s] or list(range(len(every.runs)))
+        return Repeats(tuple(every.runs[i] for i in keep),
+                       probe_s=tuple(every.probe_s[i] for i in keep) if every.probe_s else (),
+                       reference_s=self.reference_s)
+
+    def estimate(self, estimator: Estimator | str = STUDY_ESTIMATOR) -> float:
+        """The job's figure (seconds per step) by ``estimator`` over the kept repeats."""
+        return self.kept.estimate(estimator)
+
+
+@dataclass(frozen=True)
+class InterleavedRun:
+    """What :func:`time_interleaved` measured: each job's repeats and the probe over the run."""
+
+    jobs: Mapping[str, InterleavedTiming]
+    drift: tuple[ProbePoint, ...]
+    reference_s: float | None
+    remeasured: int  # repeats run again because their probe drifted
+
+    @property
+    def max_drift(self) -> float:
+        """The largest probe drift over the run (NaN when nothing was probed)."""
+        values = [p.drift for p in self.drift if math.isfinite(p.drift)]
+        return max(values) if values else math.nan
+
+    def to_dict(self) -> dict[str, object]:
+        return {"reference_s": self.reference_s, "remeasured": self.remeasured,
+                "max_drift": self.max_drift,
+                "drift": [vars(p) for p in self.drift],
+                "jobs": {name: {"repeats": job.repeats.to_dict(),
+                                "estimate_s": job.estimate()} for name, job in self.jobs.items()}}
+
+
+def time_interleaved(jobs: Sequence[TimingJob], *, repeats: int = 5, remeasure: int | None = None,
+                     count_flops: bool = False, probe: bool = True,
+                     on_repeat: Callable[[str, int, StepTiming], None] | None = None) -> InterleavedRun:
+    """Time every job ``repeats`` times, round-robin (repeat 1 of each job, then repeat 2, ...).
+
+    Each repeat is one :func:`dnncost.measuring.timing.time_model` call (its own warm-up and timed
+    steps), bracketed by the reference probe. Then, while any job has a repeat whose probe drifted
+    beyond DRIFT_THRESHOLD and the budget lasts (``remeasure`` repeats per job; default
+    REMEASURE_SHARE of ``repeats``), those jobs are timed once more each, round-robin. ``on_repeat``
+    is called with (job name, repeat index, timing) as each repeat finishes (to store it at once).
+    Per-repeat noise warnings are not raised: the result holds the drift and the machine load.
+    """
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise InputSpecError(f"job names must be unique, got {names}")
+    if repeats < 1:
+        raise InputSpecError(f"repeats must be a positive integer, got {repeats}")
+    budget = math.ceil(REMEASURE_SHARE * repeats) if remeasure is None else remeasure
+    if budget < 0:
+        raise InputSpecError(f"the re-measure budget must be >= 0 repeats, got {budget}")
+    probes: dict[str, Probe] = {}
+    done: dict[str, list[StepTiming]] = {name: [] for name in names}
+    elapsed: dict[str, list[float]] = {name: [] for name in names}
+    flops: dict[str, tuple[int | None, float | None]] = {}
+    start = time.perf_counter()
+
+    def run_one(job: TimingJob) -> None:
+        prober: Probe | bool = False
+        if probe:
+            dev = resolve_device(job.options.device)
+            prober = probes.setdefault(str(dev), Probe(dev))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoisyMeasurementWarning)  # kept in the result instead
+            timing = time_model(job.model, job.input_shape, job.options, name=job.name,
+                                count_flops=count_flops and job.name not in flops, probe=prober)
+        if count_flops:
+            flops.setdefault(job.name, (timing.flops, timing.peak_flops_per_s))
+            timing = replace(timing, flops=flops[job.name][0], peak_flops_per_s=flops[job.name][1])
+        done[job.name].append(timing)
+        elapsed[job.name].append(time.perf_counter() - start)
+        if on_repeat is not None:
+            on_repeat(job.name, len(done[job.name]) - 1, timing)
+
+    for _ in range(repeats):
+        for job in jobs:
+            run_one(job)
+    remeasured = 0
+    spent = dict.fromkeys(names, 0)
+    while True:
+        reference = _reference(done)
+        again = [job for job in jobs if spent[job.name] < budget
+                 and _unshifted(done[job.name], reference) < repeats
+                 and any(_drift(t, reference) > DRIFT_THRESHOLD for t in done[job.name])]
+        if not again:
+            break
+        for job in again:
+            run_one(job)
+            spent[job.name] += 1
+            remeasured += 1
+
+    reference = _reference(done)
+    results, points = {}, []
+    for name in names:
+        timings = tuple(_against(t, reference) for t in done[name])
+        results[name] = InterleavedTiming(name, timings, reference)
+        points += [ProbePoint(elapsed_s=at, job=name, repeat=i, probe_s=t.probe.probe_s,
+                              drift=t.probe.drift)
+                   for i, (t, at) in enumerate(zip(timings, elapsed[name], strict=True))
+                   if t.probe is not None]
+    points.sort(key=lambda p: p.elapsed_s)
+    return InterleavedRun(jobs=results, drift=tuple(points), reference_s=reference,
+                          remeasured=remeasured)
+
+
+def _reference(done: Mapping[str, Sequence[StepTiming]]) -> float | None:
+    """The run's reference probe: the fastest on record, this run's probes included (each
+    reading's reference is already the smaller of the cached one and its own)."""
+    refs = [t.probe.reference_s for ts in done.values() for t in ts
+            if t.probe is not None and t.probe.reference_s is not None]
+    return min(refs) if refs else None
+
+
+def _drift(timing: StepTiming, reference: float | None) -> float:
+    return probe_drift(timing.probe.probe_s, reference) if timing.probe is not None else math.nan
+
+
+def _unshifted(timings: Sequence[StepTiming], reference: float | None) -> int:
+    return sum(1 for t in timings if not _drift(t, reference) > DRIFT_THRESHOLD)
+
+
+def _against(timing: StepTiming, reference: float | None) -> StepTiming:
+    """``timing`` with its probe set against the run's final ``reference``."""
+    if timing.probe is None:
+        return timing
+    return replace(timing, probe=ProbeReading(before_s=timing.probe.before_s,
+                                              after_s=timing.probe.after_s, reference_s=reference))
+
+
+__all__ = ["REMEASURE_SHARE", "InterleavedRun", "InterleavedTiming", "ProbePoint", "TimingJob",
+           "time_interleaved"]
