@@ -9,10 +9,10 @@ Conventions: 1 MAC = 2 FLOPs; MACs only for conv / matmul-family / attention; bi
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from math import prod
+from math import log2, prod
 from typing import Any
 
 import torch
@@ -79,21 +79,38 @@ KINDS: dict[str, OpKind] = {}
 VIEW_OPS: frozenset[Any] = frozenset({
     aten.view, aten._unsafe_view, aten._reshape_alias, aten.reshape, aten.t, aten.transpose,
     aten.permute, aten.expand, aten.squeeze, aten.unsqueeze, aten.detach, aten.alias,
-    aten.as_strided, aten.as_strided_, aten.slice, aten.select, aten.split, aten.split_with_sizes, aten.unbind,
+    aten.as_strided, aten.as_strided_, aten.slice, aten.select, aten.split, aten.split_with_sizes,
+    aten.unbind,
     aten.chunk, aten.narrow, aten.lift_fresh, aten.empty, aten.empty_like, aten.empty_strided,
     aten.new_empty, aten.new_empty_strided, aten.set_, aten.resize_, aten.is_same_size,
     aten._local_scalar_dense, aten.view_as, aten.numpy_T, aten.movedim, aten.unfold,
     aten.diagonal, aten.expand_as, aten.flatten, aten.unflatten, aten.is_nonzero,
     aten.sym_size, aten.sym_stride, aten.sym_numel, aten.sym_storage_offset, aten.lift_fresh_copy,
+    aten.unsafe_split, aten.unsafe_split_with_sizes, aten.unsafe_chunk, aten.transpose_, aten.t_,
+    aten.squeeze_, aten.unsqueeze_, aten.detach_, aten.swapaxes, aten.swapdims, aten.view_as_real,
+    aten.view_as_complex, aten._neg_view, aten._conj, aten.resolve_conj, aten.resolve_neg,
     torch.ops.profiler._record_function_enter_new, torch.ops.profiler._record_function_exit,
     torch.ops.profiler._record_function_enter,
 })
-"""Operators that only change metadata or allocate: no arithmetic, no memory traffic."""
+"""Operators that only change metadata or allocate: no arithmetic, no memory traffic.
+(``unsafe_split``/``unsafe_chunk`` are split's views without the aliasing check, used by RNN cells;
+``transpose_`` and friends change strides in place.)"""
 
 
 def register_formula(*ops: Any, kind: OpKind) -> Callable[[Formula], Formula]:
     """Register ``fn`` as the formula of each aten op (packet or overload), of kernel ``kind``;
-    raise on a duplicate."""
+    raise on a duplicate.
+
+    A formula is a pure function of the op's arguments, bound to their schema names with tensors
+    replaced by :class:`TensorSpec` (shape + dtype), and of its outputs; it returns a ``Cost`` with
+    macs and flops (the counter adds the bytes). For a custom op ``mylib::gemm(Tensor a, Tensor b)``::
+
+        @register_formula(torch.ops.mylib.gemm, kind=OpKind.MATMUL)
+        def gemm_cost(a, out):
+            m, k = a["a"].shape
+            n = a["b"].shape[-1]
+            return Cost(macs=m * k * n, flops=2 * m * k * n)
+    """
     kind = OpKind(kind)
 
     def decorator(fn: Formula) -> Formula:
@@ -271,6 +288,133 @@ def native_mha_cost(a: Args, out: Outputs) -> Cost:
     return _macs(macs, extra)
 
 
+@register_formula(aten._transformer_encoder_layer_fwd, kind=OpKind.MATMUL)
+def transformer_encoder_layer_cost(a: Args, out: Outputs) -> Cost:
+    """The fused fast path of nn.TransformerEncoderLayer (eval, no_grad, real CPU/CUDA tensors), the
+    same arithmetic as its decomposed path, with N = B*S tokens, E = embed dim, F = feed-forward dim:
+    MACs: qkv projection 3*N*E*E + QK^T and AV 2*B*S*S*E + out projection N*E*E + feed-forward
+    2*N*E*F. FLOPs besides 2 x MACs: bias adds (3E + E + F + E per token), query/key scaling 2*N*E,
+    softmax 5 per score (B*H*S*S), two layer norms 8 per element, activation per feed-forward element
+    (ReLU 1, GELU 8), two residual adds N*E each."""
+    x = a["src"]
+    bsz, seq, emb = x.shape
+    heads, ffn = int(a["num_heads"]), a["ffn_weight_1"].shape[0]
+    tokens = bsz * seq
+    macs = 3 * tokens * emb * emb + 2 * bsz * seq * seq * emb + tokens * emb * emb + 2 * tokens * emb * ffn
+    extra = (tokens * (5 * emb + ffn)  # bias adds: qkv 3E, out E, ffn F and E
+             + 2 * tokens * emb  # scaling q and k by d**-0.25 each
+             + 5 * bsz * heads * seq * seq  # softmax
+             + 2 * 8 * tokens * emb  # two affine layer norms
+             + (8 if a["use_gelu"] else 1) * tokens * ffn  # activation
+             + 2 * tokens * emb)  # residual adds
+    return _macs(macs, extra)
+
+
+# -- recurrent layers -------------------------------------------------------------------------
+# source: the per-hidden-unit pointwise FLOPs of one time step of the decomposed cells in
+# torch/nn/modules/rnn.py and aten/src/ATen/native/RNN.cpp, at this module's per-element rules:
+# LSTM: sum of input and hidden gates 4 + sigmoid x3 (4 each) 12 + tanh(g) 2 + c = f*c + i*g 3
+#       + tanh(c) 2 + h = o*tanh(c) 1 = 24;
+# GRU:  sum of r, z gates 2 + sigmoid x2 8 + r*h_n 1 + i_n + r*h_n 1 + tanh 2 + h - n 1
+#       + z*(h - n) 1 + n + ... 1 = 17;  RNN_TANH: sum 1 + tanh 2 = 3;  RNN_RELU: sum 1 + relu 1 = 2.
+RNN_CELL_FLOPS = {4: 24, 3: 17, "tanh": 3, "relu": 2}
+RNN_RELU_MODE = 0  # source: aten/src/ATen/native/cudnn/RNN.cpp (RNN_RELU=0, RNN_TANH=1, LSTM=2, GRU=3)
+
+
+def _rnn_layer(a: Args, *, w_ih: str, w_hh: str) -> tuple[int, int]:
+    """(MACs, other FLOPs) of one RNN layer over a whole sequence (one direction)."""
+    x = a["input"]
+    hidden = int(a["hidden_size"])
+    gates = a[w_ih].shape[0] // hidden  # 4 LSTM, 3 GRU, 1 plain RNN
+    seq, bsz = (x.shape[1], x.shape[0]) if a["batch_first"] else (x.shape[0], x.shape[1])
+    steps = seq * bsz
+    macs = steps * gates * hidden * (a[w_ih].shape[1] + a[w_hh].shape[1])
+    cell = RNN_CELL_FLOPS.get(gates, 0) if gates > 1 else \
+        RNN_CELL_FLOPS["relu" if a["mode"] == RNN_RELU_MODE else "tanh"]
+    bias = 2 * gates * hidden if a["has_biases"] else 0  # b_ih and b_hh added to the gates
+    return macs, steps * (cell * hidden + bias)
+
+
+@register_formula(aten.mkldnn_rnn_layer, kind=OpKind.MATMUL)
+def mkldnn_rnn_layer_cost(a: Args, out: Outputs) -> Cost:
+    """One layer, one direction of a oneDNN LSTM/GRU/RNN on CPU: per time step and batch item
+    G*H*(I + H) MACs (G gates of H units from the I-dim input and the H-dim hidden state); plus
+    bias adds 2*G*H and the cell's pointwise FLOPs (:data:`RNN_CELL_FLOPS`, same as the decomposed
+    cell on the meta device)."""
+    macs, extra = _rnn_layer(a, w_ih="weight0", w_hh="weight1")
+    return _macs(macs, extra)
+
+
+@register_formula(aten.mkldnn_rnn_layer_backward, kind=OpKind.MATMUL)
+def mkldnn_rnn_layer_backward_cost(a: Args, out: Outputs) -> Cost:
+    """Backward of one oneDNN RNN layer: gradients of input and hidden state, and of both weight
+    matrices, each as many MACs as the forward's product: 2 x forward MACs; the cell's pointwise
+    backward at twice its forward FLOPs."""
+    macs, extra = _rnn_layer(a, w_ih="weight1", w_hh="weight2")
+    return _macs(2 * macs, 2 * extra)
+
+
+@register_formula(aten._thnn_fused_lstm_cell, aten._thnn_fused_gru_cell, kind=OpKind.ELEMENTWISE)
+def fused_rnn_cell_cost(a: Args, out: Outputs) -> Cost:
+    """The pointwise part of one LSTM/GRU time step on CUDA (the gate products are separate mm's):
+    bias adds 2 per gate element when given + the cell's per-unit FLOPs (:data:`RNN_CELL_FLOPS`)."""
+    gates_x = a["input_gates"]  # (B, G*H)
+    state = a["cx"] if "cx" in a else a["hx"]  # (B, H)
+    gates = gates_x.shape[-1] // state.shape[-1]
+    bias = 2 * gates_x.numel if a.get("input_bias") is not None else 0
+    return _flops(bias + RNN_CELL_FLOPS[gates] * state.numel)
+
+
+@register_formula(aten._thnn_fused_lstm_cell_backward_impl, aten._thnn_fused_gru_cell_backward,
+                  kind=OpKind.ELEMENTWISE)
+def fused_rnn_cell_backward_cost(a: Args, out: Outputs) -> Cost:
+    """Pointwise backward of one fused cell: twice the forward's cell FLOPs per gate element."""
+    return _flops(2 * _numel(out[0]))
+
+
+# -- FFT --------------------------------------------------------------------------------------
+def _fft_cost(signal: TensorSpec, dims: Sequence[int], per_n_log_n: float) -> Cost:
+    """``per_n_log_n`` * N * log2(N) FLOPs per transformed signal of N points along ``dims``."""
+    n = prod(signal.shape[d] for d in dims)
+    if n <= 1:
+        return Cost()
+    return _flops(int(per_n_log_n * n * log2(n) * (signal.numel // n)))
+
+
+# source: the radix-2 Cooley-Tukey count FFTW's benchmarks report as "mflops": 5 N log2 N for a
+# complex transform, half of it for a real one (benchFFT methodology, fftw.org/speed/method.html).
+FFT_COMPLEX_FLOPS = 5.0
+FFT_REAL_FLOPS = 2.5
+
+
+@register_formula(aten._fft_c2c, kind=OpKind.MATMUL)  # a fast dense transform
+def fft_c2c_cost(a: Args, out: Outputs) -> Cost:
+    """Complex FFT: 5 N log2 N FLOPs per transformed signal."""
+    return _fft_cost(a["self"], a["dim"], FFT_COMPLEX_FLOPS)
+
+
+@register_formula(aten._fft_r2c, kind=OpKind.MATMUL)
+def fft_r2c_cost(a: Args, out: Outputs) -> Cost:
+    """Real-to-complex FFT: 2.5 N log2 N FLOPs per transformed signal (N: the real input's size)."""
+    return _fft_cost(a["self"], a["dim"], FFT_REAL_FLOPS)
+
+
+@register_formula(aten._fft_c2r, kind=OpKind.MATMUL)
+def fft_c2r_cost(a: Args, out: Outputs) -> Cost:
+    """Complex-to-real FFT: 2.5 N log2 N FLOPs per transformed signal (N: the real output's size)."""
+    return _fft_cost(_first(out), a["dim"], FFT_REAL_FLOPS)
+
+
+# -- upsampling -------------------------------------------------------------------------------
+@register_formula(aten.upsample_nearest1d_backward, aten.upsample_nearest2d_backward,
+                  aten.upsample_nearest3d_backward, aten._upsample_nearest_exact1d_backward,
+                  aten._upsample_nearest_exact2d_backward, aten._upsample_nearest_exact3d_backward,
+                  kind=OpKind.POOL_BACKWARD)
+def upsample_nearest_backward_cost(a: Args, out: Outputs) -> Cost:
+    """Each output-gradient element is added into its source pixel: 1 FLOP per grad_output element."""
+    return _flops(a["grad_output"].numel)
+
+
 # -- normalisation ----------------------------------------------------------------------------
 @register_formula(aten.native_batch_norm, aten._native_batch_norm_legit,
                   aten._native_batch_norm_legit_functional, aten.cudnn_batch_norm,
@@ -366,7 +510,8 @@ POINTWISE_FLOPS: dict[int, tuple[Any, ...]] = {
         aten.constant_pad_nd, aten.reflection_pad2d, aten.replication_pad2d, aten.flip,
         aten.roll, aten.repeat, aten.index, aten.index_select, aten.gather, aten.embedding,
         aten._unsafe_index, aten.upsample_nearest1d, aten.upsample_nearest2d,
-        aten.upsample_nearest3d, aten.masked_fill, aten.where, aten.bernoulli_, aten.uniform_,
+        aten.upsample_nearest3d, aten._upsample_nearest_exact1d, aten._upsample_nearest_exact2d,
+        aten._upsample_nearest_exact3d, aten.masked_fill, aten.where, aten.bernoulli_, aten.uniform_,
         aten.normal_, aten.random_, aten.channel_shuffle, aten.native_channel_shuffle,
         aten.pixel_shuffle, aten.pixel_unshuffle, aten.contiguous, aten.lift,
         aten.tril, aten.triu, aten.eq, aten.ne, aten.gt, aten.lt, aten.ge, aten.le,
@@ -378,7 +523,8 @@ POINTWISE_FLOPS: dict[int, tuple[Any, ...]] = {
         aten.reciprocal, aten.sqrt, aten.rsqrt, aten.exp, aten.log, aten.pow, aten.square,
         aten.threshold, aten.sin, aten.cos, aten.floor, aten.ceil, aten.round,
         aten.embedding_dense_backward, aten.native_dropout_backward, aten.relu6),
-    2: (aten.clamp, aten.clamp_, aten.hardtanh, aten.hardtanh_, aten.hardtanh_backward,
+    2: (aten.upsample_linear1d, aten.upsample_linear1d_backward,  # one lerp (mul + add) per output
+        aten.clamp, aten.clamp_, aten.hardtanh, aten.hardtanh_, aten.hardtanh_backward,
         aten.leaky_relu, aten.leaky_relu_, aten.leaky_relu_backward, aten.addcmul,
         aten.addcmul_, aten.addcdiv, aten.addcdiv_, aten.lerp, aten.lerp_, aten.native_dropout,
         aten.erf, aten.tanh, aten.tanh_, aten.erfinv, aten.prelu),
@@ -386,9 +532,11 @@ POINTWISE_FLOPS: dict[int, tuple[Any, ...]] = {
         aten.hardsigmoid_backward, aten.elu, aten.elu_, aten.elu_backward),
     4: (aten.sigmoid, aten.sigmoid_, aten.hardswish, aten.hardswish_, aten.hardswish_backward,
         aten.silu, aten.silu_, aten.mish),
-    6: (aten.upsample_bilinear2d, aten.upsample_bilinear2d_backward, aten.silu_backward,
-        aten.mish_backward),
-    8: (aten.gelu, aten.gelu_, aten.upsample_bicubic2d),
+    6: (aten.upsample_bilinear2d, aten.upsample_bilinear2d_backward, aten._upsample_bilinear2d_aa,
+        aten._upsample_bilinear2d_aa_backward, aten.silu_backward, aten.mish_backward),  # 3 lerps
+    8: (aten.gelu, aten.gelu_, aten.upsample_bicubic2d, aten.upsample_bicubic2d_backward,
+        aten._upsample_bicubic2d_aa),
+    14: (aten.upsample_trilinear3d, aten.upsample_trilinear3d_backward),  # 7 lerps
     12: (aten.gelu_backward,),
 }
 RANDOM_OPS: frozenset[Any] = frozenset({aten.bernoulli_, aten.uniform_, aten.normal_, aten.random_})
@@ -466,6 +614,3 @@ for _k, _ops in FOREACH_FLOPS.items():
     register_formula(*_ops, kind=OpKind.OPTIMIZER)(_foreach(_k))
 
 
-def registered_ops() -> Iterable[Any]:
-    """Every aten op packet with a formula (for registry-driven tests and docs)."""
-    return FORMULAS.keys()
