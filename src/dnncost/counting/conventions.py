@@ -18,3 +18,9 @@ CONVENTION = (
     "activation memory = tensors autograd saves for backward (parameters excluded). "
     "Operators without a formula are listed as unsupported, never counted as zero."
 )
+
+CONVENTION_SHORT = (
+    "MACs: multiply-accumulates of conv/linear/matmul/attention (the papers' 'GFLOPS'); "
+    "FLOPs = 2 x MACs + all other arithmetic; bytes = read + written per operator."
+)
+"""The convention in one line, for the foot of a table (the full text: :data:`CONVENTION`)."""

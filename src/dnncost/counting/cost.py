@@ -7,9 +7,12 @@ The counting convention behind every figure is :data:`dnncost.counting.conventio
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+
+from dnncost.counting.conventions import CONVENTION, CONVENTION_SHORT
+from dnncost.counting.table import human, render_text_table, table_cells
+from dnncost.errors import InputSpecError
 
 
 class Phase(str, Enum):
@@ -38,11 +41,6 @@ class Cost:
         """Total memory traffic, read + written."""
         return self.bytes_read + self.bytes_written
 
-    @property
-    def arithmetic_intensity(self) -> float:
-        """FLOPs per byte moved (the roofline's x axis); 0 when nothing moves."""
-        return self.flops / self.bytes if self.bytes else 0.0
-
     def __add__(self, other: Cost) -> Cost:
         if not isinstance(other, Cost):
             return NotImplemented
@@ -53,11 +51,6 @@ class Cost:
         if other == 0:  # so that plain sum(costs) works too
             return self
         return NotImplemented
-
-    def scaled(self, factor: int) -> Cost:
-        """This cost ``factor`` times over (e.g. per step -> per epoch)."""
-        return Cost(self.macs * factor, self.flops * factor,
-                    self.bytes_read * factor, self.bytes_written * factor)
 
     def to_dict(self) -> dict[str, int]:
         return {**asdict(self), "bytes": self.bytes}
@@ -77,6 +70,43 @@ class OpRecord:
     module_type: str
     cost: Cost
     shapes: tuple[tuple[int, ...], ...] = ()
+
+
+class GroupBy(str, Enum):
+    """How a report's rows are grouped."""
+
+    MODULE = "module"  # the module tree, parents with their children's totals
+    OPERATOR = "operator"  # aten operator, per phase
+    MODULE_TYPE = "module_type"  # innermost module's class, per phase
+
+
+def group_by(by: GroupBy | str) -> GroupBy:
+    """``by`` as a GroupBy; a clear error naming the choices for anything else."""
+    try:
+        return GroupBy(by)
+    except ValueError:
+        raise InputSpecError(f"unknown grouping '{by}'; choose one of "
+                             f"{', '.join(g.value for g in GroupBy)}") from None
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """One module of the counted model: dotted path ('' for the model), class name, parameters
+    (its own and its children's) and the shape of its first output in the forward pass."""
+
+    path: str
+    module_type: str
+    params: int
+    output_shape: str = ""
+
+    @property
+    def depth(self) -> int:
+        return self.path.count(".") + 1 if self.path else 0
+
+
+def _is_step_part(path: str) -> bool:
+    """'(loss)' and '(optimizer)': the parts of a step outside the model's modules."""
+    return path.startswith("(")
 
 
 def _truncate(path: str, depth: int) -> str:
@@ -102,6 +132,14 @@ class CostReport:
     unsupported_ops: tuple[tuple[str, int], ...] = ()
     counted_on: str = "meta"
     extra: dict[str, object] = field(default_factory=dict)
+    modules: tuple[ModuleInfo, ...] = ()  # every module, in definition order (the model first)
+    inputs: str = ""  # the inputs as called, batch first ('2x16:int64, attention_mask=2x16:int64')
+    dtype: str = "float32"  # the parameters' dtype; '+autocast <dtype>' when counted under autocast
+
+    @property
+    def incomplete(self) -> bool:
+        """True when an operator without a formula ran: every total is then a lower bound."""
+        return bool(self.unsupported_ops)
 
     # -- aggregation -------------------------------------------------------------------------
     def total(self, phase: Phase | str | None = None) -> Cost:
@@ -129,13 +167,6 @@ class CostReport:
         """Cost per layer type (innermost module's class: 'Conv2d', 'BatchNorm2d', ...)."""
         return self._group(lambda r: r.module_type, phase)
 
-    def call_counts(self) -> dict[str, int]:
-        """How many times each operator was called."""
-        counts: dict[str, int] = defaultdict(int)
-        for r in self.records:
-            counts[r.op] += 1
-        return dict(counts)
-
     def unsupported(self) -> dict[str, int]:
         """Operators that ran but have no formula (their cost is unknown, not zero), with call counts."""
         return dict(self.unsupported_ops)
@@ -143,7 +174,8 @@ class CostReport:
     @property
     def gradient_bytes(self) -> int:
         """Bytes of gradients a data-parallel step all-reduces: one per trainable parameter element."""
-        return int(self.extra.get("gradient_bytes", 0))
+        value = self.extra.get("gradient_bytes", 0)
+        return value if isinstance(value, int) else 0
 
     def _group(self, key, phase: Phase | str | None, *, sort: bool = True) -> dict[str, Cost]:
         phase = Phase(phase) if phase is not None else None
@@ -166,7 +198,8 @@ class CostReport:
             "params": self.params, "trainable_params": self.trainable_params,
             **total.to_dict(),
             "activation_bytes": self.activation_bytes, "peak_bytes": self.peak_bytes,
-            "counted_on": self.counted_on,
+            "counted_on": self.counted_on, "inputs": self.inputs, "dtype": self.dtype,
+            "incomplete": self.incomplete,
         }
         for phase, cost in self.by_phase().items():
             out[f"{phase.value}_macs"] = cost.macs
@@ -174,32 +207,118 @@ class CostReport:
             out[f"{phase.value}_bytes"] = cost.bytes
         return out
 
-    def to_rows(self, by: str = "module", *, depth: int = 1) -> list[dict[str, object]]:
-        """Rows for a table/CSV: one per module (at ``depth``) or per operator, per phase."""
-        rows: list[dict[str, object]] = []
-        for phase in self.by_phase():
-            groups = (self.by_module(depth, phase) if by == "module" else self.by_operator(phase))
-            for name, cost in groups.items():
-                row: dict[str, object] = {"phase": phase.value, by: name or "(model)"}
-                if by == "operator":
-                    row["calls"] = sum(1 for r in self.records if r.op == name and r.phase is phase)
-                row.update(cost.to_dict())
-                rows.append(row)
+    def module_rows(self, depth: int = 1, phase: Phase | str | None = None) -> list[dict[str, object]]:
+        """The module tree down to ``depth`` levels (-1: all), in definition order: one row per
+        module with its type, parameters, output shape and cost -- a parent's cost is its own
+        operators plus its children's -- then the loss and the optimizer step when they ran."""
+        phase = Phase(phase) if phase is not None else None
+        totals: dict[str, Cost] = {}
+        whole = Cost()
+        for r in self.records:
+            if phase is not None and r.phase is not phase:
+                continue
+            whole += r.cost
+            parts = [] if _is_step_part(r.module) or not r.module else r.module.split(".")
+            keys = [r.module] if _is_step_part(r.module) else \
+                [".".join(parts[:i]) for i in range(len(parts) + 1)]  # the module and its ancestors
+            for key in keys:
+                totals[key] = totals.get(key, Cost()) + r.cost
+        infos = self.modules or tuple(ModuleInfo(p, "", 0) for p in sorted(totals)
+                                      if not _is_step_part(p))
+        rows = [_module_row(m.path, m.module_type, m.params, m.output_shape,
+                            totals.get(m.path, Cost()), whole)
+                for m in infos if depth < 0 or m.depth <= depth]
+        rows += [_module_row(p, p, 0, "", c, whole) for p, c in totals.items() if _is_step_part(p)]
         return rows
 
-    def to_dict(self, *, by: str = "module", depth: int = 1) -> dict[str, object]:
-        """Everything as JSON-ready data: summary, per-phase totals, rows, unsupported operators."""
-        from dnncost.counting.conventions import CONVENTION
+    def to_rows(self, by: GroupBy | str = GroupBy.MODULE, *, depth: int = 1) -> list[dict[str, object]]:
+        """Rows for a table/CSV: the module tree (see :meth:`module_rows`), or one row per
+        operator / module type per phase with its call count and shares of the phase's total."""
+        by = group_by(by)
+        if by is GroupBy.MODULE:
+            return self.module_rows(depth)
+        rows: list[dict[str, object]] = []
+        for phase, phase_total in self.by_phase().items():
+            calls: dict[str, int] = defaultdict(int)
+            for r in self.records:
+                if r.phase is phase:
+                    calls[r.op if by is GroupBy.OPERATOR else r.module_type] += 1
+            groups = self.by_operator(phase) if by is GroupBy.OPERATOR else self.by_module_type(phase)
+            for name, cost in groups.items():
+                rows.append({"phase": phase.value, by.value: name, "calls": calls[name],
+                             **_cost_columns(cost, phase_total)})
+        return rows
 
+    def to_dict(self, *, by: GroupBy | str = GroupBy.MODULE, depth: int = 1) -> dict[str, object]:
+        """Everything as JSON-ready data: summary (with ``incomplete``), per-phase totals, the rows
+        grouped ``by`` module, operator or module_type, unsupported operators, the convention."""
+        by = group_by(by)
         return {
             "summary": self.summary(),
             "by_phase": {p.value: c.to_dict() for p, c in self.by_phase().items()},
-            f"by_{by}": self.to_rows(by, depth=depth),
+            f"by_{by.value}": self.to_rows(by, depth=depth),
             "unsupported": self.unsupported(),
+            "incomplete": self.incomplete,
             "convention": CONVENTION,
         }
 
+    def table(self, by: GroupBy | str = GroupBy.MODULE, *, depth: int = 1,
+              full_convention: bool = False) -> str:
+        """The human-facing table -- the module tree with parent totals, types, parameters, output
+        shapes and share columns, or operators / module types per phase -- then the totals and the
+        convention (one line, or the full text): what ``print(report)`` shows."""
+        by = group_by(by)
+        headers, cells = table_cells(self.to_rows(by, depth=depth), by.value)
+        return render_text_table(headers, cells, title=self.title(by),
+                                 footer=self.footer(full_convention=full_convention))
 
-def merge_records(records: Iterable[OpRecord]) -> Cost:
-    """Sum the cost of any iterable of records."""
-    return sum((r.cost for r in records), Cost())
+    def title(self, by: GroupBy | str = GroupBy.MODULE) -> str:
+        """'resnet18: forward (eval), input 1x3x224x224, float32, counted on meta -- by module'."""
+        step = "forward (eval)" if self.mode == "eval" else "training step (forward + loss + " \
+            "backward + optimizer)"
+        return (f"{self.model}: {step}, input {self.inputs or self._shape_text()}, {self.dtype}, "
+                f"counted on {self.counted_on} -- by {group_by(by).value}")
+
+    def footer(self, *, full_convention: bool = False) -> list[str]:
+        """Totals ('>=' when an operator had no formula), memory, unsupported ops, convention."""
+        total = self.total()
+        at_least = ">= " if self.incomplete else ""
+        lines = [
+            f"total  params {self.params:,} ({self.trainable_params:,} trainable)  "
+            f"MACs {at_least}{total.macs:,}  FLOPs {at_least}{total.flops:,}  "
+            f"bytes {at_least}{total.bytes:,}",
+            f"activation memory {human(self.activation_bytes, unit='B')}  "
+            f"peak memory estimate {human(self.peak_bytes, unit='B')}",
+        ]
+        if self.mode == "train":
+            lines.append(f"data-parallel all-reduce volume per step (gradients): "
+                         f"{human(self.gradient_bytes, unit='B')}")
+        if self.incomplete:
+            lines.append("INCOMPLETE: operators without a formula ran (cost unknown, not zero), so the "
+                         "totals are lower bounds: "
+                         + ", ".join(f"{op} x{n}" for op, n in self.unsupported_ops))
+        lines.append(CONVENTION if full_convention else f"Convention: {CONVENTION_SHORT}")
+        return lines
+
+    def _shape_text(self) -> str:
+        return f"{self.batch_size}x{'x'.join(map(str, self.input_shape))}"
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _share(part: int, whole: int) -> float:
+    return 100.0 * part / whole if whole else 0.0
+
+
+def _cost_columns(cost: Cost, whole: Cost) -> dict[str, object]:
+    return {"macs": cost.macs, "macs_%": _share(cost.macs, whole.macs),
+            "flops": cost.flops, "flops_%": _share(cost.flops, whole.flops),
+            "bytes_read": cost.bytes_read, "bytes_written": cost.bytes_written,
+            "bytes": cost.bytes, "bytes_%": _share(cost.bytes, whole.bytes)}
+
+
+def _module_row(path: str, module_type: str, params: int, output_shape: str, cost: Cost,
+                whole: Cost) -> dict[str, object]:
+    return {"module": path or "(model)", "type": module_type, "params": params,
+            "output_shape": output_shape, **_cost_columns(cost, whole)}

@@ -18,15 +18,17 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.module_tracker import ModuleTracker
 
-from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
+from dnncost.counting.cost import Cost, CostReport, ModuleInfo, OpRecord, Phase
 from dnncost.counting.formulas import TensorSpec, formula_for, is_view, tensors_in
-from dnncost.errors import InputSpecError
+from dnncost.errors import DnncostError, InputSpecError
 from dnncost.measuring.device import resolve_device
 from dnncost.measuring.failure import named_model_failure
+from dnncost.measuring.inputs import InputSpec, ModelInputs, make_inputs, parse_dtype
 from dnncost.measuring.step import (
     LOSS_MODULE,
     OPTIMIZER_MODULE,
@@ -37,7 +39,6 @@ from dnncost.measuring.step import (
     Part,
     build_step,
     make_optimizer,
-    random_batch,
     trainable_parameters,
 )
 from dnncost.models.loading import LoadedModel, load_model
@@ -55,9 +56,16 @@ def bind_arguments(op: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> dict
     """The op's arguments by schema name, defaults filled in."""
     names, defaults = _schema_names(op)
     bound = dict(defaults)
-    bound.update(zip(names, args))
+    bound.update(zip(names, args, strict=False))
     bound.update(kwargs)
     return bound
+
+
+def _written(op: Any, bound: dict[str, Any]) -> list[TensorSpec]:
+    """The tensors an in-place operator that returns nothing writes (its ``Tensor(a!)`` arguments,
+    e.g. the parameters and state of Adam's ``_foreach_*_`` kernels)."""
+    return [t for a in op._schema.arguments if a.alias_info is not None and a.alias_info.is_write
+            for t in tensors_in(bound.get(a.name))]
 
 
 def _spec(value: Any) -> Any:
@@ -134,7 +142,7 @@ class _CountingMode(TorchDispatchMode):
             out_specs = tree_map(_spec, out)
             cost = formula(bound, out_specs if isinstance(out_specs, (tuple, list)) else (out_specs,))
             inputs = tensors_in(list(bound.values()))
-            outputs = tensors_in(out_specs)
+            outputs = tensors_in(out_specs) or _written(func, bound)
             cost = Cost(cost.macs, cost.flops, sum(t.nbytes for t in inputs),
                         sum(t.nbytes for t in outputs))
             module, module_type = (OPTIMIZER_MODULE, OPTIMIZER_MODULE) \
@@ -195,26 +203,55 @@ def _to_device_copy(model: nn.Module, device: torch.device) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def _make_inputs(inputs: Any, shape: tuple[int, ...] | None, batch_size: int,
-                 device: torch.device) -> tuple[Any, ...]:
+def _model_inputs(inputs: Any, shape: tuple[int, ...] | None, *, batch_size: int,
+                  device: torch.device, dtype: torch.dtype | None, channels_last: bool) -> ModelInputs:
     if inputs is None:
         if shape is None:
-            raise InputSpecError("no input given: pass inputs= (tensors) or input_shape= (one sample)")
-        return (random_batch(shape, batch_size=batch_size, device=device),)
-    if isinstance(inputs, torch.Tensor):
-        inputs = (inputs,)
-    if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(i, int) for i in inputs):
-        return _make_inputs(None, tuple(inputs), batch_size, device)
-    return tuple(tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) and device.type != "meta"
-                          else (torch.empty_like(t, device="meta") if isinstance(t, torch.Tensor) else t),
-                          list(inputs)))
+            raise InputSpecError("no input given: pass inputs= (tensors, a dict of keyword tensors or "
+                                 "an input spec such as '16:int64') or input_shape= (one sample)")
+        inputs = shape
+    return make_inputs(inputs, batch_size=batch_size, device=device, dtype=dtype,
+                       channels_last=channels_last)
+
+
+def _output_shapes(module: nn.Module) -> tuple[dict[str, str], Any]:
+    """A global forward hook recording each module's first output shape ('2x16x64'; several joined
+    by ', '). Global, not per module: a module's own hooks switch off fast paths such as
+    TransformerEncoderLayer's fused kernel, which would change what is counted."""
+    shapes: dict[str, str] = {}
+    paths = {id(m): path for path, m in module.named_modules()}
+
+    def hook(mod: nn.Module, _args: Any, out: Any) -> None:
+        path = paths.get(id(mod))
+        if path is not None and path not in shapes:
+            shapes[path] = ", ".join("x".join(map(str, t.shape)) for t in tree_flatten(out)[0]
+                                     if isinstance(t, torch.Tensor))
+    return shapes, register_module_forward_hook(hook)
+
+
+def _module_infos(module: nn.Module, shapes: dict[str, str]) -> tuple[ModuleInfo, ...]:
+    return tuple(ModuleInfo(path, type(m).__name__, sum(p.numel() for p in m.parameters()),
+                            shapes.get(path, "")) for path, m in module.named_modules())
+
+
+META_HINT = ("on the meta device, where tensors have no values; counting on real tensors "
+             "(device 'cpu') works for models that read values or lack a meta kernel")
 
 
 def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mode | str = Mode.EVAL,
           batch_size: int = 1, input_shape: Sequence[int] | None = None,
           device: torch.device | str = "meta", optimizer: OptimizerKind | str | OptimizerFactory = "sgd",
-          loss: LossFn | None = None, name: str | None = None) -> CostReport:
-    """Count what ``model`` costs on ``inputs`` (tensors) or ``input_shape`` (one sample).
+          loss: LossFn | None = None, name: str | None = None,
+          dtype: torch.dtype | str | None = None, autocast: torch.dtype | str | None = None,
+          channels_last: bool = False) -> CostReport:
+    """Count what ``model`` costs on ``inputs`` or ``input_shape`` (one sample).
+
+    ``inputs``: a tensor, a tuple of positional tensors, a dict of keyword tensors
+    (``{"input_ids": ids, "attention_mask": mask}``), or an input spec (``'16:int64'``,
+    ``'3x224x224,4'``; see :mod:`dnncost.measuring.inputs`) made with ``batch_size`` samples.
+    ``dtype`` casts the model's floating parameters and inputs (bfloat16, float16);
+    ``autocast`` counts the forward under ``torch.autocast`` to that dtype (on real tensors only:
+    autocast does not act on meta tensors); ``channels_last`` uses that memory format.
 
     ``mode='eval'`` counts one forward pass (model.eval(), no_grad); ``mode='train'`` the training
     step of :mod:`dnncost.measuring.step` -- the one the timer times: forward, ``loss`` (default:
@@ -237,8 +274,25 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
         raise InputSpecError(f"expected an nn.Module, a LoadedModel or a model name, "
                              f"got {type(model).__name__}")
     name = name or type(module).__name__
+    cast = parse_dtype(dtype) if dtype is not None else None
+    amp = parse_dtype(autocast) if autocast is not None else None
+    if amp is not None and device.type == "meta":
+        raise InputSpecError("autocast does not act on meta tensors, so its casts cannot be counted "
+                             "there; count on real tensors (device 'cpu' or 'cuda')")
+    if cast is not None:
+        module = module.to(cast)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
     shape = tuple(input_shape) if input_shape is not None else None
-    batch = _make_inputs(inputs, shape, batch_size, device)
+    given = inputs if inputs is not None else None
+    if isinstance(given, str) or isinstance(given, InputSpec):
+        shape = None
+    model_inputs = _model_inputs(given, shape, batch_size=batch_size, device=device, dtype=cast,
+                                 channels_last=channels_last)
+    batch = model_inputs.args
+    params_dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    dtype_text = str(params_dtype).removeprefix("torch.") + (
+        f" + autocast {str(amp).removeprefix('torch.')}" if amp is not None else "")
 
     root = type(module).__name__
     names = {(f"{root}.{path}" if path else root): (path, type(m).__name__)
@@ -260,8 +314,10 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
     def part(p: Part) -> Iterator[None]:
         """Switch phase and attribution as the step moves through its parts."""
         if p is Part.FORWARD:
-            with named_model_failure(module, name=name, inputs=batch), \
-                    (saved.hooks() if mode is Mode.TRAIN else contextlib.nullcontext()):
+            with named_model_failure(module, name=name, inputs=model_inputs.tensors()), \
+                    (saved.hooks() if mode is Mode.TRAIN else contextlib.nullcontext()), \
+                    (torch.autocast(device.type, dtype=amp) if amp is not None
+                     else contextlib.nullcontext()):
                 yield
         elif p is Part.LOSS:
             counting.outside = LOSS_MODULE
@@ -272,15 +328,26 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
                 p, counting.phase)
             yield
 
-    with tracker:  # the tracker names the failing module, also in build_step's label forward
-        step = build_step(module, batch, mode=mode, optimizer=opt, loss=loss, part=part)
-        with counting:
-            step()
+    shapes, hook = _output_shapes(module)
+    try:
+        with tracker:  # the tracker names the failing module, also in build_step's label forward
+            step = build_step(module, batch, kwargs=model_inputs.kwargs, mode=mode, optimizer=opt,
+                              loss=loss, part=part)
+            with counting:
+                step()
+    except (DnncostError, RuntimeError) as exc:
+        if device.type != "meta" or not _meta_limitation(exc):
+            raise
+        raise InputSpecError(f"{exc}; it failed {META_HINT}") from exc
+    finally:
+        hook.remove()
     grad_bytes = sum(p.numel() * p.element_size() for p in trainable)
     peak = baseline + state_bytes + counting.peak_bytes
     return CostReport(
-        model=name, mode=mode.value, input_shape=shape or tuple(batch[0].shape[1:]),
-        batch_size=batch_size if inputs is None else int(batch[0].shape[0]),
+        model=name, mode=mode.value,
+        input_shape=shape or (tuple(model_inputs.tensors()[0].shape[1:]) if model_inputs.tensors()
+                              else ()),
+        batch_size=model_inputs.batch_size,
         records=tuple(counting.records),
         params=sum(p.numel() for p in params),
         trainable_params=sum(p.numel() for p in trainable),
@@ -291,7 +358,15 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
         counted_on=str(device),
         extra={"gradient_bytes": grad_bytes if mode is Mode.TRAIN else 0,
                "optimizer": type(opt).__name__ if opt is not None else None},
+        modules=_module_infos(module, shapes), inputs=model_inputs.describe(), dtype=dtype_text,
     )
+
+
+def _meta_limitation(exc: BaseException) -> bool:
+    """True when ``exc`` (or its cause) is the meta device's limit, not the model's own error:
+    a value read from a meta tensor (``.item()``, data-dependent control flow) or no meta kernel."""
+    text = f"{exc} {exc.__cause__ or ''}".lower()
+    return "meta" in text or isinstance(exc.__cause__ or exc, NotImplementedError)
 
 
 def _initialise_optimizer_state(opt: torch.optim.Optimizer, params: Sequence[nn.Parameter]) -> None:
@@ -303,7 +378,7 @@ def _initialise_optimizer_state(opt: torch.optim.Optimizer, params: Sequence[nn.
         saved = [p.detach().clone() for p in params] if params[0].device.type != "meta" else None
         opt.step()
         if saved is not None:
-            for p, s in zip(params, saved):
+            for p, s in zip(params, saved, strict=True):
                 p.copy_(s)
     opt.zero_grad(set_to_none=True)
 

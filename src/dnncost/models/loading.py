@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from dnncost.errors import DnncostError, InputSpecError, ModelNotFoundError, model_failed, suggest
+from dnncost.measuring.inputs import InputSpec, parse_input_spec
 
 DEFAULT_INPUT_SHAPE = (3, 224, 224)  # source: torchvision's ImageNet classifiers
 DEFAULT_NUM_CLASSES = 1000  # source: ImageNet-1k
@@ -87,7 +88,7 @@ def _from_torchvision(name: str) -> LoadedModel:
         raise ModelNotFoundError(
             f"unknown torchvision model '{name}'.{suggest(name, _torchvision_names())} "
             "See torchvision.models.list_models() for every name.")
-    shape = DEFAULT_INPUT_SHAPE
+    shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE
     if name in tvm.list_models(module=tvm.video):
         shape = (3, 16, 112, 112)  # source: torchvision video models' documented clip size
     elif name.startswith("inception_v3"):
@@ -113,10 +114,12 @@ def _from_timm(name: str) -> LoadedModel:
     return LoadedModel(f"timm:{name}", lambda: timm.create_model(name, pretrained=False), shape)
 
 
-def _from_file(path_text: str, attr: str) -> LoadedModel:
+def load_attribute(path_text: str, attr: str) -> object:
+    """``attr`` of the Python file at ``path_text`` (imported once per call): a model factory or an
+    input factory named as ``path/to/file.py:attr``."""
     path = Path(path_text)
     if not path.is_file():
-        raise ModelNotFoundError(f"model file '{path}' does not exist; expected path/to/file.py:factory")
+        raise ModelNotFoundError(f"file '{path}' does not exist; expected path/to/file.py:name")
     module_name = f"dnncost_user_{abs(hash(path.resolve()))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
@@ -126,10 +129,22 @@ def _from_file(path_text: str, attr: str) -> LoadedModel:
         spec.loader.exec_module(user_module)
     except Exception as exc:
         raise ModelNotFoundError(f"importing '{path}' failed: {type(exc).__name__}: {exc}") from exc
-    factory = getattr(user_module, attr, None)
-    if factory is None:
+    value = getattr(user_module, attr, None)
+    if value is None:
         names = [n for n, v in vars(user_module).items() if callable(v) and not n.startswith("_")]
         raise ModelNotFoundError(f"'{path}' has no '{attr}'.{suggest(attr, names)}")
+    return value
+
+
+def parse_inputs(text: str) -> InputSpec:
+    """An input spec ('3x224x224', '16:int64,16:int64', 'file.py:inputs'; see
+    dnncost.measuring.inputs), with ``file.py:name`` factories loaded from their file."""
+    return parse_input_spec(text, load_factory=load_attribute)
+
+
+def _from_file(path_text: str, attr: str) -> LoadedModel:
+    path = Path(path_text)
+    factory = load_attribute(path_text, attr)
     if isinstance(factory, nn.Module):
         return LoadedModel(f"{path.name}:{attr}", lambda: factory)
     if not callable(factory) or (inspect.isclass(factory) and not issubclass(factory, nn.Module)):

@@ -7,17 +7,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 
-
-def human(value: float, *, unit: str = "") -> str:
-    """1234567 -> '1.23 M' (SI prefixes), keeping small integers exact."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, int) and abs(value) < 10_000:
-        return f"{value}{(' ' + unit) if unit else ''}"
-    for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {prefix}{unit}"
-    return f"{value:.3g}{(' ' + unit) if unit else ''}"
+from dnncost.counting.table import human
 
 
 def _cell(value: object) -> str:
@@ -37,7 +27,7 @@ def render_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | 
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric)).rstrip()
+                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
 
     out = [title] if title else []
     out += [line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells]
@@ -77,3 +67,6 @@ def render(rows: Sequence[Mapping[str, object]], fmt: str, *, columns: Sequence[
     if fmt == "csv":
         return render_csv(rows, columns)
     return render_table(rows, columns, title=title, footer=footer)
+
+
+__all__ = ["human", "render", "render_csv", "render_json", "render_table"]
