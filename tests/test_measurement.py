@@ -141,3 +141,14 @@ def test_cpu_times_reads_this_linux_machine() -> None:
     if snap is None:
         pytest.skip("no /proc/stat here")
     assert snap.total >= snap.busy >= 0 and snap.own >= 0
+
+
+def test_cpu_time_estimator() -> None:
+    # wall 2.0 s per step while the process had the CPU for 0.5-0.6 s of it (a busy machine)
+    runs = tuple(Measurement((2.0, 2.0), cpu_samples=(c, c)) for c in (0.5, 0.6, 0.55))
+    assert runs[0].cpu_median == 0.5
+    assert Repeats(runs).estimate(Estimator.CPU_TIME) == pytest.approx(0.55)  # median of 0.5 0.55 0.6
+    assert three_runs().estimate(Estimator.CPU_TIME) == 1.2  # none recorded: the plain median
+    assert math.isnan(Measurement((1.0,)).cpu_median)
+    with pytest.raises(ValueError, match="CPU-time samples"):
+        Measurement((1.0, 2.0), cpu_samples=(1.0,))

@@ -145,6 +145,8 @@ def test_run_carries_its_probe_and_machine_load() -> None:
     data = timing.to_dict()
     assert data["probe"]["reference_s"] == probe.reference_s and "others_share" in data["load"]
     assert timing.to_row()["probe_drift"] == probe.drift
+    cpu = timing.measurement.cpu_samples  # per step, this process's CPU time / 1 thread
+    assert len(cpu) == 3 and all(c >= 0 for c in cpu)
 
 
 def test_whole_run_shift_warns_from_the_probe_although_the_steps_agree(

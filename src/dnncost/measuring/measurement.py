@@ -16,6 +16,10 @@ the reference probe's time (:mod:`dnncost.measuring.probe`) beside it, and the e
 - ``probe-normalised``: each repeat's median scaled by reference probe / that repeat's probe, then
   the median: removes a whole-machine slowdown in proportion, assuming the network slows as the
   probe does (not true for every network: memory-bound ones feel a neighbour more).
+- ``cpu-time``: the median over repeats of each repeat's median per-step CPU time of this process
+  (divided by the thread count). Time slices given to other processes do not count, so a machine
+  shared by more runnable threads than cores -- the common case -- hardly moves it; cache and
+  memory-bandwidth contention still do. CPU device only (on a GPU the CPU time is launch overhead).
 
 A repeat whose probe ran more than :data:`DRIFT_THRESHOLD` slower than the reference is *shifted*:
 the whole repeat ran on a slowed machine, whatever its own spread says.
@@ -43,13 +47,22 @@ class NoisyMeasurementWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Measurement:
-    """Raw timed samples (seconds, one per step) and the statistics of them."""
+    """Raw timed samples (seconds, one per step) and the statistics of them.
+
+    ``cpu_samples`` (optional, one per step): the process's CPU time during the step divided by
+    the run's thread count -- the step's time with other processes' time slices taken out (on a
+    CPU device; with several threads, threads spinning at a barrier while a sibling waits for a
+    core still count).
+    """
 
     samples: tuple[float, ...]
+    cpu_samples: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.samples:
             raise ValueError("a Measurement needs at least one sample")
+        if self.cpu_samples and len(self.cpu_samples) != len(self.samples):
+            raise ValueError(f"{len(self.cpu_samples)} CPU-time samples for {len(self.samples)} steps")
 
     @property
     def n(self) -> int:
@@ -58,6 +71,11 @@ class Measurement:
     @property
     def median(self) -> float:
         return float(np.median(self.samples))
+
+    @property
+    def cpu_median(self) -> float:
+        """The median of ``cpu_samples`` (NaN when not recorded)."""
+        return float(np.median(self.cpu_samples)) if self.cpu_samples else math.nan
 
     @property
     def mean(self) -> float:
@@ -103,7 +121,8 @@ class Measurement:
         low, high = self.ci95
         return {"n": self.n, "median_s": self.median, "mean_s": self.mean, "min_s": self.min,
                 "iqr_s": self.iqr, "cv": self.cv, "ci95_low_s": low, "ci95_high_s": high,
-                "noisy": self.noisy, "samples_s": list(self.samples)}
+                "noisy": self.noisy, "samples_s": list(self.samples),
+                "cpu_median_s": self.cpu_median, "cpu_samples_s": list(self.cpu_samples)}
 
 
 def probe_drift(probe_s: float, reference_s: float | None) -> float:
@@ -121,6 +140,7 @@ class Estimator(str, Enum):
     MIN_OF_MEDIANS = "min-of-medians"
     LOWER_QUARTILE = "lower-quartile"
     PROBE_NORMALISED = "probe-normalised"
+    CPU_TIME = "cpu-time"
 
 
 STUDY_ESTIMATOR = Estimator.MIN_OF_MEDIANS  # source: the module docstring's reasoning, and the CV
@@ -170,9 +190,13 @@ class Repeats:
 
     def estimate(self, estimator: Estimator | str = STUDY_ESTIMATOR) -> float:
         """One figure (seconds) from the repeats by ``estimator``; ``probe-normalised`` without
-        probe times is the plain median."""
+        probe times, and ``cpu-time`` without CPU-time samples, are the plain median."""
         estimator = Estimator(estimator)
         medians = np.asarray(self.medians)
+        if estimator is Estimator.CPU_TIME:
+            if all(r.cpu_samples for r in self.runs):
+                return float(np.median([r.cpu_median for r in self.runs]))
+            return float(np.median(medians))
         if estimator is Estimator.MEDIAN:
             return float(np.median(medians))
         if estimator is Estimator.MIN_OF_MEDIANS:

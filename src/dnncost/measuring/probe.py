@@ -14,7 +14,6 @@ fastest probe (:func:`dnncost.measuring.measurement.probe_drift`).
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,12 @@ PROBE_MATMUL_SIZE = 256  # source: measured, 2*256^3 = 33.6 MFLOP took 0.4-0.7 m
 # this 2-core EPYC VM; its three 256 KiB matrices fit in a core's L2 (1 MiB), so it is compute-bound
 PROBE_COPY_BYTES = 8 * 2**20  # source: measured, 8 MiB (8x a core's L2) copied in ~1-2 ms here:
 # memory-bound, the resource a neighbour competes for
-PROBE_REPS = 3  # source: our choice; the median of 3 survives one interrupted rep at ~3x the cost of 1
+PROBE_REPS = 5  # source: our choice; 5 passes of ~1 ms span a scheduler time slice (CFS gives
+# 3-4 ms slices with a few runnable threads per core), so the probe sees the machine's time-sharing
+# as a network's step does, not only the slices it happened to fall inside
+
+
+_WORKLOAD = f"mm{PROBE_MATMUL_SIZE}+copy{PROBE_COPY_BYTES}x{PROBE_REPS}:mean"  # what a record is of
 
 
 @dataclass(frozen=True)
@@ -75,14 +79,13 @@ class Probe:
         self._dst.copy_(self._src)
 
     def run(self, *, reps: int = PROBE_REPS) -> float:
-        """Seconds for one pass of the probe: the median of ``reps`` timed passes."""
-        times = []
+        """Seconds for one pass of the probe: the mean of ``reps`` passes back to back (a mean,
+        not a median, so that time lost to other processes counts, as it does for a step)."""
         synchronize(self.device)
+        self._clock.start()
         for _ in range(reps):
-            self._clock.start()
             self._once()
-            times.append(self._clock.stop())
-        return statistics.median(times)
+        return self._clock.stop() / reps
 
 
 # -- the quiet-machine reference ------------------------------------------------------------------
@@ -95,8 +98,11 @@ def load_reference(device: torch.device | str = "cpu", *, threads: int) -> float
     """The fastest probe time (seconds) on record; None when none is, or the file is unreadable."""
     path = reference_path(device, threads=threads)
     try:
-        value = json.loads(path.read_text())["fastest_s"]
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads(path.read_text())
+        value = data["fastest_s"]
+        if data.get("workload") != _WORKLOAD:
+            return None  # recorded for another probe: not comparable
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
@@ -112,8 +118,7 @@ def record_probe(seconds: float, device: torch.device | str = "cpu", *, threads:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"fastest_s": seconds, "matmul_size": PROBE_MATMUL_SIZE,
-                                   "copy_bytes": PROBE_COPY_BYTES}))
+        tmp.write_text(json.dumps({"fastest_s": seconds, "workload": _WORKLOAD}))
         tmp.replace(path)  # atomic: a reader never sees half a file
     except OSError:
         pass

@@ -15,17 +15,19 @@ import contextlib
 import dataclasses
 import resource
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from dnncost.counting.counter import count
+from dnncost.counting.cost import CostReport
+from dnncost.counting.counter import META_HINT, count
 from dnncost.errors import InputSpecError, TrainingDivergedError
-from dnncost.measuring.calibrate import load_calibration
+from dnncost.measuring.calibrate import cached_calibration
 from dnncost.measuring.device import (
     StepClock,
     check_memory_fits,
@@ -42,6 +44,7 @@ from dnncost.measuring.environment import (
     machine_load,
 )
 from dnncost.measuring.failure import named_model_failure
+from dnncost.measuring.inputs import InputSpec, TensorInput, make_inputs, parse_dtype
 from dnncost.measuring.measurement import (
     DRIFT_THRESHOLD,
     MIN_SAMPLES_FOR_CI,
@@ -54,11 +57,12 @@ from dnncost.measuring.step import (
     DEFAULT_LR,
     Mode,
     OptimizerKind,
+    Part,
     build_step,
     make_optimizer,
-    random_batch,
     trainable_parameters,
 )
+from dnncost.models.loading import parse_inputs
 
 
 class BusyMachineWarning(NoisyMeasurementWarning):
@@ -80,9 +84,15 @@ class StepOptions:
     budget_s: float | None = None  # time steps until their total reaches this (>= MIN_SAMPLES_FOR_CI)
     optimizer: OptimizerKind = OptimizerKind.SGD
     lr: float = DEFAULT_LR
+    dtype: str | None = None  # cast parameters and floating inputs (bfloat16, float16); None: as built
+    autocast: str | None = None  # run the forward under torch.autocast to this dtype
+    channels_last: bool = False  # channels_last memory format for the model and 4-d inputs
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode(self.mode))
+        for precision in (self.dtype, self.autocast):
+            if precision is not None:
+                parse_dtype(precision)  # a clear error for an unknown dtype name
         try:
             object.__setattr__(self, "optimizer", OptimizerKind(self.optimizer))
         except ValueError:
@@ -134,6 +144,7 @@ class StepTiming:
     peak_flops_per_s: float | None = None  # this machine's calibrated peak for dtype and threads
     probe: ProbeReading | None = None  # the reference probe around the run; None when not probed
     load: MachineLoad | None = None  # how busy the machine was during the timed steps
+    cost: CostReport | None = field(default=None, repr=False, compare=False)  # the counted step
 
     @property
     def shifted(self) -> bool:
@@ -199,6 +210,7 @@ def preserved(model: nn.Module) -> Iterator[None]:
     """Leave ``model`` as it was found: weights, buffers, device, train/eval flag, no grads."""
     tensors = [*model.parameters(), *model.buffers()]
     home = tensors[0].device if tensors else torch.device("cpu")
+    dtypes = [t.dtype for t in tensors]  # a step in another dtype casts them
     was_training = model.training
     saved = model.state_dict()  # an OrderedDict whose _metadata (versions) some loaders need
     for key, value in saved.items():
@@ -207,6 +219,9 @@ def preserved(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.to(home)
+        for tensor, dtype in zip(tensors, dtypes, strict=True):
+            if tensor.dtype != dtype:
+                tensor.data = tensor.data.to(dtype)
         model.load_state_dict(saved)
         model.zero_grad(set_to_none=True)
         model.train(was_training)
@@ -218,10 +233,13 @@ def _max_rss_bytes() -> int:
 
 
 # -- the public entry point ------------------------------------------------------------------------
-def time_model(model: nn.Module, input_shape: Sequence[int], options: StepOptions | None = None, *,
+def time_model(model: nn.Module, input_shape: Sequence[int] | InputSpec | str,
+               options: StepOptions | None = None, *,
                name: str | None = None, count_flops: bool = True, probe: bool | Probe = True,
                **overrides: Any) -> StepTiming:
-    """Time one training or validation step of ``model`` on a fixed random batch.
+    """Time one training or validation step of ``model`` on a fixed random batch of
+    ``input_shape`` (one sample's shape, or an input spec such as '16:int64'; see
+    dnncost.measuring.inputs).
 
     ``options`` (or keyword ``overrides`` of its fields: ``batch_size=32, mode="eval"``) says which
     step and how: ``warmup`` untimed steps, then ``repeats`` timed steps -- or, with ``budget_s``,
@@ -234,15 +252,24 @@ def time_model(model: nn.Module, input_shape: Sequence[int], options: StepOption
     """
     opts = step_options(options, overrides)
     dev = resolve_device(opts.device)
-    shape = tuple(int(s) for s in input_shape)
-    if not shape or any(s <= 0 for s in shape):
-        raise InputSpecError(f"input shape must be positive integers (one sample), got {shape}")
+    spec = _input_spec(input_shape)
+    shape = spec.sample_shape
     name = name or type(model).__name__
-    dtype = next(iter(model.parameters()), torch.empty(0)).dtype
+    dtype = parse_dtype(opts.dtype) if opts.dtype is not None else \
+        next(iter(model.parameters()), torch.empty(0)).dtype
     report = None
     if count_flops:  # first: a model that cannot take the input fails here, named, before any timing
-        report = count(model, mode=opts.mode.value, batch_size=opts.batch_size, input_shape=shape,
-                       optimizer=opts.optimizer.value, name=name)
+        try:
+            report = count(model, spec, mode=opts.mode.value, batch_size=opts.batch_size,
+                           optimizer=opts.optimizer.value, name=name, dtype=opts.dtype,
+                           channels_last=opts.channels_last)
+        except InputSpecError as exc:  # the meta device's limit (no meta kernel, .item()): count
+            if META_HINT not in str(exc):  # on the timing device, as the step will run there
+                raise
+            with preserved(model):
+                report = count(model, spec, mode=opts.mode.value, batch_size=opts.batch_size,
+                               optimizer=opts.optimizer.value, name=name, dtype=opts.dtype,
+                               channels_last=opts.channels_last, device=dev)
         check_memory_fits(report.peak_bytes, device=dev, batch_size=opts.batch_size)
 
     with using_threads(opts.threads) as n_threads, preserved(model):
@@ -251,7 +278,7 @@ def time_model(model: nn.Module, input_shape: Sequence[int], options: StepOption
         before_s = prober.run() if prober is not None else None
         ticks_before = cpu_times()
         with named_model_failure(model, name=name, shape="x".join(map(str, (opts.batch_size, *shape)))):
-            samples = _run_steps(model, shape, opts, dev, dtype)
+            measurement = _run_steps(model, spec, opts, dev, dtype, threads=n_threads)
         load = machine_load(ticks_before, cpu_times(), threads=n_threads)
         reading = None
         if prober is not None and before_s is not None:
@@ -267,7 +294,6 @@ def time_model(model: nn.Module, input_shape: Sequence[int], options: StepOption
                              "when an earlier peak was higher)")
         environment = current_environment(dev, threads=n_threads)
 
-    measurement = Measurement(tuple(samples))
     if measurement.noisy:
         warnings.warn(
             f"{name} {opts.mode.value} step timing is noisy: IQR is {measurement.relative_iqr:.0%} "
@@ -289,7 +315,7 @@ def time_model(model: nn.Module, input_shape: Sequence[int], options: StepOption
         flops = report.total().flops
         if dev.type == "cpu":
             peak_memory, memory_source = report.peak_bytes, "dnncost.counting estimate (peak_bytes)"
-    calibration = load_calibration(dev, threads=n_threads)
+    calibration = cached_calibration(dev, threads=n_threads)  # unreadable: a warning, no share of peak
     peak = calibration.peak_flops_per_s(str(dtype).removeprefix("torch.")) if calibration else None
     return StepTiming(
         model=name, mode=opts.mode, input_shape=shape, batch_size=opts.batch_size, device=str(dev),
@@ -297,24 +323,60 @@ def time_model(model: nn.Module, input_shape: Sequence[int], options: StepOption
         optimizer=opts.optimizer.value if opts.mode is Mode.TRAIN else None,
         measurement=measurement, peak_memory_bytes=peak_memory, peak_memory_source=memory_source,
         environment=environment, flops=flops, peak_flops_per_s=peak, probe=reading, load=load,
+        cost=report,
     )
 
 
-def prepare_step(model: nn.Module, input_shape: Sequence[int], opts: StepOptions,
+def prepare_step(model: nn.Module, input_shape: Sequence[int] | InputSpec | str, opts: StepOptions,
                  device: torch.device, *, part: Any = None) -> Any:
-    """Move ``model`` to ``device`` and build its step (dnncost.measuring.step) on a fixed batch."""
+    """Move ``model`` to ``device`` (in ``opts.dtype``, channels_last when asked) and build its step
+    (dnncost.measuring.step) on a fixed batch of ``input_shape`` (a shape or an input spec); the
+    forward runs under autocast when ``opts.autocast`` is set."""
     model.to(device)
+    if opts.dtype is not None:
+        model.to(parse_dtype(opts.dtype))
+    if opts.channels_last:
+        model.to(memory_format=torch.channels_last)
     dtype = next(iter(model.parameters()), torch.empty(0)).dtype
-    x = random_batch(input_shape, batch_size=opts.batch_size, dtype=dtype, device=device)  # (B, *shape)
+    inputs = make_inputs(_input_spec(input_shape), batch_size=opts.batch_size, device=device,
+                         dtype=dtype if dtype.is_floating_point else None,
+                         channels_last=opts.channels_last)  # (B, *shape) each
     optimizer = None
     if opts.mode is Mode.TRAIN and trainable_parameters(model):
         optimizer = make_optimizer(opts.optimizer, trainable_parameters(model), lr=opts.lr)
-    return build_step(model, (x,), mode=opts.mode, optimizer=optimizer, part=part)
+    if opts.autocast is not None:
+        part = _autocast_forward(part, device, parse_dtype(opts.autocast))
+    return build_step(model, inputs.args, kwargs=inputs.kwargs, mode=opts.mode, optimizer=optimizer,
+                      part=part)
 
 
-def _run_steps(model: nn.Module, shape: tuple[int, ...], opts: StepOptions, device: torch.device,
-               dtype: torch.dtype) -> list[float]:
-    """Warm up, then time steps; returns one sample (seconds) per timed step."""
+def _input_spec(value: Sequence[int] | InputSpec | str) -> InputSpec:
+    """An input spec from a spec, its text, or one sample's shape."""
+    if isinstance(value, InputSpec):
+        return value
+    if isinstance(value, str):
+        return parse_inputs(value)
+    shape = tuple(int(s) for s in value)
+    if not shape or any(s <= 0 for s in shape):
+        raise InputSpecError(f"input shape must be positive integers (one sample), got {shape}")
+    return InputSpec((TensorInput(shape),))
+
+
+def _autocast_forward(part: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """``part`` (build_step's hook) with the forward also under ``torch.autocast(dtype)``."""
+    @contextlib.contextmanager
+    def hook(p: Part) -> Iterator[None]:
+        with (part(p) if part is not None else contextlib.nullcontext()), \
+                (torch.autocast(device.type, dtype=dtype) if p is Part.FORWARD
+                 else contextlib.nullcontext()):
+            yield
+    return hook
+
+
+def _run_steps(model: nn.Module, shape: InputSpec, opts: StepOptions, device: torch.device,
+               dtype: torch.dtype, *, threads: int = 1) -> Measurement:
+    """Warm up, then time steps: one wall-clock sample (seconds) per timed step, and on a CPU
+    device the process's CPU time of each step divided by ``threads``."""
     on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
     with out_of_memory_as_error(batch_size=opts.batch_size, device=device), on_device:
         if device.type == "cuda":
@@ -325,17 +387,20 @@ def _run_steps(model: nn.Module, shape: tuple[int, ...], opts: StepOptions, devi
             _check_loss(step(), i, warmup=True)
         synchronize(device)
         samples: list[float] = []
+        cpu: list[float] = []
         while True:
+            cpu_start = time.process_time()
             clock.start()
             loss = step()
             samples.append(clock.stop())
+            cpu.append((time.process_time() - cpu_start) / threads)
             _check_loss(loss, len(samples) - 1, warmup=False)
             if opts.budget_s is None:
                 if len(samples) >= opts.repeats:
                     break
             elif sum(samples) >= opts.budget_s and len(samples) >= MIN_SAMPLES_FOR_CI:
                 break
-    return samples
+    return Measurement(tuple(samples), cpu_samples=tuple(cpu) if device.type == "cpu" else ())
 
 
 def _check_loss(loss: torch.Tensor | None, step: int, *, warmup: bool) -> None:
