@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import dnncost.measuring.calibrate as cal
-from dnncost.errors import InputSpecError, StoreError
+from dnncost.errors import CalibrationError, InputSpecError
 from dnncost.measuring.calibrate import (
     Calibration,
     MatmulPeak,
@@ -109,13 +109,13 @@ def test_unreadable_or_foreign_files_are_store_errors(cache: Path) -> None:
     path = calibration_path("cpu", threads=1)
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
-    with pytest.raises(StoreError, match="unreadable"):
+    with pytest.raises(CalibrationError, match="unreadable"):
         load_calibration("cpu", threads=1)
     path.write_text(json.dumps({"schema": 99}))
-    with pytest.raises(StoreError, match="schema 99"):
+    with pytest.raises(CalibrationError, match="schema 99"):
         load_calibration("cpu", threads=1)
     path.write_text(json.dumps({"schema": 1, "device": "cpu"}))
-    with pytest.raises(StoreError, match="malformed"):
+    with pytest.raises(CalibrationError, match="malformed"):
         load_calibration("cpu", threads=1)
     save_calibration(make(matmul={"float32": peak("float32", 1e9)}))  # a new calibration replaces it
     assert load_calibration("cpu", threads=1).peak_flops_per_s() == 1e9

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from dnncost.errors import InputSpecError, StoreError
+from dnncost.errors import CalibrationError, InputSpecError
 from dnncost.measuring.device import resolve_device, using_threads
 from dnncost.measuring.environment import current_environment, machine_fingerprint
 from dnncost.measuring.measurement import Measurement
@@ -54,7 +56,7 @@ class MatmulPeak:
                 "samples_s": list(self.measurement.samples)}
 
     @classmethod
-    def from_dict(cls, dtype: str, data: Mapping[str, object]) -> MatmulPeak:
+    def from_dict(cls, dtype: str, data: Mapping[str, Any]) -> MatmulPeak:
         return cls(dtype, int(data["size"]), float(data["flops_per_s"]),
                    Measurement(tuple(float(s) for s in data["samples_s"])))
 
@@ -72,7 +74,7 @@ class Bandwidth:
                 "samples_s": list(self.measurement.samples)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> Bandwidth:
+    def from_dict(cls, data: Mapping[str, Any]) -> Bandwidth:
         return cls(int(data["nbytes"]), float(data["bytes_per_s"]),
                    Measurement(tuple(float(s) for s in data["samples_s"])))
 
@@ -123,7 +125,7 @@ class Calibration:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> Calibration:
+    def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
         known = {"matmul", "bandwidth", *_HEADER_KEYS}
         return cls(
             fingerprint=str(data["fingerprint"]), device=str(data["device"]),
@@ -153,11 +155,29 @@ def calibration_path(device: str | torch.device = "cpu", *, threads: int | None 
     return cache_dir() / "calibration" / f"{machine_fingerprint(dev, threads=threads)}.json"
 
 
+class CalibrationWarning(UserWarning):
+    """A cached calibration that cannot be read was ignored."""
+
+
 def load_calibration(device: str | torch.device = "cpu", *,
                      threads: int | None = None) -> Calibration | None:
-    """The stored calibration for this machine, ``device`` and thread count; None when absent."""
+    """The stored calibration for this machine, ``device`` and thread count; None when absent,
+    CalibrationError when the file is unreadable, malformed or of another schema."""
     path = calibration_path(device, threads=threads)
     return _read(path) if path.is_file() else None
+
+
+def cached_calibration(device: str | torch.device = "cpu", *,
+                       threads: int | None = None) -> Calibration | None:
+    """:func:`load_calibration` for callers to whom the calibration is optional (the efficiency
+    beside a measured time, the study's peak): an unreadable file is a CalibrationWarning and
+    None, so a measurement that already ran is never lost to it."""
+    try:
+        return load_calibration(device, threads=threads)
+    except CalibrationError as exc:
+        warnings.warn(f"{exc}; ignored, so the share of peak is left out", CalibrationWarning,
+                      stacklevel=2)
+        return None
 
 
 def _read(path: Path) -> Calibration:
@@ -165,15 +185,15 @@ def _read(path: Path) -> Calibration:
         data = json.loads(path.read_text())
         schema = data.get("schema")
     except (OSError, ValueError, AttributeError) as exc:
-        raise StoreError(f"calibration file '{path}' is unreadable ({type(exc).__name__}: {exc}); "
+        raise CalibrationError(f"calibration file '{path}' is unreadable ({type(exc).__name__}: {exc}); "
                          "delete it or rerun 'dnncost calibrate'") from exc
     if schema != SCHEMA_VERSION:
-        raise StoreError(f"calibration file '{path}' has schema {schema}, this dnncost reads "
+        raise CalibrationError(f"calibration file '{path}' has schema {schema}, this dnncost reads "
                          f"schema {SCHEMA_VERSION}; rerun 'dnncost calibrate'")
     try:
         return Calibration.from_dict(data)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise StoreError(f"calibration file '{path}' is malformed ({type(exc).__name__}: {exc}); "
+        raise CalibrationError(f"calibration file '{path}' is malformed ({type(exc).__name__}: {exc}); "
                          "delete it or rerun 'dnncost calibrate'") from exc
 
 
@@ -185,7 +205,7 @@ def save_calibration(calibration: Calibration) -> Path:
     if path.is_file():
         try:
             calibration = calibration.merged_over(_read(path))
-        except StoreError:
+        except CalibrationError:
             pass  # replaced by the new measurement below
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(calibration.to_dict(), indent=2))
@@ -194,7 +214,7 @@ def save_calibration(calibration: Calibration) -> Path:
 
 
 # -- measuring -------------------------------------------------------------------------------------
-def _timer_samples(stmt: str, tensors: Mapping[str, torch.Tensor], *, threads: int,
+def _timer_samples(stmt: str, tensors: Mapping[str, object], *, threads: int,
                    min_run_time: float) -> Measurement:
     """Per-call times of ``stmt`` via torch.utils.benchmark (warm-up, blocks, accelerator sync)."""
     from torch.utils.benchmark import Timer
@@ -263,6 +283,7 @@ def calibrate(device: str | torch.device = "cpu", *, threads: int | None = None,
 
 
 __all__ = [
-    "Bandwidth", "Calibration", "MatmulPeak", "cache_dir", "calibrate", "calibration_path",
+    "Bandwidth", "Calibration", "CalibrationWarning", "MatmulPeak", "cache_dir", "cached_calibration",
+    "calibrate", "calibration_path",
     "load_calibration", "measure_bandwidth", "measure_matmul", "parse_dtype", "save_calibration",
 ]
