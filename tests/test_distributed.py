@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,9 +16,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dnncost.cli import main
+from dnncost.commands import _distributed as cli_ddp
 from dnncost.counting.counter import count
-from dnncost.errors import DeviceError, InputSpecError
+from dnncost.errors import DeviceError, InputSpecError, ModelFailedError
 from dnncost.measuring import distributed as ddp
+from dnncost.measuring.timing import StepOptions
 from dnncost.study.store import open_store
 
 
@@ -101,7 +105,10 @@ def test_two_gloo_workers_allreduce_gradient_bytes_and_store(tmp_path: Path) -> 
 
 
 def test_failing_worker_stops_every_worker(tmp_path: Path) -> None:
-    with pytest.raises(ddp.DistributedWorkerError, match="rank 1 broke on purpose"):
+    # the model's own failure in a worker is named as in every other command
+    with pytest.raises(ModelFailedError,
+                       match="model 'FailingOnRank1' failed in its own forward .* 2x4 .*"
+                             "rank 1 broke on purpose"):
         ddp.measure_distributed(FailingOnRank1(str(tmp_path)), (4,), nproc=2, backend="gloo",
                                 batch_size=2, warmup=1, repeats=1, baseline=False)
     pids = [int(p.read_text()) for p in sorted(tmp_path.glob("*.pid"))]
@@ -144,14 +151,10 @@ def test_launched_under_torchrun_environment_runs_in_process(
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(ddp.free_port()))
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--format", default="json")
-    ddp.add_distributed_arguments(parser)
-    args = parser.parse_args(["--backend", "gloo"])
-    assert ddp.wants_distributed(args)
+    args = _time_args(model=None, nproc=None, backend="gloo", batch_size=4, format="json")
+    assert cli_ddp.wants_distributed(args)
     loaded = argparse.Namespace(name="small", module=SmallNet())
-    assert ddp.run_distributed_cli(args, loaded, (3, 8, 8)) == 0
+    assert cli_ddp.run_distributed_cli(args, loaded, (3, 8, 8)) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["launcher"], out["world_size"], out["backend"]) == ("torchrun", 1, "gloo")
     assert out["allreduce_bytes_per_step"] == out["gradient_bytes"] == 6248  # as above
@@ -190,17 +193,37 @@ def test_busy_port_is_a_clear_error() -> None:
                                     batch_size=2, port=port)
 
 
+def _time_args(**changes: object) -> argparse.Namespace:
+    """`dnncost time`'s arguments for a data-parallel run, as its parser gives them."""
+    argv = ["time", "lenet5", "--nproc", "2"]
+    args = argparse.Namespace(**{**vars(_parse(argv)), **changes})
+    return args
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    from dnncost.cli import build_parser
+
+    return build_parser().parse_args(argv)
+
+
 def test_bad_counts_and_modes_are_input_errors() -> None:
     with pytest.raises(InputSpecError, match="positive"):
         ddp.check_world_size(0, ddp.Backend.GLOO)
-    with pytest.raises(InputSpecError, match="warmup >= 1"):
+    # warm-up 0 is refused, not silently turned into another number
+    with pytest.raises(InputSpecError, match="at least 1 warm-up step .* got 0"):
         ddp.measure_distributed(SmallNet(), (3, 8, 8), nproc=2, warmup=0)
-    args = argparse.Namespace(mode="eval", nproc=2, backend=None)
+    with pytest.raises(InputSpecError, match="--warmup 1 or more"):
+        cli_ddp.run_distributed_cli(_time_args(warmup=0), None, (3, 8, 8))
+    with pytest.raises(InputSpecError, match="training step"):
+        ddp.measure_distributed(SmallNet(), (3, 8, 8), options=StepOptions(mode="eval"), nproc=2)
     with pytest.raises(InputSpecError, match="--mode train"):
-        ddp.run_distributed_cli(args, None, (3, 8, 8))
-    args = argparse.Namespace(mode="train", nproc=2, backend="nccl", device="cpu", budget=None)
+        cli_ddp.run_distributed_cli(_time_args(mode="eval"), None, (3, 8, 8))
     with pytest.raises(InputSpecError, match="does not go with --device cpu"):
-        ddp.run_distributed_cli(args, None, (3, 8, 8))
+        cli_ddp.run_distributed_cli(_time_args(backend="nccl"), None, (3, 8, 8))
+    # the library says it without flags; the study's check is the same function
+    with pytest.raises(InputSpecError, match="^backend nccl does not go with device cpu"):
+        ddp.backend_for_device("cpu", "nccl")
+    assert ddp.backend_for_device("cpu") is ddp.Backend.GLOO
 
 
 def test_union_of_overlapping_intervals() -> None:
@@ -229,3 +252,134 @@ def test_real_torchrun_two_workers(tmp_path: Path) -> None:
     assert (out["launcher"], out["world_size"]) == ("torchrun", 2)
     assert out["threads"] == max(1, (os.cpu_count() or 1) // 2)  # the cores shared by 2 workers
     assert out["allreduce_bytes_per_step"] == out["gradient_bytes"] > 0
+
+
+# -- faults: a killed parent, a torchrun environment without its peers -----------------------------
+def _children_by_parent() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state
+            children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` now (from /proc)."""
+    children, found, todo = _children_by_parent(), [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for a reaper."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _wait_for(condition, timeout_s: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_parent_leaves_no_worker_and_no_temp_folder(sig: int, tmp_path: Path) -> None:
+    """Issue 11 #2: `dnncost time resnet20 --nproc 2` killed while its workers measure."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "dnncost.cli", "time", "resnet20", "--nproc", "2",
+           "--repeats", "300", "--batch-size", "8"]
+    parent = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def workers() -> list[int]:
+            return [p for p in _descendants(parent.pid) if "spawn_main" in _cmdline(p)]
+        _wait_for(lambda: len(workers()) >= 2 or parent.poll() is not None, 180, "two workers")
+        assert parent.poll() is None, parent.communicate()[1].decode()[-2000:]
+        time.sleep(3)  # let them get into their work
+        below = _descendants(parent.pid)  # workers and multiprocessing's helper
+        os.kill(parent.pid, sig)
+        parent.communicate(timeout=60)
+        _wait_for(lambda: not any(_running(p) for p in below), 30, "every worker to end")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert parent.returncode == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
+    assert not list(tmp_path.glob("dnncost-ddp-*")) and not list(tmp_path.glob("pymp-*"))
+
+
+def _torchrun_env(monkeypatch: pytest.MonkeyPatch, *, port: int, addr: str | None = "127.0.0.1"
+                  ) -> None:
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0"),
+                        ("MASTER_ADDR", addr), ("MASTER_PORT", str(port))):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+
+def test_torchrun_environment_without_a_peer_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11 #6: rank 0 of 2 alone waits for the rendezvous timeout, not for 600 s."""
+    _torchrun_env(monkeypatch, port=ddp.free_port())
+    started = time.monotonic()
+    with pytest.raises(ddp.DistributedSetupError, match="only 1 of 2 workers reached"):
+        ddp.measure_distributed(SmallNet(), (3, 8, 8), batch_size=2, repeats=1, baseline=False,
+                                rendezvous_timeout_s=1.0)
+    assert time.monotonic() - started < 60  # bounded by the timeout, not by the step timeout
+    assert not dist.is_initialized()
+
+
+def test_torchrun_environment_errors_are_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    _torchrun_env(monkeypatch, port=ddp.free_port(), addr=None)
+    assert main(["time", "lenet5", "--repeats", "1"]) == 2
+    assert "MASTER_ADDR is not" in capsys.readouterr().err
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        _torchrun_env(monkeypatch, port=busy.getsockname()[1])
+        assert main(["time", "lenet5", "--repeats", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot serve the rendezvous" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals a subprocess")
+def test_ctrl_c_while_waiting_for_a_peer(tmp_path: Path) -> None:
+    port = ddp.free_port()
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    child = subprocess.Popen([sys.executable, "-m", "dnncost.cli", "time", "lenet5"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def serving() -> bool:  # rank 0 serves the rendezvous once it waits there
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0 or child.poll() is not None
+        _wait_for(serving, 120, "the rendezvous")
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, err.decode()[-2000:]
+    assert "interrupted" in err.decode() and "Traceback" not in err.decode()

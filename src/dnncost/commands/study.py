@@ -54,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=None,
                         help="profile where each network's training-step time goes, by layer type "
                              "(default: on at 32, off at 224)")
-    from dnncost.measuring.distributed import add_distributed_arguments  # as `dnncost time` does
+    from dnncost.commands._distributed import add_distributed_arguments  # as `dnncost time` does
 
     add_distributed_arguments(parser)  # --nproc N, --backend gloo|nccl, --master-port PORT
     parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH",

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from dnncost.commands._common import add_format_argument, add_model_input_arguments
+from dnncost.commands._distributed import add_distributed_arguments, run_distributed_cli, wants_distributed
 
 TABLE_COLUMNS = ("model", "mode", "batch", "device", "threads", "median_ms", "iqr_ms", "cv",
                  "ci95_low_ms", "ci95_high_ms", "n", "samples_per_s", "achieved_gflops_per_s",
@@ -39,8 +40,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "each part's share of FLOPs")
     parser.add_argument("--breakdown-by", choices=("module_type", "module", "operator"),
                         default="module_type", help="grouping of the breakdown (default: module_type)")
-    from dnncost.measuring.distributed import add_distributed_arguments
-
     add_distributed_arguments(parser)
     add_format_argument(parser)
     parser.set_defaults(func=run)
@@ -49,7 +48,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import warnings
 
-    from dnncost.measuring.distributed import run_distributed_cli, wants_distributed
     from dnncost.measuring.timing import time_model
     from dnncost.models.loading import load_model, parse_input_shape
     from dnncost.reporting.formatting import human, render
@@ -105,14 +103,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _breakdown(model, shape, args: argparse.Namespace, mode: str, name: str, timing):
-    from dnncost.counting.counter import count
     from dnncost.measuring.breakdown import profile_breakdown
 
-    report = count(model, mode=mode, batch_size=args.batch_size, input_shape=shape,
-                   optimizer=args.optimizer, name=name)
     return profile_breakdown(model, shape, batch_size=args.batch_size, mode=mode,
                              device=args.device, threads=args.threads, optimizer=args.optimizer,
-                             name=name, report=report,
+                             name=name, report=timing.cost,  # time_model counted this very step
                              unprofiled_step_s=timing.measurement.median)
 
 

@@ -15,27 +15,34 @@ torchrun started), wraps the network in :class:`~torch.nn.parallel.DistributedDa
 - scaling efficiency against one process, *weak scaling*: the same per-worker batch and threads per
   worker, ``efficiency = t1 / tN`` (1.0 = the N workers' steps take as long as one process alone).
 
+Workers never outlive the process that started them: on Linux each asks the kernel to kill it
+when its parent dies (``prctl(PR_SET_PDEATHSIG)``), so even a SIGKILLed parent leaves none behind;
+a SIGTERM/SIGHUP to the parent stops the workers before it exits. Results travel back over a pipe,
+so no temporary folder is left either. The rendezvous is dnncost's own: every worker checks in
+within ``rendezvous_timeout_s`` (a busy port, a missing address or a peer that never comes is one
+clear error, and Ctrl-C is honoured while waiting) before the process group is built.
+
 ``allreduce_bytes_per_step`` is what each worker hands to all-reduce (the gradients' size), not the
 bytes on the wire (a ring all-reduce sends 2 (N - 1) / N of it per worker). The buffers (BatchNorm
 statistics) DDP broadcasts at each forward are part of the step time, not of the all-reduce time.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
+import ctypes
 import io
+import itertools
 import os
-import pickle
+import signal
 import socket
 import sys
-import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -43,20 +50,29 @@ import torch.distributed as dist
 from torch import nn
 
 from dnncost.errors import DeviceError, DnncostError, InputSpecError
-from dnncost.measuring.device import StepClock, synchronize
+from dnncost.measuring.device import StepClock, check_threads, synchronize
 from dnncost.measuring.environment import Environment, current_environment
+from dnncost.measuring.failure import named_model_failure
 from dnncost.measuring.measurement import Measurement
-from dnncost.measuring.step import Mode, OptimizerKind, primary_output
-from dnncost.measuring.timing import prepare_step, step_options
+from dnncost.measuring.step import Mode, primary_output
+from dnncost.measuring.timing import StepOptions, prepare_step, step_options
 
 if TYPE_CHECKING:
     from dnncost.study.store import Store
 
 SCALING = "weak"  # efficiency compares equal per-worker batches: t1 / tN
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # source: torchrun's documented worker environment
+RENDEZVOUS_ENV = ("MASTER_ADDR", "MASTER_PORT")  # source: torch.distributed env:// initialisation
 LOCALHOST = "127.0.0.1"  # spawned workers all run on this machine
 JOIN_POLL_S = 0.5  # how often the parent checks on its workers
 GRACE_S = 5.0  # how long a terminated worker may take to exit before it is killed
+RENDEZVOUS_TIMEOUT_S = 60.0  # source: our choice; spawned workers import torch and check in within
+#   seconds even on a busy 2-core machine, and a peer that never comes should not hold a user long
+RENDEZVOUS_POLL_S = 0.2  # how often a waiting worker looks again (and Ctrl-C gets its chance)
+STEP_TIMEOUT_S = 600.0  # source: our choice; a collective may wait this long for a slow peer
+PR_SET_PDEATHSIG = 1  # source: linux/prctl.h
+TERMINATING_SIGNALS = ("SIGTERM", "SIGHUP")  # turned into a clean exit while workers run
+_CALLS = itertools.count()  # rendezvous keys of successive calls in one process stay apart
 
 
 class Backend(str, Enum):
@@ -164,15 +180,13 @@ class _Config:
     """What every worker needs to know; picklable, so that spawned workers receive it."""
 
     model: bytes | str  # torch.save'd module, or a model spec for dnncost.models.loading.load_model
+    name: str
     input_shape: tuple[int, ...]
-    batch_size: int
-    warmup: int
-    repeats: int
-    threads: int | None
-    optimizer: str
+    options: StepOptions  # batch size and threads per worker, warm-up, repeats, optimizer
     backend: str
     baseline: bool
     timeout_s: float
+    rendezvous_timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -219,23 +233,36 @@ def check_backend(backend: Backend | str) -> Backend:
     return backend
 
 
+def backend_for_device(device: str, backend: Backend | str | None = None) -> Backend:
+    """The backend that goes with ``device`` -- gloo for CPU workers, nccl for one GPU per worker --
+    checked against ``backend`` when one is asked for; InputSpecError when they disagree."""
+    wanted = Backend.NCCL if str(device).split(":")[0] == "cuda" else Backend.GLOO
+    if backend is None:
+        return wanted
+    chosen = check_backend(backend)
+    if chosen is not wanted:
+        raise InputSpecError(f"backend {chosen.value} does not go with device {device}: gloo runs "
+                             "CPU workers (device cpu), nccl one GPU per worker (device cuda)")
+    return chosen
+
+
 def check_world_size(nproc: int, backend: Backend) -> None:
     """DeviceError when this machine cannot run ``nproc`` workers on ``backend``."""
     if nproc < 1:
-        raise InputSpecError(f"--nproc must be a positive integer, got {nproc}")
+        raise InputSpecError(f"the number of workers must be a positive integer, got {nproc}")
     if backend is Backend.NCCL:
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if gpus == 0:
-            raise DeviceError("nccl needs CUDA GPUs and this machine has none; use --backend gloo "
+            raise DeviceError("nccl needs CUDA GPUs and this machine has none; use backend gloo "
                               "(CPU workers)")
         if nproc > gpus:
             raise DeviceError(f"nccl runs one worker per GPU: {nproc} workers requested but this "
-                              f"machine has {gpus} CUDA device(s); use --nproc {gpus} or fewer")
+                              f"machine has {gpus} CUDA device(s); use {gpus} workers or fewer")
     else:
         cores = os.cpu_count() or 1
         if nproc > cores:
             raise DeviceError(f"{nproc} gloo workers requested but this machine has {cores} CPU "
-                              f"core(s); use --nproc {cores} or fewer")
+                              f"core(s); use {cores} workers or fewer")
 
 
 def free_port() -> int:
@@ -255,7 +282,7 @@ def check_port(port: int) -> int:
         except OSError as exc:
             raise DistributedSetupError(
                 f"port {port} on {LOCALHOST} is busy or not allowed ({exc.strerror}); give another "
-                "--master-port, or leave it out to let dnncost pick a free one") from None
+                "rendezvous port, or none to let dnncost pick a free one") from None
     return port
 
 
@@ -316,7 +343,7 @@ def _timed_allreduce_hook(state: _AllreduceRecorder,
         state.intervals.append((start, state.mark()))
         return fut.value()
 
-    return allreduce_hook(None, bucket).then(done)  # None: the default (world) process group
+    return allreduce_hook(None, bucket).then(done)  # type: ignore[arg-type]  # None: the world group
 
 
 if dist.is_available():  # DDP checks the hook's annotations against the real classes, which
@@ -337,17 +364,16 @@ def _time_steps(net: nn.Module, cfg: _Config, *, device: torch.device,
     """Warm up, then time ``cfg.repeats`` training steps of ``net`` (dnncost.measuring.timing's step, the one
     ``dnncost time`` measures); with a recorder (DDP), a barrier starts every step together.
     Returns step seconds, all-reduce seconds, and the bytes and buckets all-reduced per step."""
-    opts = step_options(None, {"batch_size": cfg.batch_size, "mode": Mode.TRAIN,
-                               "optimizer": cfg.optimizer})
+    opts = cfg.options
     step = prepare_step(net, cfg.input_shape, opts, device)
-    for _ in range(cfg.warmup):
+    for _ in range(opts.warmup):
         step()
     synchronize(device)
     clock = StepClock(device)
     step_s: list[float] = []
     allreduce_s: list[float] = []
     nbytes = buckets = 0
-    for _ in range(cfg.repeats):
+    for _ in range(opts.repeats):
         if recorder is not None:
             _barrier(device)
             recorder.start_step()
@@ -369,7 +395,7 @@ def _barrier(device: torch.device) -> None:
 
 def _unused_parameters(net: nn.Module, cfg: _Config, device: torch.device) -> bool:
     """True when some trainable parameter gets no gradient (DDP must then look for unused ones)."""
-    x = torch.randn(cfg.batch_size, *cfg.input_shape, device=device)
+    x = torch.randn(cfg.options.batch_size, *cfg.input_shape, device=device)
     primary_output(net(x)).float().sum().backward()
     unused = any(p.grad is None for p in net.parameters() if p.requires_grad)
     net.zero_grad(set_to_none=True)
@@ -378,17 +404,28 @@ def _unused_parameters(net: nn.Module, cfg: _Config, device: torch.device) -> bo
 
 def _measure_rank(rank: int, world_size: int, local_rank: int, cfg: _Config) -> _Result:
     """One worker's part, inside an initialised process group; returns the exchanged results."""
-    from torch.nn.parallel import DistributedDataParallel
-
     nccl = cfg.backend == Backend.NCCL.value
     device = torch.device("cuda", local_rank) if nccl else torch.device("cpu")
     if nccl:
         torch.cuda.set_device(device)
     local_workers = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // local_workers)
+    threads = cfg.options.threads
+    if threads is None:  # the cores shared among this machine's workers
+        threads = max(1, (os.cpu_count() or 1) // local_workers)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = _load_module(cfg.model).to(device)
+    batch = "x".join(map(str, (cfg.options.batch_size, *cfg.input_shape)))
+    with named_model_failure(net, name=cfg.name, shape=batch):
+        return _measure_net(net, rank, world_size, local_rank, cfg, device=device, threads=threads)
+
+
+def _measure_net(net: nn.Module, rank: int, world_size: int, local_rank: int, cfg: _Config, *,
+                 device: torch.device, threads: int) -> _Result:
+    """:func:`_measure_rank` once the worker's network is on its device."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    nccl = device.type == "cuda"
 
     single: list[float] | None = None
     if cfg.baseline:  # one process alone while the others wait: the weak-scaling reference
@@ -416,36 +453,93 @@ def _measure_rank(rank: int, world_size: int, local_rank: int, cfg: _Config) -> 
 
 
 @contextlib.contextmanager
-def _process_group(backend: str, *, rank: int | None = None, world_size: int | None = None,
-                   timeout_s: float) -> Iterator[None]:
-    """Join (and afterwards leave) the process group the MASTER_ADDR/MASTER_PORT environment names;
-    a group someone else already initialised is used and left alone."""
+def _process_group(backend: str, *, rank: int, world_size: int, addr: str, port: int,
+                   timeout_s: float, rendezvous_timeout_s: float) -> Iterator[None]:
+    """Meet the other workers at ``addr:port`` (:func:`_rendezvous`), then join (and afterwards
+    leave) the process group; a group someone else already initialised is used and left alone."""
     if dist.is_initialized():
         yield
         return
-    kwargs: dict[str, Any] = {} if rank is None else {"rank": rank, "world_size": world_size}
-    dist.init_process_group(backend, init_method="env://", timeout=timedelta(seconds=timeout_s),
-                            **kwargs)
+    store = _rendezvous(rank, world_size, addr=addr, port=port, timeout_s=rendezvous_timeout_s)
+    store.set_timeout(timedelta(seconds=timeout_s))
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=timeout_s))
     try:
         yield
     finally:
         dist.destroy_process_group()
 
 
-def _spawned_worker(rank: int, world_size: int, port: int, cfg: _Config, outdir: str) -> None:
-    """Entry point of a spawned worker: rank 0 writes the result, a failing rank its typed error."""
+def _rendezvous(rank: int, world_size: int, *, addr: str, port: int,
+                timeout_s: float) -> dist.TCPStore:
+    """The store every worker shares, once all ``world_size`` of them have checked in.
+
+    Rank 0 serves the store at ``addr:port`` (torchrun's agent serves it when it says so with
+    TORCHELASTIC_USE_AGENT_STORE); everyone waits in short steps, so Ctrl-C is honoured, and a
+    peer that does not come within ``timeout_s`` is a DistributedSetupError naming how many came."""
+    serve = rank == 0 and not (os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+                               and os.environ.get("MASTER_ADDR") == addr
+                               and os.environ.get("MASTER_PORT") == str(port))
+    deadline = time.monotonic() + timeout_s
+    poll = timedelta(seconds=max(RENDEZVOUS_POLL_S, 1.0))
+    while True:
+        try:
+            store = dist.TCPStore(addr, port, world_size, serve, timeout=poll,
+                                  wait_for_workers=False, multi_tenant=serve)
+            break
+        except RuntimeError as exc:  # torch's DistNetworkError and DistStoreError are RuntimeErrors
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if serve:  # the address cannot be served: a busy port, an address not on this machine
+                raise DistributedSetupError(
+                    f"cannot serve the rendezvous at {addr}:{port} ({reason[:160]}); choose a free "
+                    "port (MASTER_PORT under torchrun) or an address of this machine") from None
+            if time.monotonic() > deadline:
+                raise DistributedSetupError(
+                    f"worker {rank} of {world_size} found no rendezvous at {addr}:{port} within "
+                    f"{timeout_s:.0f} s ({reason[:160]}); is rank 0 running?") from None
+    key = f"dnncost/rendezvous/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{next(_CALLS)}"
+    arrived = store.add(key, 1)
+    while arrived < world_size:
+        if time.monotonic() > deadline:
+            raise DistributedSetupError(
+                f"only {arrived} of {world_size} workers reached the rendezvous at {addr}:{port} "
+                f"within {timeout_s:.0f} s; start the others (e.g. torchrun --nproc-per-node "
+                f"{world_size}), or unset RANK and WORLD_SIZE to time one process")
+        time.sleep(RENDEZVOUS_POLL_S)
+        arrived = store.add(key, 0)
+    return store
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this worker when the process that started it dies (Linux), and
+    exit at once if that has already happened; elsewhere the parent's own cleanup is all there is."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _spawned_worker(rank: int, world_size: int, port: int, cfg: _Config, results: Any,
+                    parent_pid: int) -> None:
+    """Entry point of a spawned worker: rank 0 sends the result, a failing rank its typed error,
+    over ``results`` (a pipe-backed queue: nothing is written to disk)."""
+    _die_with_parent(parent_pid)
     os.environ.update(MASTER_ADDR=LOCALHOST, MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(world_size))
     try:
-        with _process_group(cfg.backend, rank=rank, world_size=world_size, timeout_s=cfg.timeout_s):
+        with _process_group(cfg.backend, rank=rank, world_size=world_size, addr=LOCALHOST,
+                            port=port, timeout_s=cfg.timeout_s,
+                            rendezvous_timeout_s=cfg.rendezvous_timeout_s):
             result = _measure_rank(rank, world_size, rank, cfg)
     except DnncostError as exc:
-        Path(outdir, f"error-{rank}.pkl").write_bytes(pickle.dumps(exc))
-        raise
+        results.put(("error", rank, exc))
+        sys.stderr.flush()
+        os._exit(1)
     if rank == 0:
-        Path(outdir, "result.pkl").write_bytes(pickle.dumps(result))
-    # Everything is written and the process group is gone; skip the interpreter's teardown, which
+        results.put(("result", rank, result))
+    # Everything is sent and the process group is gone; skip the interpreter's teardown, which
     # takes seconds once DDP has imported torch._dynamo.
     sys.stdout.flush()
     sys.stderr.flush()
@@ -454,28 +548,63 @@ def _spawned_worker(rank: int, world_size: int, port: int, cfg: _Config, outdir:
 
 def _spawn(cfg: _Config, *, nproc: int, port: int) -> _Result:
     """Start ``nproc`` workers, wait for them, and return rank 0's result. Workers are never left
-    running: on any error (or an interrupt) the survivors are terminated, then killed."""
+    running: on any error, an interrupt or a SIGTERM/SIGHUP the survivors are terminated, then
+    killed; should this process be killed outright, the kernel kills them (:func:`_die_with_parent`)."""
     import torch.multiprocessing as mp
     from torch.multiprocessing.spawn import ProcessException
 
-    with tempfile.TemporaryDirectory(prefix="dnncost-ddp-") as outdir:
-        context = mp.start_processes(_spawned_worker, args=(nproc, port, cfg, outdir), nprocs=nproc,
-                                     join=False, start_method="spawn")
+    results = mp.get_context("spawn").SimpleQueue()
+    messages: list[tuple[str, int, Any]] = []
+    with _terminating_signals_exit():
+        context = mp.start_processes(_spawned_worker,
+                                     args=(nproc, port, cfg, results, os.getpid()),
+                                     nprocs=nproc, join=False, start_method="spawn")
         try:
             while not context.join(timeout=JOIN_POLL_S):  # on a failure, stops the others
-                pass
+                _drain(results, messages)
         except ProcessException as exc:
-            for rank in range(nproc):
-                error = Path(outdir, f"error-{rank}.pkl")
-                if error.exists():
-                    raise pickle.loads(error.read_bytes()) from None
+            _drain(results, messages)
+            for kind, _, payload in sorted(messages, key=lambda m: m[1]):
+                if kind == "error":
+                    raise payload from None
             last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise DistributedWorkerError(
                 f"worker {exc.error_index} of {nproc} failed ({last}); the other workers were "
                 "stopped") from exc
         finally:
             _stop(context.processes)
-        return pickle.loads(Path(outdir, "result.pkl").read_bytes())
+        _drain(results, messages)
+    for kind, _, payload in messages:
+        if kind == "result":
+            return payload
+    raise DistributedWorkerError(f"the {nproc} workers finished without a result")
+
+
+def _drain(results: Any, into: list[tuple[str, int, Any]]) -> None:
+    """Move what the workers have sent so far into ``into`` (a worker blocks on a full pipe)."""
+    while not results.empty():
+        into.append(results.get())
+
+
+@contextlib.contextmanager
+def _terminating_signals_exit() -> Iterator[None]:
+    """While workers run, SIGTERM/SIGHUP raise SystemExit(128 + signal) in this process, so its
+    cleanup (stopping the workers) runs before it exits as the signal asked; only in the main
+    thread, where Python delivers signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_cleanly(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    wanted = [getattr(signal, name) for name in TERMINATING_SIGNALS if hasattr(signal, name)]
+    previous = {sig: signal.signal(sig, exit_cleanly) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stop(processes: Sequence[Any]) -> None:
@@ -491,42 +620,80 @@ def _stop(processes: Sequence[Any]) -> None:
             process.join()
 
 
+def _launch_environment() -> tuple[int, int, int, str, int]:
+    """(rank, world size, local rank, address, port) of a torchrun-style launch, from RANK,
+    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; InputSpecError naming what is missing
+    or malformed."""
+    missing = [name for name in RENDEZVOUS_ENV if not os.environ.get(name)]
+    if missing:
+        raise InputSpecError(
+            f"RANK, WORLD_SIZE and LOCAL_RANK are set (a torchrun-style launch) but "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not; launch with "
+            "torchrun, set both, or unset RANK/WORLD_SIZE/LOCAL_RANK to time one process")
+    values: dict[str, int] = {}
+    for name in (*LAUNCH_ENV, "MASTER_PORT"):
+        text = os.environ[name]
+        if not text.strip().isdigit():
+            raise InputSpecError(f"environment variable {name}={text!r} is not a non-negative "
+                                 "integer")
+        values[name] = int(text)
+    rank, world_size, local_rank = values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"]
+    if world_size < 1 or rank >= world_size:
+        raise InputSpecError(f"RANK={rank} and WORLD_SIZE={world_size} do not make a worker "
+                             "(need 0 <= RANK < WORLD_SIZE)")
+    port = values["MASTER_PORT"]
+    if not 0 < port < 65536:
+        raise InputSpecError(f"MASTER_PORT must be between 1 and 65535, got {port}")
+    return rank, world_size, local_rank, os.environ["MASTER_ADDR"], port
+
+
 # -- the public entry point ------------------------------------------------------------------------
 def measure_distributed(
     model: nn.Module | str,
     input_shape: Sequence[int] | None = None,
     *,
+    options: StepOptions | None = None,
     nproc: int | None = None,
     backend: Backend | str | None = None,
-    batch_size: int = 32,
-    warmup: int = 3,
-    repeats: int = 10,
-    threads: int | None = None,
-    optimizer: OptimizerKind | str = OptimizerKind.SGD,
     port: int | None = None,
     baseline: bool = True,
     name: str | None = None,
-    timeout_s: float = 600.0,
+    timeout_s: float = STEP_TIMEOUT_S,
+    rendezvous_timeout_s: float = RENDEZVOUS_TIMEOUT_S,
+    **overrides: Any,
 ) -> DistributedTiming:
     """Time a data-parallel training step of ``model`` on ``nproc`` workers with DDP.
 
     ``model`` is an nn.Module (copied to each worker; it is not modified) or a model spec that each
-    worker loads with dnncost.models.loading. ``batch_size`` is per worker; ``threads`` per worker defaults
-    to the CPU cores divided among the workers. ``port`` (default: a free one) is the rendezvous
-    port on 127.0.0.1. Under torchrun the launched workers are used (``nproc`` must be None or the
-    world size; ``port`` is ignored) and every worker returns the record. ``baseline`` also times
-    one plain process for the weak-scaling efficiency.
+    worker loads with dnncost.models.loading. ``options`` (or keyword ``overrides`` of its fields,
+    as :func:`dnncost.measuring.timing.time_model` takes them) is the timed step: a training step,
+    ``batch_size`` and ``threads`` per worker (threads default to the CPU cores divided among the
+    workers), ``warmup`` (at least 1: DDP rebuilds its buckets after the first step), ``repeats``,
+    ``optimizer``; its ``device`` picks the backend unless ``backend`` is given. ``port`` (default:
+    a free one) is the rendezvous port on 127.0.0.1. Under torchrun the launched workers are used
+    (``nproc`` must be None or the world size; ``port`` is ignored) and every worker returns the
+    record. ``baseline`` also times one plain process for the weak-scaling efficiency.
+    ``rendezvous_timeout_s`` bounds the wait for every worker to arrive, ``timeout_s`` each
+    collective afterwards.
     """
     from dnncost.counting.counter import count
 
-    if warmup < 1 or repeats < 1 or batch_size < 1:
-        raise InputSpecError(f"need warmup >= 1 (DDP rebuilds its buckets after the first step), "
-                             f"repeats >= 1 and batch_size >= 1; got warmup={warmup}, "
-                             f"repeats={repeats}, batch_size={batch_size}")
-    if threads is not None and threads < 1:
-        raise DeviceError(f"threads must be a positive integer, got {threads}")
-    optimizer = OptimizerKind(optimizer)
-    backend = check_backend(backend if backend is not None else default_backend())
+    opts = step_options(options, overrides)
+    if opts.mode is not Mode.TRAIN:
+        raise InputSpecError("data-parallel timing needs a training step (mode 'train'): workers "
+                             "only communicate when they train")
+    if opts.budget_s is not None:
+        raise InputSpecError("a time budget is not supported for data-parallel timing; give a "
+                             "number of repeats instead")
+    if opts.warmup < 1:
+        raise InputSpecError(f"data-parallel timing needs at least 1 warm-up step (DDP rebuilds "
+                             f"its buckets after the first step), got {opts.warmup}")
+    if opts.threads is not None:
+        check_threads(opts.threads)
+    if not rendezvous_timeout_s > 0 or not timeout_s > 0:
+        raise InputSpecError(f"timeouts must be positive, got rendezvous {rendezvous_timeout_s} s "
+                             f"and step {timeout_s} s")
+    backend = backend_for_device(opts.device, backend if backend is not None else None)
 
     if isinstance(model, str):
         from dnncost.models.loading import load_model
@@ -545,21 +712,21 @@ def measure_distributed(
     else:
         raise InputSpecError(f"expected an nn.Module or a model spec, got {type(model).__name__}")
     # counting first also checks, in this process, that the model takes the input
-    report = count(module, mode="train", batch_size=batch_size, input_shape=shape,
-                   optimizer=optimizer.value, name=name)
-    cfg = _Config(model=source, input_shape=shape, batch_size=batch_size, warmup=warmup,
-                  repeats=repeats, threads=threads, optimizer=optimizer.value, backend=backend.value,
-                  baseline=baseline, timeout_s=timeout_s)
+    report = count(module, mode="train", batch_size=opts.batch_size, input_shape=shape,
+                   optimizer=opts.optimizer.value, name=name)
+    cfg = _Config(model=source, name=name, input_shape=shape, options=opts, backend=backend.value,
+                  baseline=baseline, timeout_s=timeout_s, rendezvous_timeout_s=rendezvous_timeout_s)
 
     if launched_by_torchrun():
-        world_size = int(os.environ["WORLD_SIZE"])
+        rank, world_size, local_rank, addr, master_port = _launch_environment()
         if nproc is not None and nproc != world_size:
-            raise InputSpecError(f"--nproc {nproc} disagrees with torchrun's world size "
-                                 f"{world_size}; leave --nproc out under torchrun")
-        local_rank = int(os.environ["LOCAL_RANK"])
+            raise InputSpecError(f"{nproc} workers requested but torchrun's world size is "
+                                 f"{world_size}; leave the number of workers out under torchrun")
         if backend is Backend.NCCL:
             check_world_size(local_rank + 1, backend)
-        with _process_group(backend.value, timeout_s=timeout_s):
+        with _process_group(backend.value, rank=rank, world_size=world_size, addr=addr,
+                            port=master_port, timeout_s=timeout_s,
+                            rendezvous_timeout_s=rendezvous_timeout_s):
             result = _measure_rank(dist.get_rank(), dist.get_world_size(), local_rank, cfg)
         launcher = "torchrun"
     else:
@@ -571,8 +738,8 @@ def measure_distributed(
     device = "cuda" if backend is Backend.NCCL else "cpu"
     return DistributedTiming(
         model=name, world_size=result.world_size, backend=backend.value, device=device,
-        launcher=launcher, input_shape=shape, batch_size=batch_size, threads=result.threads,
-        optimizer=optimizer.value, step=Measurement(result.step_s),
+        launcher=launcher, input_shape=shape, batch_size=opts.batch_size, threads=result.threads,
+        optimizer=opts.optimizer.value, step=Measurement(result.step_s),
         allreduce=Measurement(result.allreduce_s), allreduce_bytes_per_step=result.allreduce_bytes,
         buckets_per_step=result.buckets, gradient_bytes=report.gradient_bytes, params=report.params,
         trainable_params=report.trainable_params, flops=report.total().flops,
@@ -595,70 +762,8 @@ def store_timing(store: Store, timing: DistributedTiming, *, network_id: int, ru
         efficiency=timing.efficiency, launcher=timing.launcher)
 
 
-# -- command-line glue (wired into `dnncost time` and `dnncost study`) -----------------------------
-def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--nproc N``, ``--backend gloo|nccl`` and ``--master-port PORT``."""
-    parser.add_argument("--nproc", type=int, default=None, metavar="N",
-                        help="train data-parallel on N workers with torch.distributed + DDP "
-                             "(default: one plain process; under torchrun: its world size)")
-    parser.add_argument("--backend", choices=[b.value for b in Backend], default=None,
-                        help="torch.distributed backend: gloo (CPU workers) or nccl (one GPU per "
-                             "worker); default nccl when CUDA is available, else gloo")
-    parser.add_argument("--master-port", type=int, default=None, metavar="PORT",
-                        help="rendezvous port on 127.0.0.1 (default: a free one)")
-
-
-def wants_distributed(args: argparse.Namespace) -> bool:
-    """True when the command line asked for data-parallel timing (or runs under torchrun)."""
-    return getattr(args, "nproc", None) is not None or launched_by_torchrun()
-
-
-def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
-                        input_shape: Sequence[int]) -> int:
-    """Measure as ``args`` asks and print a table, JSON or CSV (rank 0 only under torchrun).
-
-    Reads ``nproc``, ``backend``, ``master_port``, ``batch_size``, ``format`` and, where the command
-    has them, ``model`` (the spec, re-loaded in each worker), ``mode``, ``warmup``, ``repeats``,
-    ``threads``, ``optimizer``.
-    """
-    from dnncost.reporting.formatting import human, render
-
-    if getattr(args, "mode", "train") != "train":
-        raise InputSpecError("--nproc needs --mode train: data-parallel workers only communicate "
-                             "when they train")
-    if getattr(args, "budget", None) is not None:
-        raise InputSpecError("--budget is not supported with --nproc; give --repeats instead")
-    device = str(getattr(args, "device", None) or "cpu")
-    wanted = Backend.NCCL if device.split(":")[0] == "cuda" else Backend.GLOO
-    backend = Backend(args.backend) if args.backend else wanted
-    if backend is not wanted:
-        raise InputSpecError(f"--backend {backend.value} does not go with --device {device}: gloo "
-                             "runs CPU workers (--device cpu), nccl one GPU per worker (--device cuda)")
-    spec = getattr(args, "model", None)
-    timing = measure_distributed(
-        spec if isinstance(spec, str) else loaded_model.module, input_shape,
-        nproc=args.nproc, backend=backend, batch_size=args.batch_size,
-        warmup=max(1, getattr(args, "warmup", None) or 3), repeats=getattr(args, "repeats", None) or 10,
-        threads=getattr(args, "threads", None), optimizer=getattr(args, "optimizer", None) or "sgd",
-        port=getattr(args, "master_port", None), name=loaded_model.name)
-    if dist.is_available() and launched_by_torchrun() and int(os.environ["RANK"]) != 0:
-        return 0
-    footer = (f"{timing.world_size} {timing.backend} workers ({timing.launcher}), batch "
-              f"{timing.batch_size} and {timing.threads} thread(s) per worker; step = slowest "
-              f"worker's median; all-reduce = time with a gradient all-reduce in flight (DDP hook); "
-              f"comm_share = all-reduce / step; efficiency = t1 / tN ({timing.scaling} scaling)")
-    row = timing.to_row()
-    if args.format == "table":
-        for key in ("params", "flops", "gradient_bytes", "allreduce_bytes"):
-            row[key] = human(row[key])
-    print(render([row], args.format, title=f"{timing.model}: data-parallel training step",
-                 footer=footer, json_payload=timing.to_dict()))
-    return 0
-
-
 __all__ = [
     "Backend", "DistributedSetupError", "DistributedTiming", "DistributedWorkerError",
-    "add_distributed_arguments", "check_backend", "check_port", "check_world_size",
-    "default_backend", "free_port", "launched_by_torchrun", "measure_distributed",
-    "run_distributed_cli", "store_timing", "wants_distributed",
+    "backend_for_device", "check_backend", "check_port", "check_world_size", "default_backend",
+    "free_port", "launched_by_torchrun", "measure_distributed", "store_timing",
 ]

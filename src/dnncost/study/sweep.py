@@ -270,15 +270,9 @@ def check_data_parallel(config: StudyConfig) -> None:
     the device)."""
     if config.world_size == 1:
         return
-    from dnncost.measuring.distributed import Backend, check_backend, check_world_size
+    from dnncost.measuring.distributed import backend_for_device, check_world_size
 
-    backend = check_backend(config.backend)
-    wanted = Backend.NCCL if config.device.split(":")[0] == "cuda" else Backend.GLOO
-    if backend is not wanted:
-        raise InputSpecError(f"--backend {backend.value} does not go with --device {config.device}: "
-                             "gloo runs CPU workers (--device cpu), nccl one GPU per worker "
-                             "(--device cuda)")
-    check_world_size(config.world_size, backend)
+    check_world_size(config.world_size, backend_for_device(config.device, config.backend))
 
 
 # -- the sweep ---------------------------------------------------------------------------------------
@@ -580,7 +574,7 @@ class _Sweep:
         from dnncost.measuring.distributed import measure_distributed, store_timing
 
         timing = measure_distributed(
-            net.name, net.shape, nproc=world_size, backend=backend,
+            net.name, net.shape, nproc=world_size, backend=backend, device=self.config.device,
             batch_size=self.config.batch_size, warmup=max(1, self.config.warmup),
             repeats=max(self.config.steps, DDP_MIN_STEPS), optimizer=self.config.optimizer,
             port=self.port, name=net.loaded.name)
