@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dnncost.measuring.inputs import InputSpec
 
 FORMATS = ("table", "json", "csv")
 
@@ -17,7 +21,36 @@ def add_model_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL",
                         help="zoo or torchvision name (resnet50, torchvision:resnet50), "
                              "timm:NAME, or path/to/file.py:factory")
-    parser.add_argument("--input", dest="input_shape", default=None, metavar="CxHxW",
-                        help="input shape of one sample, e.g. 3x224x224 (default: the model's)")
+    parser.add_argument("--input", dest="input_shape", default=None, metavar="SPEC",
+                        help="one sample's input, without the batch dimension (default: the model's): "
+                             "a shape 3x224x224; a dtype 16:int64 (token ids in [0, 2); "
+                             "16:int64:30522 for [0, 30522)); several inputs 3x224x224,4; or "
+                             "path/to/file.py:inputs, a function inputs(batch_size) returning a "
+                             "tensor, a tuple or a dict of keyword tensors (attention masks)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="batch size (default: 1)")
+
+
+DTYPE_CHOICES = ("float32", "bfloat16", "float16")  # source: the dtypes torch.autocast and CPUs/GPUs run
+
+
+def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dtype``, ``--autocast [DTYPE]`` and ``--channels-last``, as ``count`` and ``time`` take them."""
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=None,
+                        help="cast the model's parameters and floating inputs (default: as built)")
+    parser.add_argument("--autocast", nargs="?", const="bfloat16", choices=DTYPE_CHOICES[1:],
+                        default=None, metavar="DTYPE",
+                        help="run the forward under torch.autocast to DTYPE (default bfloat16); "
+                             "needs real tensors (--device cpu/cuda)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="channels_last memory format for the model and 4-d inputs")
+
+
+def input_spec(args: argparse.Namespace, default_shape: tuple[int, ...]) -> InputSpec:
+    """The input spec of ``--input`` (see dnncost.measuring.inputs), or the model's own shape."""
+    from dnncost.measuring.inputs import InputSpec, TensorInput
+    from dnncost.models.loading import parse_inputs
+
+    if args.input_shape:
+        return parse_inputs(args.input_shape)
+    return InputSpec((TensorInput(tuple(default_shape)),), name="x".join(map(str, default_shape)))

@@ -2,58 +2,90 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from dnncost.commands._common import add_format_argument, add_model_input_arguments
+from dnncost.commands._common import (
+    add_format_argument,
+    add_model_input_arguments,
+    add_precision_arguments,
+    input_spec,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "count", help="count params, MACs, FLOPs and bytes (no real arithmetic)",
-        description="Count a model's computation per module or operator, forward or training step.")
+        description="Count a model's computation per module, operator or module type, forward pass "
+                    "or training step. Totals marked '>=' are lower bounds: an operator without a "
+                    "formula ran.")
     add_model_input_arguments(parser)
+    add_precision_arguments(parser)
     parser.add_argument("--mode", choices=("eval", "train"), default="eval",
                         help="eval: one forward pass; train: forward + loss + backward + optimizer")
-    parser.add_argument("--depth", type=int, default=1, help="module depth of the table (default 1)")
-    parser.add_argument("--by", choices=("module", "operator"), default="module")
+    parser.add_argument("--depth", type=int, default=1,
+                        help="module tree depth of the table (default 1; -1: every module)")
+    parser.add_argument("--by", choices=("module", "operator", "module_type"), default="module",
+                        help="rows per module (the tree, parents with their children's totals), per "
+                             "aten operator or per module type (default: module)")
     parser.add_argument("--device", default="meta",
                         help="meta (default: no arithmetic), or cpu/cuda to count on real tensors")
     parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
+    parser.add_argument("--convention", action="store_true",
+                        help="print the full counting convention under the table (default: one line)")
+    parser.add_argument("--plain", action="store_true",
+                        help="plain text table even where the terminal could show a rich one")
     add_format_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from dnncost.counting.conventions import CONVENTION
-    from dnncost.counting.counter import count
-    from dnncost.models.loading import load_model, parse_input_shape
-    from dnncost.reporting.formatting import human, render
+    from dnncost.counting.counter import META_HINT, count
+    from dnncost.errors import InputSpecError
+    from dnncost.models.loading import load_model
+    from dnncost.reporting.formatting import render
 
     loaded = load_model(args.model)
-    shape = parse_input_shape(args.input_shape) if args.input_shape else loaded.input_shape
-    report = count(loaded, input_shape=shape, batch_size=args.batch_size,
-                   mode=args.mode, device=args.device, optimizer=args.optimizer, name=loaded.name)
-    rows = report.to_rows(args.by, depth=args.depth)
-    if args.format == "table":
-        for row in rows:
-            for key in ("macs", "flops", "bytes_read", "bytes_written", "bytes"):
-                row[key] = human(row[key])
-    total = report.total()
-    unsupported = report.unsupported()
-    footer_lines = [
-        f"model {report.model}  input {report.batch_size}x{'x'.join(map(str, report.input_shape))}"
-        f"  mode {report.mode}  counted on {report.counted_on}",
-        f"params {report.params:,} ({report.trainable_params:,} trainable)  "
-        f"MACs {total.macs:,}  FLOPs {total.flops:,}  bytes {total.bytes:,}",
-        f"activation memory {human(report.activation_bytes, unit='B')}  "
-        f"peak memory estimate {human(report.peak_bytes, unit='B')}",
-    ]
-    if report.mode == "train":
-        footer_lines.append(f"data-parallel all-reduce volume per step (gradients): "
-                            f"{human(report.gradient_bytes, unit='B')}")
-    if unsupported:
-        footer_lines.append("unsupported operators (cost unknown, not zero): "
-                            + ", ".join(f"{op} x{n}" for op, n in unsupported.items()))
-    footer_lines.append(CONVENTION)
-    print(render(rows, args.format, title=f"{report.model}: cost by {args.by}",
-                 footer="\n".join(footer_lines), json_payload=report.to_dict(by=args.by, depth=args.depth)))
+    try:
+        report = count(loaded, input_spec(args, loaded.input_shape), batch_size=args.batch_size,
+                       mode=args.mode, device=args.device, optimizer=args.optimizer,
+                       name=loaded.name, dtype=args.dtype, autocast=args.autocast,
+                       channels_last=args.channels_last)
+    except InputSpecError as exc:
+        if META_HINT in str(exc) or "autocast" in str(exc):
+            raise InputSpecError(f"{exc} (--device cpu)") from exc
+        raise
+    if args.format != "table":
+        rows = report.to_rows(args.by, depth=args.depth)
+        print(render(rows, args.format, json_payload=report.to_dict(by=args.by, depth=args.depth)))
+        return 0
+    if not args.plain and sys.stdout.isatty() and _print_rich(report, args):
+        return 0
+    text = report.table(args.by, depth=args.depth, full_convention=args.convention)
+    print(text if args.convention else text + " (--convention: the full text)")
     return 0
+
+
+def _print_rich(report: object, args: argparse.Namespace) -> bool:
+    """The table through ``rich`` (an optional dependency) when installed; False otherwise."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        return False
+    from dnncost.counting.cost import CostReport
+    from dnncost.counting.table import table_cells
+
+    assert isinstance(report, CostReport)
+    headers, cells = table_cells(report.to_rows(args.by, depth=args.depth), args.by)
+    table = Table(title=report.title(args.by), title_justify="left")
+    for i, header in enumerate(headers):
+        numeric = header in ("params", "calls", "MACs", "FLOPs", "bytes", "%")
+        table.add_column(header, justify="right" if numeric else "left",
+                         style="bold" if i == 0 else None)
+    for row in cells:
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    for line in report.footer(full_convention=args.convention):
+        console.print(line, highlight=False, style="bold red" if line.startswith("INCOMPLETE") else None)
+    return True

@@ -4,7 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dnncost.commands._common import add_format_argument, add_model_input_arguments
+from dnncost.commands._common import (
+    add_format_argument,
+    add_model_input_arguments,
+    add_precision_arguments,
+    input_spec,
+)
 from dnncost.commands._distributed import add_distributed_arguments, run_distributed_cli, wants_distributed
 
 TABLE_COLUMNS = ("model", "mode", "batch", "device", "threads", "median_ms", "iqr_ms", "cv",
@@ -21,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "95% interval of the median, achieved FLOP/s and efficiency against "
                     "'dnncost calibrate'.")
     add_model_input_arguments(parser)
+    add_precision_arguments(parser)
     parser.add_argument("--mode", choices=("train", "eval", "both"), default="train",
                         help="train step, eval step, or both (default: train)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
@@ -49,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from dnncost.measuring.timing import time_model
-    from dnncost.models.loading import load_model, parse_input_shape
+    from dnncost.models.loading import load_model
     from dnncost.reporting.formatting import human, render
 
     loaded = load_model(args.model)
-    shape = parse_input_shape(args.input_shape) if args.input_shape else loaded.input_shape
+    spec = input_spec(args, loaded.input_shape)
+    shape = spec.sample_shape
     if wants_distributed(args):
         return run_distributed_cli(args, loaded, shape)
     model = loaded.module
@@ -62,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for mode in modes:
-            timing = time_model(model, shape, batch_size=args.batch_size, mode=mode,
+            timing = time_model(model, spec, batch_size=args.batch_size, mode=mode,
+                                dtype=args.dtype, autocast=args.autocast,
+                                channels_last=args.channels_last,
                                 device=args.device, threads=args.threads, warmup=args.warmup,
                                 repeats=args.repeats, budget_s=args.budget,
                                 optimizer=args.optimizer, name=loaded.name)
@@ -76,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     first = timings[0]
     env = first.environment
     footer = [
-        f"input {first.batch_size}x{'x'.join(map(str, first.input_shape))} {first.dtype}; "
+        f"input {spec}, batch {first.batch_size}, {first.dtype}"
+        f"{' + autocast ' + args.autocast if args.autocast else ''}; "
         f"{env.device_name}, {env.cpu_cores} cores, {first.threads} threads, torch {env.torch_version} "
         f"({env.torch_build}); dnncost {env.git_revision}",
         f"median of {first.measurement.n} timed steps after {args.warmup} warm-up steps; "

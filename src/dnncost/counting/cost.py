@@ -308,7 +308,7 @@ class CostReport:
 
 
 def _share(part: int, whole: int) -> float:
-    return 100.0 * part / whole if whole else 0.0
+    return round(100.0 * part / whole, 2) if whole else 0.0
 
 
 def _cost_columns(cost: Cost, whole: Cost) -> dict[str, object]:

@@ -69,7 +69,13 @@ def _written(op: Any, bound: dict[str, Any]) -> list[TensorSpec]:
 
 
 def _spec(value: Any) -> Any:
-    return TensorSpec.of(value) if isinstance(value, torch.Tensor) else value
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.is_nested:  # padded size (B, max lengths...): exact without padding, an upper bound with
+        sizes = value._nested_tensor_size()  # (B, dims of each component)
+        padded = (int(sizes.shape[0]), *(int(d) for d in sizes.max(dim=0).values.tolist()))
+        return TensorSpec(padded, value.dtype)
+    return TensorSpec.of(value)
 
 
 class _OrderedModuleTracker(ModuleTracker):
@@ -224,8 +230,8 @@ def _output_shapes(module: nn.Module) -> tuple[dict[str, str], Any]:
     def hook(mod: nn.Module, _args: Any, out: Any) -> None:
         path = paths.get(id(mod))
         if path is not None and path not in shapes:
-            shapes[path] = ", ".join("x".join(map(str, t.shape)) for t in tree_flatten(out)[0]
-                                     if isinstance(t, torch.Tensor))
+            shapes[path] = ", ".join("x".join(map(str, _spec(t).shape)) + ("(nested)" * t.is_nested)
+                                     for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
     return shapes, register_module_forward_hook(hook)
 
 

@@ -89,6 +89,7 @@ VIEW_OPS: frozenset[Any] = frozenset({
     aten.unsafe_split, aten.unsafe_split_with_sizes, aten.unsafe_chunk, aten.transpose_, aten.t_,
     aten.squeeze_, aten.unsqueeze_, aten.detach_, aten.swapaxes, aten.swapdims, aten.view_as_real,
     aten.view_as_complex, aten._neg_view, aten._conj, aten.resolve_conj, aten.resolve_neg,
+    aten._nested_tensor_size, aten._nested_tensor_strides, aten._nested_tensor_storage_offsets,
     torch.ops.profiler._record_function_enter_new, torch.ops.profiler._record_function_exit,
     torch.ops.profiler._record_function_enter,
 })
@@ -511,7 +512,9 @@ POINTWISE_FLOPS: dict[int, tuple[Any, ...]] = {
         aten.roll, aten.repeat, aten.index, aten.index_select, aten.gather, aten.embedding,
         aten._unsafe_index, aten.upsample_nearest1d, aten.upsample_nearest2d,
         aten.upsample_nearest3d, aten._upsample_nearest_exact1d, aten._upsample_nearest_exact2d,
-        aten._upsample_nearest_exact3d, aten.masked_fill, aten.where, aten.bernoulli_, aten.uniform_,
+        aten._upsample_nearest_exact3d, aten._nested_tensor_from_mask, aten.to_padded_tensor,
+        aten._nested_tensor_from_mask_left_aligned,
+        aten.masked_fill, aten.where, aten.bernoulli_, aten.uniform_,
         aten.normal_, aten.random_, aten.channel_shuffle, aten.native_channel_shuffle,
         aten.pixel_shuffle, aten.pixel_unshuffle, aten.contiguous, aten.lift,
         aten.tril, aten.triu, aten.eq, aten.ne, aten.gt, aten.lt, aten.ge, aten.le,
