@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from dnncost.measuring.records import EpochRecord
 from dnncost.study.analysis import (
     CostMetric,
     Linearity,
@@ -17,7 +18,7 @@ from dnncost.study.analysis import (
     layer_type_shares,
     points_from_results,
 )
-from dnncost.study.store import CountRow, EpochRow, NetworkResult, TimingRow, TrainingRow
+from dnncost.study.store import CountRow, NetworkResult, TimingRow, TrainingRow
 
 FLOPS = (1e6, 3e6, 1e7, 3e7, 1e8, 3e8)
 
@@ -103,7 +104,7 @@ def test_too_few_networks_gives_no_verdict():
 
 def _result(name: str, flops: int, step_s: float, *, breakdown=None) -> NetworkResult:
     count = lambda mode, f: CountRow(mode, 100, 100, f // 2, f, 10 * f, 20, 0, 0, {}, {})  # noqa: E731
-    epochs = tuple(EpochRow(e, 2.0 * e, 0.5, 0.0, 0.0, 1.0, 0.5, 1.0, 0.5, 64, 16, 2)
+    epochs = tuple(EpochRecord(e, 2.0 * e, 0.5, 0.0, 0.0, 1.0, 0.5, 1.0, 0.5, 64, 16, 2)
                    for e in (1, 2))
     return NetworkResult(
         name=name, family="x", config_hash="c", fingerprint="m", input_shape="3x8x8",

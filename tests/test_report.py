@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from dnncost.cli import main
-from dnncost.study.store import CountRow, EpochRow, open_store
+from dnncost.measuring.records import EpochRecord
+from dnncost.study.store import CountRow, open_store
 
 EVIL = 'evil<script>alert("x")</script>&co'  # a network name that must come out escaped
 # (name, family, training-step FLOPs); step time follows 1e-3 * sqrt(FLOPs): not linear
@@ -49,7 +50,7 @@ def _store(path: Path) -> Path:
                     store.add_timing(nid, run, mode=mode, samples=[t * k] * 3, median_s=t * k,
                                      iqr_s=0.0, threads=2, peak_memory_bytes=None)
             training = store.start_training(nid, run, epochs_planned=1, dataset="digits")
-            store.add_epoch(training, EpochRow(1, 45 * t, 4 * t, 0.0, 0.0, 2.0, 0.3, 1.9, 0.4,
+            store.add_epoch(training, EpochRecord(1, 45 * t, 4 * t, 0.0, 0.0, 2.0, 0.3, 1.9, 0.4,
                                                1437, 360, 45))
             store.finish_training(training, "complete")
             store.put_breakdown(nid, {"Conv2d": (0.6 * t, int(0.9 * flops)),

@@ -2,12 +2,14 @@
 a full disk that loses nothing finished, the single-writer lock, and merging without duplicates."""
 from __future__ import annotations
 
+import math
 import sqlite3
 
 import pytest
 
 from dnncost.errors import StoreError
-from dnncost.study.store import APPLICATION_ID, SCHEMA_VERSION, CountRow, EpochRow, merge, migrate, open_store
+from dnncost.measuring.records import DataParallelStep, EpochRecord
+from dnncost.study.store import APPLICATION_ID, SCHEMA_VERSION, CountRow, merge, migrate, open_store
 
 
 def _count(mode: str = "train") -> CountRow:
@@ -36,7 +38,7 @@ def _fill(store, names=("a", "b"), *, fingerprint: str = "machine-a") -> str:
         store.add_timing(nid, run, mode="train", samples=[0.1, 0.2, 0.3], median_s=0.2, iqr_s=0.1,
                          threads=1, peak_memory_bytes=None)
         training = store.start_training(nid, run, epochs_planned=1, dataset="digits")
-        store.add_epoch(training, EpochRow(1, 1.0, 0.2, 0.01, 0.01, 2.0, 0.5, 1.9, 0.6, 64, 16, 16))
+        store.add_epoch(training, EpochRecord(1, 1.0, 0.2, 0.01, 0.01, 2.0, 0.5, 1.9, 0.6, 64, 16, 16))
         store.finish_training(training, "complete")
         store.put_breakdown(nid, {"Conv2d": (0.1, 200), "(between operators)": (0.05, 0)})
     store.finish_run(run, "complete")
@@ -191,12 +193,16 @@ def test_merge_refuses_foreign_source(tmp_path):
         merge([foreign], tmp_path / "out.sqlite")
 
 
-def _data_parallel(store, nid: int, run: str, *, backend: str = "gloo") -> str:
-    return store.add_data_parallel_timing(
-        nid, run, samples=[0.3, 0.4, 0.5], median_s=0.4, iqr_s=0.1, threads=1, world_size=2,
-        backend=backend, allreduce_samples=[0.1, 0.1, 0.2], allreduce_s_per_step=0.1,
-        allreduce_bytes_per_step=648, buckets_per_step=1, gradient_bytes=648,
-        single_process_median_s=0.2, efficiency=0.5, launcher="spawn")
+def _step(**overrides) -> DataParallelStep:
+    fields = dict(samples=(0.3, 0.4, 0.5), median_s=0.4, iqr_s=0.1, threads=1, world_size=2,
+                  backend="gloo", allreduce_samples=(0.1, 0.1, 0.2), allreduce_s_per_step=0.1,
+                  allreduce_bytes_per_step=648, buckets_per_step=1, gradient_bytes=648,
+                  single_process_median_s=0.2, efficiency=0.5, launcher="spawn")
+    return DataParallelStep(**{**fields, **overrides})
+
+
+def _data_parallel(store, nid: int, run: str) -> str:
+    return store.add_data_parallel_timing(nid, run, _step())
 
 
 def test_data_parallel_timing_is_stored_with_its_allreduce(tmp_path):
@@ -211,11 +217,7 @@ def test_data_parallel_timing_is_stored_with_its_allreduce(tmp_path):
         assert store.timing_repeats(nid, "train") == 1
         assert store.timing_repeats(nid, "train", world_size=2) == 1
         with pytest.raises(StoreError, match="world_size >= 2"):
-            store.add_data_parallel_timing(
-                nid, run, samples=[0.1], median_s=0.1, iqr_s=0.0, threads=1, world_size=1,
-                backend="none", allreduce_samples=[0.0], allreduce_s_per_step=0.0,
-                allreduce_bytes_per_step=0, buckets_per_step=0, gradient_bytes=0,
-                single_process_median_s=None, efficiency=None, launcher="spawn")
+            store.add_data_parallel_timing(nid, run, _step(world_size=1, backend="none"))
         (result,) = store.network_results()
     (timing, comm), = result.data_parallel()
     assert timing.uid == uid and (timing.world_size, timing.backend, timing.mode) == (2, "gloo", "train")
@@ -224,22 +226,47 @@ def test_data_parallel_timing_is_stored_with_its_allreduce(tmp_path):
     assert len(result.steps("train", world_size=1)) == 1 and len(result.steps("train")) == 2
 
 
-def test_version_1_store_migrates_and_keeps_its_results(tmp_path):
+_V1_ROWS = """
+INSERT INTO environments VALUES ('machine-a', '{"cpu_model": "old cpu"}', 1e9, NULL, 'test');
+INSERT INTO runs VALUES ('run1', '2026-01-01T00:00:00+00:00', '2026-01-01T00:01:00+00:00',
+    'complete', 'dnncost study', '{}', 'cfg1', 'machine-a');
+INSERT INTO networks VALUES (1, 'a', 'other', 'cfg1', 'machine-a', '{}', '3x8x8', 4, 'digits',
+    'cpu', 1, 1, 'none');
+INSERT INTO networks VALUES (2, 'b', 'other', 'cfg1', 'machine-a', '{}', '3x8x8', 4, 'digits',
+    'cpu', 1, 1, 'none');
+INSERT INTO counts VALUES (1, 'train', 10, 10, 100, 250, 1000, 7, 40, 80, '{}', '{}');
+INSERT INTO step_timings VALUES ('t1', 1, 'run1', 'train', '[0.1, 0.2, 0.3]', 0.2, 0.1, 1, NULL,
+    1, 'none', '2026-01-01T00:00:30+00:00');
+INSERT INTO trainings VALUES ('tr1', 1, 'run1', 'complete', 1, 'digits',
+    '2026-01-01T00:00:40+00:00', '2026-01-01T00:00:50+00:00');
+INSERT INTO epochs VALUES ('e1', 'tr1', 1, 1.0, 0.2, 0.01, 0.01, 2.0, 0.5, NULL, 0.6, 64, 16, 16);
+INSERT INTO breakdowns VALUES (1, 'Conv2d', 0.1, 200);
+"""  # the rows as dnncost with schema 1 wrote them (its column order), one NaN loss as NULL
+
+
+def _version_1_store(path) -> None:
+    """A results file exactly as dnncost with schema version 1 left it."""
     from dnncost.study.store import MIGRATIONS, Store
 
-    path = tmp_path / "v1.sqlite"
-    conn = sqlite3.connect(str(path), isolation_level=None)
-    v1 = Store(conn, path)
-    assert migrate(v1, 0, migrations={1: MIGRATIONS[1]}) == 1  # what dnncost with schema 1 wrote
-    _fill(v1, ("a", "b"))
+    v1 = Store(sqlite3.connect(str(path), isolation_level=None), path)
+    assert migrate(v1, 0, migrations={1: MIGRATIONS[1]}) == 1
+    v1.conn.executescript(_V1_ROWS)
     v1.close()
+
+
+def test_version_1_store_migrates_and_keeps_its_results(tmp_path):
+    path = tmp_path / "v1.sqlite"
+    _version_1_store(path)
     with open_store(path, create=False) as store:
-        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         results = store.network_results()
         assert [r.name for r in results] == ["a", "b"]
         assert results[0].steps("train")[0].samples == (0.1, 0.2, 0.3)
         assert results[0].allreduce == {}  # old results have no data-parallel part
-        run = store.runs()[0]["uid"]
+        (epoch,) = results[0].completed_trainings[0].epochs
+        assert epoch.val_accuracy == 0.6 and math.isnan(epoch.val_loss)  # NULL reads back as NaN
+        assert store.groups()[0].operator_model is None  # schema 3's column, empty for old rows
+        run = store.runs()[0].uid
         _data_parallel(store, 1, run)  # and the new table takes new ones
         assert store.has_data_parallel(1, world_size=2, backend="gloo")
 
@@ -256,3 +283,130 @@ def test_merge_copies_data_parallel_results_once(tmp_path):
         (result,) = store.network_results()
     (timing, comm), = result.data_parallel()
     assert timing.world_size == 2 and comm.gradient_bytes == 648
+
+
+# -- faults: damage, concurrency, read-only sources ----------------------------------------------------
+def _damage_a_page(path) -> None:
+    """Overwrite page 2 (the root page of the first table, environments) with garbage, keeping the
+    file's size."""
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")  # the page size, header offset 16 (sqlite file format)
+    data[page:2 * page] = b"\xa5" * page  # page 2 spans bytes [page, 2 * page)
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_page_of_intact_size_is_reported_in_plain_words(tmp_path, capsys):
+    from dnncost.cli import main
+
+    path = tmp_path / "study.sqlite"
+    with open_store(path) as store:
+        _fill(store, ("a", "b", "c"))
+    size = path.stat().st_size
+    _damage_a_page(path)
+    assert path.stat().st_size == size  # same size: the truncation check cannot see it
+    with pytest.raises(StoreError, match="is damaged"):
+        open_store(path)
+    with pytest.raises(StoreError, match="is damaged"):
+        open_store(path, read_only=True)
+    assert main(["report", "--db", str(path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "is damaged" in err and "Traceback" not in err
+
+
+def _open_new(path: str, barrier) -> str:
+    barrier.wait()  # every process opens the new file at the same moment
+    try:
+        with open_store(path) as store:
+            return str(store.conn.execute("PRAGMA user_version").fetchone()[0])
+    except StoreError as exc:
+        return f"error: {exc}"
+
+
+def test_concurrent_first_opens_of_a_new_store_all_succeed(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        for attempt in range(3):
+            path = str(tmp_path / f"new{attempt}.sqlite")
+            barrier = manager.Barrier(3)
+            with ctx.Pool(3) as pool:
+                outcomes = pool.starmap(_open_new, [(path, barrier)] * 3)
+            assert outcomes == [str(SCHEMA_VERSION)] * 3, outcomes
+
+
+def _state(folder) -> dict[str, tuple[bytes, int]]:
+    """Every file of ``folder``: its bytes and modification time (ns)."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def test_reading_never_modifies_a_source_even_of_an_old_schema(tmp_path, capsys):
+    from dnncost.cli import main
+
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    old, current = folder / "v1.sqlite", folder / "current.sqlite"
+    _version_1_store(old)
+    with open_store(current) as store:
+        _fill(store, ("x",), fingerprint="machine-b")
+    folder.chmod(0o555)  # a read-only folder (root may still write: the check below is by content)
+    try:
+        before = _state(folder)
+        with open_store(old, read_only=True) as store:  # migrated in memory, read as current
+            assert [r.name for r in store.network_results()] == ["a", "b"]
+            with pytest.raises(StoreError, match="read-only"):
+                store.lock()
+        added = merge([old, current], tmp_path / "merged.sqlite")
+        assert added["networks"] == 3 and added["epochs"] == 2
+        assert main(["report", "--db", str(old), "--out", str(tmp_path / "report")]) == 0
+        capsys.readouterr()
+        assert _state(folder) == before  # same files, bytes and times: nothing was written
+    finally:
+        folder.chmod(0o755)
+    with open_store(tmp_path / "merged.sqlite", read_only=True) as store:
+        assert sorted(r.name for r in store.network_results()) == ["a", "b", "x"]
+
+
+def test_empty_file_is_not_a_store_for_reading(tmp_path, capsys):
+    from dnncost.cli import main
+
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    with pytest.raises(StoreError, match="empty file"):
+        open_store(empty, read_only=True)
+    assert main(["report", "--db", str(empty), "--out", str(tmp_path / "r")]) == 2
+    assert "empty file" in capsys.readouterr().err
+    assert empty.read_bytes() == b""  # no schema written into it
+    with open_store(empty) as store:  # a study may start a new store in an empty file
+        assert store.result_count() == 0
+
+
+def test_lock_file_that_cannot_be_created_is_a_clear_error(tmp_path, monkeypatch):
+    import os
+
+    with open_store(tmp_path / "s.sqlite") as store:
+        def refuse(path, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr(os, "open", refuse)  # what a read-only folder does to a non-root user
+        with pytest.raises(StoreError, match="cannot create the lock file.*writable folder"):
+            store.lock()
+
+
+def test_every_table_is_merged_and_rows_round_trip_by_name(tmp_path):
+    from dnncost.study.store import MERGE_ORDER
+
+    with open_store(tmp_path / "s.sqlite") as store:
+        tables = {r[0] for r in store.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        assert set(MERGE_ORDER) == tables  # a new table must be placed in the merge order
+        nid = _network(store)
+        store.put_environment("machine-a", {"cpu_model": "test cpu"}, peak_flops_per_s=None,
+                              bandwidth_bytes_per_s=None, calibration=None,
+                              operator_model={"classes": {}})
+        row = _count("eval")
+        store.put_count(nid, row)
+        assert store.count_row(nid, "eval") == row  # written and read by column name, unchanged
+        env = store.environment("machine-a")
+        assert env.peak_flops_per_s == 1e9  # None kept what was stored
+        assert env.operator_model == {"classes": {}}

@@ -54,7 +54,7 @@ def test_failing_network_is_recorded_and_the_sweep_goes_on(tmp_path, specs):
         results = {r.name: r for r in store.network_results()}
         runs = store.runs()
     assert list(summary.failed) == [specs["broken"]] and "count" in summary.failed[specs["broken"]]
-    assert not summary.complete and runs[-1]["status"] == "failed"
+    assert not summary.complete and runs[-1].status == "failed"
     broken = results[specs["broken"]]
     assert broken.errors[0].stage == "count" and "broken on purpose" in broken.errors[0].message
     assert "Traceback" in broken.errors[0].traceback
@@ -108,7 +108,7 @@ def test_interrupt_keeps_results_and_the_printed_command_resumes(tmp_path, specs
     err = capsys.readouterr().err
     assert "interrupted" in err and "Resume with:" in err
     with open_store(db) as store:
-        assert store.runs()[-1]["status"] == "interrupted"
+        assert store.runs()[-1].status == "interrupted"
         # both networks counted (2 counts each), then repeat 1 of tiny (train + eval) before the
         # third timing -- repeat 1 of wider's train step -- was interrupted: 4 + 2 results
         assert store.result_count() == 4 + 2
@@ -152,11 +152,11 @@ def test_configuration_hash_covers_what_is_measured():
 ])
 def test_printed_command_reproduces_the_configuration(argv):
     from dnncost.cli import build_parser
-    from dnncost.commands.study import config_from_args
+    from dnncost.commands.study import config_from_args, reproduce_command
 
     parser = build_parser()
     config = config_from_args(parser.parse_args(["study", *argv]))
-    again = shlex.split(config.command(db="x.sqlite"))
+    again = shlex.split(reproduce_command(config, db="x.sqlite"))
     assert again[:2] == ["dnncost", "study"]
     assert config_from_args(parser.parse_args(again[1:])) == config
 

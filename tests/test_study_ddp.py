@@ -10,7 +10,9 @@ import textwrap
 import pytest
 
 from dnncost.cli import main
+from dnncost.commands.study import reproduce_command
 from dnncost.measuring.distributed import DistributedWorkerError
+from dnncost.measuring.records import DataParallelStep
 from dnncost.reporting.report import write_report
 from dnncost.study.analysis import analyze
 from dnncost.study.store import CountRow, open_store
@@ -86,7 +88,7 @@ def test_failed_data_parallel_run_is_recorded_and_the_sweep_goes_on(tmp_path, sp
     with open_store(tmp_path / "s.sqlite") as store:
         summary = run_study(_config(specs["tiny"], specs["wider"]), store, progress=False)
         results = store.network_results()
-        status = store.runs()[-1]["status"]
+        status = store.runs()[-1].status
     assert list(summary.failed) == [specs["tiny"], specs["wider"]]  # the second was still tried
     assert all(e.startswith("distributed: DistributedWorkerError") for e in summary.failed.values())
     assert status == "failed"
@@ -96,7 +98,7 @@ def test_failed_data_parallel_run_is_recorded_and_the_sweep_goes_on(tmp_path, sp
 
 
 def test_command_line_flags_and_their_errors(tmp_path, capsys):
-    assert _config("lenet5").command(db="s.sqlite").split()[-6:-2] == [
+    assert reproduce_command(_config("lenet5"), db="s.sqlite").split()[-6:-2] == [
         "--nproc", "2", "--backend", "gloo"]  # the resume command keeps the workers
     assert _config("lenet5").config_hash != _config("lenet5", world_size=1, backend="none").config_hash
     db = tmp_path / "s.sqlite"
@@ -131,11 +133,11 @@ def test_comm_share_ranks_against_params_and_flops(tmp_path):
                                    config={}, input_shape="3x8x8", batch_size=4, dataset="d",
                                    device="cpu", threads=1, world_size=2, backend="gloo")
             store.put_count(nid, _count(1000 * i, 10 ** (5 - i)))
-            store.add_data_parallel_timing(
-                nid, run, samples=[1.0], median_s=1.0, iqr_s=0.0, threads=1, world_size=2,
-                backend="gloo", allreduce_samples=[0.1 * i], allreduce_s_per_step=0.1 * i,
+            store.add_data_parallel_timing(nid, run, DataParallelStep(
+                samples=(1.0,), median_s=1.0, iqr_s=0.0, threads=1, world_size=2,
+                backend="gloo", allreduce_samples=(0.1 * i,), allreduce_s_per_step=0.1 * i,
                 allreduce_bytes_per_step=4000 * i, buckets_per_step=1, gradient_bytes=4000 * i,
-                single_process_median_s=0.5, efficiency=0.5, launcher="spawn")
+                single_process_median_s=0.5, efficiency=0.5, launcher="spawn"))
         networks = store.network_results()
     dp = analyze(networks).data_parallel
     assert [r.name for r in dp.rows] == ["n1", "n2", "n3", "n4"]

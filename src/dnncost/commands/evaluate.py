@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.db or DEFAULT_DB)
     if not path.is_file():
         raise StoreError(f"no results database at '{path}': run `dnncost study` first or pass --db")
-    with open_store(path, create=False) as store:
+    with open_store(path, read_only=True) as store:
         group = select_group(store, config_hash=args.config)
     threads = int(group.networks[0].threads)
     if group.fingerprint != machine_fingerprint("cpu", threads=threads):

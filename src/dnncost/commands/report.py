@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from dnncost.reporting.report import write_report
     from dnncost.study.store import open_store
 
-    with open_store(args.db, create=False) as store:
+    with open_store(args.db, read_only=True) as store:  # reading never changes the file
         files = write_report(store, args.out)
     for headline in files.verdicts:
         print(headline)

@@ -2,10 +2,86 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-from dnncost.study.sweep import DEFAULT_DB, DEFAULT_OUT, NATIVE
+from dnncost.study.sweep import DEFAULT_DB, DEFAULT_OUT, NATIVE, OPTIMIZERS
+
+if TYPE_CHECKING:
+    from dnncost.study.sweep import StudyConfig
+
+
+@dataclass(frozen=True)
+class StudyOption:
+    """One ``dnncost study`` flag that sets one StudyConfig field: the parser is built from these
+    and the reproduce command (:func:`reproduce_command`) is written from them, so a new option is
+    one entry here."""
+
+    field: str  # the StudyConfig field
+    flag: str
+    help: str
+    type: Callable[[str], Any] = str  # argparse's type
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    boolean: bool = False  # --flag / --no-flag
+    to_config: Callable[[Any], Any] = lambda v: v  # the parsed value as the field holds it
+    to_text: Callable[[Any], str] = str  # the field's value as the flag takes it
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        if self.boolean:
+            parser.add_argument(self.flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=self.help)
+        else:
+            parser.add_argument(self.flag, type=self.type, metavar=self.metavar,
+                                choices=self.choices, default=None, help=self.help)
+
+    def words(self, value: Any) -> list[str]:
+        """The command-line words that set the field to ``value``."""
+        if self.boolean:
+            return [self.flag if value else "--no-" + self.flag.removeprefix("--")]
+        return [self.flag, self.to_text(value)]
+
+
+#: The study's options, each a StudyConfig field (models, family, input size and the
+#: data-parallel flags choose what is studied and are handled apart).
+OPTIONS = (
+    StudyOption("dataset", "--dataset", metavar="SPEC",
+                help="digits (default) | synthetic | cifar10:PATH | mnist:PATH | imagefolder:PATH"),
+    StudyOption("batch_size", "--batch-size", type=int, metavar="B",
+                help="batch size (default: 32; 8 at --input-size 224)"),
+    StudyOption("epochs", "--epochs", type=int, metavar="N",
+                help="epochs of real training per network (default: 2; 0 at 224)"),
+    StudyOption("device", "--device", help="cpu (default), cuda or cuda:N"),
+    StudyOption("threads", "--threads", type=int, metavar="N",
+                help="intra-op CPU threads (default: torch's current setting)"),
+    StudyOption("repeats", "--repeats", type=int, metavar="N",
+                help="independent repeats of each step timing (default: 5); rerunning with more "
+                     "adds repeats to the stored ones"),
+    StudyOption("step_budget_s", "--step-budget", type=float, metavar="SECONDS",
+                help="time steps in each repeat until they total SECONDS, at least 6 steps "
+                     "(default: 0.5); 0: time exactly --steps steps instead",
+                to_config=lambda v: None if v == 0 else v,
+                to_text=lambda v: "0" if v is None else str(v)),
+    StudyOption("steps", "--steps", type=int, metavar="N",
+                help="timed steps per repeat with --step-budget 0 (default: 6)"),
+    StudyOption("warmup", "--warmup", type=int, metavar="N",
+                help="untimed warm-up steps before each repeat (default: 2)"),
+    StudyOption("lr", "--lr", type=float, help="learning rate (default: 0.01)"),
+    StudyOption("optimizer", "--optimizer", choices=OPTIMIZERS,
+                help="sgd (momentum 0.9, default), adam or adamw"),
+    StudyOption("train_limit", "--train-limit", type=int, metavar="N",
+                help="train on at most N images (and validate on N/4) per epoch"),
+    StudyOption("breakdown", "--breakdown", boolean=True,
+                help="profile where each network's training-step time goes, by layer type "
+                     "(default: on at 32, off at 224)"),
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,38 +98,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="comma-separated networks (zoo or torchvision names; default: the embedded set)")
     which.add_argument("--family", metavar="F",
                        help="every zoo network of one family at --input-size (e.g. resnet, vgg)")
-    parser.add_argument("--dataset", default=None, metavar="SPEC",
-                        help="digits (default) | synthetic | cifar10:PATH | mnist:PATH | imagefolder:PATH")
-    parser.add_argument("--input-size", choices=("32", "224", "native"), default=None,
+    parser.add_argument("--input-size", choices=("32", "224", NATIVE), default=None,
                         help="32: CIFAR-sized networks (the default set); 224: ImageNet-sized forms, "
                              "step timing only unless --epochs is given; with --models, every named "
                              "network gets this input (default with --models: native, each "
                              "network's own)")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="B",
-                        help="batch size (default: 32; 8 at --input-size 224)")
-    parser.add_argument("--epochs", type=int, default=None, metavar="N",
-                        help="epochs of real training per network (default: 2; 0 at 224)")
-    parser.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="intra-op CPU threads (default: torch's current setting)")
-    parser.add_argument("--repeats", type=int, default=None, metavar="N",
-                        help="independent repeats of each step timing (default: 5); rerunning with "
-                             "more adds repeats to the stored ones")
-    parser.add_argument("--step-budget", type=float, default=None, metavar="SECONDS",
-                        help="time steps in each repeat until they total SECONDS, at least 6 steps "
-                             "(default: 0.5); 0: time exactly --steps steps instead")
-    parser.add_argument("--steps", type=int, default=None, metavar="N",
-                        help="timed steps per repeat with --step-budget 0 (default: 6)")
-    parser.add_argument("--warmup", type=int, default=None, metavar="N",
-                        help="untimed warm-up steps before each repeat (default: 2)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.01)")
-    parser.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
-                        help="sgd (momentum 0.9, default) or adam")
-    parser.add_argument("--train-limit", type=int, default=None, metavar="N",
-                        help="train on at most N images (and validate on N/4) per epoch")
-    parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=None,
-                        help="profile where each network's training-step time goes, by layer type "
-                             "(default: on at 32, off at 224)")
+    for option in OPTIONS:
+        option.add_to(parser)
     from dnncost.commands._distributed import add_distributed_arguments  # as `dnncost time` does
 
     add_distributed_arguments(parser)  # --nproc N, --backend gloo|nccl, --master-port PORT
@@ -68,7 +119,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> StudyConfig:
     """The StudyConfig the arguments ask for: the default (or --quick) one, then each given flag."""
     from dnncost.study.sweep import default_config, quick_config
 
@@ -78,14 +129,8 @@ def config_from_args(args: argparse.Namespace):
     else:
         size = None if args.input_size == NATIVE else int(args.input_size)
     config = quick_config() if args.quick else default_config(size, models=names)
-    overrides = {"dataset": args.dataset, "batch_size": args.batch_size, "epochs": args.epochs,
-                 "device": args.device, "threads": args.threads, "repeats": args.repeats,
-                 "step_budget_s": args.step_budget, "steps": args.steps, "warmup": args.warmup,
-                 "lr": args.lr, "optimizer": args.optimizer, "train_limit": args.train_limit,
-                 "breakdown": args.breakdown}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides.get("step_budget_s") == 0:
-        overrides["step_budget_s"] = None  # fixed --steps
+    overrides: dict[str, Any] = {o.field: o.to_config(getattr(args, o.dest)) for o in OPTIONS
+                                 if getattr(args, o.dest) is not None}
     if args.quick and args.input_size is not None:
         overrides["input_size"] = size
     if args.models is not None:
@@ -115,15 +160,42 @@ def _data_parallel(args: argparse.Namespace, *, device: str) -> dict[str, object
     return {"world_size": args.nproc, "backend": backend}
 
 
+def reproduce_command(config: StudyConfig, *, db: str, out: str | None = None) -> str:
+    """The ``dnncost study`` command line that runs (and so resumes) exactly ``config``: the
+    flags whose values differ from the defaults the command line would start from."""
+    from dnncost.study.sweep import InputSize, default_config
+
+    base = default_config(config.input_size, models=config.models)
+    parts = ["dnncost", "study"]
+    if config.models:
+        parts += ["--models", ",".join(config.models)]
+    if config.family:
+        parts += ["--family", config.family]
+    if config.input_size != (None if config.models else InputSize.CIFAR.value):
+        parts += ["--input-size", str(config.input_size or NATIVE)]
+    for option in OPTIONS:
+        value = getattr(config, option.field)
+        if value != getattr(base, option.field):
+            parts += option.words(value)
+    if config.world_size > 1:
+        parts += ["--nproc", str(config.world_size), "--backend", config.backend]
+    parts += ["--db", db]
+    if out is not None:
+        parts += ["--out", out]
+    return shlex.join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
-    from dnncost.reporting.report import write_report
+    from dnncost.reporting.report import check_output_folder, write_report
     from dnncost.study.store import open_store
-    from dnncost.study.sweep import check_data_parallel, run_study, select_models
+    from dnncost.study.sweep import check_data_parallel, check_dataset, run_study, select_models
 
     config = config_from_args(args)
     select_models(config)  # unknown names are reported before anything is stored
     check_data_parallel(config)  # so are workers this machine cannot run
-    command = config.command(db=args.db, out=args.out if args.out != DEFAULT_OUT else None)
+    check_dataset(config)  # and a dataset that is unknown, missing or malformed
+    check_output_folder(args.out)  # and a report folder that cannot be written
+    command = reproduce_command(config, db=args.db, out=args.out if args.out != DEFAULT_OUT else None)
     with open_store(args.db) as store:
         store.lock()
         before = store.result_count()

@@ -54,6 +54,7 @@ from dnncost.measuring.device import StepClock, check_threads, synchronize
 from dnncost.measuring.environment import Environment, current_environment
 from dnncost.measuring.failure import named_model_failure
 from dnncost.measuring.measurement import Measurement
+from dnncost.measuring.records import DataParallelStep
 from dnncost.measuring.step import Mode, primary_output
 from dnncost.measuring.timing import StepOptions, prepare_step, step_options
 
@@ -751,15 +752,15 @@ def store_timing(store: Store, timing: DistributedTiming, *, network_id: int, ru
     """Store the data-parallel step and its all-reduce (one transaction) as a 'train' step timing
     of ``network_id`` with its world size and backend; returns the timing's uid."""
     single = timing.single_process
-    return store.add_data_parallel_timing(
-        network_id, run_uid, samples=timing.step.samples, median_s=timing.step.median,
+    return store.add_data_parallel_timing(network_id, run_uid, DataParallelStep(
+        samples=timing.step.samples, median_s=timing.step.median,
         iqr_s=timing.step.iqr, threads=timing.threads, world_size=timing.world_size,
         backend=timing.backend, allreduce_samples=timing.allreduce.samples,
         allreduce_s_per_step=timing.allreduce_s_per_step,
         allreduce_bytes_per_step=timing.allreduce_bytes_per_step,
         buckets_per_step=timing.buckets_per_step, gradient_bytes=timing.gradient_bytes,
         single_process_median_s=single.median if single is not None else None,
-        efficiency=timing.efficiency, launcher=timing.launcher)
+        efficiency=timing.efficiency, launcher=timing.launcher))
 
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from dnncost.measuring.device import (
 )
 from dnncost.measuring.environment import Environment, current_environment
 from dnncost.measuring.failure import named_model_failure
+from dnncost.measuring.records import EpochRecord  # the study's store keeps it as it is
 from dnncost.measuring.step import OptimizerKind, make_optimizer, primary_output, trainable_parameters
 
 # Defaults: LeNet-5 on digits reaches >= 95% validation accuracy with them (tests/test_training.py)
@@ -34,32 +35,6 @@ DEFAULT_EPOCHS = 10  # source: measured, LeNet-5/digits passes 95% validation ac
 DEFAULT_BATCH_SIZE = 32  # source: measured with DEFAULT_LR; a common small-data batch size
 DEFAULT_LR = 0.05  # source: measured, SGD momentum 0.9 on digits converges without diverging
 PROGRESS_EVERY = 10  # source: our choice, refresh the progress bar's loss every 10 steps
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """One epoch: wall times (seconds), data-loading share, mean loss and accuracy of each pass."""
-
-    epoch: int  # 1-based
-    train_time_s: float  # the whole training pass, data loading included
-    val_time_s: float  # the whole validation pass, data loading included
-    train_data_time_s: float  # part of train_time_s spent waiting for batches
-    val_data_time_s: float  # part of val_time_s spent waiting for batches
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
-    train_samples: int
-    val_samples: int
-    steps: int
-
-    @property
-    def data_time_s(self) -> float:
-        """Time spent waiting for data in both passes."""
-        return self.train_data_time_s + self.val_data_time_s
-
-    def to_dict(self) -> dict[str, object]:
-        return {**asdict(self), "data_time_s": self.data_time_s}
 
 
 @dataclass(frozen=True)

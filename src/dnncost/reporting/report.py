@@ -11,10 +11,14 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from dnncost.errors import OutputError
 from dnncost.reporting.formatting import human, render_csv, render_json
 from dnncost.study.analysis import StudyAnalysis, TimeMetric, analyze
 from dnncost.study.store import Group, Store
@@ -110,7 +114,8 @@ NETWORK_COLUMNS = ("network", "family", "params", "forward FLOPs", "train-step F
 def network_table(analysis: StudyAnalysis) -> Table:
     """The table of all networks, as the report prints it."""
     rows = []
-    for r in sorted(analysis.network_rows(), key=lambda r: r["train_flops"]):
+    network_rows: list[dict[str, Any]] = analysis.network_rows()
+    for r in sorted(network_rows, key=lambda r: r["train_flops"]):
         rows.append((
             str(r["network"]), str(r["family"]), human(r["params"]), human(r["eval_flops"]),
             human(r["train_flops"]), _num(r["train_step_ms"]), _num(r["eval_step_ms"]),
@@ -258,25 +263,24 @@ def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
 
 
 def prediction_blocks(group: Group, *, prefix: str = "") -> list[Block]:
-    """Predicted vs measured step time (leave-one-family-out), when this machine is calibrated
-    (``dnncost calibrate --ops``) and the group was measured on it; else a line saying how."""
-    from dnncost.errors import DnncostError
-    from dnncost.measuring.environment import machine_fingerprint
+    """Predicted vs measured step time (leave-one-family-out), with the per-operator time model
+    the study stored for the machine that measured the group (whichever machine renders the
+    report); else a line saying how to get one."""
     from dnncost.prediction import evaluation
-    from dnncost.prediction.predict import load_operator_model
+    from dnncost.prediction.predict import OperatorModel
     from dnncost.reporting import plots
 
     blocks: list[Block] = [Heading("Predicting step time from structure", 3)]
-    threads = group.networks[0].threads if group.networks else None
-    if group.fingerprint != machine_fingerprint("cpu", threads=threads):
-        return blocks + [Paragraph("Measured on another machine or thread count: the per-operator "
-                                   "model of this machine does not apply to these results.")]
+    how = ("run `dnncost calibrate --ops` on the machine that measured these results, then rerun "
+           "the study's command there (it resumes, and stores the model) and `dnncost report`.")
+    if group.operator_model is None:
+        return blocks + [Paragraph("The study stored no per-operator time model of its machine: "
+                                   + how)]
     try:
-        model = load_operator_model("cpu", threads=threads)
-    except DnncostError:
-        return blocks + [Paragraph("This machine has no per-operator time model: run "
-                                   "`dnncost calibrate --ops`, close in time to the study, then "
-                                   "`dnncost report` again.")]
+        model = OperatorModel.from_dict(group.operator_model)
+    except (KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
+        return blocks + [Paragraph(f"The per-operator time model stored with these results is "
+                                   f"unreadable ({type(exc).__name__}: {exc}): " + how)]
     ev = evaluation.evaluate_group(group, op_model=model, peak_flops_per_s=group.peak_flops_per_s)
     rows = ev.table_rows()
     columns = tuple(rows[0].keys()) if rows else ()
@@ -295,7 +299,7 @@ def report_blocks(store: Store) -> tuple[list[Block], list[tuple[Group, StudyAna
     blocks: list[Block] = [Heading("dnncost study: time against computation", 1)]
     if not groups:
         return blocks + [Paragraph("The store holds no results yet: run `dnncost study`.")], []
-    commands = {(r["config_hash"], r["fingerprint"]): r["command"] for r in store.runs()}
+    commands = {(r.config_hash, r.fingerprint): r.command for r in store.runs()}
     analysed = []
     for i, group in enumerate(groups):
         analysis = analyze(group.networks, peak_flops_per_s=group.peak_flops_per_s)
@@ -364,13 +368,40 @@ def render_html(blocks: Sequence[Block], *, title: str = "dnncost study") -> str
             f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
+def check_output_folder(out: str | Path) -> Path:
+    """The report folder ``out``; OutputError when it is a file, or cannot be created or written
+    (checked before a long study, so that its report is not lost at the end)."""
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"report folder '{folder}' is an existing file; give a folder path "
+                          "(it is created if missing)")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot create report folder '{folder}': '{existing}' is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write the report into '{folder}': '{existing}' is not writable")
+    return folder
+
+
 def write_report(store: Store, out: str | Path) -> ReportFiles:
     """Analyse ``store`` and write report.md (+ figures/), report.html, networks.csv, fits.csv,
-    results.json and, when the store holds data-parallel results, data_parallel.csv into ``out``."""
-    folder = Path(out).expanduser()
+    results.json and, when the store holds data-parallel results, data_parallel.csv into ``out``;
+    OutputError when the folder cannot be written."""
+    folder = check_output_folder(out)
+    blocks, analysed = report_blocks(store)
+    try:
+        return _write(folder, blocks, analysed)
+    except OSError as exc:
+        raise OutputError(f"cannot write the report into '{folder}': {exc.strerror or exc} "
+                          f"({exc.filename})") from exc
+
+
+def _write(folder: Path, blocks: Sequence[Block],
+           analysed: Sequence[tuple[Group, StudyAnalysis]]) -> ReportFiles:
     figure_dir = folder / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
-    blocks, analysed = report_blocks(store)
     figures = []
     for b in blocks:
         if isinstance(b, FigureBlock):
@@ -396,10 +427,11 @@ def write_report(store: Store, out: str | Path) -> ReportFiles:
     files.fits_csv.write_text(render_csv(fit_rows) + "\n", encoding="utf-8")
     files.json.write_text(render_json(payload) + "\n", encoding="utf-8")
     if dp_rows:
-        files = replace(files, data_parallel_csv=folder / "data_parallel.csv")
-        files.data_parallel_csv.write_text(render_csv(dp_rows) + "\n", encoding="utf-8")
+        dp_csv = folder / "data_parallel.csv"
+        dp_csv.write_text(render_csv(dp_rows) + "\n", encoding="utf-8")
+        files = replace(files, data_parallel_csv=dp_csv)
     return files
 
 
-__all__ = ["ReportFiles", "data_parallel_table", "fits_table", "network_table", "render_html", "render_markdown",
-           "report_blocks", "write_report"]
+__all__ = ["ReportFiles", "check_output_folder", "data_parallel_table", "fits_table", "network_table",
+           "render_html", "render_markdown", "report_blocks", "write_report"]

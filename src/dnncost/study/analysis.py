@@ -331,7 +331,8 @@ def efficiency(points: Sequence[NetworkPoint], *, peak_flops_per_s: float | None
 @dataclass(frozen=True)
 class LayerShare:
     """A layer type's share of measured training-step time and of counted training-step FLOPs,
-    each the mean over the networks that have the type (so every network weighs the same)."""
+    each the mean over every network with a breakdown, a network without the type counting as 0
+    (so every network weighs the same); ``networks`` is how many networks have the type."""
 
     layer_type: str
     time_share: float

@@ -4,7 +4,8 @@ Why SQLite: one file, transactions (a result is either wholly stored or absent, 
 and readable by anyone with ``sqlite3``. Layout (schema version in ``PRAGMA user_version``, the file
 marked as dnncost's by ``PRAGMA application_id``):
 
-- ``environments``: one row per machine fingerprint, with its environment and calibrated peak;
+- ``environments``: one row per machine fingerprint, with its environment, calibrated peak and
+  (schema 3) the per-operator time model the study found for the machine;
 - ``runs``: one row per invocation of a study (its configuration, status, start and end);
 - ``networks``: one row per resume key (network name, configuration hash, machine fingerprint);
 - ``counts``: the counter's figures per network and mode (eval = forward, train = whole step);
@@ -12,30 +13,51 @@ marked as dnncost's by ``PRAGMA application_id``):
 - ``trainings`` and ``epochs``: real training runs and each finished epoch;
 - ``breakdowns``: measured time and counted FLOPs per layer type;
 - ``errors``: what failed, where, with its traceback;
-- ``allreduce_timings`` (schema version 2): for a data-parallel step timing (world size > 1), the
+- ``allreduce_timings`` (schema 2): for a data-parallel step timing (world size > 1), the
   time with a gradient all-reduce in flight, its bytes, and the single-process reference.
+
+Rows are written and read by column name: each table has a frozen row dataclass below whose fields
+are its columns (plus keys such as ``network_id`` passed beside it); :func:`_insert` builds the
+INSERT from the fields, :func:`_record` builds the dataclass from an ``sqlite3.Row``. Fields with
+``metadata=_JSON_DICT`` (or ``_JSON_SAMPLES``) are stored as JSON text.
+
+**Adding a column**: add the field to the row dataclass and a migration
+``N: "ALTER TABLE t ADD COLUMN c ...;"`` to :data:`MIGRATIONS` (``SCHEMA_VERSION`` follows).
+**Adding a table**: a migration with its ``CREATE TABLE``, a row dataclass, a writer that calls
+``_insert(c, "t", row, **keys)`` inside ``self.transaction(...)``, a reader that calls
+``_record(Row, r)``, and the table's name in :data:`MERGE_ORDER` (after the tables it references;
+its ``network_id`` column, if any, is mapped by :func:`merge`). Migrations never change a version
+that has shipped: a store is migrated one version at a time, each in one transaction.
 
 Measurements carry a ``uid`` so that :func:`merge` can combine stores from several machines (or
 copies of one) without duplicates. One study writes to a store at a time (a lock file enforces it).
+Commands that only read open the store read-only (:func:`open_store` with ``read_only``): the file
+is never written, and an older schema is migrated in a copy held in memory.
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
+import math
 import os
 import sqlite3
+import urllib.parse
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 from dnncost.errors import StoreError
+from dnncost.measuring.records import DataParallelStep, EpochRecord
 
-SCHEMA_VERSION = 2  # bump with a new entry in MIGRATIONS whenever the layout changes
 APPLICATION_ID = 0x646E6E63  # source: our choice, ASCII 'dnnc'; marks the file as a dnncost store
 SQLITE_HEADER = b"SQLite format 3\x00"  # source: https://www.sqlite.org/fileformat.html section 1.3
+BUSY_TIMEOUT_S = 30.0  # source: our choice; a second process waits this long for a writer's
+# transaction (the longest is a migration or a merge) before giving up with "locked"
 
 _SCHEMA_V1 = """
 CREATE TABLE environments (
@@ -162,12 +184,20 @@ CREATE TABLE allreduce_timings (
 );
 """
 
+_SCHEMA_V3 = """
+-- the per-operator time model (dnncost.prediction.predict.OperatorModel.to_dict) of the machine,
+-- as the study found it in the machine's calibration; NULL when it had none
+ALTER TABLE environments ADD COLUMN operator_model TEXT;
+"""
+
 #: version -> SQL that takes a store from version-1 to version. Applied in order, each in one
 #: transaction with the version bump, so a store is never left half-migrated.
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+SCHEMA_VERSION = max(MIGRATIONS)  # a new schema version is a new entry in MIGRATIONS
 
-_TABLES = ("environments", "runs", "networks", "counts", "step_timings", "trainings", "epochs",
-           "breakdowns", "errors", "allreduce_timings")
+#: Every table, in the order :func:`merge` copies them (a table after those it references).
+MERGE_ORDER = ("environments", "runs", "networks", "counts", "step_timings", "trainings", "epochs",
+               "breakdowns", "errors", "allreduce_timings")
 
 
 def now() -> str:
@@ -179,7 +209,104 @@ def new_uid() -> str:
     return uuid.uuid4().hex
 
 
-# -- records read back ------------------------------------------------------------------------------
+# -- record <-> row: the one mapping, by field name --------------------------------------------------
+def _samples(value: Any) -> tuple[float, ...]:
+    return tuple(float(s) for s in value)
+
+
+# field(metadata=...) of a column stored as JSON text: "json" turns the parsed JSON into the type
+_JSON_DICT: Mapping[str, Callable[[Any], Any]] = {"json": dict}
+_JSON_SAMPLES: Mapping[str, Callable[[Any], Any]] = {"json": _samples}
+
+
+def _columns(record: object) -> dict[str, object]:
+    """A row dataclass as {column: SQL value}: its fields, JSON ones encoded."""
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(record):  # type: ignore[arg-type]
+        value = getattr(record, f.name)
+        if "json" in f.metadata and value is not None:
+            value = json.dumps(dict(value) if isinstance(value, Mapping) else
+                               [float(v) for v in value] if isinstance(value, tuple) else value,
+                               sort_keys=True)
+        out[f.name] = value
+    return out
+
+
+R = TypeVar("R")
+
+
+def _record(cls: type[R], row: sqlite3.Row, **given: object) -> R:
+    """The dataclass ``cls`` from ``row`` by column name; ``given`` supplies fields that are not
+    columns (or overrides them). JSON fields are decoded; SQLite keeps NaN as NULL, so a NULL in a
+    field typed plain ``float`` reads back as NaN."""
+    kwargs: dict[str, object] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in given:
+            kwargs[f.name] = given[f.name]
+        elif f.name in row.keys():
+            value = row[f.name]
+            if "json" in f.metadata and value is not None:
+                value = f.metadata["json"](json.loads(value))
+            elif value is None and f.type == "float":
+                value = math.nan
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _insert(c: sqlite3.Connection, table: str, record: object = None, *, verb: str = "INSERT",
+            suffix: str = "", **keys: object) -> None:
+    """INSERT one row of ``table``: the fields of ``record`` and the ``keys`` beside them, by name."""
+    values = {**keys, **(_columns(record) if record is not None else {})}
+    names = ", ".join(values)
+    marks = ", ".join(f":{name}" for name in values)
+    c.execute(f"{verb} INTO {table} ({names}) VALUES ({marks}) {suffix}", values)
+
+
+# -- records written and read back ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class EnvironmentRow:
+    """A machine (fingerprint) with its environment, calibrated peak and per-operator time model."""
+
+    fingerprint: str
+    environment: Mapping[str, object] = field(metadata=_JSON_DICT)
+    peak_flops_per_s: float | None = None
+    bandwidth_bytes_per_s: float | None = None
+    calibration: str | None = None  # where the peak came from
+    operator_model: Mapping[str, object] | None = field(default=None, metadata=_JSON_DICT)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One invocation of a study."""
+
+    uid: str
+    started: str
+    finished: str | None
+    status: str
+    command: str
+    config: Mapping[str, object] = field(metadata=_JSON_DICT)
+    config_hash: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class NetworkRow:
+    """A resume key (name, config_hash, fingerprint) and what the network was measured with."""
+
+    name: str
+    family: str
+    config_hash: str
+    fingerprint: str
+    config: Mapping[str, object] = field(metadata=_JSON_DICT)
+    input_shape: str
+    batch_size: int
+    dataset: str
+    device: str
+    threads: int
+    world_size: int
+    backend: str
+
+
 @dataclass(frozen=True)
 class CountRow:
     """The counter's figures for one network and mode, as stored."""
@@ -193,8 +320,8 @@ class CountRow:
     op_count: int
     activation_bytes: int
     peak_bytes: int
-    by_layer_type: Mapping[str, Mapping[str, int]]
-    unsupported: Mapping[str, int]
+    by_layer_type: Mapping[str, Mapping[str, int]] = field(metadata=_JSON_DICT)
+    unsupported: Mapping[str, int] = field(metadata=_JSON_DICT)
 
 
 @dataclass(frozen=True)
@@ -203,7 +330,7 @@ class TimingRow:
 
     uid: str
     mode: str
-    samples: tuple[float, ...]
+    samples: tuple[float, ...] = field(metadata=_JSON_SAMPLES)
     median_s: float
     iqr_s: float
     threads: int
@@ -218,32 +345,14 @@ class AllreduceRow:
     """The communication of a data-parallel step timing (the TimingRow ``timing_uid``)."""
 
     timing_uid: str
-    samples: tuple[float, ...]
+    samples: tuple[float, ...] = field(metadata=_JSON_SAMPLES)
     allreduce_s_per_step: float
     allreduce_bytes_per_step: int
     buckets_per_step: int
     gradient_bytes: int
     single_process_median_s: float | None
     efficiency: float | None
-    launcher: str
-
-
-@dataclass(frozen=True)
-class EpochRow:
-    """One finished epoch of a training run."""
-
-    epoch: int
-    train_time_s: float
-    val_time_s: float
-    train_data_time_s: float
-    val_data_time_s: float
-    train_loss: float | None
-    train_accuracy: float | None
-    val_loss: float | None
-    val_accuracy: float | None
-    train_samples: int
-    val_samples: int
-    steps: int
+    launcher: str  # 'spawn' or 'torchrun'
 
 
 @dataclass(frozen=True)
@@ -254,7 +363,7 @@ class TrainingRow:
     status: str
     epochs_planned: int
     dataset: str
-    epochs: tuple[EpochRow, ...]
+    epochs: tuple[EpochRecord, ...]
 
 
 @dataclass(frozen=True)
@@ -316,28 +425,42 @@ class Group:
     peak_flops_per_s: float | None
     calibration: str | None
     networks: tuple[NetworkResult, ...]
+    operator_model: Mapping[str, object] | None = None  # as the study stored it (schema 3)
 
 
-# -- the store --------------------------------------------------------------------------------------
+# -- errors in plain words --------------------------------------------------------------------------
 def _friendly(exc: sqlite3.Error, path: Path, what: str) -> StoreError:
     text = str(exc)
-    if "full" in text.lower():
+    low = text.lower()
+    if "full" in low:
         return StoreError(
             f"the disk holding '{path}' is full ({text}) while writing {what}; every result "
             "finished before it is kept -- free some space and rerun the same command to resume")
-    if "readonly" in text.lower() or "read-only" in text.lower():
-        return StoreError(f"cannot write {what} to '{path}': the file or its folder is read-only ({text})")
-    if "locked" in text.lower():
-        return StoreError(f"'{path}' is locked by another process ({text}); wait for it or use --db")
+    if "readonly" in low or "read-only" in low or "unable to open" in low:
+        return StoreError(f"cannot write {what} to '{path}': the file or its folder is read-only "
+                          f"or missing ({text})")
+    if "locked" in low or "busy" in low:
+        return StoreError(f"'{path}' is locked by another process ({text}); wait for it or use "
+                          "another results database")
+    if "malformed" in low or "not a database" in low or "corrupt" in low:
+        return _damaged(path, text)
     return StoreError(f"results database '{path}' failed while {what}: {text}")
 
 
+def _damaged(path: Path, detail: str) -> StoreError:
+    return StoreError(f"results database '{path}' is damaged ({detail}); restore it from a copy, "
+                      "or recover what is readable with `sqlite3 FILE .recover`")
+
+
+# -- the store --------------------------------------------------------------------------------------
 class Store:
     """An open results store. Use :func:`open_store`; close with :meth:`close` or ``with``."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, read_only: bool = False) -> None:
+        conn.row_factory = sqlite3.Row
         self.conn = conn
         self.path = path
+        self.read_only = read_only
         self._lock_file: int | None = None
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -357,14 +480,21 @@ class Store:
         The lock is an flock on ``PATH.lock``, released by the kernel even when the holder is
         killed, so a killed study never blocks the next one.
         """
+        if self.read_only:
+            raise StoreError(f"'{self.path}' is open read-only; it cannot be written")
         lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot create the lock file '{lock_path}' beside the results "
+                             f"database ({exc.strerror}); results can only be written to a "
+                             "database in a writable folder") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise StoreError(f"another study is writing to '{self.path}' right now; wait for it to "
-                             "finish or pass a different --db") from None
+                             "finish or use another results database") from None
         self._lock_file = fd
 
     def unlock(self) -> None:
@@ -375,6 +505,8 @@ class Store:
     @contextmanager
     def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         """One write transaction: wholly committed or wholly rolled back; disk full -> StoreError."""
+        if self.read_only:
+            raise StoreError(f"'{self.path}' is open read-only; cannot write {what}")
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -391,41 +523,51 @@ class Store:
 
     def _rollback(self) -> None:
         if self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite already rolled back (e.g. after a full disk); nothing is half-kept
+
+    def _rows(self, sql: str, params: Sequence[object] | Mapping[str, object] = ()) -> list[sqlite3.Row]:
+        """Every row of a query; a damaged or unreadable file -> StoreError in plain words."""
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _friendly(exc, self.path, "reading results") from exc
+
+    def _scalar(self, sql: str, params: Sequence[object] = ()) -> int:
+        return int(self._rows(sql, params)[0][0])
 
     # -- writing --------------------------------------------------------------------------------
     def put_environment(self, fingerprint: str, environment: Mapping[str, object], *,
                         peak_flops_per_s: float | None, bandwidth_bytes_per_s: float | None,
-                        calibration: str | None) -> None:
-        """Record (or refresh) the machine's environment and calibrated peak."""
+                        calibration: str | None,
+                        operator_model: Mapping[str, object] | None = None) -> None:
+        """Record (or refresh) the machine's environment, calibrated peak and per-operator model;
+        a value given as None keeps the stored one."""
+        row = EnvironmentRow(fingerprint, environment, peak_flops_per_s, bandwidth_bytes_per_s,
+                             calibration, operator_model)
+        keep = ", ".join(f"{name} = COALESCE(excluded.{name}, {name})"
+                         for name in _columns(row) if name != "fingerprint")
         with self.transaction("the environment") as c:
-            c.execute(
-                "INSERT INTO environments VALUES (?, ?, ?, ?, ?) ON CONFLICT(fingerprint) DO UPDATE "
-                "SET environment = excluded.environment, "
-                "peak_flops_per_s = COALESCE(excluded.peak_flops_per_s, peak_flops_per_s), "
-                "bandwidth_bytes_per_s = COALESCE(excluded.bandwidth_bytes_per_s, bandwidth_bytes_per_s), "
-                "calibration = COALESCE(excluded.calibration, calibration)",
-                (fingerprint, json.dumps(dict(environment)), peak_flops_per_s,
-                 bandwidth_bytes_per_s, calibration))
+            _insert(c, "environments", row, suffix=f"ON CONFLICT(fingerprint) DO UPDATE SET {keep}")
 
-    def calibration(self, fingerprint: str) -> tuple[float | None, float | None, str | None] | None:
-        """(peak FLOP/s, bandwidth, source) stored for a machine, or None when it has no row."""
-        row = self.conn.execute("SELECT peak_flops_per_s, bandwidth_bytes_per_s, calibration FROM "
-                                "environments WHERE fingerprint = ?", (fingerprint,)).fetchone()
-        return tuple(row) if row else None
+    def environment(self, fingerprint: str) -> EnvironmentRow | None:
+        """What is stored about a machine, or None when it has no row."""
+        rows = self._rows("SELECT * FROM environments WHERE fingerprint = ?", (fingerprint,))
+        return _record(EnvironmentRow, rows[0]) if rows else None
 
     def start_run(self, *, command: str, config: Mapping[str, object], config_hash: str,
                   fingerprint: str) -> str:
         """A new run row (status 'running'); runs left 'running' by a killed study become
         'interrupted' (the lock guarantees no live study holds them)."""
-        uid = new_uid()
+        row = RunRow(uid=new_uid(), started=now(), finished=None, status="running", command=command,
+                     config=config, config_hash=config_hash, fingerprint=fingerprint)
         with self.transaction("the start of the run") as c:
             c.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
             c.execute("UPDATE trainings SET status = 'interrupted' WHERE status = 'running'")
-            c.execute("INSERT INTO runs VALUES (?, ?, NULL, 'running', ?, ?, ?, ?)",
-                      (uid, now(), command, json.dumps(dict(config), sort_keys=True), config_hash,
-                       fingerprint))
-        return uid
+            _insert(c, "runs", row)
+        return row.uid
 
     def finish_run(self, run_uid: str, status: str) -> None:
         with self.transaction("the end of the run") as c:
@@ -435,72 +577,57 @@ class Store:
                    config: Mapping[str, object], input_shape: str, batch_size: int, dataset: str,
                    device: str, threads: int, world_size: int = 1, backend: str = "none") -> int:
         """The id of the resume key (name, config_hash, fingerprint), created on first use."""
+        row = NetworkRow(name=name, family=family, config_hash=config_hash, fingerprint=fingerprint,
+                         config=config, input_shape=input_shape, batch_size=batch_size,
+                         dataset=dataset, device=device, threads=threads, world_size=world_size,
+                         backend=backend)
         with self.transaction(f"network {name}") as c:
-            c.execute(
-                "INSERT OR IGNORE INTO networks (name, family, config_hash, fingerprint, config, "
-                "input_shape, batch_size, dataset, device, threads, world_size, backend) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, family, config_hash, fingerprint, json.dumps(dict(config), sort_keys=True),
-                 input_shape, batch_size, dataset, device, threads, world_size, backend))
-            row = c.execute("SELECT id FROM networks WHERE name = ? AND config_hash = ? AND "
-                            "fingerprint = ?", (name, config_hash, fingerprint)).fetchone()
-        return int(row[0])
+            return _network_id(c, row)
 
     def put_count(self, network_id: int, row: CountRow) -> None:
         with self.transaction(f"the {row.mode} count") as c:
-            c.execute("INSERT OR REPLACE INTO counts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (network_id, row.mode, row.params, row.trainable_params, row.macs, row.flops,
-                       row.bytes, row.op_count, row.activation_bytes, row.peak_bytes,
-                       json.dumps(dict(row.by_layer_type)), json.dumps(dict(row.unsupported))))
+            _insert(c, "counts", row, verb="INSERT OR REPLACE", network_id=network_id)
 
     def add_timing(self, network_id: int, run_uid: str, *, mode: str, samples: Sequence[float],
                    median_s: float, iqr_s: float, threads: int, peak_memory_bytes: int | None,
                    world_size: int = 1, backend: str = "none") -> str:
         """Store one repeat of a timed step; returns its uid."""
-        uid = new_uid()
+        row = TimingRow(uid=new_uid(), mode=mode, samples=tuple(samples), median_s=median_s,
+                        iqr_s=iqr_s, threads=threads, peak_memory_bytes=peak_memory_bytes,
+                        world_size=world_size, backend=backend, measured=now())
         with self.transaction(f"a {mode}-step timing") as c:
-            c.execute("INSERT INTO step_timings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (uid, network_id, run_uid, mode, json.dumps([float(s) for s in samples]),
-                       median_s, iqr_s, threads, peak_memory_bytes, world_size, backend, now()))
-        return uid
+            _insert(c, "step_timings", row, network_id=network_id, run_uid=run_uid)
+        return row.uid
 
-    def add_data_parallel_timing(
-            self, network_id: int, run_uid: str, *, samples: Sequence[float], median_s: float,
-            iqr_s: float, threads: int, world_size: int, backend: str,
-            allreduce_samples: Sequence[float], allreduce_s_per_step: float,
-            allreduce_bytes_per_step: int, buckets_per_step: int, gradient_bytes: int,
-            single_process_median_s: float | None, efficiency: float | None,
-            launcher: str) -> str:
+    def add_data_parallel_timing(self, network_id: int, run_uid: str, step: DataParallelStep) -> str:
         """Store a data-parallel training step and its all-reduce in one transaction (so a resumed
         study never finds one without the other); returns the step timing's uid."""
-        if world_size < 2:
-            raise StoreError(f"a data-parallel timing needs world_size >= 2, got {world_size}")
+        if step.world_size < 2:
+            raise StoreError(f"a data-parallel timing needs world_size >= 2, got {step.world_size}")
         uid = new_uid()
+        timing = TimingRow(uid=uid, mode="train", samples=tuple(step.samples), median_s=step.median_s,
+                           iqr_s=step.iqr_s, threads=step.threads, peak_memory_bytes=None,
+                           world_size=step.world_size, backend=step.backend, measured=now())
+        shared = {f.name: getattr(step, f.name) for f in dataclasses.fields(AllreduceRow)
+                  if f.name not in ("timing_uid", "samples")}  # the other fields share their names
+        allreduce = AllreduceRow(timing_uid=uid, samples=tuple(step.allreduce_samples), **shared)
         with self.transaction("a data-parallel step timing") as c:
-            c.execute("INSERT INTO step_timings VALUES (?, ?, ?, 'train', ?, ?, ?, ?, NULL, ?, ?, ?)",
-                      (uid, network_id, run_uid, json.dumps([float(s) for s in samples]),
-                       median_s, iqr_s, threads, world_size, backend, now()))
-            c.execute("INSERT INTO allreduce_timings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (uid, json.dumps([float(s) for s in allreduce_samples]),
-                       allreduce_s_per_step, int(allreduce_bytes_per_step), int(buckets_per_step),
-                       int(gradient_bytes), single_process_median_s, efficiency, launcher))
-        return uid
+            _insert(c, "step_timings", timing, network_id=network_id, run_uid=run_uid)
+            _insert(c, "allreduce_timings", allreduce)
+        return timing.uid
 
     def start_training(self, network_id: int, run_uid: str, *, epochs_planned: int,
                        dataset: str) -> str:
         uid = new_uid()
         with self.transaction("the start of a training run") as c:
-            c.execute("INSERT INTO trainings VALUES (?, ?, ?, 'running', ?, ?, ?, NULL)",
-                      (uid, network_id, run_uid, epochs_planned, dataset, now()))
+            _insert(c, "trainings", uid=uid, network_id=network_id, run_uid=run_uid,
+                    status="running", epochs_planned=epochs_planned, dataset=dataset,
+                    started=now(), finished=None)
         return uid
 
-    def add_epoch(self, training_uid: str, row: EpochRow) -> None:
-        with self.transaction(f"epoch {row.epoch}") as c:
-            c.execute("INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (new_uid(), training_uid, row.epoch, row.train_time_s, row.val_time_s,
-                       row.train_data_time_s, row.val_data_time_s, row.train_loss,
-                       row.train_accuracy, row.val_loss, row.val_accuracy, row.train_samples,
-                       row.val_samples, row.steps))
+    def add_epoch(self, training_uid: str, record: EpochRecord) -> None:
+        with self.transaction(f"epoch {record.epoch}") as c:
+            _insert(c, "epochs", record, uid=new_uid(), training_uid=training_uid)
 
     def finish_training(self, training_uid: str, status: str) -> None:
         with self.transaction("the end of a training run") as c:
@@ -510,15 +637,17 @@ class Store:
     def put_breakdown(self, network_id: int, rows: Mapping[str, tuple[float, int]]) -> None:
         """Measured time and counted FLOPs per layer type, all in one transaction."""
         with self.transaction("a per-layer-type breakdown") as c:
-            c.executemany("INSERT OR REPLACE INTO breakdowns VALUES (?, ?, ?, ?)",
-                          [(network_id, t, float(s), int(f)) for t, (s, f) in rows.items()])
+            for layer_type, (time_s, flops) in rows.items():
+                _insert(c, "breakdowns", verb="INSERT OR REPLACE", network_id=network_id,
+                        layer_type=layer_type, time_s=float(time_s), flops=int(flops))
 
     def add_error(self, network_id: int | None, run_uid: str, *, stage: str, error: BaseException,
                   traceback: str) -> None:
+        row = ErrorRow(stage=stage, error_type=type(error).__name__,
+                       message=str(error) or type(error).__name__, traceback=traceback, at=now(),
+                       run_uid=run_uid)
         with self.transaction("an error record") as c:
-            c.execute("INSERT INTO errors VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                      (new_uid(), network_id, run_uid, stage, type(error).__name__,
-                       str(error) or type(error).__name__, traceback, now()))
+            _insert(c, "errors", row, uid=new_uid(), network_id=network_id)
 
     # -- what is done (for resuming) -------------------------------------------------------------
     def has_count(self, network_id: int, mode: str) -> bool:
@@ -527,10 +656,8 @@ class Store:
 
     def count_row(self, network_id: int, mode: str) -> CountRow | None:
         """The stored count of one network and mode, or None."""
-        c = self.conn.execute("SELECT mode, params, trainable_params, macs, flops, bytes, op_count, "
-                              "activation_bytes, peak_bytes, by_layer_type, unsupported FROM counts "
-                              "WHERE network_id = ? AND mode = ?", (network_id, mode)).fetchone()
-        return _count_row(c) if c else None
+        rows = self._rows("SELECT * FROM counts WHERE network_id = ? AND mode = ?", (network_id, mode))
+        return _record(CountRow, rows[0]) if rows else None
 
     def timing_repeats(self, network_id: int, mode: str, *, world_size: int = 1) -> int:
         """How many repeats of the ``mode`` step of ``world_size`` processes are stored."""
@@ -552,100 +679,89 @@ class Store:
     def has_breakdown(self, network_id: int) -> bool:
         return self._scalar("SELECT COUNT(*) FROM breakdowns WHERE network_id = ?", (network_id,)) > 0
 
-    def _scalar(self, sql: str, params: Sequence[object] = ()) -> int:
-        return int(self.conn.execute(sql, params).fetchone()[0])
-
     def result_count(self) -> int:
         """How many measurements the store holds (counts, timings, epochs, breakdowns)."""
-        return sum(self._scalar(f"SELECT COUNT(*) FROM {t}")
+        return sum(self._scalar(f"SELECT COUNT(*) FROM {t}")  # noqa: S608 -- our own table names
                    for t in ("counts", "step_timings", "epochs", "breakdowns"))
 
     # -- reading --------------------------------------------------------------------------------
-    def runs(self) -> list[dict[str, object]]:
-        cur = self.conn.execute("SELECT uid, started, finished, status, command, config_hash, "
-                                "fingerprint FROM runs ORDER BY started, rowid")
-        return [dict(zip([d[0] for d in cur.description], r)) for r in cur.fetchall()]
+    def runs(self) -> list[RunRow]:
+        """Every run, oldest first."""
+        return [_record(RunRow, r) for r in self._rows("SELECT * FROM runs ORDER BY started, rowid")]
 
     def groups(self) -> list[Group]:
         """Stored results grouped by (configuration, machine), most networks first."""
-        keys = self.conn.execute(
-            "SELECT config_hash, fingerprint, MIN(config), COUNT(*) FROM networks "
-            "GROUP BY config_hash, fingerprint ORDER BY COUNT(*) DESC, MIN(id)").fetchall()
+        keys = self._rows(
+            "SELECT config_hash, fingerprint, MIN(config) AS config FROM networks "
+            "GROUP BY config_hash, fingerprint ORDER BY COUNT(*) DESC, MIN(id)")
         out = []
-        for config_hash, fingerprint, config, _ in keys:
-            env = self.conn.execute("SELECT environment, peak_flops_per_s, calibration FROM "
-                                    "environments WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        for key in keys:
+            env = self.environment(key["fingerprint"]) or EnvironmentRow(key["fingerprint"], {})
             out.append(Group(
-                config_hash=config_hash, fingerprint=fingerprint, config=json.loads(config),
-                environment=json.loads(env[0]) if env else {},
-                peak_flops_per_s=env[1] if env else None, calibration=env[2] if env else None,
-                networks=tuple(self.network_results(config_hash=config_hash, fingerprint=fingerprint))))
+                config_hash=key["config_hash"], fingerprint=key["fingerprint"],
+                config=json.loads(key["config"]), environment=env.environment,
+                peak_flops_per_s=env.peak_flops_per_s, calibration=env.calibration,
+                operator_model=env.operator_model,
+                networks=tuple(self.network_results(config_hash=key["config_hash"],
+                                                    fingerprint=key["fingerprint"]))))
         return out
 
     def network_results(self, *, config_hash: str | None = None,
                         fingerprint: str | None = None) -> list[NetworkResult]:
         """Every stored network (optionally of one configuration / machine), in storage order."""
-        sql = ("SELECT id, name, family, config_hash, fingerprint, input_shape, batch_size, dataset, "
-               "device, threads, world_size, backend FROM networks WHERE (? IS NULL OR config_hash = ?) "
-               "AND (? IS NULL OR fingerprint = ?) ORDER BY id")
-        rows = self.conn.execute(sql, (config_hash, config_hash, fingerprint, fingerprint)).fetchall()
+        rows = self._rows(
+            "SELECT * FROM networks WHERE (:config_hash IS NULL OR config_hash = :config_hash) "
+            "AND (:fingerprint IS NULL OR fingerprint = :fingerprint) ORDER BY id",
+            {"config_hash": config_hash, "fingerprint": fingerprint})
         return [self._network(r) for r in rows]
 
-    def _network(self, r: Sequence[object]) -> NetworkResult:
-        nid = r[0]
-        counts = {c[0]: _count_row(c) for c in self.conn.execute(
-            "SELECT mode, params, trainable_params, macs, flops, bytes, op_count, activation_bytes, "
-            "peak_bytes, by_layer_type, unsupported FROM counts WHERE network_id = ?", (nid,))}
-        timings = tuple(
-            TimingRow(uid=t[0], mode=t[1], samples=tuple(json.loads(t[2])), median_s=t[3],
-                      iqr_s=t[4], threads=t[5], peak_memory_bytes=t[6], world_size=t[7],
-                      backend=t[8], measured=t[9])
-            for t in self.conn.execute(
-                "SELECT uid, mode, samples, median_s, iqr_s, threads, peak_memory_bytes, world_size, "
-                "backend, measured FROM step_timings WHERE network_id = ? ORDER BY measured, rowid",
-                (nid,)))
-        trainings = []
-        for t in self.conn.execute("SELECT uid, status, epochs_planned, dataset FROM trainings "
-                                   "WHERE network_id = ? ORDER BY started, rowid", (nid,)).fetchall():
-            epochs = tuple(EpochRow(*e) for e in self.conn.execute(
-                "SELECT epoch, train_time_s, val_time_s, train_data_time_s, val_data_time_s, "
-                "train_loss, train_accuracy, val_loss, val_accuracy, train_samples, val_samples, steps "
-                "FROM epochs WHERE training_uid = ? ORDER BY epoch", (t[0],)))
-            trainings.append(TrainingRow(uid=t[0], status=t[1], epochs_planned=t[2], dataset=t[3],
-                                         epochs=epochs))
-        breakdown = {b[0]: (b[1], b[2]) for b in self.conn.execute(
-            "SELECT layer_type, time_s, flops FROM breakdowns WHERE network_id = ?", (nid,))}
-        errors = tuple(ErrorRow(*e) for e in self.conn.execute(
-            "SELECT stage, error_type, message, traceback, at, run_uid FROM errors "
-            "WHERE network_id = ? ORDER BY at, rowid", (nid,)))
-        allreduce = {a[0]: AllreduceRow(a[0], tuple(json.loads(a[1])), *a[2:]) for a in self.conn.execute(
-            "SELECT a.timing_uid, a.samples, a.allreduce_s_per_step, a.allreduce_bytes_per_step, "
-            "a.buckets_per_step, a.gradient_bytes, a.single_process_median_s, a.efficiency, "
-            "a.launcher FROM allreduce_timings a JOIN step_timings t ON t.uid = a.timing_uid "
-            "WHERE t.network_id = ?", (nid,))}
-        return NetworkResult(
-            name=r[1], family=r[2], config_hash=r[3], fingerprint=r[4], input_shape=r[5],
-            batch_size=r[6], dataset=r[7], device=r[8], threads=r[9], world_size=r[10],
-            backend=r[11], counts=counts, timings=timings, trainings=tuple(trainings),
-            breakdown=breakdown, errors=errors, allreduce=allreduce)
+    def _network(self, r: sqlite3.Row) -> NetworkResult:
+        nid = (r["id"],)
+        counts = {c["mode"]: _record(CountRow, c)
+                  for c in self._rows("SELECT * FROM counts WHERE network_id = ?", nid)}
+        timings = tuple(_record(TimingRow, t) for t in self._rows(
+            "SELECT * FROM step_timings WHERE network_id = ? ORDER BY measured, rowid", nid))
+        trainings = tuple(
+            _record(TrainingRow, t, epochs=tuple(_record(EpochRecord, e) for e in self._rows(
+                "SELECT * FROM epochs WHERE training_uid = ? ORDER BY epoch", (t["uid"],))))
+            for t in self._rows("SELECT * FROM trainings WHERE network_id = ? "
+                                "ORDER BY started, rowid", nid))
+        breakdown = {b["layer_type"]: (b["time_s"], b["flops"]) for b in self._rows(
+            "SELECT * FROM breakdowns WHERE network_id = ?", nid)}
+        errors = tuple(_record(ErrorRow, e) for e in self._rows(
+            "SELECT * FROM errors WHERE network_id = ? ORDER BY at, rowid", nid))
+        allreduce = {a["timing_uid"]: _record(AllreduceRow, a) for a in self._rows(
+            "SELECT a.* FROM allreduce_timings a JOIN step_timings t ON t.uid = a.timing_uid "
+            "WHERE t.network_id = ?", nid)}
+        return _record(NetworkResult, r, counts=counts, timings=timings, trainings=trainings,
+                       breakdown=breakdown, errors=errors, allreduce=allreduce)
 
 
-def _count_row(c: Sequence[object]) -> CountRow:
-    return CountRow(*c[:9], by_layer_type=json.loads(c[9]), unsupported=json.loads(c[10]))
+def _network_id(c: sqlite3.Connection, row: NetworkRow) -> int:
+    """The id of ``row``'s resume key, inserted on first use (inside the caller's transaction)."""
+    _insert(c, "networks", row, verb="INSERT OR IGNORE")
+    found = c.execute("SELECT id FROM networks WHERE name = ? AND config_hash = ? AND fingerprint = ?",
+                      (row.name, row.config_hash, row.fingerprint)).fetchone()
+    return int(found[0])
 
 
 # -- opening ----------------------------------------------------------------------------------------
-def open_store(path: str | os.PathLike[str], *, create: bool = True) -> Store:
+def open_store(path: str | os.PathLike[str], *, create: bool = True, read_only: bool = False) -> Store:
     """Open (``create``: or create) the results store at ``path``, migrating an older schema.
 
-    StoreError for a path that is a folder, a file that is not SQLite, an SQLite file that is not
-    a dnncost store, a store written by a newer dnncost, or a missing file when not ``create``.
+    ``read_only``: for commands that only read; the file is opened with SQLite's ``mode=ro`` and
+    never written (never created either), and an older schema is migrated in a copy in memory.
+
+    StoreError for a path that is a folder, a file that is not SQLite (an empty file too, unless
+    creating), an SQLite file that is not a dnncost store, a damaged store, a store written by a
+    newer dnncost, or a missing file when not ``create``.
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        raise StoreError(f"'{path}' is a folder; --db needs a file path such as {path}/study.sqlite")
+        raise StoreError(f"'{path}' is a folder; a results database is a file such as {path}/study.sqlite")
+    create = create and not read_only
     if path.exists():
-        _check_header(path)
+        _check_header(path, empty_ok=create)
     elif not create:
         raise StoreError(f"no results database at '{path}'; run `dnncost study --db {path}` first")
     else:
@@ -654,36 +770,56 @@ def open_store(path: str | os.PathLike[str], *, create: bool = True) -> Store:
         except OSError as exc:
             raise StoreError(f"cannot create the folder for '{path}': {exc}") from exc
     try:
-        conn = sqlite3.connect(str(path), isolation_level=None, timeout=5.0)
+        if read_only:
+            uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        else:
+            conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open results database '{path}': {exc}") from exc
     store = Store(conn, path)
     try:
-        conn.execute("PRAGMA foreign_keys = ON")
-        _prepare(store)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise StoreError(f"'{path}' is not a readable SQLite database ({exc}); "
-                         "point --db at a dnncost results file or a new path") from exc
+        _check_intact(store)
+        store = _prepare(store, read_only=read_only)
+        store.conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.Error as exc:
+        store.close()
+        raise _friendly(exc, path, "opening it") from exc
     except BaseException:
-        conn.close()
+        store.close()
         raise
     return store
 
 
-def _check_header(path: Path) -> None:
+def _check_header(path: Path, *, empty_ok: bool) -> None:
     try:
         with path.open("rb") as f:
             head = f.read(len(SQLITE_HEADER))
     except OSError as exc:
-        raise StoreError(f"cannot read results database '{path}': {exc}") from exc
+        raise StoreError(f"cannot read results database '{path}': {exc.strerror}") from exc
+    if not head and not empty_ok:
+        raise StoreError(f"'{path}' is an empty file, not a dnncost results database; point at "
+                         "the file a study wrote")
     if head and head != SQLITE_HEADER:
         raise StoreError(f"'{path}' is not an SQLite database (it starts with {head[:8]!r}); "
-                         "point --db at a dnncost results file or a new path")
+                         "point at a dnncost results file or a new path")
 
 
-def _prepare(store: Store) -> None:
-    """Check the file is ours, then bring its schema up to SCHEMA_VERSION."""
+def _check_intact(store: Store) -> None:
+    """StoreError naming the damage when SQLite's quick_check finds a damaged page or index."""
+    try:
+        problems = [str(r[0]) for r in store.conn.execute("PRAGMA quick_check(3)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+            raise
+        raise _damaged(store.path, str(exc)) from exc
+    if problems != ["ok"]:
+        raise _damaged(store.path, "; ".join(problems))
+
+
+def _prepare(store: Store, *, read_only: bool) -> Store:
+    """Check the file is ours, then bring its schema up to SCHEMA_VERSION (``read_only``: in a
+    copy held in memory, the file untouched). Returns the store to use."""
     conn, path = store.conn, store.path
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -693,20 +829,38 @@ def _prepare(store: Store) -> None:
         if tables or version:
             raise StoreError(
                 f"'{path}' is an SQLite database but not a dnncost results store (it holds tables "
-                f"{', '.join(sorted(tables)) or 'none'}); point --db at a dnncost file or a new path")
+                f"{', '.join(sorted(tables)) or 'none'}); point at a dnncost file or a new path")
+        if read_only:
+            raise StoreError(f"'{path}' holds no dnncost results (an empty SQLite database)")
         version = 0
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"'{path}' was written by a newer dnncost (schema version {version}; this dnncost reads "
             f"up to {SCHEMA_VERSION}); upgrade dnncost to read it")
-    migrate(store, version)
+    if not read_only:
+        migrate(store, version)
+        return store
+    if version < SCHEMA_VERSION:  # read an older store through a migrated copy; the file stays as it is
+        copy = sqlite3.connect(":memory:", isolation_level=None)
+        conn.backup(copy)
+        store.close()
+        store = Store(copy, path)
+        migrate(store, version)
+    store.read_only = True
+    return store
 
 
 def migrate(store: Store, version: int, *, migrations: Mapping[int, str] | None = None) -> int:
-    """Apply every migration after ``version``, each with its version bump in one transaction."""
+    """Apply every migration after ``version``, each with its version bump in one transaction.
+
+    The version is read again inside each (IMMEDIATE) transaction, so two processes opening a new
+    or old store at once both succeed: the second waits for the first and finds its work done.
+    """
     migrations = MIGRATIONS if migrations is None else migrations
     for target in sorted(v for v in migrations if v > version):
         with store.transaction(f"the migration to schema version {target}") as c:
+            if c.execute("PRAGMA user_version").fetchone()[0] >= target:
+                continue  # another process migrated it while we waited
             for statement in _statements(migrations[target]):
                 c.execute(statement)
             c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -732,19 +886,19 @@ def _statements(script: str) -> list[str]:
 def merge(sources: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> dict[str, int]:
     """Combine the stores ``sources`` into ``out`` (created or extended) without duplicates.
 
-    Networks are matched by their resume key (name, configuration hash, machine fingerprint);
-    measurements by their uid, so merging a copy of a store, or merging twice, adds nothing.
-    Returns how many rows of each table were added.
+    Sources are opened read-only and never modified. Networks are matched by their resume key
+    (name, configuration hash, machine fingerprint); measurements by their uid, so merging a copy
+    of a store, or merging twice, adds nothing. Returns how many rows of each table were added.
     """
     out_path = Path(out).expanduser()
-    added: dict[str, int] = dict.fromkeys(_TABLES, 0)
+    added: dict[str, int] = dict.fromkeys(MERGE_ORDER, 0)
     with open_store(out_path) as dst:
         dst.lock()
         for source in sources:
             src_path = Path(source).expanduser()
             if src_path.exists() and out_path.exists() and src_path.samefile(out_path):
                 continue
-            with open_store(src_path, create=False) as src:
+            with open_store(src_path, read_only=True) as src:
                 with dst.transaction(f"the merge of '{src_path}'") as c:
                     for table, n in _merge_one(src, c).items():
                         added[table] += n
@@ -752,43 +906,25 @@ def merge(sources: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
 
 
 def _merge_one(src: Store, c: sqlite3.Connection) -> dict[str, int]:
+    """Copy every row of ``src`` into ``c``'s store by column name, network ids mapped to ours."""
     added: dict[str, int] = {}
-
-    def copy(table: str, *, network_column: int | None = None) -> None:
-        """Copy every row of ``table``, its network id (at ``network_column``) mapped to ours."""
-        cursor = src.conn.execute(f"SELECT * FROM {table}")  # noqa: S608 -- our own table names
-        rows = cursor.fetchall()
-        if network_column is not None:
-            at = network_column
-            rows = [r[:at] + (ids[r[at]] if r[at] is not None else None,) + r[at + 1:] for r in rows]
-        placeholders = ", ".join("?" * len(cursor.description))
-        before = c.total_changes
-        c.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({placeholders})", rows)
-        added[table] = c.total_changes - before
-
-    copy("environments")
-    copy("runs")
     ids: dict[int, int] = {}
-    networks = src.conn.execute(
-        "SELECT id, name, family, config_hash, fingerprint, config, input_shape, batch_size, dataset, "
-        "device, threads, world_size, backend FROM networks").fetchall()
-    before = c.total_changes
-    for row in networks:
-        c.execute("INSERT OR IGNORE INTO networks (name, family, config_hash, fingerprint, config, "
-                  "input_shape, batch_size, dataset, device, threads, world_size, backend) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row[1:])
-        ids[row[0]] = c.execute("SELECT id FROM networks WHERE name = ? AND config_hash = ? AND "
-                                "fingerprint = ?", (row[1], row[3], row[4])).fetchone()[0]
-    added["networks"] = c.total_changes - before
-
-    for table, network_column in (("counts", 0), ("step_timings", 1), ("trainings", 1),
-                                  ("epochs", None), ("breakdowns", 0), ("errors", 1),
-                                  ("allreduce_timings", None)):
-        copy(table, network_column=network_column)
+    for table in MERGE_ORDER:
+        before = c.total_changes
+        for row in src._rows(f"SELECT * FROM {table}"):  # noqa: S608 -- our own table names
+            values = {name: row[name] for name in row.keys()}  # noqa: SIM118 -- sqlite3.Row
+            if table == "networks":
+                ids[values.pop("id")] = _network_id(c, _record(NetworkRow, row))
+                continue
+            if values.get("network_id") is not None:
+                values["network_id"] = ids[values["network_id"]]
+            _insert(c, table, verb="INSERT OR IGNORE", **values)
+        added[table] = c.total_changes - before
     return added
 
 
 __all__ = [
-    "APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "AllreduceRow", "CountRow", "EpochRow", "ErrorRow", "Group",
-    "NetworkResult", "Store", "TimingRow", "TrainingRow", "merge", "migrate", "open_store",
+    "APPLICATION_ID", "MERGE_ORDER", "MIGRATIONS", "SCHEMA_VERSION", "AllreduceRow", "CountRow",
+    "EnvironmentRow", "ErrorRow", "Group", "NetworkResult", "NetworkRow", "RunRow",
+    "Store", "TimingRow", "TrainingRow", "merge", "migrate", "open_store",
 ]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import shlex
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -26,18 +25,25 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from dnncost.errors import InputSpecError, ModelNotFoundError, StoreError, suggest
-from dnncost.study.store import CountRow, EpochRow, Store
+from dnncost.study.store import CountRow, Store
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
+
+    from dnncost.measuring.data import DatasetSplit
+    from dnncost.measuring.records import EpochRecord
+    from dnncost.models.loading import LoadedModel
 
 DEFAULT_DB = "dnncost-results/study.sqlite"  # source: issue 5 (default db path)
 DEFAULT_OUT = "dnncost-results/report"  # source: issue 5 (default report folder)
 SEED = 0  # source: our choice; every network starts from the same seeded initialisation
 BREAKDOWN_STEPS = 2  # source: measured, two profiled steps give stable layer-type shares cheaply
-OPTIMIZERS = ("sgd", "adam")  # source: dnncost.measuring.timing.OptimizerKind
+OPTIMIZERS = ("sgd", "adam", "adamw")  # source: dnncost.measuring.step.OptimizerKind (a test
+# checks they agree; not imported so that the CLI starts without torch)
 NATIVE = "native"  # --input-size value: each named network at its own input size
-BETWEEN_OPERATORS = "(between operators)"  # step time no operator accounts for (dnncost.measuring.breakdown gap)
+BETWEEN_OPERATORS = "(between operators)"  # step time no operator accounts for (breakdown gap)
+CHECK_SHAPE = (3, 32, 32)  # source: our choice; any image shape loads (and so checks) a dataset
 DDP_MIN_STEPS = 10  # source: our choice; timed data-parallel steps per network at least, so the
 # median of the per-step all-reduce share is not one step's accident (spawning workers costs seconds)
 
@@ -129,34 +135,6 @@ class StudyConfig:
     def config_hash(self) -> str:
         text = json.dumps(self.measured, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-    def command(self, *, db: str, out: str | None = None) -> str:
-        """The ``dnncost study`` command line that runs (and so resumes) exactly this configuration:
-        the flags whose values differ from the defaults the command line would start from."""
-        base = default_config(self.input_size, models=self.models)
-        parts = ["dnncost", "study"]
-        if self.models:
-            parts += ["--models", ",".join(self.models)]
-        if self.family:
-            parts += ["--family", self.family]
-        if self.input_size != (None if self.models else InputSize.CIFAR.value):
-            parts += ["--input-size", str(self.input_size or NATIVE)]
-        flags = {"dataset": "--dataset", "batch_size": "--batch-size", "epochs": "--epochs",
-                 "device": "--device", "threads": "--threads", "repeats": "--repeats",
-                 "step_budget_s": "--step-budget", "steps": "--steps", "warmup": "--warmup",
-                 "lr": "--lr", "optimizer": "--optimizer", "train_limit": "--train-limit"}
-        for name, flag in flags.items():
-            value = getattr(self, name)
-            if value != getattr(base, name):
-                parts += [flag, "0" if value is None and name == "step_budget_s" else str(value)]
-        if self.breakdown != base.breakdown:
-            parts.append("--breakdown" if self.breakdown else "--no-breakdown")
-        if self.world_size > 1:
-            parts += ["--nproc", str(self.world_size), "--backend", self.backend]
-        parts += ["--db", db]
-        if out is not None:
-            parts += ["--out", out]
-        return shlex.join(parts)
 
 
 def quick_config(**overrides: object) -> StudyConfig:
@@ -299,12 +277,14 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
         from dnncost.measuring.data import parse_dataset_spec
 
         parse_dataset_spec(config.dataset)  # a bad spec fails here, not once per network
+        # (dnncost study checks the data itself with check_dataset before it opens the store)
     threads = config.threads or torch.get_num_threads()
     fingerprint = machine_fingerprint(device, threads=threads)
     environment = current_environment(device, threads=threads).to_dict()
     store.put_environment(fingerprint, environment, peak_flops_per_s=None,
                           bandwidth_bytes_per_s=None, calibration=None)
-    run_uid = store.start_run(command=command or config.command(db=str(store.path)),
+    run_uid = store.start_run(command=command or f"dnncost.study.run_study (configuration "
+                                                  f"{config.config_hash}, from Python)",
                               config=asdict(config), config_hash=config.config_hash,
                               fingerprint=fingerprint)
     bar = _progress_bar(len(names) * _units(config), progress)
@@ -312,16 +292,22 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
                    port=port)
     try:
         sweep.run(names)
+        # Calibrated last, so that its large matmuls and 256 MiB copies run after the measurements
+        # rather than just before them (and a resumed study keeps the peak its results were set
+        # against). The per-operator time model found in the machine's calibration is stored
+        # too, so that the report uses what the study saw, wherever it is rendered.
+        peak, bandwidth, source, operator_model = _calibration(store, fingerprint, device, threads)
+        store.put_environment(fingerprint, environment, peak_flops_per_s=peak,
+                              bandwidth_bytes_per_s=bandwidth, calibration=source,
+                              operator_model=operator_model)
     except KeyboardInterrupt:
         sweep.interrupted()
         raise
+    except BaseException:
+        sweep.ended("failed")  # the run record does not stay 'running'
+        raise
     finally:
         bar.close()
-    # Calibrated last, so that its large matmuls and 256 MiB copies run after the measurements
-    # rather than just before them (and a resumed study keeps the peak its results were set against).
-    peak, bandwidth, source = _calibration(store, fingerprint, device, threads)
-    store.put_environment(fingerprint, environment, peak_flops_per_s=peak,
-                          bandwidth_bytes_per_s=bandwidth, calibration=source)
     store.finish_run(run_uid, "complete" if not sweep.failed else "failed")
     return StudySummary(run_uid=run_uid, networks=tuple(names), failed=dict(sweep.failed),
                         measured=sweep.measured, skipped=sweep.skipped,
@@ -336,24 +322,31 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="task", desc="study", dynamic_ncols=True)
 
 
-def _calibration(store: Store, fingerprint: str, device: torch.device,
-                 threads: int) -> tuple[float | None, float | None, str]:
-    """(peak FLOP/s, bandwidth, where from): the cached `dnncost calibrate` result, else the peak
-    this store already holds for the machine (so resumed results keep one reference), else a
-    calibration measured now (not saved to the cache)."""
-    from dnncost.measuring.calibrate import calibrate, load_calibration
+def _calibration(store: Store, fingerprint: str, device: torch.device, threads: int,
+                 ) -> tuple[float | None, float | None, str | None, dict[str, object] | None]:
+    """(peak FLOP/s, bandwidth, where from, per-operator model): the cached `dnncost calibrate`
+    result, else the peak this store already holds for the machine (so resumed results keep one
+    reference), else a calibration measured now (not saved to the cache). An unreadable cached
+    calibration is warned about and ignored (dnncost.measuring.calibrate.cached_calibration).
+    The per-operator model is the one in the cached calibration (None: it has none; the store
+    then keeps what it held)."""
+    from dnncost.measuring.calibrate import cached_calibration, calibrate
+    from dnncost.prediction.predict import SECTION
 
-    cal = load_calibration(device, threads=threads)
+    cal = cached_calibration(device, threads=threads)
+    section = cal.sections.get(SECTION) if cal is not None else None
+    operator_model = dict(section["model"]) if isinstance(section, dict) and section.get("model") else None
     if cal is not None:
         source = f"dnncost calibrate, {cal.created}"
     else:
-        stored = store.calibration(fingerprint)
-        if stored is not None and stored[0] is not None:
-            return stored
+        stored = store.environment(fingerprint)
+        if stored is not None and stored.peak_flops_per_s is not None:
+            return (stored.peak_flops_per_s, stored.bandwidth_bytes_per_s, stored.calibration,
+                    operator_model)
         cal = calibrate(device, threads=threads)
         source = f"measured by the study after its timings, {cal.created}"
     return (cal.peak_flops_per_s("float32"),
-            cal.bandwidth.bytes_per_s if cal.bandwidth else None, source)
+            cal.bandwidth.bytes_per_s if cal.bandwidth else None, source, operator_model)
 
 
 @dataclass
@@ -361,11 +354,11 @@ class _Network:
     """One network in the sweep: what resolving it gave, and whether it has failed."""
 
     name: str
-    loaded: object
+    loaded: LoadedModel
     family: str
     shape: tuple[int, ...]
     nid: int
-    model: object = None  # built once for timing, on first use
+    model: nn.Module | None = None  # built once for timing, on first use
     failed: bool = False
 
 
@@ -408,9 +401,17 @@ class _Sweep:
         self.bar.update(n)
 
     def interrupted(self) -> None:
-        if self.training_uid is not None:
-            self.store.finish_training(self.training_uid, "interrupted")
-        self.store.finish_run(self.run_uid, "interrupted")
+        self.ended("interrupted")
+
+    def ended(self, status: str) -> None:
+        """Mark the run (and a training in progress) ``status`` as it stops early; when the store
+        itself failed (e.g. a full disk) the next run marks them 'interrupted' instead."""
+        try:
+            if self.training_uid is not None:
+                self.store.finish_training(self.training_uid, status)
+            self.store.finish_run(self.run_uid, status)
+        except StoreError:
+            pass  # start_run of the next study marks a run left 'running' as interrupted
 
     def _fail(self, name: str, nid: int | None, stage: Stage, exc: Exception) -> None:
         if self.training_uid is not None:
@@ -547,14 +548,8 @@ class _Sweep:
         self.training_uid = uid = self.store.start_training(
             net.nid, self.run_uid, epochs_planned=epochs, dataset=data.description)
 
-        def on_epoch(record) -> None:
-            self.store.add_epoch(uid, EpochRow(
-                epoch=record.epoch, train_time_s=record.train_time_s, val_time_s=record.val_time_s,
-                train_data_time_s=record.train_data_time_s, val_data_time_s=record.val_data_time_s,
-                train_loss=record.train_loss, train_accuracy=record.train_accuracy,
-                val_loss=record.val_loss, val_accuracy=record.val_accuracy,
-                train_samples=record.train_samples, val_samples=record.val_samples,
-                steps=record.steps))
+        def on_epoch(record: EpochRecord) -> None:
+            self.store.add_epoch(uid, record)  # stored as it is, one column per field
             self.advance(1, done=False)
 
         train(self._model(net), data, epochs=epochs, batch_size=self.config.batch_size,
@@ -584,22 +579,36 @@ class _Sweep:
     def _dataset(self, shape: tuple[int, ...]):
         """The dataset shaped for ``shape`` (cached per shape), cut to ``train_limit`` if set."""
         if shape not in self._datasets:
-            from torch.utils.data import Subset
-
-            from dnncost.measuring.data import load_dataset
-
-            data = load_dataset(self.config.dataset, input_shape=shape, seed=SEED)
-            limit = self.config.train_limit
-            if limit is not None:
-                val_limit = max(1, limit // 4)
-                data = replace(
-                    data, train=Subset(data.train, range(min(limit, len(data.train)))),
-                    val=Subset(data.val, range(min(val_limit, len(data.val)))),
-                    description=f"{data.description}; first {limit} training and {val_limit} "
-                                "validation images only")
-            self._datasets[shape] = data
+            self._datasets[shape] = load_study_dataset(self.config, shape)
         return self._datasets[shape]
 
 
+def load_study_dataset(config: StudyConfig, shape: tuple[int, ...]) -> DatasetSplit:
+    """The study's dataset shaped for ``shape``, cut to ``config.train_limit`` if set;
+    DatasetError when it is unknown, missing or malformed."""
+    from torch.utils.data import Subset
+
+    from dnncost.measuring.data import load_dataset
+
+    data = load_dataset(config.dataset, input_shape=shape, seed=SEED)
+    limit = config.train_limit
+    if limit is not None:
+        val_limit = max(1, limit // 4)
+        data = replace(
+            data, train=Subset(data.train, range(min(limit, len(data.train)))),  # type: ignore[arg-type]
+            val=Subset(data.val, range(min(val_limit, len(data.val)))),  # type: ignore[arg-type]
+            description=f"{data.description}; first {limit} training and {val_limit} "
+                        "validation images only")
+    return data
+
+
+def check_dataset(config: StudyConfig) -> None:
+    """DatasetError now, before anything is stored, when the study trains (epochs > 0) on a
+    dataset that is unknown, missing or malformed (it is loaded once, as `dnncost train` does)."""
+    if config.epochs:
+        load_study_dataset(config, CHECK_SHAPE)
+
+
 __all__ = ["DEFAULT_DB", "DEFAULT_OUT", "IMAGENET_DEFAULTS", "InputSize", "Stage", "StudyConfig",
-           "StudySummary", "check_data_parallel", "default_config", "quick_config", "run_study", "select_models"]
+           "StudySummary", "check_data_parallel", "check_dataset", "default_config", "load_study_dataset",
+           "quick_config", "run_study", "select_models"]
