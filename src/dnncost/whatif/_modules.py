@@ -1,0 +1,28 @@
+"""Small module-surgery helpers shared by the transformations."""
+from __future__ import annotations
+
+from torch import nn
+
+
+def replace_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule at dotted ``path`` is."""
+    parent_path, _, name = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, name, new)
+
+
+def conv_like(conv: nn.Conv2d, *, in_channels: int, out_channels: int, kernel_size: int | None = None,
+              groups: int = 1, bias: bool | None = None, keep_geometry: bool = True) -> nn.Conv2d:
+    """A new Conv2d on ``conv``'s device and dtype; with ``keep_geometry`` its stride, padding and
+    dilation (else a plain 1x1-style layer: stride 1, no padding)."""
+    kh, kw = conv.kernel_size if kernel_size is None else (kernel_size, kernel_size)
+    geometry = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                    padding_mode=conv.padding_mode) if keep_geometry else {}
+    return nn.Conv2d(in_channels, out_channels, (kh, kw), groups=groups,
+                     bias=(conv.bias is not None) if bias is None else bias,
+                     device=conv.weight.device, dtype=conv.weight.dtype, **geometry)  # type: ignore[arg-type]
+
+
+def count_modules(root: nn.Module, kind: type[nn.Module]) -> int:
+    """How many submodules of ``root`` are ``kind``."""
+    return sum(isinstance(m, kind) for m in root.modules())

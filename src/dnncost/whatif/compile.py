@@ -1,0 +1,25 @@
+"""``torch.compile`` (TorchInductor): the same network, fused and code-generated. Compiling happens
+in the first step, which is cut off after a time limit (a slow compile on a small machine is reported
+as not applicable, with the limit); counted eagerly."""
+from __future__ import annotations
+
+import shutil
+
+import torch
+from torch import nn
+
+from dnncost.whatif.registry import Context, NotApplicable, Variant, register
+
+COMPILE_LIMIT_S = 150.0  # source: our choice; ResNet-20's training step compiles in ~60 s on 2 cores
+CXX = ("c++", "g++", "clang++")  # source: torch._inductor.cpp_builder looks for these on the CPU
+
+
+@register("compile", summary="torch.compile (inductor), first step time-limited")
+def compile_model(model: nn.Module, value: float | None, context: Context) -> Variant:
+    """``model`` wrapped by torch.compile; the eager module is what is counted."""
+    if context.device.type == "cpu" and not any(shutil.which(c) for c in CXX):
+        raise NotApplicable("inductor needs a C++ compiler on the CPU and none is on PATH")
+    compiled: nn.Module = torch.compile(model)  # type: ignore[assignment]  # an OptimizedModule
+    return Variant(compiled, count_module=model, first_call_limit_s=COMPILE_LIMIT_S,
+                   count_note="counted eagerly (inductor fuses ops but keeps the arithmetic)",
+                   note="torch.compile default mode (inductor)")

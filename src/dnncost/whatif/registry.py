@@ -1,0 +1,180 @@
+"""The one registry of what-if transformations, filled by :func:`register` (a duplicate raises).
+
+A transformation takes a copy of the network (which it may change in place) and returns a
+:class:`Variant`: the network to run, plus how to run and count it (autocast dtype, batch size,
+thread count, input memory format). One that does not apply raises :class:`NotApplicable` with the
+reason. Adding a transformation is adding one file to this package: :func:`all_transformations`
+imports every module here.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+from torch import nn
+
+from dnncost.counting.cost import CostReport
+from dnncost.errors import DnncostError, InputSpecError, suggest
+from dnncost.measuring.step import Mode
+
+_NOT_TRANSFORMATIONS = ("registry", "runner")  # modules of this package that register nothing
+
+
+class NotApplicable(Exception):  # noqa: N818 -- a verdict, not a failure
+    """The transformation does not apply to this network or machine; ``str()`` is the reason."""
+
+
+class TransformationError(DnncostError):
+    """A transformation that is unknown, badly parameterised, or that broke the network."""
+
+
+class Parameter(str, Enum):
+    """What a transformation's one parameter is."""
+
+    RATIO = "ratio"  # a fraction strictly between 0 and 1
+    COUNT = "count"  # a positive integer (batch size, threads)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a transformation may need to know about the run it is part of."""
+
+    input_shape: tuple[int, ...]  # one sample
+    batch_size: int
+    mode: Mode
+    device: torch.device
+    threads: int  # the intra-op thread count the original runs with
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A transformed network and how to run it. ``None`` fields mean "as the original"."""
+
+    module: nn.Module
+    note: str = ""
+    count_module: nn.Module | None = None  # what to count when the counter cannot see ``module``
+    count_note: str = ""  # why the count is of something else, or approximate
+    autocast: torch.dtype | None = None  # run every step under torch.autocast with this dtype
+    count_dtype: torch.dtype | None = None  # count with parameters and input in this dtype
+    batch_size: int | None = None
+    threads: int | None = None
+    channels_last_input: bool = False
+    first_call_limit_s: float | None = None  # a slow first call (compilation) is cut off after this
+    nominal_flops: Callable[[CostReport], int] | None = field(default=None, compare=False)
+    # nominal FLOPs from the counted (executed) report: what sparsity would save on paper
+
+
+Apply = Callable[[nn.Module, float | None, Context], Variant]
+
+
+@dataclass(frozen=True)
+class Transformation:
+    """A registered transformation: its name, what it does, its parameter and its defaults."""
+
+    name: str
+    summary: str
+    apply: Apply = field(repr=False, compare=False)
+    parameter: Parameter | None = None
+    defaults: tuple[float | None, ...] = (None,)  # the values run when none is given
+    modes: frozenset[Mode] = frozenset(Mode)  # the steps it applies to
+
+    def check(self, value: float | None) -> float | None:
+        """``value`` if valid for this transformation's parameter; TransformationError otherwise."""
+        if value is None:
+            return None
+        if self.parameter is None:
+            raise TransformationError(f"transformation '{self.name}' takes no parameter, "
+                                      f"got '{value:g}'")
+        if self.parameter is Parameter.RATIO and not (0 < value < 1 and math.isfinite(value)):
+            raise TransformationError(f"transformation '{self.name}': ratio must lie strictly "
+                                      f"between 0 and 1, got {value:g}")
+        if self.parameter is Parameter.COUNT and (value != int(value) or value < 1):
+            raise TransformationError(f"transformation '{self.name}': expected a positive "
+                                      f"integer, got {value:g}")
+        return value
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One transformation at one parameter value: what a row of the result is about."""
+
+    transformation: Transformation
+    value: float | None = None
+
+    @property
+    def label(self) -> str:
+        if self.value is None:
+            return self.transformation.name
+        return f"{self.transformation.name}:{self.value:g}"
+
+
+_REGISTRY: dict[str, Transformation] = {}
+
+
+def register(name: str, *, summary: str, parameter: Parameter | None = None,
+             defaults: tuple[float | None, ...] = (None,),
+             modes: frozenset[Mode] = frozenset(Mode)) -> Callable[[Apply], Apply]:
+    """Register ``fn(module, value, context) -> Variant`` as transformation ``name``."""
+    def decorate(fn: Apply) -> Apply:
+        if name in _REGISTRY:
+            raise ValueError(f"what-if transformation '{name}' is already registered")
+        transformation = Transformation(name, summary, fn, parameter, defaults, frozenset(modes))
+        for value in defaults:
+            transformation.check(value)
+        _REGISTRY[name] = transformation
+        return fn
+    return decorate
+
+
+def all_transformations() -> dict[str, Transformation]:
+    """Every registered transformation by name (importing each module of this package once)."""
+    package = importlib.import_module(__package__ or "dnncost.whatif")
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_") and info.name not in _NOT_TRANSFORMATIONS:
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_transformation(name: str) -> Transformation:
+    """The transformation called ``name``; a TransformationError with suggestions otherwise."""
+    known = all_transformations()
+    if name not in known:
+        raise TransformationError(f"unknown transformation '{name}'.{suggest(name, known)} "
+                                  f"Known: {', '.join(known)}")
+    return known[name]
+
+
+def parse_specs(text: str | None) -> list[Spec]:
+    """'prune_channels:0.3,bf16' -> specs; None or '' -> every transformation at its defaults.
+
+    A name without a value runs at the transformation's default values."""
+    known = all_transformations()
+    if not text or not text.strip():
+        return [Spec(t, v) for t in known.values() for v in t.defaults]
+    specs: list[Spec] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, raw = item.partition(":")
+        transformation = get_transformation(name.strip())
+        if not raw:
+            specs += [Spec(transformation, v) for v in transformation.defaults]
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise TransformationError(f"transformation '{name}': '{raw}' is not a number") from None
+        specs.append(Spec(transformation, transformation.check(value)))
+    if not specs:
+        raise InputSpecError(f"no transformation named in '{text}'")
+    return specs
+
+
+__all__ = ["Apply", "Context", "NotApplicable", "Parameter", "Spec", "Transformation",
+           "TransformationError", "Variant", "all_transformations", "get_transformation",
+           "parse_specs", "register"]

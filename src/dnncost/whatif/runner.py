@@ -1,0 +1,348 @@
+"""Count and time each transformation side by side with the unmodified network.
+
+For every transformation the original (A) and the transformed network (B) take turns -- A B, B A,
+A B, ... -- so both see the same machine state and each pair gives one time ratio; the ratio's
+median and its distribution-free 95% interval (order statistics, as for any
+:class:`~dnncost.measuring.measurement.Measurement`) are reported with the counted ratios of FLOPs,
+parameters, bytes and activation memory. Every ratio is per sample, so a batch-size change compares
+throughput. Results are yielded one by one, so a caller keeps everything measured before a failure.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+import torch
+from torch import nn
+
+from dnncost.counting.cost import CostReport
+from dnncost.counting.counter import count
+from dnncost.errors import DnncostError
+from dnncost.measuring.device import (
+    StepClock,
+    out_of_memory_as_error,
+    resolve_device,
+    using_threads,
+)
+from dnncost.measuring.measurement import Measurement
+from dnncost.measuring.step import (
+    Mode,
+    build_step,
+    make_optimizer,
+    random_batch,
+    random_targets,
+    step_loss,
+    trainable_parameters,
+)
+from dnncost.measuring.timing import StepOptions
+from dnncost.whatif.registry import (
+    Context,
+    NotApplicable,
+    Spec,
+    TransformationError,
+    Variant,
+)
+
+
+@dataclass(frozen=True)
+class WhatIfResult:
+    """One transformation in one step mode: counted ratios, measured ratio, or why it does not apply.
+
+    Ratios are transformed / original, per sample. ``time_ratio`` holds one ratio per A/B pair."""
+
+    model: str
+    transformation: str
+    mode: Mode
+    applicable: bool
+    note: str  # what was done, or the reason it does not apply
+    count_note: str = ""
+    flops_ratio: float | None = None  # executed (counted) FLOPs
+    nominal_flops_ratio: float | None = None  # FLOPs a sparse kernel would do (pruned weights skipped)
+    params_ratio: float | None = None
+    bytes_ratio: float | None = None
+    activation_ratio: float | None = None
+    time_ratio: Measurement | None = None
+    original: Measurement | None = None  # seconds per step
+    transformed: Measurement | None = None
+    original_flops: int | None = None  # per step
+    flops: int | None = None
+    batch_size: int | None = None
+    threads: int | None = None
+    first_call_s: float | None = None  # the transformed network's first step (compilation included)
+
+    @property
+    def time_ratio_ci95(self) -> tuple[float, float]:
+        return self.time_ratio.ci95 if self.time_ratio else (math.nan, math.nan)
+
+    @property
+    def achieved_flops_per_s(self) -> float | None:
+        if self.transformed is None or self.flops is None:
+            return None
+        return self.flops / self.transformed.median
+
+    @property
+    def original_achieved_flops_per_s(self) -> float | None:
+        if self.original is None or self.original_flops is None:
+            return None
+        return self.original_flops / self.original.median
+
+    def to_row(self) -> dict[str, object]:
+        """One flat row for a table or CSV (times in milliseconds, rates in GFLOP/s)."""
+        low, high = self.time_ratio_ci95
+        return {
+            "transformation": self.transformation, "mode": self.mode.value,
+            "flops": self.flops_ratio, "nominal_flops": self.nominal_flops_ratio,
+            "params": self.params_ratio, "bytes": self.bytes_ratio,
+            "activations": self.activation_ratio,
+            "time": self.time_ratio.median if self.time_ratio else None,
+            "time_ci95_low": None if math.isnan(low) else low,
+            "time_ci95_high": None if math.isnan(high) else high,
+            "pairs": self.time_ratio.n if self.time_ratio else None,
+            "original_ms": _ms(self.original), "transformed_ms": _ms(self.transformed),
+            "original_gflops_per_s": _giga(self.original_achieved_flops_per_s),
+            "gflops_per_s": _giga(self.achieved_flops_per_s),
+            "noisy": self.time_ratio.noisy if self.time_ratio else None,
+            "note": self.note if self.applicable else f"not applicable: {self.note}",
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        """Everything as JSON-ready data, raw samples included."""
+        return {
+            "model": self.model, "transformation": self.transformation, "mode": self.mode.value,
+            "applicable": self.applicable, "note": self.note, "count_note": self.count_note,
+            "flops_ratio": self.flops_ratio, "nominal_flops_ratio": self.nominal_flops_ratio,
+            "params_ratio": self.params_ratio, "bytes_ratio": self.bytes_ratio,
+            "activation_ratio": self.activation_ratio,
+            "time_ratio": self.time_ratio.to_dict() if self.time_ratio else None,
+            "original": self.original.to_dict() if self.original else None,
+            "transformed": self.transformed.to_dict() if self.transformed else None,
+            "original_flops": self.original_flops, "flops": self.flops,
+            "batch_size": self.batch_size, "threads": self.threads,
+            "achieved_flops_per_s": self.achieved_flops_per_s,
+            "original_achieved_flops_per_s": self.original_achieved_flops_per_s,
+            "first_call_s": self.first_call_s,
+        }
+
+
+def _ms(m: Measurement | None) -> float | None:
+    return m.median * 1e3 if m else None
+
+
+def _giga(value: float | None) -> float | None:
+    return None if value is None else value * 1e-9
+
+
+class FirstCallTimeout(Exception):  # noqa: N818 -- raised by the alarm, turned into NotApplicable
+    """The first step of a transformed network did not finish within its limit."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise FirstCallTimeout in the block after ``seconds`` (main thread with SIGALRM only)."""
+    usable = seconds is not None and hasattr(signal, "SIGALRM") \
+        and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def alarm(signum: int, frame: FrameType | None) -> None:
+        raise FirstCallTimeout
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@dataclass
+class _Timed:
+    """One network's step, run with its thread count and autocast, timed by the device's clock."""
+
+    step: Callable[[], object]
+    device: torch.device
+    threads: int | None
+    autocast: torch.dtype | None
+    clock: StepClock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = StepClock(self.device)
+
+    def __call__(self) -> float:
+        cast = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast \
+            else contextlib.nullcontext()
+        with using_threads(self.threads), cast:
+            self.clock.start()
+            self.step()
+            return self.clock.stop()
+
+
+def _build(module: nn.Module, *, input_shape: tuple[int, ...], batch_size: int, opts: StepOptions,
+           device: torch.device, output_shape: tuple[int, ...], channels_last: bool = False
+           ) -> Callable[[], object]:
+    """The step of :mod:`dnncost.measuring.step` for ``module`` on a fixed batch; in training,
+    labels drawn for ``output_shape`` (the original's logits) so no extra forward (or compile) runs."""
+    module.to(device)
+    x = random_batch(input_shape, batch_size=batch_size, device=device)  # (B, *input_shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if opts.mode is Mode.EVAL:
+        return build_step(module, (x,), mode=Mode.EVAL)
+    optimizer = make_optimizer(opts.optimizer, trainable_parameters(module), lr=opts.lr)
+    targets = random_targets(torch.empty(batch_size, *output_shape[1:]),
+                             generator=torch.Generator().manual_seed(0))
+    labels = targets.to(device) if targets is not None else None
+    return build_step(module, (x,), mode=Mode.TRAIN, optimizer=optimizer,
+                      loss=lambda output: step_loss(output, labels))
+
+
+def _count(module: nn.Module, *, input_shape: tuple[int, ...], batch_size: int, opts: StepOptions,
+           dtype: torch.dtype | None = None, name: str) -> CostReport:
+    if dtype is None:
+        return count(module, mode=opts.mode, batch_size=batch_size, input_shape=input_shape,
+                     optimizer=opts.optimizer.value, name=name)
+    inputs = torch.empty(batch_size, *input_shape, dtype=dtype, device="meta")
+    return count(copy.deepcopy(module).to(dtype), inputs, mode=opts.mode, batch_size=batch_size,
+                 optimizer=opts.optimizer.value, name=name)
+
+
+def _activation_bytes(report: CostReport) -> int:
+    """Saved-for-backward bytes in training; peak live bytes beyond the weights in evaluation."""
+    if report.mode == Mode.TRAIN.value:
+        return report.activation_bytes
+    return max(0, report.peak_bytes - report.param_bytes)
+
+
+def _ratio(new: float, old: float) -> float | None:
+    return new / old if old else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def run_whatif(model: nn.Module, specs: Sequence[Spec], *, input_shape: Sequence[int],
+               options: StepOptions, name: str | None = None) -> Iterator[WhatIfResult]:
+    """Yield one :class:`WhatIfResult` per spec, for the step ``options.mode``.
+
+    ``options`` gives batch size, device, threads, optimizer, warm-up steps (per network) and the
+    number of A/B pairs (``repeats``). ``model`` is left as found. A transformation that breaks the
+    network raises TransformationError naming it; everything yielded before is the caller's.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    device = resolve_device(options.device)
+    name = name or type(model).__name__
+    with using_threads(options.threads) as threads:
+        context = Context(input_shape=shape, batch_size=options.batch_size, mode=options.mode,
+                          device=device, threads=threads)
+    reference = copy.deepcopy(model)
+    base = _count(reference, input_shape=shape, batch_size=options.batch_size, opts=options, name=name)
+    with torch.no_grad():
+        output_shape = tuple(reference.to(device).eval()(
+            random_batch(shape, batch_size=1, device=device)).shape)  # (1, classes, ...)
+    step_a = _Timed(_build(reference, input_shape=shape, batch_size=options.batch_size, opts=options,
+                           device=device, output_shape=output_shape), device, options.threads, None)
+    for spec in specs:
+        yield _one(spec, model, step_a, base, context=context, options=options, name=name,
+                   output_shape=output_shape)
+
+
+def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, context: Context,
+         options: StepOptions, name: str, output_shape: tuple[int, ...]) -> WhatIfResult:
+    """Apply, count and time one spec against the original's step ``step_a``."""
+    transformation = spec.transformation
+    def skipped(reason: str) -> WhatIfResult:
+        return WhatIfResult(model=name, transformation=spec.label, mode=options.mode,
+                            applicable=False, note=reason)
+
+    if options.mode not in transformation.modes:
+        steps = " and ".join(sorted(m.value for m in transformation.modes))
+        return skipped(f"applies to the {steps} step only")
+    try:
+        variant = transformation.apply(copy.deepcopy(model), spec.value, context)
+        batch = variant.batch_size or options.batch_size
+        report = _count(variant.count_module or variant.module, input_shape=context.input_shape,
+                        batch_size=batch, opts=options, dtype=variant.count_dtype, name=name)
+        step_b = _Timed(_build(variant.module, input_shape=context.input_shape, batch_size=batch,
+                               opts=options, device=context.device, output_shape=output_shape,
+                               channels_last=variant.channels_last_input),
+                        context.device, variant.threads or options.threads, variant.autocast)
+        with out_of_memory_as_error(batch_size=batch, device=context.device):
+            first_call_s = _first_call(step_b, variant)
+            times_a, times_b = _interleave(step_a, step_b, warmup=options.warmup,
+                                           repeats=options.repeats)
+    except NotApplicable as reason:
+        return skipped(str(reason))
+    except (DnncostError, RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
+        raise TransformationError(f"transformation '{spec.label}' broke the network: "
+                                  f"{_first_line(exc)}") from exc
+
+    per_a, per_b = options.batch_size, batch  # every ratio per sample
+    total_a, total_b = base.total(), report.total()
+    nominal = variant.nominal_flops(report) if variant.nominal_flops else None
+    return WhatIfResult(
+        model=name, transformation=spec.label, mode=options.mode, applicable=True,
+        note=variant.note, count_note=variant.count_note,
+        flops_ratio=_ratio(total_b.flops / per_b, total_a.flops / per_a),
+        nominal_flops_ratio=None if nominal is None else _ratio(nominal / per_b, total_a.flops / per_a),
+        params_ratio=_ratio(report.params, base.params),
+        bytes_ratio=_ratio(total_b.bytes / per_b, total_a.bytes / per_a),
+        activation_ratio=_ratio(_activation_bytes(report) / per_b, _activation_bytes(base) / per_a),
+        time_ratio=Measurement(tuple((tb / per_b) / (ta / per_a)
+                                     for ta, tb in zip(times_a, times_b, strict=True))),
+        original=Measurement(tuple(times_a)), transformed=Measurement(tuple(times_b)),
+        original_flops=total_a.flops, flops=total_b.flops, batch_size=batch,
+        threads=variant.threads or context.threads, first_call_s=first_call_s,
+    )
+
+
+def _first_call(step: _Timed, variant: Variant) -> float:
+    """Run the transformed step once (compilation happens here), within its time limit."""
+    start = time.perf_counter()
+    if variant.first_call_limit_s is None:
+        step()
+        return time.perf_counter() - start
+    try:
+        with _time_limit(variant.first_call_limit_s):
+            step()
+    except FirstCallTimeout:
+        raise NotApplicable(f"the first step (compilation) did not finish within "
+                            f"{variant.first_call_limit_s:g} s on this machine") from None
+    except Exception as exc:  # noqa: BLE001 -- a compiler failure is a verdict on this machine
+        raise NotApplicable(f"the first step failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    return time.perf_counter() - start
+
+
+def _interleave(a: _Timed, b: _Timed, *, warmup: int, repeats: int) -> tuple[list[float], list[float]]:
+    """``warmup`` untimed A B pairs, then ``repeats`` timed pairs alternating A B / B A."""
+    for _ in range(warmup):
+        a()
+        b()
+    times_a: list[float] = []
+    times_b: list[float] = []
+    for i in range(repeats):
+        if i % 2 == 0:
+            times_a.append(a())
+            times_b.append(b())
+        else:
+            times_b.append(b())
+            times_a.append(a())
+    return times_a, times_b
+
+
+def measured(results: Iterable[WhatIfResult]) -> list[WhatIfResult]:
+    """The results that were measured (applicable ones)."""
+    return [r for r in results if r.applicable]
+
+
+__all__ = ["FirstCallTimeout", "WhatIfResult", "measured", "run_whatif"]
