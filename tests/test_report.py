@@ -157,3 +157,25 @@ def test_html_opens_in_chromium_without_console_errors(report, tmp_path):
     bad = tmp_path / "bad.html"
     bad.write_text("<!DOCTYPE html><html><body><h1>x</h1><script>undefined_fn();</script></body></html>")
     assert any("Uncaught ReferenceError" in line for line in _console_lines(bad, tmp_path / "p3"))
+
+
+def test_report_uses_only_what_the_study_stored(report, tmp_path):
+    from dnncost.reporting.report import prediction_blocks
+    from dnncost.study.store import Group
+
+    # the fixture stored no per-operator model: the report says so, whatever this machine has cached
+    assert "stored no per-operator time model" in report.markdown.read_text()
+    group = Group(config_hash="c", fingerprint="m", config={}, environment={}, peak_flops_per_s=None,
+                  calibration=None, networks=(), operator_model={"not": "a model"})
+    (_, paragraph) = prediction_blocks(group)
+    assert "stored with these results is unreadable" in paragraph.text
+
+
+def test_report_into_an_existing_file_is_a_clear_error(tmp_path, capsys):
+    db = _store(tmp_path / "s.sqlite")
+    out = tmp_path / "base.sqlite"
+    out.write_bytes(b"precious")
+    assert main(["report", "--db", str(db), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is an existing file" in err and "Traceback" not in err
+    assert out.read_bytes() == b"precious"

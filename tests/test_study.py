@@ -179,3 +179,58 @@ def test_default_selection_covers_the_seven_families():
     imagenet = select_models(default_config(224))
     assert {models.get_model_info(n).family for n in imagenet} == set(models.STUDY_FAMILIES)
     assert default_config(224).epochs == 0  # step timing only at 224 by default
+
+
+def test_missing_dataset_path_is_refused_at_once(tmp_path, capsys):
+    db = tmp_path / "s.sqlite"
+    missing = tmp_path / "nonexistent"
+    assert main(["study", "--models", "lenet5", "--dataset", f"cifar10:{missing}",
+                 "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+    assert not db.exists()  # refused before the store was opened
+
+
+def test_report_folder_that_is_a_file_is_refused_before_the_study(tmp_path, capsys):
+    db, out = tmp_path / "s.sqlite", tmp_path / "report.txt"
+    out.write_text("not a folder")
+    assert main(["study", "--quick", "--db", str(db), "--out", str(out)]) == 2
+    assert "is an existing file" in capsys.readouterr().err
+    assert not db.exists() and out.read_text() == "not a folder"
+
+
+def test_corrupt_calibration_is_a_warning_and_the_run_completes(tmp_path, specs, monkeypatch):
+    import dnncost.measuring.calibrate as cal
+
+    monkeypatch.setenv(cal.CACHE_ENV, str(tmp_path / "cache"))
+    path = cal.calibration_path("cpu", threads=1)
+    path.parent.mkdir(parents=True)
+    path.write_text("{ this is not json")
+    measured = []
+
+    def fake_calibrate(device, *, threads=None, **kwargs):  # the real one takes seconds
+        measured.append(threads)
+        return cal.Calibration(fingerprint="x", device="cpu", threads=1, created="now",
+                               environment={})
+
+    monkeypatch.setattr(cal, "calibrate", fake_calibrate)
+    config = _config(specs["tiny"], epochs=0, repeats=1, breakdown=False, threads=1)
+    with open_store(tmp_path / "s.sqlite") as store:
+        with pytest.warns(cal.CalibrationWarning, match="unreadable.*ignored"):
+            summary = run_study(config, store, progress=False)
+        assert summary.complete and store.runs()[-1].status == "complete"
+        assert measured == [1]  # the corrupt file was set aside and the study measured its own
+
+
+def test_run_that_fails_is_marked_failed_not_left_running(tmp_path, specs, monkeypatch):
+    import dnncost.study.sweep as sweep
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("calibration broke on purpose")
+
+    monkeypatch.setattr(sweep, "_calibration", broken)
+    config = _config(specs["tiny"], epochs=0, repeats=1, breakdown=False)
+    with open_store(tmp_path / "s.sqlite") as store:
+        with pytest.raises(RuntimeError, match="on purpose"):
+            run_study(config, store, progress=False)
+        assert store.runs()[-1].status == "failed"
