@@ -26,7 +26,7 @@ from torch.utils.module_tracker import ModuleTracker
 from dnncost.counting.cost import Cost, CostReport, ModuleInfo, OpRecord, Phase
 from dnncost.counting.formulas import TensorSpec, formula_for, is_view, tensors_in
 from dnncost.errors import DnncostError, InputSpecError
-from dnncost.measuring.device import resolve_device
+from dnncost.measuring.device import out_of_memory_as_error, resolve_device
 from dnncost.measuring.failure import named_model_failure
 from dnncost.measuring.inputs import InputSpec, ModelInputs, make_inputs, parse_dtype
 from dnncost.measuring.step import (
@@ -293,8 +293,9 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
     given = inputs if inputs is not None else None
     if isinstance(given, str) or isinstance(given, InputSpec):
         shape = None
-    model_inputs = _model_inputs(given, shape, batch_size=batch_size, device=device, dtype=cast,
-                                 channels_last=channels_last)
+    with out_of_memory_as_error(batch_size=batch_size, device=device):  # real tensors off meta
+        model_inputs = _model_inputs(given, shape, batch_size=batch_size, device=device, dtype=cast,
+                                     channels_last=channels_last)
     batch = model_inputs.args
     params_dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
     dtype_text = str(params_dtype).removeprefix("torch.") + (
@@ -339,7 +340,7 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
         with tracker:  # the tracker names the failing module, also in build_step's label forward
             step = build_step(module, batch, kwargs=model_inputs.kwargs, mode=mode, optimizer=opt,
                               loss=loss, part=part)
-            with counting:
+            with counting, out_of_memory_as_error(batch_size=batch_size, device=device):
                 step()
     except (DnncostError, RuntimeError) as exc:
         if device.type != "meta" or not _meta_limitation(exc):

@@ -135,8 +135,8 @@ def out_of_memory_as_error(*, batch_size: int, device: torch.device) -> Iterator
             torch.cuda.empty_cache()
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BatchTooLargeError(
-            f"batch size {batch_size} does not fit in the memory of {device} ({first_line[:160]}); "
-            "try a smaller batch size") from exc
+            f"batch size {batch_size} with this input does not fit in the memory of {device} "
+            f"({first_line[:160]}); try a smaller batch size or input") from exc
 
 
 def available_memory_bytes(device: torch.device) -> int | None:
