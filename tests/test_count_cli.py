@@ -20,7 +20,8 @@ def run(capsys, *argv):
 def test_table_states_the_convention(capsys):
     code, out, _ = run(capsys, "count", "torchvision:resnet18", "--depth", "1")
     assert code == 0
-    assert "layer1" in out and "Counting convention" in out and "11,689,512" in out
+    assert "layer1" in out and "Convention: MACs" in out and "11,689,512" in out
+    assert "Counting convention (dnncost)" not in out  # the full text only with --convention
 
 
 def test_csv_by_operator_in_train_mode(capsys):
