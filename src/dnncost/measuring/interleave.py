@@ -106,10 +106,16 @@ class InterleavedRun:
         values = [p.drift for p in self.drift if math.isfinite(p.drift)]
         return max(values) if values else math.nan
 
+    def drift_rows(self) -> list[dict[str, object]]:
+        """The probe over the run, one row per probe (for a report table or plot): seconds since
+        the start, the job and repeat it bracketed, the probe in ms and its drift."""
+        return [{"elapsed_s": p.elapsed_s, "job": p.job, "repeat": p.repeat,
+                 "probe_ms": p.probe_s * 1e3, "drift": p.drift} for p in self.drift]
+
     def to_dict(self) -> dict[str, object]:
         return {"reference_s": self.reference_s, "remeasured": self.remeasured,
                 "max_drift": self.max_drift,
-                "drift": [vars(p) for p in self.drift],
+                "drift": self.drift_rows(),
                 "jobs": {name: {"repeats": job.repeats.to_dict(),
                                 "estimate_s": job.estimate()} for name, job in self.jobs.items()}}
 

@@ -1,0 +1,151 @@
+"""How repeatable are dnncost's step times on a noisy, shared machine -- before and after issue 16?
+
+One run of this script makes ``--sessions`` pairs of sessions, alternating so both protocols see the
+same machine:
+- **before**: each network's ``--repeats`` repeats in one block (A A A B B B), no probe; the figure
+  is the median of the repeat medians (what the study reported).
+- **after**: :func:`dnncost.measuring.interleave.time_interleaved` -- repeats round-robin (A B A B),
+  the reference probe around each, shifted repeats re-measured within the budget; the figure by the
+  median and by the study's estimator (:data:`dnncost.measuring.measurement.STUDY_ESTIMATOR`) over
+  the unshifted repeats.
+It prints, per network and for the ratio between the first two networks (the comparison a study
+makes), the coefficient of variation (std/mean) of the session figures for each protocol and
+estimator, the probe's drift over the whole run, and the machine's load.
+
+Target (issue 16): CV <= 3% for the estimator the study uses.
+
+Run:  python benchmarks/timing_noise.py                      (resnet20 + lenet5, 6 session pairs)
+      python benchmarks/timing_noise.py --sessions 2 --repeats 3 --steps 4     (a smoke run)
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from dnncost.measuring.environment import cpu_times, current_environment, machine_load
+from dnncost.measuring.interleave import InterleavedRun, TimingJob, time_interleaved
+from dnncost.measuring.measurement import (
+    DRIFT_THRESHOLD,
+    STUDY_ESTIMATOR,
+    Estimator,
+    NoisyMeasurementWarning,
+    Repeats,
+)
+from dnncost.measuring.timing import StepOptions, time_model
+from dnncost.models import create_model, get_model_info
+
+CV_TARGET = 0.03  # source: issue 16, "target <= 3% for the estimator the study uses"
+
+
+def cv(values: Sequence[float]) -> float:
+    """Sample standard deviation / mean; NaN with fewer than two values."""
+    return statistics.stdev(values) / statistics.mean(values) if len(values) > 1 else float("nan")
+
+
+def before(jobs: Sequence[TimingJob], repeats: int) -> dict[str, Repeats]:
+    """The old protocol: each network's repeats in one block, no probe."""
+    out = {}
+    for job in jobs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoisyMeasurementWarning)
+            runs = tuple(time_model(job.model, job.input_shape, job.options, name=job.name,
+                                    count_flops=False, probe=False).measurement
+                         for _ in range(repeats))
+        out[job.name] = Repeats(runs)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet20,lenet5", help="zoo networks, comma-separated")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sessions", type=int, default=6, help="pairs of sessions (default: 6)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats per network per session")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    torch.manual_seed(0)
+    opts = StepOptions(batch_size=args.batch_size, threads=args.threads, warmup=args.warmup,
+                       repeats=args.steps)
+    jobs = [TimingJob(n, create_model(n), tuple(get_model_info(n).input_shape), opts) for n in names]
+    env = current_environment("cpu", threads=args.threads)
+    print(f"machine: {env.cpu_model}, {env.cpu_cores} cores; torch {env.torch_version}; "
+          f"{args.threads} thread(s); networks {', '.join(names)} (training step, batch "
+          f"{args.batch_size}); {args.sessions} session pairs x {args.repeats} repeats x "
+          f"{args.warmup} warm-up + {args.steps} timed steps; study estimator: {STUDY_ESTIMATOR.value}")
+    t0, ticks0 = time.perf_counter(), cpu_times()
+    old: list[dict[str, Repeats]] = []
+    new: list[InterleavedRun] = []
+    for s in range(args.sessions):
+        old.append(before(jobs, args.repeats))
+        new.append(time_interleaved(jobs, repeats=args.repeats))
+        run = new[-1]
+        shifted = sum(sum(j.shifted) for j in run.jobs.values())
+        total = sum(len(j.timings) for j in run.jobs.values())
+        print(f"  session {s + 1}: before " + "  ".join(
+            f"{n} {old[-1][n].estimate(Estimator.MEDIAN) * 1e3:7.3f}" for n in names)
+            + " ms | after (" + STUDY_ESTIMATOR.value + ") " + "  ".join(
+            f"{n} {run.jobs[n].estimate() * 1e3:7.3f}" for n in names)
+            + f" ms | probe max drift {run.max_drift:+.0%}, {shifted}/{total} repeats shifted, "
+            f"{run.remeasured} re-measured")
+    elapsed = time.perf_counter() - t0
+    load = machine_load(ticks0, cpu_times(), threads=args.threads)
+
+    print()
+    print(f"CV of the session figures ({args.sessions} sessions each; target <= {CV_TARGET:.0%} "
+          f"for {STUDY_ESTIMATOR.value}, the study's estimator):")
+    rows: list[tuple[str, list[float]]] = []
+    for n in names:
+        rows.append((f"{n}  before, median", [o[n].estimate(Estimator.MEDIAN) for o in old]))
+        rows.append((f"{n}  before, {STUDY_ESTIMATOR.value}",
+                     [o[n].estimate(STUDY_ESTIMATOR) for o in old]))
+        for est in Estimator:
+            rows.append((f"{n}  after,  {est.value}", [r.jobs[n].estimate(est) for r in new]))
+    if len(names) >= 2:
+        a, b = names[0], names[1]
+        rows.append((f"{a}/{b} before, median", [o[a].estimate(Estimator.MEDIAN)
+                                                 / o[b].estimate(Estimator.MEDIAN) for o in old]))
+        for est in (Estimator.MEDIAN, STUDY_ESTIMATOR):
+            rows.append((f"{a}/{b} after,  {est.value}",
+                         [r.jobs[a].estimate(est) / r.jobs[b].estimate(est) for r in new]))
+    width = max(len(label) for label, _ in rows)
+    for label, values in rows:
+        c = cv(values)
+        mark = ""
+        if label.split()[0] in names and "after" in label and STUDY_ESTIMATOR.value in label:
+            mark = "  MET" if c <= CV_TARGET else "  NOT MET"
+        ratio = "/" in label.split()[0]
+        mean = statistics.mean(values) * (1 if ratio else 1e3)
+        print(f"  {label:<{width}}  CV {c:6.2%}  (mean {mean:9.3f}{'' if ratio else ' ms'}){mark}")
+    single = [m.median for o in old for m in o[names[0]].runs]
+    print(f"  ({names[0]}: CV of single-repeat medians, the old one-run figure: {cv(single):.2%} "
+          f"over {len(single)} runs)")
+
+    points = [p for r in new for p in r.drift]
+    drifts = [p.drift for p in points]
+    refs = [r.reference_s for r in new if r.reference_s is not None]
+    print()
+    if points:
+        print(f"probe drift over the run ({len(points)} probes; reference, the fastest probe on "
+              f"record: {min(refs) * 1e3:.3f} ms): median {statistics.median(drifts):+.1%}, "
+              f"min {min(drifts):+.1%}, max {max(drifts):+.1%}; above the "
+              f"{DRIFT_THRESHOLD:.0%} threshold: {sum(d > DRIFT_THRESHOLD for d in drifts)}")
+        for i, r in enumerate(new):
+            series = " ".join(f"{p.drift:+.0%}" for p in r.drift)
+            print(f"  session {i + 1}: {series}")
+    print(f"machine during the run ({elapsed:.0f} s): load average {load.load_average:.2f}, other "
+          f"processes {load.others_cores or 0:.2f} of {load.cores} cores, steal "
+          f"{(load.steal_share or 0):.1%}, CPU {load.cpu_mhz or float('nan'):.0f} MHz"
+          f"{' -- BUSY: ' + '; '.join(load.reasons) if load.busy else ''}")
+
+
+if __name__ == "__main__":
+    main()
