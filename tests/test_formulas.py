@@ -166,3 +166,59 @@ def test_index_add():
     # 6 rows of 4 added into a 10x4 tensor: 24 adds
     a = {"self": T((10, 4)), "source": T((6, 4)), "index": T((6,), torch.long)}
     assert F.index_add_cost(a, (T((10, 4)),)).flops == 24
+
+
+def test_fused_transformer_encoder_layer():
+    # B=2, S=5, E=16, 2 heads, F=32, N=10 tokens: qkv 3*10*16*16 = 7,680; QK^T+AV 2*2*5*5*16 = 1,600;
+    # out 10*16*16 = 2,560; ffn 2*10*16*32 = 10,240 -> 22,080 MACs. Other FLOPs: biases
+    # 10*(5*16+32) = 1,120; scaling 2*10*16 = 320; softmax 5*2*2*5*5 = 500; norms 2*8*160 = 2,560;
+    # relu 10*32 = 320; residuals 2*160 = 320 -> 5,140
+    a = {"src": T((2, 5, 16)), "num_heads": 2, "ffn_weight_1": T((32, 16)), "use_gelu": False}
+    assert F.transformer_encoder_layer_cost(a, (T((2, 5, 16)),)) == Cost(22_080, 2 * 22_080 + 5_140)
+
+
+def test_mkldnn_lstm_layer_and_its_backward():
+    # T=5, B=2, I=16, H=8, 4 gates: 10 steps * 32 * (16 + 8) = 7,680 MACs; per step and item
+    # bias 2*32 = 64 + cell 24*8 = 192 -> 10 * 256 = 2,560 other FLOPs
+    a = {"input": T((2, 5, 16)), "weight0": T((32, 16)), "weight1": T((32, 8)), "hidden_size": 8,
+         "batch_first": True, "has_biases": True, "mode": 2}
+    assert F.mkldnn_rnn_layer_cost(a, ()) == Cost(7_680, 2 * 7_680 + 2_560)
+    back = {**a, "weight1": T((32, 16)), "weight2": T((32, 8))}  # the backward's weights start at 1
+    assert F.mkldnn_rnn_layer_backward_cost(back, ()) == Cost(15_360, 2 * 15_360 + 5_120)
+
+
+def test_plain_rnn_layer_relu_and_tanh():
+    # T=3, B=1, I=4, H=2, 1 gate: 3 * 2 * (4 + 2) = 36 MACs; bias 2*2 = 4 + cell (relu 2 | tanh 3)*2
+    a = {"input": T((3, 1, 4)), "weight0": T((2, 4)), "weight1": T((2, 2)), "hidden_size": 2,
+         "batch_first": False, "has_biases": True, "mode": 0}
+    assert F.mkldnn_rnn_layer_cost(a, ()) == Cost(36, 72 + 3 * (4 + 4))
+    assert F.mkldnn_rnn_layer_cost({**a, "mode": 1}, ()) == Cost(36, 72 + 3 * (4 + 6))
+
+
+def test_fused_lstm_cell():
+    # B=2, H=8: input gates 2x32 with bias: 2 * 64 = 128 bias adds + 24 * 16 = 384 cell FLOPs
+    a = {"input_gates": T((2, 32)), "hidden_gates": T((2, 32)), "cx": T((2, 8)),
+         "input_bias": T((32,)), "hidden_bias": T((32,))}
+    assert F.fused_rnn_cell_cost(a, ()) == Cost(0, 128 + 384)
+
+
+def test_fft():
+    # complex FFT of 8 points along the last dim, 3 signals: 5 * 8 * log2(8) * 3 = 360
+    assert F.fft_c2c_cost({"self": T((3, 8), torch.complex64), "dim": [1]}, ()) == Cost(0, 360)
+    # real FFT of 16 points, 2 signals: 2.5 * 16 * 4 * 2 = 320; inverse to 16 real points alike
+    assert F.fft_r2c_cost({"self": T((2, 16)), "dim": [1]}, ()) == Cost(0, 320)
+    assert F.fft_c2r_cost({"self": T((2, 9), torch.complex64), "dim": [1]}, (T((2, 16)),)) == Cost(0, 320)
+
+
+def test_upsampling():
+    # linear 1d: one lerp (2 FLOPs) per output element: 1*2*8 = 16 outputs -> 32
+    assert F.formula_for(aten.upsample_linear1d)({}, (T((1, 2, 8)),)) == Cost(0, 32)
+    # trilinear: 7 lerps = 14 FLOPs per output element: 1*1*2*2*2 = 8 outputs -> 112
+    assert F.formula_for(aten.upsample_trilinear3d)({}, (T((1, 1, 2, 2, 2)),)) == Cost(0, 112)
+    # nearest backward: one add per output-gradient element, 1*1*4*4 = 16
+    assert F.upsample_nearest_backward_cost({"grad_output": T((1, 1, 4, 4))}, ()) == Cost(0, 16)
+
+
+def test_rnn_and_in_place_metadata_ops_are_views():
+    for op in (aten.unsafe_split, aten.unsafe_chunk, aten.transpose_, aten.t_, aten._nested_tensor_size):
+        assert F.is_view(op) and F.formula_for(op) is None
