@@ -14,6 +14,8 @@ from dnncost.study.analysis import (
     TimeMetric,
     analyze,
     analyze_points,
+    explain,
+    family_lines,
     fit,
     layer_type_shares,
     points_from_results,
@@ -76,7 +78,7 @@ def test_hand_computed_correlation_and_line():
     # r = 3.5 / sqrt(5 * 4.75) = 0.71818; slope = 3.5 / 5 = 0.7; intercept = 3.75 - 0.7 * 2.5 = 2.0
     points = [NetworkPoint(f"n{x}", "x", {TimeMetric.EVAL_STEP: (y,)},
                            {TimeMetric.EVAL_STEP: {CostMetric.FLOPS: float(x)}})
-              for x, y in zip((1, 2, 3, 4), (2.0, 4.0, 5.0, 4.0))]
+              for x, y in zip((1, 2, 3, 4), (2.0, 4.0, 5.0, 4.0), strict=True)]
     f = fit(points, TimeMetric.EVAL_STEP, cost_metric=CostMetric.FLOPS)
     assert f.pearson_r == pytest.approx(3.5 / math.sqrt(5 * 4.75))
     assert f.slope == pytest.approx(0.7) and f.intercept == pytest.approx(2.0)
@@ -103,17 +105,23 @@ def test_too_few_networks_gives_no_verdict():
 
 
 def _result(name: str, flops: int, step_s: float, *, breakdown=None) -> NetworkResult:
-    count = lambda mode, f: CountRow(mode, 100, 100, f // 2, f, 10 * f, 20, 0, 0, {}, {})  # noqa: E731
+    count = lambda mode, f: CountRow(  # noqa: E731
+        mode=mode, params=100, trainable_params=100, macs=f // 2, flops=f, bytes=10 * f, op_count=20,
+        activation_bytes=0, peak_bytes=0, by_layer_type={}, unsupported={})
     epochs = tuple(EpochRecord(e, 2.0 * e, 0.5, 0.0, 0.0, 1.0, 0.5, 1.0, 0.5, 64, 16, 2)
                    for e in (1, 2))
     return NetworkResult(
         name=name, family="x", config_hash="c", fingerprint="m", input_shape="3x8x8",
         batch_size=32, dataset="digits", device="cpu", threads=1, world_size=1, backend="none",
         counts={"train": count("train", 3 * flops), "eval": count("eval", flops)},
-        timings=tuple(TimingRow(f"{name}{i}", mode, (step_s,), step_s, 0.0, 1, None, 1, "none", "t")
+        timings=tuple(TimingRow(uid=f"{name}{i}", mode=mode, samples=(step_s,), median_s=step_s,
+                                iqr_s=0.0, threads=1, peak_memory_bytes=None, world_size=1,
+                                backend="none", measured="t")
                       for i, mode in enumerate(("train", "eval"))),
-        trainings=(TrainingRow("t-old", "interrupted", 2, "digits", epochs[:1]),
-                   TrainingRow("t", "complete", 2, "digits", epochs)),
+        trainings=(TrainingRow(uid="t-old", status="interrupted", epochs_planned=2, dataset="digits",
+                               epochs=epochs[:1]),
+                   TrainingRow(uid="t", status="complete", epochs_planned=2, dataset="digits",
+                               epochs=epochs)),
         breakdown=breakdown or {})
 
 
@@ -154,3 +162,83 @@ def test_layer_type_shares_are_means_over_networks():
     assert shares["ReLU"].time_share == pytest.approx(0.2)
     assert shares["ReLU"].flops_share == pytest.approx(0.05)
     assert sum(s.time_share for s in shares.values()) == pytest.approx(1.0)
+
+
+# -- several measures together (issue 13) -------------------------------------------------------------
+def _measured(time_of, n=12, seed=3):
+    """n networks with independent FLOPs, bytes, operator calls and params; time = time_of(costs)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    points = []
+    for i in range(n):
+        costs = {CostMetric.FLOPS: 10 ** rng.uniform(6, 9), CostMetric.BYTES: 10 ** rng.uniform(6, 9),
+                 CostMetric.OPS: rng.uniform(50, 500), CostMetric.PARAMS: 10 ** rng.uniform(4, 7)}
+        t = time_of(costs)
+        points.append(NetworkPoint(f"n{i}", "abc"[i % 3], {TimeMetric.TRAIN_STEP: (t, t, t)},
+                                   {TimeMetric.TRAIN_STEP: costs}))
+    return points
+
+
+def test_explain_exact_two_measure_time_is_recovered():
+    # time = 2e-10 s/FLOP + 5e-10 s/byte, exactly: the joint fit recovers both rates, predicts
+    # every held-out network (CV R^2 = 1) and gives operator calls and parameters no share.
+    points = _measured(lambda c: 2e-10 * c[CostMetric.FLOPS] + 5e-10 * c[CostMetric.BYTES])
+    e = explain(points, bootstrap=200)
+    joint = e.joint
+    assert joint.cv_r_squared == pytest.approx(1.0, abs=1e-9)
+    assert joint.coefficients[CostMetric.FLOPS] == pytest.approx(2e-10, rel=1e-6)
+    assert joint.coefficients[CostMetric.BYTES] == pytest.approx(5e-10, rel=1e-6)
+    assert joint.intercept_s == pytest.approx(0.0, abs=1e-9)
+    shares = {s.measure: s for s in e.shares}
+    assert sum(s.share for s in e.shares) == pytest.approx(joint.r_squared)  # Shapley: efficiency
+    assert shares[CostMetric.OPS].share < 0.02 and shares[CostMetric.PARAMS].share < 0.02
+    assert shares[CostMetric.OPS].unique == pytest.approx(0.0, abs=1e-9)
+    # the shares follow each term's variance: var(5e-10 bytes) vs var(2e-10 FLOPs) on this draw
+    import numpy as np
+
+    f = np.array([p.cost(TimeMetric.TRAIN_STEP, CostMetric.FLOPS) for p in points]) * 2e-10
+    b = np.array([p.cost(TimeMetric.TRAIN_STEP, CostMetric.BYTES) for p in points]) * 5e-10
+    bigger = CostMetric.BYTES if b.var() > f.var() else CostMetric.FLOPS
+    assert shares[bigger].share > 0.5
+    assert e.single(CostMetric.OPS).cv_r_squared < 0.2  # unrelated to time
+    assert any("cross-validated R²" in c for c in e.claims)
+
+
+def test_explain_one_measure_with_fixed_cost():
+    # time = 3 ms + FLOPs / 1 GFLOP/s: FLOPs alone has CV R^2 1 and the intercept is the fixed
+    # cost. Shapley shares split what correlated measures explain together, so a measure that
+    # happens to correlate with FLOPs on this draw gets a little; none adds anything unique.
+    points = _measured(lambda c: 3e-3 + c[CostMetric.FLOPS] / 1e9)
+    e = explain(points, bootstrap=200)
+    flops = e.single(CostMetric.FLOPS)
+    assert flops.cv_r_squared == pytest.approx(1.0, abs=1e-9)
+    assert flops.intercept_s == pytest.approx(3e-3, rel=1e-6)
+    assert flops.worst_error == pytest.approx(0.0, abs=1e-9)
+    shares = {s.measure: s for s in e.shares}
+    assert shares[CostMetric.FLOPS].share > 0.9
+    assert sum(s.share for s in e.shares) == pytest.approx(1.0)
+    assert all(shares[m].unique == pytest.approx(0.0, abs=1e-9)
+               for m in (CostMetric.BYTES, CostMetric.OPS, CostMetric.PARAMS))
+    assert "FLOPs predict training step time best" in " ".join(e.claims)
+
+
+def test_explain_needs_more_networks_than_coefficients():
+    points = _measured(lambda c: c[CostMetric.FLOPS] / 1e9, n=5)  # 4 measures + intercept + 1 = 6
+    assert explain(points) is None
+
+
+def test_family_lines_within_family_exponent():
+    # family a: time = FLOPs^1 / 1e9 (3 networks); family b: time ~ FLOPs^0.5 (2 networks)
+    pts = [NetworkPoint(f"a{i}", "a", {TimeMetric.TRAIN_STEP: (x / 1e9,) * 2},
+                        {TimeMetric.TRAIN_STEP: {CostMetric.FLOPS: x}})
+           for i, x in enumerate((1e6, 1e7, 1e8))]
+    pts += [NetworkPoint(f"b{i}", "b", {TimeMetric.TRAIN_STEP: (math.sqrt(x) / 1e5,) * 2},
+                         {TimeMetric.TRAIN_STEP: {CostMetric.FLOPS: x}})
+            for i, x in enumerate((1e6, 1e8))]
+    lines = {f.family: f for f in family_lines(pts)}
+    assert lines["a"].loglog_slope == pytest.approx(1.0)
+    assert lines["a"].flops_ratio == pytest.approx(100.0) and lines["a"].time_ratio == pytest.approx(100.0)
+    assert lines["b"].loglog_slope == pytest.approx(0.5)
+    assert lines["b"].time_ratio == pytest.approx(10.0)  # sqrt(100)
+    assert math.isnan(lines["b"].slope_ci[0])  # two networks: no regression interval
