@@ -13,7 +13,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from dnncost.study.analysis import CostMetric, StudyAnalysis, TimeMetric
+from dnncost.study.analysis import CostMetric, Explanation, StudyAnalysis, TimeMetric
+from dnncost.study.work import WorkAxis, WorkSeries
 
 DPI = 110  # source: our choice, sharp in a browser at a modest file size
 FAMILY_COLOURS = {  # source: matplotlib's tab10 palette, one colour per family of the study
@@ -175,7 +176,7 @@ def train_vs_val(analysis: StudyAnalysis) -> Figure:
     val = [p.time(TimeMetric.VAL_EPOCH) for p in points]
     ax.bar(x - 0.2, train, width=0.4, label="training epoch")
     ax.bar(x + 0.2, val, width=0.4, label="validation epoch")
-    for xi, t, v in zip(x, train, val):
+    for xi, t, v in zip(x, train, val, strict=True):
         if v > 0:
             ax.annotate(f"×{t / v:.1f}", (xi, t), xytext=(0, 2), textcoords="offset points",
                         ha="center", fontsize=7)
@@ -223,3 +224,110 @@ def comm_share(analysis: StudyAnalysis) -> Figure:
 
 __all__ = ["achieved_gflops", "comm_share", "layer_type_shares", "png_bytes", "time_vs_flops",
            "train_vs_val"]
+
+
+def explanation(expl: Explanation) -> Figure:
+    """Left: leave-one-network-out R^2 of time from each measure alone and from all together, with
+    95% intervals. Right: each measure's Shapley share of the joint R^2 (interval over resampled
+    networks) beside its drop-one loss (unique share)."""
+    fig = _figure(10, 4.2)
+    left, right = fig.subplots(1, 2)
+    labels = [m.label if len(m.measures) == 1 else "all together" for m in expl.models]
+    values = [m.cv_r_squared for m in expl.models]
+    lows = [m.cv_r_squared - m.cv_r_squared_ci[0] if math.isfinite(m.cv_r_squared_ci[0]) else 0.0
+            for m in expl.models]
+    highs = [m.cv_r_squared_ci[1] - m.cv_r_squared if math.isfinite(m.cv_r_squared_ci[1]) else 0.0
+             for m in expl.models]
+    ys = np.arange(len(labels))
+    left.barh(ys, values, xerr=[lows, highs], color="#4c72b0", capsize=3)
+    left.set_yticks(ys, labels, fontsize=8)
+    left.axvline(0, color="black", lw=0.8)
+    left.set_xlim(max(min(values + [0.0]) - 0.2, -1.5), 1.05)
+    left.set_xlabel("cross-validated R² (leave one network out)")
+    left.set_title(f"{expl.time_metric.label.capitalize()} time predicted from each measure "
+                   f"(n = {len(expl.names)})", fontsize=10)
+    ys = np.arange(len(expl.shares))
+    shares = [s.share for s in expl.shares]
+    err = [[s.share - s.share_ci[0] if math.isfinite(s.share_ci[0]) else 0.0 for s in expl.shares],
+           [s.share_ci[1] - s.share if math.isfinite(s.share_ci[1]) else 0.0 for s in expl.shares]]
+    right.barh(ys + 0.2, shares, height=0.4, xerr=err, color="#55a868", capsize=3,
+               label="Shapley share of R²")
+    right.barh(ys - 0.2, [s.unique for s in expl.shares], height=0.4, color="#c44e52",
+               label="unique (drop-one ΔR²)")
+    right.set_yticks(ys, [s.measure.label for s in expl.shares], fontsize=8)
+    right.set_xlim(0, 1.05)
+    right.set_xlabel("share of the variance of time")
+    right.set_title(f"Who explains the variance (joint R² = {expl.joint.r_squared:.2f})", fontsize=10)
+    right.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def within_families(analysis: StudyAnalysis, metric: TimeMetric = TimeMetric.TRAIN_STEP) -> Figure:
+    """Time against FLOPs (log-log) with each family's networks joined: the slope inside a family
+    (depth/width variants) beside the cloud across families."""
+    fig = _figure(7.5, 5.2)
+    ax = fig.add_subplot()
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"FLOPs of one {metric.label}")
+    ax.set_ylabel(f"{metric.label} time (s)")
+    lines = {f.family: f for f in (analysis.explanation.families if analysis.explanation else ())}
+    points = [p for p in analysis.points if p.time(metric) > 0 and p.cost(metric, CostMetric.FLOPS) > 0]
+    labelled = []
+    for family in sorted({p.family for p in points}):
+        members = sorted((p for p in points if p.family == family),
+                         key=lambda p: p.cost(metric, CostMetric.FLOPS))
+        xs = [p.cost(metric, CostMetric.FLOPS) for p in members]
+        ys = [p.time(metric) for p in members]
+        line = lines.get(family)
+        label = family + (f": FLOPs^{line.loglog_slope:.2f}" if line else "")
+        ax.plot(xs, ys, "o-" if len(members) > 1 else "o", color=_colour(family), label=label)
+        labelled += [(p.name, x, y, _colour(family)) for p, x, y in zip(members, xs, ys, strict=True)]
+    _label_points(ax, labelled, fontsize=7)
+    fit = analysis.fit(metric, CostMetric.FLOPS)
+    if fit is not None and math.isfinite(fit.loglog_slope):
+        xs = np.geomspace(min(fit.x) / 1.5, max(fit.x) * 1.5, 50)
+        ax.plot(xs, np.exp(fit.loglog_intercept) * xs ** fit.loglog_slope, ":", color="black",
+                lw=1, label=f"across all: FLOPs^{fit.loglog_slope:.2f}")
+    ax.set_title("Inside each family vs across families", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def cost_vs_work(series: list[WorkSeries]) -> Figure:
+    """Left: step time against the step's FLOPs (log-log) for each network as batch size (solid)
+    and input size (dashed) grow, with the proportional line through each series' largest step.
+    Right: achieved GFLOP/s against FLOPs: it climbs while fixed costs dominate, then levels off
+    where time has become linear in work."""
+    fig = _figure(11, 4.6)
+    left, right = fig.subplots(1, 2)
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("FLOPs of the step")
+    left.set_yscale("log")
+    left.set_ylabel("step time (s)")
+    right.set_ylabel("achieved GFLOP/s")
+    if not series:
+        left.text(0.5, 0.5, "no cost-vs-work steps measured", ha="center", va="center",
+                  transform=left.transAxes)
+        return fig
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+    colours = {n: palette[i % len(palette)] for i, n in enumerate(dict.fromkeys(s.network for s in series))}
+    for s in series:
+        xs = np.array([p.flops for p in s.points])
+        ys = np.array([p.step_s for p in s.points])
+        style = "-" if s.axis is WorkAxis.BATCH else "--"
+        what = (f"batch 1-{s.points[-1].batch_size} @ {s.held}px" if s.axis is WorkAxis.BATCH
+                else f"input {s.points[0].input_size}-{s.points[-1].input_size}px @ batch {s.held}")
+        left.plot(xs, ys, style + "o", color=colours[s.network], ms=4, label=f"{s.network}: {what}")
+        left.plot(xs, ys[-1] * xs / xs[-1], ":", color=colours[s.network], lw=0.8)
+        right.plot(xs, [p.flops_per_s / 1e9 for p in s.points], style + "o", color=colours[s.network],
+                   ms=4)
+        linear = s.linear_from_flops
+        if linear is not None:
+            left.axvline(linear, color=colours[s.network], lw=0.6, alpha=0.5)
+    left.set_title("Step time vs work (dotted: proportional to work)", fontsize=10)
+    left.legend(fontsize=6, loc="upper left")
+    right.set_title("Achieved speed vs work", fontsize=10)
+    return fig
+
