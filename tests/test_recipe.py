@@ -1,0 +1,42 @@
+"""The learning-rate schedule (warm-up, cosine, step) by hand arithmetic, and the study's training
+recipe covering every family of the study."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dnncost.measuring.recipe import DEFAULT_RECIPE, RECIPES, describe_recipes, recipe_for
+from dnncost.measuring.training import LrSchedule, lr_factor
+from dnncost.models.registry import STUDY_FAMILIES
+
+
+def test_warmup_is_linear_then_constant():
+    # 4 warm-up steps: 1/4, 2/4, 3/4, 4/4, then 1 for ever
+    assert [lr_factor(s, total_steps=10, warmup_steps=4) for s in range(6)] == [
+        0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_cosine_after_warmup_reaches_zero_at_the_end():
+    # 2 warm-up steps of 10: steps 2..10 map to progress 0..1 over 8 steps
+    assert lr_factor(2, total_steps=10, warmup_steps=2, schedule="cosine") == pytest.approx(1.0)
+    # step 6: progress 4/8 = 0.5 -> (1 + cos(pi/2)) / 2 = 0.5
+    assert lr_factor(6, total_steps=10, warmup_steps=2, schedule="cosine") == pytest.approx(0.5)
+    assert lr_factor(10, total_steps=10, warmup_steps=2, schedule="cosine") == pytest.approx(0.0)
+    # step 4: progress 2/8 -> (1 + cos(pi/4)) / 2
+    assert lr_factor(4, total_steps=10, warmup_steps=2, schedule=LrSchedule.COSINE) == pytest.approx(
+        (1 + math.cos(math.pi / 4)) / 2)
+
+
+def test_step_decay_at_half_and_three_quarters():
+    # no warm-up, 100 steps: x1 before 50, x0.1 from 50, x0.01 from 75
+    f = [lr_factor(s, total_steps=100, schedule="step") for s in (0, 49, 50, 74, 75, 99)]
+    assert f == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_every_study_family_has_a_recipe():
+    assert set(STUDY_FAMILIES) <= set(RECIPES)
+    assert recipe_for("densenet") is DEFAULT_RECIPE
+    assert all(r.lr > 0 and r.warmup_steps >= 0 for r in RECIPES.values())
+    text = describe_recipes()
+    assert "warm-up" in text and f"lr {RECIPES['alexnet'].lr:g}" in text
