@@ -37,12 +37,36 @@ def test_time_both_modes_as_csv(capsys) -> None:
     assert all(float(r["median_ms"]) > 0 for r in rows)
 
 
-def test_time_table_with_breakdown_states_the_gap(capsys) -> None:
+def test_time_table_with_breakdown_states_the_gap(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dnncost.counting.counter as counter
+    import dnncost.measuring.timing as timing
+
+    counted = []
+
+    def counting(real):  # noqa: ANN001, ANN202
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            counted.append(kwargs.get("mode"))
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(timing, "count", counting(timing.count))
+    monkeypatch.setattr(counter, "count", counting(counter.count))
     assert main(["time", "lenet5", *QUICK, "--breakdown"]) == 0
     out = capsys.readouterr().out
     assert "lenet5: step time" in out and "where the train step's time goes" in out
     assert "Conv2d" in out and "gap" in out and "flops_share" in out
-    assert "run 'dnncost calibrate'" in out  # no calibration in the empty cache
+    assert counted == ["train"]  # the breakdown reuses the timer's count of the same step
+    # no calibration in the empty cache: the command to run is quoted whole
+    assert "run 'dnncost calibrate --threads 1'" in out
+
+
+def test_mnasnet_can_be_timed(capsys) -> None:
+    """Issue 11 #1: MNASNet's loader needs the state dict's version metadata, which timing's
+    preserved() must keep when it puts the weights back."""
+    assert main(["time", "torchvision:mnasnet0_5", "--input", "3x32x32", "--batch-size", "2",
+                 "--repeats", "1", "--warmup", "0", "--threads", "1", "--format", "json"]) == 0
+    (timing,) = json.loads(capsys.readouterr().out)["timings"]
+    assert timing["model"] == "mnasnet0_5" and timing["mode"] == "train"
 
 
 def test_calibrate_then_time_reports_efficiency(capsys, cache: Path) -> None:
