@@ -315,12 +315,22 @@ def _first_call(step: _Timed, variant: Variant) -> float:
     try:
         with _time_limit(variant.first_call_limit_s):
             step()
-    except FirstCallTimeout:
-        raise NotApplicable(f"the first step (compilation) did not finish within "
-                            f"{variant.first_call_limit_s:g} s on this machine") from None
     except Exception as exc:  # noqa: BLE001 -- a compiler failure is a verdict on this machine
+        if _timed_out(exc):  # the compiler may wrap our alarm in its own error
+            raise NotApplicable(f"the first step (compilation) did not finish within "
+                                f"{variant.first_call_limit_s:g} s on this machine") from None
         raise NotApplicable(f"the first step failed: {type(exc).__name__}: {_first_line(exc)}") from exc
     return time.perf_counter() - start
+
+
+def _timed_out(exc: BaseException | None) -> bool:
+    """True when ``exc`` is, or was caused by, the first call's alarm."""
+    seen = 0
+    while exc is not None and seen < 20:  # source: our choice, a bound on the cause chain walked
+        if isinstance(exc, FirstCallTimeout) or "FirstCallTimeout" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _interleave(a: _Timed, b: _Timed, *, warmup: int, repeats: int) -> tuple[list[float], list[float]]:
