@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from dnncost.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from dnncost.study.sweep import DEFAULT_DB, DEFAULT_OUT, NATIVE, OPTIMIZERS
 
 if TYPE_CHECKING:
@@ -206,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
             kept = store.result_count()
             print(f"dnncost study: interrupted; {kept} results are kept in {args.db} "
                   f"({kept - before} from this run). Resume with:\n  {command}", file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
         files = write_report(store, args.out)
     print(f"study of {len(summary.networks)} networks: {summary.measured} results measured now, "
           f"{summary.skipped} already stored (resumed); database {args.db}")
@@ -217,4 +218,4 @@ def run(args: argparse.Namespace) -> int:
     extra = f", {files.data_parallel_csv.name}" if files.data_parallel_csv else ""
     print(f"report: {files.html}  (also {files.markdown.name}, {files.networks_csv.name}{extra}, "
           f"{files.json.name} in {files.folder})")
-    return 0 if summary.complete else 1
+    return EXIT_OK if summary.complete else EXIT_FAILED
