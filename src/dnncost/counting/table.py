@@ -15,10 +15,10 @@ HEADERS = {"module": "module", "type": "type", "params": "params", "output_shape
            "bytes_%": "%"}
 
 
-def human(value: float | None, *, unit: str = "") -> str:
-    """1234567 -> '1.23 M' (SI prefixes), keeping small integers exact."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
+def human(value: object, *, unit: str = "") -> str:
+    """1234567 -> '1.23 M' (SI prefixes), keeping small integers exact; '-' for None or NaN."""
+    if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
+        return "-" if value is None or isinstance(value, float) else str(value)
     if isinstance(value, int) and abs(value) < 10_000:
         return f"{value}{(' ' + unit) if unit else ''}"
     for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -31,7 +31,7 @@ def _cell(key: str, value: object) -> str:
     if key.endswith("_%") and isinstance(value, float):
         return f"{value:.1f}"
     if key in ("macs", "flops", "bytes"):
-        return human(value)  # type: ignore[arg-type]
+        return human(value)
     if key == "params":
         return f"{value:,}" if value else ""
     return "" if value is None else str(value)
