@@ -66,10 +66,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_rich(report: object, args: argparse.Namespace) -> bool:
-    """The table through ``rich`` (an optional dependency) when installed; False otherwise."""
+    """The table through ``rich`` (an optional dependency) when installed and the terminal is wide
+    enough for every column unwrapped; False otherwise (the caller prints plain text)."""
     try:
+        from rich import box
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
     except ImportError:
         return False
     from dnncost.counting.cost import CostReport
@@ -77,15 +80,21 @@ def _print_rich(report: object, args: argparse.Namespace) -> bool:
 
     assert isinstance(report, CostReport)
     headers, cells = table_cells(report.to_rows(args.by, depth=args.depth), args.by)
-    table = Table(title=report.title(args.by), title_justify="left")
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    console = Console()
+    if sum(widths) + 3 * len(widths) + 1 > console.width:
+        return False
+    table = Table(title=Text(report.title(args.by)), title_justify="left", box=box.SIMPLE_HEAD)
     for i, header in enumerate(headers):
         numeric = header in ("params", "calls", "MACs", "FLOPs", "bytes", "%")
-        table.add_column(header, justify="right" if numeric else "left",
-                         style="bold" if i == 0 else None)
+        table.add_column(header, justify="right" if numeric else "left", no_wrap=True,
+                         style="bold" if i == 0 else ("dim" if header == "%" else None))
     for row in cells:
-        table.add_row(*row)
-    console = Console()
+        table.add_row(*(Text(cell) for cell in row))
     console.print(table)
-    for line in report.footer(full_convention=args.convention):
-        console.print(line, highlight=False, style="bold red" if line.startswith("INCOMPLETE") else None)
+    footer = report.footer(full_convention=args.convention)
+    if not args.convention:
+        footer[-1] += " (--convention: the full text)"
+    for line in footer:
+        console.print(Text(line, style="bold red" if line.startswith("INCOMPLETE") else ""))
     return True
