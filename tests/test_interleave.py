@@ -85,3 +85,17 @@ def test_remeasure_budget_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_job_names_must_be_unique() -> None:
     with pytest.raises(InputSpecError, match="unique"):
         time_interleaved(jobs([], "AA"), repeats=1, probe=False)
+
+
+def test_resume_joins_at_the_stored_round_and_errors_drop_only_their_job() -> None:
+    log: list[str] = []
+    torch.manual_seed(0)
+    bad = TimingJob("X", nn.Linear(5, 3), (4,), OPTS)  # wrong input width: its forward raises
+    errors: list[str] = []
+    seen: list[tuple[str, int]] = []
+    run = time_interleaved([*jobs(log, "AB"), bad], repeats=3, probe=False, already={"A": 2},
+                           on_repeat=lambda name, i, t: seen.append((name, i)),
+                           on_error=lambda name, exc: errors.append(name))
+    # A had 2 stored repeats: it joins in round 3; X fails at once and is dropped, B goes on
+    assert seen == [("B", 0), ("B", 1), ("A", 2), ("B", 2)]
+    assert errors == ["X"] and set(run.jobs) == {"A", "B"} and len(run.jobs["A"].timings) == 1

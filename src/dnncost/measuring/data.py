@@ -23,6 +23,7 @@ DIGITS_MAX_LEVEL = 16.0  # source: sklearn load_digits docs, pixels are integers
 SYNTHETIC_SIZE = 1024  # source: our choice, an epoch of a CIFAR-size net in seconds on a CPU
 SYNTHETIC_CLASSES = 10  # source: our choice, as many classes as digits/CIFAR-10/MNIST
 SYNTHETIC_NOISE = 1.0  # source: our choice, noise std equal to the prototypes' std: learnable, not trivial
+MAX_SEED = 2**32 - 1  # source: numpy/sklearn random_state range (a 32-bit unsigned seed)
 NORMALISATION = {  # per-channel (mean, std) of each dataset's training images, in [0, 1] units
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),  # source: CIFAR-10 train set statistics
     "mnist": ((0.1307,), (0.3081,)),  # source: pytorch/examples mnist/main.py
@@ -103,6 +104,8 @@ def load_dataset(spec: str | DatasetSpec, *, input_shape: Sequence[int], val_fra
                              f"got {'x'.join(map(str, shape)) or 'nothing'}")
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"val fraction must lie strictly between 0 and 1, got {val_fraction}")
+    if not 0 <= seed <= MAX_SEED:
+        raise DatasetError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed}")
     if spec.kind is DatasetKind.DIGITS:
         return _digits(shape, val_fraction=val_fraction, seed=seed)
     if spec.kind is DatasetKind.SYNTHETIC:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from torch import nn
 
 from dnncost.errors import InputSpecError
+from dnncost.measuring import timing as timing_module
 from dnncost.measuring.device import resolve_device
 from dnncost.measuring.measurement import (
     DRIFT_THRESHOLD,
@@ -29,7 +30,7 @@ from dnncost.measuring.measurement import (
     probe_drift,
 )
 from dnncost.measuring.probe import Probe, ProbeReading
-from dnncost.measuring.timing import StepOptions, StepTiming, time_model
+from dnncost.measuring.timing import StepOptions, StepTiming
 
 REMEASURE_SHARE = 0.5  # source: our choice; re-measuring shifted repeats may cost at most half as
 # many repeats again, so a run on a machine busy throughout takes at most 1.5x as long
@@ -122,7 +123,9 @@ class InterleavedRun:
 
 def time_interleaved(jobs: Sequence[TimingJob], *, repeats: int = 5, remeasure: int | None = None,
                      count_flops: bool = False, probe: bool = True,
-                     on_repeat: Callable[[str, int, StepTiming], None] | None = None) -> InterleavedRun:
+                     already: Mapping[str, int] | None = None,
+                     on_repeat: Callable[[str, int, StepTiming], None] | None = None,
+                     on_error: Callable[[str, Exception], None] | None = None) -> InterleavedRun:
     """Time every job ``repeats`` times, round-robin (repeat 1 of each job, then repeat 2, ...).
 
     Each repeat is one :func:`dnncost.measuring.timing.time_model` call (its own warm-up and timed
@@ -130,7 +133,11 @@ def time_interleaved(jobs: Sequence[TimingJob], *, repeats: int = 5, remeasure: 
     beyond DRIFT_THRESHOLD and the budget lasts (``remeasure`` repeats per job; default
     REMEASURE_SHARE of ``repeats``), those jobs are timed once more each, round-robin. ``on_repeat``
     is called with (job name, repeat index, timing) as each repeat finishes (to store it at once).
-    Per-repeat noise warnings are not raised: the result holds the drift and the machine load.
+    ``already`` (job name -> repeats done before, e.g. stored by an interrupted run) makes a job
+    join at that round and run only the rest. With ``on_error``, a job whose repeat raises is
+    reported to it and dropped, and the others go on; without, the error propagates. Jobs that ran
+    no repeat are absent from the result. Per-repeat noise warnings are not raised: the result holds
+    the drift and the machine load.
     """
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
@@ -144,34 +151,47 @@ def time_interleaved(jobs: Sequence[TimingJob], *, repeats: int = 5, remeasure: 
     done: dict[str, list[StepTiming]] = {name: [] for name in names}
     elapsed: dict[str, list[float]] = {name: [] for name in names}
     flops: dict[str, tuple[int | None, float | None]] = {}
+    before = {name: (already or {}).get(name, 0) for name in names}
+    failed: set[str] = set()
     start = time.perf_counter()
 
     def run_one(job: TimingJob) -> None:
-        prober: Probe | bool = False
-        if probe:
-            dev = resolve_device(job.options.device)
-            prober = probes.setdefault(str(dev), Probe(dev))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NoisyMeasurementWarning)  # kept in the result instead
-            timing = time_model(job.model, job.input_shape, job.options, name=job.name,
-                                count_flops=count_flops and job.name not in flops, probe=prober)
+        if job.name in failed:
+            return
+        try:
+            prober: Probe | bool = False
+            if probe:
+                dev = resolve_device(job.options.device)
+                prober = probes.setdefault(str(dev), Probe(dev))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NoisyMeasurementWarning)  # kept in the result
+                timing = timing_module.time_model(  # looked up at call time: tests may stand in
+                    job.model, job.input_shape, job.options, name=job.name,
+                    count_flops=count_flops and job.name not in flops, probe=prober)
+        except Exception as exc:
+            if on_error is None:
+                raise
+            failed.add(job.name)
+            on_error(job.name, exc)
+            return
         if count_flops:
             flops.setdefault(job.name, (timing.flops, timing.peak_flops_per_s))
             timing = replace(timing, flops=flops[job.name][0], peak_flops_per_s=flops[job.name][1])
         done[job.name].append(timing)
         elapsed[job.name].append(time.perf_counter() - start)
         if on_repeat is not None:
-            on_repeat(job.name, len(done[job.name]) - 1, timing)
+            on_repeat(job.name, before[job.name] + len(done[job.name]) - 1, timing)
 
-    for _ in range(repeats):
+    for round_ in range(repeats):
         for job in jobs:
-            run_one(job)
+            if round_ >= before[job.name]:
+                run_one(job)
     remeasured = 0
     spent = dict.fromkeys(names, 0)
     while True:
         reference = _reference(done)
-        again = [job for job in jobs if spent[job.name] < budget
-                 and _unshifted(done[job.name], reference) < repeats
+        again = [job for job in jobs if job.name not in failed and spent[job.name] < budget
+                 and _unshifted(done[job.name], reference) < repeats - before[job.name]
                  and any(_drift(t, reference) > DRIFT_THRESHOLD for t in done[job.name])]
         if not again:
             break
@@ -182,7 +202,7 @@ def time_interleaved(jobs: Sequence[TimingJob], *, repeats: int = 5, remeasure: 
 
     reference = _reference(done)
     results, points = {}, []
-    for name in names:
+    for name in (n for n in names if done[n]):
         timings = tuple(_against(t, reference) for t in done[name])
         results[name] = InterleavedTiming(name, timings, reference)
         points += [ProbePoint(elapsed_s=at, job=name, repeat=i, probe_s=t.probe.probe_s,

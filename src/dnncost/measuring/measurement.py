@@ -6,12 +6,15 @@ the reference probe's time (:mod:`dnncost.measuring.probe`) beside it, and the e
 
 - ``median``: the median of the repeats' medians -- what the study reported before; a machine slow
   for half the repeats moves it.
-- ``min-of-medians`` (**the study's estimator**, :data:`STUDY_ESTIMATOR`): the fastest repeat's
-  median. Interference on a shared machine only ever adds time (a step cannot run faster than the
-  machine allows), so the least-disturbed repeat is the best estimate of the network's own cost
-  (Chen & Revels, "Robust benchmarking in noisy environments", 2016, argue the same for the
-  minimum); taking it over repeat *medians* keeps one lucky step from deciding it. It needs no probe,
-  so it is computed from stored samples alone, old studies included.
+- ``min-of-medians`` (**the estimator for the study**, :data:`STUDY_ESTIMATOR`): the fastest
+  repeat's median. Interference on a shared machine only ever adds time (a step cannot run faster
+  than the machine allows), so the least-disturbed repeat is the best estimate of the network's own
+  cost (Chen & Revels, "Robust benchmarking in noisy environments", 2016, argue the same for the
+  minimum); taking it over repeat *medians* keeps one lucky step from deciding it. It needs neither
+  probe nor CPU times, so it works on any device and thread count and on stored repeat medians
+  alone (:func:`estimate`), old studies included. It cannot undo a machine busy for the *whole*
+  run: then every repeat is slow, the probe says so (``shifted``, :class:`MachineLoad`.busy), and
+  only ``cpu-time`` (one thread) still holds.
 - ``lower-quartile``: the 25th percentile of all samples pooled; between the two above.
 - ``probe-normalised``: each repeat's median scaled by reference probe / that repeat's probe, then
   the median: removes a whole-machine slowdown in proportion, assuming the network slows as the
@@ -19,7 +22,10 @@ the reference probe's time (:mod:`dnncost.measuring.probe`) beside it, and the e
 - ``cpu-time``: the median over repeats of each repeat's median per-step CPU time of this process
   (divided by the thread count). Time slices given to other processes do not count, so a machine
   shared by more runnable threads than cores -- the common case -- hardly moves it; cache and
-  memory-bandwidth contention still do. CPU device only (on a GPU the CPU time is launch overhead).
+  memory-bandwidth contention still do. CPU device only (on a GPU the CPU time is launch overhead),
+  and sound for one thread only: with several, threads spinning at a barrier while a sibling waits
+  for a core count too (measured here, load ~12 on 2 cores: LeNet-5 at 2 threads gave 9.7 and 19.7
+  ms of CPU time per step in two runs, at 1 thread 5.0 and 5.6 ms).
 
 A repeat whose probe ran more than :data:`DRIFT_THRESHOLD` slower than the reference is *shifted*:
 the whole repeat ran on a slowed machine, whatever its own spread says.

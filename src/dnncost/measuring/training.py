@@ -166,6 +166,9 @@ def train(
     for label, value in (("batch size", batch_size), ("epochs", epochs)):
         if value <= 0:
             raise InputSpecError(f"{label} must be a positive integer, got {value}")
+    if num_workers < 0:
+        raise InputSpecError(f"data-loading workers must be 0 (load in this process) or more, "
+                             f"got {num_workers}")
     if not lr > 0:
         raise InputSpecError(f"learning rate must be positive, got {lr}")
     if warmup_steps < 0 or weight_decay < 0:
