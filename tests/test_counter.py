@@ -166,3 +166,27 @@ def test_backward_attribution_with_a_parameter_free_shortcut():
     # head: 32 * 3 = 96 MACs each for grad_input and grad_weight, on 'head', not the model
     assert bwd["head"].macs == 2 * 96
     assert bwd.get("shortcut", None) is None or bwd["shortcut"].macs == 0
+
+
+def test_dtype_autocast_and_channels_last():
+    base = count(Tiny(), input_shape=(1, 4, 4))
+    half = count(Tiny(), input_shape=(1, 4, 4), dtype="bfloat16")
+    assert half.total().macs == base.total().macs == 96 and half.dtype == "bfloat16"
+    conv = next(r for r in half.records if r.op == "aten.convolution")
+    # input 1*1*4*4 + weight 2*1*3*3 = 16 + 18 = 34 elements read, at 2 bytes each in bfloat16
+    assert conv.cost.bytes_read == 2 * 34
+    with pytest.raises(InputSpecError, match="autocast does not act on meta tensors"):
+        count(Tiny(), input_shape=(1, 4, 4), autocast="bfloat16")
+    amp = count(Tiny(), input_shape=(1, 4, 4), autocast="bfloat16", device="cpu")
+    assert amp.dtype == "float32 + autocast bfloat16" and amp.total().macs == 96
+    assert "aten._to_copy" in amp.by_operator()  # autocast's casts ran and were counted
+    assert count(Tiny(), input_shape=(1, 4, 4), channels_last=True).total() == base.total()
+
+
+def test_user_model_keeps_its_dtype_after_timing_in_another():
+    from dnncost.measuring.timing import time_model
+
+    model = Tiny()
+    timing = time_model(model, (1, 4, 4), batch_size=2, mode="eval", dtype="bfloat16", warmup=0,
+                        repeats=2, probe=False)
+    assert timing.dtype == "bfloat16" and next(model.parameters()).dtype == torch.float32
