@@ -1,4 +1,5 @@
-"""dnncost.measuring.data: dataset specs, digits/synthetic in memory, local MNIST/CIFAR/ImageFolder, errors."""
+"""dnncost.measuring.data: dataset specs, digits/synthetic in memory, local MNIST/CIFAR/ImageFolder,
+errors."""
 from __future__ import annotations
 
 import struct

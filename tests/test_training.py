@@ -1,4 +1,5 @@
-"""dnncost.measuring.training: real training of LeNet-5 on digits, per-epoch records, divergence and bad input."""
+"""dnncost.measuring.training: real training of LeNet-5 on digits, per-epoch records, divergence
+and bad input."""
 from __future__ import annotations
 
 import dataclasses

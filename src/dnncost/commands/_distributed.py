@@ -9,6 +9,7 @@ from typing import Any
 
 from dnncost.errors import InputSpecError
 
+
 def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
     """``--nproc N``, ``--backend gloo|nccl`` and ``--master-port PORT``."""
     from dnncost.measuring.distributed import Backend
@@ -39,6 +40,7 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
         launched_by_torchrun,
         measure_distributed,
     )
+    from dnncost.measuring.step import Mode, OptimizerKind
     from dnncost.measuring.timing import StepOptions
     from dnncost.reporting.formatting import human, render
 
@@ -56,9 +58,9 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
         raise InputSpecError(f"--backend {args.backend} does not go with --device {args.device}: "
                              "gloo runs CPU workers (--device cpu), nccl one GPU per worker "
                              "(--device cuda)") from None
-    options = StepOptions(batch_size=args.batch_size, mode="train", device=args.device,
+    options = StepOptions(batch_size=args.batch_size, mode=Mode.TRAIN, device=args.device,
                           threads=args.threads, warmup=args.warmup, repeats=args.repeats,
-                          optimizer=args.optimizer)
+                          optimizer=OptimizerKind(args.optimizer))
     spec = args.model if isinstance(getattr(args, "model", None), str) else loaded_model.module
     timing = measure_distributed(spec, input_shape, options=options, nproc=args.nproc,
                                  backend=backend, port=args.master_port, name=loaded_model.name)

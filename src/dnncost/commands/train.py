@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dnncost.errors import DnncostError
     from dnncost.measuring.data import load_dataset
-    from dnncost.measuring.training import train
+    from dnncost.measuring.training import EpochRecord, train
     from dnncost.models.loading import load_model
     from dnncost.reporting.formatting import render
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                         val_fraction=args.val_fraction, seed=args.seed)
     torch.manual_seed(args.seed)  # the weights' initialisation
     model = loaded.build("cpu")
-    finished = []
+    finished: list[EpochRecord] = []
     try:
         result = train(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        optimizer=args.optimizer, device=args.device, threads=args.threads,

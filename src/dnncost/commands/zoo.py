@@ -28,10 +28,11 @@ def run(args: argparse.Namespace) -> int:
     from dnncost.reporting.formatting import human, render
 
     records = zoo_records(family=args.family, size=args.size)
+    rows: list[dict[str, object]] = []
     if args.format == "table":
-        rows = [_row(r, human) for r in records]
+        rows += [_row(r, human) for r in records]
     else:
-        rows = [_flat(r) for r in records]
+        rows += [_flat(r) for r in records]
     footer = "\n".join([
         f"{len(records)} networks; params and MACs counted at batch 1 on the meta device; "
         "diff % = counted vs paper.",
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         *(f"* {r['name']}: {r['notes']}" for r in records
           if r["params_exception"] or r["macs_exception"]),
         *(f"{r['name']}: unsupported operators (cost unknown, not zero): "
-          + ", ".join(f"{op} x{n}" for op, n in r["unsupported_ops"].items())
+          + ", ".join(f"{op} x{n}" for op, n in _unsupported(r).items())
           for r in records if r["unsupported_ops"]),
         CONVENTION,
     ])
@@ -84,6 +85,12 @@ def zoo_records(*, family: str | None = None, size: str | None = None) -> list[d
     return records
 
 
+def _unsupported(record: dict[str, object]) -> dict[str, int]:
+    ops = record["unsupported_ops"]
+    assert isinstance(ops, dict)
+    return ops
+
+
 def _diff(value: int, paper: int | None) -> float | None:
     return None if paper is None else round((value / paper - 1) * 100, 2)
 
@@ -92,7 +99,7 @@ def _pct(diff: object, exception: bool) -> str:
     return "" if diff is None else f"{diff:+.1f}" + ("*" if exception else "")
 
 
-def _row(record: dict, human: Callable[[float], str]) -> dict[str, str]:
+def _row(record: dict, human: Callable[[float], str]) -> dict[str, object]:
     """A table row: human-readable numbers; '*' marks a documented exception (see the footer)."""
     return {
         "name": record["name"], "family": record["family"], "size": record["size"],

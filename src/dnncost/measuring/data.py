@@ -7,10 +7,11 @@ downloading disabled). Every dataset is resized to the network's HxW and its cha
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -246,7 +247,7 @@ def _transform(dataset: str, shape: tuple[int, int, int], *, resize: bool):
         mean, std = (sum(mean) / 3,), (sum(std) / 3,)
     if mode == "RGB" and len(mean) == 1:  # colour from grey: the same statistic for each channel
         mean, std = mean * 3, std * 3
-    steps = [_Convert(mode)]
+    steps: list[Callable[[Any], Any]] = [_Convert(mode)]
     if resize:
         steps.append(T.Resize((h, w), interpolation=T.InterpolationMode.BILINEAR, antialias=True))
     steps += [T.ToTensor(), T.Normalize(mean, std)]
