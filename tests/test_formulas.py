@@ -222,3 +222,17 @@ def test_upsampling():
 def test_rnn_and_in_place_metadata_ops_are_views():
     for op in (aten.unsafe_split, aten.unsafe_chunk, aten.transpose_, aten.t_, aten._nested_tensor_size):
         assert F.is_view(op) and F.formula_for(op) is None
+
+
+def test_cudnn_rnn_stack_two_layers_bidirectional():
+    # LSTM I=16, H=8, 2 layers, bidirectional, T=5, B=2 (10 steps), with biases: layer 0 per
+    # direction w_ih 32x16 + w_hh 32x8 = 768 MACs per step; layer 1 takes 2H = 16 features: also 768.
+    # 4 (layer, direction) chunks * 10 steps * 768 = 30,720 MACs; other FLOPs 4 * 10 * (24*8 + 64)
+    w = [T((32, 16)), T((32, 8)), T((32,)), T((32,))] * 4
+    a = {"input": T((5, 2, 16)), "weight": w, "weight_stride0": 4, "hidden_size": 8, "mode": 2}
+    assert F.cudnn_rnn_cost(a, ()) == Cost(30_720, 2 * 30_720 + 4 * 10 * (192 + 64))
+    assert F.cudnn_rnn_backward_cost(a, ()).macs == 2 * 30_720
+    # a packed sequence of 7 steps in all, GRU without biases, 1 layer: 7 * (24*16 + 24*8) = 4,032
+    gru = {"input": T((7, 16)), "weight": [T((24, 16)), T((24, 8))], "weight_stride0": 2,
+           "hidden_size": 8, "mode": 3}
+    assert F.cudnn_rnn_cost(gru, ()) == Cost(4_032, 2 * 4_032 + 7 * 17 * 8)

@@ -373,6 +373,43 @@ def fused_rnn_cell_backward_cost(a: Args, out: Outputs) -> Cost:
     return _flops(2 * _numel(out[0]))
 
 
+def _rnn_stack(a: Args) -> tuple[int, int]:
+    """(MACs, other FLOPs) of a whole cuDNN/MIOpen RNN: every layer and direction, each a chunk of
+    ``weight_stride0`` tensors (w_ih, w_hh, [b_ih, b_hh], [w_hr]) in ``weight``."""
+    x, hidden = a["input"], int(a["hidden_size"])
+    packed = len(x.shape) == 2  # a PackedSequence's data: (sum of lengths, features)
+    steps = x.shape[0] if packed else x.shape[0] * x.shape[1]  # time steps x batch items
+    weights, stride = list(a["weight"]), int(a["weight_stride0"])
+    macs = extra = 0
+    for start in range(0, len(weights), stride):
+        chunk = weights[start:start + stride]
+        gates = chunk[0].shape[0] // hidden  # 4 LSTM, 3 GRU, 1 plain RNN
+        cell = RNN_CELL_FLOPS[gates] if gates > 1 else \
+            RNN_CELL_FLOPS["relu" if a["mode"] == RNN_RELU_MODE else "tanh"]
+        macs += steps * sum(w.numel for w in chunk if len(w.shape) == 2)  # w_ih, w_hh, w_hr
+        bias = 2 * gates * hidden if any(len(w.shape) == 1 for w in chunk) else 0
+        extra += steps * (cell * hidden + bias)
+    return macs, extra
+
+
+@register_formula(aten._cudnn_rnn, aten.miopen_rnn, kind=OpKind.MATMUL)
+def cudnn_rnn_cost(a: Args, out: Outputs) -> Cost:
+    """A whole LSTM/GRU/RNN in one cuDNN (or MIOpen) call: per time step, batch item, layer and
+    direction, the products with w_ih (G*H x I), w_hh (G*H x H) and a projection w_hr when present
+    -- each matrix's elements in MACs -- plus bias adds 2*G*H and the cell's pointwise FLOPs
+    (:data:`RNN_CELL_FLOPS`), as for the oneDNN layer."""
+    macs, extra = _rnn_stack(a)
+    return _macs(macs, extra)
+
+
+@register_formula(aten._cudnn_rnn_backward, aten.miopen_rnn_backward, kind=OpKind.MATMUL)
+def cudnn_rnn_backward_cost(a: Args, out: Outputs) -> Cost:
+    """Backward of a cuDNN RNN: gradients of inputs/states and of the weights, each the forward's
+    MACs (2 x forward); the cell's pointwise backward at twice its forward FLOPs."""
+    macs, extra = _rnn_stack(a)
+    return _macs(2 * macs, 2 * extra)
+
+
 # -- FFT --------------------------------------------------------------------------------------
 def _fft_cost(signal: TensorSpec, dims: Sequence[int], per_n_log_n: float) -> Cost:
     """``per_n_log_n`` * N * log2(N) FLOPs per transformed signal of N points along ``dims``."""
