@@ -9,6 +9,7 @@ import pytest
 
 from dnncost.cli import main
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
+from dnncost.counting.formulas import OpKind
 from dnncost.prediction.evaluation import (
     Method,
     Observation,
@@ -20,7 +21,8 @@ from dnncost.prediction.evaluation import (
     share_within,
     spearman,
 )
-from dnncost.prediction.predict import ClassParams, OpClass, OperatorModel
+from dnncost.prediction.kernels import STEP_FEATURES
+from dnncost.prediction.predict import KindRegressor, OperatorModel
 
 
 # -- metrics on hand-made vectors ---------------------------------------------------------------------
@@ -61,8 +63,9 @@ def test_metrics_refuse_mismatched_or_non_positive_vectors() -> None:
 
 
 # -- the protocol on synthetic networks ---------------------------------------------------------------
-MODEL = OperatorModel(classes={OpClass.MATMUL: ClassParams(1e9, 1e12, 0.0)}, autograd_s=0.0,
-                      step_s={"train": 0.0, "eval": 0.0})
+# 1 GFLOP/s for a matmul, nothing else: seconds = 0 + 1e-9 * FLOPs + 0 * bytes, no step overhead
+MODEL = OperatorModel(kinds={OpKind.MATMUL: KindRegressor((0.0, 1e-9, 0.0))},
+                      fallback=KindRegressor((0.0, 0.0, 0.0)), step_weights=(0.0,) * len(STEP_FEATURES))
 
 
 def network(name: str, family: str, flops: int, seconds: float, *, params: int = 1000,
@@ -183,9 +186,10 @@ def test_evaluate_cli_reads_the_study_store_and_holds_each_family_out(
         fingerprint=fingerprint, device="cpu", threads=threads, created="test", environment={},
         matmul={"float32": MatmulPeak("float32", 64, 1e11, Measurement((1.0,)))},
         bandwidth=Bandwidth(2**20, 1e10, Measurement((1.0,)))))
-    save_operator_model(OperatorModel({c: ClassParams(1e10, 1e10, 1e-5) for c in OpClass}, 1e-6,
-                                      {"train": 1e-4, "eval": 1e-5}, fingerprint=fingerprint,
-                                      threads=threads))
+    save_operator_model(OperatorModel({k: KindRegressor((1e-5, 1e-10, 1e-10)) for k in OpKind},
+                                      KindRegressor((1e-5, 1e-10, 1e-10)),
+                                      (1e-4, 1e-5) + (0.0,) * (len(STEP_FEATURES) - 2),
+                                      fingerprint=fingerprint, threads=threads))
     db = tmp_path / "study.sqlite"
     with open_store(db) as store:
         store.put_environment(fingerprint, current_environment("cpu", threads=threads).to_dict(),

@@ -1,303 +1,285 @@
-"""dnncost.prediction.predict and dnncost.prediction.microbench: operator classes, fitting on synthetic timings with a known
-answer, summing a prediction, uncovered operators, the stored calibration and the CLI."""
+"""dnncost.prediction: kernel kinds from the formula registry, the per-kernel regressors and step
+weights fitted on synthetic timings with a known answer, the sampler, the kernel clock, the
+calibration's freshness checks and the predict command's errors."""
 from __future__ import annotations
 
 import json
 import math
 import random
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from dnncost.cli import main
+from dnncost.counting import formulas as F
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
-from dnncost.prediction import microbench as opbench
+from dnncost.counting.counter import count
+from dnncost.counting.formulas import OpKind
+from dnncost.prediction import sampling
+from dnncost.prediction.calibration import baseline_seconds, fit_baselines
+from dnncost.prediction.kernels import STEP_FEATURES, step_features, time_kernels
 from dnncost.prediction.predict import (
-    CALIBRATE_COMMAND,
-    ClassParams,
-    NotCalibratedError,
-    Observed,
-    OpClass,
+    Freshness,
+    KindRegressor,
+    NetworkSample,
     OperatorModel,
-    UncoveredOperatorError,
-    classify,
+    conv_geometry,
+    fit_kind,
+    fit_line,
     fit_operator_model,
-    load_operator_model,
+    op_kind,
     predict_report,
-    predict_time,
     save_operator_model,
 )
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+# -- one registry --------------------------------------------------------------------------------
+def test_every_formula_states_its_kernel_kind() -> None:
+    assert {F.op_name(p) for p in F.FORMULAS} == set(F.KINDS)
+    assert F.kind_of("aten.convolution") is OpKind.CONV
+    assert F.kind_of("aten.convolution_backward") is OpKind.CONV_BACKWARD
+    assert F.kind_of("aten.hardswish") is OpKind.ELEMENTWISE
+    assert F.kind_of("aten.cat") is OpKind.COPY
+    assert F.kind_of("aten.bernoulli_") is OpKind.RANDOM
+    assert F.kind_of("aten._foreach_add_") is OpKind.OPTIMIZER
+    assert F.kind_of("aten.not_an_op") is None
+
+
+def test_a_formula_without_a_kind_is_refused_at_registration() -> None:
+    with pytest.raises(TypeError):
+        F.register_formula(torch.ops.aten.mm)(F.mm_cost)  # type: ignore[call-arg]
+
+
+def rec(op: str, phase: Phase = Phase.FORWARD, *, flops: int = 0, nbytes: int = 0,
+        shapes: tuple[tuple[int, ...], ...] = ((8, 8),)) -> OpRecord:
+    return OpRecord(op, phase, "m", "M", Cost(flops // 2, flops, nbytes, 0), shapes)
+
+
+def test_op_kind_comes_from_the_registry_and_the_phase() -> None:
+    assert op_kind(rec("aten.silu")) is OpKind.ELEMENTWISE
+    assert op_kind(rec("aten.mul", Phase.OPTIMIZER)) is OpKind.OPTIMIZER  # any call of the optimizer
+    assert op_kind(rec("aten.unknown_thing")) is None
+
+
+def test_conv_geometry_of_a_strided_depthwise_backward() -> None:
+    # grad_output (8, 32, 8, 8), input (8, 32, 16, 16), weight (32, 1, 5, 5): 32 groups of 1 channel,
+    # kernel area 5*5 = 25, stride 16 / 8 = 2
+    r = rec("aten.convolution_backward", Phase.BACKWARD,
+            shapes=((8, 32, 8, 8), (8, 32, 16, 16), (32, 1, 5, 5)))
+    assert conv_geometry(r) == (32, 1, 25, 2)
+    # forward of a grouped conv: input (4, 64, 7, 7), weight (128, 8, 3, 3): 64 / 8 = 8 groups
+    assert conv_geometry(rec("aten.convolution", shapes=((4, 64, 7, 7), (128, 8, 3, 3)))) == (8, 8, 9, 0)
+
+
+# -- fitting on synthetic data with a known answer ---------------------------------------------
+def test_fit_line_recovers_a_known_line() -> None:
+    rng = np.random.default_rng(0)
+    flops, nbytes = rng.uniform(1e5, 1e9, 200), rng.uniform(1e3, 1e8, 200)
+    seconds = 2e-6 + flops / 5e10 + nbytes / 1e10
+    a, b, c = fit_line(flops, nbytes, seconds)
+    assert a == pytest.approx(2e-6, rel=0.01)
+    assert b == pytest.approx(1 / 5e10, rel=0.01)
+    assert c == pytest.approx(1 / 1e10, rel=0.01)
+
+
+def synthetic_conv(rng: random.Random) -> tuple[OpRecord, float]:
+    """A conv call whose true time is FLOPs / (2e10 * efficiency): depthwise (1 channel per group)
+    runs at 1/10 of the dense rate -- a shape effect the FLOPs line alone cannot see."""
+    b, c, s, k = rng.choice((1, 8, 32)), rng.choice((16, 64, 256)), rng.choice((7, 14, 28)), 3
+    depthwise = rng.random() < 0.5
+    w = (c, 1, k, k) if depthwise else (c, c, k, k)
+    macs = b * c * s * s * w[1] * k * k
+    r = OpRecord("aten.convolution", Phase.FORWARD, "m", "Conv2d",
+                 Cost(macs, 2 * macs, 4 * (b * c * s * s + c * w[1] * k * k), 4 * b * c * s * s),
+                 ((b, c, s, s), w))
+    return r, 2 * macs / (2e10 * (0.1 if depthwise else 1.0))
+
+
+def test_the_trees_learn_a_shape_effect_the_line_misses() -> None:
+    from dnncost.prediction.predict import features
+
+    rng = random.Random(0)
+    train = [synthetic_conv(rng) for _ in range(400)]
+    test = [synthetic_conv(rng) for _ in range(100)]
+
+    def arrays(data):  # noqa: ANN001, ANN202
+        x = np.array([features(r, "train") for r, _ in data])
+        return (x, np.array([r.cost.flops for r, _ in data], float),
+                np.array([r.cost.bytes for r, _ in data], float), np.array([t for _, t in data]))
+
+    reg = fit_kind(*arrays(train))
+    x, fl, nb, truth = arrays(test)
+    err = np.abs(reg.seconds(x, fl, nb) / truth - 1)
+    line_err = np.abs(KindRegressor(reg.line).seconds(x, fl, nb) / truth - 1)
+    assert np.median(err) < 0.05  # the depthwise penalty is learned
+    assert np.median(line_err) > 3 * np.median(err)  # which the line alone only partly sees
+
+
+def synthetic_network(rng: random.Random, name: str, mode: str) -> NetworkSample:
+    """A network of matmul and relu calls with known kernel times; its step costs its kernels
+    + 30 us + 20 us per module + 4 us per backward call (the known step weights)."""
+    records, kernel_s = [], []
+    for _ in range(rng.randint(5, 40)):
+        n = rng.choice((64, 256, 1024))
+        flops = 2 * n**3 // 64
+        records.append(OpRecord("aten.mm", Phase.FORWARD, "m", "Linear", Cost(flops // 2, flops,
+                                4 * n * n, 4 * n * n), ((n, n // 8), (n // 8, n))))
+        kernel_s.append(5e-6 + flops / 1e11)
+        if mode == "train":
+            records.append(OpRecord("aten.threshold_backward", Phase.BACKWARD, "m", "ReLU",
+                                    Cost(0, n * n, 8 * n * n, 4 * n * n), ((n, n), (n, n))))
+            kernel_s.append(2e-6 + 12 * n * n / 2e10)
+    report = CostReport(model=name, mode=mode, input_shape=(8,), batch_size=8, records=tuple(records),
+                        params=1000, trainable_params=1000, param_bytes=4000, activation_bytes=0,
+                        peak_bytes=0)
+    modules = rng.randint(3, 60)
+    backward = sum(r.phase is Phase.BACKWARD for r in records)
+    step = sum(kernel_s) + 30e-6 + 20e-6 * modules + 4e-6 * backward
+    return NetworkSample(name, report, tuple(kernel_s), modules, 10, step)
+
+
+def test_fit_operator_model_recovers_kernels_and_step_weights() -> None:
+    rng = random.Random(1)
+    fitted = [synthetic_network(rng, f"n{i}", m) for i in range(60) for m in ("train", "eval")]
+    held = [synthetic_network(rng, f"h{i}", m) for i in range(20) for m in ("train", "eval")]
+    model = fit_operator_model(fitted)
+    weights = dict(zip(STEP_FEATURES, model.step_weights, strict=True))
+    assert weights["modules"] == pytest.approx(20e-6, rel=0.05)
+    errors = [predict_report(s.report, model, modules=s.modules, param_tensors=s.param_tensors
+                             ).step_s / s.step_s - 1 for s in held]
+    assert max(abs(e) for e in errors) < 0.03
+
+
+def test_step_features_count_what_is_not_a_kernel() -> None:
+    records = (rec("aten.mm"), rec("aten.mm"), rec("aten.mm", Phase.BACKWARD),
+               rec("aten._foreach_add_", Phase.OPTIMIZER))
+    report = CostReport(model="x", mode="train", input_shape=(8,), batch_size=1, records=records,
+                        params=1, trainable_params=1, param_bytes=4, activation_bytes=0, peak_bytes=0)
+    # train, eval, 4 kernel calls, 2 forward calls, 1 backward call, 5 modules, 3 parameter tensors
+    assert list(step_features(report, 5, 3)) == [1, 0, 4, 2, 1, 5, 3]
+
+
+def test_baselines_are_one_scale_factor_per_mode_fitted_on_the_given_networks() -> None:
+    rng = random.Random(2)
+    nets = [synthetic_network(rng, f"n{i}", m) for i in range(10) for m in ("train", "eval")]
+    base = fit_baselines(nets)
+    for s in nets:  # the geometric-mean scale: each network's FLOPs-only error is its own ratio
+        ratio = baseline_seconds(s.report, base)["flops"] / s.step_s
+        assert 0.2 < ratio < 5
+    assert base["flops_train"] > 0 and base["params_eval"] > 0 and base["roofline_train"] > 0
+
+
+# -- the sampler -----------------------------------------------------------------------------------
+def test_random_networks_are_reproducible_and_run_at_their_input() -> None:
+    a, b = sampling.random_network(3), sampling.random_network(3)
+    assert a.blocks == b.blocks and a.input_shape == b.input_shape
+    assert all(torch.equal(p, q) for p, q in zip(a.module.parameters(), b.module.parameters(),
+                                                  strict=True))
+    report = count(a.module, mode="train", batch_size=2, input_shape=a.input_shape)
+    assert report.records and not report.unsupported()
+
+
+def test_the_sampler_covers_the_stated_modern_operators() -> None:
+    seen: set[str] = set()
+    for seed in range(40):
+        net = sampling.random_network(seed)
+        for m in net.module.modules():
+            seen.add(type(m).__name__)
+            if isinstance(m, nn.Conv2d) and m.groups == m.in_channels and m.in_channels > 1:
+                seen.add(f"depthwise{m.kernel_size[0]}")
+            elif isinstance(m, nn.Conv2d) and m.groups > 1:
+                seen.add("grouped")
+    assert {"SiLU", "Hardswish", "GELU", "_SqueezeExcite", "depthwise5", "grouped",
+            "MultiheadAttention", "LayerNorm", "Dropout", "_Shuffle"} <= seen
+
+
+# -- the kernel clock ------------------------------------------------------------------------------
+def test_every_counted_call_of_a_real_step_gets_its_kernel_time() -> None:
+    module = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
+    timed = time_kernels(module, (16,), batch_size=4, mode="train", runs=2, warmup=1, step_repeats=2)
+    assert len(timed.kernel_s) == len(timed.report.records) > 5
+    assert all(t > 0 for t in timed.kernel_s) and timed.step_s > 0
+
+
+# -- freshness, storage and the command ------------------------------------------------------------
+def tiny_model(**meta: object) -> OperatorModel:
+    regressor = KindRegressor((1e-5, 1e-10, 1e-11))
+    return OperatorModel({k: regressor for k in OpKind}, regressor,
+                         (1e-4, 1e-5) + (0.0,) * (len(STEP_FEATURES) - 2), **meta)  # type: ignore[arg-type]
+
+
+def test_freshness_names_every_reason_a_figure_may_be_rough() -> None:
+    now = datetime(2026, 1, 10, tzinfo=timezone.utc)
+    fresh = tiny_model(fingerprint="f", threads=2, torch_version="2.0",
+                       created=(now - timedelta(hours=1)).isoformat())
+    assert fresh.freshness(fingerprint="f", threads=2, torch_version="2.0", now=now) == []
+    old = tiny_model(fingerprint="f", threads=2, torch_version="2.0", quick=True,
+                     created=(now - timedelta(days=2)).isoformat())
+    assert old.freshness(fingerprint="f", threads=2, torch_version="2.0", now=now) == [
+        Freshness.QUICK, Freshness.STALE]
+    assert fresh.freshness(fingerprint="g", threads=4, torch_version="2.1", now=now) == [
+        Freshness.OTHER_TORCH, Freshness.OTHER_THREADS]
+    assert fresh.freshness(fingerprint="g", threads=2, torch_version="2.0", now=now) == [
+        Freshness.OTHER_MACHINE]
+
+
+def test_a_stored_model_predicts_as_the_fitted_one() -> None:
+    rng = random.Random(3)
+    model = fit_operator_model([synthetic_network(rng, f"n{i}", m) for i in range(40)
+                                for m in ("train", "eval")])
+    again = OperatorModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    s = synthetic_network(rng, "x", "train")
+    assert predict_report(s.report, again, modules=s.modules).step_s == pytest.approx(
+        predict_report(s.report, model, modules=s.modules).step_s)
+
+
+def test_predict_refuses_zero_threads_before_looking_for_a_calibration(
+        tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
-    return tmp_path
+    assert main(["predict", "resnet20", "--threads", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--threads must be a positive integer, got 0" in err
+    assert "calibrate" not in err and "Traceback" not in err
 
 
-def rec(op: str, *, flops: int = 0, nbytes: int = 0, phase: Phase = Phase.FORWARD,
-        shapes: tuple[tuple[int, ...], ...] = (), module: str = "layer") -> OpRecord:
-    return OpRecord(op, phase, module, "Layer", Cost(0, flops, nbytes, 0), shapes)
+def test_predict_without_a_calibration_names_the_command(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
+    assert main(["predict", "resnet20"]) == 2
+    assert "dnncost calibrate --ops" in capsys.readouterr().err
 
 
-def report(records: list[OpRecord], *, mode: str = "train", name: str = "net") -> CostReport:
-    return CostReport(model=name, mode=mode, input_shape=(3, 8, 8), batch_size=4,
-                      records=tuple(records), params=10, trainable_params=10, param_bytes=40,
-                      activation_bytes=0, peak_bytes=0)
-
-
-# -- classes ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("op", "shapes", "expected"), [
-    # forward shapes: (input, weight); backward: (grad_output, input, weight)
-    ("aten.convolution", ((8, 16, 8, 8), (32, 16, 3, 3)), OpClass.CONV),
-    ("aten.convolution", ((8, 16, 8, 8), (32, 4, 1, 1)), OpClass.GROUPED_CONV),  # 16 / 4 = 4 groups
-    ("aten.convolution", ((8, 16, 8, 8), (16, 1, 3, 3)), OpClass.DEPTHWISE_CONV),
-    ("aten.convolution_backward", ((8, 32, 8, 8), (8, 16, 8, 8), (32, 16, 3, 3)), OpClass.CONV_BACKWARD),
-    ("aten.convolution_backward", ((8, 16, 8, 8), (8, 16, 8, 8), (16, 1, 3, 3)),
-     OpClass.DEPTHWISE_CONV_BACKWARD),
-    ("aten.addmm", (), OpClass.MATMUL),
-    ("aten.relu_", (), OpClass.ELEMENTWISE),
-    ("aten.native_batch_norm_backward", (), OpClass.NORM_BACKWARD),
-    ("aten.max_pool2d_with_indices", (), OpClass.MAX_POOL),
-    ("aten.avg_pool2d", (), OpClass.AVG_POOL),
-    ("aten.relu", (), OpClass.ELEMENTWISE),
-    ("aten.cat", (), OpClass.COPY),
-    ("aten._log_softmax", (), OpClass.SOFTMAX),
-    ("aten.mean", (), OpClass.REDUCTION),
-    ("aten.bernoulli_", (), OpClass.RANDOM),
-    ("aten.not_an_op", (), None),
-])
-def test_operator_calls_are_classed_by_op_and_convolution_groups(op, shapes, expected) -> None:
-    assert classify(rec(op, shapes=shapes)) is expected
-
-
-def test_the_phase_of_a_call_picks_the_optimizer_and_gradient_classes() -> None:
-    assert classify(rec("aten.add_", phase=Phase.OPTIMIZER)) is OpClass.OPTIMIZER
-    assert classify(rec("aten.add_", phase=Phase.FORWARD)) is OpClass.ELEMENTWISE
-    assert classify(rec("aten.add", phase=Phase.BACKWARD)) is OpClass.ELEMENTWISE_BACKWARD
-    assert classify(rec("aten.constant_pad_nd", phase=Phase.BACKWARD)) is OpClass.COPY_BACKWARD
-    assert classify(rec("aten.mm", phase=Phase.BACKWARD)) is OpClass.MATMUL
-    assert classify(rec("aten.native_batch_norm"), "train") is OpClass.NORM
-    assert classify(rec("aten.native_batch_norm"), "eval") is OpClass.NORM_EVAL
-
-
-def test_the_counted_convolutions_of_a_grouped_network_are_classed_by_their_groups() -> None:
-    from dnncost.counting.counter import count
-
-    net = nn.Sequential(nn.Conv2d(6, 12, 3), nn.Conv2d(12, 12, 3, groups=12), nn.Conv2d(12, 12, 1, groups=3))
-    classes = [classify(r) for r in count(net, mode="train", batch_size=2, input_shape=(6, 8, 8)).records]
-    assert [c for c in classes if c and "conv" in c.value] == [
-        OpClass.CONV, OpClass.DEPTHWISE_CONV, OpClass.GROUPED_CONV,
-        OpClass.GROUPED_CONV_BACKWARD, OpClass.DEPTHWISE_CONV_BACKWARD, OpClass.CONV_BACKWARD]
-
-
-# -- fitting: recover known parameters from synthetic timings -----------------------------------------
-TRUE = OperatorModel(
-    classes={OpClass.CONV: ClassParams(1e11, 2e10, 2e-5),
-             OpClass.ELEMENTWISE: ClassParams(1e10, 5e9, 3e-6),
-             OpClass.MATMUL: ClassParams(5e10, 1e10, 8e-6)},
-    autograd_s=4e-6, step_s={"train": 1e-4, "eval": 2e-5})
-OPS = {OpClass.CONV: "aten.convolution", OpClass.ELEMENTWISE: "aten.relu", OpClass.MATMUL: "aten.mm"}
-
-
-def synthetic_benchmarks(model: OperatorModel, *, n: int = 60, seed: int = 0) -> list[Observed]:
-    """Single- and two-call steps of every class, with FLOPs and bytes spread over four decades
-    each, so that both sides of every roofline (and the overheads) are seen; times from ``model``."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        for cls, op in OPS.items():
-            mode = rng.choice(("train", "eval"))
-            shapes = ((8, 16, 8, 8), (16, 16, 3, 3)) if cls is OpClass.CONV else ()
-            records = tuple(rec(op, flops=int(10 ** rng.uniform(4, 10)),
-                                nbytes=int(10 ** rng.uniform(3, 9)), shapes=shapes)
-                            for _ in range(rng.choice((1, 2))))
-            seconds = predict_report(report(list(records), mode=mode), model).step_s
-            out.append(Observed(records, mode, seconds))
-    return out
-
-
-def test_fitting_recovers_known_efficiencies_and_overheads() -> None:
-    fitted = fit_operator_model(synthetic_benchmarks(TRUE))
-    assert set(fitted.classes) == set(TRUE.classes)
-    for cls, true in TRUE.classes.items():
-        got = fitted.classes[cls]
-        assert got.flops_per_s == pytest.approx(true.flops_per_s, rel=0.02), cls
-        assert got.bytes_per_s == pytest.approx(true.bytes_per_s, rel=0.02), cls
-        assert got.overhead_s == pytest.approx(true.overhead_s, rel=0.05), cls
-    assert fitted.step_s["train"] == pytest.approx(1e-4, rel=0.05)
-    assert fitted.step_s["eval"] == pytest.approx(2e-5, rel=0.05)
-    assert fitted.fit_error["median_abs_error"] < 0.01
-
-
-def test_fitting_shrugs_off_a_few_disturbed_benchmarks() -> None:
-    observed = synthetic_benchmarks(TRUE)
-    # every 20th benchmark slowed 3x, as when another process takes the CPU
-    disturbed = [Observed(o.records, o.mode, o.seconds * (3 if i % 20 == 0 else 1))
-                 for i, o in enumerate(observed)]
-    fitted = fit_operator_model(disturbed)
-    for cls, true in TRUE.classes.items():
-        assert fitted.classes[cls].flops_per_s == pytest.approx(true.flops_per_s, rel=0.10), cls
-        assert fitted.classes[cls].bytes_per_s == pytest.approx(true.bytes_per_s, rel=0.10), cls
-
-
-def test_fitting_needs_observations() -> None:
-    with pytest.raises(ValueError, match="no benchmark"):
-        fit_operator_model([])
-
-
-# -- predicting -----------------------------------------------------------------------------------------
-def test_a_prediction_is_the_sum_of_its_calls_plus_the_step_overhead() -> None:
-    model = OperatorModel(classes={OpClass.MATMUL: ClassParams(1e9, 1e9, 1e-5),
-                                   OpClass.ELEMENTWISE: ClassParams(1e9, 1e8, 0.0)},
-                          autograd_s=2e-6, step_s={"train": 1e-3, "eval": 5e-4})
-    calls = [rec("aten.mm", flops=2_000_000, nbytes=1_000, module="fc"),  # max(2e-3, 1e-6) + 1e-5
-             rec("aten.relu", flops=1_000, nbytes=400_000, module="act"),  # max(1e-6, 4e-3) = 4e-3
-             rec("aten.mm", flops=1_000_000, phase=Phase.BACKWARD, module="fc")]  # 1e-3 + 1e-5
-    train = predict_report(report(calls, mode="train"), model)
-    # forward calls pay autograd_s: 2.01e-3 + 2e-6 + 4e-3 + 2e-6 + 1.01e-3 + step 1e-3 = 8.024e-3
-    assert train.step_s == pytest.approx(8.024e-3)
-    assert train.by_module() == pytest.approx({"fc": 2.012e-3 + 1.01e-3, "act": 4.002e-3})
-    assert train.by_class() == pytest.approx({"elementwise": 4.002e-3, "matmul": 3.022e-3})
-    evals = predict_report(report(calls[:2], mode="eval"), model)
-    assert evals.step_s == pytest.approx(2.01e-3 + 4e-3 + 5e-4)  # no autograd, eval overhead
-
-
-def test_uncovered_operators_are_named_with_their_share_of_flops() -> None:
-    model = OperatorModel(classes={OpClass.MATMUL: ClassParams(1e9, 1e9, 0.0)}, autograd_s=0.0,
-                          step_s={})
-    calls = [rec("aten.mm", flops=750), rec("aten.relu", flops=200), rec("aten.relu", flops=50)]
-    with pytest.raises(UncoveredOperatorError) as err:
-        predict_report(report(calls), model)
-    assert "aten.relu (2 calls, 25.0% of the step's FLOPs)" in str(err.value)  # 250 / 1000
-    lenient = predict_report(report(calls), model, strict=False)
-    assert lenient.uncovered == {"aten.relu": 2}
-    assert lenient.step_s == pytest.approx(750 / 1e9)
-
-
-def test_epoch_time_counts_full_batches_and_the_partial_last_one() -> None:
-    model = OperatorModel(classes={c: ClassParams(1e9, 1e9, 1e-6) for c in OpClass},
-                          autograd_s=0.0, step_s={"train": 1e-3, "eval": 1e-4})
-    net = nn.Linear(4, 2)
-    step3 = predict_time(net, input_shape=(4,), batch_size=3, mode="eval", calibration=model)
-    step1 = predict_time(net, input_shape=(4,), batch_size=1, mode="eval", calibration=model)
-    epoch = predict_time(net, input_shape=(4,), batch_size=3, mode="eval", calibration=model,
-                         dataset_size=7)
-    assert epoch.epoch_s == pytest.approx(2 * step3.step_s + step1.step_s)  # 7 = 3 + 3 + 1
-    assert epoch.step_s == pytest.approx(step3.step_s)
-
-
-# -- storing the calibration ----------------------------------------------------------------------------
-def test_the_fitted_model_round_trips_through_the_calibration_file(cache: Path) -> None:
+def test_predict_names_the_network_and_marks_a_quick_calibration(
+        tmp_path: Path, monkeypatch, capsys) -> None:
     from dnncost.measuring.environment import machine_fingerprint
 
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
     threads = torch.get_num_threads()
-    model = OperatorModel(TRUE.classes, TRUE.autograd_s, TRUE.step_s,
-                          fingerprint=machine_fingerprint("cpu", threads=threads), threads=threads,
-                          created="2024-01-01T00:00:00+00:00", benchmarks=3,
-                          fit_error={"median_abs_error": 0.05})
-    path = save_operator_model(model)
-    assert Path(path).parent == cache / "calibration"
-    assert load_operator_model() == model
+    save_operator_model(tiny_model(fingerprint=machine_fingerprint("cpu", threads=threads),
+                                   threads=threads, torch_version=str(torch.__version__),
+                                   created=datetime.now(timezone.utc).isoformat(), quick=True))
+    assert main(["predict", "resnet20", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet20: predicted time" in out and "ResNetCifar" not in out
+    assert "rough" in out and "quick calibration" in out
+    assert main(["predict", "resnet20", "--format", "json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["caveats"] == ["quick"]
+    assert all(p["predicted_step_ms"] > 0 and not math.isnan(p["predicted_step_ms"])
+               for p in payload["predictions"])
 
 
-def test_an_uncalibrated_machine_gets_an_error_naming_the_command() -> None:
-    with pytest.raises(NotCalibratedError, match=CALIBRATE_COMMAND.replace(" ", r"\s")):
-        load_operator_model()
-
-
-def test_predict_cli_without_calibration_says_what_to_run(capsys) -> None:
-    assert main(["predict", "lenet5"]) == 2
-    assert CALIBRATE_COMMAND in capsys.readouterr().err
-
-
-def test_predict_cli_prints_step_and_epoch_times(capsys) -> None:
-    from dnncost.measuring.environment import machine_fingerprint
-
+def test_predict_reads_a_given_calibration_file_and_marks_another_machine(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
     threads = torch.get_num_threads()
-    model = OperatorModel({c: ClassParams(1e10, 1e10, 1e-6) for c in OpClass}, 1e-6,
-                          {"train": 1e-4, "eval": 1e-5},
-                          fingerprint=machine_fingerprint("cpu", threads=threads), threads=threads)
-    save_operator_model(model)
-    assert main(["predict", "lenet5", "--batch-size", "8", "--dataset-size", "100",
-                 "--format", "json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    modes = {p["mode"]: p for p in out["predictions"]}
-    assert set(modes) == {"train", "eval"}
-    assert modes["train"]["predicted_step_ms"] > modes["eval"]["predicted_step_ms"] > 0
-    # 100 samples at batch 8: 12 full batches and one of 4, each at most one full step
-    assert 12 * modes["train"]["predicted_step_ms"] / 1e3 < modes["train"]["predicted_epoch_s"] \
-        <= 13 * modes["train"]["predicted_step_ms"] / 1e3
-    assert main(["predict", "lenet5", "--mode", "eval"]) == 0
-    table = capsys.readouterr().out
-    assert "eval step:" in table and "train step:" not in table
-
-
-# -- the micro-benchmarks -------------------------------------------------------------------------------
-def test_the_suite_is_seeded_and_even_the_quick_one_exercises_every_class() -> None:
-    assert opbench.suite() == opbench.suite()
-    full, quick = opbench.suite(), opbench.suite(quick=True)
-    assert len(full) == sum(n for n, _ in opbench.COUNTS.values())
-    assert len(quick) == sum(n for _, n in opbench.COUNTS.values())
-    assert {b.kind for b in quick} == set(opbench.BenchKind)
-    seen = {classify(r, mode) for b in quick for mode in ("eval", "train")
-            for r in opbench.count_bench(b, mode)}
-    assert seen == set(OpClass)
-
-
-def test_a_benchmark_is_timed_and_counted_like_a_network_step() -> None:
-    bench = opbench.OpBench(opbench.BenchKind.CONV, 2, (4, 6, 6),
-                            (("cout", 8), ("k", 3), ("stride", 1), ("groups", 1), ("bias", False)))
-    results = opbench.run_suite([bench], budget_s=0.001, passes=2)
-    by_mode = {r.mode: r for r in results}
-    assert set(by_mode) == {"eval", "train"}
-    assert all(len(r.passes_s) == 2 and r.seconds == min(r.passes_s) > 0 for r in results)
-    ops = [r.op for r in by_mode["train"].records]
-    # the input requires grad, so backward computes it; the spatial mean feeds a (2, 8) cross-entropy
-    assert "aten.convolution_backward" in ops and "aten._log_softmax" in ops
-    backward = next(r for r in by_mode["train"].records if r.op == "aten.convolution_backward")
-    assert backward.cost.macs == 2 * 2 * 8 * 36 * 4 * 9  # grad input + grad weight, each = forward MACs
-    assert [r.op for r in by_mode["eval"].records] == ["aten.convolution", "aten.mean"]
-    again = opbench.BenchResult.from_dict(json.loads(json.dumps(by_mode["train"].to_dict())))
-    assert again.bench == bench and again.seconds == by_mode["train"].seconds
-    assert [r.cost for r in again.records] == [r.cost for r in by_mode["train"].records]
-
-
-@pytest.mark.parametrize("kind", list(opbench.BenchKind))
-def test_every_benchmark_kind_builds_and_runs_in_both_modes(kind) -> None:
-    bench = next(b for b in opbench.suite(quick=True) if b.kind is kind)
-    for mode in ("eval", "train"):
-        records = opbench.count_bench(bench, mode)
-        assert all(classify(r, mode) is not None for r in records), (bench.name, mode)
-        assert records or (kind is opbench.BenchKind.DROPOUT and mode == "eval")  # eval dropout: identity
-        assert opbench.time_bench(bench, mode, budget_s=0.001, warmup=0) > 0
-    assert math.isfinite(bench.build()(torch.randn(bench.batch_size, *bench.input_shape)).sum().item())
-
-
-def test_a_quick_calibration_covers_the_default_networks_and_predicts_them() -> None:
-    from dnncost.prediction.predict import calibrate_operators
-
-    model, results = calibrate_operators(quick=True)
-    assert len(results) == 2 * len(opbench.suite(quick=True))
-    assert set(model.classes) == set(OpClass)
-    save_operator_model(model, results, quick=True)
-    for name in ("lenet5", "resnet20", "mobilenet_v1_cifar", "shufflenet_v1_g3_cifar"):
-        train = predict_time(name, batch_size=8, mode="train")
-        evals = predict_time(name, batch_size=8, mode="eval")
-        assert train.step_s > evals.step_s > 0 and not train.uncovered
-
-
-def test_the_idle_gate_waits_for_idle_cpus_within_its_budget(monkeypatch) -> None:
-    loads = iter([0.9, 0.8, 0.05])  # busy, busy, then idle
-    monkeypatch.setattr(opbench, "cpu_busy", lambda: next(loads))
-    gate = opbench.IdleGate(budget_s=60)
-    gate.wait()
-    with pytest.raises(StopIteration):
-        next(loads)  # probed three times: waited through both busy readings
-    gate.wait()  # idle a moment ago: no probe (the iterator is exhausted, a probe would raise)
-    monkeypatch.setattr(opbench, "cpu_busy", lambda: 1.0)  # always busy
-    spent = opbench.IdleGate(budget_s=0.0)
-    spent.wait()  # no budget: goes ahead at once
-    assert spent.waited_s < 1.0
+    path = save_operator_model(tiny_model(fingerprint="elsewhere", threads=threads,
+                                          torch_version=str(torch.__version__),
+                                          created=datetime.now(timezone.utc).isoformat()))
+    assert main(["predict", "resnet20", "--calibration", path, "--mode", "eval"]) == 0
+    assert "fitted on another machine" in capsys.readouterr().out
+    assert main(["predict", "resnet20", "--calibration", str(tmp_path / "none.json")]) == 2
+    assert "no calibration file" in capsys.readouterr().err

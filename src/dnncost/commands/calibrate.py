@@ -21,9 +21,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and short runs: a rough figure in a second or two")
     parser.add_argument("--ops", action="store_true",
-                        help="also run the operator micro-benchmarks and fit the per-operator time "
-                             "model that 'dnncost predict' uses (CPU; about 2-4 minutes on 2 "
-                             "cores, --quick about 5 s); calibrate close in time to a study")
+                        help="also time the kernels and steps of random networks and fit the "
+                             "per-kernel time model that 'dnncost predict' uses, with its error on "
+                             "held-out random networks (CPU; at most about 5 minutes, --quick "
+                             "under a minute); calibrate close in time to a study")
     add_format_argument(parser)
     parser.set_defaults(func=run)
 
@@ -68,12 +69,24 @@ def run(args: argparse.Namespace) -> int:
 
 def _calibrate_operators(args: argparse.Namespace, threads: int | None,
                          stored: list[str]) -> list[dict[str, object]]:
-    """Fit and store the per-operator time model; its rows for the table."""
-    from dnncost.prediction.predict import calibrate_operators, save_operator_model
+    """Fit and store the per-kernel time model; its rows for the table."""
+    import sys
 
-    model, results = calibrate_operators(device=args.device, threads=threads, quick=args.quick,
-                                         progress=args.format == "table")
-    stored.append(save_operator_model(model, results, quick=args.quick))
-    return [{"device": "cpu", "threads": model.threads, "measure": f"op class {row['class']}",
-             "size": f"overhead {row['overhead_us']:.1f} us", "value": row["gflops_per_s"],
-             "unit": "GFLOP/s", "cv": None} for row in model.rows()]
+    from dnncost.prediction.calibration import calibrate_operators
+    from dnncost.prediction.predict import save_operator_model
+
+    def progress(line: str) -> None:
+        print(f"  {line}", file=sys.stderr, flush=True)
+
+    done = calibrate_operators(threads=threads, quick=args.quick,
+                               progress=progress if args.format == "table" else None)
+    model = done.model
+    stored.append(save_operator_model(model))
+    rows: list[dict[str, object]] = [
+        {"device": "cpu", "threads": model.threads, "measure": f"held-out {mode}-step MAPE",
+         "size": f"{int(m['n'])} random networks", "value": 100 * m["mape"], "unit": "%", "cv": None}
+        for mode, m in model.held_out.items()]
+    rows.append({"device": "cpu", "threads": model.threads, "measure": "per-kernel model",
+                 "size": f"{model.networks} networks", "value": model.kernels, "unit": "kernels",
+                 "cv": None})
+    return rows

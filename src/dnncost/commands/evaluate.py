@@ -1,5 +1,7 @@
 """``dnncost evaluate --db PATH``: held-out error of the step-time predictor on a study's networks
-(leave one family out), beside the FLOPs-only line, the params-only line and the plain roofline."""
+(leave one family out), beside the FLOPs-only line, the params-only line and the plain roofline.
+``dnncost evaluate --unseen``: the honest protocol (dnncost.prediction.unseen): calibrate, then time
+and predict every torchvision classification network not in the zoo."""
 from __future__ import annotations
 
 import argparse
@@ -28,11 +30,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="list every network's measured and predicted times instead")
     parser.add_argument("--figure", default=None, metavar="PATH",
                         help="also write the predicted-vs-measured figure (PNG/PDF/SVG)")
+    unseen = parser.add_argument_group("the unseen-network protocol (--unseen)")
+    unseen.add_argument("--unseen", action="store_true",
+                        help="calibrate on random networks, then time and predict every torchvision "
+                             "classification network not in the zoo, at 3x32x32 batch 32 and "
+                             "3x224x224 batch 8, train and eval steps")
+    unseen.add_argument("--calibration", default=None, metavar="PATH|stored",
+                        help="use this calibration file ('stored': this machine's) instead of "
+                             "calibrating in the run")
+    unseen.add_argument("--models", default=None, metavar="A,B,...",
+                        help="only these torchvision networks (default: every unseen one)")
+    unseen.add_argument("--quick", action="store_true",
+                        help="smoke run: a quick calibration, six small networks, 3x32x32 only, "
+                             "one round")
+    unseen.add_argument("--rounds", type=int, default=2, metavar="N",
+                        help="round-robin timing passes over the networks (default: 2)")
+    unseen.add_argument("--max-gflops", type=float, default=None, metavar="G",
+                        help="leave out networks whose step counts more GFLOPs (default: 250)")
+    unseen.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="threads to time and calibrate with (default: torch's current)")
+    unseen.add_argument("--out", default=None, metavar="PATH",
+                        help="write the results as JSON here (default: "
+                             "dnncost-results/unseen-<fingerprint>-<time>.json)")
     add_format_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.unseen:
+        return run_unseen(args)
     from pathlib import Path
 
     from dnncost.errors import StoreError
@@ -80,4 +106,65 @@ def run(args: argparse.Namespace) -> int:
     print(render(rows, args.format, columns=None if args.networks else COLUMNS,
                  title="step-time prediction, held-out error", footer="\n".join(footer),
                  json_payload=evaluation.to_dict()))
+    return 0
+
+
+def run_unseen(args: argparse.Namespace) -> int:
+    """The unseen-network protocol (see dnncost.prediction.unseen)."""
+    import json
+    import sys
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from dnncost.errors import InputSpecError
+    from dnncost.prediction import unseen
+    from dnncost.prediction.calibration import calibrate_operators
+    from dnncost.prediction.predict import load_operator_model, read_operator_model
+    from dnncost.reporting.formatting import render
+
+    if args.rounds < 1:
+        raise InputSpecError(f"--rounds must be a positive integer, got {args.rounds}")
+    if args.threads is not None and args.threads < 1:
+        raise InputSpecError(f"--threads must be a positive integer, got {args.threads}")
+    if args.max_gflops is not None and not args.max_gflops > 0:
+        raise InputSpecError(f"--max-gflops must be positive, got {args.max_gflops}")
+
+    def progress(line: str) -> None:
+        print(f"  {line}", file=sys.stderr, flush=True)
+
+    show = progress if args.format == "table" else None
+    if args.calibration == "stored":
+        model = load_operator_model("cpu", threads=args.threads)
+    elif args.calibration:
+        model = read_operator_model(args.calibration)
+    else:
+        model = calibrate_operators(threads=args.threads, quick=args.quick, progress=show).model
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else (
+        list(unseen.QUICK_MODELS) if args.quick else None)
+    result = unseen.evaluate_unseen(
+        model, names=names, configs=unseen.CONFIGS[:1] if args.quick else unseen.CONFIGS,
+        rounds=1 if args.quick and args.rounds == 2 else args.rounds, threads=args.threads,
+        max_step_gflops=args.max_gflops or unseen.MAX_STEP_GFLOPS, progress=show)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out or f"dnncost-results/unseen-{model.fingerprint}-{stamp}.json")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result.to_dict(), indent=2))
+    except OSError as exc:
+        raise InputSpecError(f"cannot write the results to '{out}': {exc.strerror}") from None
+    held = model.held_out
+    footer = [f"{len({p.name for p in result.points})} unseen torchvision networks, measured = fastest "
+              f"step over {args.rounds if not args.quick else 1} round-robin round(s); "
+              f"calibration: {model.networks} random networks, {model.kernels} kernels, "
+              f"{'quick, ' if model.quick else ''}held-out MAPE "
+              + ", ".join(f"{m} {v['mape']:.1%}" for m, v in held.items()),
+              "baselines: one scale factor per mode fitted on the calibration's random networks "
+              "(never on these): flops = k*FLOPs, params = k*params, roofline = k*sum max(FLOPs/peak, "
+              "bytes/bandwidth)",
+              "run-to-run noise (median over networks of the spread of round medians): "
+              + ", ".join(f"{k} {v:.1%}" for k, v in result.noise().items())]
+    footer += [f"left out: {k}: {v}" for k, v in result.skipped.items()]
+    footer.append(f"results written to {out} ({result.seconds:.0f} s)")
+    print(render(result.rows(), args.format, title="step-time prediction on unseen networks",
+                 footer="\n".join(footer), json_payload=result.to_dict()))
     return 0

@@ -7,6 +7,13 @@ import argparse
 from dnncost.commands._common import add_format_argument, add_model_input_arguments
 
 COLUMNS = ("mode", "module", "predicted_ms", "share", "gflops")
+CAVEAT_TEXT = {
+    "quick": "fitted by a quick calibration (a rough figure)",
+    "stale": "fitted more than a day ago",
+    "other_torch": "fitted under another torch version",
+    "other_threads": "fitted for another thread count",
+    "other_machine": "fitted on another machine",
+}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "predict", help="predict step and epoch time from the network's structure",
         description="Predict the time of a training step (forward + loss + backward + SGD step) "
                     "and/or a validation step on this machine, per layer, from the network's "
-                    "operators and the per-operator time model fitted on micro-benchmarks by "
+                    "kernels and the per-kernel time model fitted on random networks by "
                     "'dnncost calibrate --ops'. Nothing is run: the network is counted on the meta "
                     "device.")
     add_model_input_arguments(parser)
@@ -26,47 +33,70 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="module depth of the per-layer breakdown (default: 1; -1 innermost)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="the thread count whose calibration to use (default: torch's current)")
+    parser.add_argument("--calibration", default=None, metavar="PATH",
+                        help="a calibration file to use instead of this machine's stored one "
+                             "(e.g. copied from another machine: the figure is then marked)")
     parser.add_argument("--allow-uncovered", action="store_true",
-                        help="predict even when some operators have no fitted class (counted as "
+                        help="predict even when some operators have no cost formula (counted as "
                              "zero time and listed)")
     add_format_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from dnncost.errors import InputSpecError
     from dnncost.models.loading import load_model, parse_input_shape
-    from dnncost.prediction.predict import load_operator_model, predict_time
+    from dnncost.prediction.predict import (
+        caveats_here,
+        load_operator_model,
+        predict_time,
+        read_operator_model,
+    )
     from dnncost.reporting.formatting import render
 
     if args.batch_size < 1:
         raise InputSpecError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    op_model = load_operator_model("cpu", threads=args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise InputSpecError(f"--threads must be a positive integer, got {args.threads}")
+    if args.dataset_size is not None and args.dataset_size < 1:
+        raise InputSpecError(f"--dataset-size must be a positive integer, got {args.dataset_size}")
+    op_model = (read_operator_model(args.calibration) if args.calibration
+                else load_operator_model("cpu", threads=args.threads))
     loaded = load_model(args.model)
     shape = parse_input_shape(args.input_shape) if args.input_shape else loaded.input_shape
     modes = ("train", "eval") if args.mode == "both" else (args.mode,)
     predictions = [predict_time(loaded.build("meta"), input_shape=shape, batch_size=args.batch_size,
                                 mode=mode, calibration=op_model, dataset_size=args.dataset_size,
-                                strict=not args.allow_uncovered) for mode in modes]
+                                name=loaded.name, strict=not args.allow_uncovered)
+                   for mode in modes]
+    caveats = caveats_here(op_model, threads=args.threads or torch.get_num_threads())
+    mark = " (rough: see below)" if caveats else ""
     rows = [row for p in predictions for row in p.layer_rows(args.depth)]
     lines = []
     for p in predictions:
-        line = (f"{p.mode} step: {p.step_s * 1e3:.2f} ms predicted "
+        line = (f"{p.mode} step: {p.step_s * 1e3:.2f} ms predicted{mark} "
                 f"({p.batch_size / p.step_s:.1f} samples/s)")
         if p.epoch_s is not None:
             line += f"; one epoch over {p.dataset_size} samples: {p.epoch_s:.2f} s"
         if p.uncovered:
-            line += f"; left out (no fitted class): {', '.join(p.uncovered)}"
+            line += f"; left out (no cost formula): {', '.join(p.uncovered)}"
         lines.append(line)
-    lines.append(f"per-operator model of this machine ({op_model.threads} threads), fitted "
-                 f"{op_model.created} on {op_model.benchmarks} micro-benchmark timings "
-                 f"(median error {op_model.fit_error.get('median_abs_error', float('nan')):.1%}); "
-                 "step overhead not in the per-layer rows")
+    held = op_model.held_out.get("train", {})
+    lines.append(f"per-kernel model ({op_model.threads} threads, torch {op_model.torch_version}), "
+                 f"fitted {op_model.created} on {op_model.kernels} kernels of {op_model.networks} "
+                 f"random networks; held-out train-step error {held.get('mape', float('nan')):.1%} "
+                 f"MAPE on {int(held.get('n', 0))} others; step overhead not in the per-layer rows")
+    if caveats:
+        lines.append("WARNING: the calibration is " + "; ".join(CAVEAT_TEXT[c.value] for c in caveats)
+                     + ": run 'dnncost calibrate --ops' for a figure to rely on")
     payload = {"model": loaded.name, "input_shape": list(shape), "batch_size": args.batch_size,
+               "caveats": [c.value for c in caveats],
                "predictions": [{**p.summary(), "by_class_ms": {k: v * 1e3 for k, v in p.by_class().items()},
                                 "by_phase_ms": {k: v * 1e3 for k, v in p.by_phase().items()},
                                 "layers": p.layer_rows(args.depth)} for p in predictions],
-               "model_fit": op_model.to_dict()}
+               "model_fit": op_model.summary()}
     print(render(rows, args.format, columns=COLUMNS,
                  title=f"{loaded.name}: predicted time, input {args.batch_size}x"
                        f"{'x'.join(map(str, shape))}",

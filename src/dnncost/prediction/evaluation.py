@@ -345,7 +345,7 @@ def predicted_vs_measured(evaluation: Evaluation,
     marker = {f: FAMILY_MARKERS[i % len(FAMILY_MARKERS)] for i, f in enumerate(families)}
     methods = [m for m in methods if m in evaluation.methods]
     colours = {m: f"C{i}" for i, m in enumerate(methods)}
-    for ax, mode in zip(axes, modes):
+    for ax, mode in zip(axes, modes, strict=False):
         pts = evaluation.of_mode(mode)
         values = [p.measured_s * 1e3 for p in pts] + [
             p.predicted_s[m] * 1e3 for p in pts for m in methods if p.predicted_s[m] > 0]

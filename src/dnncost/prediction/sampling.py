@@ -1,0 +1,300 @@
+"""Random networks drawn from stated distributions: what the time predictor learns from.
+
+Calibration never builds a published network (torchvision's, timm's or dnncost's zoo): it draws
+networks here, from the layer distributions below, and times their kernels and steps. Each network
+is a stem, a few stages of randomly chosen blocks and a classifier head, so that its kernels meet
+the shapes and neighbours they meet in real CNNs and attention models:
+
+- blocks: plain conv-norm-act, residual basic (3x3, 3x3), bottleneck (1x1, 3x3 grouped or not,
+  1x1), inverted residual (1x1 expand, k x k depthwise, optional squeeze-excitation, 1x1 project),
+  two-branch concatenation, dense concatenation, channel shuffle with grouped 1x1 convolutions,
+  transformer encoder on the flattened map (layer norm, multi-head attention, MLP), pooling;
+- kernel 1/3/5/7, stride 1/2, groups 1 to depthwise (many groups), widths 8 to 2048 (wide layers
+  on tiny maps in late stages), spatial sides 1 to 224, batch 1 to 64;
+- activations ReLU (in place or not), ReLU6, SiLU, Hardswish, GELU, sigmoid, tanh, LeakyReLU;
+  batch norm, group norm or none; dropout and wide MLP heads.
+
+All draws come from ``random.Random(seed)``: the same seed gives the same network on every machine.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+SIDES = (32, 32, 32, 64, 96, 128, 160, 224)  # source: CIFAR-sized (most often) to ImageNet-sized inputs
+BATCHES = (1, 2, 4, 8, 8, 16, 32, 32, 64)  # source: our choice, around the study's 32 and 224's 8
+STEM_WIDTHS = (8, 16, 24, 32, 48, 64)  # source: stems of common CNNs (16 to 64)
+STAGES = (2, 3, 4, 5)  # source: CIFAR ResNets have 3 stages, ImageNet CNNs 4-5
+BLOCKS_PER_STAGE = (1, 1, 2, 3)  # source: our choice, short networks keep calibration fast
+GROWTH = (1.0, 1.5, 2.0, 2.0)  # source: width growth per stage of common CNNs
+MAX_WIDTH = 2048  # source: ResNet-50's last stage
+KERNELS = (1, 3, 3, 3, 5, 7)  # source: our choice; 3x3 most often, 5x5/7x7 of stems and MBConv
+DEPTHWISE_KERNELS = (3, 3, 5, 5, 7)  # source: MobileNet/EfficientNet/ConvNeXt depthwise kernels
+GROUP_WIDTHS = (1, 2, 4, 8, 16, 32, 64)  # source: ResNeXt/RegNet channels per group (1: depthwise)
+EXPANSIONS = (1, 3, 4, 6)  # source: MobileNetV2/V3, EfficientNet expansion ratios
+MAX_TOKENS = 256  # source: our choice; attention only on maps of at most 16x16
+CLASSES = (10, 100, 1000)  # source: CIFAR-10, CIFAR-100, ImageNet
+
+
+def _act(name: str) -> nn.Module:
+    return {"relu": lambda: nn.ReLU(), "relu_inplace": lambda: nn.ReLU(inplace=True),
+            "relu6": lambda: nn.ReLU6(inplace=True), "silu": lambda: nn.SiLU(inplace=True),
+            "hardswish": lambda: nn.Hardswish(), "gelu": lambda: nn.GELU(),
+            "sigmoid": lambda: nn.Sigmoid(), "tanh": lambda: nn.Tanh(),
+            "leaky_relu": lambda: nn.LeakyReLU(0.1)}[name]()
+
+
+ACTIVATIONS = ("relu", "relu", "relu_inplace", "relu_inplace", "relu6", "silu", "silu",
+               "hardswish", "gelu", "sigmoid", "tanh", "leaky_relu")
+"""source: our choice, ReLU most often as in published CNNs; a network draws one (or two)."""
+NORMS = ("batch", "batch", "batch", "batch", "group", "none")  # source: our choice, BN dominant
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(_divisor(channels, 8), channels)
+    return nn.Identity()
+
+
+def _divisor(n: int, at_most: int) -> int:
+    """The largest divisor of n that is at most ``at_most``."""
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+
+
+def _conv(cin: int, cout: int, k: int, *, stride: int = 1, groups: int = 1, norm: str = "batch",
+          act: str | None = "relu") -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups,
+                                         bias=norm == "none")]
+    layers.append(_norm(norm, cout))
+    if act is not None:
+        layers.append(_act(act))
+    return nn.Sequential(*layers)
+
+
+class _Residual(nn.Module):
+    def __init__(self, body: nn.Module, shortcut: nn.Module | None, act: str | None) -> None:
+        super().__init__()
+        self.body, self.shortcut = body, shortcut or nn.Identity()
+        self.act = _act(act) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+class _SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, reduced: int, gate: str) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce, self.expand = nn.Conv2d(channels, reduced, 1), nn.Conv2d(reduced, channels, 1)
+        self.act = nn.SiLU() if gate == "sigmoid" else nn.ReLU()
+        self.gate = nn.Sigmoid() if gate == "sigmoid" else nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
+
+
+class _Concat(nn.Module):
+    def __init__(self, branches: list[nn.Module], keep_input: bool) -> None:
+        super().__init__()
+        self.branches, self.keep_input = nn.ModuleList(branches), keep_input
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(([x] if self.keep_input else []) + [b(x) for b in self.branches], 1)
+
+
+class _Shuffle(nn.Module):
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        return x.view(b, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class _Encoder(nn.Module):
+    """A transformer encoder layer on the (B, H*W, C) tokens of a feature map."""
+
+    def __init__(self, channels: int, heads: int, mlp: int, act: str) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(channels), nn.LayerNorm(channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(channels, mlp), _act(act), nn.Linear(mlp, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+        y = self.norm1(t)
+        t = t + self.attn(y, y, y, need_weights=False)[0]
+        t = t + self.mlp(self.norm2(t))
+        return t.transpose(1, 2).reshape(b, c, h, w)
+
+
+@dataclass(frozen=True)
+class RandomNet:
+    """A drawn network: its module, one sample's input shape, its batch size and a description."""
+
+    seed: int
+    module: nn.Module
+    input_shape: tuple[int, int, int]
+    batch_size: int
+    blocks: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"random{self.seed}"
+
+
+Block = Callable[[random.Random, int, int, int, str, str], tuple[nn.Module, int]]
+
+
+def _plain(rng: random.Random, cin: int, cout: int, stride: int, act: str, norm: str
+           ) -> tuple[nn.Module, int]:
+    return _conv(cin, cout, rng.choice(KERNELS), stride=stride, norm=norm, act=act), cout
+
+
+def _basic(rng: random.Random, cin: int, cout: int, stride: int, act: str, norm: str
+           ) -> tuple[nn.Module, int]:
+    body = nn.Sequential(_conv(cin, cout, 3, stride=stride, norm=norm, act=act),
+                         _conv(cout, cout, 3, norm=norm, act=None))
+    short = None if stride == 1 and cin == cout else _conv(cin, cout, 1, stride=stride, norm=norm,
+                                                           act=None)
+    return _Residual(body, short, act), cout
+
+
+def _bottleneck(rng: random.Random, cin: int, cout: int, stride: int, act: str, norm: str
+                ) -> tuple[nn.Module, int]:
+    width = max(8, cout // rng.choice((1, 2, 4)))
+    per_group = rng.choice(GROUP_WIDTHS[1:] + (width,))
+    groups = _divisor(width, max(1, width // per_group))
+    body = nn.Sequential(_conv(cin, width, 1, norm=norm, act=act),
+                         _conv(width, width, 3, stride=stride, groups=groups, norm=norm, act=act),
+                         _conv(width, cout, 1, norm=norm, act=None))
+    short = None if stride == 1 and cin == cout else _conv(cin, cout, 1, stride=stride, norm=norm,
+                                                           act=None)
+    return _Residual(body, short, act), cout
+
+
+def _inverted(rng: random.Random, cin: int, cout: int, stride: int, act: str, norm: str
+              ) -> tuple[nn.Module, int]:
+    hidden = cin * rng.choice(EXPANSIONS)
+    layers: list[nn.Module] = [] if hidden == cin else [_conv(cin, hidden, 1, norm=norm, act=act)]
+    k = rng.choice(DEPTHWISE_KERNELS)
+    layers.append(_conv(hidden, hidden, k, stride=stride, groups=hidden, norm=norm, act=act))
+    if rng.random() < 0.5:
+        layers.append(_SqueezeExcite(hidden, max(8, hidden // 4), rng.choice(("sigmoid", "hard"))))
+    layers.append(_conv(hidden, cout, 1, norm=norm, act=None))
+    body = nn.Sequential(*layers)
+    return (_Residual(body, None, None) if stride == 1 and cin == cout else body), cout
+
+
+def _branches(rng: random.Random, cin: int, cout: int, stride: int, act: str, norm: str
+              ) -> tuple[nn.Module, int]:
+    half = max(4, cout // 2)
+    return _Concat([_conv(cin, half, 1, stride=stride, norm=norm, act=act),
+                    _conv(cin, half, rng.choice((3, 5)), stride=stride, norm=norm, act=act)],
+                   keep_input=False), 2 * half
+
+
+def _dense(rng: random.Random, cin: int, cout: int, stride: int, act: str, norm: str
+           ) -> tuple[nn.Module, int]:
+    growth = rng.choice((12, 16, 32, 48))
+    layer = nn.Sequential(_norm(norm, cin), _act(act), nn.Conv2d(cin, growth, 3, padding=1, bias=False))
+    block: nn.Module = _Concat([layer], keep_input=True)
+    if stride == 2:
+        block = nn.Sequential(block, nn.AvgPool2d(2))
+    return block, cin + growth
+
+
+def _shuffle(rng: random.Random, cin: int, cout: int, stride: int, act: str, norm: str
+             ) -> tuple[nn.Module, int]:
+    g = rng.choice((2, 3, 4, 8))
+    cin_g, cout_g = g * max(1, cin // g), g * max(2, cout // g)
+    mid = g * max(1, cout_g // (4 * g))
+    layers: list[nn.Module] = [nn.Conv2d(cin, cin_g, 1, bias=False)] if cin_g != cin else []
+    layers += [_conv(cin_g, mid, 1, groups=g, norm=norm, act=act), _Shuffle(g),
+               _conv(mid, mid, 3, stride=stride, groups=mid, norm=norm, act=None),
+               _conv(mid, cout_g, 1, groups=g, norm=norm, act=act)]
+    return nn.Sequential(*layers), cout_g
+
+
+def _pool(rng: random.Random, cin: int, cout: int, stride: int, act: str, norm: str
+          ) -> tuple[nn.Module, int]:
+    pool = rng.choice((nn.MaxPool2d(3, 2, padding=1), nn.MaxPool2d(2), nn.AvgPool2d(2)))
+    return nn.Sequential(pool, _conv(cin, cout, 1, norm=norm, act=act)), cout
+
+
+BLOCKS: dict[str, Block] = {"plain": _plain, "basic": _basic, "bottleneck": _bottleneck,
+                            "inverted": _inverted, "branches": _branches, "dense": _dense,
+                            "shuffle": _shuffle, "pool": _pool}
+BLOCK_WEIGHTS = (3, 3, 2, 3, 1, 1, 1, 1)  # source: our choice, the common blocks more often
+
+
+class _Net(nn.Module):
+    def __init__(self, features: nn.Sequential, head: nn.Sequential) -> None:
+        super().__init__()
+        self.features, self.head = features, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def random_network(seed: int, *, max_side: int = 224) -> RandomNet:
+    """Draw network number ``seed`` (an ordinary nn.Module, CPU, float32, seeded weights)."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    side = rng.choice([s for s in SIDES if s <= max_side] or [max_side])
+    batch = rng.choice(BATCHES)
+    acts = [rng.choice(ACTIVATIONS) for _ in range(2)]
+    norm = rng.choice(NORMS)
+    width = rng.choice(STEM_WIDTHS)
+    stem_stride = 1 if side <= 64 else 2
+    layers: list[nn.Module] = [_conv(3, width, rng.choice((3, 5, 7)) if stem_stride == 2 else 3,
+                                     stride=stem_stride, norm=norm, act=acts[0])]
+    s, c = (side + stem_stride - 1) // stem_stride, width
+    if side >= 128 and rng.random() < 0.7:
+        layers.append(nn.MaxPool2d(3, 2, padding=1))
+        s = (s + 1) // 2
+    names: list[str] = []
+    for stage in range(rng.choice(STAGES)):
+        cout = min(MAX_WIDTH, int(c * rng.choice(GROWTH)) // 8 * 8 or 8)
+        for i in range(rng.choice(BLOCKS_PER_STAGE)):
+            stride = 2 if i == 0 and stage > 0 and s > 1 else 1
+            name = rng.choices(tuple(BLOCKS), BLOCK_WEIGHTS)[0]
+            block, c = BLOCKS[name](rng, c, cout, stride, rng.choice(acts), norm)
+            layers.append(block)
+            names.append(name)
+            s = (s + stride - 1) // stride if name != "pool" else (s + 1) // 2
+        if s * s <= MAX_TOKENS and c % 8 == 0 and rng.random() < 0.2:
+            heads = _divisor(c, rng.choice((1, 2, 4, 8)))
+            layers.append(_Encoder(c, heads, 2 * c, rng.choice(("gelu", "relu"))))
+            names.append("encoder")
+    if rng.random() < 0.3 and s > 1:  # wide layers on a tiny map: a late 1x1 to many channels
+        wide = min(MAX_WIDTH, c * rng.choice((2, 4)))
+        layers.append(_conv(c, wide, 1, norm=norm, act=acts[1]))
+        c = wide
+        names.append("wide")
+    classes = rng.choice(CLASSES)
+    head: list[nn.Module]
+    if rng.random() < 0.25:  # an MLP head on a small pooled map (AlexNet/VGG-like)
+        p = rng.choice((1, 2, 4))
+        hidden = rng.choice((256, 512, 1024, 2048))
+        head = [nn.AdaptiveAvgPool2d(p), nn.Flatten(), nn.Dropout(0.5), nn.Linear(c * p * p, hidden),
+                _act(acts[1]), nn.Dropout(0.5), nn.Linear(hidden, classes)]
+        names.append("mlp_head")
+    else:
+        head = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        if rng.random() < 0.3:
+            head.append(nn.Dropout(0.2))
+        head.append(nn.Linear(c, classes))
+    module = _Net(nn.Sequential(*layers), nn.Sequential(*head))
+    return RandomNet(seed, module, (3, side, side), batch, tuple(names))
+
+
+__all__ = ["ACTIVATIONS", "BATCHES", "BLOCKS", "RandomNet", "SIDES", "random_network"]

@@ -1,0 +1,188 @@
+"""The honest protocol: predict step time on networks the predictor has never seen.
+
+The networks are torchvision's classification networks that are not in dnncost's zoo: calibration
+(:mod:`dnncost.prediction.calibration`) only ever builds random networks, so every one of them is
+unseen by construction (tests/test_leak.py enforces it). For each input configuration (3x32x32 at
+batch 32 and 3x224x224 at batch 8) and mode (training and validation step), every network is timed
+with :func:`dnncost.measuring.timing.time_model` in ``rounds`` round-robin passes (network 1, 2, ...,
+then again), so that drift in the machine's load hits all networks alike; its measured time is its
+fastest step over all rounds (the calibration's statistic), and the spread between the rounds'
+medians is reported as run-to-run noise. Each network is predicted (meta device, nothing run) by
+the per-kernel model and by three baselines, each one scale factor per mode fitted on the
+calibration's random networks -- never on the evaluated ones: FLOPs-only, params-only and a plain
+roofline (sum of max(FLOPs / peak, bytes / bandwidth), peak and bandwidth the best kernels' of the
+calibration).
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dnncost.counting.counter import count
+from dnncost.errors import DnncostError
+from dnncost.measuring.timing import time_model
+from dnncost.models.loading import load_model
+from dnncost.models.registry import list_models
+from dnncost.prediction.calibration import baseline_seconds
+from dnncost.prediction.evaluation import Metrics
+from dnncost.prediction.kernels import module_counts
+from dnncost.prediction.predict import OperatorModel, predict_report
+
+CONFIGS: tuple[tuple[tuple[int, ...], int], ...] = (((3, 32, 32), 32), ((3, 224, 224), 8))
+"""source: issue 12, 3x32x32 at batch 32 and 3x224x224 at batch 8."""
+MODES = ("train", "eval")
+METHODS = ("per_kernel", "flops", "params", "roofline")
+MAX_STEP_GFLOPS = 250.0  # source: our choice; ResNet-50's 224 training step at batch 8 (~200 GFLOPs)
+#  is in, the giants (regnet_y_128gf, vit_h_14) that take minutes a step on 2 cores are not
+QUICK_MODELS = ("mobilenet_v3_small", "shufflenet_v2_x0_5", "mnasnet0_5", "regnet_x_400mf",
+                "efficientnet_b0", "squeezenet1_1")  # source: our choice, small and varied
+# (squeezenet1_1 is in the zoo: the quick list filters it out below, kept as a check of the filter)
+
+
+def unseen_network_names() -> list[str]:
+    """torchvision's classification networks whose names are not in dnncost's zoo."""
+    import torchvision.models as tvm
+
+    zoo = set(list_models())
+    return [n for n in tvm.list_models(module=tvm) if n not in zoo]
+
+
+@dataclass(frozen=True)
+class UnseenPoint:
+    """One network at one configuration and mode: measured seconds and every method's prediction."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    batch_size: int
+    mode: str
+    measured_s: float
+    round_medians_s: tuple[float, ...]
+    predicted_s: dict[str, float]
+    gflops: float
+
+
+@dataclass(frozen=True)
+class UnseenResult:
+    """The whole run: points, networks left out (and why), the calibration used."""
+
+    points: tuple[UnseenPoint, ...]
+    skipped: dict[str, str] = field(default_factory=dict)  # "name config" -> reason
+    calibration: dict[str, object] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def groups(self) -> list[tuple[str, str]]:
+        return list(dict.fromkeys((_config(p.input_shape, p.batch_size), p.mode) for p in self.points))
+
+    def rows(self) -> list[dict[str, object]]:
+        """One row per configuration, mode and method: n, MAPE %, share within +-10 %, Spearman,
+        and the method's MAPE as a multiple of the per-kernel model's."""
+        out = []
+        for config, mode in self.groups():
+            pts = [p for p in self.points if _config(p.input_shape, p.batch_size) == config
+                   and p.mode == mode]
+            measured = [p.measured_s for p in pts]
+            ref = Metrics.of([p.predicted_s["per_kernel"] for p in pts], measured).mape
+            for method in METHODS:
+                m = Metrics.of([p.predicted_s[method] for p in pts], measured)
+                out.append({"input": config, "step": mode, "method": method, "n": m.n,
+                            "mape_pct": 100 * m.mape, "within_10pct": 100 * m.within,
+                            "spearman": m.spearman,
+                            "x_per_kernel_error": m.mape / ref if ref else math.nan})
+        return out
+
+    def noise(self) -> dict[str, float]:
+        """Run-to-run noise per configuration and mode: the median over networks of
+        (largest - smallest round median) / smallest (NaN with one round)."""
+        out = {}
+        for config, mode in self.groups():
+            spreads = [(max(p.round_medians_s) - min(p.round_medians_s)) / min(p.round_medians_s)
+                       for p in self.points if _config(p.input_shape, p.batch_size) == config
+                       and p.mode == mode and len(p.round_medians_s) > 1]
+            out[f"{config} {mode}"] = float(np.median(spreads)) if spreads else math.nan
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        return {"rows": self.rows(), "noise": self.noise(), "skipped": self.skipped,
+                "calibration": self.calibration, "seconds": self.seconds,
+                "points": [{"name": p.name, "input": _config(p.input_shape, p.batch_size),
+                            "mode": p.mode, "measured_s": p.measured_s,
+                            "round_medians_s": list(p.round_medians_s),
+                            "predicted_s": p.predicted_s, "gflops": p.gflops} for p in self.points]}
+
+
+def _config(shape: Sequence[int], batch: int) -> str:
+    return f"{batch}x{'x'.join(map(str, shape))}"
+
+
+def _predict(name: str, shape: tuple[int, ...], batch: int, mode: str, model: OperatorModel
+             ) -> tuple[dict[str, float], float]:
+    """Every method's predicted seconds of one step, and the step's GFLOPs."""
+    module = load_model(f"torchvision:{name}").build("meta")
+    modules, params = module_counts(module)
+    report = count(module, mode=mode, batch_size=batch, input_shape=shape, name=name)
+    per_kernel = predict_report(report, model, modules=modules, param_tensors=params, strict=False)
+    return ({"per_kernel": per_kernel.step_s, **baseline_seconds(report, dict(model.baselines))},
+            report.total().flops / 1e9)
+
+
+def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
+                    configs: Sequence[tuple[tuple[int, ...], int]] = CONFIGS,
+                    modes: Sequence[str] = MODES, rounds: int = 2, repeats: int = 3,
+                    warmup: int = 2, threads: int | None = None,
+                    max_step_gflops: float = MAX_STEP_GFLOPS,
+                    progress: Callable[[str], None] | None = None) -> UnseenResult:
+    """Time and predict every unseen network (``names``: a subset) at each configuration and mode
+    (see the module docstring). A network that cannot take an input, or whose step is above
+    ``max_step_gflops``, is left out and listed with the reason."""
+    started = time.perf_counter()
+    unseen = unseen_network_names()
+    chosen = [n for n in (names or unseen) if n in unseen]
+    skipped = {n: "in dnncost's zoo or not a torchvision classification network"
+               for n in (names or ()) if n not in unseen}
+    points = []
+    for shape, batch in configs:
+        for mode in modes:
+            predicted: dict[str, tuple[dict[str, float], float]] = {}
+            for name in chosen:
+                key = f"{name} {_config(shape, batch)} {mode}"
+                try:
+                    predicted[name] = _predict(name, shape, batch, mode, model)
+                except DnncostError as exc:
+                    skipped[key] = str(exc).splitlines()[0][:200]
+                    continue
+                if predicted[name][1] > max_step_gflops:
+                    skipped[key] = f"{predicted[name][1]:.0f} GFLOPs a step, above {max_step_gflops:.0f}"
+                    del predicted[name]
+            samples: dict[str, list[float]] = {n: [] for n in predicted}
+            medians: dict[str, list[float]] = {n: [] for n in predicted}
+            for r in range(rounds):
+                for name in list(samples):
+                    try:
+                        module = load_model(f"torchvision:{name}").build("cpu")
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            timing = time_model(module, shape, batch_size=batch, mode=mode,
+                                                threads=threads, warmup=warmup, repeats=repeats,
+                                                count_flops=False, name=name)
+                    except DnncostError as exc:
+                        skipped[f"{name} {_config(shape, batch)} {mode}"] = str(exc).splitlines()[0][:200]
+                        del samples[name], predicted[name]
+                        continue
+                    samples[name] += list(timing.measurement.samples)
+                    medians[name].append(timing.measurement.median)
+                    if progress is not None:
+                        progress(f"{_config(shape, batch)} {mode} round {r + 1}/{rounds}: {name} "
+                                 f"{timing.measurement.median * 1e3:.1f} ms "
+                                 f"({time.perf_counter() - started:.0f} s)")
+            points += [UnseenPoint(n, tuple(shape), batch, mode, min(samples[n]), tuple(medians[n]),
+                                   predicted[n][0], predicted[n][1]) for n in samples]
+    return UnseenResult(tuple(points), skipped, model.summary(), time.perf_counter() - started)
+
+
+__all__ = ["CONFIGS", "MAX_STEP_GFLOPS", "METHODS", "QUICK_MODELS", "UnseenPoint", "UnseenResult",
+           "evaluate_unseen", "unseen_network_names"]
