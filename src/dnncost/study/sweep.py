@@ -15,7 +15,6 @@ and the weak-scaling efficiency against one process.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import traceback
@@ -380,9 +379,7 @@ class _Sweep:
 
     def run(self, names: Sequence[str]) -> None:
         networks = [net for name in names if (net := self._prepare(name)) is not None]
-        for repeat in range(self.config.repeats):
-            for net in networks:
-                self._guarded(net, Stage.TIME, functools.partial(self._time, repeat=repeat))
+        self._time(networks)
         for net in networks:
             if self.config.breakdown:
                 self._guarded(net, Stage.BREAKDOWN, self._breakdown)
@@ -489,33 +486,55 @@ class _Sweep:
         torch.manual_seed(SEED)
         return net.loaded.build("cpu")
 
-    def _time(self, net: _Network, *, repeat: int) -> None:
-        """Repeat number ``repeat`` (0-based) of the train and eval step, unless stored."""
-        import warnings
+    def _time(self, networks: Sequence[_Network]) -> None:
+        """Every network's train and eval step, ``repeats`` times, round-robin over the networks
+        (dnncost.measuring.interleave: repeat 1 of each, then repeat 2, ..., the reference probe
+        around each); each repeat stored the moment it is measured, stored ones skipped."""
+        from dnncost.measuring.interleave import TimingJob, time_interleaved
+        from dnncost.measuring.step import Mode, OptimizerKind
+        from dnncost.measuring.timing import StepOptions, StepTiming
 
-        from dnncost.measuring.measurement import NoisyMeasurementWarning
-        from dnncost.measuring.timing import time_model
+        repeats, jobs = self.config.repeats, []
+        owner: dict[str, tuple[_Network, str]] = {}
+        already: dict[str, int] = {}
+        for net in networks:
+            for mode in ("train", "eval"):
+                stored = self.store.timing_repeats(net.nid, mode, world_size=1)
+                self.advance(min(stored, repeats), done=True)
+                if stored >= repeats or net.failed:
+                    continue
+                if net.model is None:
+                    self._guarded(net, Stage.TIME, lambda n: setattr(n, "model", self._model(n)))
+                model = net.model
+                if net.failed or model is None:
+                    continue
+                name = f"{net.name} {mode}"
+                owner[name], already[name] = (net, mode), stored
+                jobs.append(TimingJob(name, model, net.shape, StepOptions(
+                    batch_size=self.config.batch_size, mode=Mode(mode), device=self.config.device,
+                    threads=self.threads, warmup=self.config.warmup, repeats=self.config.steps,
+                    budget_s=self.config.step_budget_s,
+                    optimizer=OptimizerKind(self.config.optimizer), lr=self.config.lr)))
 
-        for mode in ("train", "eval"):
-            if self.store.timing_repeats(net.nid, mode, world_size=1) > repeat:
-                self.advance(1, done=True)
-                continue
-            if net.model is None:
-                net.model = self._model(net)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NoisyMeasurementWarning)  # the spread is stored
-                timing = time_model(net.model, net.shape, batch_size=self.config.batch_size,
-                                    mode=mode, device=self.config.device, threads=self.threads,
-                                    warmup=self.config.warmup, repeats=self.config.steps,
-                                    budget_s=self.config.step_budget_s,
-                                    optimizer=self.config.optimizer, lr=self.config.lr,
-                                    name=net.loaded.name, count_flops=False)
+        def store(name: str, index: int, timing: StepTiming) -> None:
+            net, mode = owner[name]
             m = timing.measurement
             self.store.add_timing(net.nid, self.run_uid, mode=mode, samples=m.samples,
                                   median_s=m.median, iqr_s=m.iqr, threads=timing.threads,
                                   peak_memory_bytes=timing.peak_memory_bytes)  # one process
             self.advance(1, done=False)
-        if repeat == self.config.repeats - 1:
+
+        def fail(name: str, exc: Exception) -> None:
+            net, _ = owner[name]
+            if not net.failed:
+                net.failed = True
+                self._fail(net.name, net.nid, Stage.TIME, exc)
+
+        # remeasure=0: the store keeps no probe beside a repeat yet, so extra repeats could not be
+        # told from planned ones; the study takes exactly its ``repeats``
+        time_interleaved(jobs, repeats=repeats, remeasure=0, already=already, on_repeat=store,
+                         on_error=fail)
+        for net in networks:
             net.model = None  # timing done: free the memory
 
     def _breakdown(self, net: _Network) -> None:
