@@ -16,7 +16,10 @@ CONVENTION = (
     "operator call, i.e. memory traffic with no cache reuse between calls; views move nothing. "
     "A training step = forward + loss + backward through the real autograd graph + optimizer step; "
     "activation memory = tensors autograd saves for backward (parameters excluded). "
-    "Operators without a formula are listed as unsupported, never counted as zero."
+    "Fused kernels (TransformerEncoderLayer's fast path, oneDNN/cuDNN RNNs) count the same arithmetic "
+    "as their decomposed form; nested tensors count at their padded size. "
+    "Operators without a formula are listed as unsupported, never counted as zero, and the totals "
+    "are then lower bounds (marked '>=', incomplete: true)."
 )
 
 CONVENTION_SHORT = (
