@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -215,6 +216,7 @@ def test_bad_input_gives_one_clear_line(c: Case, folders: dict[str, str],
     if "cuda" in c.argv and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     monkeypatch.chdir(folders["tmp"])  # anything a command writes by default lands here
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(Path(folders["tmp"], "cache")))  # no calibration
     threads = torch.get_num_threads()
     try:
         code = main(_argv(c, folders))
@@ -252,9 +254,10 @@ SUBPROCESS_CASES = [
 
 @pytest.mark.parametrize("c", SUBPROCESS_CASES, ids=[c.id for c in SUBPROCESS_CASES])
 def test_bad_input_as_a_user_meets_it(c: Case, folders: dict[str, str]) -> None:
+    env = {**os.environ, "DNNCOST_CACHE_DIR": str(Path(folders["tmp"], "cache"))}
     done = subprocess.run([sys.executable, "-m", "dnncost.cli", *_argv(c, folders)],
                           capture_output=True, text=True, timeout=300, cwd=folders["tmp"],
-                          check=False)
+                          env=env, check=False)
     assert "Traceback" not in done.stdout + done.stderr
     assert done.returncode == c.code, done.stderr[-2000:]
     (line,) = _error_lines(done.stderr)
