@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from dnncost.errors import DeviceError, DnncostError, InputSpecError, TrainingDivergedError
+from dnncost.errors import (
+    DeviceError,
+    DnncostError,
+    InputSpecError,
+    ModelFailedError,
+    TrainingDivergedError,
+)
 from dnncost.measuring.device import BatchTooLargeError, StepClock, resolve_device
 from dnncost.measuring.environment import MachineLoad
 from dnncost.measuring.measurement import Measurement, NoisyMeasurementWarning
@@ -237,9 +243,10 @@ def test_out_of_memory_names_batch_and_device_and_loses_nothing(exc: Exception) 
 
 
 def test_other_runtime_errors_are_not_disguised_as_out_of_memory() -> None:
-    with pytest.raises(RuntimeError, match="shape mismatch") as info:
+    # the model's own error is named as such (dnncost.measuring.failure), never as a batch too large
+    with pytest.raises(ModelFailedError, match="shape mismatch") as info:
         time_model(OutOfMemoryAt(RuntimeError("shape mismatch")), (4,), batch_size=2, count_flops=False)
-    assert not isinstance(info.value, DnncostError)
+    assert not isinstance(info.value, BatchTooLargeError)
 
 
 class NaNOutput(nn.Module):
