@@ -246,7 +246,11 @@ def _record(cls: type[R], row: sqlite3.Row, **given: object) -> R:
         elif f.name in row.keys():
             value = row[f.name]
             if "json" in f.metadata and value is not None:
-                value = f.metadata["json"](json.loads(value))
+                try:
+                    value = f.metadata["json"](json.loads(value))
+                except (ValueError, TypeError) as exc:
+                    raise StoreError(f"a stored {cls.__name__}.{f.name} is unreadable ({exc}): the "
+                                     "results database is damaged") from exc
             elif value is None and f.type == "float":
                 value = math.nan
             kwargs[f.name] = value
@@ -776,7 +780,8 @@ def open_store(path: str | os.PathLike[str], *, create: bool = True, read_only: 
         else:
             conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot open results database '{path}': {exc}") from exc
+        hint = "" if path.exists() else " (a new database needs a writable folder)"
+        raise StoreError(f"cannot open results database '{path}': {exc}{hint}") from exc
     store = Store(conn, path)
     try:
         _check_intact(store)
