@@ -171,7 +171,8 @@ def cpu_frequency_mhz() -> float | None:
 @dataclass(frozen=True)
 class MachineLoad:
     """How busy the machine was while a run was timed. Shares are of the whole machine's CPU time
-    (all cores) between two :class:`CpuTimes` snapshots; None where not readable."""
+    (all cores) between two :class:`CpuTimes` snapshots; None where not readable. The counters
+    tick at USER_HZ (100 per second on Linux), so the shares are coarse for runs under ~1 s."""
 
     load_average: float | None  # 1-minute load average at the end (it counts this process too)
     steal_share: float | None
