@@ -435,3 +435,25 @@ def test_a_slow_first_call_is_cut_off_as_not_applicable(monkeypatch: pytest.Monk
     (result,) = run_whatif(tiny(), parse_specs("slow"), input_shape=SHAPE, options=OPTS)
     assert not result.applicable
     assert result.note == "the first step (compilation) did not finish within 0.3 s on this machine"
+
+
+def test_results_kept_in_the_study_database(tiny_file: str, tmp_path, capsys) -> None:
+    from dnncost.study.store import open_store
+
+    db = tmp_path / "study.sqlite"
+    code = main(["whatif", tiny_file, "--input", "4x6x6", "--batch-size", "2", "--mode", "both",
+                 "--repeats", "2", "--warmup", "0", "--only", "prune_channels:0.5,int8",
+                 "--db", str(db)])
+    assert code == 0
+    with open_store(db, read_only=True) as store:
+        named = store.whatif_rows()
+    assert {name for name, _ in named} == {"tiny_net.py:tiny"}
+    rows = [row for _, row in named]
+    by_key = {(r.transformation, r.mode): r for r in rows}
+    assert set(by_key) == {("prune_channels:0.5", "train"), ("int8", "train"),
+                           ("prune_channels:0.5", "eval"), ("int8", "eval")}
+    pruned = by_key[("prune_channels:0.5", "eval")]
+    assert pruned.flops_ratio == pytest.approx(0.5)  # 15552 / 31104
+    assert pruned.time_ratios is not None and len(pruned.time_ratios) == 2
+    assert not by_key[("int8", "train")].applicable
+    assert by_key[("int8", "train")].note == "applies to the eval step only"

@@ -42,6 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="optimizer of the training step (default: sgd, momentum 0.9)")
     parser.add_argument("--out", default=None, metavar="FILE.png",
                         help="write the 'FLOPs saved vs time saved' figure here")
+    parser.add_argument("--db", default=None, metavar="FILE.sqlite",
+                        help="also keep the results in this study database (table whatif_results)")
     add_format_argument(parser)
     parser.set_defaults(func=run)
 
@@ -80,12 +82,39 @@ def run(args: argparse.Namespace) -> int:
                     bar.update()
     except (TransformationError, KeyboardInterrupt):
         _warn(caught)
-        if results:  # nothing measured is lost: print what finished, then the error
+        if results:  # nothing measured is lost: print and store what finished, then the error
             _print(results, args, loaded.name, shape, partial=True)
+            _save(results, args, loaded, shape)
         raise
     _warn(caught)
     _print(results, args, loaded.name, shape, partial=False)
+    _save(results, args, loaded, shape)
     return 0
+
+
+def _save(results: list, args: argparse.Namespace, loaded, shape: tuple[int, ...]) -> None:
+    """Keep ``results`` in the study database ``--db`` (one run per step mode)."""
+    if not args.db:
+        return
+    from dnncost.measuring.step import Mode
+    from dnncost.measuring.timing import StepOptions
+    from dnncost.models.registry import get_model_info
+    from dnncost.study.store import open_store
+    from dnncost.study.whatif import save_whatif
+
+    try:
+        family = get_model_info(loaded.name).family
+    except LookupError:  # a torchvision, timm or file model outside the zoo
+        family = "other"
+    with open_store(args.db) as store:
+        for mode in dict.fromkeys(r.mode for r in results):
+            options = StepOptions(batch_size=args.batch_size, mode=Mode(mode), device=args.device,
+                                  threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+                                  optimizer=args.optimizer)
+            save_whatif(store, [r for r in results if r.mode is mode], family=family,
+                        input_shape=shape, options=options,
+                        command="dnncost " + " ".join(sys.argv[1:]))
+    print(f"results kept in {args.db} (table whatif_results)", file=sys.stderr)
 
 
 def _warn(caught: list[warnings.WarningMessage]) -> None:

@@ -15,6 +15,8 @@ marked as dnncost's by ``PRAGMA application_id``):
 - ``errors``: what failed, where, with its traceback;
 - ``allreduce_timings`` (schema 2): for a data-parallel step timing (world size > 1), the
   time with a gradient all-reduce in flight, its bytes, and the single-process reference.
+- ``whatif_results`` (schema 4): ``dnncost whatif`` per transformation and step mode: counted
+  ratios to the original, the interleaved time ratios and raw samples, or why it does not apply.
 
 Rows are written and read by column name: each table has a frozen row dataclass below whose fields
 are its columns (plus keys such as ``network_id`` passed beside it); :func:`_insert` builds the
@@ -190,14 +192,43 @@ _SCHEMA_V3 = """
 ALTER TABLE environments ADD COLUMN operator_model TEXT;
 """
 
+_SCHEMA_V4 = """
+-- dnncost whatif (dnncost.whatif.runner.WhatIfResult): one row per transformation, step mode and
+-- run; ratios are transformed / original per sample, time ratios one per interleaved A/B pair
+CREATE TABLE whatif_results (
+    uid TEXT PRIMARY KEY,
+    network_id INTEGER NOT NULL REFERENCES networks(id),
+    run_uid TEXT NOT NULL,
+    transformation TEXT NOT NULL,             -- name or name:value, e.g. prune_channels:0.5
+    mode TEXT NOT NULL,
+    applicable INTEGER NOT NULL,              -- 0: note says why it does not apply
+    note TEXT NOT NULL,
+    flops_ratio REAL,
+    nominal_flops_ratio REAL,                 -- unstructured pruning: pruned zeros skipped
+    params_ratio REAL,
+    bytes_ratio REAL,
+    activation_ratio REAL,
+    time_ratios TEXT,                         -- JSON list, one per A/B pair
+    time_ratio_median REAL,
+    original_samples TEXT,                    -- JSON list of seconds per step
+    transformed_samples TEXT,
+    original_flops INTEGER,
+    flops INTEGER,
+    batch_size INTEGER,
+    threads INTEGER,
+    measured TEXT NOT NULL
+);
+CREATE INDEX whatif_network ON whatif_results(network_id, mode);
+"""
+
 #: version -> SQL that takes a store from version-1 to version. Applied in order, each in one
 #: transaction with the version bump, so a store is never left half-migrated.
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
 SCHEMA_VERSION = max(MIGRATIONS)  # a new schema version is a new entry in MIGRATIONS
 
 #: Every table, in the order :func:`merge` copies them (a table after those it references).
 MERGE_ORDER = ("environments", "runs", "networks", "counts", "step_timings", "trainings", "epochs",
-               "breakdowns", "errors", "allreduce_timings")
+               "breakdowns", "errors", "allreduce_timings", "whatif_results")
 
 
 def now() -> str:
@@ -378,6 +409,31 @@ class ErrorRow:
     traceback: str
     at: str
     run_uid: str
+
+
+@dataclass(frozen=True)
+class WhatIfRow:
+    """One what-if result (schema 4): a transformation's counted and measured ratios."""
+
+    uid: str
+    transformation: str
+    mode: str
+    applicable: bool
+    note: str
+    flops_ratio: float | None
+    nominal_flops_ratio: float | None
+    params_ratio: float | None
+    bytes_ratio: float | None
+    activation_ratio: float | None
+    time_ratios: tuple[float, ...] | None = field(metadata=_JSON_SAMPLES)
+    time_ratio_median: float | None
+    original_samples: tuple[float, ...] | None = field(metadata=_JSON_SAMPLES)
+    transformed_samples: tuple[float, ...] | None = field(metadata=_JSON_SAMPLES)
+    original_flops: int | None
+    flops: int | None
+    batch_size: int | None
+    threads: int | None
+    measured: str
 
 
 @dataclass(frozen=True)
@@ -652,6 +708,20 @@ class Store:
                        run_uid=run_uid)
         with self.transaction("an error record") as c:
             _insert(c, "errors", row, uid=new_uid(), network_id=network_id)
+
+    def add_whatif(self, network_id: int, run_uid: str, row: WhatIfRow) -> None:
+        """Store one what-if result."""
+        with self.transaction(f"the what-if result {row.transformation}") as c:
+            _insert(c, "whatif_results", row, network_id=network_id, run_uid=run_uid)
+
+    def whatif_rows(self, network_id: int | None = None) -> list[tuple[str, WhatIfRow]]:
+        """(network name, row) of every what-if result (of one network, when given), in the order
+        they were stored."""
+        rows = self._rows(
+            "SELECT w.*, n.name AS network FROM whatif_results w JOIN networks n "
+            "ON n.id = w.network_id WHERE (:nid IS NULL OR w.network_id = :nid) ORDER BY w.rowid",
+            {"nid": network_id})
+        return [(r["network"], _record(WhatIfRow, r)) for r in rows]
 
     # -- what is done (for resuming) -------------------------------------------------------------
     def has_count(self, network_id: int, mode: str) -> bool:
@@ -931,5 +1001,5 @@ def _merge_one(src: Store, c: sqlite3.Connection) -> dict[str, int]:
 __all__ = [
     "APPLICATION_ID", "MERGE_ORDER", "MIGRATIONS", "SCHEMA_VERSION", "AllreduceRow", "CountRow",
     "EnvironmentRow", "ErrorRow", "Group", "NetworkResult", "NetworkRow", "RunRow",
-    "Store", "TimingRow", "TrainingRow", "merge", "migrate", "open_store",
+    "Store", "TimingRow", "TrainingRow", "WhatIfRow", "merge", "migrate", "open_store",
 ]

@@ -1,0 +1,79 @@
+"""What-if results in the study store: :class:`~dnncost.whatif.runner.WhatIfResult` as a
+``whatif_results`` row (schema 4), and one ``dnncost whatif`` run saved with its network and machine."""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import torch
+
+from dnncost.measuring.environment import current_environment, machine_fingerprint
+from dnncost.measuring.timing import StepOptions
+from dnncost.study.store import Store, WhatIfRow, new_uid, now
+from dnncost.whatif.runner import WhatIfResult
+
+WHATIF_DATASET = "random"  # what-if steps run on a fixed random batch, not a dataset
+
+
+def whatif_row(result: WhatIfResult) -> WhatIfRow:
+    """The store's row for one result (raw per-pair ratios and samples kept)."""
+    return WhatIfRow(
+        uid=new_uid(), transformation=result.transformation, mode=result.mode.value,
+        applicable=result.applicable, note=result.note, flops_ratio=result.flops_ratio,
+        nominal_flops_ratio=result.nominal_flops_ratio, params_ratio=result.params_ratio,
+        bytes_ratio=result.bytes_ratio, activation_ratio=result.activation_ratio,
+        time_ratios=result.time_ratio.samples if result.time_ratio else None,
+        time_ratio_median=result.time_ratio.median if result.time_ratio else None,
+        original_samples=result.original.samples if result.original else None,
+        transformed_samples=result.transformed.samples if result.transformed else None,
+        original_flops=result.original_flops, flops=result.flops, batch_size=result.batch_size,
+        threads=result.threads, measured=now())
+
+
+def save_whatif(store: Store, results: Sequence[WhatIfResult], *, family: str,
+                input_shape: Sequence[int], options: StepOptions, command: str) -> int:
+    """Store ``results`` (one network's) as one run; returns the network id they are kept under.
+
+    The network is keyed by name, a hash of the step options and this machine's fingerprint.
+    The store is taken for this writer while it saves (StoreError when a study holds it)."""
+    if not results:
+        return 0
+    device = options.device
+    threads = options.threads or torch.get_num_threads()  # the original's thread count
+    fingerprint = machine_fingerprint(device, threads=threads)
+    config: dict[str, object] = {
+        "whatif": True,
+        **{k: v if isinstance(v, (int, float, type(None))) else str(v)
+           for k, v in asdict(options).items()}}
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    store.lock()
+    try:
+        return _save(store, results, config=config, config_hash=config_hash, fingerprint=fingerprint,
+                     family=family, input_shape=input_shape, options=options, threads=threads,
+                     command=command)
+    finally:
+        store.unlock()
+
+
+def _save(store: Store, results: Sequence[WhatIfResult], *, config: dict[str, object],
+          config_hash: str, fingerprint: str, family: str, input_shape: Sequence[int],
+          options: StepOptions, threads: int, command: str) -> int:
+    device = options.device
+    store.put_environment(fingerprint, current_environment(device, threads=threads).to_dict(),
+                          peak_flops_per_s=None, bandwidth_bytes_per_s=None, calibration=None)
+    run_uid = store.start_run(command=command, config=config, config_hash=config_hash,
+                              fingerprint=fingerprint)
+    nid = store.network_id(name=results[0].model, family=family, config_hash=config_hash,
+                           fingerprint=fingerprint, config=config,
+                           input_shape="x".join(map(str, input_shape)),
+                           batch_size=options.batch_size, dataset=WHATIF_DATASET, device=device,
+                           threads=threads)
+    for result in results:
+        store.add_whatif(nid, run_uid, whatif_row(result))
+    store.finish_run(run_uid, "complete")
+    return nid
+
+
+__all__ = ["save_whatif", "whatif_row"]
