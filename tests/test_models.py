@@ -85,11 +85,14 @@ def test_list_models_filters():
 def test_default_study_set_is_small_light_and_covers_the_seven_families():
     names = default_study_models()
     infos = [get_model_info(n) for n in names]
-    assert names[0] == "lenet5" and 8 <= len(names) <= 10
+    assert names[0] == "lenet5" and 12 <= len(names) <= 14  # issue 13: at least 12
     assert {i.family for i in infos} == set(STUDY_FAMILIES)
     assert all(not i.heavy for i in infos)
-    for family in STUDY_FAMILIES:  # one or two per family
-        assert sum(i.family == family for i in infos) in (1, 2), family
+    per_family = {f: sum(i.family == f for i in infos) for f in STUDY_FAMILIES}
+    # depth/width variants inside families: ResNet-20/32/56, VGG-11/16, MobileNet at two widths,
+    # ShuffleNet at two group counts
+    assert per_family == {"lenet": 1, "alexnet": 1, "vgg": 2, "googlenet": 1, "resnet": 3,
+                          "mobilenet": 2, "shufflenet": 2}
     for info in infos[1:]:
         assert info.input_shape == (3, 32, 32) and info.num_classes == 10 and info.size == "cifar"
 
@@ -264,3 +267,20 @@ def test_builders_take_their_options():
     model = create_model("googlenet", aux_logits=True).train()
     out = model(torch.randn(2, 3, 224, 224))
     assert out.logits.shape == out.aux_logits1.shape == (2, 1000)
+
+
+def test_relu_stacks_without_residuals_use_he_initialisation():
+    """VGG (CIFAR) and AlexNet (CIFAR) convolutions start at He et al. 2015's std sqrt(2 / fan)
+    (fan-out for VGG as torchvision does, fan-in for AlexNet), with zero biases: PyTorch's default
+    left both at chance on digits (issue 13)."""
+    import math
+
+    torch.manual_seed(0)
+    vgg = create_model("vgg16_bn_cifar")
+    conv = [m for m in vgg.modules() if isinstance(m, torch.nn.Conv2d)][5]  # 256 -> 256, 3x3
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (256 * 9)), rel=0.05)
+    assert conv.bias.abs().max().item() == 0.0
+    alex = create_model("alexnet_cifar")
+    conv = [m for m in alex.modules() if isinstance(m, torch.nn.Conv2d)][3]  # 384 -> 256, 3x3
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (384 * 9)), rel=0.05)
+

@@ -41,7 +41,7 @@ class PartialC3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 6, 14, 14) -> (N, 16, 10, 10)
         outs = [conv(x.index_select(1, getattr(self, f"index_{fan_in}")))
-                for fan_in, conv in zip(self.fan_ins, self.convs)]
+                for fan_in, conv in zip(self.fan_ins, self.convs, strict=True)]
         return torch.cat(outs, dim=1)
 
 

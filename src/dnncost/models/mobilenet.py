@@ -100,6 +100,8 @@ for _width, (_params, _macs) in _WIDTHS.items():
         params_tolerance=0.10 if _exception else 0.03,
     )(_builder(_width))
 
-register_model("mobilenet_v1_cifar", family="mobilenet", paper=_PAPER, year=2017,
-               input_shape=(3, 32, 32), num_classes=10, size="cifar",
-               notes="CIFAR adaptation: stem stride 1 (see MobileNetV1).")(_builder(1.0, cifar=True))
+for _width in (1.0, 0.5):  # the paper's width multiplier at two values (Table 6)
+    register_model(f"mobilenet_v1{_suffix(_width)}_cifar", family="mobilenet", paper=_PAPER,
+                   year=2017, input_shape=(3, 32, 32), num_classes=10, size="cifar",
+                   notes="CIFAR adaptation: stem stride 1 (see MobileNetV1).",
+                   )(_builder(_width, cifar=True))

@@ -95,7 +95,7 @@ class ShuffleNetV1(nn.Module):
             nn.Identity() if cifar else nn.MaxPool2d(3, 2, 1),             # -> 56
         )
         units = []
-        for stage, (width, repeats) in enumerate(zip(widths, _STAGE_UNITS)):
+        for stage, (width, repeats) in enumerate(zip(widths, _STAGE_UNITS, strict=True)):
             for i in range(repeats):                                       # 28, 14, 7 (16, 8, 4)
                 units.append(ShuffleUnit(channels, width, groups=groups, stride=2 if i == 0 else 1,
                                          group_first=not (stage == 0 and i == 0)))
@@ -136,7 +136,10 @@ for (_groups, _width), _macs in _ENTRIES.items():
                    paper_macs=_macs, source="Zhang et al. 2018, Tables 1, 2 and 5 (MFLOPs = "
                                             "multiply-adds)")(_builder(_groups, _width))
 
-register_model("shufflenet_v1_g3_cifar", family="shufflenet", paper=_PAPER, year=2018,
-               input_shape=(3, 32, 32), num_classes=10, size="cifar",
-               notes="CIFAR adaptation: stem stride 1, no stem max pool (see ShuffleNetV1).",
-               )(_builder(3, 1.0, cifar=True))
+# Two group counts at 1x: the paper's comparison (Table 1) at about the same multiply-adds, the
+# wider g = 8 network moving more data per multiply-add.
+for _groups in (3, 8):
+    register_model(f"shufflenet_v1_g{_groups}_cifar", family="shufflenet", paper=_PAPER, year=2018,
+                   input_shape=(3, 32, 32), num_classes=10, size="cifar",
+                   notes="CIFAR adaptation: stem stride 1, no stem max pool (see ShuffleNetV1).",
+                   )(_builder(_groups, 1.0, cifar=True))
