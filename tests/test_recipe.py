@@ -6,8 +6,14 @@ import math
 
 import pytest
 
-from dnncost.measuring.recipe import DEFAULT_RECIPE, RECIPES, describe_recipes, recipe_for
-from dnncost.measuring.training import LrSchedule, lr_factor
+from dnncost.measuring.recipe import (
+    DEFAULT_RECIPE,
+    RECIPES,
+    LrSchedule,
+    describe_recipes,
+    lr_factor,
+    recipe_for,
+)
 from dnncost.models.registry import STUDY_FAMILIES
 
 

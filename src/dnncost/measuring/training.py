@@ -12,7 +12,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +28,7 @@ from dnncost.measuring.device import (
 )
 from dnncost.measuring.environment import Environment, current_environment
 from dnncost.measuring.failure import named_model_failure
+from dnncost.measuring.recipe import LrSchedule, lr_factor
 from dnncost.measuring.records import EpochRecord  # the study's store keeps it as it is
 from dnncost.measuring.step import OptimizerKind, make_optimizer, primary_output, trainable_parameters
 
@@ -37,39 +37,6 @@ DEFAULT_EPOCHS = 10  # source: measured, LeNet-5/digits passes 95% validation ac
 DEFAULT_BATCH_SIZE = 32  # source: measured with DEFAULT_LR; a common small-data batch size
 DEFAULT_LR = 0.05  # source: measured, SGD momentum 0.9 on digits converges without diverging
 PROGRESS_EVERY = 10  # source: our choice, refresh the progress bar's loss every 10 steps
-STEP_DECAY_AT = (0.5, 0.75)  # source: He et al. 2016, Sec. 4.2 (lr / 10 at 32k, 48k of 64k steps)
-STEP_DECAY = 0.1  # source: He et al. 2016, Sec. 4.2 (the learning rate divided by 10)
-
-
-class LrSchedule(str, Enum):
-    """How the learning rate moves over the run, after the linear warm-up (if any).
-
-    constant: the base rate throughout; cosine: half a cosine from the base rate to 0 at the last
-    step (Loshchilov & Hutter 2017, SGDR, without restarts); step: the base rate divided by 10 at
-    half and at three quarters of the steps (He et al. 2016, Sec. 4.2).
-    """
-
-    CONSTANT = "constant"
-    COSINE = "cosine"
-    STEP = "step"
-
-
-def lr_factor(step: int, *, total_steps: int, warmup_steps: int = 0,
-              schedule: LrSchedule | str = LrSchedule.CONSTANT) -> float:
-    """The multiple of the base learning rate at 0-based optimizer ``step`` of ``total_steps``:
-    linear warm-up from 1/warmup_steps to 1 over the first ``warmup_steps`` (Goyal et al. 2017,
-    Sec. 2.2), then ``schedule`` over the remaining steps."""
-    schedule = LrSchedule(schedule)
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule is LrSchedule.CONSTANT:
-        return 1.0
-    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)  # 0 -> 1 after warm-up
-    if schedule is LrSchedule.COSINE:
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-    return STEP_DECAY ** sum(progress >= at for at in STEP_DECAY_AT)
-
-
 @dataclass(frozen=True)
 class TrainingResult:
     """A finished training run: its settings, environment and one record per epoch."""
@@ -296,5 +263,4 @@ def _val_pass(model: nn.Module, loader: DataLoader, device: torch.device) -> _Pa
     return totals
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_EPOCHS", "DEFAULT_LR", "EpochRecord", "LrSchedule",
-           "TrainingResult", "lr_factor", "train"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_EPOCHS", "DEFAULT_LR", "EpochRecord", "TrainingResult", "train"]

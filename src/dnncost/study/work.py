@@ -23,8 +23,10 @@ CONFIDENCE = 0.95  # source: the conventional 95% interval
 FIXED_SHARE_MAX = 0.1  # source: our choice; time is 'linear in work' once the fixed part is <= 10%
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)  # source: issue 13 ("batch sizes (e.g. 1-128)")
 INPUT_SIZES = (32, 64, 128)  # source: issue 13 ("input sizes (e.g. 32, 64, 128)")
-WORK_NETWORKS = ("lenet5", "resnet20", "mobilenet_v1_cifar")  # source: our choice; one small, one
-# deep-and-narrow, one depthwise network, each a few seconds at batch 128 on 2 cores
+#: network -> the input sizes its cost-vs-work series runs at. source: our choice; one small, one
+#: deep-and-narrow, one depthwise network, each seconds at batch 128 on 2 cores. LeNet-5's fully
+#: connected layers fix its input at 32x32, so it has a batch series only.
+WORK_PLAN = {"lenet5": (32,), "resnet20": INPUT_SIZES, "mobilenet_v1_cifar": INPUT_SIZES}
 
 
 class WorkAxis(str, Enum):
@@ -237,5 +239,5 @@ def measure_work(name: str, *, batch_sizes: Sequence[int] = BATCH_SIZES,
     return out
 
 
-__all__ = ["BATCH_SIZES", "FIXED_SHARE_MAX", "INPUT_SIZES", "WORK_NETWORKS", "WorkAxis",
+__all__ = ["BATCH_SIZES", "FIXED_SHARE_MAX", "INPUT_SIZES", "WORK_PLAN", "WorkAxis",
            "WorkPoint", "WorkSeries", "cost_vs_work", "measure_work"]
