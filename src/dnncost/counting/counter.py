@@ -28,7 +28,7 @@ from dnncost.counting.formulas import TensorSpec, formula_for, is_view, tensors_
 from dnncost.errors import DnncostError, InputSpecError
 from dnncost.measuring.device import out_of_memory_as_error, resolve_device
 from dnncost.measuring.failure import named_model_failure
-from dnncost.measuring.inputs import InputSpec, ModelInputs, make_inputs, parse_dtype
+from dnncost.measuring.inputs import ModelInputs, make_inputs, parse_dtype
 from dnncost.measuring.step import (
     LOSS_MODULE,
     OPTIMIZER_MODULE,
@@ -289,12 +289,9 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
         module = module.to(cast)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
-    shape = tuple(input_shape) if input_shape is not None else None
-    given = inputs if inputs is not None else None
-    if isinstance(given, str) or isinstance(given, InputSpec):
-        shape = None
+    shape = tuple(input_shape) if input_shape is not None and inputs is None else None
     with out_of_memory_as_error(batch_size=batch_size, device=device):  # real tensors off meta
-        model_inputs = _model_inputs(given, shape, batch_size=batch_size, device=device, dtype=cast,
+        model_inputs = _model_inputs(inputs, shape, batch_size=batch_size, device=device, dtype=cast,
                                      channels_last=channels_last)
     batch = model_inputs.args
     params_dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
