@@ -33,6 +33,7 @@ import numpy as np
 from dnncost.counting.cost import CostReport, OpRecord, Phase
 from dnncost.counting.formulas import KINDS, OpKind, kind_of
 from dnncost.errors import DnncostError, InputSpecError
+from dnncost.measuring.inputs import InputSpec
 from dnncost.prediction.kernels import STEP_FEATURES, step_features
 
 SECTION = "kernels"  # the calibration section holding the fitted per-kernel model
@@ -313,7 +314,7 @@ def fit_operator_model(samples: Sequence[NetworkSample], **meta: Any) -> Operato
     weights = lsq_linear(a / scale, rest / steps, bounds=(lower, np.inf), method="bvls").x / scale
     return OperatorModel(kinds=fitted, fallback=fallback, step_weights=tuple(float(w) for w in weights),
                          created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         networks=len(samples), kernels=len(records), **meta)
+                         networks=len({s.name for s in samples}), kernels=len(records), **meta)
 
 
 # -- predicting ----------------------------------------------------------------------------------
@@ -414,7 +415,7 @@ def predict_report(report: CostReport, model: OperatorModel, *, modules: int = 0
                       flops=report.total().flops, uncovered=unsupported)
 
 
-def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | None = None,
+def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec | str | None = None,
                  batch_size: int = 1, mode: str = "train", calibration: OperatorModel | None = None,
                  dataset_size: int | None = None, optimizer: str = "sgd", name: str | None = None,
                  strict: bool = True) -> Prediction:
@@ -434,11 +435,13 @@ def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | None = None
     if dataset_size is not None and dataset_size < 1:
         raise InputSpecError(f"dataset size must be a positive integer, got {dataset_size}")
     op_model = calibration if calibration is not None else load_operator_model()
-    shape = tuple(input_shape) if input_shape is not None else None
+    spec = input_shape if isinstance(input_shape, (InputSpec, str)) else None  # '16:int64', ...
+    shape = None if input_shape is None or isinstance(input_shape, (InputSpec, str)) \
+        else tuple(int(s) for s in input_shape)
     counts = module_counts(model_or_spec) if isinstance(model_or_spec, nn.Module) else (0, 0)
 
     def step(batch: int) -> Prediction:
-        report = count(model_or_spec, mode=mode, batch_size=batch, input_shape=shape,
+        report = count(model_or_spec, spec, mode=mode, batch_size=batch, input_shape=shape,
                        optimizer=optimizer, name=name)
         return predict_report(report, op_model, modules=counts[0], param_tensors=counts[1],
                               strict=strict)
