@@ -457,3 +457,20 @@ def test_results_kept_in_the_study_database(tiny_file: str, tmp_path, capsys) ->
     assert pruned.time_ratios is not None and len(pruned.time_ratios) == 2
     assert not by_key[("int8", "train")].applicable
     assert by_key[("int8", "train")].note == "applies to the eval step only"
+
+
+def test_report_section_from_the_store(tiny_file: str, tmp_path) -> None:
+    from dnncost.reporting.report import write_report
+    from dnncost.study.store import open_store
+
+    db = tmp_path / "study.sqlite"
+    assert main(["whatif", tiny_file, "--input", "4x6x6", "--batch-size", "2", "--mode", "eval",
+                 "--repeats", "6", "--warmup", "0", "--only", "prune_channels:0.5",
+                 "--db", str(db)]) == 0
+    with open_store(db, read_only=True) as store:
+        files = write_report(store, tmp_path / "report")
+    text = files.markdown.read_text()
+    assert "## Does cutting FLOPs cut time? (dnncost whatif)" in text
+    assert "| prune_channels:0.5 | eval | 0.5 |" in text  # 15552 / 31104
+    assert "The store holds no results yet" in text  # the what-if run is not a study group
+    assert any(p.name == "whatif_1.png" for p in files.figures)

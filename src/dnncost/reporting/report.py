@@ -295,10 +295,11 @@ def prediction_blocks(group: Group, *, prefix: str = "") -> list[Block]:
 
 def report_blocks(store: Store) -> tuple[list[Block], list[tuple[Group, StudyAnalysis]]]:
     """The whole report: one section per group of comparable results."""
-    groups = store.groups()
+    groups = [g for g in store.groups() if not g.config.get("whatif")]  # whatif: own section
     blocks: list[Block] = [Heading("dnncost study: time against computation", 1)]
     if not groups:
-        return blocks + [Paragraph("The store holds no results yet: run `dnncost study`.")], []
+        return blocks + [Paragraph("The store holds no results yet: run `dnncost study`.")] \
+            + whatif_blocks(store), []
     commands = {(r.config_hash, r.fingerprint): r.command for r in store.runs()}
     analysed = []
     for i, group in enumerate(groups):
@@ -309,7 +310,40 @@ def report_blocks(store: Store) -> tuple[list[Block], list[tuple[Group, StudyAna
                                   f"configuration {group.config_hash}", 2))
         blocks += group_blocks(group, analysis, prefix=f"{i + 1}_" if len(groups) > 1 else "",
                                command=commands.get((group.config_hash, group.fingerprint)))
-    return blocks, analysed
+    return blocks + whatif_blocks(store), analysed
+
+
+def whatif_blocks(store: Store) -> list[Block]:
+    """'Does cutting FLOPs cut time?': each network's stored ``dnncost whatif`` results, a table and
+    the FLOPs-saved-vs-time-saved figure (empty when the store holds none)."""
+    from dnncost.reporting import plots
+    from dnncost.reporting.whatif import flops_vs_time
+    from dnncost.study.whatif import result_from_row
+
+    by_network: dict[str, list] = {}
+    for network, row in store.whatif_rows():
+        by_network.setdefault(network, []).append(result_from_row(network, row))
+    if not by_network:
+        return []
+    blocks: list[Block] = [Heading("Does cutting FLOPs cut time? (dnncost whatif)", 2), Paragraph(
+        "Each technique applied to the network, counted, and timed interleaved with the unmodified "
+        "network (A B, B A, ...). Ratios are transformed / original per sample; time is the median "
+        "of the per-pair ratios with its 95% interval.")]
+    columns = ("transformation", "mode", "flops", "nominal_flops", "params", "time", "time_ci95",
+               "note")
+    for i, (network, results) in enumerate(by_network.items()):
+        rows = []
+        for r in results:
+            row = r.to_row()
+            rows.append((r.transformation, r.mode.value, _num(row["flops"]),
+                         _num(row["nominal_flops"]), _num(row["params"]), _num(row["time"]),
+                         _ci(*r.time_ratio_ci95), str(row["note"])))
+        blocks += [Heading(network, 3), Table(columns, tuple(rows)),
+                   FigureBlock(f"whatif_{i + 1}.png", plots.png_bytes(flops_vs_time(results,
+                                                                                    title=network)),
+                               f"{network}: FLOPs saved against time saved; the dashed line is "
+                               "time proportional to FLOPs.")]
+    return blocks
 
 
 # -- rendering -----------------------------------------------------------------------------------------

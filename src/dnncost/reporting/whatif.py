@@ -12,6 +12,7 @@ from dnncost.reporting.plots import _figure, _label_points
 from dnncost.whatif.runner import WhatIfResult
 
 MODE_MARKERS = {"train": "o", "eval": "s"}  # source: our choice, one marker per step mode
+FLOOR = -1.5  # source: our choice; time saved below -150% (2.5x slower) is drawn on the bottom edge
 
 
 def flops_vs_time(results: Sequence[WhatIfResult], *, title: str = "") -> Figure:
@@ -27,23 +28,28 @@ def flops_vs_time(results: Sequence[WhatIfResult], *, title: str = "") -> Figure
     if not points:
         ax.text(0.5, 0.5, "nothing measured", ha="center", va="center", transform=ax.transAxes)
         return fig
+    lo = max(FLOOR, min(-0.1, *(1 - r.flops_ratio for r in points),  # type: ignore[operator]
+                        *(1 - r.time_ratio.median for r in points)))  # type: ignore[union-attr]
     labels: list[tuple[str, float, float, str]] = []
     for r in points:
         x = 1 - r.flops_ratio  # type: ignore[operator]
-        y = 1 - r.time_ratio.median  # type: ignore[union-attr]
+        ratio = r.time_ratio.median  # type: ignore[union-attr]
+        y = 1 - ratio
         low, high = r.time_ratio_ci95
+        name = f"{r.transformation} ({r.mode.value})"
         marker = MODE_MARKERS.get(r.mode.value, "o")
-        errors = [[y - (1 - high)], [(1 - low) - y]] if not math.isnan(low) else None
+        if y < lo:  # off the bottom: drawn on the edge, pointing down, its ratio in the label
+            y, marker, errors = lo, "v", None
+            name += f" time x{ratio:.2g}"
+        else:
+            errors = [[y - (1 - high)], [(1 - low) - y]] if not math.isnan(low) else None
         container = ax.errorbar([x], [y], yerr=errors, fmt=marker, capsize=3, markersize=6)
         colour = to_hex(container.lines[0].get_color())
         if r.nominal_flops_ratio is not None:
             nominal_x = 1 - r.nominal_flops_ratio
             ax.plot([x, nominal_x], [y, y], ":", color=colour, linewidth=1)
             ax.plot([nominal_x], [y], marker, mfc="none", color=colour, markersize=7)
-        labels.append((f"{r.transformation} ({r.mode.value})", x, y, colour))
-    lo = min(-0.1, *(1 - r.flops_ratio for r in points),  # type: ignore[operator]
-             *(1 - r.time_ratio.median for r in points))  # type: ignore[union-attr]
-    lo = max(lo, -1.5)  # a much slower variant (fp16 emulated on CPU) would flatten the rest
+        labels.append((name, x, y, colour))
     ax.plot([lo, 1], [lo, 1], "--", color="grey", linewidth=1, label="y = x (time proportional to FLOPs)")
     ax.axhline(0, color="black", linewidth=0.5)
     ax.axvline(0, color="black", linewidth=0.5)

@@ -10,6 +10,8 @@ from dataclasses import asdict
 import torch
 
 from dnncost.measuring.environment import current_environment, machine_fingerprint
+from dnncost.measuring.measurement import Measurement
+from dnncost.measuring.step import Mode
 from dnncost.measuring.timing import StepOptions
 from dnncost.study.store import Store, WhatIfRow, new_uid, now
 from dnncost.whatif.runner import WhatIfResult
@@ -76,4 +78,21 @@ def _save(store: Store, results: Sequence[WhatIfResult], *, config: dict[str, ob
     return nid
 
 
-__all__ = ["save_whatif", "whatif_row"]
+
+
+def result_from_row(network: str, row: WhatIfRow) -> WhatIfResult:
+    """A stored row as a :class:`WhatIfResult` again (statistics recomputed from the raw samples)."""
+    def measurement(samples: tuple[float, ...] | None) -> Measurement | None:
+        return Measurement(samples) if samples else None
+
+    return WhatIfResult(
+        model=network, transformation=row.transformation, mode=Mode(row.mode),
+        applicable=bool(row.applicable), note=row.note, flops_ratio=row.flops_ratio,
+        nominal_flops_ratio=row.nominal_flops_ratio, params_ratio=row.params_ratio,
+        bytes_ratio=row.bytes_ratio, activation_ratio=row.activation_ratio,
+        time_ratio=measurement(row.time_ratios), original=measurement(row.original_samples),
+        transformed=measurement(row.transformed_samples), original_flops=row.original_flops,
+        flops=row.flops, batch_size=row.batch_size, threads=row.threads)
+
+
+__all__ = ["result_from_row", "save_whatif", "whatif_row"]
