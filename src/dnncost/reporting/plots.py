@@ -286,8 +286,8 @@ def within_families(analysis: StudyAnalysis, metric: TimeMetric = TimeMetric.TRA
     _label_points(ax, labelled, fontsize=7)
     fit = analysis.fit(metric, CostMetric.FLOPS)
     if fit is not None and math.isfinite(fit.loglog_slope):
-        xs = np.geomspace(min(fit.x) / 1.5, max(fit.x) * 1.5, 50)
-        ax.plot(xs, np.exp(fit.loglog_intercept) * xs ** fit.loglog_slope, ":", color="black",
+        grid = np.geomspace(min(fit.x) / 1.5, max(fit.x) * 1.5, 50)
+        ax.plot(grid, np.exp(fit.loglog_intercept) * grid ** fit.loglog_slope, ":", color="black",
                 lw=1, label=f"across all: FLOPs^{fit.loglog_slope:.2f}")
     ax.set_title("Inside each family vs across families", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")

@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -237,7 +238,7 @@ def fit(points: Sequence[NetworkPoint], time_metric: TimeMetric, *,
     )
 
 
-def _statistics(x: np.ndarray, y: np.ndarray) -> dict[str, object]:
+def _statistics(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Pearson, Spearman, the least-squares line, and the line in log-log with its interval."""
     from scipy import stats
 
@@ -758,7 +759,9 @@ def _claims(metric: TimeMetric, models: Sequence[MeasureModel], shares: Sequence
     if families:
         inside = "; ".join(
             f"{f.family} (n = {len(f.names)}) FLOPs^{f.loglog_slope:.2f}"
-            + (f" ({_fmt_ci(f.slope_ci)})" if math.isfinite(f.slope_ci[0]) else "")
+            + (f" ({_fmt_ci(f.slope_ci)})" if math.isfinite(f.slope_ci[0]) else
+               f" ({_fmt_ci(f.repeat_slope_ci)} over repeats)" if math.isfinite(f.repeat_slope_ci[0])
+               else "")
             + f", {f.flops_ratio:.1f}× the FLOPs in {f.time_ratio:.1f}× the time"
             for f in families)
         tail = (f" Across all networks: FLOPs^{across.loglog_slope:.2f} "
@@ -901,7 +904,7 @@ class StudyAnalysis:
         """One row per network: computation, times (medians), speed, residual, accuracy."""
         line = self.fit(TimeMetric.TRAIN_STEP)
         speed = {e.name: e for e in self.efficiency}
-        rows = []
+        rows: list[dict[str, object]] = []
         for p in self.points:
             e = speed[p.name]
             rows.append({
