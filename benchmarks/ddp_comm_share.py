@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{i}/{len(names)}] {name}", file=sys.stderr, flush=True)
         timings.append(measure_distributed(
             name, nproc=args.nproc, backend=args.backend, batch_size=args.batch_size,
+            device="cuda" if args.backend == Backend.NCCL.value else "cpu",
             warmup=args.warmup, repeats=args.repeats))
     first = timings[0]
     print(render_table(

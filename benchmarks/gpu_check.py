@@ -82,7 +82,8 @@ def breakdown() -> None:
 def data_parallel() -> None:
     from dnncost.measuring.distributed import measure_distributed
 
-    t = measure_distributed("resnet20", (3, 32, 32), nproc=1, backend="nccl", batch_size=128)
+    t = measure_distributed("resnet20", (3, 32, 32), nproc=1, backend="nccl", device="cuda",
+                            batch_size=128)
     print(f"   {t.to_row()}")
 
 

@@ -2,7 +2,7 @@
 
 Every data-parallel step also moves the gradients across workers, a volume set by the parameter count
 rather than the FLOPs. :func:`measure_distributed` measures it the way users train: it starts
-``nproc`` workers with ``torch.multiprocessing`` (or, launched under ``torchrun``, uses the workers
+``nproc`` workers with Python's multiprocessing, spawned (or, launched under ``torchrun``, uses the workers
 torchrun started), wraps the network in :class:`~torch.nn.parallel.DistributedDataParallel`, and times
 
 - the step: zero_grad + forward + cross-entropy + backward (with DDP's bucketed all-reduce) +
@@ -16,7 +16,8 @@ torchrun started), wraps the network in :class:`~torch.nn.parallel.DistributedDa
   worker, ``efficiency = t1 / tN`` (1.0 = the N workers' steps take as long as one process alone).
 
 Workers never outlive the process that started them: on Linux each asks the kernel to kill it
-when its parent dies (``prctl(PR_SET_PDEATHSIG)``), so even a SIGKILLed parent leaves none behind;
+when its parent dies (``prctl(PR_SET_PDEATHSIG)``, dnncost.measuring.orphans, before it imports
+torch), so even a SIGKILLed parent leaves none behind;
 a SIGTERM/SIGHUP to the parent stops the workers before it exits. Results travel back over a pipe,
 so no temporary folder is left either. The rendezvous is dnncost's own: every worker checks in
 within ``rendezvous_timeout_s`` (a busy port, a missing address or a peer that never comes is one
@@ -30,10 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import io
 import itertools
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -54,6 +55,7 @@ from dnncost.measuring.device import StepClock, check_threads, synchronize
 from dnncost.measuring.environment import Environment, current_environment
 from dnncost.measuring.failure import named_model_failure
 from dnncost.measuring.measurement import Measurement
+from dnncost.measuring.orphans import run_guarded
 from dnncost.measuring.records import DataParallelStep
 from dnncost.measuring.step import Mode, primary_output
 from dnncost.measuring.timing import StepOptions, prepare_step, step_options
@@ -71,7 +73,6 @@ RENDEZVOUS_TIMEOUT_S = 60.0  # source: our choice; spawned workers import torch 
 #   seconds even on a busy 2-core machine, and a peer that never comes should not hold a user long
 RENDEZVOUS_POLL_S = 0.2  # how often a waiting worker looks again (and Ctrl-C gets its chance)
 STEP_TIMEOUT_S = 600.0  # source: our choice; a collective may wait this long for a slow peer
-PR_SET_PDEATHSIG = 1  # source: linux/prctl.h
 TERMINATING_SIGNALS = ("SIGTERM", "SIGHUP")  # turned into a clean exit while workers run
 _CALLS = itertools.count()  # rendezvous keys of successive calls in one process stay apart
 
@@ -511,21 +512,10 @@ def _rendezvous(rank: int, world_size: int, *, addr: str, port: int,
     return store
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Have the kernel SIGKILL this worker when the process that started it dies (Linux), and
-    exit at once if that has already happened; elsewhere the parent's own cleanup is all there is."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
-        os._exit(1)
-
-
-def _spawned_worker(rank: int, world_size: int, port: int, cfg: _Config, results: Any,
-                    parent_pid: int) -> None:
-    """Entry point of a spawned worker: rank 0 sends the result, a failing rank its typed error,
-    over ``results`` (a pipe-backed queue: nothing is written to disk)."""
-    _die_with_parent(parent_pid)
+def _spawned_worker(rank: int, world_size: int, port: int, cfg: _Config, results: Any) -> None:
+    """A spawned worker's work (started by dnncost.measuring.orphans.run_guarded): rank 0 sends
+    the result, a failing rank its typed error or a one-line summary of an unexpected one, over
+    ``results`` (a pipe-backed queue: nothing is written to disk)."""
     os.environ.update(MASTER_ADDR=LOCALHOST, MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(world_size))
@@ -536,7 +526,10 @@ def _spawned_worker(rank: int, world_size: int, port: int, cfg: _Config, results
             result = _measure_rank(rank, world_size, rank, cfg)
     except DnncostError as exc:
         results.put(("error", rank, exc))
-        sys.stderr.flush()
+        os._exit(1)
+    except Exception as exc:  # not ours to word: the parent reports it as this worker's failure
+        text = str(exc).strip()
+        results.put(("crash", rank, f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"))
         os._exit(1)
     if rank == 0:
         results.put(("result", rank, result))
@@ -549,36 +542,61 @@ def _spawned_worker(rank: int, world_size: int, port: int, cfg: _Config, results
 
 def _spawn(cfg: _Config, *, nproc: int, port: int) -> _Result:
     """Start ``nproc`` workers, wait for them, and return rank 0's result. Workers are never left
-    running: on any error, an interrupt or a SIGTERM/SIGHUP the survivors are terminated, then
-    killed; should this process be killed outright, the kernel kills them (:func:`_die_with_parent`)."""
-    import torch.multiprocessing as mp
-    from torch.multiprocessing.spawn import ProcessException
+    running: on a failure, an interrupt or a SIGTERM/SIGHUP the survivors are terminated, then
+    killed; should this process be killed outright, the kernel kills them
+    (dnncost.measuring.orphans, in effect before a worker imports torch)."""
+    import multiprocessing
 
-    results = mp.get_context("spawn").SimpleQueue()
+    context = multiprocessing.get_context("spawn")
+    results = context.SimpleQueue()
+    processes = [context.Process(
+        target=run_guarded, name=f"dnncost-ddp-{rank}",
+        args=(os.getpid(), pickle.dumps((_spawned_worker, (rank, nproc, port, cfg))), results))
+        for rank in range(nproc)]
     messages: list[tuple[str, int, Any]] = []
     with _terminating_signals_exit():
-        context = mp.start_processes(_spawned_worker,
-                                     args=(nproc, port, cfg, results, os.getpid()),
-                                     nprocs=nproc, join=False, start_method="spawn")
         try:
-            while not context.join(timeout=JOIN_POLL_S):  # on a failure, stops the others
-                _drain(results, messages)
-        except ProcessException as exc:
-            _drain(results, messages)
-            for kind, _, payload in sorted(messages, key=lambda m: m[1]):
-                if kind == "error":
-                    raise payload from None
-            last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise DistributedWorkerError(
-                f"worker {exc.error_index} of {nproc} failed ({last}); the other workers were "
-                "stopped") from exc
+            for process in processes:
+                process.start()
+            while _still_running(processes, results, messages):
+                pass
         finally:
-            _stop(context.processes)
+            _stop(processes)
         _drain(results, messages)
+    failed = {rank: p.exitcode for rank, p in enumerate(processes) if p.exitcode != 0}
+    if failed:
+        raise _failure(messages, failed, nproc=nproc)
     for kind, _, payload in messages:
         if kind == "result":
             return payload
     raise DistributedWorkerError(f"the {nproc} workers finished without a result")
+
+
+def _still_running(processes: Sequence[Any], results: Any,
+                   messages: list[tuple[str, int, Any]]) -> bool:
+    """Wait up to JOIN_POLL_S for a worker to end; False once all have ended or one has failed."""
+    from multiprocessing.connection import wait
+
+    wait([p.sentinel for p in processes], timeout=JOIN_POLL_S)
+    _drain(results, messages)
+    codes = [p.exitcode for p in processes]
+    return not any(code not in (None, 0) for code in codes) and any(c is None for c in codes)
+
+
+def _failure(messages: list[tuple[str, int, Any]], failed: dict[int, int | None], *,
+             nproc: int) -> DnncostError:
+    """The error to raise for failed workers: a worker's own typed error first, then the first
+    unexpected one, then the exit status of the first worker that failed."""
+    for wanted in ("error", "crash"):
+        for kind, rank, payload in sorted(messages, key=lambda m: m[1]):
+            if kind == wanted == "error":
+                return payload
+            if kind == wanted:
+                return DistributedWorkerError(f"worker {rank} of {nproc} failed ({payload}); the "
+                                              "other workers were stopped")
+    rank, code = min(failed.items())
+    return DistributedWorkerError(f"worker {rank} of {nproc} ended with exit status {code}; the "
+                                  "other workers were stopped")
 
 
 def _drain(results: Any, into: list[tuple[str, int, Any]]) -> None:
@@ -615,6 +633,8 @@ def _stop(processes: Sequence[Any]) -> None:
             process.terminate()
     deadline = time.monotonic() + GRACE_S
     for process in processes:
+        if process.pid is None:  # never started
+            continue
         process.join(timeout=max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()
