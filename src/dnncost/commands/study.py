@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -186,6 +188,19 @@ def reproduce_command(config: StudyConfig, *, db: str, out: str | None = None) -
     return shlex.join(parts)
 
 
+@contextmanager
+def _warnings_once() -> Iterator[None]:
+    """Each distinct warning of the study as one line on stderr when it ends (e.g. an unreadable
+    calibration file, ignored), however often it was raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for message in dict.fromkeys(str(w.message) for w in caught):
+                print(f"dnncost study: warning: {message}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from dnncost.reporting.report import check_output_folder, write_report
     from dnncost.study.store import open_store
@@ -201,8 +216,9 @@ def run(args: argparse.Namespace) -> int:
         store.lock()
         before = store.result_count()
         try:
-            summary = run_study(config, store, progress=not args.no_progress, command=command,
-                                port=args.master_port)
+            with _warnings_once():
+                summary = run_study(config, store, progress=not args.no_progress, command=command,
+                                    port=args.master_port)
         except KeyboardInterrupt:
             kept = store.result_count()
             print(f"dnncost study: interrupted; {kept} results are kept in {args.db} "
