@@ -188,3 +188,36 @@ def test_hf_bert_is_timed_with_keyword_inputs():
     timing = time_model(bert, spec, batch_size=2, mode="eval", warmup=0, repeats=2, probe=False)
     assert timing.cost is not None and timing.cost.total().macs == 592_064  # the hand count above
     assert timing.measurement.n == 2
+
+
+def test_text_model_is_predicted_from_token_ids(tmp_path, monkeypatch, capsys):
+    from datetime import datetime, timezone
+
+    from test_predict import tiny_model
+
+    from dnncost.prediction.predict import save_operator_model
+
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
+    path = save_operator_model(tiny_model(fingerprint="elsewhere", threads=torch.get_num_threads(),
+                                          torch_version=str(torch.__version__),
+                                          created=datetime.now(timezone.utc).isoformat()))
+    net = tmp_path / "text.py"
+    net.write_text(textwrap.dedent("""
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(100, 16)
+                self.gru = nn.GRU(16, 8, batch_first=True)
+                self.head = nn.Linear(8, 3)
+
+            def forward(self, ids):
+                out, _ = self.gru(self.emb(ids))
+                return self.head(out[:, -1])
+    """))
+    # a GRU's unsafe_split / transpose_ are views now, so predict does not refuse the network
+    assert main(["predict", f"{net}:Net", "--input", "5:int64:100", "--batch-size", "2",
+                 "--calibration", path, "--format", "json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert all(p["predicted_step_ms"] > 0 for p in payload["predictions"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dnncost.commands._common import add_format_argument, add_model_input_arguments
+from dnncost.commands._common import add_format_argument, add_model_input_arguments, input_spec
 
 COLUMNS = ("mode", "module", "predicted_ms", "share", "gflops")
 CAVEAT_TEXT = {
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dnncost.errors import InputSpecError
-    from dnncost.models.loading import load_model, parse_input_shape
+    from dnncost.models.loading import load_model
     from dnncost.prediction.predict import (
         caveats_here,
         load_operator_model,
@@ -65,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
     op_model = (read_operator_model(args.calibration) if args.calibration
                 else load_operator_model("cpu", threads=args.threads))
     loaded = load_model(args.model)
-    shape = parse_input_shape(args.input_shape) if args.input_shape else loaded.input_shape
+    spec = input_spec(args, loaded.input_shape)
+    shape = spec.sample_shape
     modes = ("train", "eval") if args.mode == "both" else (args.mode,)
-    predictions = [predict_time(loaded.build("meta"), input_shape=shape, batch_size=args.batch_size,
+    predictions = [predict_time(loaded.build("meta"), input_shape=spec, batch_size=args.batch_size,
                                 mode=mode, calibration=op_model, dataset_size=args.dataset_size,
                                 name=loaded.name, strict=not args.allow_uncovered)
                    for mode in modes]
@@ -98,7 +99,6 @@ def run(args: argparse.Namespace) -> int:
                                 "layers": p.layer_rows(args.depth)} for p in predictions],
                "model_fit": op_model.summary()}
     print(render(rows, args.format, columns=COLUMNS,
-                 title=f"{loaded.name}: predicted time, input {args.batch_size}x"
-                       f"{'x'.join(map(str, shape))}",
+                 title=f"{loaded.name}: predicted time, input {spec}, batch {args.batch_size}",
                  footer="\n".join(lines), json_payload=payload))
     return 0
