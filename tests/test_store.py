@@ -410,3 +410,33 @@ def test_every_table_is_merged_and_rows_round_trip_by_name(tmp_path):
         env = store.environment("machine-a")
         assert env.peak_flops_per_s == 1e9  # None kept what was stored
         assert env.operator_model == {"classes": {}}
+
+
+_KILLED_WRITER = """
+import os, sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA cache_size = 1")  # spill changed pages into the file before the commit
+c.execute("BEGIN IMMEDIATE")
+c.execute("DELETE FROM step_timings")
+c.execute("UPDATE runs SET status = 'failed'")
+os._exit(0)  # dies like SIGKILL: no rollback, a hot journal stays beside the changed file
+"""
+
+
+def test_reading_a_store_a_killed_writer_left_gives_its_committed_state(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.sqlite"
+    with open_store(path) as store:
+        _fill(store, ("a", "b"))
+        committed = store.result_count()
+    subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(path)], check=True)
+    journal = tmp_path / "s.sqlite-journal"
+    assert journal.stat().st_size > 0
+    before = _state(tmp_path)
+    with open_store(path, read_only=True) as store:  # read from a rolled-back copy
+        assert store.result_count() == committed and store.runs()[0].status == "complete"
+    assert _state(tmp_path) == before  # the file and its journal untouched
+    with open_store(path) as store:  # a writer rolls the journal back as SQLite always does
+        assert store.result_count() == committed

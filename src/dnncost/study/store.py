@@ -43,7 +43,9 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import sqlite3
+import tempfile
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -845,8 +847,7 @@ def open_store(path: str | os.PathLike[str], *, create: bool = True, read_only: 
             raise StoreError(f"cannot create the folder for '{path}': {exc}") from exc
     try:
         if read_only:
-            uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+            conn = _connect_read_only(path)
         else:
             conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
     except sqlite3.Error as exc:
@@ -864,6 +865,32 @@ def open_store(path: str | os.PathLike[str], *, create: bool = True, read_only: 
         store.close()
         raise
     return store
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write ``path`` (SQLite ``mode=ro``). When a writer was killed in
+    the middle of a transaction, its rollback journal is hot and a read-only connection cannot
+    undo it: the committed state is then read from a copy of the file and its journal, which
+    SQLite rolls back, held in memory; the user's files stay as they are."""
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:
+        journal = path.with_name(path.name + "-journal")
+        if "readonly" not in str(exc).lower() or not journal.is_file():
+            return conn  # any other problem is reported by the checks that follow
+        conn.close()
+        with tempfile.TemporaryDirectory(prefix="dnncost-read-") as tmp:
+            shutil.copyfile(path, Path(tmp) / path.name)
+            shutil.copyfile(journal, Path(tmp) / journal.name)
+            disk = sqlite3.connect(str(Path(tmp) / path.name), isolation_level=None)
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            try:
+                disk.backup(conn)  # the copy's hot journal is rolled back first
+            finally:
+                disk.close()
+    return conn
 
 
 def _check_header(path: Path, *, empty_ok: bool) -> None:
