@@ -474,3 +474,28 @@ def test_report_section_from_the_store(tiny_file: str, tmp_path) -> None:
     assert "| prune_channels:0.5 | eval | 0.5 |" in text  # 15552 / 31104
     assert "The store holds no results yet" in text  # the what-if run is not a study group
     assert any(p.name == "whatif_1.png" for p in files.figures)
+
+
+def test_study_runs_whatif_and_keeps_it_out_of_the_configuration(tmp_path) -> None:
+    from dnncost.study.store import open_store
+    from dnncost.study.sweep import quick_config, run_study
+
+    config = quick_config(models=("lenet5",), epochs=0, whatif="prune_channels:0.5,int8")
+    assert config.config_hash == quick_config(models=("lenet5",), epochs=0).config_hash
+    with open_store(tmp_path / "study.sqlite") as store:
+        summary = run_study(config, store, progress=False)
+        assert not summary.failed
+        named = store.whatif_rows()
+    rows = {row.transformation: row for name, row in named if name == "lenet5"}
+    assert set(rows) == {"prune_channels:0.5", "int8"}
+    assert rows["prune_channels:0.5"].applicable and rows["prune_channels:0.5"].mode == "train"
+    assert rows["prune_channels:0.5"].time_ratios is not None
+    assert len(rows["prune_channels:0.5"].time_ratios) == 2  # quick_config: steps = 2 pairs
+    assert rows["int8"].note == "applies to the eval step only"
+
+
+def test_study_rejects_a_bad_transformation() -> None:
+    from dnncost.study.sweep import quick_config
+
+    with pytest.raises(TransformationError, match="Did you mean: prune_channels"):
+        quick_config(whatif="prune_chanels")

@@ -69,6 +69,7 @@ class Stage(str, Enum):
     BREAKDOWN = "breakdown"
     TRAIN = "train"
     DISTRIBUTED = "distributed"
+    WHATIF = "whatif"
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class StudyConfig:
     breakdown: bool = True  # attribute step time to layer types (dnncost.measuring.breakdown)
     world_size: int = 1  # > 1: also time the training step on this many data-parallel workers
     backend: str = "none"  # torch.distributed backend of those workers ('none' for one process)
+    whatif: str | None = None  # dnncost whatif transformations ('' = all) on each training step
 
     def __post_init__(self) -> None:
         for label, value in (("batch size", self.batch_size), ("repeats", self.repeats),
@@ -124,11 +126,16 @@ class StudyConfig:
         if self.optimizer not in OPTIMIZERS:
             raise InputSpecError(f"unknown optimizer '{self.optimizer}'; choose one of "
                                  f"{', '.join(OPTIMIZERS)}")
+        if self.whatif is not None:  # an unknown transformation or a bad ratio fails here
+            from dnncost.whatif.registry import parse_specs  # torch: kept off the CLI's start-up
+
+            parse_specs(self.whatif)
 
     @property
     def measured(self) -> dict[str, object]:
         """The fields that change what is measured (the configuration hash covers these)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("models", "family", "repeats")}
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("models", "family", "repeats", "whatif")}  # whatif adds a table
 
     @property
     def config_hash(self) -> str:
@@ -238,7 +245,8 @@ class _NullBar:
 def _units(config: StudyConfig) -> int:
     """Units of progress per network: count, each timed repeat (train + eval), breakdown, epochs,
     the data-parallel step."""
-    return 1 + 2 * config.repeats + int(config.breakdown) + config.epochs + int(config.world_size > 1)
+    return 1 + 2 * config.repeats + int(config.breakdown) + config.epochs + int(config.world_size > 1) \
+        + int(config.whatif is not None)
 
 
 def check_data_parallel(config: StudyConfig) -> None:
@@ -387,6 +395,8 @@ class _Sweep:
                 self._guarded(net, Stage.TRAIN, self._train)
             if self.config.world_size > 1:
                 self._guarded(net, Stage.DISTRIBUTED, self._data_parallel)
+            if self.config.whatif is not None:
+                self._guarded(net, Stage.WHATIF, self._whatif)
         missed = len(names) * _units(self.config) - (self.measured + self.skipped)
         self.bar.update(max(missed, 0))  # the units of failed networks
 
@@ -593,6 +603,27 @@ class _Sweep:
             repeats=max(self.config.steps, DDP_MIN_STEPS), optimizer=self.config.optimizer,
             port=self.port, name=net.loaded.name)
         store_timing(self.store, timing, network_id=net.nid, run_uid=self.run_uid)
+        self.advance(1, done=False)
+
+    def _whatif(self, net: _Network) -> None:
+        """dnncost whatif on the training step (``steps`` interleaved pairs per transformation),
+        each result stored as it finishes; a network with stored what-if results is skipped."""
+        if self.store.whatif_rows(net.nid):
+            self.advance(1, done=True)
+            return
+        from dnncost.measuring.step import Mode, OptimizerKind
+        from dnncost.measuring.timing import StepOptions
+        from dnncost.study.whatif import whatif_row
+        from dnncost.whatif.registry import parse_specs
+        from dnncost.whatif.runner import run_whatif
+
+        options = StepOptions(batch_size=self.config.batch_size, mode=Mode.TRAIN,
+                              device=self.config.device, threads=self.threads,
+                              warmup=self.config.warmup, repeats=self.config.steps,
+                              optimizer=OptimizerKind(self.config.optimizer), lr=self.config.lr)
+        for result in run_whatif(self._model(net), parse_specs(self.config.whatif), options=options,
+                                 input_shape=net.shape, name=net.loaded.name):
+            self.store.add_whatif(net.nid, self.run_uid, whatif_row(result))
         self.advance(1, done=False)
 
     def _dataset(self, shape: tuple[int, ...]):

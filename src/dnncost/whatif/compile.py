@@ -10,7 +10,7 @@ from torch import nn
 
 from dnncost.whatif.registry import Context, NotApplicable, Variant, register
 
-COMPILE_LIMIT_S = 150.0  # source: our choice; ResNet-20's training step compiles in ~60 s on 2 cores
+COMPILE_LIMIT_S = 90.0  # source: our choice, half of the ~3 min a default whatif run should take on 2 cores
 CXX = ("c++", "g++", "clang++")  # source: torch._inductor.cpp_builder looks for these on the CPU
 
 

@@ -22,8 +22,8 @@ from dnncost.models.resnet import BasicBlockA
 from dnncost.whatif._modules import conv_like, count_modules
 from dnncost.whatif.registry import Context, NotApplicable, Parameter, Variant, register
 
-CHANNELWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.MaxPool2d,
-               nn.AvgPool2d, nn.Dropout, nn.Dropout2d, nn.Identity, nn.LocalResponseNorm)
+CHANNELWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Tanh, nn.Sigmoid,
+               nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Dropout2d, nn.Identity, nn.LocalResponseNorm)
 # LocalResponseNorm mixes neighbouring channels; removing a channel changes its neighbours' sums,
 # a small change of function we accept, as pruning changes the function anyway.
 RESIDUAL_BLOCKS = {  # block type -> (conv, bn, next conv) attribute names inside the block
