@@ -210,13 +210,6 @@ def launched_by_torchrun() -> bool:
     return all(name in os.environ for name in LAUNCH_ENV)
 
 
-def default_backend() -> Backend:
-    """nccl when this machine has a CUDA GPU and torch was built with NCCL, else gloo."""
-    if torch.cuda.is_available() and dist.is_available() and dist.is_nccl_available():
-        return Backend.NCCL
-    return Backend.GLOO
-
-
 def check_backend(backend: Backend | str) -> Backend:
     """The backend, checked to exist in this torch build; DistributedSetupError otherwise."""
     try:
@@ -714,7 +707,7 @@ def measure_distributed(
     if not rendezvous_timeout_s > 0 or not timeout_s > 0:
         raise InputSpecError(f"timeouts must be positive, got rendezvous {rendezvous_timeout_s} s "
                              f"and step {timeout_s} s")
-    backend = backend_for_device(opts.device, backend if backend is not None else None)
+    backend = backend_for_device(opts.device, backend)
 
     if isinstance(model, str):
         from dnncost.models.loading import load_model
@@ -785,6 +778,6 @@ def store_timing(store: Store, timing: DistributedTiming, *, network_id: int, ru
 
 __all__ = [
     "Backend", "DistributedSetupError", "DistributedTiming", "DistributedWorkerError",
-    "backend_for_device", "check_backend", "check_port", "check_world_size", "default_backend",
+    "backend_for_device", "check_backend", "check_port", "check_world_size",
     "free_port", "launched_by_torchrun", "measure_distributed", "store_timing",
 ]
