@@ -499,3 +499,20 @@ def test_study_rejects_a_bad_transformation() -> None:
 
     with pytest.raises(TransformationError, match="Did you mean: prune_channels"):
         quick_config(whatif="prune_chanels")
+
+
+@pytest.mark.parametrize("flag, expected", [("all", ""), ("prune_channels:0.5,int8",
+                                                           "prune_channels:0.5,int8")])
+def test_study_whatif_flag(flag: str, expected: str) -> None:
+    from dnncost.cli import build_parser
+    from dnncost.commands.study import config_from_args
+
+    args = build_parser().parse_args(["study", "--quick", "--whatif", flag])
+    assert config_from_args(args).whatif == expected
+
+
+def test_study_whatif_flag_bad_name_exit_2(tmp_path, capsys) -> None:
+    code = main(["study", "--quick", "--whatif", "lowrank", "--db", str(tmp_path / "s.sqlite"),
+                 "--out", str(tmp_path / "report")])
+    assert code == 2
+    assert "Did you mean: low_rank" in capsys.readouterr().err

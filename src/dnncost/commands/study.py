@@ -84,6 +84,11 @@ OPTIONS = (
     StudyOption("breakdown", "--breakdown", boolean=True,
                 help="profile where each network's training-step time goes, by layer type "
                      "(default: on at 32, off at 224)"),
+    StudyOption("whatif", "--whatif", metavar="T1,T2|all",
+                help="also run dnncost whatif on each network's training step: these "
+                     "transformations (NAME or NAME:VALUE) or 'all'; --steps pairs each",
+                to_config=lambda v: "" if v == "all" else v,
+                to_text=lambda v: v or "all"),
 )
 
 
