@@ -140,6 +140,8 @@ def _print(results: list, args: argparse.Namespace, name: str, shape: tuple[int,
     from dnncost.reporting.formatting import render
 
     rows = [r.to_row() for r in results]
+    if args.format == "table":  # an empty cell would read as the next column's value
+        rows = [{k: "-" if v is None else v for k, v in row.items()} for row in rows]
     title = f"{name}: what if? (transformed / original, per sample)" + \
         (" -- PARTIAL: stopped early" if partial else "")
     footer = "\n".join([
