@@ -29,6 +29,7 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from dnncost.counting.cost import CostReport, OpRecord, Phase
 from dnncost.counting.formulas import KINDS, OpKind, kind_of
@@ -73,7 +74,7 @@ def conv_geometry(record: OpRecord) -> tuple[int, int, int, int]:
     """(groups, input channels per group, kernel area, stride) of a convolution or
     convolution_backward call, from the shapes the counter keeps: (input, weight, ...) forward,
     (grad_output, input, weight) backward; the stride is the ratio of input to output side."""
-    if "backward" in record.op:
+    if "backward" in record.op and len(record.shapes) >= 3:
         out, x, w = record.shapes[0], record.shapes[1], record.shapes[2]
     else:
         x, w = record.shapes[0], record.shapes[1]
@@ -195,12 +196,17 @@ class OperatorModel:
         flops = np.array([r.cost.flops for r in records], dtype=float)
         nbytes = np.array([r.cost.bytes for r in records], dtype=float)
         kinds = [op_kind(r) for r in records]
+        with threadpool_limits(limits=1, user_api="openmp"):  # small arrays: threads only cost
+            self._fill(out, x, flops, nbytes, kinds)
+        return out
+
+    def _fill(self, out: np.ndarray, x: np.ndarray, flops: np.ndarray, nbytes: np.ndarray,
+              kinds: Sequence[OpKind | None]) -> None:
         for kind in set(kinds):
             idx = np.array([i for i, k in enumerate(kinds) if k is kind])
             reg = self.kinds.get(kind, self.fallback) if kind is not None else self.fallback
             xi = x[idx] if reg is not self.fallback else _with_kind(x[idx], kind)
             out[idx] = reg.seconds(xi, flops[idx], nbytes[idx])
-        return out
 
     def overhead_seconds(self, report: CostReport, modules: int, param_tensors: int) -> float:
         """What the step costs beyond its kernels."""
