@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dnncost.counting.cost import CostReport
+from dnncost.prediction.kernels import module_counts
 from dnncost.prediction.predict import OperatorModel, predict_report
 
 if TYPE_CHECKING:
@@ -135,6 +136,8 @@ class Observation:
     mode: str  # 'train' or 'eval'
     report: CostReport
     measured_s: float
+    modules: int = 0  # the network's module and parameter-tensor counts (kernels.module_counts),
+    param_tensors: int = 0  # which the per-kernel model's step overhead is a function of
 
 
 @dataclass(frozen=True)
@@ -249,7 +252,9 @@ def evaluate(observations: Sequence[Observation], *, op_model: OperatorModel | N
     if not (peak_flops_per_s and bytes_per_s):
         methods.remove(Method.ROOFLINE)
         notes["roofline"] = "no calibrated peak FLOP/s and bandwidth (run `dnncost calibrate`)"
-    per_op = {id(o): predict_report(o.report, op_model).step_s for o in observations} \
+    per_op = {id(o): predict_report(o.report, op_model, modules=o.modules,
+                                    param_tensors=o.param_tensors, strict=False).step_s
+              for o in observations} \
         if op_model is not None else {}
     points = []
     for o in observations:
@@ -297,10 +302,12 @@ def observations_from_results(networks: Sequence[object], *,
             if not repeats:
                 continue
             loaded = loaded or load_model(net.name)
-            report = count(loaded.build("meta"), mode=mode, batch_size=net.batch_size,
-                           input_shape=shape, name=net.name)
+            module = loaded.build("meta")
+            report = count(module, mode=mode, batch_size=net.batch_size, input_shape=shape,
+                           name=net.name)
             measured = min(repeats) if Statistic(statistic) is Statistic.MIN else np.median(repeats)
-            out.append(Observation(net.name, net.family, mode, report, float(measured)))
+            out.append(Observation(net.name, net.family, mode, report, float(measured),
+                                   *module_counts(module)))
     return out
 
 

@@ -29,7 +29,7 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from dnncost.counting.cost import CostReport, OpRecord, Phase
 from dnncost.counting.formulas import KINDS, OpKind, kind_of
