@@ -77,13 +77,14 @@ def main() -> None:
             for metric in (TimeMetric.TRAIN_STEP, TimeMetric.EVAL_STEP):
                 for est, reduce in REDUCERS.items():
                     slope, (low, high), width = repeat_intervals(points, metric, reduce)
-                    tag = " (the study's estimator)" if est is STUDY_ESTIMATOR else " (before)"
+                    tag = (" (after: STUDY_ESTIMATOR)" if est is STUDY_ESTIMATOR
+                           else " (before: what the study's analysis reported)")
                     print(f"  {metric.value:<10} {est.value:<15} log-log slope {slope:.3f}, 95% "
                           f"interval over repeats {low:.3f}-{high:.3f} (width {high - low:.3f}); "
                           f"networks' own interval, median width {width:.1%}{tag}")
             figures = {p.name: estimate(p.times.get(TimeMetric.TRAIN_STEP, ()), STUDY_ESTIMATOR)
                        for p in points}
-            print("  train step by the study's estimator: " + ", ".join(
+            print("  train step by STUDY_ESTIMATOR: " + ", ".join(
                 f"{n} {v * 1e3:.3g} ms" for n, v in figures.items()))
 
 
