@@ -46,3 +46,17 @@ def test_every_study_family_has_a_recipe():
     assert all(r.lr > 0 and r.warmup_steps >= 0 for r in RECIPES.values())
     text = describe_recipes()
     assert "warm-up" in text and f"lr {RECIPES['alexnet'].lr:g}" in text
+
+
+def test_study_trains_with_the_recipe_unless_a_rate_is_given():
+    from dnncost.commands.study import reproduce_command
+    from dnncost.errors import InputSpecError
+    from dnncost.measuring.recipe import RECIPE_EPOCHS
+    from dnncost.study.sweep import StudyConfig
+
+    config = StudyConfig()
+    assert config.lr is None and config.epochs == RECIPE_EPOCHS  # None: each family's rate
+    assert "--lr" not in reproduce_command(config, db="x.sqlite")
+    assert "--lr 0.01" in reproduce_command(StudyConfig(lr=0.01), db="x.sqlite")
+    with pytest.raises(InputSpecError, match="learning rate must be positive"):
+        StudyConfig(lr=0.0)

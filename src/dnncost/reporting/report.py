@@ -22,6 +22,7 @@ from dnncost.errors import OutputError
 from dnncost.reporting.formatting import human, render_csv, render_json
 from dnncost.study.analysis import StudyAnalysis, TimeMetric, analyze
 from dnncost.study.store import Group, Store
+from dnncost.study.work import WorkSeries
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
@@ -217,6 +218,60 @@ def _describe(group: Group) -> str:
             f"{cfg.get('world_size', 1)}.")
 
 
+EXPLAIN_COLUMNS = ("measures", "R² (in sample)", "R² leave-one-network-out [95% CI]",
+                   "median held-out error", "worst held-out error", "fixed cost (ms)")
+
+
+def explanation_blocks(analysis: StudyAnalysis, *, prefix: str = "") -> list[Block]:
+    """What explains the time: each measure alone and all together (cross-validated), the
+    variance shares, the lines inside families; every sentence generated from the numbers."""
+    from dnncost.reporting import plots
+
+    expl = analysis.explanation
+    if expl is None:
+        return []
+    rows = tuple((m.label, _num(m.r_squared, 3),
+                  f"{_num(m.cv_r_squared, 3)} {_ci(*m.cv_r_squared_ci)}", _pct(m.median_error),
+                  _pct(m.worst_error), _num(m.intercept_s * 1e3)) for m in expl.models)
+    return [Heading("What explains the time: several measures together", 3),
+            *[Paragraph(c) for c in expl.claims],
+            Table(EXPLAIN_COLUMNS, rows),
+            Paragraph("Method: time = fixed + sum of (cost per unit x measure) with every term >= 0 "
+                      "(non-negative least squares, in seconds). Cross-validated R²: each network "
+                      "predicted by the fit on the others; its interval resamples the networks' "
+                      "(time, held-out prediction) pairs. Shares: Shapley (LMG) decomposition of the "
+                      "joint R² over every order of adding the measures, interval over resampled "
+                      "networks; 'unique' is the R² lost when the measure is dropped."),
+            FigureBlock(prefix + "explained_variance.png", plots.png_bytes(plots.explanation(expl)),
+                        "Left: R² of step time predicted from each measure and all together, "
+                        "leave-one-network-out. Right: each measure's share of the variance."),
+            FigureBlock(prefix + "within_families.png",
+                        plots.png_bytes(plots.within_families(analysis)),
+                        "Time against FLOPs inside each family (joined) and across families.")]
+
+
+WORK_COLUMNS = ("network", "batch", "input", "FLOPs", "step (ms)", "ms / sample", "GFLOP/s",
+                "fixed share", "local slope")
+
+
+def work_blocks(series: Sequence[WorkSeries], *, prefix: str = "") -> list[Block]:
+    """Cost vs work: one sentence per series, the table of every step, the figure."""
+    from dnncost.reporting import plots
+
+    if not series:
+        return []
+    rows = tuple((str(r["network"]), str(r["batch_size"]), str(r["input_size"]), human(r["flops"]),
+                  _num(r["step_ms"]), _num(r["ms_per_sample"]), _num(r["gflops_per_s"]),
+                  _pct(r["fixed_share"]), _num(r["local_slope"], 2))
+                 for s in series for r in s.rows())
+    return [Heading("Cost vs work: one network, more samples or more pixels", 3),
+            *[Paragraph(s.summary) for s in series],
+            Table(WORK_COLUMNS, rows),
+            FigureBlock(prefix + "cost_vs_work.png", plots.png_bytes(plots.cost_vs_work(list(series))),
+                        "Step time and achieved speed against the step's FLOPs as batch size "
+                        "(solid) and input size (dashed) grow.")]
+
+
 def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
                  command: str | None = None) -> list[Block]:
     """The report section of one group of comparable results."""
@@ -229,6 +284,11 @@ def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
     blocks += [Heading("Verdict: is time linear in computation here?", 3),
                Paragraph(analysis.verdict.headline, emphasis=True)]
     blocks += [Paragraph(r) for r in analysis.verdict.reasons]
+    blocks += explanation_blocks(analysis, prefix=prefix)
+    if group.config.get("lr", 0.0) is None:  # trained with dnncost.measuring.recipe
+        from dnncost.measuring.recipe import describe_recipes
+
+        blocks.append(Paragraph(describe_recipes()))
     figures = [
         ("time_vs_flops_train_step.png", plots.time_vs_flops(analysis, TimeMetric.TRAIN_STEP),
          "Training-step time against training-step FLOPs (log-log). Error bars: range over repeats."),

@@ -24,6 +24,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from dnncost.errors import InputSpecError, ModelNotFoundError, StoreError, suggest
+from dnncost.measuring.recipe import RECIPE_EPOCHS, Recipe, recipe_for
 from dnncost.study.store import CountRow, Store
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class StudyConfig:
     dataset: str = "digits"
     input_size: int | None = InputSize.CIFAR.value  # None: named models at their own input
     batch_size: int = 32  # source: dnncost.measuring.training.DEFAULT_BATCH_SIZE
-    epochs: int = 2  # source: measured; with 2 epochs (a spread each) the default takes ~3.5 min
+    epochs: int = RECIPE_EPOCHS  # source: dnncost.measuring.recipe (issue 13: every default net learns)
     device: str = "cpu"
     threads: int | None = None  # None: torch's default
     repeats: int = 5  # source: our choice; the median of 5 repeats survives 2 spoiled by a busy machine
@@ -90,7 +91,7 @@ class StudyConfig:
     # source: measured, enough samples for a robust median of LeNet-5's ~1 ms steps on a busy machine
     steps: int = 6  # timed steps per repeat when step_budget_s is None
     warmup: int = 2  # untimed steps before each repeat; source: measured, allocator warm after 2
-    lr: float = 0.01  # source: measured, no network of the default set diverges at 0.01
+    lr: float | None = None  # None: each family's rate from dnncost.measuring.recipe
     optimizer: str = "sgd"
     train_limit: int | None = None  # use at most this many training (and 1/4 as many validation) images
     breakdown: bool = True  # attribute step time to layer types (dnncost.measuring.breakdown)
@@ -103,6 +104,8 @@ class StudyConfig:
                              ("steps", self.steps), ("world size", self.world_size)):
             if value < 1:
                 raise InputSpecError(f"{label} must be a positive integer, got {value}")
+        if self.lr is not None and not self.lr > 0:
+            raise InputSpecError(f"learning rate must be positive, got {self.lr}")
         if self.epochs < 0 or self.warmup < 0:
             raise InputSpecError(f"epochs and warmup must be >= 0, got {self.epochs}, {self.warmup}")
         if self.input_size is not None and self.input_size not in tuple(s.value for s in InputSize):
@@ -524,7 +527,7 @@ class _Sweep:
                     batch_size=self.config.batch_size, mode=Mode(mode), device=self.config.device,
                     threads=self.threads, warmup=self.config.warmup, repeats=self.config.steps,
                     budget_s=self.config.step_budget_s,
-                    optimizer=OptimizerKind(self.config.optimizer), lr=self.config.lr)))
+                    optimizer=OptimizerKind(self.config.optimizer), lr=self._recipe(net).lr)))
 
         def store(name: str, index: int, timing: StepTiming) -> None:
             net, mode = owner[name]
@@ -556,7 +559,7 @@ class _Sweep:
         profiled = profile_breakdown(self._model(net), net.shape, batch_size=self.config.batch_size,
                                      mode="train", device=self.config.device, threads=self.threads,
                                      warmup=1, steps=BREAKDOWN_STEPS, optimizer=self.config.optimizer,
-                                     lr=self.config.lr, name=net.loaded.name)
+                                     lr=self._recipe(net).lr, name=net.loaded.name)
         counted = self.store.count_row(net.nid, "train")
         flops = {t: int(c["flops"]) for t, c in (counted.by_layer_type if counted else {}).items()}
         rows = {r.name or "(model)": (r.total_s, flops.get(r.name, 0)) for r in profiled.by_module_type}
@@ -565,6 +568,11 @@ class _Sweep:
         rows[BETWEEN_OPERATORS] = (max(profiled.gap_s, 0.0), 0)
         self.store.put_breakdown(net.nid, rows)
         self.advance(1, done=False)
+
+    def _recipe(self, net: _Network) -> Recipe:
+        """The family's training recipe (dnncost.measuring.recipe), at the configured rate if set."""
+        recipe = recipe_for(net.family)
+        return recipe if self.config.lr is None else replace(recipe, lr=self.config.lr)
 
     def _train(self, net: _Network) -> None:
         epochs = self.config.epochs
@@ -582,9 +590,11 @@ class _Sweep:
             self.advance(1, done=False)
 
         train(self._model(net), data, epochs=epochs, batch_size=self.config.batch_size,
-              lr=self.config.lr, optimizer=self.config.optimizer, device=self.config.device,
+              lr=self._recipe(net).lr, optimizer=self.config.optimizer, device=self.config.device,
               threads=self.threads, seed=SEED, progress=False, name=net.loaded.name,
-              on_epoch=on_epoch)
+              on_epoch=on_epoch, schedule=self._recipe(net).schedule,
+              warmup_steps=self._recipe(net).warmup_steps,
+              weight_decay=self._recipe(net).weight_decay)
         self.store.finish_training(uid, "complete")
         self.training_uid = None
 
@@ -620,7 +630,7 @@ class _Sweep:
         options = StepOptions(batch_size=self.config.batch_size, mode=Mode.TRAIN,
                               device=self.config.device, threads=self.threads,
                               warmup=self.config.warmup, repeats=self.config.steps,
-                              optimizer=OptimizerKind(self.config.optimizer), lr=self.config.lr)
+                              optimizer=OptimizerKind(self.config.optimizer), lr=self._recipe(net).lr)
         for result in run_whatif(self._model(net), parse_specs(self.config.whatif), options=options,
                                  input_shape=net.shape, name=net.loaded.name):
             self.store.add_whatif(net.nid, self.run_uid, whatif_row(result))
