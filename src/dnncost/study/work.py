@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,7 @@ class WorkSeries:
                 return p.flops
         return None
 
-    def rows(self) -> list[dict[str, object]]:
+    def rows(self) -> list[dict[str, Any]]:
         """One table row per point."""
         return [{"network": self.network, "axis": self.axis.value, "batch_size": p.batch_size,
                  "input_size": p.input_size, "flops": p.flops, "step_ms": p.step_s * 1e3,
