@@ -62,16 +62,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputSpecError(f"--threads must be a positive integer, got {args.threads}")
     if args.dataset_size is not None and args.dataset_size < 1:
         raise InputSpecError(f"--dataset-size must be a positive integer, got {args.dataset_size}")
-    op_model = (read_operator_model(args.calibration) if args.calibration
-                else load_operator_model("cpu", threads=args.threads))
+    given = read_operator_model(args.calibration) if args.calibration else None
     loaded = load_model(args.model)
     spec = input_spec(args, loaded.input_shape)
     shape = spec.sample_shape
     modes = ("train", "eval") if args.mode == "both" else (args.mode,)
     predictions = [predict_time(loaded.build("meta"), input_shape=spec, batch_size=args.batch_size,
-                                mode=mode, calibration=op_model, dataset_size=args.dataset_size,
+                                mode=mode, calibration=given, threads=args.threads,
+                                dataset_size=args.dataset_size,
                                 name=loaded.name, strict=not args.allow_uncovered)
                    for mode in modes]
+    op_model = given or load_operator_model("cpu", threads=args.threads)
     caveats = caveats_here(op_model, threads=args.threads or torch.get_num_threads())
     mark = " (rough: see below)" if caveats else ""
     rows = [row for p in predictions for row in p.layer_rows(args.depth)]

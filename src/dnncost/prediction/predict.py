@@ -423,12 +423,14 @@ def predict_report(report: CostReport, model: OperatorModel, *, modules: int = 0
 
 def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec | str | None = None,
                  batch_size: int = 1, mode: str = "train", calibration: OperatorModel | None = None,
+                 threads: int | None = None,
                  dataset_size: int | None = None, optimizer: str = "sgd", name: str | None = None,
                  strict: bool = True) -> Prediction:
     """Predicted step time (and epoch time over ``dataset_size`` samples) of a network.
 
     ``model_or_spec``: an nn.Module or a spec dnncost.models.loading resolves. ``calibration``: the
-    fitted model (default: this machine's stored one; NotCalibratedError when there is none).
+    fitted model (default: this machine's stored one for ``threads``, read after the network is
+    counted; NotCalibratedError when there is none).
     Counting happens on the meta device, so a prediction takes a fraction of one real step.
     """
     from torch import nn
@@ -440,7 +442,7 @@ def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec |
         raise InputSpecError(f"mode must be 'train' or 'eval', got '{mode}'")
     if dataset_size is not None and dataset_size < 1:
         raise InputSpecError(f"dataset size must be a positive integer, got {dataset_size}")
-    op_model = calibration if calibration is not None else load_operator_model()
+    loaded_model: list[OperatorModel] = [calibration] if calibration is not None else []
     spec = input_shape if isinstance(input_shape, (InputSpec, str)) else None  # '16:int64', ...
     shape = None if input_shape is None or isinstance(input_shape, (InputSpec, str)) \
         else tuple(int(s) for s in input_shape)
@@ -449,7 +451,9 @@ def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec |
     def step(batch: int) -> Prediction:
         report = count(model_or_spec, spec, mode=mode, batch_size=batch, input_shape=shape,
                        optimizer=optimizer, name=name)
-        return predict_report(report, op_model, modules=counts[0], param_tensors=counts[1],
+        if not loaded_model:  # after counting: a network that cannot take its input says so first
+            loaded_model.append(load_operator_model(threads=threads))
+        return predict_report(report, loaded_model[0], modules=counts[0], param_tensors=counts[1],
                               strict=strict)
 
     prediction = step(batch_size)
