@@ -86,6 +86,10 @@ OPTIONS = (
     StudyOption("breakdown", "--breakdown", boolean=True,
                 help="profile where each network's training-step time goes, by layer type "
                      "(default: on at 32, off at 224)"),
+    StudyOption("work", "--work", boolean=True,
+                help="cost vs work: time the training step of lenet5, resnet20 and "
+                     "mobilenet_v1_cifar (when studied) over batch sizes 1-128 and input sizes "
+                     "32-128 (default: on; off with --quick)"),
     StudyOption("whatif", "--whatif", metavar="T1,T2|all",
                 help="also run dnncost whatif on each network's training step: these "
                      "transformations (NAME or NAME:VALUE) or 'all'; --steps pairs each",

@@ -22,7 +22,7 @@ from dnncost.errors import OutputError
 from dnncost.reporting.formatting import human, render_csv, render_json
 from dnncost.study.analysis import StudyAnalysis, TimeMetric, analyze
 from dnncost.study.store import Group, Store
-from dnncost.study.work import WorkSeries
+from dnncost.study.work import WorkPoint, WorkSeries, cost_vs_work
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
@@ -273,8 +273,9 @@ def work_blocks(series: Sequence[WorkSeries], *, prefix: str = "") -> list[Block
 
 
 def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
-                 command: str | None = None) -> list[Block]:
-    """The report section of one group of comparable results."""
+                 command: str | None = None, work_points: Sequence[WorkPoint] = ()) -> list[Block]:
+    """The report section of one group of comparable results (``work_points``: its cost-vs-work
+    measurements, if the study took them)."""
     from dnncost.counting.conventions import CONVENTION
     from dnncost.reporting import plots
 
@@ -313,6 +314,7 @@ def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
     blocks += [FigureBlock(prefix + name, plots.png_bytes(fig), caption)
                for name, fig, caption in figures[1:]]
     blocks += data_parallel_blocks(analysis, prefix=prefix)
+    blocks += work_blocks(cost_vs_work(work_points), prefix=prefix)
     blocks += prediction_blocks(group, prefix=prefix)
     blocks += [Heading("Every time against every measure of computation", 3), fits_table(analysis),
                Paragraph("Intervals: Pearson by Fisher's z (scipy); Spearman by Fisher's z with the "
@@ -368,8 +370,11 @@ def report_blocks(store: Store) -> tuple[list[Block], list[tuple[Group, StudyAna
         if len(groups) > 1:
             blocks.append(Heading(f"{i + 1}. {group.environment.get('cpu_model', '?')} - "
                                   f"configuration {group.config_hash}", 2))
+        work = [WorkPoint(name, row.batch_size, row.input_size, row.step_s, row.flops)
+                for name, row in store.work_rows(group)]
         blocks += group_blocks(group, analysis, prefix=f"{i + 1}_" if len(groups) > 1 else "",
-                               command=commands.get((group.config_hash, group.fingerprint)))
+                               command=commands.get((group.config_hash, group.fingerprint)),
+                               work_points=work)
     return blocks + whatif_blocks(store), analysed
 
 

@@ -17,6 +17,8 @@ marked as dnncost's by ``PRAGMA application_id``):
   time with a gradient all-reduce in flight, its bytes, and the single-process reference.
 - ``whatif_results`` (schema 4): ``dnncost whatif`` per transformation and step mode: counted
   ratios to the original, the interleaved time ratios and raw samples, or why it does not apply.
+- ``work_points`` (schema 5): cost vs work, one network's step timed at several batch and input
+  sizes (dnncost.study.work), with the counted FLOPs of each.
 
 Rows are written and read by column name: each table has a frozen row dataclass below whose fields
 are its columns (plus keys such as ``network_id`` passed beside it); :func:`_insert` builds the
@@ -223,14 +225,30 @@ CREATE TABLE whatif_results (
 CREATE INDEX whatif_network ON whatif_results(network_id, mode);
 """
 
+_SCHEMA_V5 = """
+-- cost vs work (dnncost.study.work.WorkPoint): one network's step at one batch and input size
+CREATE TABLE work_points (
+    uid TEXT PRIMARY KEY,
+    network_id INTEGER NOT NULL REFERENCES networks(id),
+    run_uid TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    batch_size INTEGER NOT NULL,
+    input_size INTEGER NOT NULL,              -- height = width of the input image
+    step_s REAL NOT NULL,                     -- median seconds per step
+    flops REAL NOT NULL                       -- counted FLOPs of that step
+);
+CREATE INDEX work_network ON work_points(network_id);
+"""
+
 #: version -> SQL that takes a store from version-1 to version. Applied in order, each in one
 #: transaction with the version bump, so a store is never left half-migrated.
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4,
+                              5: _SCHEMA_V5}
 SCHEMA_VERSION = max(MIGRATIONS)  # a new schema version is a new entry in MIGRATIONS
 
 #: Every table, in the order :func:`merge` copies them (a table after those it references).
 MERGE_ORDER = ("environments", "runs", "networks", "counts", "step_timings", "trainings", "epochs",
-               "breakdowns", "errors", "allreduce_timings", "whatif_results")
+               "breakdowns", "errors", "allreduce_timings", "whatif_results", "work_points")
 
 
 def now() -> str:
@@ -436,6 +454,17 @@ class WhatIfRow:
     batch_size: int | None
     threads: int | None
     measured: str
+
+
+@dataclass(frozen=True)
+class WorkRow:
+    """One cost-vs-work point (schema 5): a step's median time at one batch and input size."""
+
+    mode: str
+    batch_size: int
+    input_size: int
+    step_s: float
+    flops: float
 
 
 @dataclass(frozen=True)
@@ -724,6 +753,23 @@ class Store:
             "ON n.id = w.network_id WHERE (:nid IS NULL OR w.network_id = :nid) ORDER BY w.rowid",
             {"nid": network_id})
         return [(r["network"], _record(WhatIfRow, r)) for r in rows]
+
+    def add_work(self, network_id: int, run_uid: str, rows: Sequence[WorkRow]) -> None:
+        """Store one network's cost-vs-work points (all or none)."""
+        with self.transaction("the cost-vs-work points") as c:
+            for row in rows:
+                _insert(c, "work_points", row, uid=new_uid(), network_id=network_id, run_uid=run_uid)
+
+    def work_rows(self, group: Group) -> list[tuple[str, WorkRow]]:
+        """(network name, row) of every cost-vs-work point of ``group``'s networks."""
+        rows = self._rows(
+            "SELECT w.*, n.name AS network FROM work_points w JOIN networks n ON n.id = w.network_id "
+            "WHERE n.config_hash = :config AND n.fingerprint = :machine ORDER BY w.rowid",
+            {"config": group.config_hash, "machine": group.fingerprint})
+        return [(r["network"], _record(WorkRow, r)) for r in rows]
+
+    def has_work(self, network_id: int) -> bool:
+        return self._scalar("SELECT COUNT(*) FROM work_points WHERE network_id = ?", (network_id,)) > 0
 
     # -- what is done (for resuming) -------------------------------------------------------------
     def has_count(self, network_id: int, mode: str) -> bool:

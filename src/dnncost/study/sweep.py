@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from dnncost.errors import InputSpecError, ModelNotFoundError, StoreError, suggest
 from dnncost.measuring.recipe import RECIPE_EPOCHS, Recipe, recipe_for
-from dnncost.study.store import CountRow, Store
+from dnncost.study.store import CountRow, Store, WorkRow
+from dnncost.study.work import WORK_PLAN, measure_work
 
 if TYPE_CHECKING:
     import torch
@@ -71,6 +72,7 @@ class Stage(str, Enum):
     TRAIN = "train"
     DISTRIBUTED = "distributed"
     WHATIF = "whatif"
+    WORK = "work"
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class StudyConfig:
     world_size: int = 1  # > 1: also time the training step on this many data-parallel workers
     backend: str = "none"  # torch.distributed backend of those workers ('none' for one process)
     whatif: str | None = None  # dnncost whatif transformations ('' = all) on each training step
+    work: bool = True  # cost vs work: the networks of dnncost.study.work.WORK_PLAN over batch/input sizes
 
     def __post_init__(self) -> None:
         for label, value in (("batch size", self.batch_size), ("repeats", self.repeats),
@@ -151,7 +154,7 @@ def quick_config(**overrides: object) -> StudyConfig:
     steps, 1 epoch on 64 images, no breakdown."""
     base = dict(models=("lenet5", "resnet20", "mobilenet_v1_cifar"), batch_size=8, epochs=1,
                 repeats=2, step_budget_s=None, steps=2, warmup=1, train_limit=64,
-                breakdown=False)  # source: measured, ~10 s on 2 idle cores
+                breakdown=False, work=False)  # source: measured, ~10 s on 2 idle cores
     base.update(overrides)
     return StudyConfig(**base)  # type: ignore[arg-type]
 
@@ -249,7 +252,7 @@ def _units(config: StudyConfig) -> int:
     """Units of progress per network: count, each timed repeat (train + eval), breakdown, epochs,
     the data-parallel step."""
     return 1 + 2 * config.repeats + int(config.breakdown) + config.epochs + int(config.world_size > 1) \
-        + int(config.whatif is not None)
+        + int(config.whatif is not None) + int(config.work)
 
 
 def check_data_parallel(config: StudyConfig) -> None:
@@ -400,6 +403,8 @@ class _Sweep:
                 self._guarded(net, Stage.DISTRIBUTED, self._data_parallel)
             if self.config.whatif is not None:
                 self._guarded(net, Stage.WHATIF, self._whatif)
+            if self.config.work:
+                self._guarded(net, Stage.WORK, self._work)
         missed = len(names) * _units(self.config) - (self.measured + self.skipped)
         self.bar.update(max(missed, 0))  # the units of failed networks
 
@@ -634,6 +639,20 @@ class _Sweep:
         for result in run_whatif(self._model(net), parse_specs(self.config.whatif), options=options,
                                  input_shape=net.shape, name=net.loaded.name):
             self.store.add_whatif(net.nid, self.run_uid, whatif_row(result))
+        self.advance(1, done=False)
+
+    def _work(self, net: _Network) -> None:
+        """Cost vs work: the training step of a network named in WORK_PLAN timed over batch sizes
+        and input sizes (dnncost.study.work), all points stored together."""
+        if net.loaded.name not in WORK_PLAN or self.store.has_work(net.nid):
+            self.advance(1, done=True)
+            return
+        points = measure_work(net.loaded.name, input_sizes=WORK_PLAN[net.loaded.name],
+                              device=self.config.device, threads=self.threads,
+                              optimizer=self.config.optimizer)
+        self.store.add_work(net.nid, self.run_uid, [
+            WorkRow(mode="train", batch_size=p.batch_size, input_size=p.input_size, step_s=p.step_s,
+                    flops=p.flops) for p in points])
         self.advance(1, done=False)
 
     def _dataset(self, shape: tuple[int, ...]):
