@@ -92,7 +92,7 @@ def test_two_gloo_workers_allreduce_gradient_bytes_and_store(tmp_path: Path) -> 
                                config={}, input_shape="3x8x8", batch_size=4, dataset="synthetic",
                                device=timing.device, threads=timing.threads,
                                world_size=timing.world_size, backend=timing.backend)
-        ddp.store_timing(store, timing, network_id=nid, run_uid=run)
+        store.add_data_parallel_timing(nid, run, timing.as_record())
     with open_store(tmp_path / "study.sqlite", create=False) as store:
         (stored,) = store.network_results()
     (row,) = stored.steps("train")

@@ -44,12 +44,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from dnncost.counting.counter import count
 from dnncost.errors import DeviceError, DnncostError, InputSpecError
 from dnncost.measuring.device import StepClock, check_threads, synchronize
 from dnncost.measuring.environment import Environment, current_environment
@@ -59,9 +60,7 @@ from dnncost.measuring.orphans import run_guarded
 from dnncost.measuring.records import DataParallelStep
 from dnncost.measuring.step import Mode, primary_output
 from dnncost.measuring.timing import StepOptions, prepare_step, step_options
-
-if TYPE_CHECKING:
-    from dnncost.study.store import Store
+from dnncost.models.loading import load_model
 
 SCALING = "weak"  # efficiency compares equal per-worker batches: t1 / tN
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # source: torchrun's documented worker environment
@@ -158,6 +157,19 @@ class DistributedTiming:
             "single_ms": base.median * 1e3 if base is not None else None,
             "efficiency": self.efficiency, "samples_per_s": self.samples_per_s,
         }
+
+    def as_record(self) -> DataParallelStep:
+        """The step and its all-reduce as the study stores them (one 'train' step timing with its
+        world size and backend)."""
+        single = self.single_process
+        return DataParallelStep(
+            samples=self.step.samples, median_s=self.step.median, iqr_s=self.step.iqr,
+            threads=self.threads, world_size=self.world_size, backend=self.backend,
+            allreduce_samples=self.allreduce.samples, allreduce_s_per_step=self.allreduce_s_per_step,
+            allreduce_bytes_per_step=self.allreduce_bytes_per_step,
+            buckets_per_step=self.buckets_per_step, gradient_bytes=self.gradient_bytes,
+            single_process_median_s=single.median if single is not None else None,
+            efficiency=self.efficiency, launcher=self.launcher)
 
     def to_dict(self) -> dict[str, object]:
         """Everything as JSON-ready data, raw samples and environment included."""
@@ -348,8 +360,6 @@ if dist.is_available():  # DDP checks the hook's annotations against the real cl
 
 def _load_module(source: bytes | str) -> nn.Module:
     if isinstance(source, str):
-        from dnncost.models.loading import load_model
-
         return load_model(source).build("cpu")
     return torch.load(io.BytesIO(source), weights_only=False)
 
@@ -690,8 +700,6 @@ def measure_distributed(
     ``rendezvous_timeout_s`` bounds the wait for every worker to arrive, ``timeout_s`` each
     collective afterwards.
     """
-    from dnncost.counting.counter import count
-
     opts = step_options(options, overrides)
     if opts.mode is not Mode.TRAIN:
         raise InputSpecError("data-parallel timing needs a training step (mode 'train'): workers "
@@ -710,8 +718,6 @@ def measure_distributed(
     backend = backend_for_device(opts.device, backend)
 
     if isinstance(model, str):
-        from dnncost.models.loading import load_model
-
         loaded = load_model(model)
         module, name = loaded.build("meta"), name or loaded.name  # only counted here
         shape = tuple(input_shape) if input_shape is not None else loaded.input_shape
@@ -761,23 +767,8 @@ def measure_distributed(
         environment=current_environment(device, threads=result.threads))
 
 
-def store_timing(store: Store, timing: DistributedTiming, *, network_id: int, run_uid: str) -> str:
-    """Store the data-parallel step and its all-reduce (one transaction) as a 'train' step timing
-    of ``network_id`` with its world size and backend; returns the timing's uid."""
-    single = timing.single_process
-    return store.add_data_parallel_timing(network_id, run_uid, DataParallelStep(
-        samples=timing.step.samples, median_s=timing.step.median,
-        iqr_s=timing.step.iqr, threads=timing.threads, world_size=timing.world_size,
-        backend=timing.backend, allreduce_samples=timing.allreduce.samples,
-        allreduce_s_per_step=timing.allreduce_s_per_step,
-        allreduce_bytes_per_step=timing.allreduce_bytes_per_step,
-        buckets_per_step=timing.buckets_per_step, gradient_bytes=timing.gradient_bytes,
-        single_process_median_s=single.median if single is not None else None,
-        efficiency=timing.efficiency, launcher=timing.launcher))
-
-
 __all__ = [
     "Backend", "DistributedSetupError", "DistributedTiming", "DistributedWorkerError",
     "backend_for_device", "check_backend", "check_port", "check_world_size",
-    "free_port", "launched_by_torchrun", "measure_distributed", "store_timing",
+    "free_port", "launched_by_torchrun", "measure_distributed",
 ]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from dnncost import __version__
+
 
 @dataclass(frozen=True)
 class Environment:
@@ -81,8 +83,6 @@ def device_name(device: torch.device | str) -> str:
 
 def current_environment(device: torch.device | str = "cpu", *, threads: int | None = None) -> Environment:
     """Snapshot of the software, hardware and thread count in force now."""
-    from dnncost import __version__
-
     try:
         import torchvision
         tv_version = torchvision.__version__

@@ -610,14 +610,14 @@ class _Sweep:
         if self.store.has_data_parallel(net.nid, world_size=world_size, backend=backend):
             self.advance(1, done=True)
             return
-        from dnncost.measuring.distributed import measure_distributed, store_timing
+        from dnncost.measuring.distributed import measure_distributed
 
         timing = measure_distributed(
             net.name, net.shape, nproc=world_size, backend=backend, device=self.config.device,
             batch_size=self.config.batch_size, warmup=max(1, self.config.warmup),
             repeats=max(self.config.steps, DDP_MIN_STEPS), optimizer=self.config.optimizer,
             port=self.port, name=net.loaded.name)
-        store_timing(self.store, timing, network_id=net.nid, run_uid=self.run_uid)
+        self.store.add_data_parallel_timing(net.nid, self.run_uid, timing.as_record())
         self.advance(1, done=False)
 
     def _whatif(self, net: _Network) -> None:

@@ -19,6 +19,11 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
+import torch
+
+from dnncost.counting.counter import count
+from dnncost.measuring.timing import time_model
+from dnncost.models.loading import load_model
 
 CONFIDENCE = 0.95  # source: the conventional 95% interval
 FIXED_SHARE_MAX = 0.1  # source: our choice; time is 'linear in work' once the fixed part is <= 10%
@@ -214,12 +219,6 @@ def measure_work(name: str, *, batch_sizes: Sequence[int] = BATCH_SIZES,
     """Time and count network ``name``'s ``mode`` step at every batch size in ``batch_sizes`` (input
     ``input_at_batch``) and every input size in ``input_sizes`` (batch ``batch_at_input``): one
     WorkPoint per distinct (batch, input). The network is built once per input size, seeded."""
-    import torch
-
-    from dnncost.counting.counter import count
-    from dnncost.measuring.timing import time_model
-    from dnncost.models.loading import load_model
-
     loaded = load_model(name)
     channels = tuple(loaded.input_shape)[0]
     grid = dict.fromkeys([(b, input_at_batch) for b in batch_sizes]
