@@ -1,0 +1,125 @@
+"""The package's shape, checked: no import cycles between dnncost modules, arrows pointing down the
+pipeline (commands -> reporting -> study/prediction/whatif -> counting/measuring/models -> errors),
+and no printing outside commands/ and the renderers.
+
+Imports inside functions are counted like any other (so none can hide a cycle); they exist only to
+keep heavy dependencies (torch, matplotlib) off the CLI's start-up and off `import dnncost`."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "dnncost"
+
+# The layer of each top-level part; a module may import only from its own layer or lower ones.
+LAYERS = {
+    "errors": 0,
+    "counting": 1, "measuring": 1, "models": 1,
+    "study": 2, "prediction": 2, "whatif": 2, "reporting": 3,
+    "commands": 4, "cli": 4, "__main__": 5, "__init__": 5,
+}
+PRINTING_ALLOWED = ("commands", "reporting", "cli", "__main__")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, ast.Module]:
+    return {_module_name(p): ast.parse(p.read_text(), str(p)) for p in sorted(SRC.rglob("*.py"))}
+
+
+def _imports(tree: ast.Module, name: str) -> list[tuple[str, bool]]:
+    """(imported dnncost module, imported at module level?) for every import in ``tree``."""
+    found: list[tuple[str, bool]] = []
+    top_level = {id(n) for n in tree.body}
+    guarded = {id(stmt) for node in ast.walk(tree)  # imports under `if TYPE_CHECKING:` never run
+               if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+               for stmt in node.body}
+
+    def visit(node: ast.AST, at_top: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            child_top = at_top and (id(child) in top_level or isinstance(node, (ast.If, ast.Try)))
+            if id(child) in guarded:
+                continue
+            if isinstance(child, ast.Import):
+                found.extend((a.name, child_top) for a in child.names if a.name.startswith("dnncost"))
+            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0 \
+                    and child.module.startswith("dnncost"):
+                for a in child.names:  # `from dnncost.x import y` may import module dnncost.x.y
+                    found.append((f"{child.module}.{a.name}", child_top))
+            visit(child, child_top)
+
+    visit(tree, True)
+    return found
+
+
+def _resolve(target: str, known: set[str]) -> str | None:
+    while target and target not in known:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, tree in modules.items():
+        for target, _ in _imports(tree, name):
+            resolved = _resolve(target, known)
+            if resolved and resolved != name and resolved != "dnncost":
+                graph[name].add(resolved)
+    return graph
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_no_import_cycles() -> None:
+    graph = _graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                dfs(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            dfs(node)
+
+
+def test_arrows_point_down_the_pipeline() -> None:
+    wrong = [f"{a} -> {b}" for a, targets in _graph().items() for b in targets
+             if LAYERS[_part(b)] > LAYERS[_part(a)]]
+    assert not wrong, "imports from a higher layer: " + "; ".join(sorted(wrong))
+
+
+def test_no_print_outside_commands_and_renderers() -> None:
+    printing = [f"{name}:{node.lineno}" for name, tree in _modules().items()
+                if _part(name) not in PRINTING_ALLOWED
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id == "print"]
+    assert not printing, "print() in library modules: " + ", ".join(printing)
+
+
+def test_the_checks_see_imports_and_a_print() -> None:
+    """The walkers above find what they look for (so the checks can fail)."""
+    tree = ast.parse("import dnncost.b\ndef f():\n    from dnncost.c import x\n    print(x)\n"
+                     "if TYPE_CHECKING:\n    import dnncost.d\n")
+    assert _imports(tree, "dnncost.a") == [("dnncost.b", True), ("dnncost.c.x", False)]
+    assert any(isinstance(n, ast.Call) and getattr(n.func, "id", "") == "print" for n in ast.walk(tree))
