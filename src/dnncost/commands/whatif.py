@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "reduced precision, channels_last, torch.compile, batch size, threads) to the "
                     "network, count it and time it interleaved with the unmodified network "
                     "(A B, B A, ...): ratios of FLOPs, params, bytes and activation memory, and the "
-                    "measured time ratio with its 95%% interval, all per sample.")
+                    "measured time ratio with its 95% interval, all per sample.")
     add_model_input_arguments(parser)
     parser.set_defaults(batch_size=DEFAULT_BATCH_SIZE)
     parser.add_argument("--mode", choices=("train", "eval", "both"), default="train",
