@@ -203,10 +203,12 @@ class _Acc:
 
     def rows(self, steps: int, flops: dict[str, int] | None) -> tuple[BreakdownRow, ...]:
         keys = list(self.us) + [k for k in (flops or {}) if k not in self.us]
-        return tuple(
-            BreakdownRow(k, *(v * US / steps for v in self.us.get(k, [0.0, 0.0, 0.0])),
-                         flops=(flops.get(k) if flops is not None else None))
-            for k in keys)
+        rows = []
+        for k in keys:
+            fwd, bwd, other = (v * US / steps for v in self.us.get(k, [0.0, 0.0, 0.0]))
+            rows.append(BreakdownRow(k, forward_s=fwd, backward_s=bwd, other_s=other,
+                                     flops=flops.get(k) if flops is not None else None))
+        return tuple(rows)
 
 
 FORWARD, BACKWARD, OTHER = 0, 1, 2  # columns of _Acc

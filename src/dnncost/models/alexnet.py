@@ -3,6 +3,8 @@ grouped two-tower form, and a CIFAR-sized form.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torchvision
 from torch import nn
@@ -93,7 +95,8 @@ class AlexNetCifar(nn.Module):
         for m in self.features:
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, 32, 32) -> (N, num_classes)
         return self.classifier(self.features(x))
@@ -103,7 +106,7 @@ class AlexNetCifar(nn.Module):
                 num_classes=1000, size="imagenet", paper_params=_PARAMS, source=_SOURCE,
                 notes="torchvision's single-tower form (Krizhevsky 2014, 'One weird trick': "
                       "64-192-384-256-256 kernels, no LRN): 61.10M params, +1.8% on the 2012 paper.")
-def alexnet(**kwargs: object) -> nn.Module:
+def alexnet(**kwargs: Any) -> nn.Module:
     """torchvision's AlexNet, random weights."""
     return torchvision.models.alexnet(weights=None, **kwargs)
 
@@ -112,7 +115,7 @@ def alexnet(**kwargs: object) -> nn.Module:
                 input_shape=(3, 227, 227), num_classes=1000, size="imagenet",
                 paper_params=_PARAMS, source=_SOURCE,
                 notes="The paper's two-tower network as grouped convolutions; input 227x227.")
-def alexnet_2012(**kwargs: object) -> nn.Module:
+def alexnet_2012(**kwargs: Any) -> nn.Module:
     """The original 2012 AlexNet (see :class:`AlexNet2012`)."""
     return AlexNet2012(**kwargs)
 
@@ -120,6 +123,6 @@ def alexnet_2012(**kwargs: object) -> nn.Module:
 @register_model("alexnet_cifar", family="alexnet", paper=_PAPER, year=2012,
                 input_shape=(3, 32, 32), num_classes=10, size="cifar",
                 notes="CIFAR adaptation; see AlexNetCifar for each change.")
-def alexnet_cifar(**kwargs: object) -> nn.Module:
+def alexnet_cifar(**kwargs: Any) -> nn.Module:
     """AlexNet for 32x32 inputs (see :class:`AlexNetCifar`)."""
     return AlexNetCifar(**kwargs)

@@ -3,6 +3,8 @@ CIFAR-sized form built from the same inception modules.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torchvision
 from torch import nn
 from torchvision.models.googlenet import BasicConv2d, GoogLeNet
@@ -24,7 +26,7 @@ _PAPER = "Szegedy et al., Going deeper with convolutions"
           "5x5 (kept for its weights' sake) and adds batch norm; 6.62M params (-2.6%), 1.50G MACs. "
           "Auxiliary classifiers are off unless aux_logits=True.",
 )
-def googlenet(**kwargs: object) -> nn.Module:
+def googlenet(**kwargs: Any) -> nn.Module:
     """torchvision's GoogLeNet, random weights, auxiliary heads off by default."""
     kwargs.setdefault("aux_logits", False)
     kwargs.setdefault("init_weights", True)
@@ -34,7 +36,7 @@ def googlenet(**kwargs: object) -> nn.Module:
 @register_model("googlenet_cifar", family="googlenet", paper=_PAPER, year=2015,
                 input_shape=(3, 32, 32), num_classes=10, size="cifar",
                 notes="CIFAR adaptation; see the builder's docstring.")
-def googlenet_cifar(**kwargs: object) -> nn.Module:
+def googlenet_cifar(**kwargs: Any) -> nn.Module:
     """torchvision's GoogLeNet on 32x32 inputs.
 
     One change: the 7x7 stride-2 stem convolution becomes 3x3 stride 1, so the four stride-2 max

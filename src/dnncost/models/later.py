@@ -4,10 +4,12 @@
 """
 from __future__ import annotations
 
+from typing import Any
+
 from dnncost.models._torchvision import torchvision_builder
 from dnncost.models.registry import register_model
 
-_IMAGENET = dict(input_shape=(3, 224, 224), num_classes=1000, size="imagenet")
+_IMAGENET: dict[str, Any] = dict(input_shape=(3, 224, 224), num_classes=1000, size="imagenet")
 
 register_model(
     "mobilenet_v2", family="mobilenet_v2", year=2018, **_IMAGENET,

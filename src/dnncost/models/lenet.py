@@ -3,6 +3,8 @@ recognition", Sec. II.B and Table I): 32x32 grey-scale input, C1-S2-C3-S4-C5-F6-
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -75,8 +77,8 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
-_COMMON = dict(family="lenet", paper=_PAPER, year=1998, input_shape=(1, 32, 32), num_classes=10,
-               size="mnist")
+_COMMON: dict[str, Any] = dict(family="lenet", paper=_PAPER, year=1998, input_shape=(1, 32, 32),
+                               num_classes=10, size="mnist")
 # source: LeCun et al. 1998, Sec. II: LeNet-5 "contains 340,908 connections, but only 60,000
 # trainable free parameters because of the weight sharing". Connections are not MACs (they count
 # biases and the subsampling layers), so no paper MAC figure is entered; the tests hand-count MACs.
@@ -86,13 +88,13 @@ _SOURCE = "LeCun et al. 1998, Sec. II (60,000 trainable free parameters)"
 @register_model("lenet5", **_COMMON, paper_params=60_000, source=_SOURCE,
                 notes="Fully connected C3 (2,416 weights, the common form) where the paper's table "
                       "gives 1,516: 61,706 params, +2.8% on the paper's 60,000.")
-def lenet5(**kwargs: object) -> nn.Module:
+def lenet5(**kwargs: Any) -> nn.Module:
     """LeNet-5 with a fully connected C3 (see :class:`LeNet5`)."""
     return LeNet5(**kwargs)
 
 
 @register_model("lenet5_partial", **_COMMON, paper_params=60_000, source=_SOURCE,
                 notes="C3 follows the paper's Table I connection table.")
-def lenet5_partial(**kwargs: object) -> nn.Module:
+def lenet5_partial(**kwargs: Any) -> nn.Module:
     """LeNet-5 with the paper's partially connected C3 (Table I)."""
     return LeNet5(c3_table=True, **kwargs)

@@ -5,6 +5,7 @@ torchvision has no MobileNet v1, so it is written here in torchvision's style.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,7 +76,7 @@ class MobileNetV1(nn.Module):
 
 
 def _builder(width_mult: float, *, cifar: bool = False) -> Callable[..., nn.Module]:
-    def build(**kwargs: object) -> nn.Module:
+    def build(**kwargs: Any) -> nn.Module:
         kwargs.setdefault("width_mult", width_mult)
         if cifar:
             kwargs.setdefault("num_classes", 10)

@@ -5,6 +5,7 @@ and a CIFAR-sized ResNet-18.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +111,7 @@ class ResNetCifar(nn.Module):
 
 
 def _cifar(depth: int) -> Callable[..., nn.Module]:
-    def build(**kwargs: object) -> nn.Module:
+    def build(**kwargs: Any) -> nn.Module:
         return ResNetCifar(depth, **kwargs)
     build.__doc__ = f"The ResNet paper's CIFAR-10 ResNet-{depth} (see ResNetCifar)."
     return build
@@ -134,7 +135,7 @@ for _depth, _params in _CIFAR_PARAMS.items():
 @register_model("resnet18_cifar", family="resnet", paper=_PAPER, year=2016,
                 input_shape=(3, 32, 32), num_classes=10, size="cifar", heavy=True,
                 notes="CIFAR adaptation of the ImageNet ResNet-18; see the builder's docstring.")
-def resnet18_cifar(**kwargs: object) -> nn.Module:
+def resnet18_cifar(**kwargs: Any) -> nn.Module:
     """torchvision's ResNet-18 on 32x32 inputs: the 7x7 stride-2 stem becomes 3x3 stride 1 and the
     stem max pool is dropped, so the four stages run on 32, 16, 8, 4 maps (ImageNet: 56 to 7)."""
     kwargs.setdefault("num_classes", 10)

@@ -5,6 +5,7 @@ torchvision has only ShuffleNet v2, so v1 is written here in torchvision's style
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +111,7 @@ class ShuffleNetV1(nn.Module):
 
 
 def _builder(groups: int, width_mult: float, *, cifar: bool = False) -> Callable[..., nn.Module]:
-    def build(**kwargs: object) -> nn.Module:
+    def build(**kwargs: Any) -> nn.Module:
         kwargs.setdefault("groups", groups)
         kwargs.setdefault("width_mult", width_mult)
         if cifar:

@@ -4,6 +4,7 @@ batch norm, from torchvision; and CIFAR-sized forms of VGG-11 and VGG-16.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,20 +54,23 @@ class VGGCifar(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, 32, 32) -> (N, num_classes)
         return self.classifier(self.features(x))
 
 
 def _cifar(config: str, batch_norm: bool) -> Callable[..., nn.Module]:
-    def build(**kwargs: object) -> nn.Module:
+    def build(**kwargs: Any) -> nn.Module:
         return VGGCifar(config, batch_norm=batch_norm, **kwargs)
     build.__doc__ = f"VGG configuration {config} for 32x32 inputs (see VGGCifar)."
     return build
