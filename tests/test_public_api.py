@@ -31,3 +31,7 @@ def test_unknown_name_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         dnncost.nope  # noqa: B018
+
+
+def test_all_lists_exactly_the_lazy_names():
+    assert set(dnncost.__all__) == {"__version__", *dnncost._LAZY}

@@ -3,7 +3,9 @@
 The public API, in the order of the pipeline (count -> time -> study -> predict -> report):
 
 - counting: :func:`count` -> :class:`CostReport` of :class:`OpRecord` s with :class:`Cost` s per
-  :class:`Phase`; :data:`CONVENTION` says what is counted; :func:`register_formula` adds an operator.
+  :class:`Phase`; :data:`CONVENTION` says what is counted; :func:`register_formula` adds an operator
+  (its :class:`OpKind`, on :class:`TensorSpec` shapes); :func:`parse_input_spec` / :class:`InputSpec`
+  describe inputs (shapes, dtypes, several tensors, keyword inputs).
 - models: :func:`load_model` (zoo, torchvision, timm, HF or ``file.py:factory``), :func:`list_models`,
   :func:`create_model`, :func:`get_model_info`, :func:`register_model` (add a network to the zoo).
 - measuring: :func:`time_model` -> :class:`StepTiming` (:class:`Measurement` of raw samples) for a
@@ -25,11 +27,12 @@ if TYPE_CHECKING:
     from dnncost.counting.conventions import CONVENTION
     from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
     from dnncost.counting.counter import count
-    from dnncost.counting.formulas import register_formula
+    from dnncost.counting.formulas import OpKind, TensorSpec, register_formula
     from dnncost.measuring.breakdown import profile_breakdown
     from dnncost.measuring.calibrate import calibrate, load_calibration
     from dnncost.measuring.data import load_dataset
     from dnncost.measuring.distributed import measure_distributed
+    from dnncost.measuring.inputs import InputSpec, parse_input_spec
     from dnncost.measuring.measurement import Measurement
     from dnncost.measuring.timing import StepOptions, StepTiming, time_model
     from dnncost.measuring.training import train
@@ -45,6 +48,10 @@ _LAZY = {  # public name -> the module that defines it
     "Phase": "dnncost.counting.cost",
     "count": "dnncost.counting.counter",
     "register_formula": "dnncost.counting.formulas",
+    "OpKind": "dnncost.counting.formulas",
+    "TensorSpec": "dnncost.counting.formulas",
+    "InputSpec": "dnncost.measuring.inputs",
+    "parse_input_spec": "dnncost.measuring.inputs",
     "load_model": "dnncost.models.loading",
     "list_models": "dnncost.models",
     "create_model": "dnncost.models",
@@ -63,7 +70,14 @@ _LAZY = {  # public name -> the module that defines it
     "open_store": "dnncost.study.store",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [  # explicit, so tools see it; tests check it matches _LAZY
+    "__version__",
+    "CONVENTION", "Cost", "CostReport", "OpRecord", "Phase", "count", "register_formula", "OpKind",
+    "TensorSpec", "InputSpec", "parse_input_spec", "load_model", "list_models", "create_model",
+    "get_model_info", "register_model", "time_model", "StepOptions", "StepTiming", "Measurement",
+    "train", "load_dataset", "calibrate", "load_calibration", "profile_breakdown",
+    "measure_distributed", "open_store",
+]
 
 
 def __getattr__(name: str) -> Any:
