@@ -248,11 +248,18 @@ class _NullBar:
     def close(self) -> None: ...
 
 
-def _units(config: StudyConfig) -> int:
-    """Units of progress per network: count, each timed repeat (train + eval), breakdown, epochs,
-    the data-parallel step."""
-    return 1 + 2 * config.repeats + int(config.breakdown) + config.epochs + int(config.world_size > 1) \
-        + int(config.whatif is not None) + int(config.work)
+def _units(config: StudyConfig, names: Sequence[str]) -> int:
+    """Units of progress of the whole study: per network its count, each timed repeat (train +
+    eval), breakdown, epochs, the data-parallel step and what-if; plus one per cost-vs-work
+    network."""
+    per_network = (1 + 2 * config.repeats + int(config.breakdown) + config.epochs
+                   + int(config.world_size > 1) + int(config.whatif is not None))
+    return len(names) * per_network + len(_work_networks(config, names))
+
+
+def _work_networks(config: StudyConfig, names: Sequence[str]) -> list[str]:
+    """The studied networks whose cost vs work is measured (none with ``config.work`` off)."""
+    return [n for n in names if n in WORK_PLAN] if config.work else []
 
 
 def check_data_parallel(config: StudyConfig) -> None:
@@ -300,7 +307,7 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
                                                   f"{config.config_hash}, from Python)",
                               config=asdict(config), config_hash=config.config_hash,
                               fingerprint=fingerprint)
-    bar = _progress_bar(len(names) * _units(config), progress)
+    bar = _progress_bar(_units(config, names), progress)
     sweep = _Sweep(config, store, run_uid=run_uid, fingerprint=fingerprint, threads=threads, bar=bar,
                    port=port)
     try:
@@ -403,9 +410,9 @@ class _Sweep:
                 self._guarded(net, Stage.DISTRIBUTED, self._data_parallel)
             if self.config.whatif is not None:
                 self._guarded(net, Stage.WHATIF, self._whatif)
-            if self.config.work:
+            if net.name in _work_networks(self.config, names):
                 self._guarded(net, Stage.WORK, self._work)
-        missed = len(names) * _units(self.config) - (self.measured + self.skipped)
+        missed = _units(self.config, names) - (self.measured + self.skipped)
         self.bar.update(max(missed, 0))  # the units of failed networks
 
     def advance(self, n: int, *, done: bool) -> None:
@@ -644,10 +651,10 @@ class _Sweep:
     def _work(self, net: _Network) -> None:
         """Cost vs work: the training step of a network named in WORK_PLAN timed over batch sizes
         and input sizes (dnncost.study.work), all points stored together."""
-        if net.loaded.name not in WORK_PLAN or self.store.has_work(net.nid):
+        if self.store.has_work(net.nid):
             self.advance(1, done=True)
             return
-        points = measure_work(net.loaded.name, input_sizes=WORK_PLAN[net.loaded.name],
+        points = measure_work(net.name, input_sizes=WORK_PLAN[net.name],
                               device=self.config.device, threads=self.threads,
                               optimizer=self.config.optimizer)
         self.store.add_work(net.nid, self.run_uid, [
