@@ -237,6 +237,28 @@ def test_a_stored_model_predicts_as_the_fitted_one() -> None:
         predict_report(s.report, model, modules=s.modules).step_s)
 
 
+class _Payload:
+    """What a hostile database could carry: unpickling it would call os.system."""
+
+    def __reduce__(self):  # noqa: ANN204
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def test_a_stored_model_that_would_run_code_is_refused() -> None:
+    import base64
+    import pickle
+
+    rng = random.Random(3)
+    model = fit_operator_model([synthetic_network(rng, f"n{i}", m) for i in range(40)
+                                for m in ("train", "eval")])
+    data = model.to_dict()
+    data["regressors"] = base64.b64encode(pickle.dumps({"kinds": _Payload()})).decode("ascii")
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load posix.system"):
+        OperatorModel.from_dict(data)
+
+
 def test_predict_refuses_zero_threads_before_looking_for_a_calibration(
         tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))

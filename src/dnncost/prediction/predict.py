@@ -19,6 +19,8 @@ held out of both fits, and the model's error on them is stored with it.
 from __future__ import annotations
 
 import base64
+import importlib
+import io
 import math
 import pickle
 import warnings
@@ -112,6 +114,42 @@ def features(record: OpRecord, mode: str) -> np.ndarray:
 
 
 # -- one kind's regressor ------------------------------------------------------------------------
+# A stored model travels in study databases that users merge and share, so it is never unpickled
+# freely: only the classes a fitted model is made of load (no callable that reaches the file
+# system or runs code, e.g. numpy.memmap, numpy.load, os, subprocess, builtins.eval).
+_UNPICKLE_ROOTS = ("dnncost", "sklearn", "numpy", "scipy")  # source: what OperatorModel holds
+_UNPICKLE_FUNCTIONS = {  # the reconstructors a fitted model is pickled with (listed by pickletools)
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "dtype"), ("copyreg", "_reconstructor"), ("functools", "partial"),
+    ("numpy.random._pickle", "__bit_generator_ctor"), ("numpy.random._pickle", "__generator_ctor"),
+    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+    ("sklearn.utils.validation", "check_array"),  # the FunctionTransformer's function
+}
+_UNPICKLE_BUILTINS = {"object", "dict", "list", "tuple", "set", "frozenset", "slice", "range",
+                      "complex", "float", "int", "bool", "bytes", "bytearray", "str", "type"}
+_UNPICKLE_DENIED = {"memmap", "load", "loads", "fromfile", "save", "savez", "savetxt", "loadtxt",
+                    "genfromtxt", "tofile", "DataSource"}
+
+
+class _ModelUnpickler(pickle.Unpickler):
+    """Unpickles a stored operator model, refusing every global but its own building blocks."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _UNPICKLE_FUNCTIONS:
+            return super().find_class(module, name)
+        if module == "builtins":
+            if name in _UNPICKLE_BUILTINS:
+                return super().find_class(module, name)
+        elif module.split(".")[0] in _UNPICKLE_ROOTS and name not in _UNPICKLE_DENIED:
+            value = getattr(importlib.import_module(module), name, None)
+            if isinstance(value, type) and not issubclass(value, BaseException):
+                return value
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a stored model: a "
+                                     "fitted model is made of scikit-learn, numpy and dnncost "
+                                     "classes only")
+
+
 @dataclass(frozen=True)
 class KindRegressor:
     """seconds = (a + b * FLOPs + c * bytes) * exp(trees(features)); trees None: the line alone."""
@@ -230,7 +268,7 @@ class OperatorModel:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OperatorModel:
-        regs = pickle.loads(base64.b64decode(data["regressors"]))  # noqa: S301 - our own cache file
+        regs = _ModelUnpickler(io.BytesIO(base64.b64decode(data["regressors"]))).load()
         return cls(kinds=regs["kinds"], fallback=regs["fallback"],
                    step_weights=tuple(float(w) for w in data["step_weights"]),
                    fingerprint=str(data.get("fingerprint", "")), threads=int(data.get("threads", 0)),
