@@ -42,6 +42,7 @@ def specs(tmp_path):
 
 def _config(*names: str, **overrides) -> StudyConfig:
     base = dict(models=names, batch_size=8, epochs=1, repeats=2, step_budget_s=None, steps=2,
+                predictor=False,
                 warmup=0, train_limit=16)
     base.update(overrides)
     return StudyConfig(**base)
@@ -103,7 +104,7 @@ def test_interrupt_keeps_results_and_the_printed_command_resumes(tmp_path, specs
             "--epochs", "1", "--batch-size", "8",
             "--repeats", "2", "--step-budget", "0", "--steps", "2", "--warmup", "0",
             "--train-limit", "16",
-            "--no-breakdown", "--db", str(db), "--out", str(out), "--no-progress"]
+            "--no-breakdown", "--no-predictor", "--db", str(db), "--out", str(out), "--no-progress"]
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Resume with:" in err

@@ -41,7 +41,7 @@ def specs(tmp_path):
 def _config(*names: str, **overrides) -> StudyConfig:
     base = dict(models=names, input_size=32, batch_size=4, epochs=0, repeats=1,
                 step_budget_s=None, steps=2, warmup=1, breakdown=False, world_size=2,
-                backend="gloo")
+                backend="gloo", predictor=False)
     base.update(overrides)
     return StudyConfig(**base)
 

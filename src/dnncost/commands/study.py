@@ -90,6 +90,10 @@ OPTIONS = (
                 help="cost vs work: time the training step of lenet5, resnet20 and "
                      "mobilenet_v1_cifar (when studied) over batch sizes 1-128 and input sizes "
                      "32-128 (default: on; off with --quick)"),
+    StudyOption("predictor", "--predictor", boolean=True,
+                help="fit a quick per-operator time model (about a minute) when this machine's "
+                     "calibration has none, so the report predicts every network's step time "
+                     "(default: on, CPU only; off with --quick)"),
     StudyOption("whatif", "--whatif", metavar="T1,T2|all",
                 help="also run dnncost whatif on each network's training step: these "
                      "transformations (NAME or NAME:VALUE) or 'all'; --steps pairs each",

@@ -45,6 +45,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")  # source: dnncost.measuring.step.Optimize
 NATIVE = "native"  # --input-size value: each named network at its own input size
 BETWEEN_OPERATORS = "(between operators)"  # step time no operator accounts for (breakdown gap)
 CHECK_SHAPE = (3, 32, 32)  # source: our choice; any image shape loads (and so checks) a dataset
+STUDY_CALIBRATION_S = 60.0  # source: our choice; a quick per-operator model within the study's
+# 10-minute budget (issue 13); `dnncost calibrate --ops` (3.5 min of sampling) fits a better one
 DDP_MIN_STEPS = 10  # source: our choice; timed data-parallel steps per network at least, so the
 # median of the per-step all-reduce share is not one step's accident (spawning workers costs seconds)
 
@@ -101,6 +103,7 @@ class StudyConfig:
     backend: str = "none"  # torch.distributed backend of those workers ('none' for one process)
     whatif: str | None = None  # dnncost whatif transformations ('' = all) on each training step
     work: bool = True  # cost vs work: the networks of dnncost.study.work.WORK_PLAN over batch/input sizes
+    predictor: bool = True  # fit a quick per-operator time model when the machine has none (CPU)
 
     def __post_init__(self) -> None:
         for label, value in (("batch size", self.batch_size), ("repeats", self.repeats),
@@ -154,7 +157,7 @@ def quick_config(**overrides: object) -> StudyConfig:
     steps, 1 epoch on 64 images, no breakdown."""
     base = dict(models=("lenet5", "resnet20", "mobilenet_v1_cifar"), batch_size=8, epochs=1,
                 repeats=2, step_budget_s=None, steps=2, warmup=1, train_limit=64,
-                breakdown=False, work=False)  # source: measured, ~10 s on 2 idle cores
+                breakdown=False, work=False, predictor=False)  # source: measured, ~10 s on 2 idle cores
     base.update(overrides)
     return StudyConfig(**base)  # type: ignore[arg-type]
 
@@ -317,6 +320,9 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
         # against). The per-operator time model found in the machine's calibration is stored
         # too, so that the report uses what the study saw, wherever it is rendered.
         peak, bandwidth, source, operator_model = _calibration(store, fingerprint, device, threads)
+        if operator_model is None and config.predictor and device.type == "cpu":
+            bar.set_description_str("fitting the per-operator time model (quick calibration)")
+            operator_model = _fit_operator_model(threads)
         store.put_environment(fingerprint, environment, peak_flops_per_s=peak,
                               bandwidth_bytes_per_s=bandwidth, calibration=source,
                               operator_model=operator_model)
@@ -367,6 +373,18 @@ def _calibration(store: Store, fingerprint: str, device: torch.device, threads: 
         source = f"measured by the study after its timings, {cal.created}"
     return (cal.peak_flops_per_s("float32"),
             cal.bandwidth.bytes_per_s if cal.bandwidth else None, source, operator_model)
+
+
+def _fit_operator_model(threads: int) -> dict[str, object]:
+    """A quick per-operator time model of this machine (dnncost.prediction.calibration), saved to
+    its calibration cache like `dnncost calibrate --ops --quick` and returned for the store: the
+    report's predicted-vs-measured section then exists in every default run, marked quick."""
+    from dnncost.prediction.calibration import calibrate_operators
+    from dnncost.prediction.predict import save_operator_model
+
+    model = calibrate_operators(threads=threads, quick=True, budget_s=STUDY_CALIBRATION_S).model
+    save_operator_model(model)
+    return model.to_dict()
 
 
 @dataclass
