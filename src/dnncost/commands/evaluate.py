@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="held-out error of the step-time predictor on a study's networks",
         description="For every network of a study with measured training- and validation-step "
                     "times, predict the times with nothing measured on its family (leave one "
-                    "family out) and report MAPE, the share within +-10%%, Spearman's rho and "
+                    "family out) and report MAPE, the share within +-10%, Spearman's rho and "
                     "pairwise ordering accuracy of the per-operator model and of the baselines.")
     parser.add_argument("--db", default=None, metavar="PATH",
                         help="the study's results database (default: dnncost-results/study.sqlite)")
