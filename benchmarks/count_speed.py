@@ -66,7 +66,7 @@ def resnet50_batch_scaling(repeats: int) -> None:
     print("dnncost counting torchvision resnet50 on the meta device:")
     for mode in ("eval", "train"):
         for batch in (1, 256):
-            samples = [_timed(lambda: count("torchvision:resnet50", mode=mode, batch_size=batch))
+            samples = [_timed(lambda m=mode, b=batch: count("torchvision:resnet50", mode=m, batch_size=b))
                        for _ in range(repeats)]
             print(f"  {mode:5s} batch {batch:3d}: {_spread(samples)}")
 
@@ -78,10 +78,10 @@ def versus_forward(names: list[str], repeats: int) -> None:
         model = tvm.get_model(name, weights=None).eval()
         shape = (1, 3, 299, 299) if name.startswith("inception") else (1, 3, 224, 224)
         x = torch.randn(shape)
-        contenders = {"dnncost (meta)": lambda: count(model, input_shape=shape[1:])}
+        contenders = {"dnncost (meta)": lambda m=model, s=shape: count(m, input_shape=s[1:])}
         contenders.update(peers(model, x))
 
-        def forward() -> None:
+        def forward(model: torch.nn.Module = model, x: torch.Tensor = x) -> None:
             with torch.no_grad():
                 model(x)
 

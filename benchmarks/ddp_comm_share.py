@@ -66,10 +66,10 @@ def figure(timings: Sequence[DistributedTiming]):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, (label, values) in zip(axes, (
             ("parameters", [t.params for t in timings]),
-            ("training-step FLOPs per worker", [t.flops or 0 for t in timings]))):
+            ("training-step FLOPs per worker", [t.flops or 0 for t in timings])), strict=True):
         shares = [t.comm_share for t in timings]
         ax.scatter(values, shares, color="tab:blue")
-        for t, x, y in zip(timings, values, shares):
+        for t, x, y in zip(timings, values, shares, strict=True):
             ax.annotate(t.model, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())

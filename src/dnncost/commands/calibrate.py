@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from dnncost.commands._common import add_format_argument
 
@@ -42,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise DeviceError(f"--threads takes positive integers separated by commas, "
                               f"got '{args.threads}'") from None
-    rows, stored, payload = [], [], []
+    rows: list[dict[str, object]] = []
+    stored: list[str] = []
+    payload: list[dict[str, Any]] = []
     for threads in thread_counts:
         cal = calibrate(args.device, threads=threads, dtypes=dtypes, quick=args.quick)
         path = save_calibration(cal)

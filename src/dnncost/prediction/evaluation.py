@@ -33,7 +33,7 @@ from dnncost.prediction.predict import OperatorModel, predict_report
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from dnncost.study.store import Group, Store
+    from dnncost.study.store import Group, NetworkResult, Store
 
 TOLERANCE = 0.10  # source: issue 6, "the share within +-10%"
 MODES = ("train", "eval")
@@ -176,7 +176,7 @@ class Evaluation:
     def table_rows(self) -> list[dict[str, object]]:
         """One row per mode and method: MAPE and share within +-10% (in %), rho, pairwise
         accuracy, and the method's MAPE over the per-operator model's ('x per-op error')."""
-        rows = []
+        rows: list[dict[str, object]] = []
         for mode in self.modes():
             base = (self.metrics(Method.PER_OPERATOR, mode).mape
                     if Method.PER_OPERATOR in self.methods else math.nan)
@@ -276,7 +276,7 @@ def evaluate(observations: Sequence[Observation], *, op_model: OperatorModel | N
             params = np.array([q.report.params for q in others], dtype=float)
             predicted[Method.FLOPS_LINE] = _line(flops, ys)(o.report.total().flops)
             predicted[Method.PARAMS_LINE] = _line(params, ys)(o.report.params)
-        if Method.ROOFLINE in methods:
+        if Method.ROOFLINE in methods and peak_flops_per_s and bytes_per_s:
             predicted[Method.ROOFLINE] = roofline_seconds(
                 o.report, peak_flops_per_s=peak_flops_per_s, bytes_per_s=bytes_per_s)
         points.append(Point(o.name, o.family, o.mode, o.measured_s, predicted))
@@ -286,7 +286,7 @@ def evaluate(observations: Sequence[Observation], *, op_model: OperatorModel | N
 
 
 # -- from the study's store ------------------------------------------------------------------------
-def observations_from_results(networks: Sequence[object], *,
+def observations_from_results(networks: Sequence[NetworkResult], *,
                               statistic: Statistic = Statistic.MEDIAN) -> list[Observation]:
     """Observations from dnncost.study.store NetworkResults: each network recounted (meta device) at its
     stored input shape and batch size; measured = ``statistic`` of its repeats' median step times."""
