@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from dnncost.errors import InputSpecError
     from dnncost.models.loading import load_model
     from dnncost.prediction.predict import (
+        UncoveredOperatorError,
         caveats_here,
         load_operator_model,
         predict_time,
@@ -67,11 +68,14 @@ def run(args: argparse.Namespace) -> int:
     spec = input_spec(args, loaded.input_shape)
     shape = spec.sample_shape
     modes = ("train", "eval") if args.mode == "both" else (args.mode,)
-    predictions = [predict_time(loaded.build("meta"), input_shape=spec, batch_size=args.batch_size,
-                                mode=mode, calibration=given, threads=args.threads,
-                                dataset_size=args.dataset_size,
-                                name=loaded.name, strict=not args.allow_uncovered)
-                   for mode in modes]
+    try:
+        predictions = [predict_time(loaded.build("meta"), input_shape=spec,
+                                    batch_size=args.batch_size, mode=mode, calibration=given,
+                                    threads=args.threads, dataset_size=args.dataset_size,
+                                    name=loaded.name, strict=not args.allow_uncovered)
+                       for mode in modes]
+    except UncoveredOperatorError as exc:
+        raise UncoveredOperatorError(f"{exc} (--allow-uncovered)") from exc
     op_model = given or load_operator_model("cpu", threads=args.threads)
     caveats = caveats_here(op_model, threads=args.threads or torch.get_num_threads())
     mark = " (rough: see below)" if caveats else ""

@@ -237,7 +237,7 @@ def _train_pass(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer
             if not math.isfinite(loss_value):
                 raise TrainingDivergedError(
                     f"loss became {loss_value} at epoch {epoch}, step {step} of {len(loader)}; "
-                    "lower the learning rate (--lr) or check the data")
+                    "lower the learning rate or check the data")
             loss.backward()
             opt.step()
             scheduler.step()

@@ -450,7 +450,7 @@ def predict_report(report: CostReport, model: OperatorModel, *, modules: int = 0
         listed = ", ".join(f"{op} ({n} call{'s' if n > 1 else ''})" for op, n in unsupported.items())
         raise UncoveredOperatorError(
             f"{report.model} uses operators with no cost formula, so no time either: {listed}; "
-            "predict without them (counted as zero time) with --allow-uncovered")
+            "allow uncovered operators (strict=False) to predict without them, counted as zero time")
     seconds = model.kernel_seconds(report.records, report.mode)
     calls = tuple(OpTime(r, op_kind(r), float(s)) for r, s in zip(report.records, seconds, strict=False))
     return Prediction(model=report.model, mode=report.mode, batch_size=report.batch_size,

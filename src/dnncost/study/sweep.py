@@ -205,7 +205,7 @@ def select_models(config: StudyConfig) -> list[str]:
                  if models.get_model_info(n).size in sizes]
         if not names:
             raise ModelNotFoundError(f"the zoo has no {'/'.join(sizes)}-sized network of family "
-                                     f"'{config.family}'; try the other --input-size")
+                                     f"'{config.family}'; try the other input size (32 or 224)")
         return names
     if config.input_size == InputSize.CIFAR.value:
         return models.default_study_models()
