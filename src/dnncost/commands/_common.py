@@ -4,8 +4,17 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from dnncost.measuring.kinds import OPTIMIZERS, OptimizerKind
+
 if TYPE_CHECKING:
     from dnncost.measuring.inputs import InputSpec
+
+def add_optimizer_argument(parser: argparse.ArgumentParser) -> None:
+    """``--optimizer sgd|adam|adamw`` (dnncost.measuring.kinds.OptimizerKind)."""
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=OptimizerKind.SGD.value,
+                        help="optimizer of the training step (default: sgd, momentum 0.9; "
+                             "adam, adamw)")
+
 
 FORMATS = ("table", "json", "csv")
 

@@ -7,6 +7,7 @@ import sys
 from dnncost.commands._common import (
     add_format_argument,
     add_model_input_arguments,
+    add_optimizer_argument,
     add_precision_arguments,
     input_spec,
 )
@@ -29,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "aten operator or per module type (default: module)")
     parser.add_argument("--device", default="meta",
                         help="meta (default: no arithmetic), or cpu/cuda to count on real tensors")
-    parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
+    add_optimizer_argument(parser)
     parser.add_argument("--convention", action="store_true",
                         help="print the full counting convention under the table (default: one line)")
     parser.add_argument("--plain", action="store_true",

@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from dnncost.prediction.predict import load_operator_model
     from dnncost.reporting.formatting import render
+    from dnncost.study.defaults import DEFAULT_DB
     from dnncost.study.store import open_store
-    from dnncost.study.sweep import DEFAULT_DB
 
     path = Path(args.db or DEFAULT_DB)
     if not path.is_file():

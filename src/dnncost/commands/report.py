@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from dnncost.study.sweep import DEFAULT_DB, DEFAULT_OUT
+from dnncost.study.defaults import DEFAULT_DB, DEFAULT_OUT
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

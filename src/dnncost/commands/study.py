@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from dnncost.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from dnncost.study.sweep import DEFAULT_DB, DEFAULT_OUT, NATIVE, OPTIMIZERS
+from dnncost.measuring.kinds import OPTIMIZERS
+from dnncost.study.defaults import DEFAULT_DB, DEFAULT_OUT, NATIVE
 
 if TYPE_CHECKING:
     from dnncost.study.sweep import StudyConfig

@@ -7,6 +7,7 @@ import sys
 from dnncost.commands._common import (
     add_format_argument,
     add_model_input_arguments,
+    add_optimizer_argument,
     add_precision_arguments,
     input_spec,
 )
@@ -39,8 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="timed steps (default: 10)")
     budget.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                         help="time steps until their total reaches SECONDS (at least 6 steps)")
-    parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd",
-                        help="optimizer of the training step (default: sgd, momentum 0.9)")
+    add_optimizer_argument(parser)
     parser.add_argument("--breakdown", action="store_true",
                         help="also profile where the step's time goes (torch.profiler), beside "
                              "each part's share of FLOPs")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from dnncost.commands._common import add_format_argument
+from dnncost.commands._common import add_format_argument, add_optimizer_argument
 
 # Mirrors of dnncost.measuring.training's defaults (kept literal so that building the parser stays light;
 # tests/test_time_cli.py checks they agree).
@@ -31,8 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"batch size (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--lr", type=float, default=DEFAULT_LR,
                         help=f"learning rate (default: {DEFAULT_LR})")
-    parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd",
-                        help="sgd (momentum 0.9, default), adam or adamw")
+    add_optimizer_argument(parser)
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="intra-op CPU threads (default: torch's current setting)")

@@ -6,7 +6,11 @@ import argparse
 import sys
 import warnings
 
-from dnncost.commands._common import add_format_argument, add_model_input_arguments
+from dnncost.commands._common import (
+    add_format_argument,
+    add_model_input_arguments,
+    add_optimizer_argument,
+)
 
 DEFAULT_BATCH_SIZE = 16  # source: our choice; batch 1 measures Python overhead, not the layers
 DEFAULT_PAIRS = 6  # source: MIN_SAMPLES_FOR_CI, the fewest pairs with a 95% interval of the median; keeps a
@@ -39,8 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="untimed warm-up steps of each network (default: 2)")
     parser.add_argument("--repeats", type=int, default=DEFAULT_PAIRS, metavar="N",
                         help=f"timed A/B pairs per transformation (default: {DEFAULT_PAIRS})")
-    parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd",
-                        help="optimizer of the training step (default: sgd, momentum 0.9)")
+    add_optimizer_argument(parser)
     parser.add_argument("--out", default=None, metavar="FILE.png",
                         help="write the 'FLOPs saved vs time saved' figure here")
     parser.add_argument("--db", default=None, metavar="FILE.sqlite",

@@ -24,25 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnncost.errors import InputSpecError
+from dnncost.measuring.kinds import Mode, OptimizerKind
 
 LOSS_MODULE = "(loss)"  # where the loss's operators are attributed (outside every module)
 OPTIMIZER_MODULE = "(optimizer)"  # where the optimizer step's operators are attributed
 DEFAULT_LR = 0.01  # source: our choice for timing and counting; the value does not change the cost
-
-
-class Mode(str, Enum):
-    """What one step is."""
-
-    TRAIN = "train"  # zero_grad + forward + loss + backward + optimizer step
-    EVAL = "eval"  # model.eval() + forward under no_grad
-
-
-class OptimizerKind(str, Enum):
-    """The optimizers a training step can use (one list: every command and API takes these)."""
-
-    SGD = "sgd"  # momentum 0.9
-    ADAM = "adam"
-    ADAMW = "adamw"
 
 
 class Part(str, Enum):

@@ -21,6 +21,7 @@ import numpy as np
 from dnncost.counting.cost import CostReport
 from dnncost.counting.counter import count
 from dnncost.counting.formulas import OpKind
+from dnncost.errors import DnncostError
 from dnncost.measuring.device import using_threads
 from dnncost.prediction.evaluation import roofline_seconds
 from dnncost.prediction.kernels import AlignmentError, module_counts, time_kernels
@@ -152,6 +153,8 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
                 samples = measure_network(net)
             except AlignmentError:  # the CPU ran other kernels than counted: not a clean sample
                 continue
+            except (DnncostError, RuntimeError):  # a drawn network this build cannot run (batch
+                continue  # norm over one value per channel, an in-place op autograd needs): draw again
             (held if networks % HOLD_OUT == HOLD_OUT - 1 else fitted).extend(samples)
             networks += 1
             if progress is not None:

@@ -1,0 +1,26 @@
+"""The kinds of step, named once: what a step is (:class:`Mode`) and which optimizer a training
+step uses (:class:`OptimizerKind`). Free of torch, so the command line can offer the choices
+without importing it; :mod:`dnncost.measuring.step` builds steps from them."""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Mode(str, Enum):
+    """What one step is."""
+
+    TRAIN = "train"  # zero_grad + forward + loss + backward + optimizer step
+    EVAL = "eval"  # model.eval() + forward under no_grad
+
+
+class OptimizerKind(str, Enum):
+    """The optimizers a training step can use (one list: every command and API takes these)."""
+
+    SGD = "sgd"  # momentum 0.9
+    ADAM = "adam"
+    ADAMW = "adamw"
+
+
+OPTIMIZERS = tuple(k.value for k in OptimizerKind)  # the names, for argument choices and messages
+
+__all__ = ["OPTIMIZERS", "Mode", "OptimizerKind"]
