@@ -106,3 +106,50 @@ def test_one_epoch_on_the_gpu(digits32) -> None:
     result = train(create_model("lenet5"), digits32, epochs=1, device="cuda", progress=False)
     assert result.device.startswith("cuda") and result.final.train_time_s > 0
     assert result.final.val_accuracy > 0.2  # one epoch from chance (0.1)
+
+
+def _tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+
+
+def test_precision_casts_the_model_and_only_floating_batches() -> None:
+    from dnncost.measuring.inputs import Precision
+
+    p = Precision(dtype="bfloat16", channels_last=True)
+    model = p.apply(_tiny())
+    assert {q.dtype for q in model.parameters()} == {torch.bfloat16}
+    x = p.batch(torch.randn(2, 1, 8, 8))
+    assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
+    assert p.batch(torch.zeros(2, 5, dtype=torch.int64)).dtype == torch.int64  # ids stay ids
+    assert Precision().batch(x) is x  # the default changes nothing
+    with pytest.raises(InputSpecError, match="unknown dtype 'bf17'"):
+        Precision(autocast="bf17")
+
+
+def test_training_in_bfloat16_and_under_autocast_runs_every_epoch() -> None:
+    from dnncost.measuring.inputs import Precision
+
+    data = load_dataset("digits", input_shape=(1, 8, 8))
+    model = _tiny()
+    result = train(model, data, epochs=1, progress=False, precision=Precision(dtype="bfloat16"))
+    assert len(result.epochs) == 1 and next(model.parameters()).dtype == torch.bfloat16
+    amp = train(_tiny(), data, epochs=1, progress=False, precision=Precision(autocast="bfloat16"))
+    assert len(amp.epochs) == 1 and amp.epochs[0].train_samples == len(data.train)
+
+
+def test_train_cli_takes_an_image_input_shape_and_precision(tmp_path, capsys) -> None:
+    from dnncost.cli import main
+
+    (tmp_path / "m.py").write_text(
+        "from torch import nn\n"
+        "def tiny():\n"
+        "    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),\n"
+        "                         nn.Flatten(), nn.Linear(4, 10))\n")
+    spec = f"{tmp_path / 'm.py'}:tiny"
+    assert main(["train", spec, "--epochs", "1", "--input", "1x16x16", "--dtype", "bfloat16",
+                 "--no-progress"]) == 0
+    assert "resized bilinear to 16x16" in capsys.readouterr().out
+    assert main(["train", spec, "--input", "16:int64"]) == 2
+    err = capsys.readouterr().err
+    assert "is not one image shape CxHxW" in err and "Traceback" not in err

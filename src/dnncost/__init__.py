@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from dnncost.measuring.calibrate import calibrate, load_calibration
     from dnncost.measuring.data import load_dataset
     from dnncost.measuring.distributed import measure_distributed
-    from dnncost.measuring.inputs import InputSpec, parse_input_spec
+    from dnncost.measuring.inputs import InputSpec, Precision, parse_input_spec
     from dnncost.measuring.measurement import Measurement
     from dnncost.measuring.timing import StepOptions, StepTiming, time_model
     from dnncost.measuring.training import train
@@ -51,6 +51,7 @@ _LAZY = {  # public name -> the module that defines it
     "OpKind": "dnncost.counting.formulas",
     "TensorSpec": "dnncost.counting.formulas",
     "InputSpec": "dnncost.measuring.inputs",
+    "Precision": "dnncost.measuring.inputs",
     "parse_input_spec": "dnncost.measuring.inputs",
     "load_model": "dnncost.models.loading",
     "list_models": "dnncost.models",
@@ -73,7 +74,7 @@ _LAZY = {  # public name -> the module that defines it
 __all__ = [  # explicit, so tools see it; tests check it matches _LAZY
     "__version__",
     "CONVENTION", "Cost", "CostReport", "OpRecord", "Phase", "count", "register_formula", "OpKind",
-    "TensorSpec", "InputSpec", "parse_input_spec", "load_model", "list_models", "create_model",
+    "TensorSpec", "InputSpec", "Precision", "parse_input_spec", "load_model", "list_models", "create_model",
     "get_model_info", "register_model", "time_model", "StepOptions", "StepTiming", "Measurement",
     "train", "load_dataset", "calibrate", "load_calibration", "profile_breakdown",
     "measure_distributed", "open_store",

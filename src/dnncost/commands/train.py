@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-from dnncost.commands._common import add_format_argument, add_optimizer_argument
+from dnncost.commands._common import (
+    add_format_argument,
+    add_optimizer_argument,
+    add_precision_arguments,
+    input_spec,
+)
 
 # Mirrors of dnncost.measuring.training's defaults (kept literal so that building the parser stays light;
 # tests/test_time_cli.py checks they agree).
@@ -32,6 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=DEFAULT_LR,
                         help=f"learning rate (default: {DEFAULT_LR})")
     add_optimizer_argument(parser)
+    parser.add_argument("--input", dest="input_shape", default=None, metavar="CxHxW",
+                        help="one sample's image shape the dataset is read at, e.g. 3x64x64 "
+                             "(default: the model's; the datasets are images, so no token inputs)")
+    add_precision_arguments(parser)
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="intra-op CPU threads (default: torch's current setting)")
@@ -51,14 +60,22 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dnncost.errors import DnncostError
+    from dnncost.errors import DnncostError, InputSpecError
     from dnncost.measuring.data import load_dataset
+    from dnncost.measuring.inputs import Precision
     from dnncost.measuring.training import EpochRecord, train
     from dnncost.models.loading import load_model
     from dnncost.reporting.formatting import render
 
     loaded = load_model(args.model)
-    data = load_dataset(args.dataset, input_shape=loaded.input_shape,
+    spec = input_spec(args, loaded.input_shape)
+    image = spec.tensors[0] if spec.tensors else None
+    if image is None or len(spec.tensors) != 1 or not image.dtype.is_floating_point \
+            or len(image.shape) != 3:
+        raise InputSpecError(f"--input '{args.input_shape}' is not one image shape CxHxW: dnncost "
+                             "train reads image datasets (e.g. --input 3x64x64)")
+    precision = Precision(dtype=args.dtype, autocast=args.autocast, channels_last=args.channels_last)
+    data = load_dataset(args.dataset, input_shape=image.shape,
                         val_fraction=args.val_fraction, seed=args.seed)
     torch.manual_seed(args.seed)  # the weights' initialisation
     model = loaded.build("cpu")
@@ -67,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         result = train(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        optimizer=args.optimizer, device=args.device, threads=args.threads,
                        seed=args.seed, num_workers=args.workers, progress=not args.no_progress,
-                       name=loaded.name, on_epoch=finished.append)
+                       name=loaded.name, on_epoch=finished.append, precision=precision)
     except DnncostError:
         if finished:  # keep what was done: the finished epochs, then the error
             print(render([_row(e) for e in finished], args.format, columns=COLUMNS,

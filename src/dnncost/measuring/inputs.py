@@ -15,6 +15,7 @@ Python -- into :class:`ModelInputs` (positional ``args`` + keyword ``kwargs``) o
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,44 @@ def parse_dtype(text: str | torch.dtype) -> torch.dtype:
     if name not in DTYPES:
         raise InputSpecError(f"unknown dtype '{text}'; choose one of {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a network's tensors are represented while it trains: parameters and floating inputs cast
+    to ``dtype``, the forward (and loss) under ``torch.autocast(autocast)``, 4-d tensors in the
+    channels_last memory format. The default changes nothing."""
+
+    dtype: str | None = None  # bfloat16, float16, float32; None: as built
+    autocast: str | None = None  # bfloat16 or float16; None: no autocast
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        for name in (self.dtype, self.autocast):
+            if name is not None:
+                parse_dtype(name)  # a clear error for an unknown dtype name
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` in this precision and memory format (in place, as ``Module.to`` does)."""
+        if self.dtype is not None:
+            model.to(parse_dtype(self.dtype))
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        """An input batch in this precision (floating tensors only) and memory format."""
+        if self.dtype is not None and x.is_floating_point():
+            x = x.to(parse_dtype(self.dtype))
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward_context(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        """``torch.autocast`` for the forward and loss, or nothing."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=parse_dtype(self.autocast))
 
 
 @dataclass(frozen=True)

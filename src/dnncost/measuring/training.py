@@ -28,6 +28,7 @@ from dnncost.measuring.device import (
 )
 from dnncost.measuring.environment import Environment, current_environment
 from dnncost.measuring.failure import named_model_failure
+from dnncost.measuring.inputs import Precision
 from dnncost.measuring.recipe import LrSchedule, lr_factor
 from dnncost.measuring.records import EpochRecord  # the study's store keeps it as it is
 from dnncost.measuring.step import OptimizerKind, make_optimizer, primary_output, trainable_parameters
@@ -118,11 +119,14 @@ def train(
     schedule: LrSchedule | str = LrSchedule.CONSTANT,
     warmup_steps: int = 0,
     weight_decay: float = 0.0,
+    precision: Precision | None = None,
 ) -> TrainingResult:
     """Train ``model`` on ``data.train`` for ``epochs``, validating on ``data.val`` after each.
 
     The learning rate follows :func:`lr_factor` (``warmup_steps`` of linear warm-up, then
-    ``schedule``), updated every step; ``weight_decay`` is the optimizer's L2 penalty.
+    ``schedule``), updated every step; ``weight_decay`` is the optimizer's L2 penalty;
+    ``precision`` casts the model and its batches and runs the forward and loss under autocast
+    (dnncost.measuring.inputs.Precision).
 
     The model is trained in place (and moved to ``device``). A non-finite loss stops the run with
     TrainingDivergedError naming the epoch and step; a batch too large for memory raises
@@ -160,7 +164,9 @@ def train(
     with using_threads(threads) as n_threads, out_of_memory_as_error(batch_size=batch_size, device=dev), \
             named_model_failure(model, name=name, shape=batch_shape):
         model.to(dev)
-        _check_classes(model, data, dev)
+        prec = precision or Precision()
+        prec.apply(model)
+        _check_classes(model, data, dev, prec)
         opt = make_optimizer(optimizer, model.parameters(), lr=lr)
         for group in opt.param_groups:
             group["weight_decay"] = weight_decay
@@ -168,9 +174,9 @@ def train(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(
             _factor, total_steps=total, warmup_steps=warmup_steps, schedule=schedule))
         for epoch in range(1, epochs + 1):
-            tr = _train_pass(model, train_loader, opt, dev, epoch=epoch, epochs=epochs,
+            tr = _train_pass(model, train_loader, opt, dev, prec, epoch=epoch, epochs=epochs,
                              progress=progress, scheduler=sched)
-            va = _val_pass(model, val_loader, dev)
+            va = _val_pass(model, val_loader, dev, prec)
             record = EpochRecord(
                 epoch=epoch, train_time_s=tr.time_s, val_time_s=va.time_s,
                 train_data_time_s=tr.data_s, val_data_time_s=va.data_s,
@@ -192,12 +198,14 @@ def _factor(step: int, **kwargs: object) -> float:
     return lr_factor(step, **kwargs)  # type: ignore[arg-type]
 
 
-def _check_classes(model: nn.Module, data: DatasetSplit, device: torch.device) -> None:
+def _check_classes(model: nn.Module, data: DatasetSplit, device: torch.device,
+                   precision: Precision) -> None:
     """The network must have an output per class of the dataset."""
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        logits = primary_output(model(data.train[0][0].unsqueeze(0).to(device)))  # (1, classes)
+    with torch.no_grad(), precision.forward_context(device):
+        x = precision.batch(data.train[0][0].unsqueeze(0).to(device))  # (1, *sample)
+        logits = primary_output(model(x))  # (1, classes)
     model.train(was_training)
     if logits.dim() != 2 or logits.shape[1] < data.num_classes:
         raise InputSpecError(
@@ -205,8 +213,9 @@ def _check_classes(model: nn.Module, data: DatasetSplit, device: torch.device) -
             f"'{data.name}' has {data.num_classes} classes; it needs at least {data.num_classes} logits")
 
 
-def _batches(loader: DataLoader, device: torch.device, totals: _Pass):
-    """Yield (x, y) on ``device``, adding the time spent waiting for each batch to ``totals.data_s``."""
+def _batches(loader: DataLoader, device: torch.device, totals: _Pass, precision: Precision):
+    """Yield (x, y) on ``device`` (x in ``precision``), adding the time spent waiting for each batch
+    to ``totals.data_s``."""
     it = iter(loader)
     while True:
         t0 = time.perf_counter()
@@ -214,13 +223,13 @@ def _batches(loader: DataLoader, device: torch.device, totals: _Pass):
             x, y = next(it)
         except StopIteration:
             return
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = precision.batch(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
         totals.data_s += time.perf_counter() - t0
         yield x, y
 
 
 def _train_pass(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer,
-                device: torch.device, *, epoch: int, epochs: int, progress: bool,
+                device: torch.device, precision: Precision, *, epoch: int, epochs: int, progress: bool,
                 scheduler: torch.optim.lr_scheduler.LRScheduler) -> _Pass:
     from tqdm.auto import tqdm
 
@@ -229,10 +238,11 @@ def _train_pass(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer
     t0 = time.perf_counter()
     with tqdm(total=len(loader), desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
               disable=not progress) as bar:
-        for step, (x, y) in enumerate(_batches(loader, device, totals), start=1):
+        for step, (x, y) in enumerate(_batches(loader, device, totals, precision), start=1):
             opt.zero_grad(set_to_none=True)
-            logits = primary_output(model(x))
-            loss = F.cross_entropy(logits, y)
+            with precision.forward_context(device):
+                logits = primary_output(model(x))
+                loss = F.cross_entropy(logits, y)
             loss_value = loss.item()  # also synchronises the device
             if not math.isfinite(loss_value):
                 raise TrainingDivergedError(
@@ -250,14 +260,17 @@ def _train_pass(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer
     return totals
 
 
-def _val_pass(model: nn.Module, loader: DataLoader, device: torch.device) -> _Pass:
+def _val_pass(model: nn.Module, loader: DataLoader, device: torch.device,
+              precision: Precision) -> _Pass:
     totals = _Pass()
     model.eval()
     t0 = time.perf_counter()
     with torch.no_grad():
-        for x, y in _batches(loader, device, totals):
-            logits = primary_output(model(x))
-            totals.add(F.cross_entropy(logits, y).item(), logits, y)
+        for x, y in _batches(loader, device, totals, precision):
+            with precision.forward_context(device):
+                logits = primary_output(model(x))
+                loss = F.cross_entropy(logits, y)
+            totals.add(loss.item(), logits, y)
     synchronize(device)
     totals.time_s = time.perf_counter() - t0
     return totals
