@@ -25,17 +25,21 @@ def add_format_argument(parser: argparse.ArgumentParser) -> None:
                         help="output format (default: table)")
 
 
-def add_model_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """MODEL, ``--input CxHxW`` and ``--batch-size N``, as ``count``/``time``/``predict`` take them."""
+def add_model_input_arguments(parser: argparse.ArgumentParser, *, specs: bool = True) -> None:
+    """MODEL, ``--input SPEC`` and ``--batch-size N``, as ``count``/``time``/``predict`` take them
+    (``specs=False``: one float shape only, for commands that build their own batch)."""
     parser.add_argument("model", metavar="MODEL",
                         help="zoo or torchvision name (resnet50, torchvision:resnet50), "
                              "timm:NAME, or path/to/file.py:factory")
-    parser.add_argument("--input", dest="input_shape", default=None, metavar="SPEC",
+    parser.add_argument("--input", dest="input_shape", default=None,
+                        metavar="SPEC" if specs else "CxHxW",
                         help="one sample's input, without the batch dimension (default: the model's): "
                              "a shape 3x224x224; a dtype 16:int64 (token ids in [0, 2); "
                              "16:int64:30522 for [0, 30522)); several inputs 3x224x224,4; or "
                              "path/to/file.py:inputs, a function inputs(batch_size) returning a "
-                             "tensor, a tuple or a dict of keyword tensors (attention masks)")
+                             "tensor, a tuple or a dict of keyword tensors (attention masks)"
+                        if specs else "one sample's float input shape without the batch dimension, "
+                                      "e.g. 3x224x224 (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="batch size (default: 1)")
 

@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "network, count it and time it interleaved with the unmodified network "
                     "(A B, B A, ...): ratios of FLOPs, params, bytes and activation memory, and the "
                     "measured time ratio with its 95% interval, all per sample.")
-    add_model_input_arguments(parser)
+    add_model_input_arguments(parser, specs=False)  # transformations need one float input
     parser.set_defaults(batch_size=DEFAULT_BATCH_SIZE)
     parser.add_argument("--mode", choices=("train", "eval", "both"), default="train",
                         help="train step, eval step, or both (default: train)")
