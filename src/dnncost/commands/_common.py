@@ -41,7 +41,7 @@ def add_model_input_arguments(parser: argparse.ArgumentParser, *, specs: bool = 
                         if specs else "one sample's float input shape without the batch dimension, "
                                       "e.g. 3x224x224 (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
-                        help="batch size (default: 1)")
+                        help="batch size (default: %(default)s)")
 
 
 DTYPE_CHOICES = ("float32", "bfloat16", "float16")  # source: the dtypes torch.autocast and CPUs/GPUs run
