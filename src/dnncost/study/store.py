@@ -19,6 +19,9 @@ marked as dnncost's by ``PRAGMA application_id``):
   ratios to the original, the interleaved time ratios and raw samples, or why it does not apply.
 - ``work_points`` (schema 5): cost vs work, one network's step timed at several batch and input
   sizes (dnncost.study.work), with the counted FLOPs of each.
+- ``unseen_results`` (schema 6): ``dnncost evaluate --unseen``, one row per network, input
+  configuration and step mode: measured time and samples, the per-kernel and baseline predictions,
+  and the calibration that made them (dnncost.study.unseen).
 
 Rows are written and read by column name: each table has a frozen row dataclass below whose fields
 are its columns (plus keys such as ``network_id`` passed beside it); :func:`_insert` builds the
@@ -240,15 +243,49 @@ CREATE TABLE work_points (
 CREATE INDEX work_network ON work_points(network_id);
 """
 
+_SCHEMA_V6 = """
+-- dnncost evaluate --unseen (dnncost.prediction.unseen): one row per network, input configuration
+-- and step mode, timed on the machine `fingerprint` and predicted with calibration `calibration_id`;
+-- measured_s NULL: the network was left out there, `note` says why
+CREATE TABLE unseen_results (
+    uid TEXT PRIMARY KEY,
+    run_uid TEXT NOT NULL,
+    config_hash TEXT NOT NULL,                -- the protocol (calibration, rounds, timing): runs.config
+    fingerprint TEXT NOT NULL REFERENCES environments(fingerprint),
+    network TEXT NOT NULL,                    -- torchvision name
+    input_shape TEXT NOT NULL,                -- one sample, e.g. '3x32x32'
+    batch_size INTEGER NOT NULL,
+    mode TEXT NOT NULL CHECK (mode IN ('eval', 'train')),
+    threads INTEGER NOT NULL,
+    measured_s REAL,                          -- seconds per step by `estimator`; NULL: left out
+    estimator TEXT,                           -- how measured_s comes from the samples
+    measured_low_s REAL,                      -- its interval, NULL when the timing gives none
+    measured_high_s REAL,
+    samples TEXT,                             -- JSON list of seconds, every timed step
+    round_medians TEXT,                       -- JSON list, the median of each round-robin round
+    predicted_s REAL,                         -- the per-kernel model
+    flops_s REAL,                             -- baselines: FLOPs-only, params-only, roofline
+    params_s REAL,
+    roofline_s REAL,
+    gflops REAL,                              -- counted FLOPs of the step / 1e9
+    calibration_id TEXT NOT NULL,
+    calibration TEXT NOT NULL,                -- JSON summary: quick, held-out error, networks, ...
+    note TEXT NOT NULL,                       -- why left out; '' when measured
+    measured TEXT NOT NULL
+);
+CREATE INDEX unseen_group ON unseen_results(config_hash, fingerprint);
+"""
+
 #: version -> SQL that takes a store from version-1 to version. Applied in order, each in one
 #: transaction with the version bump, so a store is never left half-migrated.
 MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4,
-                              5: _SCHEMA_V5}
+                              5: _SCHEMA_V5, 6: _SCHEMA_V6}
 SCHEMA_VERSION = max(MIGRATIONS)  # a new schema version is a new entry in MIGRATIONS
 
 #: Every table, in the order :func:`merge` copies them (a table after those it references).
 MERGE_ORDER = ("environments", "runs", "networks", "counts", "step_timings", "trainings", "epochs",
-               "breakdowns", "errors", "allreduce_timings", "whatif_results", "work_points")
+               "breakdowns", "errors", "allreduce_timings", "whatif_results", "work_points",
+               "unseen_results")
 
 
 def now() -> str:
@@ -465,6 +502,37 @@ class WorkRow:
     input_size: int
     step_s: float
     flops: float
+
+
+@dataclass(frozen=True)
+class UnseenRow:
+    """One unseen-network result (schema 6): a network at one input configuration and step mode,
+    measured (or left out: ``measured_s`` None, ``note`` says why) and predicted."""
+
+    uid: str
+    run_uid: str
+    config_hash: str
+    fingerprint: str
+    network: str
+    input_shape: str
+    batch_size: int
+    mode: str
+    threads: int
+    measured_s: float | None
+    estimator: str | None
+    measured_low_s: float | None
+    measured_high_s: float | None
+    samples: tuple[float, ...] | None = field(metadata=_JSON_SAMPLES)
+    round_medians: tuple[float, ...] | None = field(metadata=_JSON_SAMPLES)
+    predicted_s: float | None
+    flops_s: float | None
+    params_s: float | None
+    roofline_s: float | None
+    gflops: float | None
+    calibration_id: str
+    calibration: Mapping[str, object] = field(metadata=_JSON_DICT)
+    note: str
+    measured: str
 
 
 @dataclass(frozen=True)
@@ -767,6 +835,26 @@ class Store:
             "WHERE n.config_hash = :config AND n.fingerprint = :machine ORDER BY w.rowid",
             {"config": group.config_hash, "machine": group.fingerprint})
         return [(r["network"], _record(WorkRow, r)) for r in rows]
+
+    def put_unseen(self, row: UnseenRow) -> None:
+        """Store one unseen-network result; a left-out row stored before for the same network,
+        configuration, mode, protocol and machine is replaced (it was tried again)."""
+        with self.transaction(f"the unseen-network result {row.network} {row.mode}") as c:
+            c.execute("DELETE FROM unseen_results WHERE measured_s IS NULL AND config_hash = ? AND "
+                      "fingerprint = ? AND network = ? AND input_shape = ? AND batch_size = ? AND "
+                      "mode = ?", (row.config_hash, row.fingerprint, row.network, row.input_shape,
+                                   row.batch_size, row.mode))
+            _insert(c, "unseen_results", row)
+
+    def unseen_rows(self, *, config_hash: str | None = None,
+                    fingerprint: str | None = None) -> list[UnseenRow]:
+        """Every stored unseen-network result (of one protocol / machine, when given), in the
+        order stored."""
+        rows = self._rows(
+            "SELECT * FROM unseen_results WHERE (:config_hash IS NULL OR config_hash = :config_hash) "
+            "AND (:fingerprint IS NULL OR fingerprint = :fingerprint) ORDER BY rowid",
+            {"config_hash": config_hash, "fingerprint": fingerprint})
+        return [_record(UnseenRow, r) for r in rows]
 
     def has_work(self, network_id: int) -> bool:
         return self._scalar("SELECT COUNT(*) FROM work_points WHERE network_id = ?", (network_id,)) > 0
@@ -1074,5 +1162,5 @@ def _merge_one(src: Store, c: sqlite3.Connection) -> dict[str, int]:
 __all__ = [
     "APPLICATION_ID", "MERGE_ORDER", "MIGRATIONS", "SCHEMA_VERSION", "AllreduceRow", "CountRow",
     "EnvironmentRow", "ErrorRow", "Group", "NetworkResult", "NetworkRow", "RunRow",
-    "Store", "TimingRow", "TrainingRow", "WhatIfRow", "merge", "migrate", "open_store",
+    "Store", "TimingRow", "TrainingRow", "UnseenRow", "WhatIfRow", "merge", "migrate", "open_store",
 ]
