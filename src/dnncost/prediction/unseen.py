@@ -11,14 +11,15 @@ medians is reported as run-to-run noise. Each network is predicted (meta device,
 the per-kernel model and by three baselines, each one scale factor per mode fitted on the
 calibration's random networks -- never on the evaluated ones: FLOPs-only, params-only and a plain
 roofline (sum of max(FLOPs / peak, bytes / bandwidth), peak and bandwidth the best kernels' of the
-calibration).
+calibration). Each network's result is handed to ``on_result`` the moment it is complete (the
+command stores it: dnncost.study.unseen), and results already stored are skipped (``done``).
 """
 from __future__ import annotations
 
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +43,10 @@ MAX_STEP_GFLOPS = 250.0  # source: our choice; ResNet-50's 224 training step at 
 QUICK_MODELS = ("mobilenet_v3_small", "shufflenet_v2_x0_5", "mnasnet0_5", "regnet_x_400mf",
                 "efficientnet_b0", "squeezenet1_1")  # source: our choice, small and varied
 # (squeezenet1_1 is in the zoo: the quick list filters it out below, kept as a check of the filter)
+ESTIMATOR = "fastest step"  # how measured_s comes from the samples; source: the calibration's statistic
+
+Key = tuple[str, tuple[int, ...], int, str]
+"""(network, one sample's input shape, batch size, mode): one result of the protocol."""
 
 
 def unseen_network_names() -> list[str]:
@@ -64,6 +69,24 @@ class UnseenPoint:
     round_medians_s: tuple[float, ...]
     predicted_s: dict[str, float]
     gflops: float
+    samples: tuple[float, ...] = ()  # every timed step of every round, seconds
+    estimator: str = ESTIMATOR
+    interval_s: tuple[float, float] | None = None  # of measured_s, when the timing gives one
+
+    @property
+    def key(self) -> Key:
+        return (self.name, tuple(self.input_shape), self.batch_size, self.mode)
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """A network left out at one configuration and mode, and why."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    batch_size: int
+    mode: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -112,7 +135,9 @@ class UnseenResult:
                 "points": [{"name": p.name, "input": _config(p.input_shape, p.batch_size),
                             "mode": p.mode, "measured_s": p.measured_s,
                             "round_medians_s": list(p.round_medians_s),
-                            "predicted_s": p.predicted_s, "gflops": p.gflops} for p in self.points]}
+                            "predicted_s": p.predicted_s, "gflops": p.gflops,
+                            "samples_s": list(p.samples), "estimator": p.estimator}
+                           for p in self.points]}
 
 
 def _config(shape: Sequence[int], batch: int) -> str:
@@ -135,28 +160,41 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                     modes: Sequence[str] = MODES, rounds: int = 2, repeats: int = 3,
                     warmup: int = 2, threads: int | None = None,
                     max_step_gflops: float = MAX_STEP_GFLOPS,
-                    progress: Callable[[str], None] | None = None) -> UnseenResult:
+                    progress: Callable[[str], None] | None = None, done: Collection[Key] = (),
+                    on_result: Callable[[UnseenPoint | LeftOut], None] | None = None
+                    ) -> UnseenResult:
     """Time and predict every unseen network (``names``: a subset) at each configuration and mode
     (see the module docstring). A network that cannot take an input, or whose step is above
-    ``max_step_gflops``, is left out and listed with the reason."""
+    ``max_step_gflops``, is left out and listed with the reason. ``done``: results (keys) already
+    kept, not measured again. ``on_result`` gets each point as soon as its last round is timed,
+    and each left-out network as it is left out."""
     started = time.perf_counter()
     unseen = unseen_network_names()
     chosen = [n for n in (names or unseen) if n in unseen]
     skipped = {n: "in dnncost's zoo or not a torchvision classification network"
                for n in (names or ()) if n not in unseen}
     points = []
+    done = set(done)
+
+    def leave_out(name: str, shape: tuple[int, ...], batch: int, mode: str, reason: str) -> None:
+        skipped[f"{name} {_config(shape, batch)} {mode}"] = reason
+        if on_result is not None:
+            on_result(LeftOut(name, tuple(shape), batch, mode, reason))
+
     for shape, batch in configs:
         for mode in modes:
             predicted: dict[str, tuple[dict[str, float], float]] = {}
             for name in chosen:
-                key = f"{name} {_config(shape, batch)} {mode}"
+                if (name, tuple(shape), batch, mode) in done:
+                    continue
                 try:
                     predicted[name] = _predict(name, shape, batch, mode, model)
                 except DnncostError as exc:
-                    skipped[key] = str(exc).splitlines()[0][:200]
+                    leave_out(name, shape, batch, mode, str(exc).splitlines()[0][:200])
                     continue
                 if predicted[name][1] > max_step_gflops:
-                    skipped[key] = f"{predicted[name][1]:.0f} GFLOPs a step, above {max_step_gflops:.0f}"
+                    leave_out(name, shape, batch, mode,
+                              f"{predicted[name][1]:.0f} GFLOPs a step, above {max_step_gflops:.0f}")
                     del predicted[name]
             samples: dict[str, list[float]] = {n: [] for n in predicted}
             medians: dict[str, list[float]] = {n: [] for n in predicted}
@@ -170,7 +208,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                                                 threads=threads, warmup=warmup, repeats=repeats,
                                                 count_flops=False, name=name)
                     except DnncostError as exc:
-                        skipped[f"{name} {_config(shape, batch)} {mode}"] = str(exc).splitlines()[0][:200]
+                        leave_out(name, shape, batch, mode, str(exc).splitlines()[0][:200])
                         del samples[name], predicted[name]
                         continue
                     samples[name] += list(timing.measurement.samples)
@@ -179,10 +217,16 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                         progress(f"{_config(shape, batch)} {mode} round {r + 1}/{rounds}: {name} "
                                  f"{timing.measurement.median * 1e3:.1f} ms "
                                  f"({time.perf_counter() - started:.0f} s)")
-            points += [UnseenPoint(n, tuple(shape), batch, mode, min(samples[n]), tuple(medians[n]),
-                                   predicted[n][0], predicted[n][1]) for n in samples]
+                    if r == rounds - 1:  # complete: handed on at once (an interruption loses only
+                        # the earlier rounds of networks not yet timed in the last one)
+                        point = UnseenPoint(name, tuple(shape), batch, mode, min(samples[name]),
+                                            tuple(medians[name]), predicted[name][0],
+                                            predicted[name][1], samples=tuple(samples[name]))
+                        points.append(point)
+                        if on_result is not None:
+                            on_result(point)
     return UnseenResult(tuple(points), skipped, model.summary(), time.perf_counter() - started)
 
 
-__all__ = ["CONFIGS", "MAX_STEP_GFLOPS", "METHODS", "QUICK_MODELS", "UnseenPoint", "UnseenResult",
-           "evaluate_unseen", "unseen_network_names"]
+__all__ = ["CONFIGS", "ESTIMATOR", "MAX_STEP_GFLOPS", "METHODS", "QUICK_MODELS", "Key", "LeftOut",
+           "UnseenPoint", "UnseenResult", "evaluate_unseen", "unseen_network_names"]
