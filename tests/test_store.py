@@ -440,3 +440,33 @@ def test_reading_a_store_a_killed_writer_left_gives_its_committed_state(tmp_path
     assert _state(tmp_path) == before  # the file and its journal untouched
     with open_store(path) as store:  # a writer rolls the journal back as SQLite always does
         assert store.result_count() == committed
+
+
+def test_repeat_conditions_round_trip_and_remeasures_are_not_planned_repeats(tmp_path):
+    from dnncost.study.store import RepeatConditions
+
+    a, out = tmp_path / "a.sqlite", tmp_path / "out.sqlite"
+    probed = RepeatConditions(cpu_samples=(0.09, 0.1), probe_before_s=1e-3, probe_after_s=3e-3,
+                              probe_reference_s=1e-3, load_average=1.5, steal_share=0.0,
+                              others_share=0.25, cpu_mhz=2450.0, remeasure=True)
+    with open_store(a) as store:
+        run = _fill(store, ("x",))  # one planned repeat, stored without conditions
+        store.add_timing(1, run, mode="train", samples=[0.1, 0.2], median_s=0.15, iqr_s=0.05,
+                         threads=1, peak_memory_bytes=None, conditions=probed)
+        assert store.timing_repeats(1, "train") == 1  # the re-measure is not a planned repeat
+        old, new = store.timing_rows(1, "train")
+        assert old.conditions == RepeatConditions()  # nothing recorded: all None, not a re-measure
+        assert new.conditions == probed and new.conditions.probe_s == pytest.approx(2e-3)  # (1+3)/2
+    merge([a], out)
+    with open_store(out) as store:
+        (result,) = store.network_results()
+    assert [t.conditions.remeasure for t in result.steps("train")] == [False, True]
+    assert result.steps("train")[1].conditions.cpu_samples == (0.09, 0.1)
+
+
+def test_old_store_reads_repeats_without_conditions(tmp_path):
+    path = tmp_path / "v1.sqlite"
+    _version_1_store(path)
+    with open_store(path, read_only=True) as store:
+        (step, *_) = store.network_results()[0].steps("train")
+    assert step.conditions.probe_s is None and step.conditions.remeasure is False

@@ -9,7 +9,9 @@ marked as dnncost's by ``PRAGMA application_id``):
 - ``runs``: one row per invocation of a study (its configuration, status, start and end);
 - ``networks``: one row per resume key (network name, configuration hash, machine fingerprint);
 - ``counts``: the counter's figures per network and mode (eval = forward, train = whole step);
-- ``step_timings``: one row per repeat of a timed step, raw samples kept as JSON;
+- ``step_timings``: one row per repeat of a timed step, raw samples kept as JSON; (schema 7) the
+  reference probe, the machine's load and the CPU time per step around each repeat, and whether it
+  re-measured a drifted one (:class:`RepeatConditions`);
 - ``trainings`` and ``epochs``: real training runs and each finished epoch;
 - ``breakdowns``: measured time and counted FLOPs per layer type;
 - ``errors``: what failed, where, with its traceback;
@@ -276,10 +278,26 @@ CREATE TABLE unseen_results (
 CREATE INDEX unseen_group ON unseen_results(config_hash, fingerprint);
 """
 
+_SCHEMA_V7 = """
+-- the machine around each repeat of a timed step (dnncost.study.store.RepeatConditions): the
+-- reference probe (dnncost.measuring.probe) before and after it with the fastest probe on record
+-- then, the machine's load (dnncost.measuring.environment.MachineLoad), this process's CPU time per
+-- step, and whether the repeat re-measured one whose probe drifted; NULL where not recorded
+ALTER TABLE step_timings ADD COLUMN cpu_samples TEXT;       -- JSON list, CPU s per step / threads
+ALTER TABLE step_timings ADD COLUMN probe_before_s REAL;
+ALTER TABLE step_timings ADD COLUMN probe_after_s REAL;
+ALTER TABLE step_timings ADD COLUMN probe_reference_s REAL;
+ALTER TABLE step_timings ADD COLUMN load_average REAL;      -- 1-minute load average at the end
+ALTER TABLE step_timings ADD COLUMN steal_share REAL;       -- shares of the machine's CPU time
+ALTER TABLE step_timings ADD COLUMN others_share REAL;
+ALTER TABLE step_timings ADD COLUMN cpu_mhz REAL;
+ALTER TABLE step_timings ADD COLUMN remeasure INTEGER NOT NULL DEFAULT 0;  -- 1: an extra repeat
+"""
+
 #: version -> SQL that takes a store from version-1 to version. Applied in order, each in one
 #: transaction with the version bump, so a store is never left half-migrated.
 MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4,
-                              5: _SCHEMA_V5, 6: _SCHEMA_V6}
+                              5: _SCHEMA_V5, 6: _SCHEMA_V6, 7: _SCHEMA_V7}
 SCHEMA_VERSION = max(MIGRATIONS)  # a new schema version is a new entry in MIGRATIONS
 
 #: Every table, in the order :func:`merge` copies them (a table after those it references).
@@ -312,6 +330,9 @@ def _columns(record: object) -> dict[str, object]:
     out: dict[str, object] = {}
     for f in dataclasses.fields(record):  # type: ignore[arg-type]
         value = getattr(record, f.name)
+        if "nested" in f.metadata:  # a record whose fields are columns of this same row
+            out.update(_columns(value))
+            continue
         if "json" in f.metadata and value is not None:
             value = json.dumps(dict(value) if isinstance(value, Mapping) else
                                [float(v) for v in value] if isinstance(value, tuple) else value,
@@ -331,6 +352,8 @@ def _record(cls: type[R], row: sqlite3.Row, **given: object) -> R:
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in given:
             kwargs[f.name] = given[f.name]
+        elif "nested" in f.metadata:
+            kwargs[f.name] = _record(f.metadata["nested"], row)
         elif f.name in row.keys():
             value = row[f.name]
             if "json" in f.metadata and value is not None:
@@ -417,8 +440,38 @@ class CountRow:
 
 
 @dataclass(frozen=True)
+class RepeatConditions:
+    """The machine around one repeat of a timed step (schema 7), None where not recorded: the
+    reference probe before and after the repeat and the fastest probe on record then
+    (dnncost.measuring.probe.ProbeReading), the machine's load during it
+    (dnncost.measuring.environment.MachineLoad), this process's CPU time per step divided by the
+    threads (dnncost.measuring.measurement.Measurement.cpu_samples), and ``remeasure``: the repeat
+    was taken beyond the planned ones because a repeat's probe drifted."""
+
+    cpu_samples: tuple[float, ...] | None = field(default=None, metadata=_JSON_SAMPLES)
+    probe_before_s: float | None = None
+    probe_after_s: float | None = None
+    probe_reference_s: float | None = None
+    load_average: float | None = None
+    steal_share: float | None = None
+    others_share: float | None = None
+    cpu_mhz: float | None = None
+    remeasure: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "remeasure", bool(self.remeasure))  # SQLite gives 0 or 1
+
+    @property
+    def probe_s(self) -> float | None:
+        """The probe around the repeat: the mean of before and after (None when not probed)."""
+        if self.probe_before_s is None or self.probe_after_s is None:
+            return None
+        return (self.probe_before_s + self.probe_after_s) / 2
+
+
+@dataclass(frozen=True)
 class TimingRow:
-    """One repeat of a timed step: raw samples (seconds) and their median."""
+    """One repeat of a timed step: raw samples (seconds), their median, and the machine around it."""
 
     uid: str
     mode: str
@@ -430,6 +483,8 @@ class TimingRow:
     world_size: int
     backend: str
     measured: str
+    conditions: RepeatConditions = field(default_factory=RepeatConditions,
+                                         metadata={"nested": RepeatConditions})
 
 
 @dataclass(frozen=True)
@@ -749,11 +804,13 @@ class Store:
 
     def add_timing(self, network_id: int, run_uid: str, *, mode: str, samples: Sequence[float],
                    median_s: float, iqr_s: float, threads: int, peak_memory_bytes: int | None,
-                   world_size: int = 1, backend: str = "none") -> str:
-        """Store one repeat of a timed step; returns its uid."""
+                   world_size: int = 1, backend: str = "none",
+                   conditions: RepeatConditions | None = None) -> str:
+        """Store one repeat of a timed step (``conditions``: the machine around it); returns its uid."""
         row = TimingRow(uid=new_uid(), mode=mode, samples=tuple(samples), median_s=median_s,
                         iqr_s=iqr_s, threads=threads, peak_memory_bytes=peak_memory_bytes,
-                        world_size=world_size, backend=backend, measured=now())
+                        world_size=world_size, backend=backend, measured=now(),
+                        conditions=conditions or RepeatConditions())
         with self.transaction(f"a {mode}-step timing") as c:
             _insert(c, "step_timings", row, network_id=network_id, run_uid=run_uid)
         return row.uid
@@ -870,9 +927,17 @@ class Store:
         return _record(CountRow, rows[0]) if rows else None
 
     def timing_repeats(self, network_id: int, mode: str, *, world_size: int = 1) -> int:
-        """How many repeats of the ``mode`` step of ``world_size`` processes are stored."""
+        """How many of the planned repeats of the ``mode`` step of ``world_size`` processes are
+        stored (re-measures of drifted repeats not counted)."""
         return self._scalar("SELECT COUNT(*) FROM step_timings WHERE network_id = ? AND mode = ? "
-                            "AND world_size = ?", (network_id, mode, world_size))
+                            "AND world_size = ? AND remeasure = 0", (network_id, mode, world_size))
+
+    def timing_rows(self, network_id: int, mode: str, *, world_size: int = 1) -> tuple[TimingRow, ...]:
+        """Every stored repeat of the ``mode`` step of ``world_size`` processes, re-measures
+        included, in the order they were stored."""
+        return tuple(_record(TimingRow, t) for t in self._rows(
+            "SELECT * FROM step_timings WHERE network_id = ? AND mode = ? AND world_size = ? "
+            "ORDER BY measured, rowid", (network_id, mode, world_size)))
 
     def has_data_parallel(self, network_id: int, *, world_size: int, backend: str) -> bool:
         """True when a data-parallel step of ``world_size`` ``backend`` workers, with its
@@ -1161,6 +1226,6 @@ def _merge_one(src: Store, c: sqlite3.Connection) -> dict[str, int]:
 
 __all__ = [
     "APPLICATION_ID", "MERGE_ORDER", "MIGRATIONS", "SCHEMA_VERSION", "AllreduceRow", "CountRow",
-    "EnvironmentRow", "ErrorRow", "Group", "NetworkResult", "NetworkRow", "RunRow",
+    "EnvironmentRow", "ErrorRow", "Group", "NetworkResult", "NetworkRow", "RepeatConditions", "RunRow",
     "Store", "TimingRow", "TrainingRow", "UnseenRow", "WhatIfRow", "merge", "migrate", "open_store",
 ]
