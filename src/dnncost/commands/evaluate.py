@@ -1,7 +1,8 @@
 """``dnncost evaluate --db PATH``: held-out error of the step-time predictor on a study's networks
 (leave one family out), beside the FLOPs-only line, the params-only line and the plain roofline.
 ``dnncost evaluate --unseen``: the honest protocol (dnncost.prediction.unseen): calibrate, then time
-and predict every torchvision classification network not in the zoo."""
+and predict every torchvision classification network not in the zoo, each result kept in the
+results database as it is measured (dnncost.study.unseen; a rerun resumes) for ``dnncost report``."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "family out) and report MAPE, the share within +-10%, Spearman's rho and "
                     "pairwise ordering accuracy of the per-operator model and of the baselines.")
     parser.add_argument("--db", default=None, metavar="PATH",
-                        help="the study's results database (default: dnncost-results/study.sqlite)")
+                        help="the study's results database; with --unseen, where the results are "
+                             "kept as they are measured (a rerun of the same protocol resumes) "
+                             "for `dnncost report` (default: dnncost-results/study.sqlite)")
     parser.add_argument("--config", default=None, metavar="HASH",
                         help="the configuration hash to evaluate (default: the largest group)")
     parser.add_argument("--statistic", choices=("median", "min"), default="median",
@@ -43,15 +46,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     unseen.add_argument("--quick", action="store_true",
                         help="smoke run: a quick calibration, six small networks, 3x32x32 only, "
                              "one round")
-    unseen.add_argument("--rounds", type=int, default=2, metavar="N",
-                        help="round-robin timing passes over the networks (default: 2)")
+    unseen.add_argument("--rounds", type=int, default=None, metavar="N",
+                        help="round-robin timing passes over the networks (default: 2; 1 with "
+                             "--quick)")
     unseen.add_argument("--max-gflops", type=float, default=None, metavar="G",
                         help="leave out networks whose step counts more GFLOPs (default: 250)")
     unseen.add_argument("--threads", type=int, default=None, metavar="N",
                         help="threads to time and calibrate with (default: torch's current)")
     unseen.add_argument("--out", default=None, metavar="PATH",
-                        help="write the results as JSON here (default: "
-                             "dnncost-results/unseen-<fingerprint>-<time>.json)")
+                        help="also write the results as JSON here")
     add_format_argument(parser)
     parser.set_defaults(func=run)
 
@@ -110,19 +113,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_unseen(args: argparse.Namespace) -> int:
-    """The unseen-network protocol (see dnncost.prediction.unseen)."""
+    """The unseen-network protocol (see dnncost.prediction.unseen), kept in the store at --db."""
     import json
     import sys
-    from datetime import datetime, timezone
     from pathlib import Path
+
+    import torch
 
     from dnncost.errors import InputSpecError
     from dnncost.prediction import unseen
     from dnncost.prediction.calibration import calibrate_operators
     from dnncost.prediction.predict import load_operator_model, read_operator_model
     from dnncost.reporting.formatting import render
+    from dnncost.study.defaults import DEFAULT_DB
+    from dnncost.study.store import open_store
+    from dnncost.study.unseen import protocol_config, start_unseen
 
-    if args.rounds < 1:
+    if args.rounds is not None and args.rounds < 1:
         raise InputSpecError(f"--rounds must be a positive integer, got {args.rounds}")
     if args.threads is not None and args.threads < 1:
         raise InputSpecError(f"--threads must be a positive integer, got {args.threads}")
@@ -133,29 +140,48 @@ def run_unseen(args: argparse.Namespace) -> int:
         print(f"  {line}", file=sys.stderr, flush=True)
 
     show = progress if args.format == "table" else None
-    if args.calibration == "stored":
-        model = load_operator_model("cpu", threads=args.threads)
-    elif args.calibration:
-        model = read_operator_model(args.calibration)
-    else:
-        model = calibrate_operators(threads=args.threads, quick=args.quick, progress=show).model
-    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else (
-        list(unseen.QUICK_MODELS) if args.quick else None)
-    result = unseen.evaluate_unseen(
-        model, names=names, configs=unseen.CONFIGS[:1] if args.quick else unseen.CONFIGS,
-        rounds=1 if args.quick and args.rounds == 2 else args.rounds, threads=args.threads,
-        max_step_gflops=args.max_gflops or unseen.MAX_STEP_GFLOPS, progress=show)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = Path(args.out or f"dnncost-results/unseen-{model.fingerprint}-{stamp}.json")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result.to_dict(), indent=2))
-    except OSError as exc:
-        raise InputSpecError(f"cannot write the results to '{out}': {exc.strerror}") from None
+    rounds = args.rounds or (1 if args.quick else unseen.ROUNDS)
+    threads = args.threads or torch.get_num_threads()
+    max_gflops = args.max_gflops or unseen.MAX_STEP_GFLOPS
+    db = Path(args.db or DEFAULT_DB)
+    with open_store(db) as store:
+        store.lock()  # before calibrating: a busy database is said at once, not after minutes
+        if args.calibration == "stored":
+            model = load_operator_model("cpu", threads=args.threads)
+        elif args.calibration:
+            model = read_operator_model(args.calibration)
+        else:
+            model = calibrate_operators(threads=args.threads, quick=args.quick, progress=show).model
+        names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else (
+            list(unseen.QUICK_MODELS) if args.quick else None)
+        config = protocol_config(model, rounds=rounds, repeats=unseen.REPEATS, warmup=unseen.WARMUP,
+                                 threads=threads, max_step_gflops=max_gflops)
+        recorder = start_unseen(store, model, threads=threads, config=config)
+        kept = recorder.done()
+        try:
+            this_run = unseen.evaluate_unseen(
+                model, names=names, configs=unseen.CONFIGS[:1] if args.quick else unseen.CONFIGS,
+                rounds=rounds, repeats=unseen.REPEATS, warmup=unseen.WARMUP, threads=args.threads,
+                max_step_gflops=max_gflops, progress=show, done=kept, on_result=recorder.record)
+        except KeyboardInterrupt:
+            recorder.finish("interrupted")
+            raise
+        except BaseException:
+            recorder.finish("failed")
+            raise
+        recorder.finish("complete")
+        result = recorder.result()
+    if args.out:
+        out = Path(args.out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result.to_dict(), indent=2))
+        except OSError as exc:
+            raise InputSpecError(f"cannot write the results to '{out}': {exc.strerror}") from None
     held = model.held_out
-    footer = [f"{len({p.name for p in result.points})} unseen torchvision networks, measured = fastest "
-              f"step over {args.rounds if not args.quick else 1} round-robin round(s); "
-              f"calibration: {model.networks} random networks, {model.kernels} kernels, "
+    footer = [f"{len({p.name for p in result.points})} unseen torchvision networks, measured = "
+              f"{unseen.ESTIMATOR} over {rounds} round-robin round(s); calibration: "
+              f"{model.networks} random networks, {model.kernels} kernels, "
               f"{'quick, ' if model.quick else ''}held-out MAPE "
               + ", ".join(f"{m} {v['mape']:.1%}" for m, v in held.items()),
               "baselines: one scale factor per mode fitted on the calibration's random networks "
@@ -163,8 +189,12 @@ def run_unseen(args: argparse.Namespace) -> int:
               "bytes/bandwidth)",
               "run-to-run noise (median over networks of the spread of round medians): "
               + ", ".join(f"{k} {v:.1%}" for k, v in result.noise().items())]
-    footer += [f"left out: {k}: {v}" for k, v in result.skipped.items()]
-    footer.append(f"results written to {out} ({result.seconds:.0f} s)")
+    footer += [f"left out: {k}: {v}" for k, v in {**this_run.skipped, **result.skipped}.items()]
+    resumed = len(result.points) - len(this_run.points)
+    footer.append(f"kept in {db} ({len(this_run.points)} results measured in {this_run.seconds:.0f} s"
+                  + (f", {resumed} from an earlier run of the same protocol" if resumed else "")
+                  + "); `dnncost report --db " + str(db) + "` shows them"
+                  + (f"; JSON written to {args.out}" if args.out else ""))
     print(render(result.rows(), args.format, title="step-time prediction on unseen networks",
                  footer="\n".join(footer), json_payload=result.to_dict()))
     return 0
