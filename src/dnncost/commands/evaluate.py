@@ -156,7 +156,8 @@ def run_unseen(args: argparse.Namespace) -> int:
             list(unseen.QUICK_MODELS) if args.quick else None)
         config = protocol_config(model, rounds=rounds, repeats=unseen.REPEATS, warmup=unseen.WARMUP,
                                  threads=threads, max_step_gflops=max_gflops)
-        recorder = start_unseen(store, model, threads=threads, config=config)
+        recorder = start_unseen(store, model, threads=threads, config=config,
+                                command="dnncost " + " ".join(sys.argv[1:]))
         kept = recorder.done()
         try:
             this_run = unseen.evaluate_unseen(

@@ -1,4 +1,5 @@
-"""The study's figures: pure functions of a :class:`~dnncost.study.analysis.StudyAnalysis` -> Figure.
+"""The study's figures: pure functions of a :class:`~dnncost.study.analysis.StudyAnalysis` (or of
+an unseen-network evaluation, :class:`~dnncost.prediction.unseen.UnseenResult`) -> Figure.
 
 Each function builds a new :class:`matplotlib.figure.Figure` on the Agg canvas (no pyplot, no global
 state, no display needed); :func:`png_bytes` renders one. Nothing here computes a statistic: every
@@ -8,13 +9,18 @@ from __future__ import annotations
 
 import io
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from dnncost.prediction.evaluation import TOLERANCE
 from dnncost.study.analysis import CostMetric, Explanation, StudyAnalysis, TimeMetric
 from dnncost.study.work import WorkAxis, WorkSeries
+
+if TYPE_CHECKING:
+    from dnncost.prediction.unseen import UnseenResult
 
 DPI = 110  # source: our choice, sharp in a browser at a modest file size
 FAMILY_COLOURS = {  # source: matplotlib's tab10 palette, one colour per family of the study
@@ -223,7 +229,7 @@ def comm_share(analysis: StudyAnalysis) -> Figure:
 
 
 __all__ = ["achieved_gflops", "comm_share", "layer_type_shares", "png_bytes", "time_vs_flops",
-           "train_vs_val"]
+           "train_vs_val", "unseen_predicted_vs_measured"]
 
 
 def explanation(expl: Explanation) -> Figure:
@@ -331,3 +337,56 @@ def cost_vs_work(series: list[WorkSeries]) -> Figure:
     right.set_title("Achieved speed vs work", fontsize=10)
     return fig
 
+
+UNSEEN_METHODS = {"per_kernel": ("per-kernel model", "C0"), "flops": ("FLOPs-only", "C1"),
+                  "roofline": ("roofline", "C2")}  # source: our choice; params-only is in the table
+
+
+def unseen_predicted_vs_measured(result: UnseenResult) -> Figure:
+    """Predicted against measured step time of the unseen networks, log-log: one panel per input
+    configuration and step, the per-kernel model beside the FLOPs-only line and the roofline, the
+    diagonal and the +-10% band; each legend gives the method's MAPE and Spearman rho there (from
+    :meth:`UnseenResult.rows`)."""
+    groups = result.groups()
+    cols = min(2, max(1, len(groups)))
+    rows_n = max(1, math.ceil(len(groups) / cols))
+    fig = _figure(5.2 * cols, 4.8 * rows_n)
+    axes = fig.subplots(rows_n, cols, squeeze=False).ravel()
+    metrics: dict[tuple[object, ...], dict[str, Any]] = {
+        (r["input"], r["step"], r["method"]): r for r in result.rows()}
+    for ax in axes[len(groups):]:
+        ax.set_visible(False)
+    if not groups:
+        axes[0].set_visible(True)
+        axes[0].text(0.5, 0.5, "no unseen network measured", ha="center", va="center",
+                     transform=axes[0].transAxes)
+        return fig
+    for ax, (config, mode) in zip(axes, groups, strict=False):
+        pts = [p for p in result.points
+               if f"{p.batch_size}x{'x'.join(map(str, p.input_shape))}" == config and p.mode == mode]
+        methods = [m for m in UNSEEN_METHODS if all(m in p.predicted_s for p in pts)]
+        values = [p.measured_s * 1e3 for p in pts] + [
+            p.predicted_s[m] * 1e3 for p in pts for m in methods if p.predicted_s[m] > 0]
+        lo, hi = min(values) / 1.5, max(values) * 1.5
+        grid = np.geomspace(lo, hi, 50)
+        ax.fill_between(grid, grid * (1 - TOLERANCE), grid * (1 + TOLERANCE), color="0.85",
+                        label=f"within +-{TOLERANCE:.0%}")
+        ax.plot(grid, grid, color="0.4", lw=0.8)
+        for method in methods:
+            label, colour = UNSEEN_METHODS[method]
+            row = metrics.get((config, mode, method), {})
+            mape, rho = row.get("mape_pct", math.nan), row.get("spearman", math.nan)
+            rho_text = f"{rho:.2f}" if math.isfinite(rho) else "- (n < 3)"
+            ax.scatter([p.measured_s * 1e3 for p in pts],
+                       [max(p.predicted_s[method] * 1e3, lo) for p in pts], s=22, alpha=0.8,
+                       color=colour, label=f"{label}: MAPE {mape:.0f}%, rho {rho_text}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        step = "training" if mode == "train" else "validation"
+        ax.set_xlabel(f"measured {step} step (ms)")
+        ax.set_ylabel(f"predicted {step} step (ms)")
+        ax.set_title(f"{config}, {step} step, n = {len(pts)}", fontsize=10)
+        ax.legend(fontsize=7, loc="upper left")
+    return fig

@@ -361,7 +361,7 @@ def report_blocks(store: Store) -> tuple[list[Block], list[tuple[Group, StudyAna
     blocks: list[Block] = [Heading("dnncost study: time against computation", 1)]
     if not groups:
         return blocks + [Paragraph("The store holds no results yet: run `dnncost study`.")] \
-            + whatif_blocks(store), []
+            + whatif_blocks(store) + unseen_blocks(store), []
     commands = {(r.config_hash, r.fingerprint): r.command for r in store.runs()}
     analysed = []
     for i, group in enumerate(groups):
@@ -375,7 +375,7 @@ def report_blocks(store: Store) -> tuple[list[Block], list[tuple[Group, StudyAna
         blocks += group_blocks(group, analysis, prefix=f"{i + 1}_" if len(groups) > 1 else "",
                                command=commands.get((group.config_hash, group.fingerprint)),
                                work_points=work)
-    return blocks + whatif_blocks(store), analysed
+    return blocks + whatif_blocks(store) + unseen_blocks(store), analysed
 
 
 def whatif_blocks(store: Store) -> list[Block]:
@@ -408,6 +408,84 @@ def whatif_blocks(store: Store) -> list[Block]:
                                                                                     title=network)),
                                f"{network}: FLOPs saved against time saved; the dashed line is "
                                "time proportional to FLOPs.")]
+    return blocks
+
+
+UNSEEN_COLUMNS = ("input", "step", "method", "n", "MAPE", "within ±10%", "Spearman ρ",
+                  "error / per-kernel error")
+UNSEEN_LABELS = {"per_kernel": "per-kernel", "flops": "FLOPs-only", "params": "params-only",
+                 "roofline": "roofline"}
+
+
+def unseen_blocks(store: Store) -> list[Block]:
+    """'Unseen networks': each stored ``dnncost evaluate --unseen`` protocol on each machine -- the
+    machine, the calibration, the table per configuration, step and method, the run-to-run noise,
+    what was left out, and the predicted-vs-measured figure; without results, the command to run."""
+    from dnncost.reporting import plots
+    from dnncost.study.unseen import COMMAND, unseen_groups
+
+    groups = [g for g in unseen_groups(store) if g.result.points]
+    blocks: list[Block] = [Heading("Unseen networks: step time predicted before training", 2)]
+    if not groups:
+        return blocks + [Paragraph(
+            "The store holds no unseen-network results. Every torchvision classification network "
+            "that is not in the zoo is timed and predicted (training and validation step, 3x32x32 at "
+            "batch 32 and 3x224x224 at batch 8) by `dnncost calibrate --ops` followed by:"),
+            Code(f"{COMMAND} --calibration stored --db {store.path}"),
+            Paragraph("(without --calibration it calibrates first; --quick for a smoke run); each "
+                      "result is kept as it is measured and a rerun resumes. Then run "
+                      "`dnncost report` again.")]
+    blocks.append(Paragraph(
+        "Networks the per-kernel model never saw: its calibration times random networks only, never "
+        "a torchvision, timm or zoo network. Baselines are one scale factor per mode fitted on the "
+        "calibration's random networks, never on these: FLOPs-only, params-only, and a roofline "
+        "(sum of max(FLOPs / peak, bytes / bandwidth)). 'error / per-kernel error' is the method's "
+        "MAPE over the per-kernel model's."))
+    for i, group in enumerate(groups):
+        env, cfg, result = group.environment, group.config, group.result
+        cal = result.calibration
+        held_out = cal.get("held_out")
+        held = held_out if isinstance(held_out, dict) else {}
+        held_text = ", ".join(f"{m} {_pct(v.get('mape'))}" for m, v in held.items()
+                              if isinstance(v, dict)) or "not recorded"
+        if len(groups) > 1:
+            blocks.append(Heading(f"{i + 1}. {env.get('cpu_model', '?')} - protocol "
+                                  f"{group.config_hash}", 3))
+        blocks += [
+            Paragraph(f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_cores', '?')} cores, "
+                      f"{cfg.get('threads', env.get('threads', '?'))} threads, device "
+                      f"{env.get('device_name', env.get('device', '?'))}; torch "
+                      f"{env.get('torch_version', '?')}, dnncost {env.get('dnncost_version', '?')} "
+                      f"at {env.get('git_revision', '?')}. Measured = {cfg.get('estimator', '?')} over "
+                      f"{cfg.get('rounds', '?')} round-robin round(s) of {cfg.get('repeats', '?')} "
+                      f"timed steps after {cfg.get('warmup', '?')} warm-up steps; networks above "
+                      f"{_num(cfg.get('max_step_gflops'))} GFLOPs a step left out."),
+            Paragraph(f"Calibration {cfg.get('calibration_id', '?')}: "
+                      f"{'a QUICK (rough) one, ' if cal.get('quick') else ''}"
+                      f"{cal.get('networks', '?')} random networks, {cal.get('kernels', '?')} timed "
+                      f"kernels, torch {cal.get('torch_version') or '?'}, {cal.get('threads', '?')} "
+                      f"threads; held-out MAPE on random networks it did not fit: {held_text}"
+                      + ("" if cal.get("fingerprint") == group.fingerprint else
+                         "; fitted on another machine than the one timed here") + "."),
+            Paragraph("Produced by:"), Code("\n".join(group.commands) or COMMAND)]
+        rows = result.rows()
+        blocks.append(Table(UNSEEN_COLUMNS, tuple(
+            (str(r["input"]), str(r["step"]), UNSEEN_LABELS.get(str(r["method"]), str(r["method"])),
+             str(r["n"]), f"{_num(r['mape_pct'])}%", f"{_num(r['within_10pct'])}%",
+             _num(r["spearman"], 2), _num(r["x_per_kernel_error"], 2)) for r in rows)))
+        noise = result.noise()
+        if any(math.isfinite(v) for v in noise.values()):
+            blocks.append(Paragraph("Run-to-run noise (median over networks of the spread of the "
+                                    "round medians): " + ", ".join(
+                                        f"{k} {_pct(v)}" for k, v in noise.items()) + "."))
+        if result.skipped:
+            blocks.append(Paragraph("Left out: " + "; ".join(
+                f"{k} ({v})" for k, v in result.skipped.items()) + "."))
+        blocks.append(FigureBlock(
+            f"unseen_{i + 1}.png" if len(groups) > 1 else "unseen.png",
+            plots.png_bytes(plots.unseen_predicted_vs_measured(result)),
+            "Predicted against measured step time of networks the predictor never saw, per input "
+            "configuration and step; grey band: within ±10%."))
     return blocks
 
 
@@ -533,4 +611,4 @@ def _write(folder: Path, blocks: Sequence[Block],
 
 
 __all__ = ["ReportFiles", "check_output_folder", "data_parallel_table", "fits_table", "network_table",
-           "render_html", "render_markdown", "report_blocks", "write_report"]
+           "render_html", "render_markdown", "report_blocks", "unseen_blocks", "write_report"]
