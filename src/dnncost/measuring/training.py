@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from dnncost.errors import InputSpecError, TrainingDivergedError
 from dnncost.measuring.data import DatasetSplit
@@ -276,4 +276,13 @@ def _val_pass(model: nn.Module, loader: DataLoader, device: torch.device,
     return totals
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_EPOCHS", "DEFAULT_LR", "EpochRecord", "TrainingResult", "train"]
+def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = DEFAULT_BATCH_SIZE,
+             device: str | torch.device = "cpu", precision: Precision | None = None) -> float:
+    """Accuracy (0-1) of ``model`` (already on ``device``) on ``data``: the validation pass of
+    :func:`train`, for a network that is validated without being trained."""
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    return _val_pass(model, loader, resolve_device(device), precision or Precision()).accuracy
+
+
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_EPOCHS", "DEFAULT_LR", "EpochRecord", "TrainingResult",
+           "evaluate", "train"]
