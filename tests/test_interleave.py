@@ -9,9 +9,9 @@ from torch import nn
 
 from dnncost.errors import InputSpecError
 from dnncost.measuring.device import StepClock
-from dnncost.measuring.interleave import TimingJob, time_interleaved
+from dnncost.measuring.interleave import StoredRepeats, TimingJob, time_interleaved
 from dnncost.measuring.measurement import Estimator
-from dnncost.measuring.probe import Probe
+from dnncost.measuring.probe import Probe, ProbeReading
 from dnncost.measuring.timing import StepOptions
 
 OPTS = StepOptions(batch_size=2, threads=1, warmup=0, repeats=2)
@@ -99,3 +99,19 @@ def test_resume_joins_at_the_stored_round_and_errors_drop_only_their_job() -> No
     # A had 2 stored repeats: it joins in round 3; X fails at once and is dropped, B goes on
     assert seen == [("B", 0), ("B", 1), ("A", 2), ("B", 2)]
     assert errors == ["X"] and set(run.jobs) == {"A", "B"} and len(run.jobs["A"].timings) == 1
+
+
+def test_resume_counts_stored_probes_and_spent_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Probe, "run", lambda self, reps=3: 1e-3)  # every new repeat: a quiet machine
+    quiet, drifted = ProbeReading(1e-3, 1e-3, 1e-3), ProbeReading(3e-3, 3e-3, 1e-3)  # 3/1 - 1 = 200%
+    seen: list[tuple[str, int]] = []
+    run = time_interleaved(
+        jobs([], "ABC"), repeats=2, remeasure=1,
+        already={"A": StoredRepeats(planned=2, probes=(quiet, drifted)),
+                 "B": StoredRepeats(planned=2, remeasured=1, probes=(drifted, drifted, drifted)),
+                 "C": 2},  # no probes known: nothing to re-measure
+        on_repeat=lambda name, i, t: seen.append((name, i)))
+    # A: both planned repeats stored, one drifted -> one re-measure, numbered after the planned ones;
+    # B: drifted too, but the interrupted run spent its budget of 1
+    assert seen == [("A", 2)] and run.remeasured == 1 and set(run.jobs) == {"A"}
+    assert [p.repeat for p in run.drift] == [2] and run.reference_s == 1e-3

@@ -14,6 +14,7 @@ from dnncost.measuring.measurement import (
     Estimator,
     Measurement,
     Repeats,
+    bootstrap_estimates,
     estimate,
     probe_drift,
 )
@@ -80,12 +81,49 @@ def test_probe_drift_arithmetic() -> None:
     assert math.isnan(probe_drift(1e-3, 0.0))
 
 
-def test_estimate_from_stored_medians() -> None:
-    assert estimate([3.0, 1.0, 2.0], Estimator.MEDIAN) == 2.0
-    assert estimate([3.0, 1.0, 2.0], Estimator.MIN_OF_MEDIANS) == 1.0
+def test_estimate_from_stored_samples() -> None:
+    stored = [(3.0, 3.2), (1.0, 1.2, 0.8), (2.0,)]  # repeat medians 3.1, 1.0, 2.0
+    assert estimate(stored, Estimator.MEDIAN) == 2.0
+    assert estimate(stored, Estimator.MIN_OF_MEDIANS) == 1.0
+    # pooled, sorted: 0.8 1.0 1.2 2.0 3.0 3.2; 25th percentile at index 0.25 * 5 = 1.25:
+    # 1.0 + 0.25 * (1.2 - 1.0) = 1.05
+    assert estimate(stored, Estimator.LOWER_QUARTILE) == pytest.approx(1.05)
     assert math.isnan(estimate([]))
-    with pytest.raises(ValueError, match="needs the samples"):
-        estimate([1.0], Estimator.LOWER_QUARTILE)
+    with pytest.raises(ValueError, match="needs the probe times or CPU times"):
+        estimate(stored, Estimator.PROBE_NORMALISED)
+
+
+@pytest.mark.parametrize("estimator", [Estimator.MEDIAN, Estimator.MIN_OF_MEDIANS,
+                                       Estimator.LOWER_QUARTILE])
+def test_bootstrap_replicates_are_the_estimator_on_each_draw_of_repeats(estimator) -> None:
+    rng = np.random.default_rng(1)
+    stored = [tuple(1 + rng.exponential(size=k)) for k in (7, 3, 12, 5)]  # unequal repeats
+    got = bootstrap_estimates(stored, estimator, rng=np.random.default_rng(5), resamples=200)
+    picks = np.random.default_rng(5).integers(0, 4, size=(200, 4))  # the same draws, by hand
+    want = [estimate([stored[i] for i in row], estimator) for row in picks]
+    assert got.shape == (200,) and np.allclose(got, want)
+
+
+def test_bootstrap_of_one_repeat_has_no_spread() -> None:
+    reps = bootstrap_estimates([(1.0, 2.0, 3.0)], rng=np.random.default_rng(0), resamples=5)
+    assert np.allclose(reps, 1.5)  # every draw is the one repeat: 1.0 + 0.25 * 2 * (2.0 - 1.0)
+
+
+def test_kept_leaves_out_shifted_repeats_unless_all_are() -> None:
+    reps = three_runs(probe_s=(1e-3, 2e-3, 1.05e-3))  # the middle repeat drifted 100%
+    assert reps.kept.medians == (1.0, 1.2) and reps.kept.reference == 1e-3
+    every = Repeats((Measurement((1.0,)), Measurement((2.0,))), probe_s=(1.5e-3, 1.5e-3),
+                    reference_s=1e-3)
+    assert every.kept.medians == (1.0, 2.0)  # all shifted: all kept
+
+
+def test_study_estimator_is_a_lower_quantile_of_the_samples() -> None:
+    # interference only adds time: slowing half of the steps by 10x leaves the estimate on the
+    # undisturbed ones (1.0), where the mean and the median (1.0 and 10.0 averaged) move
+    quiet, busy = (1.0,) * 10, (10.0,) * 10
+    assert STUDY_ESTIMATOR is Estimator.LOWER_QUARTILE
+    assert estimate([quiet, busy]) == 1.0
+    assert estimate([quiet, busy], Estimator.MEDIAN) == 5.5  # (1 + 10) / 2
 
 
 def test_min_of_medians_is_steadier_than_the_median_under_one_sided_interference() -> None:

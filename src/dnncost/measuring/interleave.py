@@ -48,6 +48,17 @@ class TimingJob:
 
 
 @dataclass(frozen=True)
+class StoredRepeats:
+    """What an interrupted run already measured of one job (e.g. read back from a store): how
+    many of its planned repeats and how many re-measures, and the probe around each stored repeat
+    (None where it was not probed; repeats without an entry count as not shifted)."""
+
+    planned: int
+    remeasured: int = 0
+    probes: tuple[ProbeReading | None, ...] = ()
+
+
+@dataclass(frozen=True)
 class ProbePoint:
     """The reference probe at one moment of the run (for the drift over the run)."""
 
@@ -81,11 +92,7 @@ class InterleavedTiming:
     @property
     def kept(self) -> Repeats:
         """The repeats whose probe did not drift beyond the threshold (all, when every one did)."""
-        every = self.repeats
-        keep = [i for i, s in enumerate(every.shifted) if not s] or list(range(len(every.runs)))
-        return Repeats(tuple(every.runs[i] for i in keep),
-                       probe_s=tuple(every.probe_s[i] for i in keep) if every.probe_s else (),
-                       reference_s=self.reference_s)
+        return self.repeats.kept
 
     def estimate(self, estimator: Estimator | str = STUDY_ESTIMATOR) -> float:
         """The job's figure (seconds per step) by ``estimator`` over the kept repeats."""
@@ -123,21 +130,24 @@ class InterleavedRun:
 
 def time_interleaved(jobs: Sequence[TimingJob], *, repeats: int = 5, remeasure: int | None = None,
                      count_flops: bool = False, probe: bool = True,
-                     already: Mapping[str, int] | None = None,
+                     already: Mapping[str, int | StoredRepeats] | None = None,
                      on_repeat: Callable[[str, int, StepTiming], None] | None = None,
                      on_error: Callable[[str, Exception], None] | None = None) -> InterleavedRun:
     """Time every job ``repeats`` times, round-robin (repeat 1 of each job, then repeat 2, ...).
 
     Each repeat is one :func:`dnncost.measuring.timing.time_model` call (its own warm-up and timed
-    steps), bracketed by the reference probe. Then, while any job has a repeat whose probe drifted
-    beyond DRIFT_THRESHOLD and the budget lasts (``remeasure`` repeats per job; default
-    REMEASURE_SHARE of ``repeats``), those jobs are timed once more each, round-robin. ``on_repeat``
-    is called with (job name, repeat index, timing) as each repeat finishes (to store it at once).
-    ``already`` (job name -> repeats done before, e.g. stored by an interrupted run) makes a job
-    join at that round and run only the rest. With ``on_error``, a job whose repeat raises is
-    reported to it and dropped, and the others go on; without, the error propagates. Jobs that ran
-    no repeat are absent from the result. Per-repeat noise warnings are not raised: the result holds
-    the drift and the machine load.
+    steps), bracketed by the reference probe. Then, while a job has fewer than ``repeats`` repeats
+    whose probe stayed within DRIFT_THRESHOLD, at least one that drifted beyond it, and budget left
+    (``remeasure`` extra repeats per job; default REMEASURE_SHARE of ``repeats``), those jobs are
+    timed once more each, round-robin. ``on_repeat`` is called with (job name, repeat index,
+    timing) as each repeat finishes (to store it at once); planned repeats have indices 0 to
+    ``repeats`` - 1, re-measures ``repeats`` on. ``already`` (job name -> repeats an interrupted run
+    stored: a count of planned ones, or :class:`StoredRepeats` with their probes) makes a job join
+    at that round and run only the rest, and counts the stored repeats and re-measures in the
+    re-measuring (a stored drifted repeat may be re-measured, a spent budget stays spent). With
+    ``on_error``, a job whose repeat raises is reported to it and dropped, and the others go on;
+    without, the error propagates. The result holds this call's repeats only; jobs that ran none
+    are absent. Per-repeat noise warnings are not raised: the result holds the drift and the load.
     """
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
@@ -149,13 +159,15 @@ def time_interleaved(jobs: Sequence[TimingJob], *, repeats: int = 5, remeasure: 
         raise InputSpecError(f"the re-measure budget must be >= 0 repeats, got {budget}")
     probes: dict[str, Probe] = {}
     done: dict[str, list[StepTiming]] = {name: [] for name in names}
+    index: dict[str, list[int]] = {name: [] for name in names}
     elapsed: dict[str, list[float]] = {name: [] for name in names}
     flops: dict[str, tuple[int | None, float | None]] = {}
-    before = {name: (already or {}).get(name, 0) for name in names}
+    stored = {name: _stored((already or {}).get(name, 0)) for name in names}
+    spent = {name: stored[name].remeasured for name in names}
     failed: set[str] = set()
     start = time.perf_counter()
 
-    def run_one(job: TimingJob) -> None:
+    def run_one(job: TimingJob, at: int) -> None:
         if job.name in failed:
             return
         try:
@@ -178,56 +190,68 @@ def time_interleaved(jobs: Sequence[TimingJob], *, repeats: int = 5, remeasure: 
             flops.setdefault(job.name, (timing.flops, timing.peak_flops_per_s))
             timing = replace(timing, flops=flops[job.name][0], peak_flops_per_s=flops[job.name][1])
         done[job.name].append(timing)
+        index[job.name].append(at)
         elapsed[job.name].append(time.perf_counter() - start)
         if on_repeat is not None:
-            on_repeat(job.name, before[job.name] + len(done[job.name]) - 1, timing)
+            on_repeat(job.name, at, timing)
 
     for round_ in range(repeats):
         for job in jobs:
-            if round_ >= before[job.name]:
-                run_one(job)
+            if round_ >= stored[job.name].planned:
+                run_one(job, round_)
     remeasured = 0
-    spent = dict.fromkeys(names, 0)
     while True:
-        reference = _reference(done)
+        reference = _reference(done, stored)
         again = [job for job in jobs if job.name not in failed and spent[job.name] < budget
-                 and _unshifted(done[job.name], reference) < repeats - before[job.name]
-                 and any(_drift(t, reference) > DRIFT_THRESHOLD for t in done[job.name])]
+                 and _wants_another(done[job.name], stored[job.name], repeats, reference)]
         if not again:
             break
         for job in again:
-            run_one(job)
+            run_one(job, repeats + spent[job.name])
             spent[job.name] += 1
             remeasured += 1
 
-    reference = _reference(done)
+    reference = _reference(done, stored)
     results, points = {}, []
     for name in (n for n in names if done[n]):
         timings = tuple(_against(t, reference) for t in done[name])
         results[name] = InterleavedTiming(name, timings, reference)
         points += [ProbePoint(elapsed_s=at, job=name, repeat=i, probe_s=t.probe.probe_s,
                               drift=t.probe.drift)
-                   for i, (t, at) in enumerate(zip(timings, elapsed[name], strict=True))
+                   for t, at, i in zip(timings, elapsed[name], index[name], strict=True)
                    if t.probe is not None]
     points.sort(key=lambda p: p.elapsed_s)
     return InterleavedRun(jobs=results, drift=tuple(points), reference_s=reference,
                           remeasured=remeasured)
 
 
-def _reference(done: Mapping[str, Sequence[StepTiming]]) -> float | None:
-    """The run's reference probe: the fastest on record, this run's probes included (each
-    reading's reference is already the smaller of the cached one and its own)."""
-    refs = [t.probe.reference_s for ts in done.values() for t in ts
-            if t.probe is not None and t.probe.reference_s is not None]
+def _stored(value: int | StoredRepeats) -> StoredRepeats:
+    return value if isinstance(value, StoredRepeats) else StoredRepeats(planned=int(value))
+
+
+def _wants_another(timings: Sequence[StepTiming], stored: StoredRepeats, repeats: int,
+                   reference: float | None) -> bool:
+    """A job needs a re-measure: fewer than ``repeats`` of its repeats (stored and new) stayed
+    within DRIFT_THRESHOLD, and at least one drifted beyond it."""
+    drifts = [_drift(t.probe, reference) for t in timings]
+    drifts += [_drift(p, reference) for p in stored.probes]
+    unprobed = stored.planned + stored.remeasured - len(stored.probes)  # stored, probe unknown
+    unshifted = unprobed + sum(1 for d in drifts if not d > DRIFT_THRESHOLD)
+    return unshifted < repeats and any(d > DRIFT_THRESHOLD for d in drifts)
+
+
+def _reference(done: Mapping[str, Sequence[StepTiming]],
+               stored: Mapping[str, StoredRepeats]) -> float | None:
+    """The run's reference probe: the fastest on record, this run's and the stored repeats' probes
+    included (each reading's reference is already the smaller of the cached one and its own)."""
+    readings = [t.probe for ts in done.values() for t in ts]
+    readings += [p for s in stored.values() for p in s.probes]
+    refs = [p.reference_s for p in readings if p is not None and p.reference_s is not None]
     return min(refs) if refs else None
 
 
-def _drift(timing: StepTiming, reference: float | None) -> float:
-    return probe_drift(timing.probe.probe_s, reference) if timing.probe is not None else math.nan
-
-
-def _unshifted(timings: Sequence[StepTiming], reference: float | None) -> int:
-    return sum(1 for t in timings if not _drift(t, reference) > DRIFT_THRESHOLD)
+def _drift(reading: ProbeReading | None, reference: float | None) -> float:
+    return probe_drift(reading.probe_s, reference) if reading is not None else math.nan
 
 
 def _against(timing: StepTiming, reference: float | None) -> StepTiming:
@@ -238,5 +262,5 @@ def _against(timing: StepTiming, reference: float | None) -> StepTiming:
                                               after_s=timing.probe.after_s, reference_s=reference))
 
 
-__all__ = ["REMEASURE_SHARE", "InterleavedRun", "InterleavedTiming", "ProbePoint", "TimingJob",
-           "time_interleaved"]
+__all__ = ["REMEASURE_SHARE", "InterleavedRun", "InterleavedTiming", "ProbePoint", "StoredRepeats",
+           "TimingJob", "time_interleaved"]

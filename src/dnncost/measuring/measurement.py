@@ -4,18 +4,29 @@ Shared by step timing, calibration and the micro-benchmarks, so a median, an int
 mean one thing everywhere. :class:`Repeats` holds independent repeats of one measurement, each with
 the reference probe's time (:mod:`dnncost.measuring.probe`) beside it, and the estimators over them:
 
-- ``median``: the median of the repeats' medians -- what the study reported before; a machine slow
-  for half the repeats moves it.
-- ``min-of-medians`` (**the estimator for the study**, :data:`STUDY_ESTIMATOR`): the fastest
-  repeat's median. Interference on a shared machine only ever adds time (a step cannot run faster
-  than the machine allows), so the least-disturbed repeat is the best estimate of the network's own
-  cost (Chen & Revels, "Robust benchmarking in noisy environments", 2016, argue the same for the
-  minimum); taking it over repeat *medians* keeps one lucky step from deciding it. It needs neither
-  probe nor CPU times, so it works on any device and thread count and on stored repeat medians
-  alone (:func:`estimate`), old studies included. It cannot undo a machine busy for the *whole*
-  run: then every repeat is slow, the probe says so (``shifted``, :class:`MachineLoad`.busy), and
-  only ``cpu-time`` (one thread) still holds.
-- ``lower-quartile``: the 25th percentile of all samples pooled; between the two above.
+- ``median``: the median of the repeats' medians -- what the study reported before issue 16; a
+  machine slow for half the repeats moves it.
+- ``min-of-medians``: the fastest repeat's median. Interference only ever adds time, so the
+  least-disturbed repeat is close to the network's own cost (Chen & Revels, "Robust benchmarking in
+  noisy environments", 2016, argue the same for the minimum), and taking it over repeat *medians*
+  keeps one lucky step from deciding it. But it is an extreme order statistic: its expected value
+  falls as repeats are added, and a bootstrap over repeats cannot give it an honest interval.
+- ``lower-quartile`` (**the estimator for the study**, :data:`STUDY_ESTIMATOR`): the 25th
+  percentile of every timed step of the repeats, pooled. Why this one, on principle:
+  (1) interference only adds time, so a low quantile reads the network's own cost; the lower
+  quartile stays on undisturbed steps while up to three quarters of the steps -- or of whole
+  repeats -- are slowed; (2) it is a quantile, so it estimates a fixed property of the step-time
+  distribution whatever the number of repeats and steps, while the minimum of k repeat medians
+  drifts down as k grows -- and a study resumed with more repeats adds them to the stored ones
+  (``repeats`` is outside its configuration hash), so its figure must not depend on how many there
+  are; (3) it uses every step, not one repeat's median; (4) its bootstrap over repeats is sound (a
+  smooth function of the pooled samples), while the bootstrap of a minimum is not (Bickel &
+  Freedman, "Some asymptotic theory for the bootstrap", Ann. Statist. 1981, sec. 6: for an extreme
+  the resamples pile up on the sample's own extreme -- with 5 repeats, 1 - 0.8^5 = 67% of them hold
+  the fastest repeat -- so the interval comes out too narrow). It needs the raw samples, which every
+  repeat keeps (the study's store too, since its first schema). Like the others it cannot undo a
+  machine busy for the *whole* run: then every repeat is slow, the probe says so (``shifted``,
+  :class:`MachineLoad`.busy), and only ``cpu-time`` (one thread) still holds.
 - ``probe-normalised``: each repeat's median scaled by reference probe / that repeat's probe, then
   the median: removes a whole-machine slowdown in proportion, assuming the network slows as the
   probe does (not true for every network: memory-bound ones feel a neighbour more).
@@ -149,8 +160,15 @@ class Estimator(str, Enum):
     CPU_TIME = "cpu-time"
 
 
-STUDY_ESTIMATOR = Estimator.MIN_OF_MEDIANS  # source: the module docstring's reasoning, and the CV
-# of run estimates measured by benchmarks/timing_noise.py
+STUDY_ESTIMATOR = Estimator.LOWER_QUARTILE  # source: the module docstring's four reasons (a low
+# quantile: robust to interference that only adds time, independent of the number of repeats, every
+# step used, a sound bootstrap); benchmarks/timing_noise.py measures its CV of run estimates
+STUDY_ESTIMATOR_WHY = (
+    "the 25th percentile of every timed step of the repeats, pooled: interference on a shared "
+    "machine only adds time, so a low quantile reads the network's own cost and stays on "
+    "undisturbed steps while up to three quarters of them are slowed; unlike the fastest repeat it "
+    "does not drift down as repeats are added, uses every step, and has a sound bootstrap interval "
+    "over repeats")  # source: the module docstring, in one sentence for the report
 
 
 @dataclass(frozen=True)
@@ -194,6 +212,15 @@ class Repeats:
             return (False,) * len(self.runs)
         return tuple(d > DRIFT_THRESHOLD for d in self.drift)
 
+    @property
+    def kept(self) -> Repeats:
+        """The repeats whose probe did not drift beyond DRIFT_THRESHOLD (every one when all did,
+        or when none was probed), set against the same reference: what an estimate is taken over."""
+        keep = [i for i, s in enumerate(self.shifted) if not s] or list(range(len(self.runs)))
+        return Repeats(tuple(self.runs[i] for i in keep),
+                       probe_s=tuple(self.probe_s[i] for i in keep) if self.probe_s else (),
+                       reference_s=self.reference)
+
     def estimate(self, estimator: Estimator | str = STUDY_ESTIMATOR) -> float:
         """One figure (seconds) from the repeats by ``estimator``; ``probe-normalised`` without
         probe times, and ``cpu-time`` without CPU-time samples, are the plain median."""
@@ -223,18 +250,59 @@ class Repeats:
                 "study_estimator": STUDY_ESTIMATOR.value}
 
 
-def estimate(medians: Sequence[float], estimator: Estimator | str = STUDY_ESTIMATOR) -> float:
-    """One figure from stored repeat medians alone (no samples, no probe): ``median`` or
-    ``min-of-medians``; the others need :class:`Repeats`. NaN when there are none."""
-    estimator = Estimator(estimator)
-    if not medians:
+SAMPLE_ESTIMATORS = (Estimator.MEDIAN, Estimator.MIN_OF_MEDIANS, Estimator.LOWER_QUARTILE)
+"""The estimators that need nothing but each repeat's timed samples (no probe, no CPU times)."""
+
+
+def estimate(samples: Sequence[Sequence[float]], estimator: Estimator | str = STUDY_ESTIMATOR) -> float:
+    """One figure from the repeats' raw samples alone (one sequence of seconds per repeat, e.g. as
+    a study stores them), by one of :data:`SAMPLE_ESTIMATORS`; NaN when there are none."""
+    estimator = _sample_estimator(estimator)
+    if not samples:
         return math.nan
-    if estimator is Estimator.MEDIAN:
-        return float(np.median(medians))
-    if estimator is Estimator.MIN_OF_MEDIANS:
-        return float(min(medians))
-    raise ValueError(f"estimator '{estimator.value}' needs the samples or probe times (use Repeats)")
+    return Repeats(tuple(Measurement(tuple(s)) for s in samples)).estimate(estimator)
 
 
-__all__ = ["DRIFT_THRESHOLD", "MIN_SAMPLES_FOR_CI", "NOISE_THRESHOLD", "STUDY_ESTIMATOR", "Estimator",
-           "Measurement", "NoisyMeasurementWarning", "Repeats", "estimate", "probe_drift"]
+def bootstrap_estimates(samples: Sequence[Sequence[float]], estimator: Estimator | str = STUDY_ESTIMATOR,
+                        *, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """``resamples`` bootstrap replicates of :func:`estimate`: each draws as many repeats as there
+    are, with replacement (the repeats are the independent units; steps within one are not), and
+    applies ``estimator`` to the draw. Shape (resamples,); empty when there are no repeats.
+
+    Lower quartile: the draw's pooled 25th percentile, interpolated as ``numpy.percentile`` does,
+    computed from how many times each repeat was drawn over the repeats' samples sorted once."""
+    estimator = _sample_estimator(estimator)
+    if not samples:
+        return np.empty(0)
+    n = len(samples)
+    picks = rng.integers(0, n, size=(resamples, n))  # (resamples, repeats drawn)
+    if estimator is not Estimator.LOWER_QUARTILE:
+        drawn = np.asarray([float(np.median(s)) for s in samples])[picks]  # repeat medians
+        return np.median(drawn, axis=1) if estimator is Estimator.MEDIAN else drawn.min(axis=1)
+    weights = (picks[:, :, None] == np.arange(n)).sum(axis=1)  # (resamples, repeats): times drawn
+    values = np.concatenate([np.asarray(s, dtype=float) for s in samples])  # every step
+    owner = np.concatenate([np.full(len(s), i) for i, s in enumerate(samples)])
+    order = np.argsort(values, kind="stable")
+    values, owner = values[order], owner[order]
+    counts = np.cumsum(weights[:, owner], axis=1)  # (resamples, steps): pooled rank ends
+    rank = (counts[:, -1] - 1) * 0.25  # numpy's linear interpolation: index (N - 1) * q
+    low = np.floor(rank)
+
+    def at(index: np.ndarray) -> np.ndarray:  # the pooled sample at 0-based rank ``index``
+        return values[(counts <= index[:, None]).sum(axis=1)]
+
+    a, b = at(low), at(np.minimum(low + 1, counts[:, -1] - 1))
+    return a + (b - a) * (rank - low)
+
+
+def _sample_estimator(estimator: Estimator | str) -> Estimator:
+    estimator = Estimator(estimator)
+    if estimator not in SAMPLE_ESTIMATORS:
+        raise ValueError(f"estimator '{estimator.value}' needs the probe times or CPU times "
+                         "(use Repeats)")
+    return estimator
+
+
+__all__ = ["DRIFT_THRESHOLD", "MIN_SAMPLES_FOR_CI", "NOISE_THRESHOLD", "SAMPLE_ESTIMATORS",
+           "STUDY_ESTIMATOR", "STUDY_ESTIMATOR_WHY", "Estimator", "Measurement",
+           "NoisyMeasurementWarning", "Repeats", "bootstrap_estimates", "estimate", "probe_drift"]
