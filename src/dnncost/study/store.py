@@ -18,7 +18,8 @@ marked as dnncost's by ``PRAGMA application_id``):
 - ``allreduce_timings`` (schema 2): for a data-parallel step timing (world size > 1), the
   time with a gradient all-reduce in flight, its bytes, and the single-process reference.
 - ``whatif_results`` (schema 4): ``dnncost whatif`` per transformation and step mode: counted
-  ratios to the original, the interleaved time ratios and raw samples, or why it does not apply.
+  ratios to the original, the interleaved time ratios and raw samples, or why it does not apply; with
+  ``--train`` (schema 8) the validation accuracy of the original and of the transformed network.
 - ``work_points`` (schema 5): cost vs work, one network's step timed at several batch and input
   sizes (dnncost.study.work), with the counted FLOPs of each.
 - ``unseen_results`` (schema 6): ``dnncost evaluate --unseen``, one row per network, input
@@ -294,10 +295,18 @@ ALTER TABLE step_timings ADD COLUMN cpu_mhz REAL;
 ALTER TABLE step_timings ADD COLUMN remeasure INTEGER NOT NULL DEFAULT 0;  -- 1: an extra repeat
 """
 
+_SCHEMA_V8 = """
+-- dnncost whatif --train (dnncost.whatif.accuracy): validation accuracy (0-1) of the trained original
+-- and of the transformed network, and how it was found (or why there is none); NULL without --train
+ALTER TABLE whatif_results ADD COLUMN original_accuracy REAL;
+ALTER TABLE whatif_results ADD COLUMN accuracy REAL;
+ALTER TABLE whatif_results ADD COLUMN accuracy_note TEXT;
+"""
+
 #: version -> SQL that takes a store from version-1 to version. Applied in order, each in one
 #: transaction with the version bump, so a store is never left half-migrated.
 MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4,
-                              5: _SCHEMA_V5, 6: _SCHEMA_V6, 7: _SCHEMA_V7}
+                              5: _SCHEMA_V5, 6: _SCHEMA_V6, 7: _SCHEMA_V7, 8: _SCHEMA_V8}
 SCHEMA_VERSION = max(MIGRATIONS)  # a new schema version is a new entry in MIGRATIONS
 
 #: Every table, in the order :func:`merge` copies them (a table after those it references).
@@ -546,6 +555,9 @@ class WhatIfRow:
     batch_size: int | None
     threads: int | None
     measured: str
+    original_accuracy: float | None = None  # schema 8: whatif --train
+    accuracy: float | None = None
+    accuracy_note: str | None = None
 
 
 @dataclass(frozen=True)
