@@ -446,8 +446,9 @@ def unseen_blocks(store: Store) -> list[Block]:
         cal = result.calibration
         held_out = cal.get("held_out")
         held = held_out if isinstance(held_out, dict) else {}
-        held_text = ", ".join(f"{m} {_pct(v.get('mape'))}" for m, v in held.items()
-                              if isinstance(v, dict)) or "not recorded"
+        modes = sorted(held, key=lambda m: (m != "train", m))  # the training step first
+        held_text = ", ".join(f"{m} {_pct(held[m].get('mape'))}" for m in modes
+                              if isinstance(held[m], dict)) or "not recorded"
         if len(groups) > 1:
             blocks.append(Heading(f"{i + 1}. {env.get('cpu_model', '?')} - protocol "
                                   f"{group.config_hash}", 3))

@@ -1,0 +1,292 @@
+"""Unseen-network results in the store (schema 6): the round trip of points and left-out networks,
+the migration from schema 5, merging, the report's 'Unseen networks' section, and
+``dnncost evaluate --unseen`` keeping each result as it is measured and resuming."""
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from dnncost.cli import main
+from dnncost.counting.formulas import OpKind
+from dnncost.measuring.measurement import Measurement
+from dnncost.prediction import unseen
+from dnncost.prediction.kernels import STEP_FEATURES
+from dnncost.prediction.predict import KindRegressor, OperatorModel, save_operator_model
+from dnncost.prediction.unseen import LeftOut, UnseenPoint
+from dnncost.reporting.report import render_markdown, unseen_blocks, write_report
+from dnncost.study.store import MIGRATIONS, SCHEMA_VERSION, Store, merge, migrate, open_store
+from dnncost.study.unseen import (
+    calibration_id,
+    protocol_config,
+    start_unseen,
+    unseen_groups,
+    unseen_row,
+)
+
+BASELINES = {"peak_flops_per_s": 1e11, "bytes_per_s": 1e10,  # per mode: seconds per unit
+             **{f"flops_{m}": 1e-11 for m in ("train", "eval")},
+             **{f"params_{m}": 1e-9 for m in ("train", "eval")},
+             **{f"roofline_{m}": 2.0 for m in ("train", "eval")}}
+
+
+def tiny_model(**meta: object) -> OperatorModel:
+    """A per-kernel model with known coefficients (no calibration run): 10 us + FLOPs / 1e10 +
+    bytes / 1e11 per kernel, 100 us + 10 us per module per step."""
+    regressor = KindRegressor((1e-5, 1e-10, 1e-11))
+    meta = {"fingerprint": "calibrating-machine", "threads": 2, "torch_version": "2.x",
+            "created": "2026-01-02T03:04:05+00:00", "quick": True, "networks": 12,
+            "kernels": 3456, "held_out": {"train": {"mape": 0.118}, "eval": {"mape": 0.149}},
+            "baselines": BASELINES, **meta}
+    return OperatorModel({k: regressor for k in OpKind}, regressor,
+                         (1e-4, 1e-5) + (0.0,) * (len(STEP_FEATURES) - 2), **meta)  # type: ignore[arg-type]
+
+
+def point(name: str, measured: float, predicted: float, *, mode: str = "train",
+          shape: tuple[int, ...] = (3, 32, 32), batch: int = 32) -> UnseenPoint:
+    return UnseenPoint(name, shape, batch, mode, measured, (measured * 1.1, measured * 1.2),
+                       {"per_kernel": predicted, "flops": 2 * measured, "params": 3 * measured,
+                        "roofline": measured / 2}, 1.5,
+                       samples=(measured, measured * 1.1, measured * 1.3, measured * 1.2),
+                       interval_s=(measured * 0.9, measured * 1.4))
+
+
+def _recorder(store: Store, **config: object):
+    model = tiny_model()
+    settings = {"rounds": 2, "repeats": 3, "warmup": 2, "threads": 1, "max_step_gflops": 250.0,
+                **config}
+    return start_unseen(store, model, threads=1, config=protocol_config(model, **settings))  # type: ignore[arg-type]
+
+
+# -- the store -----------------------------------------------------------------------------------
+def test_points_and_left_out_networks_round_trip(tmp_path: Path) -> None:
+    with open_store(tmp_path / "s.sqlite") as store:
+        rec = _recorder(store)
+        a, b = point("net_a", 0.100, 0.110), point("net_b", 0.200, 0.150)
+        rec.record(a)
+        rec.record(b)
+        rec.record(LeftOut("vit_x", (3, 32, 32), 32, "train", "cannot take 32x32"))
+        rec.finish("complete")
+        assert rec.done() == {a.key, b.key}  # a left-out network is tried again on a rerun
+        (group,) = unseen_groups(store)
+    assert group.result.points == (a, b)  # every field back: samples, round medians, interval
+    assert group.result.skipped == {"vit_x 32x3x32x32 train": "cannot take 32x32"}
+    assert group.config["calibration_id"] == "calibrating-machine@2026-01-02T03:04:05+00:00"
+    assert group.result.calibration["held_out"] == {"train": {"mape": 0.118}, "eval": {"mape": 0.149}}
+    assert group.environment.get("cpu_model")  # this machine, named
+    (per_kernel,) = [r for r in group.result.rows() if r["method"] == "per_kernel"]
+    # |0.110 - 0.100| / 0.100 = 10%, |0.150 - 0.200| / 0.200 = 25%: mean 17.5%, one of two within 10%
+    assert per_kernel["n"] == 2 and per_kernel["mape_pct"] == pytest.approx(17.5)
+    assert per_kernel["within_10pct"] == pytest.approx(50.0)
+    (flops,) = [r for r in group.result.rows() if r["method"] == "flops"]
+    assert flops["mape_pct"] == pytest.approx(100.0)  # 2x the measured time: 100% off
+    assert flops["x_per_kernel_error"] == pytest.approx(100.0 / 17.5)
+
+
+def test_a_network_measured_after_being_left_out_replaces_its_left_out_row(tmp_path: Path) -> None:
+    with open_store(tmp_path / "s.sqlite") as store:
+        rec = _recorder(store)
+        rec.record(LeftOut("net_a", (3, 32, 32), 32, "train", "failed to time"))
+        rec.record(LeftOut("net_a", (3, 32, 32), 32, "train", "failed to time again"))
+        assert len(store.unseen_rows()) == 1
+        rec.record(point("net_a", 0.1, 0.1))
+        (row,) = store.unseen_rows()
+        assert row.measured_s == 0.1 and row.note == ""
+        (group,) = unseen_groups(store)
+    assert group.result.skipped == {}
+
+
+def test_protocols_and_machines_are_kept_apart(tmp_path: Path) -> None:
+    with open_store(tmp_path / "s.sqlite") as store:
+        one, three = _recorder(store, rounds=1), _recorder(store, rounds=3)
+        one.record(point("net_a", 0.1, 0.1))
+        three.record(point("net_b", 0.2, 0.2))
+        assert one.config_hash != three.config_hash
+        assert [p.name for p in one.result().points] == ["net_a"]
+        assert [g.config["rounds"] for g in unseen_groups(store)] == [1, 3]
+        # the same protocol under another calibration is another group too
+        other = tiny_model(created="2026-02-02T00:00:00+00:00")
+        assert calibration_id(other) != one.calibration_id
+
+
+def _version_5_store(path: Path) -> None:
+    """A results file exactly as dnncost with schema version 5 left it (one what-if result)."""
+    v5 = Store(sqlite3.connect(str(path), isolation_level=None), path)
+    assert migrate(v5, 0, migrations={v: MIGRATIONS[v] for v in range(1, 6)}) == 5
+    v5.conn.executescript("""
+        INSERT INTO environments VALUES ('machine-a', '{"cpu_model": "old cpu"}', NULL, NULL,
+            NULL, NULL);
+        INSERT INTO runs VALUES ('run1', '2026-01-01T00:00:00+00:00', NULL, 'complete',
+            'dnncost whatif', '{"whatif": true}', 'cfg1', 'machine-a');
+        INSERT INTO networks VALUES (1, 'lenet5', 'lenet', 'cfg1', 'machine-a', '{"whatif": true}',
+            '1x28x28', 4, 'random', 'cpu', 1, 1, 'none');
+        INSERT INTO whatif_results (uid, network_id, run_uid, transformation, mode, applicable,
+            note, measured) VALUES ('w1', 1, 'run1', 'int8', 'train', 0, 'eval only',
+            '2026-01-01T00:00:10+00:00');
+        """)
+    v5.close()
+
+
+def test_a_version_5_store_migrates_and_takes_unseen_results(tmp_path: Path) -> None:
+    path = tmp_path / "v5.sqlite"
+    _version_5_store(path)
+    with open_store(path, read_only=True) as store:  # read through a migrated copy: no results yet
+        assert unseen_groups(store) == []
+    with open_store(path, create=False) as store:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert [w.transformation for _, w in store.whatif_rows()] == ["int8"]  # old results kept
+        rec = _recorder(store)
+        rec.record(point("net_a", 0.1, 0.12))
+    with open_store(path, read_only=True) as store:
+        (group,) = unseen_groups(store)
+    assert group.result.points[0].predicted_s["per_kernel"] == 0.12
+
+
+def test_merge_copies_unseen_results_once(tmp_path: Path) -> None:
+    a, out = tmp_path / "a.sqlite", tmp_path / "out.sqlite"
+    with open_store(a) as store:
+        rec = _recorder(store)
+        rec.record(point("net_a", 0.1, 0.12))
+        rec.record(LeftOut("vit_x", (3, 32, 32), 32, "train", "cannot take 32x32"))
+    assert merge([a], out)["unseen_results"] == 2
+    assert merge([a], out)["unseen_results"] == 0
+    with open_store(out, read_only=True) as store:
+        (group,) = unseen_groups(store)
+    assert [p.name for p in group.result.points] == ["net_a"]
+
+
+# -- the report ------------------------------------------------------------------------------------
+def _synthetic_store(path: Path) -> None:
+    """Unseen results of a named machine, as a full protocol would leave them: 4 networks at two
+    configurations and both modes, one left out."""
+    with open_store(path) as store:
+        store.put_environment("machine-x", {"cpu_model": "Test CPU 9000", "cpu_cores": 2},
+                              peak_flops_per_s=None, bandwidth_bytes_per_s=None, calibration=None)
+        model = tiny_model(fingerprint="machine-x")
+        config = protocol_config(model, rounds=2, repeats=3, warmup=2, threads=2,
+                                 max_step_gflops=250.0)
+        run = store.start_run(command="dnncost evaluate --unseen --calibration stored",
+                              config=config, config_hash="proto1", fingerprint="machine-x")
+        keys = {"run_uid": run, "config_hash": "proto1", "fingerprint": "machine-x", "threads": 2,
+                "calibration_id": calibration_id(model), "calibration": model.summary()}
+        for shape, batch in unseen.CONFIGS:
+            for mode in unseen.MODES:
+                for i, (measured, predicted) in enumerate(((0.01, 0.0105), (0.02, 0.026),
+                                                           (0.04, 0.036), (0.08, 0.081))):
+                    store.put_unseen(unseen_row(point(f"net_{i}", measured, predicted, mode=mode,
+                                                      shape=shape, batch=batch), **keys))
+        store.put_unseen(unseen_row(LeftOut("vit_x", (3, 32, 32), 32, "train",
+                                            "cannot take 32x32"), **keys))
+        store.finish_run(run, "complete")
+
+
+def test_the_report_shows_the_unseen_networks_of_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    _synthetic_store(path)
+    with open_store(path, read_only=True) as store:
+        files = write_report(store, tmp_path / "report")
+    text = files.markdown.read_text()
+    section = text[text.index("## Unseen networks"):]
+    assert "Machine: Test CPU 9000, 2 cores, 2 threads" in section
+    assert "Calibration calibrating-machine" not in section  # fingerprint given: machine-x
+    assert "Calibration machine-x@2026-01-02T03:04:05+00:00: a QUICK (rough) one, 12 random " \
+           "networks, 3456 timed kernels" in section
+    assert "held-out MAPE on random networks it did not fit: train 11.8%, eval 14.9%" in section
+    assert "dnncost evaluate --unseen --calibration stored" in section
+    # per-kernel errors 5%, 30%, 10%, 1.25%: MAPE 11.5625%, three of four within +-10%, in order
+    assert "| 32x3x32x32 | train | per-kernel | 4 | 11.6% | 75% | 1 | 1 |" in section
+    assert "| 8x3x224x224 | eval | FLOPs-only | 4 | 100% | 0% | 1 | 8.6 |" in section  # 100 / 11.5625
+    assert "Left out: vit_x 32x3x32x32 train (cannot take 32x32)" in section
+    # round medians 1.1x and 1.2x the measured time: a spread of 0.1 / 1.1 = 9.1% for each network
+    assert "32x3x32x32 train 9.1%" in section
+    figure = tmp_path / "report" / "figures" / "unseen.png"
+    assert figure in files.figures and figure.read_bytes().startswith(b"\x89PNG")
+    assert "Unseen networks" in files.html.read_text()
+
+
+def test_an_empty_store_says_how_to_fill_the_section(tmp_path: Path) -> None:
+    path = tmp_path / "empty.sqlite"
+    open_store(path).close()
+    with open_store(path, read_only=True) as store:
+        text = render_markdown(unseen_blocks(store))
+    assert "no unseen-network results" in text
+    assert f"dnncost evaluate --unseen --calibration stored --db {path}" in text
+
+
+# -- the command -----------------------------------------------------------------------------------
+@pytest.fixture
+def calibration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A stored calibration file with known coefficients, and a tiny input configuration."""
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(unseen, "CONFIGS", (((3, 16, 16), 2),))
+    return save_operator_model(tiny_model())
+
+
+def test_evaluate_unseen_keeps_each_result_and_a_rerun_measures_nothing_twice(
+        tmp_path: Path, calibration: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "s.sqlite"
+    args = ["evaluate", "--unseen", "--calibration", calibration, "--db", str(db), "--rounds", "1",
+            "--models", "shufflenet_v2_x0_5,vit_b_16", "--format", "json"]
+    assert main(args) == 0  # real timing of one small network, both steps
+    capsys.readouterr()
+    with open_store(db, read_only=True) as store:
+        rows = store.unseen_rows()
+        (group,) = unseen_groups(store)
+    measured = sorted((r.network, r.mode) for r in rows if r.measured_s is not None)
+    assert measured == [("shufflenet_v2_x0_5", "eval"), ("shufflenet_v2_x0_5", "train")]
+    assert all(len(r.samples or ()) == unseen.REPEATS and r.measured_s == min(r.samples or ())
+               for r in rows if r.measured_s is not None)
+    assert sorted(r.mode for r in rows if r.network == "vit_b_16") == ["eval", "train"]  # left out
+    assert group.config["rounds"] == 1 and group.config["calibration_id"].startswith(
+        "calibrating-machine@")
+
+    def must_not_time(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a stored result was timed again")
+
+    monkeypatch.setattr(unseen, "time_model", must_not_time)
+    assert main(args) == 0
+    with open_store(db, read_only=True) as store:
+        assert len(store.unseen_rows()) == len(rows)  # the left-out rows replaced, not added
+        assert [r.status for r in store.runs()] == ["complete", "complete"]
+
+
+def test_an_interrupted_evaluation_keeps_what_it_measured(
+        tmp_path: Path, calibration: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[str] = []
+
+    def fake_time_model(module: object, shape: object, **kw: object) -> SimpleNamespace:
+        calls.append(str(kw["mode"]))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return SimpleNamespace(measurement=Measurement((0.010, 0.012, 0.011)))
+
+    monkeypatch.setattr(unseen, "time_model", fake_time_model)
+    db = tmp_path / "s.sqlite"
+    args = ["evaluate", "--unseen", "--calibration", calibration, "--db", str(db), "--rounds", "1",
+            "--models", "mobilenet_v3_small"]
+    assert main(args) == 130
+    with open_store(db, read_only=True) as store:
+        assert [(r.mode, r.measured_s) for r in store.unseen_rows()] == [("train", 0.010)]
+        assert [r.status for r in store.runs()] == ["interrupted"]
+    assert main(args) == 0  # resumes: only the validation step is timed
+    assert calls == ["train", "eval", "eval"]
+    with open_store(db, read_only=True) as store:
+        (group,) = unseen_groups(store)
+    assert sorted(p.mode for p in group.result.points) == ["eval", "train"]
+    assert "1 results measured" in capsys.readouterr().out and math.isfinite(
+        group.result.points[0].measured_s)
+
+
+def test_a_database_in_use_is_refused_before_calibrating(
+        tmp_path: Path, calibration: str, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "s.sqlite"
+    with open_store(db) as holder:
+        holder.lock()
+        assert main(["evaluate", "--unseen", "--db", str(db), "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "another study is writing" in err and "Traceback" not in err
