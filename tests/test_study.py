@@ -48,6 +48,11 @@ def _config(*names: str, **overrides) -> StudyConfig:
     return StudyConfig(**base)
 
 
+def _planned(result, mode: str) -> int:
+    """The planned repeats stored of a step (re-measures of repeats whose probe drifted are extra)."""
+    return sum(1 for t in result.steps(mode) if not t.conditions.remeasure)
+
+
 def test_failing_network_is_recorded_and_the_sweep_goes_on(tmp_path, specs):
     config = _config(specs["tiny"], specs["broken"], specs["wider"])
     with open_store(tmp_path / "s.sqlite") as store:
@@ -62,7 +67,7 @@ def test_failing_network_is_recorded_and_the_sweep_goes_on(tmp_path, specs):
     for name in ("tiny", "wider"):  # the network after the broken one was measured too
         r = results[specs[name]]
         assert set(r.counts) == {"train", "eval"} and r.input_shape == "3x32x32"
-        assert len(r.steps("train")) == 2 and len(r.steps("eval")) == 2
+        assert _planned(r, "train") == 2 and _planned(r, "eval") == 2
         assert all(len(t.samples) == 2 for t in r.timings)  # 2 timed steps per repeat, raw
         (training,) = r.completed_trainings
         assert [e.epoch for e in training.epochs] == [1] and training.epochs[0].train_samples == 16
@@ -82,7 +87,7 @@ def test_rerun_resumes_and_more_repeats_add_repeats(tmp_path, specs):
         added = run_study(more, store, progress=False)
         assert added.measured == 4  # one more train and one more eval repeat per network
         for r in store.network_results():
-            assert len(r.steps("train")) == 3 and len(r.steps("eval")) == 3
+            assert _planned(r, "train") == 3 and _planned(r, "eval") == 3
             assert len(r.completed_trainings) == 1
 
 
@@ -120,7 +125,7 @@ def test_interrupt_keeps_results_and_the_printed_command_resumes(tmp_path, specs
     assert "report:" in capsys.readouterr().out and (out / "report.html").is_file()
     with open_store(db) as store:
         for r in store.network_results():
-            assert len(r.steps("train")) == 2 and len(r.steps("eval")) == 2  # once each, no extra
+            assert _planned(r, "train") == 2 and _planned(r, "eval") == 2  # once each, no extra
 
 
 def test_unknown_networks_are_listed_before_anything_is_stored(tmp_path, capsys):
@@ -235,3 +240,32 @@ def test_run_that_fails_is_marked_failed_not_left_running(tmp_path, specs, monke
         with pytest.raises(RuntimeError, match="on purpose"):
             run_study(config, store, progress=False)
         assert store.runs()[-1].status == "failed"
+
+
+def test_drifted_repeats_are_remeasured_and_stored_with_the_machine_around_them(
+        tmp_path, specs, monkeypatch):
+    import itertools
+
+    import dnncost.study.sweep as sweep
+    from dnncost.measuring.probe import Probe
+
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path / "cache"))  # a fresh probe reference
+    monkeypatch.setattr(sweep, "_calibration", lambda *a: (None, None, None, None))
+    calls = itertools.count()  # the probe: 3 ms around the first repeat timed (train), then 1 ms
+    monkeypatch.setattr(Probe, "run", lambda self, reps=5: 3e-3 if next(calls) < 2 else 1e-3)
+    config = _config(specs["tiny"], epochs=0, breakdown=False, repeats=2)
+    with open_store(tmp_path / "s.sqlite") as store:
+        first = run_study(config, store, progress=False)
+        again = run_study(config, store, progress=False)
+        (r,) = store.network_results()
+    train, evals = r.steps("train"), r.steps("eval")
+    # train repeat 1 ran with the probe 3/1 - 1 = 200% slow (> DRIFT_THRESHOLD): re-measured once,
+    # within the budget of ceil(0.5 * 2) = 1; eval never drifted
+    assert [t.conditions.remeasure for t in train] == [False, False, True]
+    assert [t.conditions.remeasure for t in evals] == [False, False]
+    assert (first.measured, first.remeasured) == (5, 1)  # 1 count + 2 x (train + eval), 1 extra
+    assert (again.measured, again.remeasured) == (0, 0)  # resumed: the budget stays spent
+    shifted, later = train[0].conditions, train[2].conditions
+    assert shifted.probe_s == 3e-3 and later.probe_s == 1e-3 and later.probe_reference_s == 1e-3
+    assert later.cpu_samples is not None and len(later.cpu_samples) == 2  # one per timed step
+    assert later.load_average is None or later.load_average >= 0

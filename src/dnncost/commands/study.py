@@ -241,8 +241,10 @@ def run(args: argparse.Namespace) -> int:
                   f"({kept - before} from this run). Resume with:\n  {command}", file=sys.stderr)
             return EXIT_INTERRUPTED
         files = write_report(store, args.out)
+    remeasured = (f", {summary.remeasured} timing repeats re-measured (their reference probe "
+                  "drifted)" if summary.remeasured else "")
     print(f"study of {len(summary.networks)} networks: {summary.measured} results measured now, "
-          f"{summary.skipped} already stored (resumed); database {args.db}")
+          f"{summary.skipped} already stored (resumed){remeasured}; database {args.db}")
     for name, error in summary.failed.items():
         print(f"  FAILED {name}: {error}")
     for headline in files.verdicts:

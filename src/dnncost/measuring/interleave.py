@@ -154,9 +154,7 @@ def time_interleaved(jobs: Sequence[TimingJob], *, repeats: int = 5, remeasure: 
         raise InputSpecError(f"job names must be unique, got {names}")
     if repeats < 1:
         raise InputSpecError(f"repeats must be a positive integer, got {repeats}")
-    budget = math.ceil(REMEASURE_SHARE * repeats) if remeasure is None else remeasure
-    if budget < 0:
-        raise InputSpecError(f"the re-measure budget must be >= 0 repeats, got {budget}")
+    budget = _budget(repeats, remeasure)
     probes: dict[str, Probe] = {}
     done: dict[str, list[StepTiming]] = {name: [] for name in names}
     index: dict[str, list[int]] = {name: [] for name in names}
@@ -225,6 +223,24 @@ def time_interleaved(jobs: Sequence[TimingJob], *, repeats: int = 5, remeasure: 
                           remeasured=remeasured)
 
 
+def stored_wanting_remeasure(stored: Mapping[str, StoredRepeats], *, repeats: int,
+                             remeasure: int | None = None) -> list[str]:
+    """The jobs whose stored repeats alone call for a re-measure by :func:`time_interleaved`'s
+    rule (against the stored probes' reference, with the budget left): the finished jobs a resumed
+    run must hand to it again."""
+    budget, reference = _budget(repeats, remeasure), _reference({}, stored)
+    return [name for name, s in stored.items()
+            if s.remeasured < budget and _wants_another((), s, repeats, reference)]
+
+
+def _budget(repeats: int, remeasure: int | None) -> int:
+    """Re-measures allowed per job: ``remeasure``, or REMEASURE_SHARE of ``repeats`` (rounded up)."""
+    budget = math.ceil(REMEASURE_SHARE * repeats) if remeasure is None else remeasure
+    if budget < 0:
+        raise InputSpecError(f"the re-measure budget must be >= 0 repeats, got {budget}")
+    return budget
+
+
 def _stored(value: int | StoredRepeats) -> StoredRepeats:
     return value if isinstance(value, StoredRepeats) else StoredRepeats(planned=int(value))
 
@@ -263,4 +279,4 @@ def _against(timing: StepTiming, reference: float | None) -> StepTiming:
 
 
 __all__ = ["REMEASURE_SHARE", "InterleavedRun", "InterleavedTiming", "ProbePoint", "StoredRepeats",
-           "TimingJob", "time_interleaved"]
+           "TimingJob", "stored_wanting_remeasure", "time_interleaved"]

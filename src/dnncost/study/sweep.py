@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from dnncost.errors import DnncostError, InputSpecError, ModelNotFoundError, StoreError, suggest
 from dnncost.measuring.kinds import OPTIMIZERS
 from dnncost.measuring.recipe import RECIPE_EPOCHS, Recipe, recipe_for
-from dnncost.study.store import CountRow, Store, WorkRow
+from dnncost.study.store import CountRow, RepeatConditions, Store, TimingRow, WorkRow
 from dnncost.study.work import WORK_PLAN, measure_work
 
 if TYPE_CHECKING:
@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from torch import nn
 
     from dnncost.measuring.data import DatasetSplit
+    from dnncost.measuring.interleave import StoredRepeats
     from dnncost.measuring.records import EpochRecord
+    from dnncost.measuring.timing import StepTiming
     from dnncost.models.loading import LoadedModel
 
 SEED = 0  # source: our choice; every network starts from the same seeded initialisation
@@ -232,6 +234,7 @@ class StudySummary:
     failed: dict[str, str] = field(default_factory=dict)  # name -> 'stage: error'
     measured: int = 0  # results written by this run
     skipped: int = 0  # units of work already stored
+    remeasured: int = 0  # timing repeats re-measured because their probe drifted (beyond measured)
     config_hash: str = ""
     fingerprint: str = ""
 
@@ -337,7 +340,7 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
         bar.close()
     store.finish_run(run_uid, "complete" if not sweep.failed else "failed")
     return StudySummary(run_uid=run_uid, networks=tuple(names), failed=dict(sweep.failed),
-                        measured=sweep.measured, skipped=sweep.skipped,
+                        measured=sweep.measured, skipped=sweep.skipped, remeasured=sweep.remeasured,
                         config_hash=config.config_hash, fingerprint=fingerprint)
 
 
@@ -401,6 +404,32 @@ class _Network:
     failed: bool = False
 
 
+def _stored_repeats(rows: Sequence[TimingRow]) -> StoredRepeats:
+    """What the store holds of one step's repeats, for time_interleaved to resume from."""
+    from dnncost.measuring.interleave import StoredRepeats
+    from dnncost.measuring.probe import ProbeReading
+
+    probes = tuple(ProbeReading(c.probe_before_s, c.probe_after_s, c.probe_reference_s)
+                   if c.probe_before_s is not None and c.probe_after_s is not None else None
+                   for c in (r.conditions for r in rows))
+    extra = sum(1 for r in rows if r.conditions.remeasure)
+    return StoredRepeats(planned=len(rows) - extra, remeasured=extra, probes=probes)
+
+
+def _conditions(timing: StepTiming, *, remeasure: bool) -> RepeatConditions:
+    """The machine around one timed repeat, as the store keeps it."""
+    probe, load = timing.probe, timing.load
+    return RepeatConditions(
+        cpu_samples=timing.measurement.cpu_samples or None,
+        probe_before_s=probe.before_s if probe else None,
+        probe_after_s=probe.after_s if probe else None,
+        probe_reference_s=probe.reference_s if probe else None,
+        load_average=load.load_average if load else None,
+        steal_share=load.steal_share if load else None,
+        others_share=load.others_share if load else None,
+        cpu_mhz=load.cpu_mhz if load else None, remeasure=remeasure)
+
+
 class _Sweep:
     """One run through the networks, in three passes: load and count each network; time the
     repeats round-robin (repeat 1 of every network, then repeat 2, ...) so that a busy spell of
@@ -414,6 +443,7 @@ class _Sweep:
         self.failed: dict[str, str] = {}
         self.measured = 0
         self.skipped = 0
+        self.remeasured = 0  # repeats beyond the plan, because a repeat's probe drifted
         self.training_uid: str | None = None
         self._datasets: dict[tuple[int, ...], object] = {}
 
@@ -533,40 +563,55 @@ class _Sweep:
     def _time(self, networks: Sequence[_Network]) -> None:
         """Every network's train and eval step, ``repeats`` times, round-robin over the networks
         (dnncost.measuring.interleave: repeat 1 of each, then repeat 2, ..., the reference probe
-        around each); each repeat stored the moment it is measured, stored ones skipped."""
-        from dnncost.measuring.interleave import TimingJob, time_interleaved
+        around each), then repeats whose probe drifted re-measured within the budget; each repeat
+        stored the moment it is measured, with the probe, the machine's load and the CPU time per
+        step beside it. Stored planned repeats are skipped; a resumed run hands the stored probes
+        and re-measures on, so a drifted stored repeat may still be re-measured and a spent budget
+        stays spent."""
+        from dnncost.measuring.interleave import (
+            TimingJob,
+            stored_wanting_remeasure,
+            time_interleaved,
+        )
         from dnncost.measuring.step import Mode, OptimizerKind
-        from dnncost.measuring.timing import StepOptions, StepTiming
+        from dnncost.measuring.timing import StepOptions
 
         repeats, jobs = self.config.repeats, []
         owner: dict[str, tuple[_Network, str]] = {}
-        already: dict[str, int] = {}
+        already: dict[str, StoredRepeats] = {}
         for net in networks:
             for mode in ("train", "eval"):
-                stored = self.store.timing_repeats(net.nid, mode, world_size=1)
-                self.advance(min(stored, repeats), done=True)
-                if stored >= repeats or net.failed:
-                    continue
-                if net.model is None:
-                    self._guarded(net, Stage.TIME, lambda n: setattr(n, "model", self._model(n)))
-                model = net.model
-                if net.failed or model is None:
-                    continue
-                name = f"{net.name} {mode}"
-                owner[name], already[name] = (net, mode), stored
-                jobs.append(TimingJob(name, model, net.shape, StepOptions(
-                    batch_size=self.config.batch_size, mode=Mode(mode), device=self.config.device,
-                    threads=self.threads, warmup=self.config.warmup, repeats=self.config.steps,
-                    budget_s=self.config.step_budget_s,
-                    optimizer=OptimizerKind(self.config.optimizer), lr=self._recipe(net).lr)))
+                already[f"{net.name} {mode}"] = _stored_repeats(
+                    self.store.timing_rows(net.nid, mode, world_size=1))
+                owner[f"{net.name} {mode}"] = (net, mode)
+        again = set(stored_wanting_remeasure(already, repeats=repeats))
+        for name, stored in already.items():
+            net, mode = owner[name]
+            self.advance(min(stored.planned, repeats), done=True)
+            if net.failed or (stored.planned >= repeats and name not in again):
+                continue
+            if net.model is None:
+                self._guarded(net, Stage.TIME, lambda n: setattr(n, "model", self._model(n)))
+            model = net.model
+            if net.failed or model is None:
+                continue
+            jobs.append(TimingJob(name, model, net.shape, StepOptions(
+                batch_size=self.config.batch_size, mode=Mode(mode), device=self.config.device,
+                threads=self.threads, warmup=self.config.warmup, repeats=self.config.steps,
+                budget_s=self.config.step_budget_s,
+                optimizer=OptimizerKind(self.config.optimizer), lr=self._recipe(net).lr)))
 
         def store(name: str, index: int, timing: StepTiming) -> None:
             net, mode = owner[name]
             m = timing.measurement
             self.store.add_timing(net.nid, self.run_uid, mode=mode, samples=m.samples,
                                   median_s=m.median, iqr_s=m.iqr, threads=timing.threads,
-                                  peak_memory_bytes=timing.peak_memory_bytes)  # one process
-            self.advance(1, done=False)
+                                  peak_memory_bytes=timing.peak_memory_bytes,  # one process
+                                  conditions=_conditions(timing, remeasure=index >= repeats))
+            if index < repeats:
+                self.advance(1, done=False)
+            else:  # beyond the plan: not a unit of progress
+                self.remeasured += 1
 
         def fail(name: str, exc: Exception) -> None:
             net, _ = owner[name]
@@ -574,10 +619,8 @@ class _Sweep:
                 net.failed = True
                 self._fail(net.name, net.nid, Stage.TIME, exc)
 
-        # remeasure=0: the store keeps no probe beside a repeat yet, so extra repeats could not be
-        # told from planned ones; the study takes exactly its ``repeats``
-        time_interleaved(jobs, repeats=repeats, remeasure=0, already=already, on_repeat=store,
-                         on_error=fail)
+        time_interleaved(jobs, repeats=repeats, already={j.name: already[j.name] for j in jobs},
+                         on_repeat=store, on_error=fail)
         for net in networks:
             net.model = None  # timing done: free the memory
 
