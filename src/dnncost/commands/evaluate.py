@@ -40,7 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "3x224x224 batch 8, train and eval steps")
     unseen.add_argument("--calibration", default=None, metavar="PATH|stored",
                         help="use this calibration file ('stored': this machine's) instead of "
-                             "calibrating in the run")
+                             "calibrating in the run (a rerun resumes only under the same "
+                             "calibration, so give one to resume)")
     unseen.add_argument("--models", default=None, metavar="A,B,...",
                         help="only these torchvision networks (default: every unseen one)")
     unseen.add_argument("--quick", action="store_true",
