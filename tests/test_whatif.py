@@ -11,6 +11,7 @@ from torch import nn
 
 from dnncost.cli import main
 from dnncost.counting.counter import count
+from dnncost.measuring.inputs import InputSpec, TensorInput
 from dnncost.measuring.step import Mode
 from dnncost.measuring.timing import StepOptions
 from dnncost.whatif import registry
@@ -43,8 +44,12 @@ def tiny() -> nn.Sequential:
                          nn.Conv2d(8, 8, 3, padding=1, bias=False))
 
 
+def spec_of(shape: tuple[int, ...]) -> InputSpec:
+    return InputSpec((TensorInput(shape),))
+
+
 def context(batch_size: int = 1, mode: Mode = Mode.EVAL, threads: int = 2) -> Context:
-    return Context(input_shape=SHAPE, batch_size=batch_size, mode=mode,
+    return Context(inputs=spec_of(SHAPE), batch_size=batch_size, mode=mode,
                    device=torch.device("cpu"), threads=threads)
 
 
@@ -110,7 +115,7 @@ def test_prune_channels_in_a_residual_block() -> None:
     (site,) = find_sites(block)
     assert (site.first, site.bn, site.second) == ("conv1", "bn1", "conv2")
     variant = get_transformation("prune_channels").apply(
-        block, 0.5, Context(input_shape=(8, 6, 6), batch_size=1, mode=Mode.EVAL,
+        block, 0.5, Context(inputs=spec_of((8, 6, 6)), batch_size=1, mode=Mode.EVAL,
                             device=torch.device("cpu"), threads=1))
     out = variant.module(torch.randn(1, 8, 6, 6))
     assert out.shape == (1, 8, 6, 6)  # the block's outputs (into the addition) are kept
@@ -233,7 +238,7 @@ def test_channels_last_same_function_same_count() -> None:
 def test_channels_last_needs_images() -> None:
     with pytest.raises(NotApplicable, match="4-D"):
         get_transformation("channels_last").apply(
-            nn.Linear(16, 2), None, Context(input_shape=(16,), batch_size=1, mode=Mode.EVAL,
+            nn.Linear(16, 2), None, Context(inputs=spec_of((16,)), batch_size=1, mode=Mode.EVAL,
                                             device=torch.device("cpu"), threads=1))
 
 

@@ -1,5 +1,6 @@
 """What-if results in the study store: :class:`~dnncost.whatif.runner.WhatIfResult` as a
-``whatif_results`` row (schema 4), and one ``dnncost whatif`` run saved with its network and machine."""
+``whatif_results`` row (schema 4; accuracies from ``--train``, schema 8), and one ``dnncost whatif``
+run saved with its network, inputs, training settings and machine."""
 from __future__ import annotations
 
 import hashlib
@@ -10,10 +11,12 @@ from dataclasses import asdict
 import torch
 
 from dnncost.measuring.environment import current_environment, machine_fingerprint
+from dnncost.measuring.inputs import InputSpec
 from dnncost.measuring.measurement import Measurement
 from dnncost.measuring.step import Mode
 from dnncost.measuring.timing import StepOptions
 from dnncost.study.store import Store, WhatIfRow, new_uid, now
+from dnncost.whatif.accuracy import TrainingOptions
 from dnncost.whatif.runner import WhatIfResult
 
 WHATIF_DATASET = "random"  # what-if steps run on a fixed random batch, not a dataset
@@ -31,36 +34,46 @@ def whatif_row(result: WhatIfResult) -> WhatIfRow:
         original_samples=result.original.samples if result.original else None,
         transformed_samples=result.transformed.samples if result.transformed else None,
         original_flops=result.original_flops, flops=result.flops, batch_size=result.batch_size,
-        threads=result.threads, measured=now())
+        threads=result.threads, measured=now(), original_accuracy=result.original_accuracy,
+        accuracy=result.accuracy, accuracy_note=result.accuracy_note or None)
 
 
 def save_whatif(store: Store, results: Sequence[WhatIfResult], *, family: str,
-                input_shape: Sequence[int], options: StepOptions, command: str) -> int:
+                input_shape: Sequence[int] | InputSpec, options: StepOptions, command: str,
+                training: TrainingOptions | None = None) -> int:
     """Store ``results`` (one network's) as one run; returns the network id they are kept under.
 
-    The network is keyed by name, a hash of the step options and this machine's fingerprint.
-    The store is taken for this writer while it saves (StoreError when a study holds it)."""
+    The network is keyed by name, a hash of the step options, the inputs and the ``training``
+    settings (when trained), and this machine's fingerprint. The store is taken
+    for this writer while it saves (StoreError when a study holds it)."""
     if not results:
         return 0
     device = options.device
     threads = options.threads or torch.get_num_threads()  # the original's thread count
     fingerprint = machine_fingerprint(device, threads=threads)
+    inputs = str(input_shape) if isinstance(input_shape, InputSpec) \
+        else "x".join(map(str, input_shape))
     config: dict[str, object] = {
         "whatif": True,
         **{k: v if isinstance(v, (int, float, type(None))) else str(v)
            for k, v in asdict(options).items()}}
+    config["inputs"] = inputs  # another input is another network row
+    if training is not None:
+        config["train"] = {"epochs": training.epochs, "batch_size": training.batch_size,
+                           "dataset": training.dataset, "recipe": training.recipe.describe(),
+                           "seed": training.seed}
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     store.lock()
     try:
         return _save(store, results, config=config, config_hash=config_hash, fingerprint=fingerprint,
-                     family=family, input_shape=input_shape, options=options, threads=threads,
+                     family=family, inputs=inputs, options=options, threads=threads,
                      command=command)
     finally:
         store.unlock()
 
 
 def _save(store: Store, results: Sequence[WhatIfResult], *, config: dict[str, object],
-          config_hash: str, fingerprint: str, family: str, input_shape: Sequence[int],
+          config_hash: str, fingerprint: str, family: str, inputs: str,
           options: StepOptions, threads: int, command: str) -> int:
     device = options.device
     store.put_environment(fingerprint, current_environment(device, threads=threads).to_dict(),
@@ -69,15 +82,13 @@ def _save(store: Store, results: Sequence[WhatIfResult], *, config: dict[str, ob
                               fingerprint=fingerprint)
     nid = store.network_id(name=results[0].model, family=family, config_hash=config_hash,
                            fingerprint=fingerprint, config=config,
-                           input_shape="x".join(map(str, input_shape)),
+                           input_shape=inputs,
                            batch_size=options.batch_size, dataset=WHATIF_DATASET, device=device,
                            threads=threads)
     for result in results:
         store.add_whatif(nid, run_uid, whatif_row(result))
     store.finish_run(run_uid, "complete")
     return nid
-
-
 
 
 def result_from_row(network: str, row: WhatIfRow) -> WhatIfResult:
@@ -92,7 +103,9 @@ def result_from_row(network: str, row: WhatIfRow) -> WhatIfResult:
         bytes_ratio=row.bytes_ratio, activation_ratio=row.activation_ratio,
         time_ratio=measurement(row.time_ratios), original=measurement(row.original_samples),
         transformed=measurement(row.transformed_samples), original_flops=row.original_flops,
-        flops=row.flops, batch_size=row.batch_size, threads=row.threads)
+        flops=row.flops, batch_size=row.batch_size, threads=row.threads,
+        original_accuracy=row.original_accuracy, accuracy=row.accuracy,
+        accuracy_note=row.accuracy_note or "")
 
 
 __all__ = ["result_from_row", "save_whatif", "whatif_row"]

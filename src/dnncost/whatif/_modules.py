@@ -26,3 +26,15 @@ def conv_like(conv: nn.Conv2d, *, in_channels: int, out_channels: int, kernel_si
 def count_modules(root: nn.Module, kind: type[nn.Module]) -> int:
     """How many submodules of ``root`` are ``kind``."""
     return sum(isinstance(m, kind) for m in root.modules())
+
+
+FAST_PATH_OWNERS = (nn.TransformerEncoderLayer,)  # source: torch/nn/modules/transformer.py,
+# TransformerEncoderLayer.forward hands linear1.weight and linear2.weight to its fused inference kernel
+
+
+def fast_path_linears(root: nn.Module) -> set[str]:
+    """Paths of the linear layers whose weights a fused inference path reads directly (so they must
+    stay nn.Linear): those inside a FAST_PATH_OWNERS layer."""
+    return {f"{name}.{child}" if name else child
+            for name, m in root.named_modules() if isinstance(m, FAST_PATH_OWNERS)
+            for child, c in m.named_children() if isinstance(c, nn.Linear)}

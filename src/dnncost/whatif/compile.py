@@ -8,13 +8,14 @@ import shutil
 import torch
 from torch import nn
 
-from dnncost.whatif.registry import Context, NotApplicable, Variant, register
+from dnncost.whatif.registry import Context, NotApplicable, Training, Variant, register
 
 COMPILE_LIMIT_S = 90.0  # source: our choice, half of the ~3 min a default whatif run should take on 2 cores
 CXX = ("c++", "g++", "clang++")  # source: torch._inductor.cpp_builder looks for these on the CPU
 
 
-@register("compile", summary="torch.compile (inductor), first step time-limited")
+@register("compile", training=Training.ORIGINAL,
+          summary="torch.compile (inductor), first step time-limited")
 def compile_model(model: nn.Module, value: float | None, context: Context) -> Variant:
     """``model`` wrapped by torch.compile; the eager module is what is counted."""
     if context.device.type == "cpu" and not any(shutil.which(c) for c in CXX):

@@ -1,7 +1,9 @@
 """Low-rank factorisation (Denton et al. 2014; Kim et al. 2016 for Tucker-2): each dense k x k
 convolution becomes 1x1 (C_in -> R1) -> k x k (R1 -> R2) -> 1x1 (R2 -> C_out) from a truncated
 higher-order SVD of its weight; each linear layer two linear layers from a truncated SVD. A layer is
-factorised only where that cuts its multiply-accumulates. At full rank the function is unchanged."""
+factorised only where that cuts its multiply-accumulates. At full rank the function is unchanged.
+Linear layers whose weights a fused inference path reads directly (TransformerEncoderLayer's
+feed-forward) are kept."""
 from __future__ import annotations
 
 import math
@@ -9,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from dnncost.whatif._modules import conv_like, replace_submodule
+from dnncost.whatif._modules import conv_like, fast_path_linears, replace_submodule
 from dnncost.whatif.registry import Context, NotApplicable, Parameter, Variant, register
 
 
@@ -90,7 +92,10 @@ def factorise_linear(linear: nn.Linear, fraction: float) -> nn.Sequential:
 def factorise(model: nn.Module, fraction: float) -> tuple[int, int]:
     """Factorise, in place, every layer of ``model`` where that saves MACs; (convs, linears) done."""
     convs = linears = 0
+    kept = fast_path_linears(model)
     for name, m in list(model.named_modules()):
+        if name in kept:
+            continue
         if type(m) is nn.Conv2d and m.groups == 1 and m.kernel_size != (1, 1) \
                 and m.padding_mode == "zeros" and conv_saves(m, fraction):
             replace_submodule(model, name, factorise_conv(m, fraction))
@@ -109,9 +114,12 @@ def factorise(model: nn.Module, fraction: float) -> tuple[int, int]:
 def low_rank(model: nn.Module, ratio: float | None, context: Context) -> Variant:
     """Factorise every conv and linear layer where rank ``ratio`` of full cuts its MACs."""
     assert ratio is not None
+    fused = len(fast_path_linears(model))
+    kept = (f"; {fused} linear layers of TransformerEncoderLayer kept (its fused inference path "
+            "reads their weights)") if fused else ""
     convs, linears = factorise(model, ratio)
     if convs + linears == 0:
         raise NotApplicable(f"no dense k x k convolution or linear layer gets cheaper at "
-                            f"{ratio:.0%} of full rank")
+                            f"{ratio:.0%} of full rank{kept}")
     return Variant(model, note=f"{convs} convolutions (Tucker-2) and {linears} linear layers (SVD) "
-                               f"factorised at {ratio:.0%} of full rank; not fine-tuned")
+                               f"factorised at {ratio:.0%} of full rank; not fine-tuned{kept}")

@@ -1,13 +1,13 @@
-"""Reduced precision (Micikevicius et al. 2018, mixed precision): every step under torch.autocast
-in bfloat16 or float16, where the device runs it. Counted with the whole network in that dtype
-(autocast keeps a few ops, e.g. reductions and normalisation, in float32)."""
+"""Reduced precision (Micikevicius et al. 2018, mixed precision): the forward of every step under
+torch.autocast in bfloat16 or float16, where the device runs it. Counted with the whole network in
+that dtype (autocast keeps a few ops, e.g. reductions and normalisation, in float32). With
+``--train`` the trained network is trained again under the same autocast."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from dnncost.measuring.step import random_batch
-from dnncost.whatif.registry import Context, NotApplicable, Variant, register
+from dnncost.whatif.registry import Context, NotApplicable, Variant, first_line, register
 
 COUNT_NOTE = "counted with the whole network in {dtype}; autocast keeps some ops in float32"
 
@@ -16,16 +16,21 @@ def autocast_variant(model: nn.Module, dtype: torch.dtype, context: Context) -> 
     """``model`` run under autocast(``dtype``) on the context's device, if that device can."""
     name = str(dtype).removeprefix("torch.")
     device = context.device
+    if context.precision.autocast is not None:
+        raise NotApplicable(f"the original already runs under {context.precision.autocast} autocast")
+    if context.precision.dtype not in (None, "float32"):
+        raise NotApplicable(f"the original's parameters are {context.precision.dtype}; autocast "
+                            "lowers float32 operations only")
     if device.type == "cuda" and dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise NotApplicable(f"{torch.cuda.get_device_name(device)} does not support bfloat16")
     if not torch.amp.is_autocast_available(device.type):
         raise NotApplicable(f"torch has no autocast for {device.type}")
+    one = context.make_inputs(1)
     try:  # one small forward: some builds lack kernels for a dtype on a device
         with torch.no_grad(), torch.autocast(device.type, dtype=dtype):
-            model.to(device).eval()(random_batch(context.input_shape, batch_size=1, device=device))
+            model.to(device).eval()(*one.args, **one.kwargs)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise NotApplicable(f"{name} autocast fails on {device}: {first}") from exc
+        raise NotApplicable(f"{name} autocast fails on {device}: {first_line(exc, limit=160)}") from exc
     note = f"autocast {name} on {device.type}"
     if device.type == "cpu" and dtype is torch.float16:
         note += " (CPU float16 kernels are mostly emulated; see the time ratio)"
@@ -39,7 +44,7 @@ def bf16(model: nn.Module, value: float | None, context: Context) -> Variant:
     return autocast_variant(model, torch.bfloat16, context)
 
 
-@register("fp16", summary="float16 autocast for every step (no loss scaling: timing only)")
+@register("fp16", summary="float16 autocast for every step (no loss scaling)")
 def fp16(model: nn.Module, value: float | None, context: Context) -> Variant:
     """The network under float16 autocast."""
     return autocast_variant(model, torch.float16, context)

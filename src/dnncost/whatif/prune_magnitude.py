@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from dnncost.counting.cost import CostReport
-from dnncost.whatif.registry import Context, NotApplicable, Parameter, Variant, register
+from dnncost.whatif.registry import Context, NotApplicable, Parameter, Training, Variant, register
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -23,6 +23,7 @@ def nominal_flops(report: CostReport, density: dict[str, float]) -> int:
 
 
 @register("prune_magnitude", parameter=Parameter.RATIO, defaults=(0.5, 0.9),
+          training=Training.FINE_TUNE_MASKED,
           summary="unstructured pruning: zero this fraction of conv/linear weights (global L1); "
                   "dense kernels, so FLOPs are saved only nominally")
 def prune_magnitude(model: nn.Module, ratio: float | None, context: Context) -> Variant:

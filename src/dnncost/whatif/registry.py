@@ -3,8 +3,9 @@
 A transformation takes a copy of the network (which it may change in place) and returns a
 :class:`Variant`: the network to run, plus how to run and count it (autocast dtype, batch size,
 thread count, input memory format). One that does not apply raises :class:`NotApplicable` with the
-reason. Adding a transformation is adding one file to this package: :func:`all_transformations`
-imports every module here.
+reason. Its :class:`Training` says how ``--train`` finds the transformed network's accuracy.
+Adding a transformation is adding one file to this package: :func:`all_transformations` imports
+every module here.
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from torch import nn
 
 from dnncost.counting.cost import CostReport
 from dnncost.errors import DnncostError, InputSpecError, suggest
+from dnncost.measuring.inputs import InputSpec, ModelInputs, Precision, make_inputs, parse_dtype
 from dnncost.measuring.step import Mode
 
-_NOT_TRANSFORMATIONS = ("registry", "runner")  # modules of this package that register nothing
+_NOT_TRANSFORMATIONS = ("registry", "runner", "accuracy")  # modules of this package that register nothing
 
 
 class NotApplicable(Exception):  # noqa: N818 -- a verdict, not a failure
@@ -33,6 +35,13 @@ class TransformationError(DnncostError):
     """A transformation that is unknown, badly parameterised, or that broke the network."""
 
 
+def first_line(exc: BaseException, *, limit: int = 200) -> str:
+    """The first line of ``exc``'s message (its type's name when it has none), at most ``limit``
+    characters: how a failure is quoted in a one-line reason."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 class Parameter(str, Enum):
     """What a transformation's one parameter is."""
 
@@ -40,15 +49,41 @@ class Parameter(str, Enum):
     COUNT = "count"  # a positive integer (batch size, threads)
 
 
+class Training(str, Enum):
+    """How ``--train`` finds a transformed network's validation accuracy (dnncost.whatif.accuracy)."""
+
+    FINE_TUNE = "fine-tune"  # transform the trained original, then train it again with the recipe
+    FINE_TUNE_MASKED = "fine-tune, zeros kept"  # the same, with every zero weight held at zero
+    EVALUATE = "evaluate"  # transform the trained original and validate it; it cannot be trained
+    ORIGINAL = "original's"  # the network and its function are the original's: its accuracy
+
+
 @dataclass(frozen=True)
 class Context:
     """What a transformation may need to know about the run it is part of."""
 
-    input_shape: tuple[int, ...]  # one sample
+    inputs: InputSpec  # what the network is called with (one sample's tensors, or a factory)
     batch_size: int
     mode: Mode
     device: torch.device
     threads: int  # the intra-op thread count the original runs with
+    precision: Precision = Precision()  # the original's dtype, autocast and memory format
+    calibration: tuple[ModelInputs, ...] = ()  # real input batches (training data) to calibrate
+    # on; empty: random batches made from ``inputs``
+
+    def make_inputs(self, batch_size: int | None = None, *, seed: int = 0,
+                    device: torch.device | str | None = None) -> ModelInputs:
+        """A fixed batch of the run's inputs (``batch_size`` samples, default the run's) on
+        ``device`` (default the run's), floating tensors in the original's dtype."""
+        dtype = parse_dtype(self.precision.dtype) if self.precision.dtype is not None else None
+        return make_inputs(self.inputs, batch_size=self.batch_size if batch_size is None else batch_size,
+                           device=self.device if device is None else device, dtype=dtype, seed=seed)
+
+    def calibration_batches(self, n: int) -> list[ModelInputs]:
+        """``n`` batches to calibrate on (CPU): the real ones when given, else random seeded ones."""
+        if self.calibration:
+            return list(self.calibration[:n])
+        return [self.make_inputs(seed=seed, device="cpu") for seed in range(n)]
 
 
 @dataclass(frozen=True)
@@ -82,6 +117,7 @@ class Transformation:
     parameter: Parameter | None = None
     defaults: tuple[float | None, ...] = (None,)  # the values run when none is given
     modes: frozenset[Mode] = frozenset(Mode)  # the steps it applies to
+    training: Training = Training.FINE_TUNE  # how --train finds its accuracy
 
     def check(self, value: float | None) -> float | None:
         """``value`` if valid for this transformation's parameter; TransformationError otherwise."""
@@ -118,12 +154,14 @@ _REGISTRY: dict[str, Transformation] = {}
 
 def register(name: str, *, summary: str, parameter: Parameter | None = None,
              defaults: tuple[float | None, ...] = (None,),
-             modes: frozenset[Mode] = frozenset(Mode)) -> Callable[[Apply], Apply]:
+             modes: frozenset[Mode] = frozenset(Mode),
+             training: Training = Training.FINE_TUNE) -> Callable[[Apply], Apply]:
     """Register ``fn(module, value, context) -> Variant`` as transformation ``name``."""
     def decorate(fn: Apply) -> Apply:
         if name in _REGISTRY:
             raise ValueError(f"what-if transformation '{name}' is already registered")
-        transformation = Transformation(name, summary, fn, parameter, defaults, frozenset(modes))
+        transformation = Transformation(name, summary, fn, parameter, defaults, frozenset(modes),
+                                        training)
         for value in defaults:
             transformation.check(value)
         _REGISTRY[name] = transformation
@@ -175,6 +213,6 @@ def parse_specs(text: str | None) -> list[Spec]:
     return specs
 
 
-__all__ = ["Apply", "Context", "NotApplicable", "Parameter", "Spec", "Transformation",
-           "TransformationError", "Variant", "all_transformations", "get_transformation",
-           "parse_specs", "register"]
+__all__ = ["Apply", "Context", "NotApplicable", "Parameter", "Spec", "Training", "Transformation",
+           "TransformationError", "Variant", "all_transformations", "first_line",
+           "get_transformation", "parse_specs", "register"]

@@ -6,6 +6,14 @@ median and its distribution-free 95% interval (order statistics, as for any
 :class:`~dnncost.measuring.measurement.Measurement`) are reported with the counted ratios of FLOPs,
 parameters, bytes and activation memory. Every ratio is per sample, so a batch-size change compares
 throughput. Results are yielded one by one, so a caller keeps everything measured before a failure.
+
+The network is called with an input spec as every command takes it (:mod:`dnncost.measuring.inputs`:
+shapes with dtypes, several tensors, a factory of keyword tensors), in the step options' dtype,
+autocast and memory format. The pairs are timed here rather than by
+:func:`dnncost.measuring.interleave.time_interleaved`: that one times each network in repeats of
+several steps, always in job order, each repeat rebuilding the step (an extra labelling forward,
+which would compile outside the first step's time limit) and re-measuring a drifted repeat alone,
+without its partner -- the A B / B A pairs, one ratio per adjacent pair, would be lost.
 """
 from __future__ import annotations
 
@@ -23,31 +31,36 @@ import torch
 from torch import nn
 
 from dnncost.counting.cost import CostReport
-from dnncost.counting.counter import count
-from dnncost.errors import DnncostError
+from dnncost.counting.counter import META_HINT, count
+from dnncost.errors import DnncostError, InputSpecError
 from dnncost.measuring.device import (
     StepClock,
     out_of_memory_as_error,
     resolve_device,
     using_threads,
 )
+from dnncost.measuring.inputs import InputSpec, Precision, make_inputs, parse_dtype
 from dnncost.measuring.measurement import Measurement
 from dnncost.measuring.step import (
     Mode,
+    Part,
+    PartHook,
     build_step,
     make_optimizer,
-    random_batch,
+    primary_output,
     random_targets,
     step_loss,
     trainable_parameters,
 )
 from dnncost.measuring.timing import StepOptions
+from dnncost.measuring.timing import _input_spec as input_spec
 from dnncost.whatif.registry import (
     Context,
     NotApplicable,
     Spec,
     TransformationError,
     Variant,
+    first_line,
 )
 
 
@@ -55,7 +68,8 @@ from dnncost.whatif.registry import (
 class WhatIfResult:
     """One transformation in one step mode: counted ratios, measured ratio, or why it does not apply.
 
-    Ratios are transformed / original, per sample. ``time_ratio`` holds one ratio per A/B pair."""
+    Ratios are transformed / original, per sample. ``time_ratio`` holds one ratio per A/B pair.
+    The accuracies (validation, 0-1) are filled in by ``--train`` (dnncost.whatif.accuracy)."""
 
     model: str
     transformation: str
@@ -76,6 +90,9 @@ class WhatIfResult:
     batch_size: int | None = None
     threads: int | None = None
     first_call_s: float | None = None  # the transformed network's first step (compilation included)
+    original_accuracy: float | None = None  # validation accuracy of the trained original
+    accuracy: float | None = None  # of the transformed network (see accuracy_note for how)
+    accuracy_note: str = ""  # how the accuracy was found, or why there is none
 
     @property
     def time_ratio_ci95(self) -> tuple[float, float]:
@@ -110,6 +127,11 @@ class WhatIfResult:
             "gflops_per_s": _giga(self.achieved_flops_per_s),
             "noisy": self.time_ratio.noisy if self.time_ratio else None,
             "note": self.note if self.applicable else f"not applicable: {self.note}",
+            "original_accuracy": self.original_accuracy, "accuracy": self.accuracy,
+            "accuracy_change": (self.accuracy - self.original_accuracy
+                                if self.accuracy is not None and self.original_accuracy is not None
+                                else None),
+            "accuracy_note": self.accuracy_note,
         }
 
     def to_dict(self) -> dict[str, object]:
@@ -128,6 +150,8 @@ class WhatIfResult:
             "achieved_flops_per_s": self.achieved_flops_per_s,
             "original_achieved_flops_per_s": self.original_achieved_flops_per_s,
             "first_call_s": self.first_call_s,
+            "original_accuracy": self.original_accuracy, "accuracy": self.accuracy,
+            "accuracy_note": self.accuracy_note,
         }
 
 
@@ -166,53 +190,70 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
 
 @dataclass
 class _Timed:
-    """One network's step, run with its thread count and autocast, timed by the device's clock."""
+    """One network's step, run with its thread count, timed by the device's clock."""
 
     step: Callable[[], object]
     device: torch.device
     threads: int | None
-    autocast: torch.dtype | None
     clock: StepClock = field(init=False)
 
     def __post_init__(self) -> None:
         self.clock = StepClock(self.device)
 
     def __call__(self) -> float:
-        cast = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast \
-            else contextlib.nullcontext()
-        with using_threads(self.threads), cast:
+        with using_threads(self.threads):
             self.clock.start()
             self.step()
             return self.clock.stop()
 
 
-def _build(module: nn.Module, *, input_shape: tuple[int, ...], batch_size: int, opts: StepOptions,
-           device: torch.device, output_shape: tuple[int, ...], channels_last: bool = False
-           ) -> Callable[[], object]:
-    """The step of :mod:`dnncost.measuring.step` for ``module`` on a fixed batch; in training,
-    labels drawn for ``output_shape`` (the original's logits) so no extra forward (or compile) runs."""
-    module.to(device)
-    x = random_batch(input_shape, batch_size=batch_size, device=device)  # (B, *input_shape)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+def _autocast_forward(precision: Precision, device: torch.device) -> PartHook | None:
+    """build_step's hook that runs the forward under ``precision``'s autocast (as ``time`` does)."""
+    if precision.autocast is None:
+        return None
+
+    @contextlib.contextmanager
+    def hook(part: Part) -> Iterator[None]:
+        with precision.forward_context(device) if part is Part.FORWARD else contextlib.nullcontext():
+            yield
+    return hook
+
+
+def _build(module: nn.Module, context: Context, *, batch_size: int, opts: StepOptions,
+           precision: Precision, output_shape: tuple[int, ...]) -> Callable[[], object]:
+    """The step of :mod:`dnncost.measuring.step` for ``module`` in ``precision`` on a fixed batch;
+    in training, labels drawn for ``output_shape`` (the original's logits) so no extra forward (or
+    compile) runs."""
+    module.to(context.device)
+    precision.apply(module)
+    dtype = parse_dtype(precision.dtype) if precision.dtype is not None else None
+    inputs = make_inputs(context.inputs, batch_size=batch_size, device=context.device, dtype=dtype,
+                         channels_last=precision.channels_last)  # (B, ...) each
+    hook = _autocast_forward(precision, context.device)
     if opts.mode is Mode.EVAL:
-        return build_step(module, (x,), mode=Mode.EVAL)
+        return build_step(module, inputs.args, kwargs=inputs.kwargs, mode=Mode.EVAL, part=hook)
     optimizer = make_optimizer(opts.optimizer, trainable_parameters(module), lr=opts.lr)
     targets = random_targets(torch.empty(batch_size, *output_shape[1:]),
                              generator=torch.Generator().manual_seed(0))
-    labels = targets.to(device) if targets is not None else None
-    return build_step(module, (x,), mode=Mode.TRAIN, optimizer=optimizer,
-                      loss=lambda output: step_loss(output, labels))
+    labels = targets.to(context.device) if targets is not None else None
+    return build_step(module, inputs.args, kwargs=inputs.kwargs, mode=Mode.TRAIN, optimizer=optimizer,
+                      loss=lambda output: step_loss(output, labels), part=hook)
 
 
-def _count(module: nn.Module, *, input_shape: tuple[int, ...], batch_size: int, opts: StepOptions,
-           dtype: torch.dtype | None = None, name: str) -> CostReport:
-    if dtype is None:
-        return count(module, mode=opts.mode, batch_size=batch_size, input_shape=input_shape,
-                     optimizer=opts.optimizer.value, name=name)
-    inputs = torch.empty(batch_size, *input_shape, dtype=dtype, device="meta")
-    return count(copy.deepcopy(module).to(dtype), inputs, mode=opts.mode, batch_size=batch_size,
-                 optimizer=opts.optimizer.value, name=name)
+def _count(module: nn.Module, context: Context, *, batch_size: int, opts: StepOptions,
+           dtype: torch.dtype | str | None, channels_last: bool, name: str) -> CostReport:
+    """The counted step, on the meta device -- or on the run's device for a network that reads
+    values or lacks a meta kernel (as ``time`` does)."""
+    def on(device: torch.device | str) -> CostReport:
+        return count(module, context.inputs, mode=opts.mode, batch_size=batch_size, device=device,
+                     optimizer=opts.optimizer.value, name=name, dtype=dtype,
+                     channels_last=channels_last)
+    try:
+        return on("meta")
+    except InputSpecError as exc:
+        if META_HINT not in str(exc):
+            raise
+        return on(context.device)
 
 
 def _activation_bytes(report: CostReport) -> int:
@@ -226,35 +267,58 @@ def _ratio(new: float, old: float) -> float | None:
     return new / old if old else None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+def options_precision(options: StepOptions) -> Precision:
+    """The precision the step options ask for (dtype, autocast, memory format)."""
+    return Precision(dtype=options.dtype, autocast=options.autocast,
+                     channels_last=options.channels_last)
 
 
-def run_whatif(model: nn.Module, specs: Sequence[Spec], *, input_shape: Sequence[int],
-               options: StepOptions, name: str | None = None) -> Iterator[WhatIfResult]:
+def in_dtype(model: nn.Module, precision: Precision) -> nn.Module:
+    """A copy of ``model`` with its parameters in ``precision``'s dtype (what a transformation
+    starts from; the memory format is the step's business)."""
+    work = copy.deepcopy(model)
+    if precision.dtype is not None:
+        work.to(parse_dtype(precision.dtype))
+    return work
+
+
+def run_whatif(model: nn.Module, specs: Sequence[Spec], *,
+               input_shape: Sequence[int] | InputSpec | str, options: StepOptions,
+               name: str | None = None) -> Iterator[WhatIfResult]:
     """Yield one :class:`WhatIfResult` per spec, for the step ``options.mode``.
 
-    ``options`` gives batch size, device, threads, optimizer, warm-up steps (per network) and the
-    number of A/B pairs (``repeats``). ``model`` is left as found. A transformation that breaks the
-    network raises TransformationError naming it; everything yielded before is the caller's.
+    ``input_shape``: one sample's shape, or an input spec ('16:int64', '3x32x32,4', a factory; see
+    dnncost.measuring.inputs). ``options`` gives batch size, device, threads, optimizer, dtype,
+    autocast and memory format of the original, warm-up steps (per network) and the number of A/B
+    pairs (``repeats``). ``model`` is left as found. A transformation that breaks the network raises
+    TransformationError naming it; everything yielded before is the caller's.
     """
-    shape = tuple(int(s) for s in input_shape)
+    inputs = input_spec(input_shape)
     device = resolve_device(options.device)
     name = name or type(model).__name__
+    precision = options_precision(options)
     with using_threads(options.threads) as threads:
-        context = Context(input_shape=shape, batch_size=options.batch_size, mode=options.mode,
-                          device=device, threads=threads)
-    reference = copy.deepcopy(model)
-    base = _count(reference, input_shape=shape, batch_size=options.batch_size, opts=options, name=name)
-    with torch.no_grad():
-        output_shape = tuple(reference.to(device).eval()(
-            random_batch(shape, batch_size=1, device=device)).shape)  # (1, classes, ...)
-    step_a = _Timed(_build(reference, input_shape=shape, batch_size=options.batch_size, opts=options,
-                           device=device, output_shape=output_shape), device, options.threads, None)
+        context = Context(inputs=inputs, batch_size=options.batch_size, mode=options.mode,
+                          device=device, threads=threads, precision=precision)
+    reference = in_dtype(model, precision)
+    base = _count(reference, context, batch_size=options.batch_size, opts=options,
+                  dtype=precision.dtype, channels_last=precision.channels_last, name=name)
+    output_shape = _output_shape(reference, context)
+    step_a = _Timed(_build(reference, context, batch_size=options.batch_size, opts=options,
+                           precision=precision, output_shape=output_shape),
+                    device, options.threads)
     for spec in specs:
         yield _one(spec, model, step_a, base, context=context, options=options, name=name,
                    output_shape=output_shape)
+
+
+def _output_shape(module: nn.Module, context: Context) -> tuple[int, ...]:
+    """The shape of ``module``'s logits for one sample: (1, classes, ...)."""
+    one = context.make_inputs(1)
+    module.to(context.device).eval()
+    context.precision.apply(module)
+    with torch.no_grad(), context.precision.forward_context(context.device):
+        return tuple(primary_output(module(*one.args, **one.kwargs)).shape)
 
 
 def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, context: Context,
@@ -268,24 +332,30 @@ def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, cont
     if options.mode not in transformation.modes:
         steps = " and ".join(sorted(m.value for m in transformation.modes))
         return skipped(f"applies to the {steps} step only")
+    original = context.precision
     try:
-        variant = transformation.apply(copy.deepcopy(model), spec.value, context)
+        variant = transformation.apply(in_dtype(model, original), spec.value, context)
         batch = variant.batch_size or options.batch_size
-        report = _count(variant.count_module or variant.module, input_shape=context.input_shape,
-                        batch_size=batch, opts=options, dtype=variant.count_dtype, name=name)
-        step_b = _Timed(_build(variant.module, input_shape=context.input_shape, batch_size=batch,
-                               opts=options, device=context.device, output_shape=output_shape,
-                               channels_last=variant.channels_last_input),
-                        context.device, variant.threads or options.threads, variant.autocast)
+        precision = Precision(
+            dtype=original.dtype, channels_last=original.channels_last or variant.channels_last_input,
+            autocast=str(variant.autocast).removeprefix("torch.") if variant.autocast is not None
+            else original.autocast)
+        report = _count(variant.count_module or variant.module, context, batch_size=batch,
+                        opts=options, dtype=variant.count_dtype or original.dtype,
+                        channels_last=precision.channels_last, name=name)
+        step_b = _Timed(_build(variant.module, context, batch_size=batch, opts=options,
+                               precision=precision, output_shape=output_shape),
+                        context.device, variant.threads or options.threads)
         with out_of_memory_as_error(batch_size=batch, device=context.device):
             first_call_s = _first_call(step_b, variant)
             times_a, times_b = _interleave(step_a, step_b, warmup=options.warmup,
                                            repeats=options.repeats)
     except NotApplicable as reason:
         return skipped(str(reason))
-    except (DnncostError, RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
+    except (DnncostError, RuntimeError, ValueError, TypeError, IndexError, AssertionError,
+            AttributeError, KeyError) as exc:
         raise TransformationError(f"transformation '{spec.label}' broke the network: "
-                                  f"{_first_line(exc)}") from exc
+                                  f"{first_line(exc)}") from exc
 
     per_a, per_b = options.batch_size, batch  # every ratio per sample
     total_a, total_b = base.total(), report.total()
@@ -319,7 +389,7 @@ def _first_call(step: _Timed, variant: Variant) -> float:
         if _timed_out(exc):  # the compiler may wrap our alarm in its own error
             raise NotApplicable(f"the first step (compilation) did not finish within "
                                 f"{variant.first_call_limit_s:g} s on this machine") from None
-        raise NotApplicable(f"the first step failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise NotApplicable(f"the first step failed: {type(exc).__name__}: {first_line(exc)}") from exc
     return time.perf_counter() - start
 
 
@@ -355,4 +425,5 @@ def measured(results: Iterable[WhatIfResult]) -> list[WhatIfResult]:
     return [r for r in results if r.applicable]
 
 
-__all__ = ["FirstCallTimeout", "WhatIfResult", "measured", "run_whatif"]
+__all__ = ["FirstCallTimeout", "WhatIfResult", "in_dtype", "measured", "options_precision",
+           "run_whatif"]

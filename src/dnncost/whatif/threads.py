@@ -5,10 +5,10 @@ import os
 
 from torch import nn
 
-from dnncost.whatif.registry import Context, NotApplicable, Parameter, Variant, register
+from dnncost.whatif.registry import Context, NotApplicable, Parameter, Training, Variant, register
 
 
-@register("threads", parameter=Parameter.COUNT, defaults=(None,),
+@register("threads", parameter=Parameter.COUNT, defaults=(None,), training=Training.ORIGINAL,
           summary="another intra-op thread count (default: 1, or 2 when the original runs on 1)")
 def threads(model: nn.Module, value: float | None, context: Context) -> Variant:
     """``model`` run with ``value`` threads."""
