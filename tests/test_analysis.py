@@ -3,6 +3,7 @@ power law, hand-computed correlations, repeat-based intervals, epoch costs and l
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -25,8 +26,10 @@ from dnncost.study.store import CountRow, NetworkResult, TimingRow, TrainingRow
 FLOPS = (1e6, 3e6, 1e7, 3e7, 1e8, 3e8)
 
 
-def _points(time_of, *, noise=(0.98, 1.0, 1.02), flops=FLOPS):
-    """One network per FLOPs figure; its repeats are time_of(flops) scaled by ``noise``."""
+def _points(time_of, *, noise=(1.0, 1.0, 1.02, 1.04), flops=FLOPS):
+    """One network per FLOPs figure; its repeats are time_of(flops) scaled by ``noise``. The
+    default's lower quartile (the study's estimator) is time_of(flops) itself: index
+    0.25 * (4 - 1) = 0.75 lies between the two 1.0s."""
     return [NetworkPoint(f"n{i}", "x",
                          {TimeMetric.TRAIN_STEP: tuple(time_of(x) * k for k in noise)},
                          {TimeMetric.TRAIN_STEP: {CostMetric.FLOPS: x, CostMetric.PARAMS: x / 10}})
@@ -242,3 +245,41 @@ def test_family_lines_within_family_exponent():
     assert lines["b"].loglog_slope == pytest.approx(0.5)
     assert lines["b"].time_ratio == pytest.approx(10.0)  # sqrt(100)
     assert math.isnan(lines["b"].slope_ci[0])  # two networks: no regression interval
+
+
+def test_step_times_and_their_bootstrap_use_the_study_estimator():
+    # every repeat: 2 of its 5 steps at the network's own time t, the others slowed; the pooled
+    # lower quartile of any draw of k repeats is t (index (5k - 1) / 4 < 2k, the count of t's),
+    # while the repeats' medians (2t and 7t) disagree: no spread over repeats by the estimator
+    repeats = ((1, 1, 2, 5, 9), (1, 1, 7, 9, 20))
+    points = [NetworkPoint(f"n{i}", "x", {TimeMetric.TRAIN_STEP: (2 * x / 1e9, 7 * x / 1e9)},
+                           {TimeMetric.TRAIN_STEP: {CostMetric.FLOPS: x}},
+                           samples={TimeMetric.TRAIN_STEP: tuple(tuple(v * x / 1e9 for v in r)
+                                                                 for r in repeats)})
+              for i, x in enumerate(FLOPS)]
+    assert points[0].time(TimeMetric.TRAIN_STEP) == pytest.approx(1e6 / 1e9)  # t, not 2t or 4.5t
+    f = fit(points, TimeMetric.TRAIN_STEP)
+    assert f.loglog_slope == pytest.approx(1.0)
+    assert f.repeat_slope_ci == pytest.approx((1.0, 1.0))
+    assert points[0].interval(TimeMetric.TRAIN_STEP) == pytest.approx((1e-3, 1e-3))
+
+
+def test_repeats_whose_probe_drifted_are_left_out_of_the_estimate():
+    from dnncost.study.store import RepeatConditions
+
+    def rows(probes):
+        return tuple(TimingRow(uid=f"r{i}", mode="train", samples=(s, s), median_s=s, iqr_s=0.0,
+                               threads=1, peak_memory_bytes=None, world_size=1, backend="none",
+                               measured="t", conditions=RepeatConditions(
+                                   probe_before_s=p, probe_after_s=p,
+                                   probe_reference_s=None if p is None else 1e-3))
+                     for i, (s, p) in enumerate(zip((1.0, 5.0, 1.2), probes, strict=True)))
+
+    base = _result("a", 1000, 0.1)
+    # the second repeat ran while the probe took 3 ms against 1 ms: 200% > DRIFT_THRESHOLD
+    probed = points_from_results([replace(base, timings=rows((1e-3, 3e-3, 1e-3)))])[0][0]
+    assert probed.times[TimeMetric.TRAIN_STEP] == (1.0, 1.2)
+    assert probed.time(TimeMetric.TRAIN_STEP) == 1.0  # pooled 1 1 1.2 1.2: index 0.75 -> 1.0
+    # stored before probes were (no probe): every repeat is kept
+    old = points_from_results([replace(base, timings=rows((None, None, None)))])[0][0]
+    assert old.times[TimeMetric.TRAIN_STEP] == (1.0, 5.0, 1.2)

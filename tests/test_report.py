@@ -179,3 +179,45 @@ def test_report_into_an_existing_file_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is an existing file" in err and "Traceback" not in err
     assert out.read_bytes() == b"precious"
+
+
+def test_report_states_the_estimator_and_shows_the_machine_over_the_run(report, tmp_path):
+    from dnncost.reporting.report import write_report
+    from dnncost.study.store import RepeatConditions
+
+    old = report.markdown.read_text()  # a store from before schema 7: no probes stored
+    assert "lower-quartile estimate" in old and "stored without the reference probe" in old
+    assert "95% interval over repeats" in old
+    quiet = RepeatConditions(probe_before_s=1e-3, probe_after_s=1e-3, probe_reference_s=1e-3,
+                             load_average=1.0, steal_share=0.0, others_share=0.0, cpu_mhz=2000.0)
+    with open_store(tmp_path / "s.sqlite") as store:
+        store.put_environment("m", {"cpu_model": "Test CPU", "cpu_cores": 2, "threads": 2},
+                              peak_flops_per_s=5e10, bandwidth_bytes_per_s=None, calibration="test")
+        run = store.start_run(command="dnncost study", config={}, config_hash="c", fingerprint="m")
+        for i, (name, family, flops) in enumerate(NETWORKS[:3]):
+            nid = store.network_id(name=name, family=family, config_hash="c", fingerprint="m",
+                                   config={}, input_shape="3x32x32", batch_size=32,
+                                   dataset="digits", device="cpu", threads=2)
+            store.put_count(nid, CountRow("train", 1, 1, int(flops / 2), int(flops), 1, 5, 0, 0, {}, {}))
+            store.put_count(nid, CountRow("eval", 1, 1, int(flops / 6), int(flops / 3), 1, 5, 0, 0,
+                                          {}, {}))
+            t = 1e-3 * math.sqrt(flops)
+            for k, c in enumerate((quiet, quiet, quiet)):
+                if i == 0 and k == 1:  # drifted (2/1 - 1 = 100%) while others used 0.9 x 2 cores
+                    c = RepeatConditions(probe_before_s=2e-3, probe_after_s=2e-3,
+                                         probe_reference_s=1e-3, others_share=0.9)
+                if i == 0 and k == 2:
+                    c = RepeatConditions(**{**quiet.__dict__, "remeasure": True})
+                store.add_timing(nid, run, mode="train", samples=[t] * 3, median_s=t, iqr_s=0.0,
+                                 threads=2, peak_memory_bytes=None, conditions=c)
+    with open_store(tmp_path / "s.sqlite", read_only=True) as store:
+        files = write_report(store, tmp_path / "out")
+    md = files.markdown.read_text()
+    # 9 repeats probed: drifts 0 x 8 and +100%: median +0%, at most +100%; 1 flagged, 1 re-measured
+    assert "(9 of 9 repeats probed) ran a median +0% (at most +100%)" in md
+    assert "1 repeats drifted beyond 10% and were flagged, and 1 were re-measured" in md
+    assert "Warning: the machine was busy during 1 of 9 timed repeats (e.g. other processes " \
+           "used 1.8 of 2 cores" in md  # 0.9 x 2 cores
+    assert any(f.name == "machine_drift.png" for f in files.figures)
+    data = json.loads(files.json.read_text())[0]
+    assert data["machine_drift"]["flagged"] == 1 and data["step_estimator"]["name"] == "lower-quartile"

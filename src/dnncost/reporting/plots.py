@@ -15,8 +15,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from dnncost.measuring.measurement import DRIFT_THRESHOLD
 from dnncost.prediction.evaluation import TOLERANCE
 from dnncost.study.analysis import CostMetric, Explanation, StudyAnalysis, TimeMetric
+from dnncost.study.drift import StudyDrift
 from dnncost.study.work import WorkAxis, WorkSeries
 
 if TYPE_CHECKING:
@@ -48,9 +50,10 @@ def _colour(family: str) -> str:
 
 
 def time_vs_flops(analysis: StudyAnalysis, metric: TimeMetric = TimeMetric.TRAIN_STEP) -> Figure:
-    """Time against FLOPs on log axes: every network labelled, the spread of its repeats as an
-    error bar, the fitted power law, the least-squares line and the proportional line through the
-    median network (where time would lie if it were linear in FLOPs)."""
+    """Time against FLOPs on log axes: every network labelled, the 95% bootstrap interval of its
+    figure over repeats as an error bar, the fitted power law, the least-squares line and the
+    proportional line through the median network (where time would lie if it were linear in
+    FLOPs)."""
     fig = _figure(7.5, 5.2)
     ax = fig.add_subplot()
     fit = analysis.fit(metric, CostMetric.FLOPS)
@@ -66,10 +69,11 @@ def time_vs_flops(analysis: StudyAnalysis, metric: TimeMetric = TimeMetric.TRAIN
                 transform=ax.transAxes)
         return fig
     for p in points:
-        x, values = p.cost(metric, CostMetric.FLOPS), p.times[metric]
-        y = p.time(metric)
-        ax.errorbar([x], [y], yerr=[[y - min(values)], [max(values) - y]], fmt="o",
-                    color=_colour(p.family), ecolor=_colour(p.family), capsize=3, markersize=6)
+        x, y = p.cost(metric, CostMetric.FLOPS), p.time(metric)
+        low, high = p.interval(metric)  # the 95% interval over repeats; NaN with one repeat
+        err = [[y - low], [high - y]] if math.isfinite(low) and math.isfinite(high) else None
+        ax.errorbar([x], [y], yerr=err, fmt="o", color=_colour(p.family), ecolor=_colour(p.family),
+                    capsize=3, markersize=6)
     families = sorted({p.family for p in points})
     for family in families:
         ax.plot([], [], "o", color=_colour(family), label=family)
@@ -389,4 +393,39 @@ def unseen_predicted_vs_measured(result: UnseenResult) -> Figure:
         ax.set_ylabel(f"predicted {step} step (ms)")
         ax.set_title(f"{config}, {step} step, n = {len(pts)}", fontsize=10)
         ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def machine_drift(drift: StudyDrift) -> Figure:
+    """The reference probe's speed (fastest on record = 1) at every timed repeat over the study:
+    repeats below the drift threshold's line were flagged (and left out of the estimate), ringed
+    ones were re-measures, crossed ones ran while the machine was busy."""
+    fig = _figure(7.5, 3.6)
+    ax = fig.add_subplot()
+    ax.set_xlabel("minutes since the first timed repeat")
+    ax.set_ylabel("probe speed (fastest on record = 1)")
+    points = [p for p in drift.probed if math.isfinite(p.elapsed_s)]
+    if not points:
+        ax.text(0.5, 0.5, "no reference probe was stored with these repeats\n(a study stored "
+                "before schema 7)", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    for mode, marker in (("train", "o"), ("eval", "s")):
+        for flagged, colour in ((False, "#1f77b4"), (True, "#ff7f0e")):
+            chosen = [p for p in points if p.mode == mode and p.flagged == flagged]
+            if chosen:
+                ax.scatter([p.elapsed_s / 60 for p in chosen], [p.speed for p in chosen],
+                           marker=marker, s=18, color=colour,
+                           label=f"{mode} step{', flagged' if flagged else ''}")
+    again = [p for p in points if p.remeasure]
+    if again:
+        ax.scatter([p.elapsed_s / 60 for p in again], [p.speed for p in again], s=70,
+                   facecolors="none", edgecolors="black", linewidths=0.8, label="re-measure")
+    busy = [p for p in points if p.busy]
+    if busy:
+        ax.scatter([p.elapsed_s / 60 for p in busy], [p.speed for p in busy], marker="x", s=40,
+                   color="#d62728", linewidths=1, label="machine busy")
+    ax.axhline(1 / (1 + DRIFT_THRESHOLD), ls="--", color="grey", lw=1,
+               label=f"drift threshold ({DRIFT_THRESHOLD:.0%} slower)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="lower left", ncols=2)
     return fig

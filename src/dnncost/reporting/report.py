@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from dnncost.errors import OutputError
+from dnncost.measuring.measurement import DRIFT_THRESHOLD, STUDY_ESTIMATOR, STUDY_ESTIMATOR_WHY
 from dnncost.reporting.formatting import human, render_csv, render_json
 from dnncost.study.analysis import StudyAnalysis, TimeMetric, analyze
+from dnncost.study.drift import StudyDrift, study_drift
 from dnncost.study.store import Group, Store
 from dnncost.study.work import WorkPoint, WorkSeries, cost_vs_work
 
@@ -292,7 +294,8 @@ def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
         blocks.append(Paragraph(describe_recipes()))
     figures = [
         ("time_vs_flops_train_step.png", plots.time_vs_flops(analysis, TimeMetric.TRAIN_STEP),
-         "Training-step time against training-step FLOPs (log-log). Error bars: range over repeats."),
+         "Training-step time against training-step FLOPs (log-log). Error bars: 95% bootstrap "
+         "interval over repeats of the study's estimator."),
         ("time_vs_flops_eval_step.png", plots.time_vs_flops(analysis, TimeMetric.EVAL_STEP),
          "Validation-step time against forward FLOPs (log-log)."),
         ("achieved_gflops.png", plots.achieved_gflops(analysis),
@@ -310,6 +313,7 @@ def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
                network_table(analysis)]
     if analysis.skipped:
         blocks.append(Paragraph("Left out: " + "; ".join(f"{k} ({v})" for k, v in analysis.skipped.items())))
+    blocks += timing_blocks(group, analysis, prefix=prefix)
     blocks.append(Heading("Figures", 3))
     blocks += [FigureBlock(prefix + name, plots.png_bytes(fig), caption)
                for name, fig, caption in figures[1:]]
@@ -319,9 +323,69 @@ def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
     blocks += [Heading("Every time against every measure of computation", 3), fits_table(analysis),
                Paragraph("Intervals: Pearson by Fisher's z (scipy); Spearman by Fisher's z with the "
                          "Fieller-Hartley-Pearson variance; log-log slope by the regression's t interval "
-                         "across networks, and by a bootstrap over each network's repeated measurements."),
+                         "across networks, and by a bootstrap over each network's repeated measurements "
+                         "(its repeats drawn with replacement, its time recomputed by the study's "
+                         "estimator)."),
                Paragraph(CONVENTION)]
     return blocks
+
+
+def timing_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "") -> list[Block]:
+    """How the step times were read and how the machine behaved while they were taken: the
+    estimator and why, the log-log slope's interval over repeats, the reference probe over the
+    study (median and largest drift, flagged and re-measured repeats, a figure), and a warning
+    when the machine was busy or slowed for most of the run."""
+    from dnncost.reporting import plots
+
+    drift = machine_drift(group)
+    blocks: list[Block] = [
+        Heading("Timing: the estimator, and the machine over the run", 3),
+        Paragraph(f"Step times are the {STUDY_ESTIMATOR.value} estimate: {STUDY_ESTIMATOR_WHY}. "
+                  "Each repeat is its own warm-up and timed steps, taken round-robin over the "
+                  "networks; repeats whose reference probe ran more than "
+                  f"{DRIFT_THRESHOLD:.0%} slower than the fastest on record are left out (all are "
+                  "kept when every one was). The intervals over repeats draw each network's repeats "
+                  "with replacement and apply the same estimator.")]
+    f = analysis.fit(TimeMetric.TRAIN_STEP)
+    if f is not None:
+        low, high = f.repeat_slope_ci
+        blocks.append(Paragraph(
+            f"Training-step time against FLOPs: log-log slope {f.loglog_slope:.3f}, 95% interval "
+            f"over repeats {_ci(low, high, 3)} (width {_num(high - low, 2)}); across networks "
+            f"{_ci(*f.loglog_slope_ci, digits=3)}."))
+    probed = drift.probed
+    if not probed:
+        return blocks + [Paragraph("These repeats were stored without the reference probe and the "
+                                   "machine's load (a study from before schema 7): there is no "
+                                   "drift over the run to show.")]
+    ref = f"{drift.reference_s * 1e3:.2f} ms" if drift.reference_s else "unknown"
+    blocks.append(Paragraph(
+        f"The reference probe around each repeat ({len(probed)} of {len(drift.points)} repeats "
+        f"probed) ran a median {drift.median_drift:+.0%} (at most {drift.max_drift:+.0%}) against "
+        f"the fastest probe on record for this machine ({ref}); {drift.flagged} repeats drifted "
+        f"beyond {DRIFT_THRESHOLD:.0%} and were flagged, and {drift.remeasured} were re-measured "
+        "within the budget."))
+    busy, slowed = drift.busy, drift.flagged > len(probed) / 2
+    if busy or slowed:
+        why = []
+        if busy:
+            why.append(f"the machine was busy during {len(busy)} of {len(drift.points)} timed "
+                       f"repeats (e.g. {'; '.join(busy[0].reasons)})")
+        if slowed:
+            why.append(f"the probe ran slow during most repeats ({drift.flagged} of {len(probed)})")
+        blocks.append(Paragraph(f"Warning: {' and '.join(why)}. These step times may be slower "
+                                "than this machine's best; rerun the study on a quieter machine "
+                                "to confirm them.", emphasis=True))
+    blocks.append(FigureBlock(prefix + "machine_drift.png", plots.png_bytes(plots.machine_drift(drift)),
+                              "The reference probe's speed at every timed repeat over the study "
+                              "(fastest on record = 1): below the dashed line a repeat was "
+                              "flagged; ringed: a re-measure; crossed: the machine was busy."))
+    return blocks
+
+
+def machine_drift(group: Group) -> StudyDrift:
+    """The reference probe and the machine's load over a group's step timings."""
+    return study_drift(group.networks, cores=int(str(group.environment.get("cpu_cores") or 1)))
 
 
 def prediction_blocks(group: Group, *, prefix: str = "") -> list[Block]:
@@ -610,7 +674,8 @@ def _write(folder: Path, blocks: Sequence[Block],
             dp_rows += [{**key, **r.to_row()} for r in analysis.data_parallel.rows]
         fit_rows += [{**key, **r} for r in analysis.fit_rows()]
         payload.append({**key, "config": dict(group.config), "environment": dict(group.environment),
-                        "calibration": group.calibration, **analysis.to_dict()})
+                        "calibration": group.calibration, **analysis.to_dict(),
+                        "machine_drift": machine_drift(group).to_dict()})
     files.networks_csv.write_text(render_csv(network_rows) + "\n", encoding="utf-8")
     files.fits_csv.write_text(render_csv(fit_rows) + "\n", encoding="utf-8")
     files.json.write_text(render_json(payload) + "\n", encoding="utf-8")

@@ -5,8 +5,11 @@ measure of computation (FLOPs, MACs, params, bytes moved, operator calls) :func:
 gives Pearson r and Spearman rho with p-values and 95% intervals, the least-squares line with R^2 and
 each network's residual (measured / predicted by the line), and the log-log slope with its 95%
 interval -- both the regression's interval across networks and a bootstrap interval over the
-repeated measurements of each network. Per network it gives achieved GFLOP/s and the share of the
-machine's calibrated peak. :class:`Verdict` states in plain words whether time is linear in FLOPs
+repeated measurements of each network. A step time is :data:`STUDY_ESTIMATOR` (the lower
+quartile of every timed step, pooled over the repeats whose reference probe did not drift;
+dnncost.measuring.measurement says why) and its bootstrap resamples the repeats with the same
+estimator; an epoch time is the median over epochs. Per network it gives achieved GFLOP/s and the
+share of the machine's calibrated peak. :class:`Verdict` states in plain words whether time is linear in FLOPs
 here, with the numbers behind the answer. For data-parallel results (world size > 1)
 :func:`data_parallel` gives each network's communication share (time with a gradient all-reduce in
 flight / step time) beside its parameters and FLOPs, with Spearman rho of the share against each.
@@ -21,14 +24,25 @@ from __future__ import annotations
 
 import math
 import warnings
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from dnncost.study.store import NetworkResult
+from dnncost.measuring.measurement import (
+    STUDY_ESTIMATOR,
+    STUDY_ESTIMATOR_WHY,
+    Estimator,
+    Measurement,
+    Repeats,
+    bootstrap_estimates,
+    estimate,
+)
+from dnncost.study.store import NetworkResult, TimingRow
 
 CONFIDENCE = 0.95  # source: the conventional 95% interval
 MIN_POINTS = 3  # source: a line through two points always fits; a fit needs at least three
@@ -72,13 +86,25 @@ class CostMetric(str, Enum):
 
 
 # -- the data: one point per network -------------------------------------------------------------------
+STEP_METRICS = (TimeMetric.TRAIN_STEP, TimeMetric.EVAL_STEP)
+"""The times read from timed repeats (by STUDY_ESTIMATOR); the others are epochs (their median)."""
+
+
+def estimator_of(metric: TimeMetric) -> Estimator:
+    """How the repeated values of ``metric`` become one figure: STUDY_ESTIMATOR for a step, the
+    median for the epoch times (each epoch is one value)."""
+    return STUDY_ESTIMATOR if metric in STEP_METRICS else Estimator.MEDIAN
+
+
 @dataclass(frozen=True)
 class NetworkPoint:
     """One network's measured times and the computation of the work each time covers.
 
-    ``times[m]`` holds the repeated values of time ``m`` in seconds (one per repeat of a step, one
-    per epoch for the epoch times); ``costs[m][c]`` is measure ``c`` of the work timed by ``m``
-    (e.g. the FLOPs of one training step, or of one whole training epoch).
+    ``times[m]`` holds the repeated values of time ``m`` in seconds (one per repeat of a step -- its
+    median --, one per epoch for the epoch times); ``samples[m]`` the raw timed steps of each of
+    those repeats (step times; without them each value stands for its repeat); ``costs[m][c]`` is
+    measure ``c`` of the work timed by ``m`` (e.g. the FLOPs of one training step, or of one whole
+    training epoch).
     """
 
     name: str
@@ -86,14 +112,67 @@ class NetworkPoint:
     times: Mapping[TimeMetric, tuple[float, ...]]
     costs: Mapping[TimeMetric, Mapping[CostMetric, float]]
     val_accuracy: float | None = None
+    samples: Mapping[TimeMetric, tuple[tuple[float, ...], ...]] = field(default_factory=dict)
+
+    def repeat_samples(self, metric: TimeMetric) -> tuple[tuple[float, ...], ...]:
+        """Each repeat's timed samples of ``metric`` (a value alone where no samples were kept)."""
+        return self.samples.get(metric) or tuple((v,) for v in self.times.get(metric, ()))
 
     def time(self, metric: TimeMetric) -> float:
-        """The median of the repeated values of ``metric`` (NaN when not measured)."""
-        values = self.times.get(metric, ())
-        return float(np.median(values)) if values else math.nan
+        """The figure of ``metric`` by :func:`estimator_of` (NaN when not measured)."""
+        return _estimate(self.repeat_samples(metric), estimator_of(metric))
+
+    def replicates(self, metric: TimeMetric, *, seed: int = 0,
+                   resamples: int | None = None) -> np.ndarray:
+        """Bootstrap replicates of :meth:`time`: the repeats resampled with replacement, the same
+        estimator applied (empty when not measured). Seeded by ``seed`` and the network's name, so
+        every fit sees the same replicates of a network."""
+        return _replicates(self.repeat_samples(metric), estimator_of(metric), self.name, seed,
+                           BOOTSTRAP_SAMPLES if resamples is None else resamples)
+
+    def interval(self, metric: TimeMetric, *, seed: int = 0) -> tuple[float, float]:
+        """The 95% bootstrap interval of :meth:`time` over the repeats (NaN with fewer than two)."""
+        if len(self.repeat_samples(metric)) < 2:
+            return NAN2
+        return _percentile_interval(self.replicates(metric, seed=seed))
 
     def cost(self, metric: TimeMetric, cost: CostMetric) -> float:
         return float(self.costs.get(metric, {}).get(cost, math.nan))
+
+
+@lru_cache(maxsize=4096)
+def _estimate(samples: tuple[tuple[float, ...], ...], estimator: Estimator) -> float:
+    return estimate(samples, estimator)
+
+
+@lru_cache(maxsize=1024)
+def _replicates(samples: tuple[tuple[float, ...], ...], estimator: Estimator, name: str, seed: int,
+                resamples: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    out = bootstrap_estimates(samples, estimator, rng=rng, resamples=resamples)
+    out.flags.writeable = False  # shared by every caller through the cache
+    return out
+
+
+def kept_repeats(rows: Sequence[TimingRow], *, reference_s: float | None) -> tuple[TimingRow, ...]:
+    """The repeats an estimate is taken over: those whose reference probe stayed within
+    DRIFT_THRESHOLD of ``reference_s`` (all of them when every one drifted, or when not every
+    repeat was probed, e.g. stored before probes were) -- :attr:`Repeats.kept`."""
+    probes = [r.conditions.probe_s for r in rows]
+    if not rows or any(p is None for p in probes):
+        return tuple(rows)
+    repeats = Repeats(tuple(Measurement(r.samples) for r in rows),
+                      probe_s=tuple(p for p in probes if p is not None), reference_s=reference_s)
+    shifted = repeats.shifted
+    return tuple(r for r, s in zip(rows, shifted, strict=True) if not s) or tuple(rows)
+
+
+def group_reference(networks: Sequence[NetworkResult]) -> float | None:
+    """The reference probe of a group's step timings: the fastest on record when they ran (NaN-free
+    minimum of the stored references; None when none was probed)."""
+    refs = [t.conditions.probe_reference_s for net in networks for t in net.steps("train", world_size=1)
+            + net.steps("eval", world_size=1) if t.conditions.probe_reference_s is not None]
+    return min(refs) if refs else None
 
 
 def _cost_of(count, scale: float = 1.0) -> dict[CostMetric, float]:
@@ -103,18 +182,22 @@ def _cost_of(count, scale: float = 1.0) -> dict[CostMetric, float]:
 
 
 def points_from_results(networks: Sequence[NetworkResult]) -> tuple[list[NetworkPoint], dict[str, str]]:
-    """Study results -> (points, {network: why left out}). Epoch costs scale the counted step by
-    samples / batch size; the epoch times come from the latest complete training run."""
+    """Study results -> (points, {network: why left out}). Step times are the repeats whose
+    reference probe did not drift (:func:`kept_repeats`, against the group's reference), with their
+    raw samples; epoch costs scale the counted step by samples / batch size; the epoch times come
+    from the latest complete training run."""
     points, skipped = [], {}
+    reference = group_reference(networks)
     for net in networks:
         if not {"train", "eval"} <= set(net.counts):
             skipped[net.name] = ("failed: " + net.errors[-1].message) if net.errors else "not counted"
             continue
         train, evals = net.counts["train"], net.counts["eval"]
+        kept = {metric: kept_repeats(net.steps(mode, world_size=1), reference_s=reference)
+                for metric, mode in ((TimeMetric.TRAIN_STEP, "train"), (TimeMetric.EVAL_STEP, "eval"))}
         times: dict[TimeMetric, tuple[float, ...]] = {
-            TimeMetric.TRAIN_STEP: tuple(t.median_s for t in net.steps("train", world_size=1)),
-            TimeMetric.EVAL_STEP: tuple(t.median_s for t in net.steps("eval", world_size=1)),
-        }
+            m: tuple(t.median_s for t in rows) for m, rows in kept.items()}
+        samples = {m: tuple(t.samples for t in rows) for m, rows in kept.items() if rows}
         costs = {TimeMetric.TRAIN_STEP: _cost_of(train), TimeMetric.EVAL_STEP: _cost_of(evals)}
         accuracy = None
         done = net.completed_trainings
@@ -135,7 +218,7 @@ def points_from_results(networks: Sequence[NetworkResult]) -> tuple[list[Network
         if not times:
             skipped[net.name] = ("failed: " + net.errors[-1].message) if net.errors else "not timed"
             continue
-        points.append(NetworkPoint(net.name, net.family, times, costs, accuracy))
+        points.append(NetworkPoint(net.name, net.family, times, costs, accuracy, samples=samples))
     return points, skipped
 
 
@@ -273,18 +356,14 @@ def _spearman_ci(rho: float, n: int) -> tuple[float, float]:
 
 def _bootstrap(points: Sequence[NetworkPoint], metric: TimeMetric, x: np.ndarray, *, seed: int,
                samples: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Percentile intervals of the log-log slope and Pearson r when each network's time is the
-    median of its repeats resampled with replacement (the measurement noise of the repeats).
-    NaN intervals when no network has two or more repeats."""
-    if all(len(p.times[metric]) < 2 for p in points) or np.ptp(x) == 0:
+    """Percentile intervals of the log-log slope and Pearson r when each network's time is its
+    estimate (:func:`estimator_of`) over its repeats resampled with replacement (the measurement
+    noise of the repeats; :meth:`NetworkPoint.replicates`). NaN intervals when no network has two
+    or more repeats."""
+    if all(len(p.repeat_samples(metric)) < 2 for p in points) or np.ptp(x) == 0:
         return (math.nan, math.nan), (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    columns = []
-    for p in points:
-        values = np.asarray(p.times[metric], dtype=float)
-        picks = rng.integers(0, len(values), size=(samples, len(values)))
-        columns.append(np.median(values[picks], axis=1))
-    y = np.stack(columns, axis=1)  # (samples, networks)
+    y = np.stack([p.replicates(metric, seed=seed, resamples=samples) for p in points],
+                 axis=1)  # (samples, networks)
     lx = np.log(x) - np.log(x).mean()
     ly = np.log(y) - np.log(y).mean(axis=1, keepdims=True)
     slopes = (ly @ lx) / (lx @ lx)
@@ -901,12 +980,14 @@ class StudyAnalysis:
         return None
 
     def network_rows(self) -> list[dict[str, object]]:
-        """One row per network: computation, times (medians), speed, residual, accuracy."""
+        """One row per network: computation, times (steps by STUDY_ESTIMATOR with their 95%
+        interval over repeats, epochs by the median), speed, residual, accuracy."""
         line = self.fit(TimeMetric.TRAIN_STEP)
         speed = {e.name: e for e in self.efficiency}
         rows: list[dict[str, object]] = []
         for p in self.points:
             e = speed[p.name]
+            low, high = p.interval(TimeMetric.TRAIN_STEP)
             rows.append({
                 "network": p.name, "family": p.family,
                 "params": _int(p.cost(TimeMetric.TRAIN_STEP, CostMetric.PARAMS)),
@@ -915,6 +996,7 @@ class StudyAnalysis:
                 "train_bytes": _int(p.cost(TimeMetric.TRAIN_STEP, CostMetric.BYTES)),
                 "train_ops": _int(p.cost(TimeMetric.TRAIN_STEP, CostMetric.OPS)),
                 "train_step_ms": p.time(TimeMetric.TRAIN_STEP) * 1e3,
+                "train_step_ci_low_ms": low * 1e3, "train_step_ci_high_ms": high * 1e3,
                 "train_step_repeats": len(p.times.get(TimeMetric.TRAIN_STEP, ())),
                 "eval_step_ms": p.time(TimeMetric.EVAL_STEP) * 1e3,
                 "train_epoch_s": p.time(TimeMetric.TRAIN_EPOCH),
@@ -937,6 +1019,7 @@ class StudyAnalysis:
                         "headline": self.verdict.headline,
                         "reasons": list(self.verdict.reasons), "numbers": dict(self.verdict.numbers)},
             "peak_flops_per_s": self.peak_flops_per_s,
+            "step_estimator": {"name": STUDY_ESTIMATOR.value, "why": STUDY_ESTIMATOR_WHY},
             "networks": self.network_rows(),
             "fits": self.fit_rows(),
             "residuals": {f"{f.time_metric.value}_vs_flops": {n: f.residual(n) for n in f.names}
@@ -983,8 +1066,9 @@ def analyze(networks: Sequence[NetworkResult], *, peak_flops_per_s: float | None
                           data_parallel=data_parallel(networks))
 
 
-__all__ = ["EXPLAINING", "CostMetric", "DataParallelAnalysis", "DataParallelRow", "Efficiency",
-           "Explanation", "FamilyLine", "Fit", "LayerShare", "Linearity", "MeasureModel",
-           "MeasureShare", "NetworkPoint", "Rank", "StudyAnalysis", "TimeMetric", "Verdict",
-           "analyze", "analyze_points", "data_parallel", "efficiency", "explain", "family_lines",
-           "fit", "layer_type_shares", "points_from_results", "verdict"]
+__all__ = ["EXPLAINING", "STEP_METRICS", "CostMetric", "DataParallelAnalysis", "DataParallelRow",
+           "Efficiency", "Explanation", "FamilyLine", "Fit", "LayerShare", "Linearity",
+           "MeasureModel", "MeasureShare", "NetworkPoint", "Rank", "StudyAnalysis", "TimeMetric",
+           "Verdict", "analyze", "analyze_points", "data_parallel", "efficiency", "estimator_of",
+           "explain", "family_lines", "fit", "group_reference", "kept_repeats",
+           "layer_type_shares", "points_from_results", "verdict"]
