@@ -117,3 +117,17 @@ def test_train_cli_defaults_mirror_the_library() -> None:
 
     assert (command.DEFAULT_EPOCHS, command.DEFAULT_BATCH_SIZE, command.DEFAULT_LR) == (
         DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR)
+
+
+def test_time_warns_when_the_machine_was_busy(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dnncost.measuring.timing as timing
+    from dnncost.measuring.environment import MachineLoad
+
+    busy = MachineLoad(load_average=3.5, steal_share=0.0, others_share=0.9, cpu_mhz=None, cores=2,
+                       threads=1)  # others used 0.9 x 2 = 1.8 cores while 1 thread was timed
+    monkeypatch.setattr(timing, "machine_load", lambda *a, **k: busy)
+    assert main(["time", "lenet5", *QUICK]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: lenet5 train step: the machine was busy during this run (other processes " \
+           "used 1.8 of 2 cores while 1 thread(s) were timed)" in err
+    assert "machine during the train step (BUSY): " in out and "load average 3.50" in out

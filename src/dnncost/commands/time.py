@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         "ci95 = 95% interval of the median; cv = std/mean",
         f"peak memory: {first.peak_memory_source}",
     ]
+    footer += [_machine_line(t) for t in timings if t.load is not None or t.probe is not None]
     if first.efficiency is None:
         calibrate = "dnncost calibrate" + (f" --threads {first.threads}" if args.threads else "")
         footer.append(f"efficiency needs a calibration of this machine: run '{calibrate}'")
@@ -110,6 +111,24 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(_render_breakdown(b, args))
     return 0
+
+
+def _machine_line(timing) -> str:
+    """The machine during one timing: the reference probe against its fastest on record, and
+    the load (a busy machine is also warned about on stderr)."""
+    parts = []
+    if timing.probe is not None and timing.probe.reference_s is not None:
+        parts.append(f"reference probe {timing.probe.drift:+.0%} against the fastest on record")
+    load = timing.load
+    if load is not None:
+        if load.load_average is not None:
+            parts.append(f"load average {load.load_average:.2f}")
+        if load.others_cores is not None:
+            parts.append(f"other processes {load.others_cores:.1f} of {load.cores} cores")
+        if load.steal_share is not None:
+            parts.append(f"steal {load.steal_share:.0%}")
+    state = "BUSY" if timing.shifted or (load is not None and load.busy) else "quiet"
+    return f"machine during the {timing.mode.value} step ({state}): {', '.join(parts) or 'unknown'}"
 
 
 def _breakdown(model, shape, args: argparse.Namespace, mode: str, name: str, timing):
