@@ -12,6 +12,7 @@ import pytest
 
 from dnncost.cli import main
 from dnncost.counting.formulas import OpKind
+from dnncost.measuring import timing
 from dnncost.measuring.measurement import Measurement
 from dnncost.prediction import unseen
 from dnncost.prediction.kernels import STEP_FEATURES
@@ -247,7 +248,7 @@ def test_evaluate_unseen_keeps_each_result_and_a_rerun_measures_nothing_twice(
     def must_not_time(*args: object, **kwargs: object) -> None:
         raise AssertionError("a stored result was timed again")
 
-    monkeypatch.setattr(unseen, "time_model", must_not_time)
+    monkeypatch.setattr(timing, "time_model", must_not_time)  # time_interleaved calls it
     assert main(args) == 0
     with open_store(db, read_only=True) as store:
         assert len(store.unseen_rows()) == len(rows)  # the left-out rows replaced, not added
@@ -259,13 +260,14 @@ def test_an_interrupted_evaluation_keeps_what_it_measured(
         capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[str] = []
 
-    def fake_time_model(module: object, shape: object, **kw: object) -> SimpleNamespace:
-        calls.append(str(kw["mode"]))
+    def fake_time_model(module: object, shape: object, options: timing.StepOptions,
+                        **kw: object) -> SimpleNamespace:
+        calls.append(options.mode.value)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return SimpleNamespace(measurement=Measurement((0.010, 0.012, 0.011)))
+        return SimpleNamespace(measurement=Measurement((0.010, 0.012, 0.011)), probe=None)
 
-    monkeypatch.setattr(unseen, "time_model", fake_time_model)
+    monkeypatch.setattr(timing, "time_model", fake_time_model)  # time_interleaved calls it
     db = tmp_path / "s.sqlite"
     args = ["evaluate", "--unseen", "--calibration", calibration, "--db", str(db), "--rounds", "1",
             "--models", "mobilenet_v3_small"]
@@ -290,3 +292,31 @@ def test_a_database_in_use_is_refused_before_calibrating(
         assert main(["evaluate", "--unseen", "--db", str(db), "--quick"]) == 2
     err = capsys.readouterr().err
     assert "another study is writing" in err and "Traceback" not in err
+
+
+def test_unseen_networks_are_timed_round_robin_each_pass_a_fresh_build(
+        calibration: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    built: list[str] = []
+    real_build = unseen._build
+
+    def build(name: str) -> object:
+        built.append(name)
+        return real_build(name)
+
+    def fake_time_model(module: object, shape: object, options: timing.StepOptions, *,
+                        name: str, **kw: object) -> SimpleNamespace:
+        seen.append(name)
+        return SimpleNamespace(measurement=Measurement((0.010, 0.012)), probe=None)
+
+    monkeypatch.setattr(unseen, "_build", build)
+    monkeypatch.setattr(timing, "time_model", fake_time_model)
+    names = ["mobilenet_v3_small", "shufflenet_v2_x0_5"]
+    result = unseen.evaluate_unseen(tiny_model(), names=names, rounds=2, modes=("train",),
+                                    configs=(((3, 16, 16), 2),))
+    assert seen == names * 2  # A B A B: drift over the run hits both alike (not A A B B)
+    assert built == names * 2  # each pass builds its network afresh: one in memory at a time
+    assert sorted(p.name for p in result.points) == names
+    # each round's median (0.010 + 0.012) / 2 = 0.011; the fastest step of both rounds 0.010
+    assert all(p.round_medians_s == pytest.approx((0.011, 0.011)) and p.measured_s == 0.010
+               for p in result.points)

@@ -38,11 +38,13 @@ REMEASURE_SHARE = 0.5  # source: our choice; re-measuring shifted repeats may co
 
 @dataclass(frozen=True)
 class TimingJob:
-    """One network to time: a name (unique in the run), the model, one sample's input shape, and
-    the step options (batch, mode, threads, warm-up, steps or budget per repeat)."""
+    """One network to time: a name (unique in the run), the model -- or a function that builds it
+    afresh for each repeat, so that only one of many large networks is in memory at a time --, one
+    sample's input shape, and the step options (batch, mode, threads, warm-up, steps or budget per
+    repeat)."""
 
     name: str
-    model: nn.Module
+    model: nn.Module | Callable[[], nn.Module]
     input_shape: tuple[int, ...]
     options: StepOptions = field(default_factory=StepOptions)
 
@@ -173,10 +175,11 @@ def time_interleaved(jobs: Sequence[TimingJob], *, repeats: int = 5, remeasure: 
             if probe:
                 dev = resolve_device(job.options.device)
                 prober = probes.setdefault(str(dev), Probe(dev))
+            model = job.model if isinstance(job.model, nn.Module) else job.model()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NoisyMeasurementWarning)  # kept in the result
                 timing = timing_module.time_model(  # looked up at call time: tests may stand in
-                    job.model, job.input_shape, job.options, name=job.name,
+                    model, job.input_shape, job.options, name=job.name,
                     count_flops=count_flops and job.name not in flops, probe=prober)
         except Exception as exc:
             if on_error is None:

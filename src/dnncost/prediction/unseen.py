@@ -4,8 +4,10 @@ The networks are torchvision's classification networks that are not in dnncost's
 (:mod:`dnncost.prediction.calibration`) only ever builds random networks, so every one of them is
 unseen by construction (tests/test_leak.py enforces it). For each input configuration (3x32x32 at
 batch 32 and 3x224x224 at batch 8) and mode (training and validation step), every network is timed
-with :func:`dnncost.measuring.timing.time_model` in ``rounds`` round-robin passes (network 1, 2, ...,
-then again), so that drift in the machine's load hits all networks alike; its measured time is its
+in ``rounds`` round-robin passes (network 1, 2, ..., then again:
+:func:`dnncost.measuring.interleave.time_interleaved`, the reference probe around each pass, each
+network built afresh for each pass so only one is in memory), so that drift in the machine's load
+hits all networks alike; its measured time is its
 fastest step over all rounds (the calibration's statistic), and the spread between the rounds'
 medians is reported as run-to-run noise. Each network is predicted (meta device, nothing run) by
 the per-kernel model and by three baselines, each one scale factor per mode fitted on the
@@ -21,12 +23,16 @@ import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
+from torch import nn
 
 from dnncost.counting.counter import count
 from dnncost.errors import DnncostError
-from dnncost.measuring.timing import time_model
+from dnncost.measuring.interleave import TimingJob, time_interleaved
+from dnncost.measuring.step import Mode
+from dnncost.measuring.timing import StepOptions, StepTiming
 from dnncost.models.loading import load_model
 from dnncost.models.registry import list_models
 from dnncost.prediction.calibration import baseline_seconds
@@ -157,6 +163,11 @@ def _predict(name: str, shape: tuple[int, ...], batch: int, mode: str, model: Op
             report.total().flops / 1e9)
 
 
+def _build(name: str) -> nn.Module:
+    """A fresh CPU instance of the torchvision network ``name`` (one repeat's model)."""
+    return load_model(f"torchvision:{name}").build("cpu")
+
+
 def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                     configs: Sequence[tuple[tuple[int, ...], int]] = CONFIGS,
                     modes: Sequence[str] = MODES, rounds: int = ROUNDS, repeats: int = REPEATS,
@@ -183,6 +194,44 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
         if on_result is not None:
             on_result(LeftOut(name, tuple(shape), batch, mode, reason))
 
+    def time_group(shape: tuple[int, ...], batch: int, mode: str,
+                   predicted: dict[str, tuple[dict[str, float], float]]) -> None:
+        """Time the ``predicted`` networks at one configuration and mode, round-robin."""
+        samples: dict[str, list[float]] = {n: [] for n in predicted}
+        medians: dict[str, list[float]] = {n: [] for n in predicted}
+
+        def on_repeat(name: str, index: int, timing: StepTiming) -> None:
+            samples[name] += list(timing.measurement.samples)
+            medians[name].append(timing.measurement.median)
+            if progress is not None:
+                drift = timing.probe.drift if timing.probe is not None else math.nan
+                progress(f"{_config(shape, batch)} {mode} round {index + 1}/{rounds}: {name} "
+                         f"{timing.measurement.median * 1e3:.1f} ms, reference probe {drift:+.0%} "
+                         f"({time.perf_counter() - started:.0f} s)")
+            if index == rounds - 1:  # complete: handed on at once (an interruption loses only
+                # the earlier rounds of networks not yet timed in the last one)
+                point = UnseenPoint(name, tuple(shape), batch, mode, min(samples[name]),
+                                    tuple(medians[name]), predicted[name][0], predicted[name][1],
+                                    samples=tuple(samples[name]))
+                points.append(point)
+                if on_result is not None:
+                    on_result(point)
+
+        def on_error(name: str, exc: Exception) -> None:
+            if not isinstance(exc, DnncostError):
+                raise exc
+            leave_out(name, shape, batch, mode, str(exc).splitlines()[0][:200])
+
+        options = StepOptions(batch_size=batch, mode=Mode(mode), threads=threads, warmup=warmup,
+                              repeats=repeats)
+        jobs = [TimingJob(name, partial(_build, name), tuple(shape), options) for name in predicted]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # remeasure=0: each point is handed on (kept) as its last round finishes, and its
+            # figure is the fastest step of all rounds, which a slowed round cannot lower
+            time_interleaved(jobs, repeats=rounds, remeasure=0, on_repeat=on_repeat,
+                             on_error=on_error)
+
     for shape, batch in configs:
         for mode in modes:
             predicted: dict[str, tuple[dict[str, float], float]] = {}
@@ -198,35 +247,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                     leave_out(name, shape, batch, mode,
                               f"{predicted[name][1]:.0f} GFLOPs a step, above {max_step_gflops:.0f}")
                     del predicted[name]
-            samples: dict[str, list[float]] = {n: [] for n in predicted}
-            medians: dict[str, list[float]] = {n: [] for n in predicted}
-            for r in range(rounds):
-                for name in list(samples):
-                    try:
-                        module = load_model(f"torchvision:{name}").build("cpu")
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore")
-                            timing = time_model(module, shape, batch_size=batch, mode=mode,
-                                                threads=threads, warmup=warmup, repeats=repeats,
-                                                count_flops=False, name=name)
-                    except DnncostError as exc:
-                        leave_out(name, shape, batch, mode, str(exc).splitlines()[0][:200])
-                        del samples[name], predicted[name]
-                        continue
-                    samples[name] += list(timing.measurement.samples)
-                    medians[name].append(timing.measurement.median)
-                    if progress is not None:
-                        progress(f"{_config(shape, batch)} {mode} round {r + 1}/{rounds}: {name} "
-                                 f"{timing.measurement.median * 1e3:.1f} ms "
-                                 f"({time.perf_counter() - started:.0f} s)")
-                    if r == rounds - 1:  # complete: handed on at once (an interruption loses only
-                        # the earlier rounds of networks not yet timed in the last one)
-                        point = UnseenPoint(name, tuple(shape), batch, mode, min(samples[name]),
-                                            tuple(medians[name]), predicted[name][0],
-                                            predicted[name][1], samples=tuple(samples[name]))
-                        points.append(point)
-                        if on_result is not None:
-                            on_result(point)
+            time_group(shape, batch, mode, predicted)
     return UnseenResult(tuple(points), skipped, model.summary(), time.perf_counter() - started)
 
 
