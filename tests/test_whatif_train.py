@@ -185,3 +185,32 @@ def test_result_row_carries_the_accuracy_change() -> None:
     row = result.to_row()
     assert row["accuracy_change"] == pytest.approx(-0.05)  # 0.85 - 0.9
     assert result.to_dict()["accuracy_note"] == "fine-tuned"
+
+
+def test_study_passes_whatif_train_through(tmp_path) -> None:
+    from dnncost.study.store import open_store
+    from dnncost.study.sweep import quick_config, run_study
+
+    config = quick_config(models=("lenet5",), whatif="prune_channels:0.5,threads", whatif_train=True)
+    assert config.config_hash == quick_config(models=("lenet5",)).config_hash  # whatif adds a table
+    with open_store(tmp_path / "study.sqlite") as store:
+        summary = run_study(config, store, progress=False)
+        assert not summary.failed
+        rows = {row.transformation: row for _, row in store.whatif_rows()}
+    pruned, threads = rows["prune_channels:0.5"], rows["threads"]
+    assert pruned.original_accuracy is not None and 0 <= pruned.original_accuracy <= 1
+    assert pruned.accuracy is not None and "trained again (1 epoch, the recipe)" in pruned.accuracy_note
+    assert threads.accuracy == threads.original_accuracy  # the same network: the original's
+
+
+def test_study_whatif_train_needs_transformations_and_epochs(tmp_path, capsys) -> None:
+    from dnncost.errors import InputSpecError
+    from dnncost.study.sweep import quick_config
+
+    with pytest.raises(InputSpecError, match="needs what-if transformations and at least one epoch"):
+        quick_config(whatif_train=True)
+    with pytest.raises(InputSpecError, match="at least one epoch"):
+        quick_config(whatif="threads", whatif_train=True, epochs=0)
+    code = main(["study", "--quick", "--whatif-train", "--db", str(tmp_path / "s.sqlite"),
+                 "--out", str(tmp_path / "report")])
+    assert code == 2 and "needs what-if transformations" in capsys.readouterr().err

@@ -100,6 +100,10 @@ OPTIONS = (
                      "transformations (NAME or NAME:VALUE) or 'all'; --steps pairs each",
                 to_config=lambda v: "" if v == "all" else v,
                 to_text=lambda v: v or "all"),
+    StudyOption("whatif_train", "--whatif-train", boolean=True,
+                help="with --whatif: also train the original and each transformed network with "
+                     "the recipe for --epochs on --dataset, so accuracy stands beside the time "
+                     "(dnncost whatif --train; trains each network once more)"),
 )
 
 

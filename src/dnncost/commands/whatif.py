@@ -201,12 +201,11 @@ class _Trainer:
     def variants(self, specs: list[Spec], results: list[WhatIfResult]) -> list[WhatIfResult]:
         """Each spec measured in some mode trained (or its accuracy found), then ``results``
         with the accuracies filled in; a failed training is a warning naming the transformation."""
-        from dnncost.whatif.accuracy import epochs_planned, variant_accuracies
+        from dnncost.whatif.accuracy import epochs_planned, measured_specs, variant_accuracies
 
         assert self.trained is not None and self.data is not None \
             and self.original_accuracy is not None, "the original is trained first"
-        measured = {r.transformation for r in results if r.applicable}
-        todo = [s for s in specs if s.label in measured]
+        todo = measured_specs(specs, results)
         with self._progress(epochs_planned(todo, self.options) - self.options.epochs):
             for accuracy in variant_accuracies(self.trained, todo, data=self.data,
                                                options=self.options, original=self.original_accuracy,

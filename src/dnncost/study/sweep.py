@@ -101,6 +101,7 @@ class StudyConfig:
     world_size: int = 1  # > 1: also time the training step on this many data-parallel workers
     backend: str = "none"  # torch.distributed backend of those workers ('none' for one process)
     whatif: str | None = None  # dnncost whatif transformations ('' = all) on each training step
+    whatif_train: bool = False  # with whatif: each transformation's accuracy (dnncost whatif --train)
     work: bool = True  # cost vs work: the networks of dnncost.study.work.WORK_PLAN over batch/input sizes
     predictor: bool = True  # fit a quick per-operator time model when the machine has none (CPU)
 
@@ -138,12 +139,15 @@ class StudyConfig:
             from dnncost.whatif.registry import parse_specs  # torch: kept off the CLI's start-up
 
             parse_specs(self.whatif)
+        if self.whatif_train and (self.whatif is None or self.epochs < 1):
+            raise InputSpecError("training the what-if transformations needs what-if "
+                                 "transformations and at least one epoch")
 
     @property
     def measured(self) -> dict[str, object]:
         """The fields that change what is measured (the configuration hash covers these)."""
         return {k: v for k, v in asdict(self).items()
-                if k not in ("models", "family", "repeats", "whatif")}  # whatif adds a table
+                if k not in ("models", "family", "repeats", "whatif", "whatif_train")}  # a table
 
     @property
     def config_hash(self) -> str:
@@ -697,16 +701,21 @@ class _Sweep:
             return
         from dnncost.measuring.step import Mode, OptimizerKind
         from dnncost.measuring.timing import StepOptions
-        from dnncost.study.whatif import whatif_row
+        from dnncost.study.whatif import study_whatif, whatif_row
+        from dnncost.whatif.accuracy import TrainingOptions
         from dnncost.whatif.registry import parse_specs
-        from dnncost.whatif.runner import run_whatif
 
         options = StepOptions(batch_size=self.config.batch_size, mode=Mode.TRAIN,
                               device=self.config.device, threads=self.threads,
                               warmup=self.config.warmup, repeats=self.config.steps,
                               optimizer=OptimizerKind(self.config.optimizer), lr=self._recipe(net).lr)
-        for result in run_whatif(self._model(net), parse_specs(self.config.whatif), options=options,
-                                 input_shape=net.shape, name=net.loaded.name):
+        training = TrainingOptions(recipe=self._recipe(net), epochs=self.config.epochs,
+                                   batch_size=self.config.batch_size, dataset=self.config.dataset,
+                                   device=self.config.device, threads=self.threads, seed=SEED) \
+            if self.config.whatif_train else None  # the study's recipe, data and epochs
+        for result in study_whatif(self._model(net), parse_specs(self.config.whatif), options=options,
+                                   input_shape=net.shape, name=net.loaded.name, training=training,
+                                   data=self._dataset(net.shape) if training else None):
             self.store.add_whatif(net.nid, self.run_uid, whatif_row(result))
         self.advance(1, done=False)
 

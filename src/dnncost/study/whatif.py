@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 
 import torch
+from torch import nn
 
+from dnncost.measuring.data import DatasetSplit
 from dnncost.measuring.environment import current_environment, machine_fingerprint
 from dnncost.measuring.inputs import InputSpec
 from dnncost.measuring.measurement import Measurement
 from dnncost.measuring.step import Mode
 from dnncost.measuring.timing import StepOptions
 from dnncost.study.store import Store, WhatIfRow, new_uid, now
-from dnncost.whatif.accuracy import TrainingOptions
-from dnncost.whatif.runner import WhatIfResult
+from dnncost.whatif.accuracy import (
+    TrainingOptions,
+    measured_specs,
+    train_original,
+    variant_accuracies,
+    with_accuracy,
+)
+from dnncost.whatif.registry import Spec
+from dnncost.whatif.runner import WhatIfResult, run_whatif
 
 WHATIF_DATASET = "random"  # what-if steps run on a fixed random batch, not a dataset
 
@@ -36,6 +45,25 @@ def whatif_row(result: WhatIfResult) -> WhatIfRow:
         original_flops=result.original_flops, flops=result.flops, batch_size=result.batch_size,
         threads=result.threads, measured=now(), original_accuracy=result.original_accuracy,
         accuracy=result.accuracy, accuracy_note=result.accuracy_note or None)
+
+
+def study_whatif(model: nn.Module, specs: Sequence[Spec], *, input_shape: Sequence[int],
+                 options: StepOptions, name: str, training: TrainingOptions | None = None,
+                 data: DatasetSplit | None = None) -> Iterator[WhatIfResult]:
+    """``study --whatif`` for one network: :func:`~dnncost.whatif.runner.run_whatif`'s results as
+    they are measured; with ``training`` (and the study's ``data``), the original trained first, then
+    every result yielded after the transformations' training, with its accuracy."""
+    if training is None:
+        yield from run_whatif(model, specs, input_shape=input_shape, options=options, name=name)
+        return
+    if data is None:
+        raise ValueError("training a what-if needs the study's data")
+    trained, original = train_original(model, data, training, name=name)
+    results = list(run_whatif(model, specs, input_shape=input_shape, options=options, name=name))
+    accuracies = {a.transformation: a for a in variant_accuracies(
+        trained, measured_specs(specs, results), data=data, options=training, original=original,
+        name=name)}
+    yield from with_accuracy(results, original, accuracies)
 
 
 def save_whatif(store: Store, results: Sequence[WhatIfResult], *, family: str,
@@ -108,4 +136,4 @@ def result_from_row(network: str, row: WhatIfRow) -> WhatIfResult:
         accuracy_note=row.accuracy_note or "")
 
 
-__all__ = ["result_from_row", "save_whatif", "whatif_row"]
+__all__ = ["result_from_row", "save_whatif", "study_whatif", "whatif_row"]

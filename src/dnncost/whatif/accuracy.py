@@ -199,6 +199,12 @@ def _accuracy(spec: Spec, trained: nn.Module, *, data: DatasetSplit, options: Tr
                                           f"({_epochs(options.epochs)}, the recipe){kept}{under}")
 
 
+def measured_specs(specs: Iterable[Spec], results: Iterable[WhatIfResult]) -> list[Spec]:
+    """The specs measured (applicable) in some step mode of ``results``: the ones worth training."""
+    measured = {r.transformation for r in results if r.applicable}
+    return [s for s in specs if s.label in measured]
+
+
 def with_accuracy(results: Iterable[WhatIfResult], original: Accuracy,
                   accuracies: Mapping[str, Accuracy]) -> list[WhatIfResult]:
     """``results`` with the original's accuracy and each transformation's (by label) filled in;
@@ -216,5 +222,5 @@ def with_accuracy(results: Iterable[WhatIfResult], original: Accuracy,
 
 
 __all__ = ["ORIGINAL", "TRAINED", "Accuracy", "TrainingOptions", "epochs_planned",
-           "load_training_data", "train_original", "variant_accuracies", "with_accuracy",
-           "zeros_kept"]
+           "load_training_data", "measured_specs", "train_original", "variant_accuracies",
+           "with_accuracy", "zeros_kept"]
