@@ -400,7 +400,7 @@ def machine_drift(drift: StudyDrift) -> Figure:
     """The reference probe's speed (fastest on record = 1) at every timed repeat over the study:
     repeats below the drift threshold's line were flagged (and left out of the estimate), ringed
     ones were re-measures, crossed ones ran while the machine was busy."""
-    fig = _figure(7.5, 3.6)
+    fig = _figure(7.5, 4.2)
     ax = fig.add_subplot()
     ax.set_xlabel("minutes since the first timed repeat")
     ax.set_ylabel("probe speed (fastest on record = 1)")
@@ -426,6 +426,7 @@ def machine_drift(drift: StudyDrift) -> Figure:
                    color="#d62728", linewidths=1, label="machine busy")
     ax.axhline(1 / (1 + DRIFT_THRESHOLD), ls="--", color="grey", lw=1,
                label=f"drift threshold ({DRIFT_THRESHOLD:.0%} slower)")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8, loc="lower left", ncols=2)
+    ax.set_yscale("log")  # a machine 2x and 20x slower read alike
+    ax.set_ylim(min(p.speed for p in points) / 1.5, 1.5)
+    fig.legend(fontsize=8, loc="outside lower center", ncols=3)
     return fig
