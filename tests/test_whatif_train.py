@@ -79,7 +79,7 @@ def test_accuracies_by_plan() -> None:
     epochs: list[str] = []
     model = net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    trained, original = train_original(model, data, OPTIONS,
+    trained, original = train_original(model, data, options=OPTIONS,
                                        on_epoch=lambda label, record: epochs.append(label))
     for key, value in model.state_dict().items():  # the model is left as found
         assert torch.equal(value, before[key])

@@ -195,7 +195,7 @@ class _Trainer:
         torch.manual_seed(self.options.seed)  # the weights' initialisation, as dnncost train does
         with self._progress(self.options.epochs):
             self.trained, self.original_accuracy = train_original(
-                self.loaded.build("cpu"), data, self.options, name=self.loaded.name,
+                self.loaded.build("cpu"), data, options=self.options, name=self.loaded.name,
                 on_epoch=self._epoch)
 
     def variants(self, specs: list[Spec], results: list[WhatIfResult]) -> list[WhatIfResult]:
@@ -221,7 +221,7 @@ class _Trainer:
 
         if self.original_accuracy is None:
             return results
-        return with_accuracy(results, self.original_accuracy, self.accuracies)
+        return with_accuracy(results, original=self.original_accuracy, accuracies=self.accuracies)
 
 
 def _save(results: list, args: argparse.Namespace, loaded, spec, options: dict, training) -> None:

@@ -58,12 +58,12 @@ def study_whatif(model: nn.Module, specs: Sequence[Spec], *, input_shape: Sequen
         return
     if data is None:
         raise ValueError("training a what-if needs the study's data")
-    trained, original = train_original(model, data, training, name=name)
+    trained, original = train_original(model, data, options=training, name=name)
     results = list(run_whatif(model, specs, input_shape=input_shape, options=options, name=name))
     accuracies = {a.transformation: a for a in variant_accuracies(
         trained, measured_specs(specs, results), data=data, options=training, original=original,
         name=name)}
-    yield from with_accuracy(results, original, accuracies)
+    yield from with_accuracy(results, original=original, accuracies=accuracies)
 
 
 def save_whatif(store: Store, results: Sequence[WhatIfResult], *, family: str,

@@ -104,7 +104,7 @@ def epochs_planned(specs: Iterable[Spec], options: TrainingOptions) -> int:
     return options.epochs * (1 + sum(s.transformation.training in TRAINED for s in specs))
 
 
-def _train(model: nn.Module, data: DatasetSplit, options: TrainingOptions, *, precision: Precision,
+def _train(model: nn.Module, data: DatasetSplit, *, options: TrainingOptions, precision: Precision,
            label: str, name: str, on_epoch: EpochHook | None) -> float:
     """Train ``model`` in place with the recipe; its validation accuracy after the last epoch."""
     recipe = options.recipe
@@ -117,13 +117,13 @@ def _train(model: nn.Module, data: DatasetSplit, options: TrainingOptions, *, pr
     return result.final.val_accuracy
 
 
-def train_original(model: nn.Module, data: DatasetSplit, options: TrainingOptions, *,
+def train_original(model: nn.Module, data: DatasetSplit, *, options: TrainingOptions,
                    name: str | None = None, on_epoch: EpochHook | None = None
                    ) -> tuple[nn.Module, Accuracy]:
     """A trained copy of ``model`` (``model`` is left as found) and its accuracy. A failure
     raises (TrainingDivergedError, ...): without the original there is nothing to compare with."""
     trained = copy.deepcopy(model)
-    accuracy = _train(trained, data, options, precision=options.precision, label=ORIGINAL,
+    accuracy = _train(trained, data, options=options, precision=options.precision, label=ORIGINAL,
                       name=name or type(model).__name__, on_epoch=on_epoch)
     return trained, Accuracy(ORIGINAL, accuracy, f"trained {options.describe()}")
 
@@ -189,7 +189,7 @@ def _accuracy(spec: Spec, trained: nn.Module, *, data: DatasetSplit, options: Tr
         masked = zeros_kept(variant.module) if plan is Training.FINE_TUNE_MASKED \
             else contextlib.nullcontext(0)
         with masked as layers:
-            accuracy = _train(variant.module, data, options, precision=precision, label=spec.label,
+            accuracy = _train(variant.module, data, options=options, precision=precision, label=spec.label,
                               name=f"{name} {spec.label}", on_epoch=on_epoch)
     except (DnncostError, RuntimeError, ValueError, TypeError, IndexError, AttributeError,
             KeyError) as exc:
@@ -205,7 +205,7 @@ def measured_specs(specs: Iterable[Spec], results: Iterable[WhatIfResult]) -> li
     return [s for s in specs if s.label in measured]
 
 
-def with_accuracy(results: Iterable[WhatIfResult], original: Accuracy,
+def with_accuracy(results: Iterable[WhatIfResult], *, original: Accuracy,
                   accuracies: Mapping[str, Accuracy]) -> list[WhatIfResult]:
     """``results`` with the original's accuracy and each transformation's (by label) filled in;
     a result that was not measured, or has no accuracy yet, keeps what it had."""
