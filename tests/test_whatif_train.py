@@ -48,8 +48,8 @@ def test_every_transformation_says_how_it_is_trained() -> None:
     assert {n for n, p in plans.items() if p is Training.ORIGINAL} == {
         "channels_last", "compile", "threads", "batch_size"}
     specs = parse_specs("prune_channels:0.5,prune_magnitude:0.5,int8,threads")
-    # the original + prune_channels + prune_magnitude train; int8 is evaluated, threads reused
-    assert epochs_planned(specs, TrainingOptions(epochs=3)) == 3 * (1 + 2)
+    # prune_channels and prune_magnitude train; int8 is evaluated, threads keeps the original's
+    assert epochs_planned(specs, TrainingOptions(epochs=3)) == 3 * 2
 
 
 def test_zeros_kept_while_training() -> None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from dnncost.measuring.data import DatasetSplit
     from dnncost.measuring.inputs import InputSpec
     from dnncost.measuring.records import EpochRecord
+    from dnncost.measuring.timing import StepOptions
     from dnncost.models.loading import LoadedModel
     from dnncost.whatif.accuracy import Accuracy, TrainingOptions
     from dnncost.whatif.registry import Spec
@@ -148,7 +149,8 @@ def _family(name: str) -> str:
         return "other"
 
 
-def _training_options(args: argparse.Namespace, loaded, options):
+def _training_options(args: argparse.Namespace, loaded: LoadedModel, options: StepOptions
+                      ) -> TrainingOptions:
     from dnncost.measuring.recipe import recipe_for
     from dnncost.whatif.accuracy import TrainingOptions
     from dnncost.whatif.runner import options_precision
@@ -160,7 +162,7 @@ def _training_options(args: argparse.Namespace, loaded, options):
 
 class _Trainer:
     """``--train``: the original trained first, each measured transformation after the timing,
-    with one progress bar over the epochs."""
+    each part with a progress bar over its epochs."""
 
     def __init__(self, loaded: LoadedModel, spec: InputSpec, options: TrainingOptions) -> None:
         self.loaded, self.spec, self.options = loaded, spec, options
@@ -206,7 +208,7 @@ class _Trainer:
         assert self.trained is not None and self.data is not None \
             and self.original_accuracy is not None, "the original is trained first"
         todo = measured_specs(specs, results)
-        with self._progress(epochs_planned(todo, self.options) - self.options.epochs):
+        with self._progress(epochs_planned(todo, self.options)):
             for accuracy in variant_accuracies(self.trained, todo, data=self.data,
                                                options=self.options, original=self.original_accuracy,
                                                name=self.loaded.name, on_epoch=self._epoch):
@@ -224,7 +226,8 @@ class _Trainer:
         return with_accuracy(results, original=self.original_accuracy, accuracies=self.accuracies)
 
 
-def _save(results: list, args: argparse.Namespace, loaded, spec, options: dict, training) -> None:
+def _save(results: list[WhatIfResult], args: argparse.Namespace, loaded: LoadedModel, spec: InputSpec,
+          options: dict[str, StepOptions], training: TrainingOptions | None) -> None:
     """Keep ``results`` in the study database ``--db`` (one run per step mode)."""
     if not args.db:
         return
@@ -261,8 +264,8 @@ def _list(transformations: dict) -> int:
     return 0
 
 
-def _print(results: list, args: argparse.Namespace, name: str, spec, trainer, *,
-           partial: bool) -> None:
+def _print(results: list[WhatIfResult], args: argparse.Namespace, name: str, spec: InputSpec,
+           trainer: _Trainer | None, *, partial: bool) -> None:
     from dnncost.reporting.formatting import render
 
     rows = [r.to_row() for r in results]
@@ -280,18 +283,16 @@ def _print(results: list, args: argparse.Namespace, name: str, spec, trainer, *,
         "< 1 is faster. flops are executed (counted) FLOPs; nominal_flops skips pruned zeros",
         *sorted({f"{r.transformation}: {r.count_note}" for r in results if r.count_note}),
     ]
-    training = trainer is not None and trainer.original_accuracy is not None
-    if training:
-        original = trainer.original_accuracy
+    original = trainer.original_accuracy if trainer is not None else None
+    payload: dict[str, object] = {"model": name, "partial": partial, "inputs": str(spec),
+                                  "results": [r.to_dict() for r in results]}
+    if original is not None:
         lines.append(f"accuracy: validation accuracy after the last epoch; the original "
                      f"{original.accuracy:.3f} ({original.note}); accuracy_change = transformed - "
                      "original")
-    payload: dict[str, object] = {"model": name, "partial": partial, "inputs": str(spec),
-                                  "results": [r.to_dict() for r in results]}
-    if training:
-        payload["original_accuracy"] = {"accuracy": trainer.original_accuracy.accuracy,
-                                        "note": trainer.original_accuracy.note}
-    columns = (TRAINED_COLUMNS if training else TABLE_COLUMNS) if args.format == "table" else None
+        payload["original_accuracy"] = {"accuracy": original.accuracy, "note": original.note}
+    columns = (TABLE_COLUMNS if original is None else TRAINED_COLUMNS) if args.format == "table" \
+        else None
     print(render(rows, args.format, columns=columns, title=title, footer="\n".join(lines),
                  json_payload=payload))
     if args.out and not partial:

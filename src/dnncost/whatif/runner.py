@@ -273,7 +273,7 @@ def options_precision(options: StepOptions) -> Precision:
                      channels_last=options.channels_last)
 
 
-def in_dtype(model: nn.Module, precision: Precision) -> nn.Module:
+def _in_dtype(model: nn.Module, precision: Precision) -> nn.Module:
     """A copy of ``model`` with its parameters in ``precision``'s dtype (what a transformation
     starts from; the memory format is the step's business)."""
     work = copy.deepcopy(model)
@@ -300,7 +300,7 @@ def run_whatif(model: nn.Module, specs: Sequence[Spec], *,
     with using_threads(options.threads) as threads:
         context = Context(inputs=inputs, batch_size=options.batch_size, mode=options.mode,
                           device=device, threads=threads, precision=precision)
-    reference = in_dtype(model, precision)
+    reference = _in_dtype(model, precision)
     base = _count(reference, context, batch_size=options.batch_size, opts=options,
                   dtype=precision.dtype, channels_last=precision.channels_last, name=name)
     output_shape = _output_shape(reference, context)
@@ -334,7 +334,7 @@ def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, cont
         return skipped(f"applies to the {steps} step only")
     original = context.precision
     try:
-        variant = transformation.apply(in_dtype(model, original), spec.value, context)
+        variant = transformation.apply(_in_dtype(model, original), spec.value, context)
         batch = variant.batch_size or options.batch_size
         precision = Precision(
             dtype=original.dtype, channels_last=original.channels_last or variant.channels_last_input,
@@ -425,5 +425,5 @@ def measured(results: Iterable[WhatIfResult]) -> list[WhatIfResult]:
     return [r for r in results if r.applicable]
 
 
-__all__ = ["FirstCallTimeout", "WhatIfResult", "in_dtype", "measured", "options_precision",
+__all__ = ["FirstCallTimeout", "WhatIfResult", "measured", "options_precision",
            "run_whatif"]
