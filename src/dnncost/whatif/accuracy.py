@@ -47,6 +47,8 @@ from dnncost.whatif.runner import WhatIfResult
 ORIGINAL = "(original)"  # the label of the original network's accuracy
 SEED = 0  # source: the study's seed (dnncost.study.sweep.SEED): the same split and batch order
 TRAINED = (Training.FINE_TUNE, Training.FINE_TUNE_MASKED)  # the plans that run epochs
+FAILURES = (DnncostError, RuntimeError, ValueError, TypeError, IndexError, AttributeError, KeyError)
+# what a transformed network's training may raise: kept as that variant's note, the others go on
 
 EpochHook = Callable[[str, EpochRecord], None]  # (transformation label or ORIGINAL, the epoch)
 
@@ -173,6 +175,9 @@ def _accuracy(spec: Spec, trained: nn.Module, *, data: DatasetSplit, options: Tr
         variant = spec.transformation.apply(copy.deepcopy(trained), spec.value, context)
     except NotApplicable as reason:
         return Accuracy(spec.label, None, f"not applicable: {reason}")
+    except FAILURES as exc:
+        return Accuracy(spec.label, None, f"transforming the trained network failed: "
+                                          f"{first_line(exc)}", failed=True)
     base = options.precision
     autocast = str(variant.autocast).removeprefix("torch.") if variant.autocast is not None \
         else base.autocast
@@ -191,8 +196,7 @@ def _accuracy(spec: Spec, trained: nn.Module, *, data: DatasetSplit, options: Tr
         with masked as layers:
             accuracy = _train(variant.module, data, options=options, precision=precision, label=spec.label,
                               name=f"{name} {spec.label}", on_epoch=on_epoch)
-    except (DnncostError, RuntimeError, ValueError, TypeError, IndexError, AttributeError,
-            KeyError) as exc:
+    except FAILURES as exc:
         return Accuracy(spec.label, None, f"training failed: {first_line(exc)}", failed=True)
     kept = f", zero weights of {layers} layers kept at zero" if layers else ""
     return Accuracy(spec.label, accuracy, f"the trained original transformed, then trained again "
