@@ -219,5 +219,7 @@ def test_report_states_the_estimator_and_shows_the_machine_over_the_run(report, 
     assert "Warning: the machine was busy during 1 of 9 timed repeats (e.g. other processes " \
            "used 1.8 of 2 cores" in md  # 0.9 x 2 cores
     assert any(f.name == "machine_drift.png" for f in files.figures)
+    # lenet5: 3 repeats, the drifted one left out -> 2 < FEW_REPEATS
+    assert "The training-step time of 1 network(s) (lenet5) rests on fewer than 3 repeats" in md
     data = json.loads(files.json.read_text())[0]
     assert data["machine_drift"]["flagged"] == 1 and data["step_estimator"]["name"] == "lower-quartile"

@@ -330,6 +330,9 @@ def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
     return blocks
 
 
+FEW_REPEATS = 3  # source: our choice; a bootstrap over 1 or 2 repeats has almost no spread to show
+
+
 def timing_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "") -> list[Block]:
     """How the step times were read and how the machine behaved while they were taken: the
     estimator and why, the log-log slope's interval over repeats, the reference probe over the
@@ -365,6 +368,13 @@ def timing_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "") ->
         f"the fastest probe on record for this machine ({ref}); {drift.flagged} repeats drifted "
         f"beyond {DRIFT_THRESHOLD:.0%} and were flagged, and {drift.remeasured} were re-measured "
         "within the budget."))
+    few = [p.name for p in analysis.points
+           if 0 < len(p.times.get(TimeMetric.TRAIN_STEP, ())) < FEW_REPEATS]
+    if few:
+        blocks.append(Paragraph(
+            f"The training-step time of {len(few)} network(s) ({', '.join(few)}) rests on fewer than "
+            f"{FEW_REPEATS} repeats whose probe stayed within the threshold; their intervals over "
+            "repeats cannot show the repeat-to-repeat noise and understate it."))
     busy, slowed = drift.busy, drift.flagged > len(probed) / 2
     if busy or slowed:
         why = []
