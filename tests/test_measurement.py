@@ -10,6 +10,8 @@ import pytest
 from dnncost.measuring.environment import CpuTimes, MachineLoad, cpu_times, machine_load
 from dnncost.measuring.measurement import (
     DRIFT_THRESHOLD,
+    MIN_RUN_PROBES,
+    SHIFT_THRESHOLD,
     STUDY_ESTIMATOR,
     Estimator,
     Measurement,
@@ -17,6 +19,7 @@ from dnncost.measuring.measurement import (
     bootstrap_estimates,
     estimate,
     probe_drift,
+    run_reference,
 )
 
 
@@ -61,6 +64,22 @@ def test_given_reference_overrides_the_fastest_probe() -> None:
                    reference_s=1e-3)
     assert reps.drift == pytest.approx((0.5, 0.5))  # 1.5/1 - 1
     assert reps.shifted == (True, True)
+
+
+def test_run_reference_is_the_runs_quiet_level_not_one_lucky_probe() -> None:
+    # 8 probes, one lucky 0.5 ms reading among 1.0-1.3 ms: sorted 0.5 1.0 1.0 1.05 1.05 1.2 1.2 1.3,
+    # 25th percentile at index 0.25 * 7 = 1.75, between two 1.0 ms readings -> 1.0 ms
+    probes = (1.0e-3, 1.05e-3, 0.5e-3, 1.2e-3, 1.0e-3, 1.3e-3, 1.05e-3, 1.2e-3)
+    assert len(probes) == MIN_RUN_PROBES
+    assert run_reference(probes) == pytest.approx(1.0e-3)
+    # against the lucky minimum every other probe would be 100%+ slower; against the quiet level
+    # only the 1.3 ms one (30%) and the 1.2 ms ones (20%) drift beyond 10%, not 1.05 (5%)
+    reps = Repeats(tuple(Measurement((1.0,)) for _ in probes), probe_s=probes)
+    assert sum(reps.shifted) == 3
+    assert run_reference(probes[:3]) == 0.5e-3  # fewer than MIN_RUN_PROBES: the fastest
+    assert run_reference(()) is None and run_reference((math.nan, 0.0)) is None
+    # a whole run's quiet level set against the best on record: 1.0 / 0.5 - 1 = 100% > 50%
+    assert probe_drift(run_reference(probes) or 0.0, 0.5e-3) > SHIFT_THRESHOLD > DRIFT_THRESHOLD
 
 
 def test_unprobed_repeats_are_never_shifted() -> None:

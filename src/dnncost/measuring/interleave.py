@@ -28,6 +28,7 @@ from dnncost.measuring.measurement import (
     NoisyMeasurementWarning,
     Repeats,
     probe_drift,
+    run_reference,
 )
 from dnncost.measuring.probe import Probe, ProbeReading
 from dnncost.measuring.timing import StepOptions, StepTiming
@@ -107,8 +108,15 @@ class InterleavedRun:
 
     jobs: Mapping[str, InterleavedTiming]
     drift: tuple[ProbePoint, ...]
-    reference_s: float | None
+    reference_s: float | None  # the run's quiet level (run_reference of its probes)
     remeasured: int  # repeats run again because their probe drifted
+    record_s: float | None = None  # the fastest probe on record for the machine when the run began
+
+    @property
+    def shift(self) -> float:
+        """How much slower the run's quiet level was than the machine's best on record (0.2: 20%);
+        beyond SHIFT_THRESHOLD the whole run may be shifted. NaN when either is unknown."""
+        return probe_drift(self.reference_s, self.record_s) if self.reference_s else math.nan
 
     @property
     def max_drift(self) -> float:
@@ -123,7 +131,8 @@ class InterleavedRun:
                  "probe_ms": p.probe_s * 1e3, "drift": p.drift} for p in self.drift]
 
     def to_dict(self) -> dict[str, object]:
-        return {"reference_s": self.reference_s, "remeasured": self.remeasured,
+        return {"reference_s": self.reference_s, "record_s": self.record_s, "shift": self.shift,
+                "remeasured": self.remeasured,
                 "max_drift": self.max_drift,
                 "drift": self.drift_rows(),
                 "jobs": {name: {"repeats": job.repeats.to_dict(),
@@ -213,6 +222,10 @@ def time_interleaved(jobs: Sequence[TimingJob], *, repeats: int = 5, remeasure: 
             remeasured += 1
 
     reference = _reference(done, stored)
+    records = [t.probe.reference_s for ts in done.values() for t in ts
+               if t.probe is not None and t.probe.reference_s is not None]
+    records += [p.reference_s for s in stored.values() for p in s.probes
+                if p is not None and p.reference_s is not None]
     results, points = {}, []
     for name in (n for n in names if done[n]):
         timings = tuple(_against(t, reference) for t in done[name])
@@ -223,7 +236,7 @@ def time_interleaved(jobs: Sequence[TimingJob], *, repeats: int = 5, remeasure: 
                    if t.probe is not None]
     points.sort(key=lambda p: p.elapsed_s)
     return InterleavedRun(jobs=results, drift=tuple(points), reference_s=reference,
-                          remeasured=remeasured)
+                          remeasured=remeasured, record_s=min(records) if records else None)
 
 
 def stored_wanting_remeasure(stored: Mapping[str, StoredRepeats], *, repeats: int,
@@ -261,12 +274,11 @@ def _wants_another(timings: Sequence[StepTiming], stored: StoredRepeats, repeats
 
 def _reference(done: Mapping[str, Sequence[StepTiming]],
                stored: Mapping[str, StoredRepeats]) -> float | None:
-    """The run's reference probe: the fastest on record, this run's and the stored repeats' probes
-    included (each reading's reference is already the smaller of the cached one and its own)."""
+    """The run's reference probe (:func:`~dnncost.measuring.measurement.run_reference` of this
+    run's and the stored repeats' probes): each repeat is set against the run's quiet level."""
     readings = [t.probe for ts in done.values() for t in ts]
     readings += [p for s in stored.values() for p in s.probes]
-    refs = [p.reference_s for p in readings if p is not None and p.reference_s is not None]
-    return min(refs) if refs else None
+    return run_reference([p.probe_s for p in readings if p is not None])
 
 
 def _drift(reading: ProbeReading | None, reference: float | None) -> float:

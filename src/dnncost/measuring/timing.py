@@ -46,9 +46,9 @@ from dnncost.measuring.environment import (
 from dnncost.measuring.failure import named_model_failure
 from dnncost.measuring.inputs import InputSpec, TensorInput, make_inputs, parse_dtype
 from dnncost.measuring.measurement import (
-    DRIFT_THRESHOLD,
     MIN_SAMPLES_FOR_CI,
     NOISE_THRESHOLD,
+    SHIFT_THRESHOLD,
     Measurement,
     NoisyMeasurementWarning,
 )
@@ -67,7 +67,8 @@ from dnncost.models.loading import parse_inputs
 
 class BusyMachineWarning(NoisyMeasurementWarning):
     """A run timed while the machine was slowed (the reference probe drifted beyond
-    DRIFT_THRESHOLD) or busy (MachineLoad.busy): its figure may be shifted as a whole."""
+    SHIFT_THRESHOLD against the fastest on record) or busy (MachineLoad.busy): its figure may be
+    shifted as a whole."""
 
 
 @dataclass(frozen=True)
@@ -148,9 +149,9 @@ class StepTiming:
 
     @property
     def shifted(self) -> bool:
-        """The reference probe ran more than DRIFT_THRESHOLD slower than on a quiet machine: the
-        whole run may be slowed, however well its samples agree."""
-        return self.probe is not None and self.probe.drift > DRIFT_THRESHOLD
+        """The reference probe ran more than SHIFT_THRESHOLD slower than the fastest on record for
+        this machine: the whole run may be slowed, however well its samples agree."""
+        return self.probe is not None and self.probe.drift > SHIFT_THRESHOLD
 
     @property
     def samples_per_s(self) -> float:
@@ -248,7 +249,7 @@ def time_model(model: nn.Module, input_shape: Sequence[int] | InputSpec | str,
     ``count_flops`` counts the same step (dnncost.counting) for achieved FLOP/s and efficiency.
     ``probe`` (True, or a :class:`Probe` to reuse) times the reference workload before the warm-up
     and after the timed steps, at the same thread count, against this machine's fastest probe on
-    record; a drift beyond DRIFT_THRESHOLD, or a busy machine, warns (:class:`BusyMachineWarning`).
+    record; a drift beyond SHIFT_THRESHOLD, or a busy machine, warns (:class:`BusyMachineWarning`).
     """
     opts = step_options(options, overrides)
     dev = resolve_device(opts.device)
@@ -299,11 +300,11 @@ def time_model(model: nn.Module, input_shape: Sequence[int] | InputSpec | str,
             f"{name} {opts.mode.value} step timing is noisy: IQR is {measurement.relative_iqr:.0%} "
             f"of the median (threshold {NOISE_THRESHOLD:.0%}); the machine may be busy",
             NoisyMeasurementWarning, stacklevel=2)
-    if reading is not None and reading.drift > DRIFT_THRESHOLD:
+    if reading is not None and reading.drift > SHIFT_THRESHOLD:
         warnings.warn(
             f"{name} {opts.mode.value} step: the machine ran slow during this run (the reference "
-            f"probe took {reading.drift:+.0%} longer than on a quiet machine, threshold "
-            f"{DRIFT_THRESHOLD:.0%}); the whole figure may be shifted, however little its steps vary",
+            f"probe took {reading.drift:+.0%} longer than the fastest on record, threshold "
+            f"{SHIFT_THRESHOLD:.0%}); the whole figure may be shifted, however little its steps vary",
             BusyMachineWarning, stacklevel=2)
     if load.busy:
         warnings.warn(f"{name} {opts.mode.value} step: the machine was busy during this run "

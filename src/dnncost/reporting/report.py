@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from dnncost.errors import OutputError
-from dnncost.measuring.measurement import DRIFT_THRESHOLD, STUDY_ESTIMATOR, STUDY_ESTIMATOR_WHY
+from dnncost.measuring.measurement import (
+    DRIFT_THRESHOLD,
+    SHIFT_THRESHOLD,
+    STUDY_ESTIMATOR,
+    STUDY_ESTIMATOR_WHY,
+)
 from dnncost.reporting.formatting import human, render_csv, render_json
 from dnncost.study.analysis import StudyAnalysis, TimeMetric, analyze
 from dnncost.study.drift import StudyDrift, study_drift
@@ -330,6 +335,17 @@ def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
     return blocks
 
 
+def _shift_sentence(shift: float, record_s: float | None) -> str:
+    """The run's quiet level against the machine's best on record: a whole-run shift or not."""
+    if record_s is None or not math.isfinite(shift):
+        return ""
+    verdict = (f"beyond {SHIFT_THRESHOLD:.0%}: the whole run may be slower than this machine's "
+               "best, so compare its times with other runs' only as ratios"
+               if shift > SHIFT_THRESHOLD else f"within {SHIFT_THRESHOLD:.0%}: no whole-run shift")
+    return (f"That quiet level was {shift:+.0%} against the fastest probe on record for this "
+            f"machine ({record_s * 1e3:.2f} ms), {verdict}.")
+
+
 FEW_REPEATS = 3  # source: our choice; a bootstrap over 1 or 2 repeats has almost no spread to show
 
 
@@ -346,7 +362,8 @@ def timing_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "") ->
         Paragraph(f"Step times are the {STUDY_ESTIMATOR.value} estimate: {STUDY_ESTIMATOR_WHY}. "
                   "Each repeat is its own warm-up and timed steps, taken round-robin over the "
                   "networks; repeats whose reference probe ran more than "
-                  f"{DRIFT_THRESHOLD:.0%} slower than the fastest on record are left out (all are "
+                  f"{DRIFT_THRESHOLD:.0%} slower than the run's quiet level (the lower quartile "
+                  "of its probes) are left out (all are "
                   "kept when every one was). The intervals over repeats draw each network's repeats "
                   "with replacement and apply the same estimator.")]
     f = analysis.fit(TimeMetric.TRAIN_STEP)
@@ -365,9 +382,9 @@ def timing_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "") ->
     blocks.append(Paragraph(
         f"The reference probe around each repeat ({len(probed)} of {len(drift.points)} repeats "
         f"probed) ran a median {drift.median_drift:+.0%} (at most {drift.max_drift:+.0%}) against "
-        f"the fastest probe on record for this machine ({ref}); {drift.flagged} repeats drifted "
+        f"the run's quiet level ({ref}); {drift.flagged} repeats drifted "
         f"beyond {DRIFT_THRESHOLD:.0%} and were flagged, and {drift.remeasured} were re-measured "
-        "within the budget."))
+        f"within the budget. {_shift_sentence(drift.shift, drift.record_s)}"))
     few = [p.name for p in analysis.points
            if 0 < len(p.times.get(TimeMetric.TRAIN_STEP, ())) < FEW_REPEATS]
     if few:
@@ -376,19 +393,22 @@ def timing_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "") ->
             f"{FEW_REPEATS} repeats whose probe stayed within the threshold; their intervals over "
             "repeats cannot show the repeat-to-repeat noise and understate it."))
     busy, slowed = drift.busy, drift.flagged > len(probed) / 2
-    if busy or slowed:
+    shifted = drift.shift > SHIFT_THRESHOLD
+    if busy or slowed or shifted:
         why = []
         if busy:
             why.append(f"the machine was busy during {len(busy)} of {len(drift.points)} timed "
                        f"repeats (e.g. {'; '.join(busy[0].reasons)})")
         if slowed:
             why.append(f"the probe ran slow during most repeats ({drift.flagged} of {len(probed)})")
+        if shifted:
+            why.append(f"the whole run ran {drift.shift:+.0%} against the fastest probe on record")
         blocks.append(Paragraph(f"Warning: {' and '.join(why)}. These step times may be slower "
                                 "than this machine's best; rerun the study on a quieter machine "
                                 "to confirm them.", emphasis=True))
     blocks.append(FigureBlock(prefix + "machine_drift.png", plots.png_bytes(plots.machine_drift(drift)),
                               "The reference probe's speed at every timed repeat over the study "
-                              "(fastest on record = 1): below the dashed line a repeat was "
+                              "(the run's quiet level = 1): below the dashed line a repeat was "
                               "flagged; ringed: a re-measure; crossed: the machine was busy."))
     return blocks
 

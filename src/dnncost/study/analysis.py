@@ -41,6 +41,7 @@ from dnncost.measuring.measurement import (
     Repeats,
     bootstrap_estimates,
     estimate,
+    run_reference,
 )
 from dnncost.study.store import NetworkResult, TimingRow
 
@@ -168,8 +169,17 @@ def kept_repeats(rows: Sequence[TimingRow], *, reference_s: float | None) -> tup
 
 
 def group_reference(networks: Sequence[NetworkResult]) -> float | None:
-    """The reference probe of a group's step timings: the fastest on record when they ran (NaN-free
-    minimum of the stored references; None when none was probed)."""
+    """The reference probe of a group's step timings: the run's quiet level
+    (:func:`~dnncost.measuring.measurement.run_reference` of every stored probe; None when none
+    was probed), what each repeat's drift is set against."""
+    return run_reference([p for net in networks for t in net.steps("train", world_size=1)
+                          + net.steps("eval", world_size=1)
+                          if (p := t.conditions.probe_s) is not None])
+
+
+def group_record(networks: Sequence[NetworkResult]) -> float | None:
+    """The fastest probe on record for the machine when a group's step timings ran (None when none
+    was probed): what the group's reference is set against to see a whole-run shift."""
     refs = [t.conditions.probe_reference_s for net in networks for t in net.steps("train", world_size=1)
             + net.steps("eval", world_size=1) if t.conditions.probe_reference_s is not None]
     return min(refs) if refs else None
@@ -1070,5 +1080,5 @@ __all__ = ["EXPLAINING", "STEP_METRICS", "CostMetric", "DataParallelAnalysis", "
            "Efficiency", "Explanation", "FamilyLine", "Fit", "LayerShare", "Linearity",
            "MeasureModel", "MeasureShare", "NetworkPoint", "Rank", "StudyAnalysis", "TimeMetric",
            "Verdict", "analyze", "analyze_points", "data_parallel", "efficiency", "estimator_of",
-           "explain", "family_lines", "fit", "group_reference", "kept_repeats",
+           "explain", "family_lines", "fit", "group_record", "group_reference", "kept_repeats",
            "layer_type_shares", "points_from_results", "verdict"]

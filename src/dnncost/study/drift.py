@@ -3,10 +3,11 @@ at every stored repeat (schema 7's :class:`~dnncost.study.store.RepeatConditions
 can show the drift over the run, how many repeats were flagged and re-measured, and warn when the
 machine was busy.
 
-The probe's speed is the group's reference (the fastest probe on record when the repeats ran,
-:func:`dnncost.study.analysis.group_reference`) over the probe around the repeat: 1.0 on the
-quietest machine seen, 0.5 when the probe took twice as long. A repeat is *flagged* when its probe
-drifted beyond DRIFT_THRESHOLD (the analysis leaves it out); *busy* when
+The probe's speed is the group's reference (the run's quiet level, the lower quartile of its
+probes: :func:`dnncost.study.analysis.group_reference`) over the probe around the repeat: 1.0 at the
+run's usual speed, 0.5 when the probe took twice as long. The reference itself is set against the
+fastest probe on record for the machine, to see a whole run that was slow (``shift``). A repeat is
+*flagged* when its probe drifted beyond DRIFT_THRESHOLD (the analysis leaves it out); *busy* when
 :class:`dnncost.measuring.environment.MachineLoad` says so for the load stored beside it.
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ from datetime import datetime
 import numpy as np
 
 from dnncost.measuring.environment import MachineLoad
-from dnncost.measuring.measurement import DRIFT_THRESHOLD, probe_drift
-from dnncost.study.analysis import group_reference
+from dnncost.measuring.measurement import DRIFT_THRESHOLD, SHIFT_THRESHOLD, probe_drift
+from dnncost.study.analysis import group_record, group_reference
 from dnncost.study.store import NetworkResult, TimingRow
 
 
@@ -53,7 +54,14 @@ class StudyDrift:
     """Every single-process repeat of a group's step timings, oldest first, and the reference."""
 
     points: tuple[DriftPoint, ...]
-    reference_s: float | None
+    reference_s: float | None  # the run's quiet level (group_reference)
+    record_s: float | None = None  # the fastest probe on record for the machine (group_record)
+
+    @property
+    def shift(self) -> float:
+        """How much slower the run's quiet level was than the best on record (0.2: 20%); beyond
+        SHIFT_THRESHOLD the whole run may be shifted. NaN when either is unknown."""
+        return probe_drift(self.reference_s, self.record_s) if self.reference_s else math.nan
 
     @property
     def probed(self) -> tuple[DriftPoint, ...]:
@@ -85,7 +93,8 @@ class StudyDrift:
         return tuple(p for p in self.points if p.busy)
 
     def to_dict(self) -> dict[str, object]:
-        return {"reference_s": self.reference_s, "repeats": len(self.points),
+        return {"reference_s": self.reference_s, "record_s": self.record_s, "shift": self.shift,
+                "shift_threshold": SHIFT_THRESHOLD, "repeats": len(self.points),
                 "probed": len(self.probed), "median_drift": self.median_drift,
                 "max_drift": self.max_drift, "flagged": self.flagged,
                 "remeasured": self.remeasured, "busy": len(self.busy),
@@ -115,7 +124,7 @@ def study_drift(networks: Sequence[NetworkResult], *, cores: int) -> StudyDrift:
             network=name, mode=row.mode,
             drift=probe_drift(probe, reference) if probe is not None else math.nan,
             remeasure=c.remeasure, busy=load.busy, reasons=load.reasons))
-    return StudyDrift(tuple(points), reference)
+    return StudyDrift(tuple(points), reference, group_record(networks))
 
 
 def _when(row: TimingRow) -> datetime | None:
