@@ -36,6 +36,8 @@ from dnncost.measuring.measurement import (
     Estimator,
     NoisyMeasurementWarning,
     Repeats,
+    probe_drift,
+    run_reference,
 )
 from dnncost.measuring.timing import StepOptions, time_model
 from dnncost.models import create_model, get_model_info
@@ -131,16 +133,19 @@ def main() -> None:
           f"over {len(single)} runs)")
 
     points = [p for r in new for p in r.drift]
-    drifts = [p.drift for p in points]
-    refs = [r.reference_s for r in new if r.reference_s is not None]
+    reference = run_reference([p.probe_s for p in points])
+    drifts = [probe_drift(p.probe_s, reference) for p in points]
+    records = [r.record_s for r in new if r.record_s is not None]
     print()
-    if points:
-        print(f"probe drift over the run ({len(points)} probes; reference, the fastest probe on "
-              f"record: {min(refs) * 1e3:.3f} ms): median {statistics.median(drifts):+.1%}, "
-              f"min {min(drifts):+.1%}, max {max(drifts):+.1%}; above the "
-              f"{DRIFT_THRESHOLD:.0%} threshold: {sum(d > DRIFT_THRESHOLD for d in drifts)}")
+    if points and reference is not None:
+        best = f"{min(records) * 1e3:.3f} ms" if records else "none"
+        print(f"probe drift over the run ({len(points)} probes, against the run's quiet level, the "
+              f"lower quartile of its probes: {reference * 1e3:.3f} ms; the fastest on record: "
+              f"{best}): median {statistics.median(drifts):+.1%}, min {min(drifts):+.1%}, "
+              f"max {max(drifts):+.1%}; above the {DRIFT_THRESHOLD:.0%} threshold: "
+              f"{sum(d > DRIFT_THRESHOLD for d in drifts)}")
         for i, r in enumerate(new):
-            series = " ".join(f"{p.drift:+.0%}" for p in r.drift)
+            series = " ".join(f"{probe_drift(p.probe_s, reference):+.0%}" for p in r.drift)
             print(f"  session {i + 1}: {series}")
     print(f"machine during the run ({elapsed:.0f} s): load average {load.load_average:.2f}, other "
           f"processes {load.others_cores or 0:.2f} of {load.cores} cores, steal "
