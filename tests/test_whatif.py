@@ -521,3 +521,24 @@ def test_study_whatif_flag_bad_name_exit_2(tmp_path, capsys) -> None:
                  "--out", str(tmp_path / "report")])
     assert code == 2
     assert "Did you mean: low_rank" in capsys.readouterr().err
+
+
+class NoKernel(nn.Module):
+    """A network whose step fails as a missing kernel would (e.g. fp16 LSTM on a CPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("could not create a primitive descriptor")
+
+
+def test_a_missing_kernel_is_not_applicable_not_a_broken_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.all_transformations()
+    monkeypatch.setitem(registry._REGISTRY, "nokernel", registry.Transformation(
+        "nokernel", "lacks a kernel", lambda m, v, c: Variant(NoKernel(), kernels_may_lack=True,
+                                                              count_module=m)))
+    (result,) = run_whatif(tiny(), parse_specs("nokernel"), input_shape=SHAPE, options=OPTS)
+    assert not result.applicable
+    assert result.note == "the first step failed: RuntimeError: could not create a primitive descriptor"

@@ -34,7 +34,7 @@ def autocast_variant(model: nn.Module, dtype: torch.dtype, context: Context) -> 
     note = f"autocast {name} on {device.type}"
     if device.type == "cpu" and dtype is torch.float16:
         note += " (CPU float16 kernels are mostly emulated; see the time ratio)"
-    return Variant(model, autocast=dtype, count_dtype=dtype, note=note,
+    return Variant(model, autocast=dtype, count_dtype=dtype, note=note, kernels_may_lack=True,
                    count_note=COUNT_NOTE.format(dtype=name))
 
 

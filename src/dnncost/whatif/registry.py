@@ -100,6 +100,8 @@ class Variant:
     threads: int | None = None
     channels_last_input: bool = False
     first_call_limit_s: float | None = None  # a slow first call (compilation) is cut off after this
+    kernels_may_lack: bool = False  # the machine may lack a kernel the step needs (a dtype, a
+    # compiler): a failing first step is then "not applicable" with its reason, not a broken network
     nominal_flops: Callable[[CostReport], int] | None = field(default=None, compare=False)
     # nominal FLOPs from the counted (executed) report: what sparsity would save on paper
 

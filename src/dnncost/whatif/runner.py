@@ -377,15 +377,16 @@ def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, cont
 
 
 def _first_call(step: _Timed, variant: Variant) -> float:
-    """Run the transformed step once (compilation happens here), within its time limit."""
+    """Run the transformed step once (compilation happens here), within its time limit. With a
+    limit, or kernels the machine may lack, a failure is a verdict on this machine: NotApplicable."""
     start = time.perf_counter()
-    if variant.first_call_limit_s is None:
+    if variant.first_call_limit_s is None and not variant.kernels_may_lack:
         step()
         return time.perf_counter() - start
     try:
         with _time_limit(variant.first_call_limit_s):
             step()
-    except Exception as exc:  # noqa: BLE001 -- a compiler failure is a verdict on this machine
+    except Exception as exc:  # noqa: BLE001 -- a compiler or kernel failure: a verdict on this machine
         if _timed_out(exc):  # the compiler may wrap our alarm in its own error
             raise NotApplicable(f"the first step (compilation) did not finish within "
                                 f"{variant.first_call_limit_s:g} s on this machine") from None
