@@ -284,3 +284,43 @@ def test_relu_stacks_without_residuals_use_he_initialisation():
     conv = [m for m in alex.modules() if isinstance(m, torch.nn.Conv2d)][3]  # 384 -> 256, 3x3
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (384 * 9)), rel=0.05)
 
+
+
+def test_cifar_vgg_fully_connected_layers_keep_pytorchs_default():
+    """The CIFAR-sized VGG's three fully connected layers start as PyTorch's nn.Linear default
+    (uniform on +-1/sqrt(fan_in), so std 1/sqrt(3 fan_in), biases in the same bound), not
+    torchvision's N(0, 0.01): that left VGG-16-BN at 51-83% on digits (issue 13)."""
+    import math
+
+    torch.manual_seed(0)
+    vgg = create_model("vgg16_bn_cifar")
+    linears = [m for m in vgg.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(512, 512), (512, 512), (512, 10)]
+    bound = 1 / math.sqrt(512)  # fan_in 512 for all three: 0.0442
+    for m in linears:
+        assert m.weight.abs().max().item() <= bound
+        assert m.bias.abs().max().item() <= bound
+    # 512 x 512 uniform weights on +-bound: std bound / sqrt(3) = 1 / sqrt(3 * 512) = 0.0255
+    assert linears[0].weight.std().item() == pytest.approx(1 / math.sqrt(3 * 512), rel=0.02)
+    assert linears[0].bias.abs().max().item() > 0  # not zeroed
+
+
+def test_shufflenet_residual_units_start_as_the_identity():
+    """The last BN of each stride-1 ShuffleNet unit starts at gamma 0 (Goyal et al. 2017), so
+    the unit returns its (non-negative, post-ReLU) input unchanged; stride-2 units, which
+    concatenate, keep gamma 1; zero_init_residual=False keeps PyTorch's gamma 1 everywhere."""
+    from dnncost.models.shufflenet import ShuffleUnit
+
+    torch.manual_seed(0)
+    net = create_model("shufflenet_v1_g3_cifar")
+    units = [m for m in net.modules() if isinstance(m, ShuffleUnit)]
+    assert [u.stride for u in units].count(1) == 3 + 7 + 3  # Table 1: 4, 8, 4 units, first stride 2
+    for unit in units:
+        gamma = unit.expand[1].weight
+        assert bool((gamma == 0).all()) if unit.stride == 1 else bool((gamma == 1).all())
+    unit = next(u for u in units if u.stride == 1)
+    x = torch.rand(2, 240, 16, 16)  # stage 2 of g3: 240 channels; >= 0 like the ReLU before it
+    assert torch.equal(unit.train()(x), x)
+    plain = create_model("shufflenet_v1_g3_cifar", zero_init_residual=False)
+    assert all(bool((u.expand[1].weight == 1).all())
+               for u in plain.modules() if isinstance(u, ShuffleUnit))

@@ -60,3 +60,28 @@ def test_study_trains_with_the_recipe_unless_a_rate_is_given():
     assert "--lr 0.01" in reproduce_command(StudyConfig(lr=0.01), db="x.sqlite")
     with pytest.raises(InputSpecError, match="learning rate must be positive"):
         StudyConfig(lr=0.0)
+
+
+def test_a_family_may_train_a_multiple_of_the_configured_epochs():
+    from dnncost.measuring.recipe import Recipe
+
+    assert Recipe(0.1).epochs(3) == 3
+    assert Recipe(0.1, epoch_multiple=2).epochs(3) == 6  # 2 x 3
+    assert Recipe(0.1, epoch_multiple=2).epochs(0) == 0  # no training stays none
+    assert "2x the epochs" in Recipe(0.1, epoch_multiple=2).describe()
+    with pytest.raises(ValueError, match="epoch multiple"):
+        Recipe(0.1, epoch_multiple=0)
+    longer = [f for f, r in RECIPES.items() if r.epoch_multiple > 1]
+    assert longer == ["alexnet"]  # the one network under 90% in 3 epochs (recipe.py's table)
+    assert "alexnet 2x the configured epochs" in describe_recipes()
+
+
+def test_the_study_plans_each_familys_epochs():
+    """The progress bar's units: per network 1 count + 2 x repeats timings + its epochs; AlexNet's
+    recipe doubles its epochs."""
+    from dnncost.study.sweep import StudyConfig, _units
+
+    config = StudyConfig(models=("lenet5", "alexnet_cifar"), epochs=3, repeats=2, breakdown=False,
+                         work=False)
+    # lenet5: 1 + 2*2 + 3 = 8; alexnet_cifar: 1 + 2*2 + 2*3 = 11
+    assert _units(config, ["lenet5", "alexnet_cifar"]) == 8 + 11

@@ -61,7 +61,8 @@ OPTIONS = (
     StudyOption("batch_size", "--batch-size", type=int, metavar="B",
                 help="batch size (default: 32; 8 at --input-size 224)"),
     StudyOption("epochs", "--epochs", type=int, metavar="N",
-                help="epochs of real training per network (default: 3; 0 at 224)"),
+                help="epochs of real training per network (default: 3; 0 at 224); a family's "
+                     "recipe may train a multiple of them (dnncost.measuring.recipe)"),
     StudyOption("device", "--device", help="cpu (default), cuda or cuda:N"),
     StudyOption("threads", "--threads", type=int, metavar="N",
                 help="intra-op CPU threads (default: torch's current setting)"),

@@ -78,11 +78,15 @@ class ShuffleNetV1(nn.Module):
     ``width_mult`` is the paper's scale factor s ("ShuffleNet s x"): stage widths are Table 1's
     times s, rounded to a multiple of 4 x groups so the bottleneck splits into groups. ``cifar``
     gives the stem stride 1 and drops the max pool, so a 32x32 input runs its stages on 16, 8, 4
-    maps (ImageNet: 28, 14, 7).
+    maps (ImageNet: 28, 14, 7). ``zero_init_residual`` starts the last batch norm of each residual
+    (stride-1) unit at gamma = 0, so each unit begins as the identity (Goyal et al. 2017 for
+    ResNet's residual blocks; torchvision's zero_init_residual); the stride-2 units concatenate
+    rather than add and keep gamma = 1. Other weights keep PyTorch's defaults (the paper gives
+    no init).
     """
 
     def __init__(self, num_classes: int = 1000, *, groups: int = 3, width_mult: float = 1.0,
-                 cifar: bool = False) -> None:
+                 cifar: bool = False, zero_init_residual: bool = True) -> None:
         super().__init__()
         if groups not in _STAGE_CHANNELS:
             raise ValueError(f"ShuffleNet v1 groups must be one of {sorted(_STAGE_CHANNELS)}, "
@@ -104,6 +108,14 @@ class ShuffleNetV1(nn.Module):
         self.stages = nn.Sequential(*units)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(channels, num_classes)
+        # source: Goyal et al. 2017 (zero gamma in each residual block's last BN). On digits it
+        # let ShuffleNet v1 take lr 0.05 and reach 96% after 3 epochs, against 72-89% at lr 0.02
+        # without it, where lr 0.05 had failed (issue 13)
+        if zero_init_residual:
+            for unit in units:
+                last_bn = unit.expand[-1]  # expand = (group conv, BN)
+                if unit.stride == 1 and isinstance(last_bn, nn.BatchNorm2d):
+                    nn.init.zeros_(last_bn.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, num_classes)
         x = self.stages(self.stem(x))

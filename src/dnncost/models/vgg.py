@@ -45,12 +45,15 @@ class VGGCifar(nn.Module):
             nn.Dropout(dropout), nn.Linear(512, 512), nn.ReLU(inplace=True),
             nn.Linear(512, num_classes),
         )
-        # source: torchvision.models.vgg.VGG.__init__ (He et al. 2015 init for the convolutions,
-        # N(0, 0.01) for the fully connected layers, zero biases). The paper's own footnote
-        # (Sec. 3.1) trains from scratch with Glorot & Bengio's init; He et al. 2015 (Sec. 2.2,
-        # Fig. 3) show their init is the one that lets deep ReLU VGG-style stacks without batch
-        # norm converge, and PyTorch's default (kaiming_uniform with a = sqrt(5)) left VGG-11 at
-        # chance on digits (issue 13).
+        # Convolutions: He et al. 2015's init, zero biases, as torchvision.models.vgg.VGG.__init__
+        # and the usual CIFAR-10 VGG (chengyangfu/pytorch-vgg-cifar10, whose 512-512 dropout
+        # classifier this is). The paper's own footnote (Sec. 3.1) trains from scratch with
+        # Glorot & Bengio's init; He et al. 2015 (Sec. 2.2, Fig. 3) show theirs is the one that
+        # lets deep ReLU VGG-style stacks converge. The fully connected layers keep PyTorch's
+        # default, as in that CIFAR-10 form: torchvision's N(0, 0.01) (meant for 4096 units on
+        # 25088 features) shrinks the gradient reaching the convolutions through three narrow
+        # layers, and left VGG-16-BN at 51-83% on digits after 3 epochs, against 97-99% with
+        # the default (the paper's N(0, 0.1) and Glorot's: 12-29%; issue 13).
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -58,10 +61,6 @@ class VGGCifar(nn.Module):
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 

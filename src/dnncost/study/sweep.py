@@ -257,11 +257,19 @@ class _NullBar:
 
 def _units(config: StudyConfig, names: Sequence[str]) -> int:
     """Units of progress of the whole study: per network its count, each timed repeat (train +
-    eval), breakdown, epochs, the data-parallel step and what-if; plus one per cost-vs-work
-    network."""
-    per_network = (1 + 2 * config.repeats + int(config.breakdown) + config.epochs
+    eval), breakdown, epochs (its family's recipe's), the data-parallel step and what-if; plus
+    one per cost-vs-work network."""
+    per_network = (1 + 2 * config.repeats + int(config.breakdown)
                    + int(config.world_size > 1) + int(config.whatif is not None))
-    return len(names) * per_network + len(_work_networks(config, names))
+    epochs = sum(recipe_for(_family(name)).epochs(config.epochs) for name in names)
+    return len(names) * per_network + epochs + len(_work_networks(config, names))
+
+
+def _family(name: str) -> str:
+    """The zoo family of network ``name``; 'other' for a network from outside the zoo."""
+    from dnncost import models
+
+    return models.get_model_info(name).family if name in models.list_models() else "other"
 
 
 def _work_networks(config: StudyConfig, names: Sequence[str]) -> list[str]:
@@ -512,13 +520,12 @@ class _Sweep:
     # -- the stages; each advances the progress bar by the units it covers ----------------------
     def _prepare(self, name: str) -> _Network | None:
         """Resolve, register and count one network; None (error recorded) when that fails."""
-        from dnncost import models
         from dnncost.models.loading import load_model
 
         self.bar.set_description_str(f"{name}: {Stage.LOAD.value}")
         try:
             loaded = load_model(name)
-            family = models.get_model_info(name).family if name in models.list_models() else "other"
+            family = _family(name)
             shape = tuple(loaded.input_shape)
             size = self.config.input_size
             if self.config.models and size is not None and size != shape[-1] and len(shape) == 3:
@@ -653,7 +660,7 @@ class _Sweep:
         return recipe if self.config.lr is None else replace(recipe, lr=self.config.lr)
 
     def _train(self, net: _Network) -> None:
-        epochs = self.config.epochs
+        epochs = self._recipe(net).epochs(self.config.epochs)  # a family may train a multiple
         if self.store.has_complete_training(net.nid):
             self.advance(epochs, done=True)
             return
@@ -709,7 +716,8 @@ class _Sweep:
                               device=self.config.device, threads=self.threads,
                               warmup=self.config.warmup, repeats=self.config.steps,
                               optimizer=OptimizerKind(self.config.optimizer), lr=self._recipe(net).lr)
-        training = TrainingOptions(recipe=self._recipe(net), epochs=self.config.epochs,
+        training = TrainingOptions(recipe=self._recipe(net),
+                                   epochs=self._recipe(net).epochs(self.config.epochs),
                                    batch_size=self.config.batch_size, dataset=self.config.dataset,
                                    device=self.config.device, threads=self.threads, seed=SEED) \
             if self.config.whatif_train else None  # the study's recipe, data and epochs
