@@ -11,12 +11,14 @@ import dnncost.measuring.calibrate as cal
 from dnncost.errors import CalibrationError, InputSpecError
 from dnncost.measuring.calibrate import (
     Calibration,
+    ConvPeak,
     MatmulPeak,
     cache_dir,
     calibrate,
     calibration_path,
     load_calibration,
     measure_bandwidth,
+    measure_conv,
     measure_matmul,
     save_calibration,
 )
@@ -59,11 +61,44 @@ def test_bandwidth_counts_read_plus_write(monkeypatch) -> None:
     assert (bw.nbytes, bw.bytes_per_s) == (2**20, 1_048_576_000.0)
 
 
+CONV = "F.conv2d(x, w, padding=1)"
+
+
+def test_conv_peak_is_2nc2_9hw_over_the_fastest_block_and_the_best_shape_wins(monkeypatch) -> None:
+    calls = fake_timer(monkeypatch, {CONV: 0.001})
+    conv = measure_conv("float32", device=torch.device("cpu"), threads=1, shapes=((2, 4, 8), (2, 8, 8)))
+    # same 1 ms for both; (2, 8, 8) wins: 2 * 2 * 8 * 8 * 9 * 8 * 8 / 0.001 = 147,456,000 FLOP/s
+    assert (conv.shape, conv.flops_per_s) == ((2, 8, 8), 147_456_000.0)
+    assert [tuple(c["x"].shape) for c in calls] == [(2, 4, 8, 8), (2, 8, 8, 8)]
+    assert tuple(calls[1]["w"].shape) == (8, 8, 3, 3) and calls[1]["x"].dtype == torch.float32
+
+
+def test_no_benchmark_of_the_calibration_exceeds_its_peak(monkeypatch) -> None:
+    """The peak is the fastest of the matmul and convolution benchmarks, so neither is above 100%
+    of it (issue 13: a matmul-only peak put the convolution-heavy VGG-16 at 146%)."""
+    fake_timer(monkeypatch, {"torch.mm(a, b)": 0.001, CONV: 0.001, "dst.copy_(src)": 0.001})
+    monkeypatch.setattr(cal, "QUICK_MATMUL_SIZES", (64,))
+    monkeypatch.setattr(cal, "QUICK_CONV_SHAPES", ((2, 8, 8),))
+    c = calibrate("cpu", threads=1, quick=True)
+    # matmul: 2 * 64**3 / 0.001 = 524,288,000; conv: 2 * 2 * 8 * 8 * 9 * 8 * 8 / 0.001 = 147,456,000
+    assert c.matmul["float32"].flops_per_s == 524_288_000.0
+    assert c.conv["float32"].flops_per_s == 147_456_000.0
+    assert c.peak_flops_per_s("float32") == 524_288_000.0
+    monkeypatch.setattr(cal, "QUICK_CONV_SHAPES", ((2, 16, 16),))  # 16x the conv's work
+    c = calibrate("cpu", threads=1, quick=True)
+    # conv: 2 * 2 * 16 * 16 * 9 * 16 * 16 / 0.001 = 2,359,296,000 beats the matmul
+    assert c.peak_flops_per_s("float32") == 2_359_296_000.0
+    for bench in (c.matmul["float32"], c.conv["float32"]):
+        assert bench.flops_per_s / c.peak_flops_per_s("float32") <= 1.0
+
+
 def test_a_real_quick_calibration_measures_something() -> None:
     c = calibrate("cpu", threads=1, quick=True)
     assert c.threads == 1 and c.fingerprint == machine_fingerprint("cpu", threads=1)
     assert c.peak_flops_per_s("float32") > 1e6 and c.bandwidth.bytes_per_s > 1e6
     assert c.peak_flops_per_s("float64") is None  # not measured
+    peak_ = c.peak_flops_per_s("float32")
+    assert max(c.matmul["float32"].flops_per_s, c.conv["float32"].flops_per_s) == peak_
 
 
 def test_unknown_dtype_is_refused() -> None:
@@ -103,6 +138,43 @@ def test_saving_merges_dtypes_and_keeps_extension_sections() -> None:
     assert merged.sections == {"operators": {"aten.convolution": {"fit": [1.0, 2.0]}}}
     with pytest.raises(ValueError):
         make().with_section("matmul", {})
+
+
+def test_conv_peaks_are_stored_and_merged_and_older_files_read_without_them(cache: Path) -> None:
+    conv = ConvPeak("float32", (32, 256, 8), 3e11, Measurement((1e-2,)))
+    save_calibration(make(matmul={"float32": peak("float32", 2e11)}, conv={"float32": conv}))
+    loaded = load_calibration("cpu", threads=1)
+    assert loaded.conv == {"float32": conv} and loaded.sections == {}
+    assert loaded.peak_flops_per_s("float32") == 3e11  # the convolution was faster
+    save_calibration(make(matmul={"float32": peak("float32", 2.5e11)}))  # a matmul-only update
+    assert load_calibration("cpu", threads=1).conv == {"float32": conv}  # kept by the merge
+    path = calibration_path("cpu", threads=1)
+    data = json.loads(path.read_text())
+    del data["conv"]  # as written before the convolution benchmark existed
+    path.write_text(json.dumps(data))
+    older = load_calibration("cpu", threads=1)
+    assert older.conv == {} and older.peak_flops_per_s("float32") == 2.5e11
+    with pytest.raises(ValueError):
+        make().with_section("conv", {})
+
+
+def test_study_measures_its_own_peak_over_a_cached_calibration_without_the_conv(
+        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached calibration from before the convolution benchmark (or one holding only a
+    per-operator model) understated the peak: the study measures a calibration instead."""
+    from dnncost.study.store import open_store
+    from dnncost.study.sweep import _calibration
+
+    conv = ConvPeak("float32", (32, 256, 8), 3e11, Measurement((1e-2,)))
+    monkeypatch.setattr(cal, "calibrate", lambda *a, **k: make(
+        matmul={"float32": peak("float32", 2e11)}, conv={"float32": conv}))
+    save_calibration(make(matmul={"float32": peak("float32", 1e11)}))  # matmul only
+    with open_store(tmp_path / "s.sqlite") as store:
+        found, _, source, _ = _calibration(store, "fp", torch.device("cpu"), 1)
+        assert (found, source.startswith("measured by the study")) == (3e11, True)
+        save_calibration(make(conv={"float32": conv}))  # now cached with the convolution
+        found, _, source, _ = _calibration(store, "fp", torch.device("cpu"), 1)
+        assert (found, source.startswith("dnncost calibrate")) == (3e11, True)
 
 
 def test_unreadable_or_foreign_files_are_store_errors(cache: Path) -> None:

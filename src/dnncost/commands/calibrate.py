@@ -1,4 +1,5 @@
-"""``dnncost calibrate``: measure and store this machine's peak matmul FLOP/s and memory bandwidth."""
+"""``dnncost calibrate``: measure and store this machine's peak FLOP/s (matmul and convolution) and
+memory bandwidth."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,8 @@ from dnncost.commands._common import add_format_argument
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "calibrate", help="measure this machine's peak FLOP/s and memory bandwidth",
-        description="Measure peak square-matmul FLOP/s per dtype and thread count and the memory "
+        description="Measure peak square-matmul and 3x3-convolution FLOP/s per dtype and thread "
+                    "count (the peak is the faster of the two) and the memory "
                     "bandwidth of a large tensor copy, and store them (keyed by a machine "
                     "fingerprint) in ~/.cache/dnncost/calibration/ or $DNNCOST_CACHE_DIR; "
                     "'dnncost time' then reports efficiency = achieved / peak.")
@@ -55,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
             rows.append({"device": cal.device, "threads": cal.threads, "measure": f"matmul {dtype}",
                          "size": f"{peak.size}x{peak.size}", "value": peak.flops_per_s / 1e9,
                          "unit": "GFLOP/s", "cv": peak.measurement.cv})
+        for dtype, conv in cal.conv.items():
+            n, c, h = conv.shape
+            rows.append({"device": cal.device, "threads": cal.threads, "measure": f"conv 3x3 {dtype}",
+                         "size": f"{n}x{c}x{h}x{h}", "value": conv.flops_per_s / 1e9,
+                         "unit": "GFLOP/s", "cv": conv.measurement.cv})
         if cal.bandwidth is not None:
             bw = cal.bandwidth
             rows.append({"device": cal.device, "threads": cal.threads, "measure": "copy bandwidth",
@@ -64,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
             rows += _calibrate_operators(args, threads, stored)
     env = payload[0]["environment"]
     footer = (f"{env['device_name']}, {env['cpu_cores']} cores, torch {env['torch_version']}; "
-              f"stored in {', '.join(dict.fromkeys(stored))}. Bandwidth counts bytes read + written.")
+              f"stored in {', '.join(dict.fromkeys(stored))}. The peak FLOP/s of a dtype is the faster "
+              "of its matmul and convolution; bandwidth counts bytes read + written.")
     print(render(rows, args.format, title="machine calibration", footer=footer,
                  json_payload={"calibrations": payload}))
     return 0

@@ -209,8 +209,9 @@ def data_parallel_blocks(analysis: StudyAnalysis, *, prefix: str = "") -> list[B
 def _describe(group: Group) -> str:
     """Machine and configuration of a group, in one paragraph."""
     env, cfg = group.environment, group.config
-    peak = (f"calibrated peak {group.peak_flops_per_s / 1e9:.1f} GFLOP/s (float32 matmul; "
-            f"{group.calibration})" if group.peak_flops_per_s else "no calibrated peak")
+    peak = (f"calibrated peak {group.peak_flops_per_s / 1e9:.1f} GFLOP/s (float32, the faster of "
+            f"the matmul and 3x3 convolution benchmarks; {group.calibration})"
+            if group.peak_flops_per_s else "no calibrated peak")
     steps = (f"timed steps filling {cfg.get('step_budget_s')} s (at least 6)"
              if cfg.get("step_budget_s") else f"{cfg.get('steps')} timed steps")
     return (f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_cores', '?')} cores, "

@@ -368,7 +368,9 @@ def _calibration(store: Store, fingerprint: str, device: torch.device, threads: 
                  ) -> tuple[float | None, float | None, str | None, dict[str, object] | None]:
     """(peak FLOP/s, bandwidth, where from, per-operator model): the cached `dnncost calibrate`
     result, else the peak this store already holds for the machine (so resumed results keep one
-    reference), else a calibration measured now (not saved to the cache). An unreadable cached
+    reference), else a calibration measured now (not saved to the cache). A cached calibration
+    without the float32 convolution benchmark (older files, or one holding only a per-operator
+    model) does not give the peak: a matmul alone understated it (issue 13). An unreadable cached
     calibration is warned about and ignored (dnncost.measuring.calibrate.cached_calibration).
     The per-operator model is the one in the cached calibration (None: it has none; the store
     then keeps what it held)."""
@@ -378,7 +380,7 @@ def _calibration(store: Store, fingerprint: str, device: torch.device, threads: 
     cal = cached_calibration(device, threads=threads)
     section = cal.sections.get(SECTION) if cal is not None else None
     operator_model = dict(section["model"]) if isinstance(section, dict) and section.get("model") else None
-    if cal is not None:
+    if cal is not None and "float32" in cal.conv:
         source = f"dnncost calibrate, {cal.created}"
     else:
         stored = store.environment(fingerprint)
