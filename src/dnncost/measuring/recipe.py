@@ -4,10 +4,10 @@ learning rate and a number of epochs (a multiple of the configured ones). No tor
 study's configuration reads it.
 
 Initialisation is each network's own (dnncost.models): He et al. 2015 for the convolutions of VGG,
-AlexNet, ResNet and MobileNet; PyTorch's default for the fully connected layers of the CIFAR-sized
-VGG and AlexNet (as the usual CIFAR-10 forms); torchvision's for GoogLeNet; the last batch norm of
-each residual ShuffleNet unit starting at zero (Goyal et al. 2017). VGG runs with batch
-norm.
+AlexNet, ResNet and MobileNet; torchvision's for GoogLeNet; PyTorch's default elsewhere (LeNet-5,
+ShuffleNet's convolutions, every other fully connected layer -- for the CIFAR-sized VGG as in the
+usual CIFAR-10 form), with the last batch norm of each residual ShuffleNet unit starting at zero
+(Goyal et al. 2017). VGG runs with batch norm.
 
 How the recipe was chosen (issue 13): on scikit-learn's digits (the study's own stratified split,
 seed 0; the validation images were never trained on) at batch 32, one thread, each candidate run
@@ -130,10 +130,10 @@ def describe_recipes() -> str:
             f"steps of linear warm-up then {base.schedule.value} decay to zero over the run; "
             f"{rates}; other networks lr {DEFAULT_RECIPE.lr:g}"
             + (f"; {longer}" if longer else "") + ". VGG with batch norm. Initialisation: He et al. "
-            "2015 for the convolutions of VGG, AlexNet, ResNet and MobileNet, PyTorch's default for "
-            "the fully connected layers of the CIFAR-sized VGG and AlexNet, torchvision's for "
-            "GoogLeNet, and the last batch norm of each residual ShuffleNet unit at zero (Goyal "
-            "et al. 2017).")
+            "2015 for the convolutions of VGG, AlexNet, ResNet and MobileNet, torchvision's for "
+            "GoogLeNet, PyTorch's default elsewhere (LeNet-5, ShuffleNet's convolutions, the other "
+            "fully connected layers), the last batch norm of each residual ShuffleNet unit at zero "
+            "(Goyal et al. 2017).")
 
 
 __all__ = ["DEFAULT_RECIPE", "RECIPES", "RECIPE_EPOCHS", "LrSchedule", "Recipe", "describe_recipes",
