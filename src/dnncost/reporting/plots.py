@@ -397,13 +397,13 @@ def unseen_predicted_vs_measured(result: UnseenResult) -> Figure:
 
 
 def machine_drift(drift: StudyDrift) -> Figure:
-    """The reference probe's speed (fastest on record = 1) at every timed repeat over the study:
+    """The reference probe's speed (the run's quiet level = 1) at every timed repeat over the study:
     repeats below the drift threshold's line were flagged (and left out of the estimate), ringed
     ones were re-measures, crossed ones ran while the machine was busy."""
     fig = _figure(7.5, 4.2)
     ax = fig.add_subplot()
     ax.set_xlabel("minutes since the first timed repeat")
-    ax.set_ylabel("probe speed (fastest on record = 1)")
+    ax.set_ylabel("probe speed (the run's quiet level = 1)")
     points = [p for p in drift.probed if math.isfinite(p.elapsed_s)]
     if not points:
         ax.text(0.5, 0.5, "no reference probe was stored with these repeats\n(a study stored "
