@@ -377,7 +377,9 @@ def test_ctrl_c_while_waiting_for_a_peer(tmp_path: Path) -> None:
                 return probe.connect_ex(("127.0.0.1", port)) == 0 or child.poll() is not None
         _wait_for(serving, 120, "the rendezvous")
         child.send_signal(signal.SIGINT)
-        _, err = child.communicate(timeout=20)
+        # a hang guard, not a speed check: the signal is handled when the rendezvous wait returns
+        # to Python, which took over 20 s once in a full CI run on 2 busy cores
+        _, err = child.communicate(timeout=90)
     finally:
         if child.poll() is None:
             child.kill()
