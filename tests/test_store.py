@@ -335,6 +335,49 @@ def test_concurrent_first_opens_of_a_new_store_all_succeed(tmp_path):
             assert outcomes == [str(SCHEMA_VERSION)] * 3, outcomes
 
 
+
+def test_a_first_open_reads_the_file_as_of_one_moment(tmp_path, monkeypatch):
+    """The race behind a rare failure of the test above: another process migrated the new file
+    between this open's read of its application id (0: not yet ours) and of its tables (there now),
+    and the open called it a foreign database. The other process is made to try exactly there."""
+    import threading
+
+    from dnncost.study import store as store_module
+
+    path = tmp_path / "new.sqlite"
+    other: list[str] = []
+
+    def open_elsewhere() -> None:
+        try:
+            with open_store(path):
+                other.append("migrated")
+        except StoreError as exc:  # held off by this open's reads until its short timeout
+            other.append(f"waited: {exc}")
+
+    class Interleaved(sqlite3.Connection):
+        fired = False
+
+        def execute(self, sql, *args):  # noqa: ANN001, ANN202
+            if sql == "PRAGMA user_version" and not Interleaved.fired:  # after the application id
+                Interleaved.fired = True
+                monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.5)  # the other open's wait
+                thread = threading.Thread(target=open_elsewhere)
+                thread.start()
+                thread.join()
+            return super().execute(sql, *args)
+
+    real_connect = sqlite3.connect
+
+    def connect_first_interleaved(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        monkeypatch.setattr(sqlite3, "connect", real_connect)  # this open's connection only
+        return real_connect(*args, factory=Interleaved, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect_first_interleaved)
+    with open_store(path) as store:
+        version = store.conn.execute("PRAGMA user_version").fetchone()[0]
+    assert Interleaved.fired and len(other) == 1
+    assert version == SCHEMA_VERSION
+
 def _state(folder) -> dict[str, tuple[bytes, int]]:
     """Every file of ``folder``: its bytes and modification time (ns)."""
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}

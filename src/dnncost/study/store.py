@@ -1134,10 +1134,16 @@ def _prepare(store: Store, *, read_only: bool) -> Store:
     """Check the file is ours, then bring its schema up to SCHEMA_VERSION (``read_only``: in a
     copy held in memory, the file untouched). Returns the store to use."""
     conn, path = store.conn, store.path
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    # one read transaction: another process's first migration (tables, application id and version
+    # in one commit) lands wholly before these reads or after them, never between two of them
+    conn.execute("BEGIN")
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    finally:
+        conn.execute("COMMIT")
     if app_id != APPLICATION_ID:
         if tables or version:
             raise StoreError(
