@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,13 @@ from dnncost.measuring.calibrate import (
     MatmulPeak,
     cache_dir,
     calibrate,
+    calibration_dtype,
     calibration_path,
     load_calibration,
     measure_bandwidth,
     measure_conv,
     measure_matmul,
+    quiet_cpp_extension_notice,
     save_calibration,
 )
 from dnncost.measuring.environment import machine_fingerprint
@@ -104,6 +107,26 @@ def test_a_real_quick_calibration_measures_something() -> None:
 def test_unknown_dtype_is_refused() -> None:
     with pytest.raises(InputSpecError, match="float8"):
         calibrate("cpu", dtypes=["float8"], quick=True)
+
+
+def test_dtype_aliases_are_stored_under_their_canonical_name() -> None:
+    assert calibration_dtype("fp16") == "float16" and calibration_dtype("torch.bfloat16") == "bfloat16"
+    with pytest.raises(InputSpecError, match="floating dtypes only.*'int8'"):
+        calibration_dtype("int8")  # a known dtype, but no matmul peak to measure
+
+
+def test_the_cpp_extension_notice_is_quietened_unless_the_user_set_its_level() -> None:
+    log = logging.getLogger("torch.utils.cpp_extension")
+    saved = log.level
+    try:
+        log.setLevel(logging.NOTSET)
+        quiet_cpp_extension_notice()
+        assert log.level == logging.ERROR
+        log.setLevel(logging.DEBUG)  # the user's choice stands
+        quiet_cpp_extension_notice()
+        assert log.level == logging.DEBUG
+    finally:
+        log.setLevel(saved)
 
 
 def peak(dtype: str, flops: float) -> MatmulPeak:

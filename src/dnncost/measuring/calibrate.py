@@ -16,6 +16,7 @@ verbatim on load and save, so the format grows without breaking older files.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -29,14 +30,13 @@ import torch
 from dnncost.errors import CalibrationError, InputSpecError
 from dnncost.measuring.device import resolve_device, using_threads
 from dnncost.measuring.environment import current_environment, machine_fingerprint
+from dnncost.measuring.inputs import parse_dtype
 from dnncost.measuring.measurement import Measurement
 
 SCHEMA_VERSION = 1  # bump when a stored section changes meaning; older files are then refused
 CACHE_ENV = "DNNCOST_CACHE_DIR"
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32, "float64": torch.float64,
-    "bfloat16": torch.bfloat16, "float16": torch.float16,
-}
+CALIBRATED_DTYPES = ("float32", "float64", "bfloat16", "float16")  # source: the floating types
+# a matmul/convolution peak means something for (integer peaks are torch.ao's business)
 MATMUL_SIZES = {  # square n x n matmuls tried; the fastest is the peak
     "cpu": (512, 1024, 2048),  # source: large enough to leave the cache-bound regime on desktop CPUs
     "cuda": (4096, 8192),  # source: cuBLAS reaches its plateau from n ~ 4096 on recent GPUs
@@ -256,21 +256,34 @@ def save_calibration(calibration: Calibration) -> Path:
 
 
 # -- measuring -------------------------------------------------------------------------------------
+def quiet_cpp_extension_notice() -> None:
+    """Importing torch.utils.benchmark imports torch.utils.cpp_extension, which logs a warning
+    ("No CUDA runtime is found, using CUDA_HOME=...") on a machine with a CUDA build of torch and no
+    GPU -- noise in every study's output that says nothing about timing. Raised to ERROR only while
+    the user has not set that logger's level."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.ERROR)
+
+
 def _timer_samples(stmt: str, tensors: Mapping[str, object], *, threads: int,
                    min_run_time: float) -> Measurement:
     """Per-call times of ``stmt`` via torch.utils.benchmark (warm-up, blocks, accelerator sync)."""
+    quiet_cpp_extension_notice()
     from torch.utils.benchmark import Timer
 
     timer = Timer(stmt=stmt, globals=dict(tensors), num_threads=threads)
     return Measurement(tuple(timer.blocked_autorange(min_run_time=min_run_time).times))
 
 
-def parse_dtype(name: str) -> torch.dtype:
-    """'float32' -> torch.float32; InputSpecError naming the choices otherwise."""
-    try:
-        return DTYPES[name.strip().removeprefix("torch.")]
-    except KeyError:
-        raise InputSpecError(f"unknown dtype '{name}'; expected one of {', '.join(DTYPES)}") from None
+def calibration_dtype(name: str) -> str:
+    """The canonical name of a dtype calibration measures ('fp16' -> 'float16', the key results
+    are stored under); InputSpecError for an unknown or non-floating one."""
+    canonical = str(parse_dtype(name)).removeprefix("torch.")
+    if canonical not in CALIBRATED_DTYPES:
+        raise InputSpecError(f"calibration measures floating dtypes only ({', '.join(CALIBRATED_DTYPES)}), "
+                             f"got '{name}'")
+    return canonical
 
 
 def measure_matmul(dtype: str, *, device: torch.device, threads: int, sizes: Sequence[int],
@@ -332,18 +345,15 @@ def calibrate(device: str | torch.device = "cpu", *, threads: int | None = None,
     """Measure peak matmul and convolution FLOP/s for each dtype and the memory bandwidth (not
     stored; see save)."""
     dev = resolve_device(device)
-    for name in dtypes:
-        parse_dtype(name)
+    dtypes = [calibration_dtype(name) for name in dtypes]
     sizes = QUICK_MATMUL_SIZES if quick else MATMUL_SIZES[dev.type]
     shapes = QUICK_CONV_SHAPES if quick else CONV_SHAPES[dev.type]
     run_time = QUICK_MIN_RUN_TIME_S if quick else MIN_RUN_TIME_S
     with using_threads(threads) as n_threads:
-        matmul = {name.strip().removeprefix("torch."):
-                  measure_matmul(name, device=dev, threads=n_threads, sizes=sizes, min_run_time=run_time)
-                  for name in dtypes}
-        conv = {name.strip().removeprefix("torch."):
-                measure_conv(name, device=dev, threads=n_threads, shapes=shapes, min_run_time=run_time)
-                for name in dtypes}
+        matmul = {name: measure_matmul(name, device=dev, threads=n_threads, sizes=sizes,
+                                       min_run_time=run_time) for name in dtypes}
+        conv = {name: measure_conv(name, device=dev, threads=n_threads, shapes=shapes,
+                                   min_run_time=run_time) for name in dtypes}
         bandwidth = measure_bandwidth(device=dev, threads=n_threads, min_run_time=run_time,
                                       nbytes=QUICK_BANDWIDTH_BYTES if quick else BANDWIDTH_BYTES)
         env = current_environment(dev, threads=n_threads)
@@ -358,5 +368,5 @@ def calibrate(device: str | torch.device = "cpu", *, threads: int | None = None,
 __all__ = [
     "Bandwidth", "Calibration", "CalibrationWarning", "ConvPeak", "MatmulPeak", "cache_dir",
     "cached_calibration", "calibrate", "calibration_path", "load_calibration", "measure_bandwidth",
-    "measure_conv", "measure_matmul", "parse_dtype", "save_calibration",
+    "calibration_dtype", "measure_conv", "measure_matmul", "save_calibration",
 ]
