@@ -14,9 +14,13 @@ estimator, the probe's drift over the whole run, and the machine's load.
 
 Target (issue 16): CV <= 3% for the estimator the study uses.
 
+Each repeat is timed as the default study times it (its warm-up, timed steps until the study's
+step budget, torch's default thread count), so the CV is that of the study's own figures.
+
 Run:  python benchmarks/timing_noise.py                      (resnet20 + lenet5, 6 session pairs)
-      python benchmarks/timing_noise.py --sessions 2 --repeats 3 --steps 4     (a smoke run: 58 s
-      measured on this 2-core VM at load average ~15)
+      python benchmarks/timing_noise.py --threads 1 --step-budget 0 --steps 10   (the protocol of
+      the first version of this benchmark: 10 steps per repeat, one thread)
+      python benchmarks/timing_noise.py --sessions 2 --repeats 3 --step-budget 0 --steps 4  (smoke)
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ from dnncost.measuring.measurement import (
 )
 from dnncost.measuring.timing import StepOptions, time_model
 from dnncost.models import create_model, get_model_info
+from dnncost.study.sweep import StudyConfig
 
 CV_TARGET = 0.03  # source: issue 16, "target <= 3% for the estimator the study uses"
 
@@ -64,26 +69,35 @@ def before(jobs: Sequence[TimingJob], repeats: int) -> dict[str, Repeats]:
 
 
 def main() -> None:
+    study = StudyConfig()  # the default study's timing protocol is what the benchmark measures
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet20,lenet5", help="zoo networks, comma-separated")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=study.threads,
+                        help="intra-op threads (default: the study's, torch's default)")
     parser.add_argument("--sessions", type=int, default=6, help="pairs of sessions (default: 6)")
-    parser.add_argument("--repeats", type=int, default=5, help="repeats per network per session")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=study.repeats,
+                        help=f"repeats per network per session (default: the study's, {study.repeats})")
+    parser.add_argument("--step-budget", type=float, default=study.step_budget_s,
+                        help=f"timed steps per repeat until they total this many seconds (default: "
+                             f"the study's, {study.step_budget_s}); 0: --steps steps")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat without a budget")
+    parser.add_argument("--warmup", type=int, default=study.warmup)
     args = parser.parse_args()
+    threads = args.threads or torch.get_num_threads()
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     torch.manual_seed(0)
-    opts = StepOptions(batch_size=args.batch_size, threads=args.threads, warmup=args.warmup,
-                       repeats=args.steps)
+    opts = StepOptions(batch_size=args.batch_size, threads=threads, warmup=args.warmup,
+                       repeats=args.steps, budget_s=args.step_budget or None)
     jobs = [TimingJob(n, create_model(n), tuple(get_model_info(n).input_shape), opts) for n in names]
-    env = current_environment("cpu", threads=args.threads)
+    env = current_environment("cpu", threads=threads)
+    steps = (f"timed steps until {args.step_budget:g} s" if args.step_budget
+             else f"{args.steps} timed steps")
     print(f"machine: {env.cpu_model}, {env.cpu_cores} cores; torch {env.torch_version}; "
-          f"{args.threads} thread(s); networks {', '.join(names)} (training step, batch "
+          f"{threads} thread(s); networks {', '.join(names)} (training step, batch "
           f"{args.batch_size}); {args.sessions} session pairs x {args.repeats} repeats x "
-          f"{args.warmup} warm-up + {args.steps} timed steps; study estimator: {STUDY_ESTIMATOR.value}")
+          f"{args.warmup} warm-up + {steps}; study estimator: {STUDY_ESTIMATOR.value}")
     t0, ticks0 = time.perf_counter(), cpu_times()
     old: list[dict[str, Repeats]] = []
     new: list[InterleavedRun] = []
@@ -100,7 +114,7 @@ def main() -> None:
             + f" ms | probe max drift {run.max_drift:+.0%}, {shifted}/{total} repeats shifted, "
             f"{run.remeasured} re-measured")
     elapsed = time.perf_counter() - t0
-    load = machine_load(ticks0, cpu_times(), threads=args.threads)
+    load = machine_load(ticks0, cpu_times(), threads=threads)
 
     print()
     print(f"CV of the session figures ({args.sessions} sessions each; target <= {CV_TARGET:.0%} "
