@@ -3,9 +3,13 @@ memory bandwidth."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import warnings
+from typing import TYPE_CHECKING, Any
 
 from dnncost.commands._common import add_format_argument
+
+if TYPE_CHECKING:
+    from dnncost.prediction.predict import OperatorModel
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "per-kernel time model that 'dnncost predict' uses, with its error on "
                              "held-out random networks (CPU; at most about 5 minutes, --quick "
                              "under a minute); calibrate close in time to a study")
+    parser.add_argument("--refit", action="store_true",
+                        help="with --ops: refit the per-kernel time model on the samples the last "
+                             "'--ops' calibration of this machine stored, timing nothing")
     add_format_argument(parser)
     parser.set_defaults(func=run)
 
@@ -48,6 +55,15 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, object]] = []
     stored: list[str] = []
     payload: list[dict[str, Any]] = []
+    if args.refit:
+        if not args.ops:
+            raise DeviceError("--refit refits the per-kernel time model: give it with --ops")
+        for threads in thread_counts:
+            rows += _operator_rows(_refit_operators(threads, stored))
+        print(render(rows, args.format, title="per-kernel time model refitted",
+                     footer=f"from stored samples; stored in {', '.join(dict.fromkeys(stored))}",
+                     json_payload={"stored": stored}))
+        return 0
     for threads in thread_counts:
         cal = calibrate(args.device, threads=threads, dtypes=dtypes, quick=args.quick)
         path = save_calibration(cal)
@@ -83,16 +99,37 @@ def _calibrate_operators(args: argparse.Namespace, threads: int | None,
     """Fit and store the per-kernel time model; its rows for the table."""
     import sys
 
-    from dnncost.prediction.calibration import calibrate_operators
+    from dnncost.prediction.calibration import calibrate_operators, stored_samples
     from dnncost.prediction.predict import save_operator_model
+    from dnncost.prediction.samples import samples_path, save_samples
 
     def progress(line: str) -> None:
         print(f"  {line}", file=sys.stderr, flush=True)
 
     done = calibrate_operators(threads=threads, quick=args.quick,
                                progress=progress if args.format == "table" else None)
-    model = done.model
+    stored.append(save_operator_model(done.model))
+    stored.append(str(save_samples(stored_samples(done), samples_path(done.model.fingerprint))))
+    return _operator_rows(done.model)
+
+
+def _refit_operators(threads: int | None, stored: list[str]) -> OperatorModel:
+    """Refit the per-kernel model on this machine's stored samples and store it."""
+    from dnncost.measuring.environment import machine_fingerprint
+    from dnncost.prediction.calibration import refit
+    from dnncost.prediction.predict import save_operator_model
+    from dnncost.prediction.samples import load_samples, samples_path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fingerprint = machine_fingerprint("cpu", threads=threads)
+    model = refit(load_samples(samples_path(fingerprint))).model
     stored.append(save_operator_model(model))
+    return model
+
+
+def _operator_rows(model: OperatorModel) -> list[dict[str, object]]:
+    """The per-kernel model's rows for the table: held-out error per mode, what it was fitted on."""
     rows: list[dict[str, object]] = [
         {"device": "cpu", "threads": model.threads, "measure": f"held-out {mode}-step MAPE",
          "size": f"{int(m['n'])} random networks", "value": 100 * m["mape"], "unit": "%", "cv": None}

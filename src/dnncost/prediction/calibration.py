@@ -32,6 +32,7 @@ from dnncost.prediction.predict import (
     op_kind,
     predict_report,
 )
+from dnncost.prediction.samples import StoredSamples
 from dnncost.prediction.sampling import BATCHES, RandomNet, random_network
 
 MAX_TRAIN_FLOPS = 4e9  # source: our choice; a training step of ~0.1-0.3 s on 2 cores
@@ -165,11 +166,27 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
             fingerprint = machine_fingerprint("cpu", threads=n_threads)
     meta = {"fingerprint": fingerprint, "threads": n_threads, "torch_version": str(torch.__version__),
             "quick": quick}
-    model = fit_operator_model(fitted, **meta)
-    model = replace(model, held_out=step_errors(model, held), baselines=fit_baselines(fitted))
-    return Calibrated(model, tuple(fitted), tuple(held))
+    return refit(StoredSamples(tuple(fitted), tuple(held), meta))
+
+
+def refit(stored: StoredSamples) -> Calibrated:
+    """Fit the model on ``stored``'s fitting networks, its held-out error on the others and the
+    baselines: what a calibration does after timing, so stored samples refit to the same model."""
+    model = fit_operator_model(stored.fitted, **dict(stored.meta))
+    model = replace(model, held_out=step_errors(model, stored.held_out),
+                    baselines=fit_baselines(stored.fitted))
+    return Calibrated(model, tuple(stored.fitted), tuple(stored.held_out))
+
+
+def stored_samples(done: Calibrated) -> StoredSamples:
+    """What to keep of a calibration so that :func:`refit` can fit it again."""
+    m = done.model
+    return StoredSamples(done.fitted, done.held_out, {"fingerprint": m.fingerprint,
+                                                      "threads": m.threads,
+                                                      "torch_version": m.torch_version,
+                                                      "quick": m.quick})
 
 
 __all__ = ["BUDGET_S", "Calibrated", "MAX_TRAIN_FLOPS", "QUICK_BUDGET_S", "baseline_seconds",
-           "calibrate_operators", "fit_baselines", "measure_network",
-           "sized_network", "step_errors"]
+           "calibrate_operators", "fit_baselines", "measure_network", "refit",
+           "sized_network", "step_errors", "stored_samples"]

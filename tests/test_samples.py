@@ -1,0 +1,114 @@
+"""The calibration's stored raw samples: round trip, refit without timing, clear errors."""
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from dnncost.cli import main
+from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
+from dnncost.prediction.calibration import refit, stored_samples
+from dnncost.prediction.predict import NetworkSample, predict_report
+from dnncost.prediction.samples import (
+    NoSamplesError,
+    StoredSamples,
+    load_samples,
+    samples_path,
+    save_samples,
+)
+
+
+def network(rng: random.Random, name: str, mode: str) -> NetworkSample:
+    """A network of matmul, relu-backward and optimizer calls with known kernel times; its step
+    costs its kernels + 40 us + 15 us per module."""
+    records, kernel_s = [], []
+    for i in range(rng.randint(4, 30)):
+        n = rng.choice((32, 128, 512))
+        flops = 2 * n**3 // 16
+        records.append(OpRecord("aten.mm", Phase.FORWARD, f"layer{i}", "Linear",
+                                Cost(flops // 2, flops, 4 * n * n, 4 * n * n), ((n, n // 4), (n // 4, n))))
+        kernel_s.append(4e-6 + flops / 5e10)
+        if mode == "train":
+            records.append(OpRecord("aten.threshold_backward", Phase.BACKWARD, f"layer{i}", "ReLU",
+                                    Cost(0, n * n, 8 * n * n, 4 * n * n), ((n, n), (n, n))))
+            kernel_s.append(2e-6 + 12 * n * n / 1e10)
+    if mode == "train":
+        records.append(OpRecord("aten._foreach_add_", Phase.OPTIMIZER, "(optimizer)", "SGD",
+                                Cost(0, 1000, 8000, 4000), ((1000,),)))
+        kernel_s.append(3e-6)
+    report = CostReport(model=name, mode=mode, input_shape=(3, 8, 8), batch_size=4,
+                        records=tuple(records), params=1000, trainable_params=900,
+                        param_bytes=4000, activation_bytes=123, peak_bytes=456,
+                        unsupported_ops=(("aten.weird", 2),))
+    modules = rng.randint(3, 40)
+    return NetworkSample(name, report, tuple(kernel_s), modules, 7,
+                         sum(kernel_s) + 40e-6 + 15e-6 * modules)
+
+
+def stored(seed: int = 0, n: int = 24) -> StoredSamples:
+    rng = random.Random(seed)
+    fitted = tuple(network(rng, f"n{i}", m) for i in range(n) for m in ("train", "eval"))
+    held = tuple(network(rng, f"h{i}", m) for i in range(n // 4) for m in ("train", "eval"))
+    return StoredSamples(fitted, held, {"fingerprint": "fp", "threads": 2, "torch_version": "2.x",
+                                        "quick": False})
+
+
+def test_samples_round_trip_exactly(tmp_path: Path) -> None:
+    original = stored()
+    path = save_samples(original, tmp_path / "x.ops-samples.json.gz")
+    back = load_samples(path)
+    assert back == original  # frozen dataclasses: every record, shape, cost and second equal
+    assert json.loads(gzip.decompress(path.read_bytes()))["format"] == "dnncost-op-samples"
+
+
+def test_refit_on_stored_samples_gives_the_model_fitted_directly(tmp_path: Path) -> None:
+    original = stored(1)
+    direct = refit(original)
+    again = refit(load_samples(save_samples(original, tmp_path / "s.json.gz")))
+    assert again.model.step_weights == pytest.approx(direct.model.step_weights)
+    assert dict(again.model.held_out) == dict(direct.model.held_out)
+    assert dict(again.model.baselines) == pytest.approx(dict(direct.model.baselines))
+    assert (again.model.fingerprint, again.model.threads) == ("fp", 2)
+    for s in original.held_out:
+        assert predict_report(s.report, again.model, modules=s.modules, strict=False).step_s == \
+            pytest.approx(predict_report(s.report, direct.model, modules=s.modules,
+                                         strict=False).step_s)
+    # and what a calibration keeps of itself is what it was fitted on
+    assert stored_samples(direct) == original
+
+
+def test_missing_or_unreadable_samples_are_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(NoSamplesError, match="no stored calibration samples .* `dnncost calibrate --ops`"):
+        load_samples(tmp_path / "absent.json.gz")
+    bad = tmp_path / "bad.json.gz"
+    bad.write_bytes(b"not gzip")
+    with pytest.raises(NoSamplesError, match="unreadable"):
+        load_samples(bad)
+    other = tmp_path / "other.json.gz"
+    other.write_bytes(gzip.compress(json.dumps({"format": "dnncost-op-samples", "version": 99}).encode()))
+    with pytest.raises(NoSamplesError, match="version 99"):
+        load_samples(other)
+
+
+def test_calibrate_refit_command(tmp_path: Path, monkeypatch, capsys) -> None:
+    from dnncost.measuring.environment import machine_fingerprint
+
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
+    assert main(["calibrate", "--ops", "--refit"]) == 2
+    err = capsys.readouterr().err
+    assert "no stored calibration samples" in err and "Traceback" not in err
+    assert main(["calibrate", "--refit"]) == 2
+    assert "with --ops" in capsys.readouterr().err
+    threads = torch.get_num_threads()
+    fingerprint = machine_fingerprint("cpu", threads=threads)
+    meta = {"fingerprint": fingerprint, "threads": threads, "torch_version": str(torch.__version__),
+            "quick": False}
+    save_samples(StoredSamples(stored(2).fitted, stored(2).held_out, meta), samples_path(fingerprint))
+    assert main(["calibrate", "--ops", "--refit", "--format", "json"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "resnet20", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["caveats"] == []
