@@ -52,6 +52,28 @@ def test_every_transformation_says_how_it_is_trained() -> None:
     assert epochs_planned(specs, TrainingOptions(epochs=3)) == 3 * 2
 
 
+def test_cli_trains_each_family_the_epochs_the_study_trains_it() -> None:
+    """AlexNet's recipe trains 2x the configured epochs in the study (Recipe.epoch_multiple);
+    whatif --train gave it the configured epochs only."""
+    from dnncost.cli import build_parser
+    from dnncost.commands.whatif import _training_options
+    from dnncost.measuring.timing import StepOptions
+    from dnncost.models.loading import load_model
+
+    def training(model: str, *flags: str) -> TrainingOptions:
+        args = build_parser().parse_args(["whatif", model, "--train", *flags])
+        return _training_options(args, load_model(model), StepOptions(mode=Mode.TRAIN))
+
+    alexnet = training("alexnet_cifar", "--epochs", "3")
+    assert alexnet.recipe.epoch_multiple == 2 and alexnet.epochs == 6  # 3 configured x 2
+    assert alexnet.describe().startswith("6 epochs (the recipe's 2x the configured) on digits")
+    assert "x the epochs" not in alexnet.describe()  # the multiple is not stated twice
+    assert training("alexnet_cifar").epochs == 6  # the default 3 x 2, as in the study
+    assert training("lenet5").epochs == 3  # the default 3 x 1
+    with pytest.raises(Exception, match="--epochs must be a positive integer, got -1"):
+        training("alexnet_cifar", "--epochs", "-1")
+
+
 def test_zeros_kept_while_training() -> None:
     torch.manual_seed(0)
     layer = nn.Linear(6, 4)

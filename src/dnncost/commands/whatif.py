@@ -74,7 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                "(image networks only)")
     training.add_argument("--epochs", type=int, default=RECIPE_EPOCHS, metavar="N",
                           help=f"epochs of each training with --train (default: the recipe's "
-                               f"{RECIPE_EPOCHS})")
+                               f"{RECIPE_EPOCHS}); a family whose recipe trains a multiple trains "
+                               "that many times N, as in the study (AlexNet 2x)")
     training.add_argument("--dataset", default="digits", metavar="SPEC",
                           help="data for --train: digits (default, offline) | synthetic | "
                                "cifar10:PATH | mnist:PATH | imagefolder:PATH")
@@ -151,11 +152,15 @@ def _family(name: str) -> str:
 
 def _training_options(args: argparse.Namespace, loaded: LoadedModel, options: StepOptions
                       ) -> TrainingOptions:
+    from dnncost.errors import InputSpecError
     from dnncost.measuring.recipe import recipe_for
     from dnncost.whatif.accuracy import TrainingOptions
     from dnncost.whatif.runner import options_precision
 
-    return TrainingOptions(recipe=recipe_for(_family(loaded.name)), epochs=args.epochs,
+    if args.epochs < 1:  # before the recipe's multiple, so the error quotes what was given
+        raise InputSpecError(f"--epochs must be a positive integer, got {args.epochs}")
+    recipe = recipe_for(_family(loaded.name))
+    return TrainingOptions(recipe=recipe, epochs=recipe.epochs(args.epochs),  # as the study does
                            dataset=args.dataset, device=args.device, threads=args.threads,
                            precision=options_precision(options))
 

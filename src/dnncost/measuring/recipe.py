@@ -81,11 +81,14 @@ class Recipe:
         """The epochs this family trains when ``configured`` are asked for (0 stays 0)."""
         return configured * self.epoch_multiple
 
-    def describe(self) -> str:
+    def describe(self, *, multiple: bool = True) -> str:
+        """The recipe in words; ``multiple=False`` leaves out the epoch multiple (for a text that
+        states the epochs it already multiplied)."""
         return (f"SGD momentum 0.9, lr {self.lr:g}, {self.warmup_steps} warm-up steps then "
                 f"{self.schedule.value} decay" + (f", weight decay {self.weight_decay:g}"
                                                   if self.weight_decay else "")
-                + (f", {self.epoch_multiple}x the epochs" if self.epoch_multiple > 1 else ""))
+                + (f", {self.epoch_multiple}x the epochs"
+                   if multiple and self.epoch_multiple > 1 else ""))
 
 
 #: family -> recipe. Beside each: final validation accuracy on digits for seeds 0, 1, 2 (batch 32,

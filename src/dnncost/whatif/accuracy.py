@@ -1,7 +1,8 @@
 """``whatif --train``: validation accuracy beside the time saved.
 
 The original is trained with the study's recipe (:mod:`dnncost.measuring.recipe`: its family's rate,
-SGD with momentum 0.9, linear warm-up then cosine decay, RECIPE_EPOCHS epochs) on the offline data
+SGD with momentum 0.9, linear warm-up then cosine decay, and its family's epochs -- ``Recipe.epochs``
+of the configured ones, RECIPE_EPOCHS by default, as the study trains it) on the offline data
 (scikit-learn's digits by default, :mod:`dnncost.measuring.data`) at the study's batch size. Each
 transformation is then applied to the *trained* network, as compression is used -- prune, factorise
 or replace, then retrain (Han et al. 2015; Li et al. 2017; Denton et al. 2014) -- and its
@@ -55,7 +56,11 @@ EpochHook = Callable[[str, EpochRecord], None]  # (transformation label or ORIGI
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    """How the original and each transformed network are trained (the study's recipe)."""
+    """How the original and each transformed network are trained (the study's recipe).
+
+    ``epochs`` are the epochs each training runs: the recipe's for the configured ones
+    (``recipe.epochs(configured)``: a family may train a multiple), as the caller worked them out.
+    """
 
     recipe: Recipe = DEFAULT_RECIPE
     epochs: int = RECIPE_EPOCHS
@@ -72,8 +77,11 @@ class TrainingOptions:
                 raise InputSpecError(f"{label} must be a positive integer, got {value!r}")
 
     def describe(self) -> str:
-        return (f"{_epochs(self.epochs)} on {self.dataset} at batch {self.batch_size}, "
-                f"{self.recipe.describe()}")
+        multiple = self.recipe.epoch_multiple
+        return (f"{_epochs(self.epochs)}"
+                + (f" (the recipe's {multiple}x the configured)" if multiple > 1 else "")
+                + f" on {self.dataset} at batch {self.batch_size}, "
+                f"{self.recipe.describe(multiple=False)}")
 
 
 def _epochs(n: int) -> str:
