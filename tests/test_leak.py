@@ -18,7 +18,7 @@ import pytest
 import dnncost.prediction as prediction_pkg
 from dnncost.prediction import calibration
 
-CALIBRATION_MODULES = ("sampling.py", "kernels.py", "predict.py", "calibration.py")
+CALIBRATION_MODULES = ("sampling.py", "kernels.py", "predict.py", "calibration.py", "samples.py")
 FORBIDDEN = ("torchvision", "timm", "dnncost.models")
 
 

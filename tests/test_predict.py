@@ -197,6 +197,18 @@ def test_the_sampler_covers_the_stated_modern_operators() -> None:
             "MultiheadAttention", "LayerNorm", "Dropout", "_Shuffle"} <= seen
 
 
+def test_the_sampler_draws_deep_networks_and_strided_stems_on_small_inputs() -> None:
+    depths, strided_small = [], 0
+    for seed in range(40):
+        net = sampling.random_network(seed)
+        depths.append(len(net.blocks))
+        stem = next(m for m in net.module.modules() if isinstance(m, nn.Conv2d))
+        strided_small += net.input_shape[-1] <= 64 and stem.stride == (2, 2)
+    # deep: at least 2 stages of at least 3 blocks (DEEP_BLOCKS_PER_STAGE) = 6 blocks and more
+    assert max(depths) >= 2 * min(sampling.DEEP_BLOCKS_PER_STAGE)
+    assert strided_small >= 3  # about half of the small inputs (SIDES: 5 of 8 are <= 64)
+
+
 # -- the kernel clock ------------------------------------------------------------------------------
 def test_every_counted_call_of_a_real_step_gets_its_kernel_time() -> None:
     module = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))

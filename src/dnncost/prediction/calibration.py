@@ -146,16 +146,18 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     with using_threads(threads) as n_threads:
         seed, networks = 0, 0
         while networks < min_networks or time.perf_counter() - start < budget:
-            net = sized_network(seed, max_train_flops=max_flops, max_side=64 if quick else 224)
             seed += 1
-            if net is None:
-                continue
             try:
+                net = sized_network(seed - 1, max_train_flops=max_flops,
+                                    max_side=64 if quick else 224)
+                if net is None:
+                    continue
                 samples = measure_network(net)
             except AlignmentError:  # the CPU ran other kernels than counted: not a clean sample
                 continue
-            except (DnncostError, RuntimeError):  # a drawn network this build cannot run (batch
-                continue  # norm over one value per channel, an in-place op autograd needs): draw again
+            except (DnncostError, RuntimeError):  # a drawn network this build cannot count or run
+                continue  # (batch norm over one value per channel, an in-place op autograd
+                # needs): draw again
             (held if networks % HOLD_OUT == HOLD_OUT - 1 else fitted).extend(samples)
             networks += 1
             if progress is not None:

@@ -11,6 +11,9 @@ the shapes and neighbours they meet in real CNNs and attention models:
   transformer encoder on the flattened map (layer norm, multi-head attention, MLP), pooling;
 - kernel 1/3/5/7, stride 1/2, groups 1 to depthwise (many groups), widths 8 to 2048 (wide layers
   on tiny maps in late stages), spatial sides 1 to 224, batch 1 to 64;
+- depth: most networks are short (1-3 blocks a stage), about a third deep and narrow (3-8 blocks a
+  stage: hundreds of small kernels a step); half of the small inputs meet an ImageNet-style stride-2
+  stem (and often a max pool), so that late stages run on 1x1 or 2x2 maps;
 - activations ReLU (in place or not), ReLU6, SiLU, Hardswish, GELU, sigmoid, tanh, LeakyReLU;
   batch norm, group norm or none; dropout and wide MLP heads.
 
@@ -30,6 +33,11 @@ BATCHES = (1, 2, 4, 8, 8, 16, 32, 32, 64)  # source: our choice, around the stud
 STEM_WIDTHS = (8, 16, 24, 32, 48, 64)  # source: stems of common CNNs (16 to 64)
 STAGES = (2, 3, 4, 5)  # source: CIFAR ResNets have 3 stages, ImageNet CNNs 4-5
 BLOCKS_PER_STAGE = (1, 1, 2, 3)  # source: our choice, short networks keep calibration fast
+DEEP_BLOCKS_PER_STAGE = (3, 4, 6, 8)  # source: our choice, the depth of CIFAR ResNets (3-18) and
+# MobileNet/EfficientNet stages (2-6): a step of hundreds of small kernels, where per-call costs add up
+DEEP_SHARE = 0.3  # source: our choice; about one network in three is deep (and narrow, below)
+STRIDED_STEM_SHARE = 0.5  # source: our choice; ImageNet-style networks (stride-2 stem, pooling)
+# are often run on small inputs too, which leaves late stages at 1x1 or 2x2 with many channels
 GROWTH = (1.0, 1.5, 2.0, 2.0)  # source: width growth per stage of common CNNs
 MAX_WIDTH = 2048  # source: ResNet-50's last stage
 KERNELS = (1, 3, 3, 3, 5, 7)  # source: our choice; 3x3 most often, 5x5/7x7 of stems and MBConv
@@ -254,17 +262,21 @@ def random_network(seed: int, *, max_side: int = 224) -> RandomNet:
     acts = [rng.choice(ACTIVATIONS) for _ in range(2)]
     norm = rng.choice(NORMS)
     width = rng.choice(STEM_WIDTHS)
-    stem_stride = 1 if side <= 64 else 2
+    deep = rng.random() < DEEP_SHARE
+    if deep:  # narrow, so that many blocks still fit a step of MAX_TRAIN_FLOPS at a useful batch
+        width = min(width, rng.choice(STEM_WIDTHS[:4]))
+    strided = side > 64 or rng.random() < STRIDED_STEM_SHARE
+    stem_stride = 2 if strided else 1
     layers: list[nn.Module] = [_conv(3, width, rng.choice((3, 5, 7)) if stem_stride == 2 else 3,
                                      stride=stem_stride, norm=norm, act=acts[0])]
     s, c = (side + stem_stride - 1) // stem_stride, width
-    if side >= 128 and rng.random() < 0.7:
+    if (side >= 128 or strided) and rng.random() < 0.7:
         layers.append(nn.MaxPool2d(3, 2, padding=1))
         s = (s + 1) // 2
     names: list[str] = []
     for stage in range(rng.choice(STAGES)):
         cout = min(MAX_WIDTH, int(c * rng.choice(GROWTH)) // 8 * 8 or 8)
-        for i in range(rng.choice(BLOCKS_PER_STAGE)):
+        for i in range(rng.choice(DEEP_BLOCKS_PER_STAGE if deep else BLOCKS_PER_STAGE)):
             stride = 2 if i == 0 and stage > 0 and s > 1 else 1
             name = rng.choices(tuple(BLOCKS), BLOCK_WEIGHTS)[0]
             block, c = BLOCKS[name](rng, c, cout, stride, rng.choice(acts), norm)
