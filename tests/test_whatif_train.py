@@ -121,6 +121,24 @@ def test_accuracies_by_plan() -> None:
     assert found["threads"].accuracy == original.accuracy and "original's" in found["threads"].note
 
 
+def test_fp16_on_cpu_is_validated_not_trained() -> None:
+    """fp16 training on a CPU runs ~20x slower than float32 (no fast kernels): whatif --train
+    validates the trained original under fp16 autocast instead, and says why; bf16 is trained."""
+    data = load_training_data(IMAGE, OPTIONS)
+    trained, original = train_original(net(), data, options=OPTIONS)
+    epochs: list[str] = []
+    found = {a.transformation: a for a in variant_accuracies(
+        trained, parse_specs("fp16,bf16"), data=data, options=OPTIONS, original=original,
+        on_epoch=lambda label, record: epochs.append(label))}
+    assert epochs == ["bf16"]  # one epoch, bf16's only
+    fp16 = found["fp16"]
+    assert not fp16.failed and fp16.accuracy is not None and fp16.accuracy > 5 * CHANCE
+    assert fp16.note == ("not trained (fp16 training on CPU is not fast -- few CPU kernels run "
+                         "float16 natively; bf16 is trained): the trained original validated, "
+                         "under float16 autocast")
+    assert found["bf16"].accuracy is not None and "trained again" in found["bf16"].note
+
+
 def _three_classes(model: nn.Module, value: float | None, ctx: registry.Context) -> Variant:
     model[-1] = nn.Linear(8 * 8 * 8, 3)  # runs, but cannot be trained on ten classes
     return Variant(model, note="three logits")

@@ -9,7 +9,8 @@ or replace, then retrain (Han et al. 2015; Li et al. 2017; Denton et al. 2014) -
 :class:`~dnncost.whatif.registry.Training` says what follows:
 
 - ``fine-tune``: trained again with the same recipe for the same epochs (bf16/fp16 under their
-  autocast);
+  autocast); a variant whose training would crawl on this device (fp16 on a CPU:
+  ``Variant.not_trained`` says why) is validated as transformed instead;
 - ``fine-tune, zeros kept``: the same, every zero weight held at zero by a pruning mask (magnitude
   pruning: without one, training refills the zeros);
 - ``evaluate``: validated as transformed, not trained (int8: quantised kernels have no backward),
@@ -110,7 +111,8 @@ def load_training_data(inputs: InputSpec, options: TrainingOptions) -> DatasetSp
 
 def epochs_planned(specs: Iterable[Spec], options: TrainingOptions) -> int:
     """The epochs :func:`variant_accuracies` runs for ``specs`` (at most: a variant that does not
-    apply or fails runs fewer); the original's :func:`train_original` runs ``options.epochs``."""
+    apply, fails, or is validated instead of trained runs fewer); the original's
+    :func:`train_original` runs ``options.epochs``."""
     return options.epochs * sum(s.transformation.training in TRAINED for s in specs)
 
 
@@ -193,10 +195,13 @@ def _accuracy(spec: Spec, trained: nn.Module, *, data: DatasetSplit, options: Tr
                           channels_last=base.channels_last or variant.channels_last_input)
     under = f", under {autocast} autocast" if autocast != base.autocast else ""
     try:
-        if plan is Training.EVALUATE:
+        if plan is Training.EVALUATE or variant.not_trained:
             variant.module.to(context.device)
             accuracy = evaluate(variant.module, data.val, batch_size=options.batch_size,
                                 device=context.device, precision=precision)
+            if variant.not_trained:
+                return Accuracy(spec.label, accuracy, f"not trained ({variant.not_trained}): the "
+                                                      f"trained original validated{under}")
             return Accuracy(spec.label, accuracy, "the trained original transformed and validated, "
                                                   f"not trained (it cannot be){under}: {variant.note}")
         masked = zeros_kept(variant.module) if plan is Training.FINE_TUNE_MASKED \

@@ -1,7 +1,10 @@
 """Reduced precision (Micikevicius et al. 2018, mixed precision): the forward of every step under
 torch.autocast in bfloat16 or float16, where the device runs it. Counted with the whole network in
 that dtype (autocast keeps a few ops, e.g. reductions and normalisation, in float32). With
-``--train`` the trained network is trained again under the same autocast."""
+``--train`` the trained network is trained again under the same autocast -- except float16 on a
+CPU, where it is validated under that autocast instead: its step is timed, but training it runs
+~20x slower than float32 (few CPU kernels run float16 natively), over twice as long as all the
+other trained transformations together."""
 from __future__ import annotations
 
 import torch
@@ -10,6 +13,11 @@ from torch import nn
 from dnncost.whatif.registry import Context, NotApplicable, Variant, first_line, register
 
 COUNT_NOTE = "counted with the whole network in {dtype}; autocast keeps some ops in float32"
+CPU_FP16_NOT_TRAINED = ("fp16 training on CPU is not fast -- few CPU kernels run float16 natively; "
+                        "bf16 is trained")
+# source: measured, README's whatif table (2026-12-01, AMD EPYC): resnet20's fp16 training step
+# 19.6x the float32 one (bf16 0.78x): fp16's 3 epochs cost ~59 float32 epochs, over twice the
+# other 8 trained transformations' 3 epochs each at their time ratios (0.77-1.27x, ~24) together
 
 
 def autocast_variant(model: nn.Module, dtype: torch.dtype, context: Context) -> Variant:
@@ -32,10 +40,12 @@ def autocast_variant(model: nn.Module, dtype: torch.dtype, context: Context) -> 
     except RuntimeError as exc:
         raise NotApplicable(f"{name} autocast fails on {device}: {first_line(exc, limit=160)}") from exc
     note = f"autocast {name} on {device.type}"
-    if device.type == "cpu" and dtype is torch.float16:
+    cpu_fp16 = device.type == "cpu" and dtype is torch.float16
+    if cpu_fp16:
         note += " (CPU float16 kernels are mostly emulated; see the time ratio)"
     return Variant(model, autocast=dtype, count_dtype=dtype, note=note, kernels_may_lack=True,
-                   count_note=COUNT_NOTE.format(dtype=name))
+                   count_note=COUNT_NOTE.format(dtype=name),
+                   not_trained=CPU_FP16_NOT_TRAINED if cpu_fp16 else "")
 
 
 @register("bf16", summary="bfloat16 autocast for every step")

@@ -102,6 +102,8 @@ class Variant:
     first_call_limit_s: float | None = None  # a slow first call (compilation) is cut off after this
     kernels_may_lack: bool = False  # the machine may lack a kernel the step needs (a dtype, a
     # compiler): a failing first step is then "not applicable" with its reason, not a broken network
+    not_trained: str = ""  # why --train validates it as transformed instead of training it again
+    # (its training would run, but far slower than the original's on this device); "" trains it
     nominal_flops: Callable[[CostReport], int] | None = field(default=None, compare=False)
     # nominal FLOPs from the counted (executed) report: what sparsity would save on paper
 
