@@ -9,7 +9,8 @@ time with nothing measured on that network's family:
 - ``flops_line`` / ``params_line``: time = a * FLOPs (or params) + b, fitted on the other families'
   networks by least squares on relative error;
 - ``roofline``: the sum over operator calls of max(FLOPs / peak, bytes / bandwidth) with the
-  machine's calibrated matmul peak and copy bandwidth -- no per-class efficiency, no overhead.
+  machine's calibrated peak (the faster of a matmul and a 3x3 convolution benchmark,
+  dnncost.measuring.calibrate) and copy bandwidth -- no per-class efficiency, no overhead.
 
 Metrics: mean absolute percentage error (MAPE), the share of networks within +-10%, Spearman's rho
 and pairwise ordering accuracy (of every pair of networks, the share the method puts in the

@@ -75,7 +75,9 @@ _SCHEMA_V1 = """
 CREATE TABLE environments (
     fingerprint TEXT PRIMARY KEY,
     environment TEXT NOT NULL,                -- JSON of dnncost.measuring.environment.Environment
-    peak_flops_per_s REAL,                    -- calibrated float32 matmul peak, NULL if unknown
+    peak_flops_per_s REAL,                    -- calibrated float32 peak, NULL if unknown: the
+    -- faster of a matmul and a 3x3 convolution benchmark (rows written before dnncost had the
+    -- convolution benchmark: the matmul alone)
     bandwidth_bytes_per_s REAL,
     calibration TEXT                          -- where the peak came from
 );
