@@ -105,3 +105,34 @@ def test_gpu_breakdown_uses_kernel_time() -> None:
     rows = {r.name: r for r in b.by_module_type}
     assert rows["Conv2d"].forward_s > 0 and rows["Conv2d"].backward_s > 0
     assert 0 < b.attributed_s <= b.step_time_s
+
+
+BREAKDOWN_SCRIPT = """
+import os, sys
+from torch import nn
+from dnncost.measuring.breakdown import profile_breakdown
+net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+profile_breakdown(net, (3, 8, 8), batch_size=2, mode="train", steps=1, warmup=1)
+print(os.environ.get("KINETO_LOG_LEVEL", "unset"))  # as it was before the breakdown
+"""
+
+
+@pytest.mark.parametrize("level", [None, "0"], ids=["default: silent", "the user's level stands"])
+def test_breakdown_writes_nothing_to_stderr_unless_asked(level: str | None) -> None:
+    """libkineto printed 'USDT: ... profiler_start' and, without a GPU, 'ERROR: ...
+    gpuGetDeviceCount failed' into every `dnncost study`; KINETO_LOG_LEVEL=0 (verbose) still works."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}
+    if level is not None:
+        env["KINETO_LOG_LEVEL"] = level
+    done = subprocess.run([sys.executable, "-c", BREAKDOWN_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == (level or "unset")  # the environment is left as found
+    if level is None:
+        assert done.stderr == ""
+    else:
+        assert done.stderr.strip() != ""  # kineto's verbose lines, as the user asked

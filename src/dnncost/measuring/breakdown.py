@@ -8,10 +8,16 @@ operator that created it, whose module is known. The loss and the optimizer (zer
 their own ranges. The parts are then reconciled with the profiled step's wall time; the gap is time
 spent between operators (Python, module dispatch, hooks, profiler bookkeeping) and is stated, not hidden.
 On a GPU, operator times are their kernels' device time, so the gap also holds the GPU's idle time.
+
+The profiler's own library (libkineto) writes lines such as ``USDT: ... profiler_start`` and, on a
+machine without a GPU, ``ERROR: ... gpuGetDeviceCount failed`` to stderr; unless the user has set
+``KINETO_LOG_LEVEL`` (libkineto's log level, read when it initialises: the knob PyTorch's own tests
+and torchtitan use to quiet the profiler), it is set so that libkineto prints nothing.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +39,9 @@ BACKWARD_NODE = "autograd::engine::evaluate_function: "  # source: torch/csrc/au
 ACCUMULATE_GRAD = "(gradient accumulation)"  # AccumulateGrad nodes: no forward op, no module
 BACKWARD_ENGINE = "(backward engine)"  # work in loss.backward() outside any node (seeding the grad)
 US = 1e-6  # the profiler reports microseconds
+KINETO_LOG_LEVEL = "KINETO_LOG_LEVEL"  # source: libkineto's init.cpp reads it when the profiler starts
+KINETO_SILENT = "6"  # source: libkineto's Logger.h, VERBOSE 0, INFO 1, WARNING 2, STAGE 3, ERROR 4,
+# USDT 5: a message prints when its level is at least the set one, so 6 prints none (torch 2.14)
 
 
 @dataclass(frozen=True)
@@ -176,7 +185,7 @@ def profile_breakdown(model: nn.Module, input_shape: Sequence[int], options: Ste
             for _ in range(opts.warmup):
                 step()
             synchronize(dev)
-            with profile(activities=activities) as prof:
+            with _quiet_profiler(), profile(activities=activities) as prof:
                 for _ in range(steps):
                     with record_function(STEP_RANGE):
                         step()
@@ -189,6 +198,20 @@ def profile_breakdown(model: nn.Module, input_shape: Sequence[int], options: Ste
     return _attribute(events, types, model=name or type(model).__name__, mode=opts.mode,
                       batch_size=opts.batch_size, device=dev, threads=n_threads, steps=steps,
                       report=report, unprofiled_step_s=unprofiled_step_s)
+
+
+@contextlib.contextmanager
+def _quiet_profiler() -> Iterator[None]:
+    """Inside the block, KINETO_LOG_LEVEL is KINETO_SILENT unless the user set it: libkineto, which
+    reads it once when the first profile of the process starts, then writes nothing to stderr."""
+    if KINETO_LOG_LEVEL in os.environ:
+        yield
+        return
+    os.environ[KINETO_LOG_LEVEL] = KINETO_SILENT
+    try:
+        yield
+    finally:
+        os.environ.pop(KINETO_LOG_LEVEL, None)
 
 
 # -- attribution ----------------------------------------------------------------------------------
