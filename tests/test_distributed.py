@@ -296,6 +296,14 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
+def _ignores(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` ignores signal ``sig`` (its SigIgn mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    raise AssertionError(f"no SigIgn line for process {pid}")
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -338,6 +346,36 @@ def test_killed_parent_leaves_no_worker_and_no_temp_folder(sig: int, delay_s: fl
             parent.wait()
     assert parent.returncode == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
     assert not list(tmp_path.glob("dnncost-ddp-*")) and not list(tmp_path.glob("pymp-*"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_in_a_terminal_is_one_line_and_leaves_no_worker(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals the whole foreground process group, workers included: only the
+    parent acts on it (it stops the workers), without a traceback from each worker."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    parent = subprocess.Popen([sys.executable, "-c", CLI_WITH_CTRL_C, "time", "resnet20", "--nproc",
+                               "2", "--repeats", "300", "--batch-size", "8"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        def workers() -> list[int]:
+            return [p for p in _descendants(parent.pid) if "spawn_main" in _cmdline(p)]
+        _wait_for(lambda: len(workers()) >= 2 or parent.poll() is not None, 180, "two workers")
+        assert parent.poll() is None, parent.communicate()[1].decode()[-2000:]
+        below = workers()
+        # they ignore SIGINT from their first instruction: else a worker that Python has started
+        # turns it into a KeyboardInterrupt and prints its traceback while the parent stops it
+        assert all(_ignores(p, signal.SIGINT) for p in below), [_cmdline(p) for p in below]
+        time.sleep(2.0)  # into their import of torch or their steps
+        os.killpg(parent.pid, signal.SIGINT)  # the whole group, as the terminal does
+        _, err = parent.communicate(timeout=60)
+        _wait_for(lambda: not any(_running(p) for p in below), 10, "every worker to end")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert parent.returncode == 130, err.decode()[-2000:]
+    assert err.decode().strip() == "dnncost time: interrupted"  # no worker's traceback
+    assert not list(tmp_path.glob("pymp-*"))
 
 
 def _torchrun_env(monkeypatch: pytest.MonkeyPatch, *, port: int, addr: str | None = "127.0.0.1"

@@ -18,7 +18,8 @@ torchrun started), wraps the network in :class:`~torch.nn.parallel.DistributedDa
 Workers never outlive the process that started them: on Linux each asks the kernel to kill it
 when its parent dies (``prctl(PR_SET_PDEATHSIG)``, dnncost.measuring.orphans, before it imports
 torch), so even a SIGKILLed parent leaves none behind;
-a SIGTERM/SIGHUP to the parent stops the workers before it exits. Results travel back over a pipe,
+a SIGTERM/SIGHUP to the parent stops the workers before it exits, and so does Ctrl-C, which only the
+parent acts on (the workers ignore SIGINT, which a terminal sends them too). Results travel back over a pipe,
 so no temporary folder is left either. The rendezvous is dnncost's own: every worker checks in
 within ``rendezvous_timeout_s`` (a busy port, a missing address or a peer that never comes is one
 clear error, and Ctrl-C is honoured while waiting) before the process group is built.
@@ -559,8 +560,9 @@ def _spawn(cfg: _Config, *, nproc: int, port: int) -> _Result:
     messages: list[tuple[str, int, Any]] = []
     with _terminating_signals_exit():
         try:
-            for process in processes:
-                process.start()
+            with _ctrl_c_left_to_this_process():
+                for process in processes:
+                    process.start()
             while _still_running(processes, results, messages):
                 pass
         finally:
@@ -606,6 +608,25 @@ def _drain(results: Any, into: list[tuple[str, int, Any]]) -> None:
     """Move what the workers have sent so far into ``into`` (a worker blocks on a full pipe)."""
     while not results.empty():
         into.append(results.get())
+
+
+@contextlib.contextmanager
+def _ctrl_c_left_to_this_process() -> Iterator[None]:
+    """Workers started inside the block ignore SIGINT all their life (an ignored signal stays
+    ignored across exec, and Python leaves it so). A terminal's Ctrl-C signals the whole foreground
+    process group: this process acts on it by stopping the workers, rather than every worker
+    printing a KeyboardInterrupt traceback of its own. A Ctrl-C in the block itself (starting the
+    workers: milliseconds) is ignored. Only in the main thread, where Python handles signals, and
+    over a handler Python can put back."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
