@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def stored(seed: int = 0, n: int = 24) -> StoredSamples:
     fitted = tuple(network(rng, f"n{i}", m) for i in range(n) for m in ("train", "eval"))
     held = tuple(network(rng, f"h{i}", m) for i in range(n // 4) for m in ("train", "eval"))
     return StoredSamples(fitted, held, {"fingerprint": "fp", "threads": 2, "torch_version": "2.x",
-                                        "quick": False})
+                                        "quick": False, "busy_networks": 1})
 
 
 def test_samples_round_trip_exactly(tmp_path: Path) -> None:
@@ -72,7 +73,7 @@ def test_refit_on_stored_samples_gives_the_model_fitted_directly(tmp_path: Path)
     assert again.model.step_weights == pytest.approx(direct.model.step_weights)
     assert dict(again.model.held_out) == dict(direct.model.held_out)
     assert dict(again.model.baselines) == pytest.approx(dict(direct.model.baselines))
-    assert (again.model.fingerprint, again.model.threads) == ("fp", 2)
+    assert (again.model.fingerprint, again.model.threads, again.model.busy_networks) == ("fp", 2, 1)
     for s in original.held_out:
         assert predict_report(s.report, again.model, modules=s.modules, strict=False).step_s == \
             pytest.approx(predict_report(s.report, direct.model, modules=s.modules,
@@ -106,9 +107,48 @@ def test_calibrate_refit_command(tmp_path: Path, monkeypatch, capsys) -> None:
     threads = torch.get_num_threads()
     fingerprint = machine_fingerprint("cpu", threads=threads)
     meta = {"fingerprint": fingerprint, "threads": threads, "torch_version": str(torch.__version__),
-            "quick": False}
+            "quick": False, "busy_networks": 0}
     save_samples(StoredSamples(stored(2).fitted, stored(2).held_out, meta), samples_path(fingerprint))
     assert main(["calibrate", "--ops", "--refit", "--format", "json"]) == 0
     capsys.readouterr()
     assert main(["predict", "resnet20", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["caveats"] == []
+
+
+# -- timing again while the machine is busy ------------------------------------------------------
+def test_fastest_keeps_each_kernels_and_the_steps_fastest_attempt() -> None:
+    from dnncost.prediction.calibration import fastest
+
+    s = network(random.Random(4), "n", "train")
+    k = len(s.kernel_s)
+    slow = replace(s, kernel_s=tuple(2 * t for t in s.kernel_s[:1]) + s.kernel_s[1:], step_s=0.5)
+    fast = replace(s, kernel_s=s.kernel_s[:1] + tuple(3 * t for t in s.kernel_s[1:]), step_s=0.4)
+    best = fastest([slow, fast])
+    assert best.kernel_s == s.kernel_s and len(best.kernel_s) == k  # kernel 0 from fast, rest slow
+    assert best.step_s == 0.4
+    other = replace(fast, report=replace(fast.report, records=fast.report.records[:-1]),
+                    kernel_s=fast.kernel_s[:-1], step_s=0.45)
+    assert fastest([slow, other]) is other  # other calls: not mixed, the fastest step kept
+
+
+def test_a_network_timed_on_a_busy_machine_is_timed_again(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from dnncost.prediction import calibration
+
+    rng = random.Random(5)
+    base = [network(rng, "n", "train"), network(rng, "n", "eval")]
+    steps = iter([0.9, 0.3, 0.6, 0.2, 0.8])  # what successive attempts measure (step seconds)
+
+    def measure(_net):  # noqa: ANN001, ANN202
+        return [replace(s, step_s=next(steps)) for s in base]
+
+    busy = iter([True, False])  # the first attempt busy, the second quiet
+    monkeypatch.setattr(calibration, "machine_load", lambda *a, **k: SimpleNamespace(busy=next(busy)))
+    samples, still = calibration.measure_quietly(None, threads=2, measure=measure)  # type: ignore[arg-type]
+    assert [s.step_s for s in samples] == [0.6, 0.2] and not still  # min(0.9, 0.6), min(0.3, 0.2)
+    always = iter([True] * 3)
+    monkeypatch.setattr(calibration, "machine_load", lambda *a, **k: SimpleNamespace(busy=next(always)))
+    steps = iter([0.9, 0.3, 0.6, 0.4, 0.8, 0.1])
+    samples, still = calibration.measure_quietly(None, threads=2, retries=2, measure=measure)  # type: ignore[arg-type]
+    assert [s.step_s for s in samples] == [0.6, 0.1] and still  # 3 attempts, then given up

@@ -13,7 +13,8 @@ shape features (FLOPs, bytes, channels, groups, kernel, stride, spatial size, ba
 its phase). The line carries the regressor beyond the sampled sizes, the trees learn what it
 misses. Both are fitted on kernels timed inside the steps of random networks
 (:mod:`dnncost.prediction.sampling`, :mod:`dnncost.prediction.kernels`); ``w`` is fitted on the
-same networks' measured steps minus their measured kernels. A quarter of the random networks is
+same networks' measured steps minus their measured kernels, with a robust loss (a step another
+process slowed weighs in little). A quarter of the random networks is
 held out of both fits, and the model's error on them is stored with it.
 """
 from __future__ import annotations
@@ -182,6 +183,28 @@ def fit_line(flops: np.ndarray, nbytes: np.ndarray, seconds: np.ndarray) -> tupl
     return float(coef[0]), float(coef[1]), float(coef[2])
 
 
+STEP_LOSS_SCALE = 0.05  # source: our choice, about the step-to-step noise of a quiet machine: a
+# network whose rest is off by more than 5% of its step weighs in linearly, not squared
+
+
+def fit_step_weights(features: np.ndarray, rest: np.ndarray, steps: np.ndarray, *,
+                     lower: np.ndarray) -> np.ndarray:
+    """Weights w >= ``lower`` of rest ~ features . w (one row per timed step), fitted on the error
+    relative to each step with a robust (soft L1) loss: a step slowed by another process (only
+    ever more time, and far more than noise) pulls the weights far less than under least squares."""
+    from scipy.optimize import least_squares, lsq_linear
+
+    a = features / steps[:, None]
+    scale = np.linalg.norm(a, axis=0)
+    scale[scale == 0] = 1.0
+    lo = lower * scale
+    start = lsq_linear(a / scale, rest / steps, bounds=(lo, np.inf), method="bvls").x
+    start = np.maximum(start, lo)
+    robust = least_squares(lambda w: (a / scale) @ w - rest / steps, start, bounds=(lo, np.inf),
+                           loss="soft_l1", f_scale=STEP_LOSS_SCALE)
+    return np.asarray(robust.x / scale, dtype=float)
+
+
 TREE_PARAMS: dict[str, Any] = {"max_iter": 200, "learning_rate": 0.1, "max_leaf_nodes": 31,
                                "min_samples_leaf": 10, "l2_regularization": 1.0,
                                "random_state": 0}
@@ -221,6 +244,7 @@ class OperatorModel:
     quick: bool = False
     networks: int = 0  # random networks fitted on
     kernels: int = 0  # timed kernels fitted on
+    busy_networks: int = 0  # random networks still timed on a busy machine after re-timing
     held_out: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # mode -> metrics
     baselines: Mapping[str, float] = field(default_factory=dict)  # name -> fitted constant
 
@@ -254,6 +278,7 @@ class OperatorModel:
         return {"fingerprint": self.fingerprint, "threads": self.threads,
                 "torch_version": self.torch_version, "created": self.created, "quick": self.quick,
                 "networks": self.networks, "kernels": self.kernels,
+                "busy_networks": self.busy_networks,
                 "step_weights_us": {f: w * 1e6 for f, w in zip(STEP_FEATURES, self.step_weights,
                                                                 strict=True)},
                 "held_out": {m: dict(v) for m, v in self.held_out.items()},
@@ -275,6 +300,7 @@ class OperatorModel:
                    torch_version=str(data.get("torch_version", "")),
                    created=str(data.get("created", "")), quick=bool(data.get("quick", False)),
                    networks=int(data.get("networks", 0)), kernels=int(data.get("kernels", 0)),
+                   busy_networks=int(data.get("busy_networks", 0)),
                    held_out={str(m): {str(k): float(v) for k, v in dict(d).items()}
                              for m, d in dict(data.get("held_out", {})).items()},
                    baselines={str(k): float(v) for k, v in dict(data.get("baselines", {})).items()})
@@ -324,9 +350,7 @@ class NetworkSample:
 
 def fit_operator_model(samples: Sequence[NetworkSample], **meta: Any) -> OperatorModel:
     """Fit the kernel regressors and the step weights on ``samples`` (``meta``: OperatorModel's
-    identifying fields: fingerprint, threads, torch_version, quick, held_out)."""
-    from scipy.optimize import lsq_linear
-
+    identifying fields: fingerprint, threads, torch_version, quick, busy_networks, held_out)."""
     if not samples:
         raise ValueError("no timed networks to fit the time model on")
     records = [(r, s.report.mode, t) for s in samples
@@ -345,17 +369,14 @@ def fit_operator_model(samples: Sequence[NetworkSample], **meta: Any) -> Operato
     xf = x.copy()
     xf[:, 0] = np.maximum(kinds, 0)
     fallback = fit_kind(xf, flops, nbytes, secs)
-    # what the steps cost beyond their kernels: non-negative weights, least squares on relative error
+    # what the steps cost beyond their kernels
     feats = np.array([step_features(s.report, s.modules, s.param_tensors) for s in samples])
     rest = np.array([s.step_s - sum(s.kernel_s) for s in samples])
     steps = np.array([s.step_s for s in samples])
-    a = feats / steps[:, None]
-    scale = np.linalg.norm(a, axis=0)
-    scale[scale == 0] = 1.0
     # a call's correction (the clock's own cost) cannot exceed the fastest kernel timed: a step
     # never costs less than nothing
     lower = np.where(np.array(STEP_FEATURES) == "kernel_calls", -float(secs.min()), 0.0)
-    weights = lsq_linear(a / scale, rest / steps, bounds=(lower, np.inf), method="bvls").x / scale
+    weights = fit_step_weights(feats, rest, steps, lower=lower)
     return OperatorModel(kinds=fitted, fallback=fallback, step_weights=tuple(float(w) for w in weights),
                          created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          networks=len({s.name for s in samples}), kernels=len(records), **meta)
@@ -564,6 +585,6 @@ def caveats_here(model: OperatorModel, *, threads: int) -> list[Freshness]:
 
 __all__ = ["CALIBRATE_COMMAND", "Freshness", "KindRegressor", "NetworkSample", "NotCalibratedError",
            "OpTime", "OperatorModel", "Prediction", "SECTION", "UncoveredOperatorError",
-           "caveats_here", "conv_geometry", "features", "fit_kind", "fit_line",
+           "caveats_here", "conv_geometry", "features", "fit_kind", "fit_line", "fit_step_weights",
            "fit_operator_model", "load_operator_model", "op_kind", "predict_report",
            "predict_time", "read_operator_model", "save_operator_model"]
