@@ -12,8 +12,9 @@ the shapes and neighbours they meet in real CNNs and attention models:
 - kernel 1/3/5/7, stride 1/2, groups 1 to depthwise (many groups), widths 8 to 2048 (wide layers
   on tiny maps in late stages), spatial sides 1 to 224, batch 1 to 64;
 - depth: most networks are short (1-3 blocks a stage), about a third deep and narrow (3-8 blocks a
-  stage: hundreds of small kernels a step); half of the small inputs meet an ImageNet-style stride-2
-  stem (and often a max pool), so that late stages run on 1x1 or 2x2 maps;
+  stage: hundreds of small kernels a step, narrow where the maps are large); half of the small
+  inputs meet an ImageNet-style stride-2 stem (often a max pool, then 3-5 stages), so that late,
+  wide stages run on 1x1 or 2x2 maps;
 - activations ReLU (in place or not), ReLU6, SiLU, Hardswish, GELU, sigmoid, tanh, LeakyReLU;
   batch norm, group norm or none; dropout and wide MLP heads.
 
@@ -32,6 +33,7 @@ SIDES = (32, 32, 32, 64, 96, 128, 160, 224)  # source: CIFAR-sized (most often) 
 BATCHES = (1, 2, 4, 8, 8, 16, 32, 32, 64)  # source: our choice, around the study's 32 and 224's 8
 STEM_WIDTHS = (8, 16, 24, 32, 48, 64)  # source: stems of common CNNs (16 to 64)
 STAGES = (2, 3, 4, 5)  # source: CIFAR ResNets have 3 stages, ImageNet CNNs 4-5
+IMAGENET_STAGES = (3, 4, 4, 5)  # source: ImageNet CNNs (stride-2 stem) have 4-5 stages, some 3
 BLOCKS_PER_STAGE = (1, 1, 2, 3)  # source: our choice, short networks keep calibration fast
 DEEP_BLOCKS_PER_STAGE = (3, 4, 6, 8)  # source: our choice, the depth of CIFAR ResNets (3-18) and
 # MobileNet/EfficientNet stages (2-6): a step of hundreds of small kernels, where per-call costs add up
@@ -263,9 +265,9 @@ def random_network(seed: int, *, max_side: int = 224) -> RandomNet:
     norm = rng.choice(NORMS)
     width = rng.choice(STEM_WIDTHS)
     deep = rng.random() < DEEP_SHARE
-    if deep:  # narrow, so that many blocks still fit a step of MAX_TRAIN_FLOPS at a useful batch
-        width = min(width, rng.choice(STEM_WIDTHS[:4]))
     strided = side > 64 or rng.random() < STRIDED_STEM_SHARE
+    if deep and (side > 64 or not strided):  # narrow, so that many blocks on large maps still
+        width = min(width, rng.choice(STEM_WIDTHS[:4]))  # fit MAX_TRAIN_FLOPS at a useful batch
     stem_stride = 2 if strided else 1
     layers: list[nn.Module] = [_conv(3, width, rng.choice((3, 5, 7)) if stem_stride == 2 else 3,
                                      stride=stem_stride, norm=norm, act=acts[0])]
@@ -274,7 +276,7 @@ def random_network(seed: int, *, max_side: int = 224) -> RandomNet:
         layers.append(nn.MaxPool2d(3, 2, padding=1))
         s = (s + 1) // 2
     names: list[str] = []
-    for stage in range(rng.choice(STAGES)):
+    for stage in range(rng.choice(IMAGENET_STAGES if strided else STAGES)):
         cout = min(MAX_WIDTH, int(c * rng.choice(GROWTH)) // 8 * 8 or 8)
         for i in range(rng.choice(DEEP_BLOCKS_PER_STAGE if deep else BLOCKS_PER_STAGE)):
             stride = 2 if i == 0 and stage > 0 and s > 1 else 1
