@@ -5,7 +5,8 @@ published one), shrinks each one's batch until its training step is at most MAX_
 every kernel inside its training and validation steps (:mod:`dnncost.prediction.kernels`) and the
 steps themselves (:func:`dnncost.measuring.timing.time_model`), until a time budget is spent; a
 network timed while other processes kept the machine busy is timed again (each kernel's and the
-step's fastest attempt kept), and the networks still busy are counted in the model. Every
+step's fastest attempt kept; not once the budget is spent), and the networks still busy are
+counted in the model. Every
 HOLD_OUT-th network is held out: the model is fitted on the others, and its step-time error on the
 held-out ones is stored with it. The baselines the evaluation compares against are fitted here too,
 on the same fitting networks: one scale factor per mode for FLOPs, for parameters and for a plain
@@ -186,7 +187,8 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
                                     max_side=64 if quick else 224)
                 if net is None:
                     continue
-                samples, still_busy = measure_quietly(net, threads=n_threads)
+                retries = BUSY_RETRIES if time.perf_counter() - start < budget else 0
+                samples, still_busy = measure_quietly(net, threads=n_threads, retries=retries)
             except AlignmentError:  # the CPU ran other kernels than counted: not a clean sample
                 continue
             except (DnncostError, RuntimeError):  # a drawn network this build cannot count or run
