@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -262,6 +263,12 @@ def test_freshness_names_every_reason_a_figure_may_be_rough() -> None:
         Freshness.OTHER_TORCH, Freshness.OTHER_THREADS]
     assert fresh.freshness(fingerprint="g", threads=2, torch_version="2.0", now=now) == [
         Freshness.OTHER_MACHINE]
+    # 3 of 20 networks timed on a busy machine: over BUSY_SHARE (a tenth, 2 of 20)
+    busy = tiny_model(fingerprint="f", threads=2, torch_version="2.0", networks=20, busy_networks=3,
+                      created=(now - timedelta(hours=1)).isoformat())
+    assert busy.freshness(fingerprint="f", threads=2, torch_version="2.0", now=now) == [Freshness.BUSY]
+    assert replace(busy, busy_networks=2).freshness(fingerprint="f", threads=2, torch_version="2.0",
+                                                    now=now) == []
 
 
 def test_a_stored_model_predicts_as_the_fitted_one() -> None:

@@ -13,6 +13,7 @@ CAVEAT_TEXT = {
     "other_torch": "fitted under another torch version",
     "other_threads": "fitted for another thread count",
     "other_machine": "fitted on another machine",
+    "busy": "fitted partly on timings taken while other processes kept the CPU busy (slow-biased)",
 }
 
 

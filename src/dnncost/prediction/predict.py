@@ -44,6 +44,7 @@ SECTION = "kernels"  # the calibration section holding the fitted per-kernel mod
 CALIBRATE_COMMAND = "dnncost calibrate --ops"
 MIN_KIND_SAMPLES = 30  # source: our choice; fewer kernels of a kind: its line only, no trees
 STALE_AFTER_S = 86400.0  # source: issue 12, "older than a day"
+BUSY_SHARE = 0.1  # source: our choice; a tenth of the networks slowed can bias the fit visibly
 OP_CODES = {name: i for i, name in enumerate(sorted(KINDS))}
 """Each operator's code for the regressors: its index among the registry's operator names."""
 
@@ -64,6 +65,7 @@ class Freshness(str, Enum):
     OTHER_TORCH = "other_torch"  # fitted under another torch version
     OTHER_THREADS = "other_threads"  # fitted for another thread count
     OTHER_MACHINE = "other_machine"  # fitted on another machine
+    BUSY = "busy"  # over BUSY_SHARE of its networks timed while other processes kept the CPU busy
 
 
 def op_kind(record: OpRecord) -> OpKind | None:
@@ -324,6 +326,8 @@ class OperatorModel:
         if self.fingerprint != fingerprint and not (set(out) & {Freshness.OTHER_TORCH,
                                                                  Freshness.OTHER_THREADS}):
             out.append(Freshness.OTHER_MACHINE)
+        if self.busy_networks > BUSY_SHARE * max(self.networks, 1):
+            out.append(Freshness.BUSY)
         return out
 
 
