@@ -247,6 +247,16 @@ def test_family_lines_within_family_exponent():
     assert math.isnan(lines["b"].slope_ci[0])  # two networks: no regression interval
 
 
+def test_family_lines_give_no_exponent_for_variants_of_nearly_equal_flops():
+    # 4% apart in FLOPs, 1.5x apart in time: log(1.5) / log(1.04) = 10.3 would be noise, not a law
+    pts = [NetworkPoint(f"s{i}", "s", {TimeMetric.TRAIN_STEP: (t,) * 2},
+                        {TimeMetric.TRAIN_STEP: {CostMetric.FLOPS: x}})
+           for i, (x, t) in enumerate(((1e9, 0.2), (1.04e9, 0.3)))]
+    (line,) = family_lines(pts)
+    assert math.isnan(line.loglog_slope) and math.isnan(line.repeat_slope_ci[0])
+    assert line.flops_ratio == pytest.approx(1.04) and line.time_ratio == pytest.approx(1.5)
+
+
 def test_step_times_and_their_bootstrap_use_the_study_estimator():
     # every repeat: 2 of its 5 steps at the network's own time t, the others slowed; the pooled
     # lower quartile of any draw of k repeats is t (index (5k - 1) / 4 < 2k, the count of t's),

@@ -290,7 +290,8 @@ def within_families(analysis: StudyAnalysis, metric: TimeMetric = TimeMetric.TRA
         xs = [p.cost(metric, CostMetric.FLOPS) for p in members]
         ys = [p.time(metric) for p in members]
         line = lines.get(family)
-        label = family + (f": FLOPs^{line.loglog_slope:.2f}" if line else "")
+        label = family + (f": FLOPs^{line.loglog_slope:.2f}" if line and math.isfinite(line.loglog_slope)
+                          else "")
         ax.plot(xs, ys, "o-" if len(members) > 1 else "o", color=_colour(family), label=label)
         labelled += [(p.name, x, y, _colour(family)) for p, x, y in zip(members, xs, ys, strict=True)]
     _label_points(ax, labelled, fontsize=7)

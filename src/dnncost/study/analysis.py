@@ -53,6 +53,9 @@ LINEAR_SLOPE = 1.0  # time proportional to FLOPs: log-log slope 1
 R2_MIN = 0.9  # source: our choice; a line leaving > 10% of the variance unexplained is not 'linear'
 SPREAD_MAX = 2.0  # source: our choice; if achieved FLOP/s differ 2-fold, FLOPs mispredict time 2-fold
 RESIDUAL_MAX = 0.25  # source: our choice; a useful line predicts every network within +-25%
+MIN_FLOPS_SPAN = 1.25  # source: our choice; an exponent log(time ratio) / log(FLOPs ratio) over
+# less than a 25% difference in FLOPs magnifies the repeats' noise into nonsense (ShuffleNet v1
+# g3/g8 differ by 4% in FLOPs: 2026-12-02's study read "FLOPs^10.08" off them)
 
 
 class TimeMetric(str, Enum):
@@ -623,7 +626,8 @@ class MeasureShare:
 class FamilyLine:
     """Time against FLOPs inside one family (its depth/width variants): the exponent k of
     time ~ FLOPs^k through its networks, with the regression's interval (three or more networks)
-    and the interval over resampled repeats; the range of achieved FLOP/s."""
+    and the interval over resampled repeats -- NaN, all three, when the variants' FLOPs span less
+    than MIN_FLOPS_SPAN --; the range of achieved FLOP/s."""
 
     family: str
     names: tuple[str, ...]  # fewest FLOPs first
@@ -758,15 +762,17 @@ def family_lines(points: Sequence[NetworkPoint], metric: TimeMetric = TimeMetric
         if len(members) < 2 or np.ptp(x) == 0:
             continue
         y = np.array([p.time(metric) for p in members])
-        line = stats.linregress(np.log(x), np.log(y))
-        ci = NAN2
-        if len(members) >= MIN_POINTS:
-            half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(x) - 2)) * float(line.stderr)
-            ci = (float(line.slope) - half, float(line.slope) + half)
-        repeat_ci, _ = _bootstrap(members, metric, x, seed=seed, samples=bootstrap)
+        slope, ci, repeat_ci = math.nan, NAN2, NAN2
+        if x[-1] / x[0] >= MIN_FLOPS_SPAN:
+            line = stats.linregress(np.log(x), np.log(y))
+            slope = float(line.slope)
+            if len(members) >= MIN_POINTS:
+                half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(x) - 2)) * float(line.stderr)
+                ci = (slope - half, slope + half)
+            repeat_ci, _ = _bootstrap(members, metric, x, seed=seed, samples=bootstrap)
         rates = x / y
         lines.append(FamilyLine(
-            family=family, names=tuple(p.name for p in members), loglog_slope=float(line.slope),
+            family=family, names=tuple(p.name for p in members), loglog_slope=slope,
             slope_ci=ci, repeat_slope_ci=repeat_ci, flops_ratio=float(x[-1] / x[0]),
             time_ratio=float(y[-1] / y[0]), min_flops_per_s=float(rates.min()),
             max_flops_per_s=float(rates.max())))
@@ -847,11 +853,14 @@ def _claims(metric: TimeMetric, models: Sequence[MeasureModel], shares: Sequence
     out.append(f"The joint fit's fixed cost per step is {joint.intercept_s * 1e3:.3g} ms.")
     if families:
         inside = "; ".join(
-            f"{f.family} (n = {len(f.names)}) FLOPs^{f.loglog_slope:.2f}"
-            + (f" ({_fmt_ci(f.slope_ci)})" if math.isfinite(f.slope_ci[0]) else
-               f" ({_fmt_ci(f.repeat_slope_ci)} over repeats)" if math.isfinite(f.repeat_slope_ci[0])
-               else "")
-            + f", {f.flops_ratio:.1f}× the FLOPs in {f.time_ratio:.1f}× the time"
+            (f"{f.family} (n = {len(f.names)}) FLOPs^{f.loglog_slope:.2f}"
+             + (f" ({_fmt_ci(f.slope_ci)})" if math.isfinite(f.slope_ci[0]) else
+                f" ({_fmt_ci(f.repeat_slope_ci)} over repeats)"
+                if math.isfinite(f.repeat_slope_ci[0]) else "")
+             + f", {f.flops_ratio:.1f}× the FLOPs in {f.time_ratio:.1f}× the time")
+            if math.isfinite(f.loglog_slope) else
+            (f"{f.family} (n = {len(f.names)}) {f.flops_ratio:.2f}× the FLOPs in "
+             f"{f.time_ratio:.2f}× the time (FLOPs too close for an exponent)")
             for f in families)
         tail = (f" Across all networks: FLOPs^{across.loglog_slope:.2f} "
                 f"({_fmt_ci(across.loglog_slope_ci)}), R² {across.r_squared:.2f}."
