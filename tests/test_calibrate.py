@@ -22,9 +22,9 @@ from dnncost.measuring.calibrate import (
     measure_bandwidth,
     measure_conv,
     measure_matmul,
-    quiet_cpp_extension_notice,
     save_calibration,
 )
+from dnncost.measuring.device import quiet_cpp_extension_notice
 from dnncost.measuring.environment import machine_fingerprint
 from dnncost.measuring.measurement import Measurement
 

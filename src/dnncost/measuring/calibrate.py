@@ -16,7 +16,6 @@ verbatim on load and save, so the format grows without breaking older files.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 
 from dnncost.errors import CalibrationError, InputSpecError
-from dnncost.measuring.device import resolve_device, using_threads
+from dnncost.measuring.device import quiet_cpp_extension_notice, resolve_device, using_threads
 from dnncost.measuring.environment import current_environment, machine_fingerprint
 from dnncost.measuring.inputs import parse_dtype
 from dnncost.measuring.measurement import Measurement
@@ -256,16 +255,6 @@ def save_calibration(calibration: Calibration) -> Path:
 
 
 # -- measuring -------------------------------------------------------------------------------------
-def quiet_cpp_extension_notice() -> None:
-    """Importing torch.utils.benchmark imports torch.utils.cpp_extension, which logs a warning
-    ("No CUDA runtime is found, using CUDA_HOME=...") on a machine with a CUDA build of torch and no
-    GPU -- noise in every study's output that says nothing about timing. Raised to ERROR only while
-    the user has not set that logger's level."""
-    log = logging.getLogger("torch.utils.cpp_extension")
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.ERROR)
-
-
 def _timer_samples(stmt: str, tensors: Mapping[str, object], *, threads: int,
                    min_run_time: float) -> Measurement:
     """Per-call times of ``stmt`` via torch.utils.benchmark (warm-up, blocks, accelerator sync)."""

@@ -4,6 +4,7 @@ micro-benchmarks, so each is checked and worded the same way everywhere."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -21,6 +22,17 @@ GIB = 1024**3  # bytes in a GiB
 
 class BatchTooLargeError(InputSpecError):
     """A batch that does not fit in the device's memory."""
+
+
+def quiet_cpp_extension_notice() -> None:
+    """Importing torch.utils.benchmark (calibration) or torch.compile's inductor imports
+    torch.utils.cpp_extension, which logs a warning ("No CUDA runtime is found, using
+    CUDA_HOME=...") on a machine with a CUDA build of torch and no GPU -- noise in every study's
+    output that says nothing about timing. Raised to ERROR only while the user has not set that
+    logger's level."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.ERROR)
 
 
 def resolve_device(device: str | torch.device, *, allow_meta: bool = False) -> torch.device:
@@ -189,4 +201,4 @@ def check_memory_fits(needed_bytes: int, *, device: torch.device, batch_size: in
 
 __all__ = ["SUPPORTED_DEVICES", "BatchTooLargeError", "StepClock", "available_memory_bytes",
            "check_memory_fits", "check_threads", "is_out_of_memory", "out_of_memory_as_error",
-           "resolve_device", "synchronize", "using_threads"]
+           "quiet_cpp_extension_notice", "resolve_device", "synchronize", "using_threads"]

@@ -8,6 +8,7 @@ import shutil
 import torch
 from torch import nn
 
+from dnncost.measuring.device import quiet_cpp_extension_notice
 from dnncost.whatif.registry import Context, NotApplicable, Training, Variant, register
 
 COMPILE_LIMIT_S = 90.0  # source: our choice, half of the ~3 min a default whatif run should take on 2 cores
@@ -20,6 +21,7 @@ def compile_model(model: nn.Module, value: float | None, context: Context) -> Va
     """``model`` wrapped by torch.compile; the eager module is what is counted."""
     if context.device.type == "cpu" and not any(shutil.which(c) for c in CXX):
         raise NotApplicable("inductor needs a C++ compiler on the CPU and none is on PATH")
+    quiet_cpp_extension_notice()
     compiled: nn.Module = torch.compile(model)  # type: ignore[assignment]  # an OptimizedModule
     return Variant(compiled, count_module=model, first_call_limit_s=COMPILE_LIMIT_S,
                    count_note="counted eagerly (inductor fuses ops but keeps the arithmetic)",
