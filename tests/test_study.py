@@ -269,3 +269,29 @@ def test_drifted_repeats_are_remeasured_and_stored_with_the_machine_around_them(
     assert shifted.probe_s == 3e-3 and later.probe_s == 1e-3 and later.probe_reference_s == 1e-3
     assert later.cpu_samples is not None and len(later.cpu_samples) == 2  # one per timed step
     assert later.load_average is None or later.load_average >= 0
+
+
+def test_noisy_cost_vs_work_points_make_one_warning(tmp_path, monkeypatch):
+    import warnings
+
+    from dnncost.measuring.measurement import NoisyMeasurementWarning
+    from dnncost.study import sweep
+    from dnncost.study.work import WorkPoint
+
+    def fake_measure_work(name, **kwargs):
+        for i in range(3):  # three noisy points, as time_model warns for each
+            warnings.warn(f"{name} train step timing is noisy ({i})", NoisyMeasurementWarning,
+                          stacklevel=2)
+        warnings.warn("something else", RuntimeWarning, stacklevel=2)  # passed on as it is
+        return [WorkPoint(name, b, 32, 1e-3 * b, 1e6 * b) for b in (1, 2, 4, 8)]
+
+    monkeypatch.setattr(sweep, "measure_work", fake_measure_work)
+    with open_store(tmp_path / "s.sqlite") as store, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_study(_config("lenet5", work=True, epochs=0), store, progress=False)
+    noisy = [str(w.message) for w in caught if issubclass(w.category, NoisyMeasurementWarning)
+             and "cost vs work" in str(w.message)]
+    assert noisy == ["lenet5 cost vs work: 3 of 4 points timed with an IQR above 10% of the "
+                     "median; the machine may be busy"]
+    assert not any("timing is noisy (" in str(w.message) for w in caught)
+    assert any(str(w.message) == "something else" for w in caught)

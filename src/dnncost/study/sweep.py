@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from dnncost.errors import DnncostError, InputSpecError, ModelNotFoundError, StoreError, suggest
 from dnncost.measuring.kinds import OPTIMIZERS
+from dnncost.measuring.measurement import NOISE_THRESHOLD, NoisyMeasurementWarning
 from dnncost.measuring.recipe import RECIPE_EPOCHS, Recipe, recipe_for
 from dnncost.study.store import CountRow, RepeatConditions, Store, TimingRow, WorkRow
 from dnncost.study.work import WORK_PLAN, measure_work
@@ -735,9 +736,21 @@ class _Sweep:
         if self.store.has_work(net.nid):
             self.advance(1, done=True)
             return
-        points = measure_work(net.name, input_sizes=WORK_PLAN[net.name],
-                              device=self.config.device, threads=self.threads,
-                              optimizer=self.config.optimizer)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            points = measure_work(net.name, input_sizes=WORK_PLAN[net.name],
+                                  device=self.config.device, threads=self.threads,
+                                  optimizer=self.config.optimizer)
+        noisy = 0
+        for w in caught:  # one line for the sweep's noisy points, not one per point
+            if issubclass(w.category, NoisyMeasurementWarning):
+                noisy += 1
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if noisy:
+            warnings.warn(f"{net.name} cost vs work: {noisy} of {len(points)} points timed with "
+                          f"an IQR above {NOISE_THRESHOLD:.0%} of the median; the machine may be "
+                          "busy", NoisyMeasurementWarning, stacklevel=1)
         self.store.add_work(net.nid, self.run_uid, [
             WorkRow(mode="train", batch_size=p.batch_size, input_size=p.input_size, step_s=p.step_s,
                     flops=p.flops) for p in points])
