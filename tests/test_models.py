@@ -324,3 +324,11 @@ def test_shufflenet_residual_units_start_as_the_identity():
     plain = create_model("shufflenet_v1_g3_cifar", zero_init_residual=False)
     assert all(bool((u.expand[1].weight == 1).all())
                for u in plain.modules() if isinstance(u, ShuffleUnit))
+
+
+def test_family_of_a_zoo_network_and_of_one_from_outside_the_zoo():
+    from dnncost.models import OTHER_FAMILY, family_of
+
+    assert family_of("resnet20") == "resnet" and family_of("alexnet_cifar") == "alexnet"
+    for outside in ("mobilenet_v3_small", "torchvision:resnet50", "net.py:build"):
+        assert family_of(outside) == OTHER_FAMILY

@@ -140,26 +140,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _family(name: str) -> str:
-    """The zoo family of ``name`` ('other' for a torchvision, timm or file model)."""
-    from dnncost.models.registry import get_model_info
-
-    try:
-        return get_model_info(name).family
-    except LookupError:
-        return "other"
-
-
 def _training_options(args: argparse.Namespace, loaded: LoadedModel, options: StepOptions
                       ) -> TrainingOptions:
     from dnncost.errors import InputSpecError
     from dnncost.measuring.recipe import recipe_for
+    from dnncost.models import family_of
     from dnncost.whatif.accuracy import TrainingOptions
     from dnncost.whatif.runner import options_precision
 
     if args.epochs < 1:  # before the recipe's multiple, so the error quotes what was given
         raise InputSpecError(f"--epochs must be a positive integer, got {args.epochs}")
-    recipe = recipe_for(_family(loaded.name))
+    recipe = recipe_for(family_of(loaded.name))
     return TrainingOptions(recipe=recipe, epochs=recipe.epochs(args.epochs),  # as the study does
                            dataset=args.dataset, device=args.device, threads=args.threads,
                            precision=options_precision(options))
@@ -236,12 +227,13 @@ def _save(results: list[WhatIfResult], args: argparse.Namespace, loaded: LoadedM
     """Keep ``results`` in the study database ``--db`` (one run per step mode)."""
     if not args.db:
         return
+    from dnncost.models import family_of
     from dnncost.study.store import open_store
     from dnncost.study.whatif import save_whatif
 
     with open_store(args.db) as store:
         for mode in dict.fromkeys(r.mode for r in results):
-            save_whatif(store, [r for r in results if r.mode is mode], family=_family(loaded.name),
+            save_whatif(store, [r for r in results if r.mode is mode], family=family_of(loaded.name),
                         input_shape=spec, options=options[mode.value], training=training,
                         command="dnncost " + " ".join(sys.argv[1:]))
     print(f"results kept in {args.db} (table whatif_results)", file=sys.stderr)

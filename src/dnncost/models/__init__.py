@@ -11,15 +11,18 @@ from dnncost.models import alexnet, googlenet, later, lenet, mobilenet, resnet, 
 from dnncost.models.registry import (
     FAMILIES,
     LATER_FAMILIES,
+    OTHER_FAMILY,
     STUDY_FAMILIES,
     ModelInfo,
     Size,
     create_model,
     default_study_models,
+    family_of,
     get_model_info,
     list_models,
     register_model,
 )
 
-__all__ = ["FAMILIES", "LATER_FAMILIES", "STUDY_FAMILIES", "ModelInfo", "Size", "create_model",
-           "default_study_models", "get_model_info", "list_models", "register_model"]
+__all__ = ["FAMILIES", "LATER_FAMILIES", "OTHER_FAMILY", "STUDY_FAMILIES", "ModelInfo", "Size",
+           "create_model", "default_study_models", "family_of", "get_model_info", "list_models",
+           "register_model"]

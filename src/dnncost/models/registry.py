@@ -19,6 +19,7 @@ from dnncost.errors import ModelNotFoundError, suggest
 STUDY_FAMILIES = ("lenet", "alexnet", "vgg", "googlenet", "resnet", "mobilenet", "shufflenet")
 LATER_FAMILIES = ("mobilenet_v2", "shufflenet_v2", "squeezenet", "densenet")
 FAMILIES = STUDY_FAMILIES + LATER_FAMILIES
+OTHER_FAMILY = "other"  # the family of a network from outside the zoo (torchvision, timm, a file)
 
 # source: issue 3 ("within 3% wherever the paper prints them").
 DEFAULT_TOLERANCE = 0.03
@@ -136,6 +137,13 @@ def get_model_info(name: str) -> ModelInfo:
         return _INFOS[name]
     except KeyError:
         raise _not_found(name) from None
+
+
+def family_of(name: str) -> str:
+    """The zoo family of network ``name`` (its recipe, its line in the study); OTHER_FAMILY for a
+    network from outside the zoo."""
+    info = _INFOS.get(name)
+    return info.family if info is not None else OTHER_FAMILY
 
 
 def create_model(name: str, **kwargs: object) -> nn.Module:

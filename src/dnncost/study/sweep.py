@@ -262,15 +262,10 @@ def _units(config: StudyConfig, names: Sequence[str]) -> int:
     one per cost-vs-work network."""
     per_network = (1 + 2 * config.repeats + int(config.breakdown)
                    + int(config.world_size > 1) + int(config.whatif is not None))
-    epochs = sum(recipe_for(_family(name)).epochs(config.epochs) for name in names)
+    from dnncost.models import family_of  # torch: kept off the CLI's start-up
+
+    epochs = sum(recipe_for(family_of(name)).epochs(config.epochs) for name in names)
     return len(names) * per_network + epochs + len(_work_networks(config, names))
-
-
-def _family(name: str) -> str:
-    """The zoo family of network ``name``; 'other' for a network from outside the zoo."""
-    from dnncost import models
-
-    return models.get_model_info(name).family if name in models.list_models() else "other"
 
 
 def _work_networks(config: StudyConfig, names: Sequence[str]) -> list[str]:
@@ -523,12 +518,13 @@ class _Sweep:
     # -- the stages; each advances the progress bar by the units it covers ----------------------
     def _prepare(self, name: str) -> _Network | None:
         """Resolve, register and count one network; None (error recorded) when that fails."""
+        from dnncost.models import family_of
         from dnncost.models.loading import load_model
 
         self.bar.set_description_str(f"{name}: {Stage.LOAD.value}")
         try:
             loaded = load_model(name)
-            family = _family(name)
+            family = family_of(name)
             shape = tuple(loaded.input_shape)
             size = self.config.input_size
             if self.config.models and size is not None and size != shape[-1] and len(shape) == 3:
