@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,7 @@ class Calibrated:
     model: OperatorModel
     fitted: tuple[NetworkSample, ...]
     held_out: tuple[NetworkSample, ...]
+    meta: Mapping[str, Any] = field(default_factory=dict)  # the model's identifying fields
 
 
 def sized_network(seed: int, *, max_train_flops: float, max_side: int = 224) -> RandomNet | None:
@@ -214,17 +216,12 @@ def refit(stored: StoredSamples) -> Calibrated:
     model = fit_operator_model(stored.fitted, **dict(stored.meta))
     model = replace(model, held_out=step_errors(model, stored.held_out),
                     baselines=fit_baselines(stored.fitted))
-    return Calibrated(model, tuple(stored.fitted), tuple(stored.held_out))
+    return Calibrated(model, tuple(stored.fitted), tuple(stored.held_out), dict(stored.meta))
 
 
 def stored_samples(done: Calibrated) -> StoredSamples:
     """What to keep of a calibration so that :func:`refit` can fit it again."""
-    m = done.model
-    return StoredSamples(done.fitted, done.held_out, {"fingerprint": m.fingerprint,
-                                                      "threads": m.threads,
-                                                      "torch_version": m.torch_version,
-                                                      "quick": m.quick,
-                                                      "busy_networks": m.busy_networks})
+    return StoredSamples(done.fitted, done.held_out, done.meta)
 
 
 __all__ = ["BUDGET_S", "Calibrated", "MAX_TRAIN_FLOPS", "QUICK_BUDGET_S", "baseline_seconds",
