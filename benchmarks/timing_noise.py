@@ -21,6 +21,8 @@ Run:  python benchmarks/timing_noise.py                      (resnet20 + lenet5,
       python benchmarks/timing_noise.py --threads 1 --step-budget 0 --steps 10   (the protocol of
       the first version of this benchmark: 10 steps per repeat, one thread)
       python benchmarks/timing_noise.py --sessions 2 --repeats 3 --step-budget 0 --steps 4  (smoke)
+      python benchmarks/timing_noise.py --reference-net   (also: does dividing by a network-like
+      reference workload, a fixed small CNN interleaved as one more job, steady the figures?)
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import warnings
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from dnncost.measuring.environment import cpu_times, current_environment, machine_load
 from dnncost.measuring.interleave import InterleavedRun, TimingJob, time_interleaved
@@ -68,6 +71,19 @@ def before(jobs: Sequence[TimingJob], repeats: int) -> dict[str, Repeats]:
     return out
 
 
+REFERENCE_JOB = "reference-cnn"
+
+
+def reference_net() -> nn.Module:
+    """A fixed small CNN (three 3x3 conv-BN-ReLU layers on 32x32, ~20 ms a training step at batch
+    32 on 2 cores): a reference workload that looks like a network's step, not like the probe."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
 def main() -> None:
     study = StudyConfig()  # the default study's timing protocol is what the benchmark measures
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -83,6 +99,9 @@ def main() -> None:
                              f"the study's, {study.step_budget_s}); 0: --steps steps")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat without a budget")
     parser.add_argument("--warmup", type=int, default=study.warmup)
+    parser.add_argument("--reference-net", action="store_true",
+                        help="interleave a fixed small CNN as one more job and report each "
+                             "network's time divided by it")
     args = parser.parse_args()
     threads = args.threads or torch.get_num_threads()
 
@@ -91,6 +110,8 @@ def main() -> None:
     opts = StepOptions(batch_size=args.batch_size, threads=threads, warmup=args.warmup,
                        repeats=args.steps, budget_s=args.step_budget or None)
     jobs = [TimingJob(n, create_model(n), tuple(get_model_info(n).input_shape), opts) for n in names]
+    after_jobs = jobs + ([TimingJob(REFERENCE_JOB, reference_net(), (3, 32, 32), opts)]
+                         if args.reference_net else [])
     env = current_environment("cpu", threads=threads)
     steps = (f"timed steps until {args.step_budget:g} s" if args.step_budget
              else f"{args.steps} timed steps")
@@ -103,7 +124,7 @@ def main() -> None:
     new: list[InterleavedRun] = []
     for s in range(args.sessions):
         old.append(before(jobs, args.repeats))
-        new.append(time_interleaved(jobs, repeats=args.repeats))
+        new.append(time_interleaved(after_jobs, repeats=args.repeats))
         run = new[-1]
         shifted = sum(sum(j.shifted) for j in run.jobs.values())
         total = sum(len(j.timings) for j in run.jobs.values())
@@ -133,6 +154,12 @@ def main() -> None:
         for est in (Estimator.MEDIAN, STUDY_ESTIMATOR):
             rows.append((f"{a}/{b} after,  {est.value}",
                          [r.jobs[a].estimate(est) / r.jobs[b].estimate(est) for r in new]))
+    if args.reference_net:
+        rows.append((f"{REFERENCE_JOB} after,  {STUDY_ESTIMATOR.value}",
+                     [r.jobs[REFERENCE_JOB].estimate() for r in new]))
+        for n in names:
+            rows.append((f"{n}/reference after,  {STUDY_ESTIMATOR.value}",
+                         [r.jobs[n].estimate() / r.jobs[REFERENCE_JOB].estimate() for r in new]))
     width = max(len(label) for label, _ in rows)
     for label, values in rows:
         c = cv(values)
