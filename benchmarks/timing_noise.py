@@ -62,9 +62,10 @@ def before(jobs: Sequence[TimingJob], repeats: int) -> dict[str, Repeats]:
     """The old protocol: each network's repeats in one block, no probe."""
     out = {}
     for job in jobs:
+        model = job.model if isinstance(job.model, nn.Module) else job.model()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoisyMeasurementWarning)
-            runs = tuple(time_model(job.model, job.input_shape, job.options, name=job.name,
+            runs = tuple(time_model(model, job.input_shape, job.options, name=job.name,
                                     count_flops=False, probe=False).measurement
                          for _ in range(repeats))
         out[job.name] = Repeats(runs)
