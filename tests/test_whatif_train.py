@@ -254,3 +254,27 @@ def test_study_whatif_train_needs_transformations_and_epochs(tmp_path, capsys) -
     code = main(["study", "--quick", "--whatif-train", "--db", str(tmp_path / "s.sqlite"),
                  "--out", str(tmp_path / "report")])
     assert code == 2 and "needs what-if transformations" in capsys.readouterr().err
+
+
+
+def test_progress_bar_ends_full_when_a_variant_is_not_trained() -> None:
+    """fp16 on a CPU is planned as a fine-tune but validated instead (no epochs): its planned
+    epochs come off the bar's total, so the bar ends full rather than short of it."""
+    import io
+
+    from tqdm import tqdm
+
+    from dnncost.commands.whatif import _Trainer
+    from dnncost.measuring.records import EpochRecord
+
+    trainer = _Trainer(None, IMAGE, TrainingOptions(epochs=2))  # type: ignore[arg-type]
+    trainer.bar = tqdm(total=2 + 2, file=io.StringIO())  # two variants planned, 2 epochs each
+    record = EpochRecord(epoch=1, train_time_s=0.1, val_time_s=0.1, train_data_time_s=0.0,
+                         val_data_time_s=0.0, train_loss=1.0, train_accuracy=0.5, val_loss=1.0,
+                         val_accuracy=0.5, train_samples=8, val_samples=8, steps=1)
+    for _ in range(2):
+        trainer._epoch("bf16", record)
+    trainer._settle(2)  # trained: both epochs seen, the total stays
+    assert trainer.bar.total == 4
+    trainer._settle(2)  # validated instead: no epoch seen
+    assert (trainer.bar.n, trainer.bar.total) == (2, 2)

@@ -167,6 +167,7 @@ class _Trainer:
         self.accuracies: dict[str, Accuracy] = {}
         self.data: DatasetSplit | None = None
         self.bar: Any = None  # the tqdm bar of the training running now
+        self.epochs_seen = 0  # epochs the bar counted since the last variant's accuracy
 
     def _progress(self, total: int) -> Any:
         from tqdm.auto import tqdm
@@ -176,9 +177,18 @@ class _Trainer:
         return self.bar
 
     def _epoch(self, label: str, record: EpochRecord) -> None:
+        self.epochs_seen += 1
         if self.bar is not None:
             self.bar.set_postfix_str(f"{label} val acc {record.val_accuracy:.3f}")
             self.bar.update()
+
+    def _settle(self, planned: int) -> None:
+        """After one variant: take the epochs it was planned but did not run (validated instead of
+        trained, not applicable, failed) off the bar's total, so that the bar ends full."""
+        if self.bar is not None and planned > self.epochs_seen:
+            self.bar.total -= planned - self.epochs_seen
+            self.bar.refresh()
+        self.epochs_seen = 0
 
     def original(self) -> None:
         import torch
@@ -204,10 +214,13 @@ class _Trainer:
         assert self.trained is not None and self.data is not None \
             and self.original_accuracy is not None, "the original is trained first"
         todo = measured_specs(specs, results)
+        planned = {s.label: epochs_planned([s], self.options) for s in todo}
+        self.epochs_seen = 0
         with self._progress(epochs_planned(todo, self.options)):
             for accuracy in variant_accuracies(self.trained, todo, data=self.data,
                                                options=self.options, original=self.original_accuracy,
                                                name=self.loaded.name, on_epoch=self._epoch):
+                self._settle(planned.get(accuracy.transformation, 0))
                 self.accuracies[accuracy.transformation] = accuracy
                 if accuracy.failed:
                     warnings.warn(f"transformation '{accuracy.transformation}': {accuracy.note}; "
