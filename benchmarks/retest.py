@@ -13,9 +13,14 @@ It prints, per mode, for the measured step and for the sum of its kernels:
   passes -- what a perfect predictor, fitted on one pass, would score against another;
 - the spread (max/min - 1) of each network over the passes (median and largest);
 - whether the probe explains it: the correlation of each network's pass-to-pass change with the
-  probe's, and the MAPE after dividing by the probe's change.
+  probe's, and the MAPE after dividing by the probe's change;
+- with 4 passes or more, the same for the fastest of k passes (k = 2 to passes/2): the passes split
+  into two disjoint sets of k, alternating, each set's fastest compared with the other's -- how
+  much timing each network several times, far apart, steadies what a predictor is fitted on and
+  judged against (calibration keeps each kernel's fastest, evaluate --unseen each step's fastest).
 
 Run:  python benchmarks/retest.py                       (14 networks x 3 passes, ~80 s on 2 cores)
+      python benchmarks/retest.py --passes 6               (also the fastest of 2 and of 3 passes)
       python benchmarks/retest.py --networks 4 --passes 2   (smoke)
 """
 from __future__ import annotations
@@ -55,6 +60,11 @@ def pair_errors(values: np.ndarray) -> np.ndarray:
     """|later / earlier - 1| for every network (rows) and every pair of passes (columns)."""
     pairs = list(itertools.combinations(range(values.shape[1]), 2))
     return np.array([[abs(row[q] / row[p] - 1) for p, q in pairs] for row in values])
+
+
+def split_fastest(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fastest of passes 0, 2, 4, ... and of passes 1, 3, 5, ... (k of each) per network."""
+    return values[:, 0:2 * k:2].min(axis=1), values[:, 1:2 * k:2].min(axis=1)
 
 
 def main() -> None:
@@ -115,6 +125,11 @@ def main() -> None:
                   f"{(errors <= WITHIN).mean():5.0%} | spread over passes median {np.median(spread):6.1%}"
                   f", max {spread.max():6.1%} | probe: correlation {corr:+.2f}, MAPE after dividing "
                   f"by it {normalised.mean():6.1%}")
+            for k in range(2, args.passes // 2 + 1):
+                a, b = split_fastest(values, k)
+                err = np.abs(b / a - 1)
+                print(f"  {'':5s} {'':10s}  fastest of {k} passes vs fastest of {k} others: MAPE "
+                      f"{err.mean():6.1%}, within +-{WITHIN:.0%} {(err <= WITHIN).mean():5.0%}")
     print(f"machine during the run ({elapsed:.0f} s): load average {load.load_average:.2f}, other "
           f"processes {load.others_cores or 0:.2f} of {load.cores} cores, steal "
           f"{(load.steal_share or 0):.1%}, CPU {load.cpu_mhz or float('nan'):.0f} MHz"

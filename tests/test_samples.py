@@ -152,3 +152,44 @@ def test_a_network_timed_on_a_busy_machine_is_timed_again(monkeypatch) -> None:
     steps = iter([0.9, 0.3, 0.6, 0.4, 0.8, 0.1])
     samples, still = calibration.measure_quietly(None, threads=2, retries=2, measure=measure)  # type: ignore[arg-type]
     assert [s.step_s for s in samples] == [0.6, 0.1] and still  # 3 attempts, then given up
+
+
+def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> None:
+    """PASSES passes: pass 1 draws and times networks, passes 2.. time the same ones again in the
+    same order (A B C A B C ...); each kernel's and step's fastest pass is kept; a network counts as
+    busy only when every one of its passes was."""
+    from types import SimpleNamespace
+
+    from dnncost.prediction import calibration
+
+    rng = random.Random(11)
+    bases = {seed: [network(rng, f"random{seed}", "train"), network(rng, f"random{seed}", "eval")]
+             for seed in range(3)}
+    order: list[int] = []
+    scale = iter([3.0, 1.0, 2.0, 1.0, 2.0, 3.0, 2.0, 3.0, 1.0])  # per call: a slowdown of its pass
+
+    def measure_quietly(net, *, threads, retries):  # noqa: ANN001, ANN202
+        order.append(net.seed)
+        k = next(scale)
+        busy = net.seed == 0 or (net.seed == 1 and len(order) <= 3)  # 0: every pass; 1: the first
+        return [replace(s, kernel_s=tuple(k * t for t in s.kernel_s), step_s=k * s.step_s)
+                for s in bases[net.seed]], busy
+
+    monkeypatch.setattr(calibration, "sized_network",
+                        lambda seed, **kw: SimpleNamespace(seed=seed, name=f"random{seed}", batch_size=1,
+                                                           input_shape=(3, 8, 8), blocks=())
+                        if seed < 3 else None)
+    monkeypatch.setattr(calibration, "measure_quietly", measure_quietly)
+    kept: list[StoredSamples] = []
+    monkeypatch.setattr(calibration, "refit", lambda stored: kept.append(stored))
+    calibration.calibrate_operators(budget_s=0.0, min_networks=3, passes=3)
+    assert order == [0, 1, 2, 0, 1, 2, 0, 1, 2]
+    stored = kept[0]
+    fitted = {s.name: s for s in stored.fitted if s.report.mode == "train"}
+    # random0's passes were slowed 3x, 1x, 2x: the fastest (1x) is kept; random2's 2x, 3x, 1x
+    assert fitted["random0"].step_s == pytest.approx(bases[0][0].step_s)
+    assert fitted["random0"].kernel_s == pytest.approx(bases[0][0].kernel_s)
+    assert fitted["random1"].step_s == pytest.approx(bases[1][0].step_s)
+    assert stored.meta["passes"] == 3 and stored.meta["busy_networks"] == 1  # random0 only
+    with pytest.raises(ValueError, match="passes must be a positive integer"):
+        calibration.calibrate_operators(budget_s=0.0, passes=0)

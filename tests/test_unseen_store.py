@@ -320,3 +320,16 @@ def test_unseen_networks_are_timed_round_robin_each_pass_a_fresh_build(
     # each round's median (0.010 + 0.012) / 2 = 0.011; the fastest step of both rounds 0.010
     assert all(p.round_medians_s == pytest.approx((0.011, 0.011)) and p.measured_s == 0.010
                for p in result.points)
+
+
+def test_evaluate_help_states_the_protocols_default_rounds() -> None:
+    """The CLI builds its parser without importing torch, so --rounds' help states the default as a
+    literal: it must be the protocol's."""
+    from dnncost.cli import build_parser
+    from dnncost.prediction import unseen
+
+    parser = build_parser()
+    evaluate = next(a for a in parser._subparsers._group_actions  # type: ignore[union-attr]
+                    if a.dest == "command").choices["evaluate"]
+    rounds = next(a for a in evaluate._actions if "--rounds" in a.option_strings)
+    assert f"(default: {unseen.ROUNDS};" in rounds.help

@@ -135,11 +135,12 @@ def _operator_rows(model: OperatorModel) -> list[dict[str, object]]:
          "size": f"{int(m['n'])} random networks", "value": 100 * m["mape"], "unit": "%", "cv": None}
         for mode, m in model.held_out.items()]
     rows.append({"device": "cpu", "threads": model.threads, "measure": "per-kernel model",
-                 "size": f"{model.networks} networks", "value": model.kernels, "unit": "kernels",
-                 "cv": None})
+                 "size": f"{model.networks} networks x {model.passes} pass"
+                         f"{'es' if model.passes > 1 else ''}", "value": model.kernels,
+                 "unit": "kernels", "cv": None})
     if model.busy_networks:
         rows.append({"device": "cpu", "threads": model.threads,
                      "measure": "timed while the machine was busy (slow-biased)",
-                     "size": "after re-timing each twice", "value": model.busy_networks,
+                     "size": "in every pass, after re-timing", "value": model.busy_networks,
                      "unit": "networks", "cv": None})
     return rows

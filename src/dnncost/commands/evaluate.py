@@ -48,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="smoke run: a quick calibration, six small networks, 3x32x32 only, "
                              "one round")
     unseen.add_argument("--rounds", type=int, default=None, metavar="N",
-                        help="round-robin timing passes over the networks (default: 2; 1 with "
+                        help="round-robin timing passes over the networks (default: 3; 1 with "
                              "--quick)")
     unseen.add_argument("--max-gflops", type=float, default=None, metavar="G",
                         help="leave out networks whose step counts more GFLOPs (default: 250)")

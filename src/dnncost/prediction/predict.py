@@ -247,6 +247,7 @@ class OperatorModel:
     networks: int = 0  # random networks fitted on
     kernels: int = 0  # timed kernels fitted on
     busy_networks: int = 0  # random networks still timed on a busy machine after re-timing
+    passes: int = 1  # times each random network was timed, passes apart (its fastest kept)
     held_out: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # mode -> metrics
     baselines: Mapping[str, float] = field(default_factory=dict)  # name -> fitted constant
 
@@ -280,7 +281,7 @@ class OperatorModel:
         return {"fingerprint": self.fingerprint, "threads": self.threads,
                 "torch_version": self.torch_version, "created": self.created, "quick": self.quick,
                 "networks": self.networks, "kernels": self.kernels,
-                "busy_networks": self.busy_networks,
+                "busy_networks": self.busy_networks, "passes": self.passes,
                 "step_weights_us": {f: w * 1e6 for f, w in zip(STEP_FEATURES, self.step_weights,
                                                                 strict=True)},
                 "held_out": {m: dict(v) for m, v in self.held_out.items()},
@@ -303,6 +304,7 @@ class OperatorModel:
                    created=str(data.get("created", "")), quick=bool(data.get("quick", False)),
                    networks=int(data.get("networks", 0)), kernels=int(data.get("kernels", 0)),
                    busy_networks=int(data.get("busy_networks", 0)),
+                   passes=int(data.get("passes", 1)),
                    held_out={str(m): {str(k): float(v) for k, v in dict(d).items()}
                              for m, d in dict(data.get("held_out", {})).items()},
                    baselines={str(k): float(v) for k, v in dict(data.get("baselines", {})).items()})
@@ -354,7 +356,8 @@ class NetworkSample:
 
 def fit_operator_model(samples: Sequence[NetworkSample], **meta: Any) -> OperatorModel:
     """Fit the kernel regressors and the step weights on ``samples`` (``meta``: OperatorModel's
-    identifying fields: fingerprint, threads, torch_version, quick, busy_networks, held_out)."""
+    identifying fields: fingerprint, threads, torch_version, quick, busy_networks, passes,
+    held_out)."""
     if not samples:
         raise ValueError("no timed networks to fit the time model on")
     records = [(r, s.report.mode, t) for s in samples
