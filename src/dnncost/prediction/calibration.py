@@ -3,8 +3,9 @@
 ``calibrate_operators`` draws random networks (:mod:`dnncost.prediction.sampling`; never a
 published one), shrinks each one's batch until its training step is at most MAX_TRAIN_FLOPS, and
 times every kernel inside its training and validation steps (:mod:`dnncost.prediction.kernels`) and
-the steps themselves, in PASSES passes: the first draws and times networks until its share of the
-time budget is spent, the others time the same networks again in the same order, so that each
+the steps themselves, in PASSES passes: the first draws and times networks while it and the passes
+to come (each as long as its timing) fit in the budget, the others time the same networks again in
+the same order, so that each
 network's passes lie a minute or more apart and each kernel's and step's fastest pass is kept. On
 a shared VM the same network timed twice, passes apart, differs by 9-13% (one pass against another)
 but by 4-5% when the fastest of 3 passes is set against the fastest of 3 others
@@ -194,20 +195,25 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     nets: list[RandomNet] = []
     timed: dict[int, list[list[NetworkSample]]] = {}  # seed -> each pass's samples (one per mode)
     busy_passes: dict[int, int] = {}
+    measured = [0.0]  # seconds pass 1 spent timing (not drawing, counting or failing): what each
+    # later pass spends again
     start = time.perf_counter()
 
     def spent() -> float:
         return time.perf_counter() - start
 
-    def measure(net: RandomNet, retries: int) -> bool:
+    def measure(net: RandomNet, retries: int) -> None:
+        began = time.perf_counter()
         samples, still_busy = measure_quietly(net, threads=n_threads, retries=retries)
         timed.setdefault(net.seed, []).append(samples)
         busy_passes[net.seed] = busy_passes.get(net.seed, 0) + still_busy
-        return still_busy
+        if len(timed[net.seed]) == 1:
+            measured[0] += time.perf_counter() - began
 
     with using_threads(threads) as n_threads:
         seed = 0
-        while len(nets) < min_networks or spent() < budget / passes:  # pass 1: draw and time
+        # pass 1 draws and times networks while it and the passes to come fit in the budget
+        while len(nets) < min_networks or spent() + (passes - 1) * measured[0] < budget:
             seed += 1
             try:
                 net = sized_network(seed - 1, max_train_flops=max_flops,
