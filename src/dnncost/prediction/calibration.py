@@ -9,7 +9,7 @@ the same order, so that each
 network's passes lie a minute or more apart and each kernel's and step's fastest pass is kept. On
 a shared VM the same network timed twice, passes apart, differs by 9-13% (one pass against another)
 but by 4-5% when the fastest of 3 passes is set against the fastest of 3 others
-(``benchmarks/retest.py``): a slow stretch of the machine lasts seconds, not minutes. A network
+(``benchmarks/noise_floor.py``): a slow stretch of the machine lasts seconds, not minutes. A network
 timed while other processes kept the machine busy is timed again within its pass (not once the
 budget is spent); the networks busy in every pass are counted in the model. Every
 HOLD_OUT-th network is held out: the model is fitted on the others, and its step-time error on the
@@ -51,7 +51,7 @@ BUDGET_S = 210.0  # source: issue 12, calibration <= 5 minutes on 2 cores: 3.5 m
 QUICK_BUDGET_S = 25.0  # source: our choice, a rough model in well under a minute
 MIN_NETWORKS = 8  # source: our choice; at least 6 to fit on and 2 held out, whatever the budget
 HOLD_OUT = 4  # source: our choice; every 4th network (a quarter) is held out
-PASSES = 3  # source: benchmarks/retest.py (2026-12-02, this 2-core VM): the fastest of 3 passes
+PASSES = 3  # source: benchmarks/noise_floor.py (2026-12-02, this 2-core VM): the fastest of 3 passes
 # of a network agreed with the fastest of 3 other passes within 4-5% (MAPE), one pass with another
 # within 9-13%
 QUICK_PASSES = 1  # source: our choice; a quick model is rough anyway, it keeps more networks
