@@ -19,8 +19,8 @@ It prints, per mode, for the measured step and for the sum of its kernels:
   much timing each network several times, far apart, steadies what a predictor is fitted on and
   judged against (calibration keeps each kernel's fastest, evaluate --unseen each step's fastest).
 
-Run:  python benchmarks/noise_floor.py                       (14 networks x 3 passes, ~80 s on 2 cores)
-      python benchmarks/noise_floor.py --passes 6               (also the fastest of 2 and of 3 passes)
+Run:  python benchmarks/noise_floor.py                        (14 networks x 3 passes)
+      python benchmarks/noise_floor.py --passes 6             (also the fastest of 2 and of 3 passes)
       python benchmarks/noise_floor.py --networks 4 --passes 2   (smoke)
 """
 from __future__ import annotations
