@@ -7,9 +7,9 @@ the steps themselves, in PASSES passes: the first draws and times networks while
 to come (each as long as its timing) fit in the budget, the others time the same networks again in
 the same order, so that each
 network's passes lie a minute or more apart and each network's fastest pass is kept, whole. On
-a shared VM the same network timed twice, passes apart, differs by 9-13% (one pass against another)
-but by 4-5% when the fastest of 3 passes is set against the fastest of 3 others
-(``benchmarks/noise_floor.py``): a slow stretch of the machine lasts seconds, not minutes. A network
+a shared 2-core VM one pass of a network's step lands 11-13% (MAPE) from another, the fastest of 3
+passes 4-8% from the fastest of 3 others (``benchmarks/noise_floor.py``, two runs): a slow
+stretch of the machine mostly lasts seconds, not minutes. A network
 timed while other processes kept the machine busy is timed again within its pass (not once the
 budget is spent; the fastest attempt kept); the networks busy in every pass are counted in the model. Every
 HOLD_OUT-th network is held out: the model is fitted on the others, and its step-time error on the
@@ -51,9 +51,9 @@ BUDGET_S = 210.0  # source: issue 12, calibration <= 5 minutes on 2 cores: 3.5 m
 QUICK_BUDGET_S = 25.0  # source: our choice, a rough model in well under a minute
 MIN_NETWORKS = 8  # source: our choice; at least 6 to fit on and 2 held out, whatever the budget
 HOLD_OUT = 4  # source: our choice; every 4th network (a quarter) is held out
-PASSES = 3  # source: benchmarks/noise_floor.py (2026-12-02, this 2-core VM): the fastest of 3 passes
-# of a network agreed with the fastest of 3 other passes within 4-5% (MAPE), one pass with another
-# within 9-13%
+PASSES = 3  # source: benchmarks/noise_floor.py (2026-12-02, a 2-core VM, two runs): the fastest of 3
+# passes of a network's step agreed with the fastest of 3 other passes within 4-8% (MAPE), one pass
+# with another within 11-13%
 QUICK_PASSES = 1  # source: our choice; a quick model is rough anyway, it keeps more networks
 STEP_REPEATS = 2  # source: our choice; 2 plain timed steps a pass (the fastest of 6 over 3 passes)
 KERNEL_RUNS = 1  # source: our choice; 1 timed run of every kernel a pass (the fastest of 3 passes)
@@ -98,8 +98,7 @@ def measure_network(net: RandomNet) -> list[NetworkSample]:
 def fastest(attempts: Sequence[NetworkSample]) -> NetworkSample:
     """One network's timed step from several attempts (passes, busy re-timings): the attempt whose
     step was fastest, whole -- its kernels with it. Not each kernel's fastest: a sum of minima over
-    attempts is below every step that ran (each kernel's noise is cut separately), which on this
-    VM made three passes predict training steps 13-22% too fast on the zoo networks."""
+    attempts is below every step that ran (each kernel's noise is cut separately)."""
     return min(attempts, key=lambda a: a.step_s)
 
 

@@ -50,9 +50,10 @@ QUICK_MODELS = ("mobilenet_v3_small", "shufflenet_v2_x0_5", "mnasnet0_5", "regne
                 "efficientnet_b0", "squeezenet1_1")  # source: our choice, small and varied
 # (squeezenet1_1 is in the zoo: the quick list filters it out below, kept as a check of the filter)
 ROUNDS, REPEATS, WARMUP = 3, 3, 2  # round-robin passes, timed steps and untimed warm-up steps per
-# network and pass. source: benchmarks/noise_floor.py (2026-12-02, a 2-core VM): the fastest of 3 passes
-# of a network agreed with the fastest of 3 other passes within 4-5% (MAPE), of 2 within 6%, one
-# pass with another only within 9-13% -- a ground truth noisier than the +-10% band judges nothing
+# network and pass. source: benchmarks/noise_floor.py (2026-12-02, a 2-core VM, two runs): the fastest
+# of 3 passes of a network's step agreed with the fastest of 3 other passes within 4-8% (MAPE), of 2
+# within 6-7%, one pass with another only within 11-13% -- a ground truth noisier than the +-10%
+# band it is judged by judges nothing
 ESTIMATOR = "fastest step"  # how measured_s comes from the samples; source: the calibration's statistic
 
 Key = tuple[str, tuple[int, ...], int, str]
