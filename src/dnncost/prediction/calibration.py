@@ -5,13 +5,12 @@ published one), shrinks each one's batch until its training step is at most MAX_
 times every kernel inside its training and validation steps (:mod:`dnncost.prediction.kernels`) and
 the steps themselves, in PASSES passes: the first draws and times networks while it and the passes
 to come (each as long as its timing) fit in the budget, the others time the same networks again in
-the same order, so that each
-network's passes lie a minute or more apart and each network's fastest pass is kept, whole. On
-a shared 2-core VM one pass of a network's step lands 11-13% (MAPE) from another, the fastest of 3
-passes 4-8% from the fastest of 3 others (``benchmarks/noise_floor.py``, two runs): a slow
-stretch of the machine mostly lasts seconds, not minutes. A network
-timed while other processes kept the machine busy is timed again within its pass (not once the
-budget is spent; the fastest attempt kept); the networks busy in every pass are counted in the model. Every
+the same order, so that each network's passes lie a minute or more apart; each network's fastest
+pass is kept, whole. On a shared 2-core VM one pass of a network's step lands 11-13% (MAPE) from
+another, the fastest of 3 passes 4-8% from the fastest of 3 others (``benchmarks/noise_floor.py``,
+two runs): a slow stretch of the machine mostly lasts seconds, not minutes. A network timed while
+other processes kept the machine busy is timed again within its pass (not once the budget is spent;
+the fastest attempt kept); the networks busy in every pass are counted in the model. Every
 HOLD_OUT-th network is held out: the model is fitted on the others, and its step-time error on the
 held-out ones is stored with it. The baselines the evaluation compares against are fitted here too,
 on the same fitting networks: one scale factor per mode for FLOPs, for parameters and for a plain
@@ -190,7 +189,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     nets: list[RandomNet] = []
     timed: dict[int, list[list[NetworkSample]]] = {}  # seed -> each pass's samples (one per mode)
     busy_passes: dict[int, int] = {}
-    measured = [0.0]  # seconds pass 1 spent timing (not drawing, counting or failing): what each
+    measured = 0.0  # seconds pass 1 spent timing (not drawing, counting or failing): what each
     # later pass spends again
     start = time.perf_counter()
 
@@ -198,17 +197,18 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
         return time.perf_counter() - start
 
     def measure(net: RandomNet, retries: int) -> None:
+        nonlocal measured
         began = time.perf_counter()
         samples, still_busy = measure_quietly(net, threads=n_threads, retries=retries)
         timed.setdefault(net.seed, []).append(samples)
         busy_passes[net.seed] = busy_passes.get(net.seed, 0) + still_busy
         if len(timed[net.seed]) == 1:
-            measured[0] += time.perf_counter() - began
+            measured += time.perf_counter() - began
 
     with using_threads(threads) as n_threads:
         seed = 0
         # pass 1 draws and times networks while it and the passes to come fit in the budget
-        while len(nets) < min_networks or spent() + (passes - 1) * measured[0] < budget:
+        while len(nets) < min_networks or spent() + (passes - 1) * measured < budget:
             seed += 1
             try:
                 net = sized_network(seed - 1, max_train_flops=max_flops,
