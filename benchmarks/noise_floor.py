@@ -130,9 +130,7 @@ def main() -> None:
                 err = np.abs(b / a - 1)
                 print(f"  {'':5s} {'':10s}  fastest of {k} passes vs fastest of {k} others: MAPE "
                       f"{err.mean():6.1%}, within +-{WITHIN:.0%} {(err <= WITHIN).mean():5.0%}")
-    print(f"machine during the run ({elapsed:.0f} s): load average {load.load_average:.2f}, other "
-          f"processes {load.others_cores or 0:.2f} of {load.cores} cores, steal "
-          f"{(load.steal_share or 0):.1%}, CPU {load.cpu_mhz or float('nan'):.0f} MHz"
+    print(f"machine during the run ({elapsed:.0f} s): {load.describe()}"
           f"{' -- BUSY: ' + '; '.join(load.reasons) if load.busy else ''}")
 
 

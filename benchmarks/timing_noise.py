@@ -189,9 +189,7 @@ def main() -> None:
         for i, r in enumerate(new):
             series = " ".join(f"{probe_drift(p.probe_s, reference):+.0%}" for p in r.drift)
             print(f"  session {i + 1}: {series}")
-    print(f"machine during the run ({elapsed:.0f} s): load average {load.load_average:.2f}, other "
-          f"processes {load.others_cores or 0:.2f} of {load.cores} cores, steal "
-          f"{(load.steal_share or 0):.1%}, CPU {load.cpu_mhz or float('nan'):.0f} MHz"
+    print(f"machine during the run ({elapsed:.0f} s): {load.describe()}"
           f"{' -- BUSY: ' + '; '.join(load.reasons) if load.busy else ''}")
 
 

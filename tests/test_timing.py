@@ -288,3 +288,14 @@ def test_gpu_step_uses_cuda_events_and_reports_device_memory() -> None:
     clock.start()
     torch.cuda._sleep(1_000_000)  # ~ milliseconds of GPU work queued asynchronously
     assert clock.stop() > 0  # the end event was waited for, so the sleep was inside the interval
+
+
+def test_machine_load_describes_what_it_could_read() -> None:
+    load = MachineLoad(load_average=1.5, steal_share=0.011, others_share=0.25, cpu_mhz=2596.0,
+                       cores=2, threads=2)
+    # others: 0.25 of the machine's CPU time x 2 cores = 0.50 cores
+    assert load.describe() == ("load average 1.50, other processes 0.50 of 2 cores, steal 1.1%, "
+                               "CPU 2596 MHz")
+    unread = MachineLoad(load_average=None, steal_share=None, others_share=None, cpu_mhz=None,
+                         cores=2, threads=2)
+    assert unread.describe() == "unknown"

@@ -121,12 +121,7 @@ def _machine_line(timing) -> str:
         parts.append(f"reference probe {timing.probe.drift:+.0%} against the fastest on record")
     load = timing.load
     if load is not None:
-        if load.load_average is not None:
-            parts.append(f"load average {load.load_average:.2f}")
-        if load.others_cores is not None:
-            parts.append(f"other processes {load.others_cores:.1f} of {load.cores} cores")
-        if load.steal_share is not None:
-            parts.append(f"steal {load.steal_share:.0%}")
+        parts.append(load.describe())
     state = "BUSY" if timing.shifted or (load is not None and load.busy) else "quiet"
     return f"machine during the {timing.mode.value} step ({state}): {', '.join(parts) or 'unknown'}"
 

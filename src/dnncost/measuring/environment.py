@@ -205,6 +205,20 @@ class MachineLoad:
     def busy(self) -> bool:
         return bool(self.reasons)
 
+    def describe(self) -> str:
+        """One line for a person: load average, other processes' cores, steal and CPU MHz,
+        each where readable ('unknown' when none is)."""
+        parts = []
+        if self.load_average is not None:
+            parts.append(f"load average {self.load_average:.2f}")
+        if self.others_cores is not None:
+            parts.append(f"other processes {self.others_cores:.2f} of {self.cores} cores")
+        if self.steal_share is not None:
+            parts.append(f"steal {self.steal_share:.1%}")
+        if self.cpu_mhz is not None:
+            parts.append(f"CPU {self.cpu_mhz:.0f} MHz")
+        return ", ".join(parts) or "unknown"
+
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "busy": self.busy, "reasons": list(self.reasons)}
 
