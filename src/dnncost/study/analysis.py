@@ -852,21 +852,26 @@ def _claims(metric: TimeMetric, models: Sequence[MeasureModel], shares: Sequence
                + ". 'Unique' is the R² lost when that measure is dropped from the joint fit.")
     out.append(f"The joint fit's fixed cost per step is {joint.intercept_s * 1e3:.3g} ms.")
     if families:
-        inside = "; ".join(
-            (f"{f.family} (n = {len(f.names)}) FLOPs^{f.loglog_slope:.2f}"
-             + (f" ({_fmt_ci(f.slope_ci)})" if math.isfinite(f.slope_ci[0]) else
-                f" ({_fmt_ci(f.repeat_slope_ci)} over repeats)"
-                if math.isfinite(f.repeat_slope_ci[0]) else "")
-             + f", {f.flops_ratio:.1f}× the FLOPs in {f.time_ratio:.1f}× the time")
-            if math.isfinite(f.loglog_slope) else
-            (f"{f.family} (n = {len(f.names)}) {f.flops_ratio:.2f}× the FLOPs in "
-             f"{f.time_ratio:.2f}× the time (FLOPs too close for an exponent)")
-            for f in families)
+        inside = "; ".join(_family_claim(f) for f in families)
         tail = (f" Across all networks: FLOPs^{across.loglog_slope:.2f} "
                 f"({_fmt_ci(across.loglog_slope_ci)}), R² {across.r_squared:.2f}."
                 if across is not None else "")
         out.append(f"Inside each family (depth/width variants), {what} grows as {inside}.{tail}")
     return tuple(out)
+
+
+def _family_claim(f: FamilyLine) -> str:
+    """One family's part of the within-family sentence: its exponent with an interval, or, when
+    its variants' FLOPs are too close for one, the plain ratios."""
+    head = f"{f.family} (n = {len(f.names)})"
+    if not math.isfinite(f.loglog_slope):
+        return (f"{head} {f.flops_ratio:.2f}× the FLOPs in {f.time_ratio:.2f}× the time (FLOPs too "
+                "close for an exponent)")
+    ci = (f" ({_fmt_ci(f.slope_ci)})" if math.isfinite(f.slope_ci[0]) else
+          f" ({_fmt_ci(f.repeat_slope_ci)} over repeats)" if math.isfinite(f.repeat_slope_ci[0])
+          else "")
+    return (f"{head} FLOPs^{f.loglog_slope:.2f}{ci}, {f.flops_ratio:.1f}× the FLOPs in "
+            f"{f.time_ratio:.1f}× the time")
 
 
 # -- the verdict ---------------------------------------------------------------------------------------
