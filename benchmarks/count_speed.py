@@ -21,8 +21,8 @@ from collections.abc import Callable
 import torch
 import torchvision.models as tvm
 
+from dnncost.core.environment import current_environment
 from dnncost.counting.counter import count
-from dnncost.measuring.environment import current_environment
 
 DEFAULT_MODELS = ("resnet18,resnet50,mobilenet_v2,shufflenet_v2_x1_0,squeezenet1_1,densenet121,"
                   "efficientnet_b0,googlenet,alexnet,vgg11,mnasnet1_0,regnet_y_400mf,vit_b_16")

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dnncost.measuring.distributed import Backend, DistributedTiming, measure_distributed
+from dnncost.distributed.data_parallel import Backend, DistributedTiming, measure_distributed
 from dnncost.reporting.formatting import render_table
 
 

@@ -60,9 +60,9 @@ def calibration() -> None:
 
 
 def training() -> None:
-    from dnncost.measuring.data import load_dataset
-    from dnncost.measuring.training import train
     from dnncost.models import create_model, get_model_info
+    from dnncost.training.data import load_dataset
+    from dnncost.training.trainer import train
 
     info = get_model_info("lenet5")
     data = load_dataset("digits", input_shape=info.input_shape)
@@ -80,7 +80,7 @@ def breakdown() -> None:
 
 
 def data_parallel() -> None:
-    from dnncost.measuring.distributed import measure_distributed
+    from dnncost.distributed.data_parallel import measure_distributed
 
     t = measure_distributed("resnet20", (3, 32, 32), nproc=1, backend="nccl", device="cuda",
                             batch_size=128)

@@ -34,7 +34,7 @@ import warnings
 import numpy as np
 import torch
 
-from dnncost.measuring.environment import cpu_times, current_environment, machine_load
+from dnncost.core.environment import cpu_times, current_environment, machine_load
 from dnncost.measuring.probe import Probe
 from dnncost.prediction.calibration import MAX_TRAIN_FLOPS, MODES, measure_network, sized_network
 from dnncost.prediction.predict import NetworkSample

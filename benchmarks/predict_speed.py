@@ -17,9 +17,9 @@ import time
 
 import torch
 
+from dnncost.core.errors import DnncostError
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
 from dnncost.counting.counter import count
-from dnncost.errors import DnncostError
 from dnncost.models.loading import load_model
 from dnncost.prediction.predict import (
     NetworkSample,

@@ -3,7 +3,7 @@
 Run:  python benchmarks/recipe_accuracy.py [--seeds 0,1,2] [--threads 1] [--models lenet5,...]
 
 Trains each network of the default study (or --models) on scikit-learn's digits exactly as the
-study does -- its family's recipe (dnncost.measuring.recipe: rate, warm-up, cosine decay, the
+study does -- its family's recipe (dnncost.training.recipe: rate, warm-up, cosine decay, the
 family's multiple of the 3 configured epochs), batch 32, the study's split (seed 0) -- once per
 seed, the seed choosing the initialisation and the shuffling, and prints the validation accuracy
 after each epoch. Target (issue 13): every network >= 90% after its last epoch, from every seed.
@@ -19,10 +19,10 @@ import time
 import torch
 
 from dnncost import models
-from dnncost.measuring.data import load_dataset
-from dnncost.measuring.recipe import RECIPE_EPOCHS, recipe_for
-from dnncost.measuring.training import train
 from dnncost.study.sweep import SEED
+from dnncost.training.data import load_dataset
+from dnncost.training.recipe import RECIPE_EPOCHS, recipe_for
+from dnncost.training.trainer import train
 
 BATCH_SIZE = 32  # source: dnncost.study.sweep.StudyConfig.batch_size (the study's default)
 TARGET = 0.90  # source: issue 13, every default network >= 90% validation accuracy on digits

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dnncost.measuring.environment import cpu_times, current_environment, machine_load
+from dnncost.core.environment import cpu_times, current_environment, machine_load
 from dnncost.measuring.interleave import InterleavedRun, TimingJob, time_interleaved
 from dnncost.measuring.measurement import (
     DRIFT_THRESHOLD,

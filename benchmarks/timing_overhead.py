@@ -21,7 +21,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from dnncost.measuring.environment import current_environment
+from dnncost.core.environment import current_environment
 from dnncost.measuring.measurement import NoisyMeasurementWarning
 from dnncost.measuring.timing import time_model
 from dnncost.models import create_model

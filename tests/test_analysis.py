@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import pytest
 
-from dnncost.measuring.records import EpochRecord
 from dnncost.study.analysis import (
     CostMetric,
     Linearity,
@@ -22,6 +21,7 @@ from dnncost.study.analysis import (
     points_from_results,
 )
 from dnncost.study.store import CountRow, NetworkResult, TimingRow, TrainingRow
+from dnncost.training.records import EpochRecord
 
 FLOPS = (1e6, 3e6, 1e7, 3e7, 1e8, 3e8)
 

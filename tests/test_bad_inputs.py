@@ -164,7 +164,6 @@ CASES = [
     # -- evaluate
     case("evaluate --db /nonexistent/x.sqlite", "/nonexistent/x.sqlite"),
     case("evaluate --db {tmp}/garbage.sqlite", "garbage.sqlite"),
-    case("evaluate --statistic mean", "invalid choice: 'mean'"),
     # -- study
     case("study --models nosuchnet --no-progress", "nosuchnet"),
     case("study --models lenet5 --dataset cifar10:/nonexistent --db {tmp}/s.sqlite --no-progress",
@@ -269,8 +268,8 @@ def test_only_the_models_own_failures_are_renamed() -> None:
     model's code (a data loader, the loss) and dnncost's own errors pass through unchanged."""
     from torch import nn
 
-    from dnncost.errors import InputSpecError, ModelFailedError
-    from dnncost.measuring.failure import named_model_failure
+    from dnncost.core.errors import InputSpecError, ModelFailedError
+    from dnncost.core.failure import named_model_failure
 
     net = nn.Sequential(nn.Linear(4, 3), nn.Sequential(nn.ReLU(), nn.Linear(5, 2)))
     x = torch.zeros(2, 4)

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnncost.core.step import LOSS_MODULE, OPTIMIZER_MODULE
 from dnncost.counting.counter import count
 from dnncost.measuring.breakdown import ACCUMULATE_GRAD, profile_breakdown
-from dnncost.measuring.step import LOSS_MODULE, OPTIMIZER_MODULE
 
 
 class Block(nn.Module):

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import dnncost.measuring.calibrate as cal
-from dnncost.errors import CalibrationError, InputSpecError
+from dnncost.core.device import quiet_cpp_extension_notice
+from dnncost.core.environment import machine_fingerprint
+from dnncost.core.errors import CalibrationError, InputSpecError
 from dnncost.measuring.calibrate import (
     Calibration,
     ConvPeak,
@@ -24,8 +26,6 @@ from dnncost.measuring.calibrate import (
     measure_matmul,
     save_calibration,
 )
-from dnncost.measuring.device import quiet_cpp_extension_notice
-from dnncost.measuring.environment import machine_fingerprint
 from dnncost.measuring.measurement import Measurement
 
 

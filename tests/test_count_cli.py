@@ -84,7 +84,7 @@ def test_timm_without_timm(capsys, monkeypatch):
 
 
 def test_debug_shows_the_traceback():
-    from dnncost.errors import InputSpecError
+    from dnncost.core.errors import InputSpecError
 
     with pytest.raises(InputSpecError):
         main(["--debug", "count", "torchvision:resnet50", "--input", "bad"])

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from dnncost.cli import main
+from dnncost.core.errors import InputSpecError
 from dnncost.counting.counter import count
-from dnncost.errors import InputSpecError
 
 GOLDEN = Path(__file__).parent / "golden"
 REGENERATE = os.environ.get("DNNCOST_REGENERATE_GOLDEN") == "1"

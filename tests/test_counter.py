@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from dnncost import Phase
+from dnncost.core.errors import DeviceError, InputSpecError
 from dnncost.counting.counter import count
-from dnncost.errors import DeviceError, InputSpecError
 
 
 class Tiny(nn.Module):

@@ -1,4 +1,4 @@
-"""dnncost.measuring.data: dataset specs, digits/synthetic in memory, local MNIST/CIFAR/ImageFolder,
+"""dnncost.training.data: dataset specs, digits/synthetic in memory, local MNIST/CIFAR/ImageFolder,
 errors."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dnncost.errors import DatasetError, InputSpecError
-from dnncost.measuring.data import DatasetKind, load_dataset, parse_dataset_spec
+from dnncost.core.errors import DatasetError, InputSpecError
+from dnncost.training.data import DatasetKind, load_dataset, parse_dataset_spec
 
 
 # -- specs ------------------------------------------------------------------------------------------

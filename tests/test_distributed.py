@@ -18,9 +18,9 @@ from torch import nn
 
 from dnncost.cli import main
 from dnncost.commands import _distributed as cli_ddp
+from dnncost.core.errors import DeviceError, InputSpecError, ModelFailedError
 from dnncost.counting.counter import count
-from dnncost.errors import DeviceError, InputSpecError, ModelFailedError
-from dnncost.measuring import distributed as ddp
+from dnncost.distributed import data_parallel as ddp
 from dnncost.measuring.timing import StepOptions
 from dnncost.study.store import open_store
 
@@ -242,7 +242,7 @@ def test_union_of_overlapping_intervals() -> None:
 
 TORCHRUN_SCRIPT = """
 import json, os
-from dnncost.measuring.distributed import measure_distributed
+from dnncost.distributed.data_parallel import measure_distributed
 timing = measure_distributed("lenet5", nproc=2, backend="gloo", batch_size=8, warmup=1, repeats=3)
 if os.environ["RANK"] == "0":
     print(json.dumps(timing.to_dict()))

@@ -6,8 +6,8 @@ import textwrap
 import pytest
 import torch
 
-from dnncost.errors import DnncostError, InputSpecError
-from dnncost.measuring.inputs import InputSpec, TensorInput, make_inputs, parse_dtype, parse_input_spec
+from dnncost.core.errors import DnncostError, InputSpecError
+from dnncost.core.inputs import InputSpec, TensorInput, make_inputs, parse_dtype, parse_input_spec
 from dnncost.models.loading import parse_inputs
 
 

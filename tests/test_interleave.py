@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from dnncost.errors import InputSpecError
-from dnncost.measuring.device import StepClock
+from dnncost.core.device import StepClock
+from dnncost.core.errors import InputSpecError
 from dnncost.measuring.interleave import StoredRepeats, TimingJob, time_interleaved
 from dnncost.measuring.measurement import Estimator
 from dnncost.measuring.probe import Probe, ProbeReading

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dnncost.measuring.environment import CpuTimes, MachineLoad, cpu_times, machine_load
+from dnncost.core.environment import CpuTimes, MachineLoad, cpu_times, machine_load
 from dnncost.measuring.measurement import (
     DRIFT_THRESHOLD,
     MIN_RUN_PROBES,

@@ -13,8 +13,8 @@ import pytest
 import torch
 import torchvision
 
+from dnncost.core.errors import ModelNotFoundError
 from dnncost.counting.counter import count
-from dnncost.errors import ModelNotFoundError
 from dnncost.models import (
     FAMILIES,
     STUDY_FAMILIES,

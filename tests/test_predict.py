@@ -320,7 +320,7 @@ def test_predict_without_a_calibration_names_the_command(tmp_path: Path, monkeyp
 
 def test_predict_names_the_network_and_marks_a_quick_calibration(
         tmp_path: Path, monkeypatch, capsys) -> None:
-    from dnncost.measuring.environment import machine_fingerprint
+    from dnncost.core.environment import machine_fingerprint
 
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
     threads = torch.get_num_threads()

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from dnncost.measuring.recipe import (
+from dnncost.models.registry import STUDY_FAMILIES
+from dnncost.training.recipe import (
     DEFAULT_RECIPE,
     RECIPES,
     LrSchedule,
@@ -14,7 +15,6 @@ from dnncost.measuring.recipe import (
     lr_factor,
     recipe_for,
 )
-from dnncost.models.registry import STUDY_FAMILIES
 
 
 def test_warmup_is_linear_then_constant():
@@ -50,9 +50,9 @@ def test_every_study_family_has_a_recipe():
 
 def test_study_trains_with_the_recipe_unless_a_rate_is_given():
     from dnncost.commands.study import reproduce_command
-    from dnncost.errors import InputSpecError
-    from dnncost.measuring.recipe import RECIPE_EPOCHS
+    from dnncost.core.errors import InputSpecError
     from dnncost.study.sweep import StudyConfig
+    from dnncost.training.recipe import RECIPE_EPOCHS
 
     config = StudyConfig()
     assert config.lr is None and config.epochs == RECIPE_EPOCHS  # None: each family's rate
@@ -63,7 +63,7 @@ def test_study_trains_with_the_recipe_unless_a_rate_is_given():
 
 
 def test_a_family_may_train_a_multiple_of_the_configured_epochs():
-    from dnncost.measuring.recipe import Recipe
+    from dnncost.training.recipe import Recipe
 
     assert Recipe(0.1).epochs(3) == 3
     assert Recipe(0.1, epoch_multiple=2).epochs(3) == 6  # 2 x 3

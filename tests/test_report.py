@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from dnncost.cli import main
-from dnncost.measuring.records import EpochRecord
 from dnncost.study.store import CountRow, open_store
+from dnncost.training.records import EpochRecord
 
 EVIL = 'evil<script>alert("x")</script>&co'  # a network name that must come out escaped
 # (name, family, training-step FLOPs); step time follows 1e-3 * sqrt(FLOPs): not linear

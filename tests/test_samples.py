@@ -96,7 +96,7 @@ def test_missing_or_unreadable_samples_are_one_clear_error(tmp_path: Path) -> No
 
 
 def test_calibrate_refit_command(tmp_path: Path, monkeypatch, capsys) -> None:
-    from dnncost.measuring.environment import machine_fingerprint
+    from dnncost.core.environment import machine_fingerprint
 
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
     assert main(["calibrate", "--ops", "--refit"]) == 2

@@ -7,9 +7,10 @@ import sqlite3
 
 import pytest
 
-from dnncost.errors import StoreError
-from dnncost.measuring.records import DataParallelStep, EpochRecord
+from dnncost.core.errors import StoreError
+from dnncost.distributed.records import DataParallelStep
 from dnncost.study.store import APPLICATION_ID, SCHEMA_VERSION, CountRow, merge, migrate, open_store
+from dnncost.training.records import EpochRecord
 
 
 def _count(mode: str = "train") -> CountRow:

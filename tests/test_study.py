@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from dnncost.cli import main
-from dnncost.errors import InputSpecError
+from dnncost.core.errors import InputSpecError
 from dnncost.study.store import open_store
 from dnncost.study.sweep import StudyConfig, default_config, run_study, select_models
 

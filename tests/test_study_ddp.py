@@ -11,8 +11,8 @@ import pytest
 
 from dnncost.cli import main
 from dnncost.commands.study import reproduce_command
-from dnncost.measuring.distributed import DistributedWorkerError
-from dnncost.measuring.records import DataParallelStep
+from dnncost.distributed.data_parallel import DistributedWorkerError
+from dnncost.distributed.records import DataParallelStep
 from dnncost.reporting.report import write_report
 from dnncost.study.analysis import analyze
 from dnncost.study.store import CountRow, open_store
@@ -80,7 +80,7 @@ def test_two_gloo_workers_stored_resumed_and_reported(tmp_path, specs):
 
 
 def test_failed_data_parallel_run_is_recorded_and_the_sweep_goes_on(tmp_path, specs, monkeypatch):
-    import dnncost.measuring.distributed as ddp
+    import dnncost.distributed.data_parallel as ddp
 
     def broken(*args, **kwargs):
         raise DistributedWorkerError("worker 1 of 2 failed (on purpose)")

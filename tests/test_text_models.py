@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from dnncost.cli import main
+from dnncost.core.errors import InputSpecError
 from dnncost.counting.counter import count
-from dnncost.errors import InputSpecError
 
 B, S, E, HEADS, FF, HID, VOCAB, CLASSES = 2, 5, 16, 2, 32, 8, 100, 3
 # encoder layer, N = B*S = 10 tokens: in-projection 3*N*E*E = 7,680; QK^T + AV 2*B*S*S*E = 1,600;
@@ -178,7 +178,7 @@ def test_hf_bert_from_a_config():
 
 
 def test_hf_bert_is_timed_with_keyword_inputs():
-    from dnncost.measuring.inputs import InputSpec
+    from dnncost.core.inputs import InputSpec
     from dnncost.measuring.timing import time_model
 
     bert = _tiny_bert()

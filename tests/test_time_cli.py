@@ -113,7 +113,7 @@ def test_train_reports_each_epoch(capsys) -> None:
 
 def test_train_cli_defaults_mirror_the_library() -> None:
     from dnncost.commands import train as command
-    from dnncost.measuring.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
+    from dnncost.training.trainer import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
 
     assert (command.DEFAULT_EPOCHS, command.DEFAULT_BATCH_SIZE, command.DEFAULT_LR) == (
         DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR)
@@ -121,7 +121,7 @@ def test_train_cli_defaults_mirror_the_library() -> None:
 
 def test_time_warns_when_the_machine_was_busy(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     import dnncost.measuring.timing as timing
-    from dnncost.measuring.environment import MachineLoad
+    from dnncost.core.environment import MachineLoad
 
     busy = MachineLoad(load_average=3.5, steal_share=0.0, others_share=0.9, cpu_mhz=None, cores=2,
                        threads=1)  # others used 0.9 x 2 = 1.8 cores while 1 thread was timed

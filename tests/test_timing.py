@@ -8,19 +8,19 @@ import pytest
 import torch
 from torch import nn
 
-from dnncost.errors import (
+from dnncost.core.device import BatchTooLargeError, StepClock, resolve_device
+from dnncost.core.environment import MachineLoad
+from dnncost.core.errors import (
     DeviceError,
     DnncostError,
     InputSpecError,
     ModelFailedError,
     TrainingDivergedError,
 )
-from dnncost.measuring.device import BatchTooLargeError, StepClock, resolve_device
-from dnncost.measuring.environment import MachineLoad
+from dnncost.core.step import Mode, primary_output, random_targets
 from dnncost.measuring.measurement import Measurement, NoisyMeasurementWarning
 from dnncost.measuring.probe import Probe as ReferenceProbe
 from dnncost.measuring.probe import record_probe
-from dnncost.measuring.step import Mode, primary_output, random_targets
 from dnncost.measuring.timing import BusyMachineWarning, time_model
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -181,8 +181,8 @@ def test_busy_machine_warns(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_efficiency_uses_the_stored_calibration(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dnncost.core.environment import machine_fingerprint
     from dnncost.measuring.calibrate import Calibration, MatmulPeak, save_calibration
-    from dnncost.measuring.environment import machine_fingerprint
 
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
     peak = MatmulPeak("float32", 64, 1e12, Measurement((1e-6,)))
@@ -243,7 +243,7 @@ def test_out_of_memory_names_batch_and_device_and_loses_nothing(exc: Exception) 
 
 
 def test_other_runtime_errors_are_not_disguised_as_out_of_memory() -> None:
-    # the model's own error is named as such (dnncost.measuring.failure), never as a batch too large
+    # the model's own error is named as such (dnncost.core.failure), never as a batch too large
     with pytest.raises(ModelFailedError, match="shape mismatch") as info:
         time_model(OutOfMemoryAt(RuntimeError("shape mismatch")), (4,), batch_size=2, count_flops=False)
     assert not isinstance(info.value, BatchTooLargeError)

@@ -1,4 +1,4 @@
-"""dnncost.measuring.training: real training of LeNet-5 on digits, per-epoch records, divergence
+"""dnncost.training.trainer: real training of LeNet-5 on digits, per-epoch records, divergence
 and bad input."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from dnncost.errors import DeviceError, InputSpecError, TrainingDivergedError
-from dnncost.measuring.data import load_dataset
-from dnncost.measuring.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, EpochRecord, train
+from dnncost.core.errors import DeviceError, InputSpecError, TrainingDivergedError
 from dnncost.models import create_model
+from dnncost.training.data import load_dataset
+from dnncost.training.trainer import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, EpochRecord, train
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def _tiny() -> nn.Module:
 
 
 def test_precision_casts_the_model_and_only_floating_batches() -> None:
-    from dnncost.measuring.inputs import Precision
+    from dnncost.core.inputs import Precision
 
     p = Precision(dtype="bfloat16", channels_last=True)
     model = p.apply(_tiny())
@@ -128,7 +128,7 @@ def test_precision_casts_the_model_and_only_floating_batches() -> None:
 
 
 def test_training_in_bfloat16_and_under_autocast_runs_every_epoch() -> None:
-    from dnncost.measuring.inputs import Precision
+    from dnncost.core.inputs import Precision
 
     data = load_dataset("digits", input_shape=(1, 8, 8))
     model = _tiny()

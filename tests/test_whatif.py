@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from dnncost.cli import main
+from dnncost.core.inputs import InputSpec, TensorInput
+from dnncost.core.step import Mode
 from dnncost.counting.counter import count
-from dnncost.measuring.inputs import InputSpec, TensorInput
-from dnncost.measuring.step import Mode
 from dnncost.measuring.timing import StepOptions
 from dnncost.whatif import registry
 from dnncost.whatif.low_rank import factorise_conv, factorise_linear

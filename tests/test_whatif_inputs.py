@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from dnncost.cli import main
+from dnncost.core.inputs import InputSpec
+from dnncost.core.step import Mode
 from dnncost.counting.counter import count
-from dnncost.measuring.inputs import InputSpec
-from dnncost.measuring.step import Mode
 from dnncost.measuring.timing import StepOptions
 from dnncost.whatif.low_rank import factorise
 from dnncost.whatif.registry import Context, NotApplicable, get_transformation, parse_specs

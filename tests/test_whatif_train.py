@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from dnncost.cli import main
-from dnncost.measuring.inputs import InputSpec, TensorInput
-from dnncost.measuring.recipe import Recipe
-from dnncost.measuring.step import Mode
+from dnncost.core.inputs import InputSpec, TensorInput
+from dnncost.core.step import Mode
+from dnncost.training.recipe import Recipe
 from dnncost.whatif import registry
 from dnncost.whatif.accuracy import (
     ORIGINAL,
@@ -244,7 +244,7 @@ def test_study_passes_whatif_train_through(tmp_path) -> None:
 
 
 def test_study_whatif_train_needs_transformations_and_epochs(tmp_path, capsys) -> None:
-    from dnncost.errors import InputSpecError
+    from dnncost.core.errors import InputSpecError
     from dnncost.study.sweep import quick_config
 
     with pytest.raises(InputSpecError, match="needs what-if transformations and at least one epoch"):
@@ -265,7 +265,7 @@ def test_progress_bar_ends_full_when_a_variant_is_not_trained() -> None:
     from tqdm import tqdm
 
     from dnncost.commands.whatif import _Trainer
-    from dnncost.measuring.records import EpochRecord
+    from dnncost.training.records import EpochRecord
 
     trainer = _Trainer(None, IMAGE, TrainingOptions(epochs=2))  # type: ignore[arg-type]
     trainer.bar = tqdm(total=2 + 2, file=io.StringIO())  # two variants planned, 2 epochs each

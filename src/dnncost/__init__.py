@@ -21,24 +21,24 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from dnncost.core.version import __version__
 
 if TYPE_CHECKING:
+    from dnncost.core.inputs import InputSpec, Precision, parse_input_spec
     from dnncost.counting.conventions import CONVENTION
     from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
     from dnncost.counting.counter import count
     from dnncost.counting.formulas import OpKind, TensorSpec, register_formula
+    from dnncost.distributed.data_parallel import measure_distributed
     from dnncost.measuring.breakdown import profile_breakdown
     from dnncost.measuring.calibrate import calibrate, load_calibration
-    from dnncost.measuring.data import load_dataset
-    from dnncost.measuring.distributed import measure_distributed
-    from dnncost.measuring.inputs import InputSpec, Precision, parse_input_spec
     from dnncost.measuring.measurement import Measurement
     from dnncost.measuring.timing import StepOptions, StepTiming, time_model
-    from dnncost.measuring.training import train
     from dnncost.models import create_model, get_model_info, list_models, register_model
     from dnncost.models.loading import load_model
     from dnncost.study.store import open_store
+    from dnncost.training.data import load_dataset
+    from dnncost.training.trainer import train
 
 _LAZY = {  # public name -> the module that defines it
     "CONVENTION": "dnncost.counting.conventions",
@@ -50,9 +50,9 @@ _LAZY = {  # public name -> the module that defines it
     "register_formula": "dnncost.counting.formulas",
     "OpKind": "dnncost.counting.formulas",
     "TensorSpec": "dnncost.counting.formulas",
-    "InputSpec": "dnncost.measuring.inputs",
-    "Precision": "dnncost.measuring.inputs",
-    "parse_input_spec": "dnncost.measuring.inputs",
+    "InputSpec": "dnncost.core.inputs",
+    "Precision": "dnncost.core.inputs",
+    "parse_input_spec": "dnncost.core.inputs",
     "load_model": "dnncost.models.loading",
     "list_models": "dnncost.models",
     "create_model": "dnncost.models",
@@ -62,12 +62,12 @@ _LAZY = {  # public name -> the module that defines it
     "StepOptions": "dnncost.measuring.timing",
     "StepTiming": "dnncost.measuring.timing",
     "Measurement": "dnncost.measuring.measurement",
-    "train": "dnncost.measuring.training",
-    "load_dataset": "dnncost.measuring.data",
+    "train": "dnncost.training.trainer",
+    "load_dataset": "dnncost.training.data",
     "calibrate": "dnncost.measuring.calibrate",
     "load_calibration": "dnncost.measuring.calibrate",
     "profile_breakdown": "dnncost.measuring.breakdown",
-    "measure_distributed": "dnncost.measuring.distributed",
+    "measure_distributed": "dnncost.distributed.data_parallel",
     "open_store": "dnncost.study.store",
 }
 

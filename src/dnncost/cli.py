@@ -2,8 +2,9 @@
 
 Each command module defines ``add_parser(subparsers)`` (which sets ``func``) and ``run(args) -> int``.
 Commands are discovered, so adding a subcommand is adding one file. Exit codes (the ``EXIT_*``
-constants below, which commands return): 0 success, 1 the work ran but found a problem, 2 bad input
-(one line, no traceback unless ``--debug``; argparse's usage errors too), 130 interrupted.
+constants of :mod:`dnncost.commands._exit_codes`, which commands return): 0 success, 1 the work
+ran but found a problem, 2 bad input (one line, no traceback unless ``--debug``; argparse's usage
+errors too), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -14,13 +15,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from dnncost import __version__
-from dnncost.errors import DnncostError
-
-EXIT_OK = 0  # source: POSIX, success
-EXIT_FAILED = 1  # the work ran but found a problem (a failed network, a finding)
-EXIT_BAD_INPUT = 2  # source: argparse's exit status for a usage error; ours for every bad input
-EXIT_INTERRUPTED = 130  # source: shell convention, 128 + SIGINT (2)
+from dnncost.commands._exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
+from dnncost.core.errors import DnncostError
+from dnncost.core.version import __version__
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from dnncost.measuring.kinds import OPTIMIZERS, OptimizerKind
+from dnncost.core.kinds import OPTIMIZERS, OptimizerKind
 
 if TYPE_CHECKING:
-    from dnncost.measuring.inputs import InputSpec
+    from dnncost.core.inputs import InputSpec
 
 def add_optimizer_argument(parser: argparse.ArgumentParser) -> None:
-    """``--optimizer sgd|adam|adamw`` (dnncost.measuring.kinds.OptimizerKind)."""
+    """``--optimizer sgd|adam|adamw`` (dnncost.core.kinds.OptimizerKind)."""
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=OptimizerKind.SGD.value,
                         help="optimizer of the training step (default: sgd, momentum 0.9; "
                              "adam, adamw)")
@@ -60,8 +60,8 @@ def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def input_spec(args: argparse.Namespace, default_shape: tuple[int, ...]) -> InputSpec:
-    """The input spec of ``--input`` (see dnncost.measuring.inputs), or the model's own shape."""
-    from dnncost.measuring.inputs import InputSpec, TensorInput
+    """The input spec of ``--input`` (see dnncost.core.inputs), or the model's own shape."""
+    from dnncost.core.inputs import InputSpec, TensorInput
     from dnncost.models.loading import parse_inputs
 
     if args.input_shape:

@@ -1,5 +1,5 @@
 """Data-parallel timing on the command line: ``--nproc N``, ``--backend``, ``--master-port``,
-shared by ``dnncost time`` and ``dnncost study``; the measuring is dnncost.measuring.distributed's."""
+shared by ``dnncost time`` and ``dnncost study``; the measuring is dnncost.distributed.data_parallel's."""
 from __future__ import annotations
 
 import argparse
@@ -7,12 +7,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from dnncost.errors import InputSpecError
+from dnncost.commands._exit_codes import EXIT_OK
+from dnncost.core.errors import InputSpecError
 
 
 def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
     """``--nproc N``, ``--backend gloo|nccl`` and ``--master-port PORT``."""
-    from dnncost.measuring.distributed import Backend
+    from dnncost.distributed.data_parallel import Backend
 
     parser.add_argument("--nproc", type=int, default=None, metavar="N",
                         help="train data-parallel on N workers with torch.distributed + DDP "
@@ -26,7 +27,7 @@ def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
 
 def wants_distributed(args: argparse.Namespace) -> bool:
     """True when the command line asked for data-parallel timing (or runs under torchrun)."""
-    from dnncost.measuring.distributed import launched_by_torchrun
+    from dnncost.distributed.data_parallel import launched_by_torchrun
 
     return getattr(args, "nproc", None) is not None or launched_by_torchrun()
 
@@ -35,12 +36,12 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
                         input_shape: Sequence[int]) -> int:
     """``dnncost time --nproc N``: measure as ``args`` asks and print a table, JSON or CSV (rank 0
     only under torchrun). ``loaded_model`` is the LoadedModel of ``args.model``."""
-    from dnncost.measuring.distributed import (
+    from dnncost.core.step import Mode, OptimizerKind
+    from dnncost.distributed.data_parallel import (
         backend_for_device,
         launched_by_torchrun,
         measure_distributed,
     )
-    from dnncost.measuring.step import Mode, OptimizerKind
     from dnncost.measuring.timing import StepOptions
     from dnncost.reporting.formatting import human, render
 
@@ -65,7 +66,7 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
     timing = measure_distributed(spec, input_shape, options=options, nproc=args.nproc,
                                  backend=backend, port=args.master_port, name=loaded_model.name)
     if launched_by_torchrun() and os.environ.get("RANK") != "0":
-        return 0
+        return EXIT_OK
     footer = (f"{timing.world_size} {timing.backend} workers ({timing.launcher}), batch "
               f"{timing.batch_size} and {timing.threads} thread(s) per worker; step = slowest "
               f"worker's median; all-reduce = time with a gradient all-reduce in flight (DDP hook); "
@@ -76,7 +77,7 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
             row[key] = human(row[key])
     print(render([row], args.format, title=f"{timing.model}: data-parallel training step",
                  footer=footer, json_payload=timing.to_dict()))
-    return 0
+    return EXIT_OK
 
 
 __all__ = ["add_distributed_arguments", "run_distributed_cli", "wants_distributed"]

@@ -7,6 +7,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from dnncost.commands._common import add_format_argument
+from dnncost.commands._exit_codes import EXIT_OK
 
 if TYPE_CHECKING:
     from dnncost.prediction.predict import OperatorModel
@@ -40,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dnncost.errors import DeviceError
+    from dnncost.core.errors import DeviceError
     from dnncost.measuring.calibrate import calibrate, save_calibration
     from dnncost.reporting.formatting import render
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         print(render(rows, args.format, title="per-kernel time model refitted",
                      footer=f"from stored samples; stored in {', '.join(dict.fromkeys(stored))}",
                      json_payload={"stored": stored}))
-        return 0
+        return EXIT_OK
     for threads in thread_counts:
         cal = calibrate(args.device, threads=threads, dtypes=dtypes, quick=args.quick)
         path = save_calibration(cal)
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
               "of its matmul and convolution; bandwidth counts bytes read + written.")
     print(render(rows, args.format, title="machine calibration", footer=footer,
                  json_payload={"calibrations": payload}))
-    return 0
+    return EXIT_OK
 
 
 def _calibrate_operators(args: argparse.Namespace, threads: int | None,
@@ -115,7 +116,7 @@ def _calibrate_operators(args: argparse.Namespace, threads: int | None,
 
 def _refit_operators(threads: int | None, stored: list[str]) -> OperatorModel:
     """Refit the per-kernel model on this machine's stored samples and store it."""
-    from dnncost.measuring.environment import machine_fingerprint
+    from dnncost.core.environment import machine_fingerprint
     from dnncost.prediction.calibration import refit
     from dnncost.prediction.predict import save_operator_model
     from dnncost.prediction.samples import load_samples, samples_path

@@ -11,6 +11,7 @@ from dnncost.commands._common import (
     add_precision_arguments,
     input_spec,
 )
+from dnncost.commands._exit_codes import EXIT_OK
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,8 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dnncost.core.errors import InputSpecError
     from dnncost.counting.counter import META_HINT, count
-    from dnncost.errors import InputSpecError
     from dnncost.models.loading import load_model
     from dnncost.reporting.formatting import render
 
@@ -58,12 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if args.format != "table":
         rows = report.to_rows(args.by, depth=args.depth)
         print(render(rows, args.format, json_payload=report.to_dict(by=args.by, depth=args.depth)))
-        return 0
+        return EXIT_OK
     if not args.plain and sys.stdout.isatty() and _print_rich(report, args):
-        return 0
+        return EXIT_OK
     text = report.table(args.by, depth=args.depth, full_convention=args.convention)
     print(text if args.convention else text + " (--convention: the full text)")
-    return 0
+    return EXIT_OK
 
 
 def _print_rich(report: object, args: argparse.Namespace) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from dnncost.commands._common import add_format_argument
+from dnncost.commands._exit_codes import EXIT_OK
 
 COLUMNS = ("step", "method", "n", "mape_pct", "within_10pct", "spearman", "pairwise",
            "x_per_op_error")
@@ -26,9 +27,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "for `dnncost report` (default: dnncost-results/study.sqlite)")
     parser.add_argument("--config", default=None, metavar="HASH",
                         help="the configuration hash to evaluate (default: the largest group)")
-    parser.add_argument("--statistic", choices=("median", "min"), default="median",
-                        help="a network's measured time: the median of its repeats (the study's "
-                             "figure, default) or the fastest repeat (least disturbed by other load)")
     parser.add_argument("--networks", action="store_true",
                         help="list every network's measured and predicted times instead")
     parser.add_argument("--figure", default=None, metavar="PATH",
@@ -65,19 +63,16 @@ def run(args: argparse.Namespace) -> int:
         return run_unseen(args)
     from pathlib import Path
 
-    from dnncost.errors import StoreError
+    from dnncost.core.environment import machine_fingerprint
+    from dnncost.core.errors import StoreError
     from dnncost.measuring.calibrate import load_calibration
-    from dnncost.measuring.environment import machine_fingerprint
-    from dnncost.prediction.evaluation import (
-        Method,
-        Statistic,
-        evaluate_group,
-        predicted_vs_measured,
-        select_group,
-    )
+    from dnncost.measuring.measurement import STUDY_ESTIMATOR
+    from dnncost.prediction.evaluation import Method
     from dnncost.prediction.predict import load_operator_model
     from dnncost.reporting.formatting import render
+    from dnncost.reporting.plots import predicted_vs_measured
     from dnncost.study.defaults import DEFAULT_DB
+    from dnncost.study.predicted import evaluate_group, select_group
     from dnncost.study.store import open_store
 
     path = Path(args.db or DEFAULT_DB)
@@ -95,11 +90,11 @@ def run(args: argparse.Namespace) -> int:
     peak = (cal.peak_flops_per_s("float32") if cal else None) or group.peak_flops_per_s
     bandwidth = cal.bandwidth.bytes_per_s if cal and cal.bandwidth else None
     evaluation = evaluate_group(group, op_model=op_model, peak_flops_per_s=peak,
-                                bytes_per_s=bandwidth, statistic=Statistic(args.statistic))
+                                bytes_per_s=bandwidth)
     footer = [f"leave one family out over {len({p.name for p in evaluation.points})} networks "
               f"({group.config.get('batch_size')} per batch, configuration {group.config_hash}); "
-              f"measured = {args.statistic} of each network's repeats; mape_pct and within_10pct "
-              "in %, x_per_op_error = MAPE / per-operator MAPE"]
+              f"measured = the study's figure ({STUDY_ESTIMATOR.value} of the kept steps); "
+              "mape_pct and within_10pct in %, x_per_op_error = MAPE / per-operator MAPE"]
     footer += [f"{m.value}: {m.label}" for m in evaluation.methods]
     footer += [f"not evaluated: {k}: {v}" for k, v in evaluation.notes.items()]
     if args.figure:
@@ -110,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     print(render(rows, args.format, columns=None if args.networks else COLUMNS,
                  title="step-time prediction, held-out error", footer="\n".join(footer),
                  json_payload=evaluation.to_dict()))
-    return 0
+    return EXIT_OK
 
 
 def run_unseen(args: argparse.Namespace) -> int:
@@ -121,7 +116,7 @@ def run_unseen(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dnncost.errors import InputSpecError
+    from dnncost.core.errors import InputSpecError
     from dnncost.prediction import unseen
     from dnncost.prediction.calibration import calibrate_operators
     from dnncost.prediction.predict import load_operator_model, read_operator_model
@@ -199,4 +194,4 @@ def run_unseen(args: argparse.Namespace) -> int:
                   + (f"; JSON written to {args.out}" if args.out else ""))
     print(render(result.rows(), args.format, title="step-time prediction on unseen networks",
                  footer="\n".join(footer), json_payload=result.to_dict()))
-    return 0
+    return EXIT_OK

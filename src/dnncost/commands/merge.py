@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from dnncost.commands._exit_codes import EXIT_OK
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,4 +23,4 @@ def run(args: argparse.Namespace) -> int:
     added = merge(args.sources, args.out)
     summary = ", ".join(f"{n} {table}" for table, n in added.items() if n)
     print(f"merged {len(args.sources)} database(s) into {args.out}: added {summary or 'nothing new'}")
-    return 0
+    return EXIT_OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dnncost.commands._common import add_format_argument, add_model_input_arguments, input_spec
+from dnncost.commands._exit_codes import EXIT_OK
 
 COLUMNS = ("mode", "module", "predicted_ms", "share", "gflops")
 CAVEAT_TEXT = {
@@ -47,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from dnncost.errors import InputSpecError
+    from dnncost.core.errors import InputSpecError
     from dnncost.models.loading import load_model
     from dnncost.prediction.predict import (
         UncoveredOperatorError,
@@ -107,4 +108,4 @@ def run(args: argparse.Namespace) -> int:
     print(render(rows, args.format, columns=COLUMNS,
                  title=f"{loaded.name}: predicted time, input {spec}, batch {args.batch_size}",
                  footer="\n".join(lines), json_payload=payload))
-    return 0
+    return EXIT_OK

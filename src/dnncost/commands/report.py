@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from dnncost.commands._exit_codes import EXIT_OK
 from dnncost.study.defaults import DEFAULT_DB, DEFAULT_OUT
 
 
@@ -29,4 +30,4 @@ def run(args: argparse.Namespace) -> int:
         print(headline)
     print(f"report: {files.html}  (also {files.markdown.name}, {files.networks_csv.name}, "
           f"{files.fits_csv.name}, {files.json.name} in {files.folder})")
-    return 0
+    return EXIT_OK

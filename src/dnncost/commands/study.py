@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from dnncost.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from dnncost.measuring.kinds import OPTIMIZERS
+from dnncost.commands._exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from dnncost.core.kinds import OPTIMIZERS
 from dnncost.study.defaults import DEFAULT_DB, DEFAULT_OUT, NATIVE
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ OPTIONS = (
                 help="batch size (default: 32; 8 at --input-size 224)"),
     StudyOption("epochs", "--epochs", type=int, metavar="N",
                 help="epochs of real training per network (default: 3; 0 at 224); a family's "
-                     "recipe may train a multiple of them (dnncost.measuring.recipe)"),
+                     "recipe may train a multiple of them (dnncost.training.recipe)"),
     StudyOption("device", "--device", help="cpu (default), cuda or cuda:N"),
     StudyOption("threads", "--threads", type=int, metavar="N",
                 help="intra-op CPU threads (default: torch's current setting)"),
@@ -80,7 +80,7 @@ OPTIONS = (
                 help="untimed warm-up steps before each repeat (default: 2)"),
     StudyOption("lr", "--lr", type=float,
                 help="one learning rate for every network (default: each family's rate from "
-                     "the training recipe, dnncost.measuring.recipe)"),
+                     "the training recipe, dnncost.training.recipe)"),
     StudyOption("optimizer", "--optimizer", choices=OPTIMIZERS,
                 help="sgd (momentum 0.9, default), adam or adamw"),
     StudyOption("train_limit", "--train-limit", type=int, metavar="N",
@@ -159,7 +159,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
         overrides["input_size"] = size
     if args.models is not None:
         if not names:
-            from dnncost.errors import ModelNotFoundError
+            from dnncost.core.errors import ModelNotFoundError
 
             raise ModelNotFoundError("--models needs at least one network name")
         overrides["models"] = names
@@ -171,7 +171,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
 
 def _data_parallel(args: argparse.Namespace, *, device: str) -> dict[str, object]:
     """world_size and backend from --nproc/--backend (nothing without --nproc)."""
-    from dnncost.errors import InputSpecError
+    from dnncost.core.errors import InputSpecError
 
     if args.nproc is None:
         if args.backend is not None:

@@ -12,6 +12,7 @@ from dnncost.commands._common import (
     input_spec,
 )
 from dnncost.commands._distributed import add_distributed_arguments, run_distributed_cli, wants_distributed
+from dnncost.commands._exit_codes import EXIT_OK
 
 TABLE_COLUMNS = ("model", "mode", "batch", "device", "threads", "median_ms", "iqr_ms", "cv",
                  "ci95_low_ms", "ci95_high_ms", "n", "samples_per_s", "achieved_gflops_per_s",
@@ -104,13 +105,13 @@ def run(args: argparse.Namespace) -> int:
                "breakdowns": [b.to_dict() for b in breakdowns]}
     if args.format == "json":
         print(render(rows, "json", json_payload=payload))
-        return 0
+        return EXIT_OK
     print(render(rows, args.format, columns=TABLE_COLUMNS, title=f"{loaded.name}: step time",
                  footer="\n".join(footer)))
     for b in breakdowns:
         print()
         print(_render_breakdown(b, args))
-    return 0
+    return EXIT_OK
 
 
 def _machine_line(timing) -> str:

@@ -9,8 +9,9 @@ from dnncost.commands._common import (
     add_precision_arguments,
     input_spec,
 )
+from dnncost.commands._exit_codes import EXIT_OK
 
-# Mirrors of dnncost.measuring.training's defaults (kept literal so that building the parser stays light;
+# Mirrors of dnncost.training.trainer's defaults (kept literal so that building the parser stays light;
 # tests/test_time_cli.py checks they agree).
 DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR = 10, 32, 0.05
 
@@ -60,12 +61,12 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dnncost.errors import DnncostError, InputSpecError
-    from dnncost.measuring.data import load_dataset
-    from dnncost.measuring.inputs import Precision
-    from dnncost.measuring.training import EpochRecord, train
+    from dnncost.core.errors import DnncostError, InputSpecError
+    from dnncost.core.inputs import Precision
     from dnncost.models.loading import load_model
     from dnncost.reporting.formatting import render
+    from dnncost.training.data import load_dataset
+    from dnncost.training.trainer import EpochRecord, train
 
     loaded = load_model(args.model)
     spec = input_spec(args, loaded.input_shape)
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     if args.format == "json":
         print(render([], "json", json_payload={**result.to_dict(), "dataset_description": data.description}))
-        return 0
+        return EXIT_OK
     env = result.environment
     footer = "\n".join([
         data.description,
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     ])
     print(render([_row(e) for e in result.epochs], args.format, columns=COLUMNS,
                  title=f"{loaded.name} on {data.name}", footer=footer))
-    return 0
+    return EXIT_OK
 
 
 def _row(e) -> dict[str, object]:

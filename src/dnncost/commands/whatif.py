@@ -14,16 +14,17 @@ from dnncost.commands._common import (
     add_precision_arguments,
     input_spec,
 )
-from dnncost.measuring.recipe import RECIPE_EPOCHS
+from dnncost.commands._exit_codes import EXIT_OK
+from dnncost.training.recipe import RECIPE_EPOCHS
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from dnncost.measuring.data import DatasetSplit
-    from dnncost.measuring.inputs import InputSpec
-    from dnncost.measuring.records import EpochRecord
+    from dnncost.core.inputs import InputSpec
     from dnncost.measuring.timing import StepOptions
     from dnncost.models.loading import LoadedModel
+    from dnncost.training.data import DatasetSplit
+    from dnncost.training.records import EpochRecord
     from dnncost.whatif.accuracy import Accuracy, TrainingOptions
     from dnncost.whatif.registry import Spec
     from dnncost.whatif.runner import WhatIfResult
@@ -90,7 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from dnncost.measuring.step import Mode
+    from dnncost.core.step import Mode
     from dnncost.measuring.timing import StepOptions
     from dnncost.models.loading import load_model
     from dnncost.whatif.registry import TransformationError, all_transformations, parse_specs
@@ -137,14 +138,14 @@ def run(args: argparse.Namespace) -> int:
     _warn(caught)
     _print(results, args, loaded.name, spec, trainer, partial=False)
     _save(results, args, loaded, spec, options, training)
-    return 0
+    return EXIT_OK
 
 
 def _training_options(args: argparse.Namespace, loaded: LoadedModel, options: StepOptions
                       ) -> TrainingOptions:
-    from dnncost.errors import InputSpecError
-    from dnncost.measuring.recipe import recipe_for
+    from dnncost.core.errors import InputSpecError
     from dnncost.models import family_of
+    from dnncost.training.recipe import recipe_for
     from dnncost.whatif.accuracy import TrainingOptions
     from dnncost.whatif.runner import options_precision
 
@@ -193,7 +194,7 @@ class _Trainer:
     def original(self) -> None:
         import torch
 
-        from dnncost.errors import InputSpecError
+        from dnncost.core.errors import InputSpecError
         from dnncost.whatif.accuracy import load_training_data, train_original
 
         try:
@@ -271,7 +272,7 @@ def _list(transformations: dict) -> int:
                        footer="--train: fine-tune = the trained original transformed and trained "
                               "again with the recipe; evaluate = validated, not trained; "
                               "original's = same network, the original's accuracy"))
-    return 0
+    return EXIT_OK
 
 
 def _print(results: list[WhatIfResult], args: argparse.Namespace, name: str, spec: InputSpec,

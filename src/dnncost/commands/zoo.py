@@ -5,6 +5,7 @@ import argparse
 from collections.abc import Callable
 
 from dnncost.commands._common import add_format_argument
+from dnncost.commands._exit_codes import EXIT_OK
 
 COLUMNS = ("name", "family", "size", "input", "params", "paper params", "params diff %",
            "MACs", "paper MACs", "MACs diff %", "study")
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     ])
     print(render(rows, args.format, columns=COLUMNS, title="dnncost zoo: counted vs paper",
                  footer=footer, json_payload=records))
-    return 0
+    return EXIT_OK
 
 
 def zoo_records(*, family: str | None = None, size: str | None = None) -> list[dict[str, object]]:

@@ -1,4 +1,4 @@
-"""Stage 1, computation: what a step costs, counted per aten operator without doing its arithmetic.
+"""Computation: what a step costs, counted per aten operator without doing its arithmetic.
 
 :mod:`.counter` interprets the model (a TorchDispatchMode, on the meta device by default),
 :mod:`.formulas` is the one operator registry (cost formula and kernel kind of each aten op),

@@ -10,9 +10,9 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
+from dnncost.core.errors import InputSpecError
 from dnncost.counting.conventions import CONVENTION, CONVENTION_SHORT
 from dnncost.counting.table import human, render_text_table, table_cells
-from dnncost.errors import InputSpecError
 
 
 class Phase(str, Enum):

@@ -23,13 +23,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.module_tracker import ModuleTracker
 
-from dnncost.counting.cost import Cost, CostReport, ModuleInfo, OpRecord, Phase
-from dnncost.counting.formulas import TensorSpec, formula_for, is_view, tensors_in
-from dnncost.errors import DnncostError, InputSpecError
-from dnncost.measuring.device import out_of_memory_as_error, resolve_device
-from dnncost.measuring.failure import named_model_failure
-from dnncost.measuring.inputs import ModelInputs, make_inputs, parse_dtype
-from dnncost.measuring.step import (
+from dnncost.core.device import out_of_memory_as_error, resolve_device
+from dnncost.core.errors import DnncostError, InputSpecError
+from dnncost.core.failure import named_model_failure
+from dnncost.core.inputs import ModelInputs, make_inputs, parse_dtype
+from dnncost.core.step import (
     LOSS_MODULE,
     OPTIMIZER_MODULE,
     LossFn,
@@ -41,6 +39,8 @@ from dnncost.measuring.step import (
     make_optimizer,
     trainable_parameters,
 )
+from dnncost.counting.cost import Cost, CostReport, ModuleInfo, OpRecord, Phase
+from dnncost.counting.formulas import TensorSpec, formula_for, is_view, tensors_in
 from dnncost.models.loading import LoadedModel, load_model
 
 
@@ -254,13 +254,13 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
 
     ``inputs``: a tensor, a tuple of positional tensors, a dict of keyword tensors
     (``{"input_ids": ids, "attention_mask": mask}``), or an input spec (``'16:int64'``,
-    ``'3x224x224,4'``; see :mod:`dnncost.measuring.inputs`) made with ``batch_size`` samples.
+    ``'3x224x224,4'``; see :mod:`dnncost.core.inputs`) made with ``batch_size`` samples.
     ``dtype`` casts the model's floating parameters and inputs (bfloat16, float16);
     ``autocast`` counts the forward under ``torch.autocast`` to that dtype (on real tensors only:
     autocast does not act on meta tensors); ``channels_last`` uses that memory format.
 
     ``mode='eval'`` counts one forward pass (model.eval(), no_grad); ``mode='train'`` the training
-    step of :mod:`dnncost.measuring.step` -- the one the timer times: forward, ``loss`` (default:
+    step of :mod:`dnncost.core.step` -- the one the timer times: forward, ``loss`` (default:
     cross-entropy), backward through the real autograd graph, and one ``optimizer`` step (SGD with
     momentum by default), in steady state. ``device='meta'`` (default) does no arithmetic; any other
     device counts on real tensors there. The user's model is never modified: counting works on a copy.

@@ -1,8 +1,8 @@
-"""Stage 2, time: the step defined once (:mod:`.step`) and run on this machine.
+"""Time on this machine: one step of a network timed, with the statistics of its raw samples.
 
-:mod:`.device` (devices, threads, clock, out-of-memory), :mod:`.inputs` (input specs),
 :mod:`.measurement` (raw samples and their statistics), :mod:`.probe` and :mod:`.interleave`
-(timing on a noisy machine), :mod:`.timing` (one step), :mod:`.training` and :mod:`.recipe` (real
-epochs), :mod:`.breakdown` (profiler attribution), :mod:`.calibrate` (peak FLOP/s, bandwidth),
-:mod:`.distributed` (data-parallel steps), :mod:`.data`, :mod:`.environment`, :mod:`.records`.
+(timing on a noisy machine), :mod:`.timing` (one step), :mod:`.breakdown` (profiler attribution),
+:mod:`.calibrate` (peak FLOP/s, bandwidth). The step itself, devices and the environment are in
+:mod:`dnncost.core`; real epochs in :mod:`dnncost.training`; data-parallel steps in
+:mod:`dnncost.distributed`.
 """

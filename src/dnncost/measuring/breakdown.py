@@ -27,10 +27,10 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from dnncost.core.device import out_of_memory_as_error, resolve_device, synchronize, using_threads
+from dnncost.core.errors import InputSpecError
+from dnncost.core.step import LOSS_MODULE, OPTIMIZER_MODULE, Mode, Part
 from dnncost.counting.cost import CostReport
-from dnncost.errors import InputSpecError
-from dnncost.measuring.device import out_of_memory_as_error, resolve_device, synchronize, using_threads
-from dnncost.measuring.step import LOSS_MODULE, OPTIMIZER_MODULE, Mode, Part
 from dnncost.measuring.timing import StepOptions, prepare_step, preserved, step_options
 
 MODULE_RANGE = "dnncost.module::"  # prefix of the profiler range around each module's forward

@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from dnncost.errors import CalibrationError, InputSpecError
-from dnncost.measuring.device import quiet_cpp_extension_notice, resolve_device, using_threads
-from dnncost.measuring.environment import current_environment, machine_fingerprint
-from dnncost.measuring.inputs import parse_dtype
+from dnncost.core.device import quiet_cpp_extension_notice, resolve_device, using_threads
+from dnncost.core.environment import current_environment, machine_fingerprint
+from dnncost.core.errors import CalibrationError, InputSpecError
+from dnncost.core.inputs import parse_dtype
 from dnncost.measuring.measurement import Measurement
 
 SCHEMA_VERSION = 1  # bump when a stored section changes meaning; older files are then refused

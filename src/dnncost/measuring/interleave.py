@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 
 from torch import nn
 
-from dnncost.errors import InputSpecError
+from dnncost.core.device import resolve_device
+from dnncost.core.errors import InputSpecError
 from dnncost.measuring import timing as timing_module
-from dnncost.measuring.device import resolve_device
 from dnncost.measuring.measurement import (
     DRIFT_THRESHOLD,
     STUDY_ESTIMATOR,

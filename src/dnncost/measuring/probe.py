@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
+from dnncost.core.device import StepClock, synchronize
+from dnncost.core.environment import machine_fingerprint
 from dnncost.measuring.calibrate import cache_dir
-from dnncost.measuring.device import StepClock, synchronize
-from dnncost.measuring.environment import machine_fingerprint
 from dnncost.measuring.measurement import probe_drift
 
 PROBE_MATMUL_SIZE = 256  # source: measured, 2*256^3 = 33.6 MFLOP took 0.4-0.7 ms on one core of

@@ -6,7 +6,7 @@ timer, kept as raw samples with their spread, and stamped with the thread count 
 samples and their statistics (median, IQR, coefficient of variation, 95% interval of the median).
 Each run is bracketed by the reference probe (:mod:`dnncost.measuring.probe`: the machine's speed
 just then, against its quiet-machine reference) and records how busy the machine was
-(:class:`dnncost.measuring.environment.MachineLoad`); a run on a slowed or busy machine warns
+(:class:`dnncost.core.environment.MachineLoad`); a run on a slowed or busy machine warns
 (:class:`BusyMachineWarning`) even when its own samples agree.
 """
 from __future__ import annotations
@@ -24,11 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dnncost.counting.cost import CostReport
-from dnncost.counting.counter import META_HINT, count
-from dnncost.errors import InputSpecError, TrainingDivergedError
-from dnncost.measuring.calibrate import cached_calibration
-from dnncost.measuring.device import (
+from dnncost.core.device import (
     StepClock,
     check_memory_fits,
     out_of_memory_as_error,
@@ -36,24 +32,17 @@ from dnncost.measuring.device import (
     synchronize,
     using_threads,
 )
-from dnncost.measuring.environment import (
+from dnncost.core.environment import (
     Environment,
     MachineLoad,
     cpu_times,
     current_environment,
     machine_load,
 )
-from dnncost.measuring.failure import named_model_failure
-from dnncost.measuring.inputs import InputSpec, TensorInput, make_inputs, parse_dtype
-from dnncost.measuring.measurement import (
-    MIN_SAMPLES_FOR_CI,
-    NOISE_THRESHOLD,
-    SHIFT_THRESHOLD,
-    Measurement,
-    NoisyMeasurementWarning,
-)
-from dnncost.measuring.probe import Probe, ProbeReading, record_probe
-from dnncost.measuring.step import (
+from dnncost.core.errors import InputSpecError, TrainingDivergedError
+from dnncost.core.failure import named_model_failure
+from dnncost.core.inputs import InputSpec, TensorInput, make_inputs, parse_dtype
+from dnncost.core.step import (
     DEFAULT_LR,
     Mode,
     OptimizerKind,
@@ -62,6 +51,17 @@ from dnncost.measuring.step import (
     make_optimizer,
     trainable_parameters,
 )
+from dnncost.counting.cost import CostReport
+from dnncost.counting.counter import META_HINT, count
+from dnncost.measuring.calibrate import cached_calibration
+from dnncost.measuring.measurement import (
+    MIN_SAMPLES_FOR_CI,
+    NOISE_THRESHOLD,
+    SHIFT_THRESHOLD,
+    Measurement,
+    NoisyMeasurementWarning,
+)
+from dnncost.measuring.probe import Probe, ProbeReading, record_probe
 from dnncost.models.loading import parse_inputs
 
 
@@ -240,7 +240,7 @@ def time_model(model: nn.Module, input_shape: Sequence[int] | InputSpec | str,
                **overrides: Any) -> StepTiming:
     """Time one training or validation step of ``model`` on a fixed random batch of
     ``input_shape`` (one sample's shape, or an input spec such as '16:int64'; see
-    dnncost.measuring.inputs).
+    dnncost.core.inputs).
 
     ``options`` (or keyword ``overrides`` of its fields: ``batch_size=32, mode="eval"``) says which
     step and how: ``warmup`` untimed steps, then ``repeats`` timed steps -- or, with ``budget_s``,
@@ -331,7 +331,7 @@ def time_model(model: nn.Module, input_shape: Sequence[int] | InputSpec | str,
 def prepare_step(model: nn.Module, input_shape: Sequence[int] | InputSpec | str, opts: StepOptions,
                  device: torch.device, *, part: Any = None) -> Any:
     """Move ``model`` to ``device`` (in ``opts.dtype``, channels_last when asked) and build its step
-    (dnncost.measuring.step) on a fixed batch of ``input_shape`` (a shape or an input spec); the
+    (dnncost.core.step) on a fixed batch of ``input_shape`` (a shape or an input spec); the
     forward runs under autocast when ``opts.autocast`` is set."""
     model.to(device)
     if opts.dtype is not None:

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dnncost.errors import DnncostError, InputSpecError, ModelNotFoundError, model_failed, suggest
-from dnncost.measuring.inputs import InputSpec, parse_input_spec
+from dnncost.core.errors import DnncostError, InputSpecError, ModelNotFoundError, model_failed, suggest
+from dnncost.core.inputs import InputSpec, parse_input_spec
 
 DEFAULT_INPUT_SHAPE = (3, 224, 224)  # source: torchvision's ImageNet classifiers
 DEFAULT_NUM_CLASSES = 1000  # source: ImageNet-1k
@@ -138,7 +138,7 @@ def load_attribute(path_text: str, attr: str) -> object:
 
 def parse_inputs(text: str) -> InputSpec:
     """An input spec ('3x224x224', '16:int64,16:int64', 'file.py:inputs'; see
-    dnncost.measuring.inputs), with ``file.py:name`` factories loaded from their file."""
+    dnncost.core.inputs), with ``file.py:name`` factories loaded from their file."""
     return parse_input_spec(text, load_factory=load_attribute)
 
 

@@ -13,7 +13,7 @@ from enum import Enum
 
 from torch import nn
 
-from dnncost.errors import ModelNotFoundError, suggest
+from dnncost.core.errors import ModelNotFoundError, suggest
 
 #: The seven families of the study, then the later networks it is compared with.
 STUDY_FAMILIES = ("lenet", "alexnet", "vgg", "googlenet", "resnet", "mobilenet", "shufflenet")

@@ -1,4 +1,4 @@
-"""Stage 4, prediction: step time from structure, for networks never timed.
+"""Prediction: step time from structure, for networks never timed.
 
 :mod:`.sampling` draws random networks, :mod:`.kernels` times each kernel inside their real steps,
 :mod:`.calibration` fits :mod:`.predict`'s per-kernel model, :mod:`.evaluation` and :mod:`.unseen`

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from dnncost.core.device import using_threads
+from dnncost.core.environment import cpu_times, machine_load
+from dnncost.core.errors import DnncostError
 from dnncost.counting.cost import CostReport
 from dnncost.counting.counter import count
 from dnncost.counting.formulas import OpKind
-from dnncost.errors import DnncostError
-from dnncost.measuring.device import using_threads
-from dnncost.measuring.environment import cpu_times, machine_load
 from dnncost.prediction.evaluation import roofline_seconds
 from dnncost.prediction.kernels import AlignmentError, module_counts, time_kernels
 from dnncost.prediction.predict import (
@@ -179,7 +179,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     ``quick``), at least ``min_networks`` networks."""
     import torch
 
-    from dnncost.measuring.environment import machine_fingerprint
+    from dnncost.core.environment import machine_fingerprint
 
     budget = budget_s if budget_s is not None else QUICK_BUDGET_S if quick else BUDGET_S
     passes = passes if passes is not None else QUICK_PASSES if quick else PASSES

@@ -23,28 +23,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from itertools import combinations
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dnncost.counting.cost import CostReport
-from dnncost.prediction.kernels import module_counts
 from dnncost.prediction.predict import OperatorModel, predict_report
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-    from dnncost.study.store import Group, NetworkResult, Store
 
 TOLERANCE = 0.10  # source: issue 6, "the share within +-10%"
 MODES = ("train", "eval")
-
-
-class Statistic(str, Enum):
-    """Which of a network's repeated step timings stands for its measured time."""
-
-    MEDIAN = "median"  # the median of the repeats' medians: the study's own figure
-    MIN = "min"  # the fastest repeat's median: on a shared machine, the least disturbed one
 
 
 class Method(str, Enum):
@@ -286,102 +272,5 @@ def evaluate(observations: Sequence[Observation], *, op_model: OperatorModel | N
     return Evaluation(tuple(points), tuple(methods), notes)
 
 
-# -- from the study's store ------------------------------------------------------------------------
-def observations_from_results(networks: Sequence[NetworkResult], *,
-                              statistic: Statistic = Statistic.MEDIAN) -> list[Observation]:
-    """Observations from dnncost.study.store NetworkResults: each network recounted (meta device) at its
-    stored input shape and batch size; measured = ``statistic`` of its repeats' median step times."""
-    from dnncost.counting.counter import count
-    from dnncost.models.loading import load_model, parse_input_shape
-
-    out = []
-    for net in networks:
-        shape = parse_input_shape(net.input_shape)
-        loaded = None
-        for mode in MODES:
-            repeats = [t.median_s for t in net.steps(mode)]
-            if not repeats:
-                continue
-            loaded = loaded or load_model(net.name)
-            module = loaded.build("meta")
-            report = count(module, mode=mode, batch_size=net.batch_size, input_shape=shape,
-                           name=net.name)
-            measured = min(repeats) if Statistic(statistic) is Statistic.MIN else np.median(repeats)
-            out.append(Observation(net.name, net.family, mode, report, float(measured),
-                                   *module_counts(module)))
-    return out
-
-
-def select_group(store: Store, *, config_hash: str | None = None) -> Group:
-    """The largest group (configuration + machine) of ``store`` with step timings, or the group
-    of ``config_hash``; StoreError when there is none."""
-    from dnncost.errors import StoreError
-
-    groups = [g for g in store.groups() if any(n.timings for n in g.networks)
-              and (config_hash is None or g.config_hash == config_hash)]
-    if not groups:
-        raise StoreError(f"'{store.path}' holds no step timings"
-                         + (f" for configuration {config_hash}" if config_hash else "")
-                         + ": run `dnncost study` first")
-    return groups[0]
-
-
-def evaluate_group(group: Group, *, op_model: OperatorModel | None,
-                   peak_flops_per_s: float | None = None, bytes_per_s: float | None = None,
-                   statistic: Statistic = Statistic.MEDIAN) -> Evaluation:
-    """:func:`evaluate` on the networks of one group of the study's store."""
-    return evaluate(observations_from_results(group.networks, statistic=statistic),
-                    op_model=op_model, peak_flops_per_s=peak_flops_per_s, bytes_per_s=bytes_per_s)
-
-
-# -- the figure ------------------------------------------------------------------------------------
-FAMILY_MARKERS = "osD^vP*Xhp<>"  # source: matplotlib's filled markers, one per family
-
-
-def predicted_vs_measured(evaluation: Evaluation,
-                          methods: Sequence[Method] = (Method.PER_OPERATOR, Method.FLOPS_LINE)) -> Figure:
-    """Log-log predicted vs measured step time, one panel per mode, one colour per method and one
-    marker per family; the diagonal and the +-10% band. Each panel's legend gives each method's
-    MAPE and Spearman rho on that step; the families' markers are explained below the panels."""
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    modes = evaluation.modes()
-    fig = Figure(figsize=(5.2 * max(1, len(modes)), 5.2), layout="constrained")
-    axes = fig.subplots(1, max(1, len(modes)), squeeze=False)[0]
-    families = sorted({p.family for p in evaluation.points})
-    marker = {f: FAMILY_MARKERS[i % len(FAMILY_MARKERS)] for i, f in enumerate(families)}
-    methods = [m for m in methods if m in evaluation.methods]
-    colours = {m: f"C{i}" for i, m in enumerate(methods)}
-    for ax, mode in zip(axes, modes, strict=False):
-        pts = evaluation.of_mode(mode)
-        values = [p.measured_s * 1e3 for p in pts] + [
-            p.predicted_s[m] * 1e3 for p in pts for m in methods if p.predicted_s[m] > 0]
-        lo, hi = min(values) / 1.5, max(values) * 1.5
-        grid = np.geomspace(lo, hi, 50)
-        ax.fill_between(grid, grid * (1 - TOLERANCE), grid * (1 + TOLERANCE), color="0.85")
-        ax.plot(grid, grid, color="0.4", lw=0.8)
-        handles = [Line2D([], [], color="0.85", lw=6, label=f"within +-{TOLERANCE:.0%}")]
-        for method in methods:
-            for p in pts:  # a non-positive prediction (a line's intercept) is drawn at the floor
-                ax.scatter(p.measured_s * 1e3, max(p.predicted_s[method] * 1e3, lo),
-                           marker=marker[p.family], color=colours[method], s=36, alpha=0.85)
-            mt = evaluation.metrics(method, mode)
-            handles.append(Line2D([], [], color=colours[method], marker="o", lw=0,
-                                  label=f"{method.label}: MAPE {mt.mape:.0%}, rho {mt.spearman:.2f}"))
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.set_xlabel(f"measured {mode} step (ms)")
-        ax.set_ylabel(f"predicted {mode} step (ms)")
-        ax.set_title(f"{'training' if mode == 'train' else 'validation'} step, leave one family out")
-        ax.legend(handles=handles, fontsize=7, loc="lower right")
-    fig.legend(handles=[Line2D([], [], color="0.3", marker=marker[f], lw=0, label=f) for f in families],
-               loc="outside lower center", ncols=min(len(families), 8), fontsize=8, frameon=False)
-    return fig
-
-
-__all__ = ["Evaluation", "Method", "Metrics", "Observation", "Point", "Statistic", "TOLERANCE", "evaluate",
-           "evaluate_group", "mape", "observations_from_results", "pairwise_accuracy",
-           "predicted_vs_measured", "roofline_seconds", "select_group", "share_within", "spearman"]
+__all__ = ["Evaluation", "Method", "Metrics", "Observation", "Point", "TOLERANCE", "evaluate", "mape",
+           "pairwise_accuracy", "roofline_seconds", "share_within", "spearman"]

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from dnncost.core.step import Mode, OptimizerKind
 from dnncost.counting.cost import CostReport, OpRecord, Phase
 from dnncost.counting.counter import count
 from dnncost.counting.formulas import formula_for, is_view, op_name
-from dnncost.measuring.step import Mode, OptimizerKind
 from dnncost.measuring.timing import StepOptions, prepare_step, preserved
 
 

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
+from dnncost.core.errors import DnncostError, InputSpecError
+from dnncost.core.inputs import InputSpec
 from dnncost.counting.cost import CostReport, OpRecord, Phase
 from dnncost.counting.formulas import KINDS, OpKind, kind_of
-from dnncost.errors import DnncostError, InputSpecError
-from dnncost.measuring.inputs import InputSpec
 from dnncost.prediction.kernels import STEP_FEATURES, step_features
 
 SECTION = "kernels"  # the calibration section holding the fitted per-kernel model
@@ -533,8 +533,8 @@ def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec |
 # -- the stored calibration ----------------------------------------------------------------------
 def save_operator_model(model: OperatorModel) -> str:
     """Store ``model`` in this machine's calibration file (its fingerprint's)."""
+    from dnncost.core.environment import current_environment
     from dnncost.measuring.calibrate import Calibration, save_calibration
-    from dnncost.measuring.environment import current_environment
 
     env = current_environment("cpu", threads=model.threads)
     base = Calibration(fingerprint=model.fingerprint, device="cpu", threads=model.threads,
@@ -581,7 +581,7 @@ def caveats_here(model: OperatorModel, *, threads: int) -> list[Freshness]:
     """Why ``model`` may be rough for a prediction on this machine at ``threads`` threads."""
     import torch
 
-    from dnncost.measuring.environment import machine_fingerprint
+    from dnncost.core.environment import machine_fingerprint
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

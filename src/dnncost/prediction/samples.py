@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dnncost.core.errors import DnncostError
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
-from dnncost.errors import DnncostError
 from dnncost.measuring.calibrate import cache_dir
 from dnncost.prediction.predict import CALIBRATE_COMMAND, NetworkSample
 

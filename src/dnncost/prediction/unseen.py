@@ -28,10 +28,10 @@ from functools import partial
 import numpy as np
 from torch import nn
 
+from dnncost.core.errors import DnncostError
+from dnncost.core.step import Mode
 from dnncost.counting.counter import count
-from dnncost.errors import DnncostError
 from dnncost.measuring.interleave import TimingJob, time_interleaved
-from dnncost.measuring.step import Mode
 from dnncost.measuring.timing import StepOptions, StepTiming
 from dnncost.models.loading import load_model
 from dnncost.models.registry import list_models

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dnncost.measuring.measurement import DRIFT_THRESHOLD
-from dnncost.prediction.evaluation import TOLERANCE
+from dnncost.prediction.evaluation import TOLERANCE, Evaluation, Method
 from dnncost.study.analysis import CostMetric, Explanation, StudyAnalysis, TimeMetric
 from dnncost.study.drift import StudyDrift
 from dnncost.study.work import WorkAxis, WorkSeries
@@ -232,8 +233,8 @@ def comm_share(analysis: StudyAnalysis) -> Figure:
     return fig
 
 
-__all__ = ["achieved_gflops", "comm_share", "layer_type_shares", "png_bytes", "time_vs_flops",
-           "train_vs_val", "unseen_predicted_vs_measured"]
+__all__ = ["achieved_gflops", "comm_share", "layer_type_shares", "png_bytes", "predicted_vs_measured",
+           "time_vs_flops", "train_vs_val", "unseen_predicted_vs_measured"]
 
 
 def explanation(expl: Explanation) -> Figure:
@@ -430,4 +431,50 @@ def machine_drift(drift: StudyDrift) -> Figure:
     ax.set_yscale("log")  # a machine 2x and 20x slower read alike
     ax.set_ylim(min(p.speed for p in points) / 1.5, 1.5)
     fig.legend(fontsize=8, loc="outside lower center", ncols=3)
+    return fig
+
+
+FAMILY_MARKERS = "osD^vP*Xhp<>"  # source: matplotlib's filled markers, one per family
+
+
+def predicted_vs_measured(evaluation: Evaluation,
+                          methods: Sequence[Method] = (Method.PER_OPERATOR, Method.FLOPS_LINE)) -> Figure:
+    """Log-log predicted vs measured step time, one panel per mode, one colour per method and one
+    marker per family; the diagonal and the +-10% band. Each panel's legend gives each method's
+    MAPE and Spearman rho on that step; the families' markers are explained below the panels."""
+    from matplotlib.lines import Line2D
+
+    modes = evaluation.modes()
+    fig = _figure(5.2 * max(1, len(modes)), 5.2)
+    axes = fig.subplots(1, max(1, len(modes)), squeeze=False)[0]
+    families = sorted({p.family for p in evaluation.points})
+    marker = {f: FAMILY_MARKERS[i % len(FAMILY_MARKERS)] for i, f in enumerate(families)}
+    methods = [m for m in methods if m in evaluation.methods]
+    colours = {m: f"C{i}" for i, m in enumerate(methods)}
+    for ax, mode in zip(axes, modes, strict=False):
+        pts = evaluation.of_mode(mode)
+        values = [p.measured_s * 1e3 for p in pts] + [
+            p.predicted_s[m] * 1e3 for p in pts for m in methods if p.predicted_s[m] > 0]
+        lo, hi = min(values) / 1.5, max(values) * 1.5
+        grid = np.geomspace(lo, hi, 50)
+        ax.fill_between(grid, grid * (1 - TOLERANCE), grid * (1 + TOLERANCE), color="0.85")
+        ax.plot(grid, grid, color="0.4", lw=0.8)
+        handles = [Line2D([], [], color="0.85", lw=6, label=f"within +-{TOLERANCE:.0%}")]
+        for method in methods:
+            for p in pts:  # a non-positive prediction (a line's intercept) is drawn at the floor
+                ax.scatter(p.measured_s * 1e3, max(p.predicted_s[method] * 1e3, lo),
+                           marker=marker[p.family], color=colours[method], s=36, alpha=0.85)
+            mt = evaluation.metrics(method, mode)
+            handles.append(Line2D([], [], color=colours[method], marker="o", lw=0,
+                                  label=f"{method.label}: MAPE {mt.mape:.0%}, rho {mt.spearman:.2f}"))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel(f"measured {mode} step (ms)")
+        ax.set_ylabel(f"predicted {mode} step (ms)")
+        ax.set_title(f"{'training' if mode == 'train' else 'validation'} step, leave one family out")
+        ax.legend(handles=handles, fontsize=7, loc="lower right")
+    fig.legend(handles=[Line2D([], [], color="0.3", marker=marker[f], lw=0, label=f) for f in families],
+               loc="outside lower center", ncols=min(len(families), 8), fontsize=8, frameon=False)
     return fig

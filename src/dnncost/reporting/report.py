@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dnncost.errors import OutputError
+from dnncost.core.errors import OutputError
 from dnncost.measuring.measurement import (
     DRIFT_THRESHOLD,
     SHIFT_THRESHOLD,
@@ -294,8 +294,8 @@ def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
                Paragraph(analysis.verdict.headline, emphasis=True)]
     blocks += [Paragraph(r) for r in analysis.verdict.reasons]
     blocks += explanation_blocks(analysis, prefix=prefix)
-    if group.config.get("lr", 0.0) is None:  # trained with dnncost.measuring.recipe
-        from dnncost.measuring.recipe import describe_recipes
+    if group.config.get("lr", 0.0) is None:  # trained with dnncost.training.recipe
+        from dnncost.training.recipe import describe_recipes
 
         blocks.append(Paragraph(describe_recipes()))
     figures = [
@@ -423,9 +423,9 @@ def prediction_blocks(group: Group, *, prefix: str = "") -> list[Block]:
     """Predicted vs measured step time (leave-one-family-out), with the per-operator time model
     the study stored for the machine that measured the group (whichever machine renders the
     report); else a line saying how to get one."""
-    from dnncost.prediction import evaluation
     from dnncost.prediction.predict import OperatorModel
     from dnncost.reporting import plots
+    from dnncost.study.predicted import evaluate_group
 
     blocks: list[Block] = [Heading("Predicting step time from structure", 3)]
     how = ("run `dnncost calibrate --ops` on the machine that measured these results, then rerun "
@@ -438,13 +438,13 @@ def prediction_blocks(group: Group, *, prefix: str = "") -> list[Block]:
     except (KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
         return blocks + [Paragraph(f"The per-operator time model stored with these results is "
                                    f"unreadable ({type(exc).__name__}: {exc}): " + how)]
-    ev = evaluation.evaluate_group(group, op_model=model, peak_flops_per_s=group.peak_flops_per_s)
+    ev = evaluate_group(group, op_model=model, peak_flops_per_s=group.peak_flops_per_s)
     rows = ev.table_rows()
     columns = tuple(rows[0].keys()) if rows else ()
     blocks += [Paragraph(ev.headline("train")), Paragraph(ev.headline("eval")),
                Table(columns, tuple(tuple(_num(r[c]) for c in columns) for r in rows)),
                FigureBlock(prefix + "predicted_vs_measured.png",
-                           plots.png_bytes(evaluation.predicted_vs_measured(ev)),
+                           plots.png_bytes(plots.predicted_vs_measured(ev)),
                            "Predicted against measured step time, leave-one-family-out: "
                            "the per-operator model beside the FLOPs-only line.")]
     return blocks

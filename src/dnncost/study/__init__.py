@@ -1,4 +1,4 @@
-"""Stage 3, the study: count, time and train many networks, keep every result in SQLite, analyse.
+"""The study: count, time and train many networks, keep every result in SQLite, analyse.
 
 :mod:`.sweep` runs it (resumable), :mod:`.store` keeps it, :mod:`.analysis` and :mod:`.work` turn
 it into findings (time vs computation across networks; time vs work within one).

@@ -171,6 +171,16 @@ def kept_repeats(rows: Sequence[TimingRow], *, reference_s: float | None) -> tup
     return tuple(r for r, s in zip(rows, shifted, strict=True) if not s) or tuple(rows)
 
 
+def measured_step_s(net: NetworkResult, mode: str, *, reference_s: float | None) -> float:
+    """A network's measured step of ``mode`` -- the one figure the study, its report, ``evaluate``
+    and the predictor's comparisons use: STUDY_ESTIMATOR over every timed step of the repeats kept
+    against ``reference_s`` (:func:`kept_repeats`); NaN when the step was not timed."""
+    rows = kept_repeats(net.steps(mode, world_size=1), reference_s=reference_s)
+    if not rows:
+        return math.nan
+    return _estimate(tuple(r.samples or (r.median_s,) for r in rows), STUDY_ESTIMATOR)
+
+
 def group_reference(networks: Sequence[NetworkResult]) -> float | None:
     """The reference probe of a group's step timings: the run's quiet level
     (:func:`~dnncost.measuring.measurement.run_reference` of every stored probe; None when none

@@ -8,7 +8,7 @@ probes: :func:`dnncost.study.analysis.group_reference`) over the probe around th
 run's usual speed, 0.5 when the probe took twice as long. The reference itself is set against the
 fastest probe on record for the machine, to see a whole run that was slow (``shift``). A repeat is
 *flagged* when its probe drifted beyond DRIFT_THRESHOLD (the analysis leaves it out); *busy* when
-:class:`dnncost.measuring.environment.MachineLoad` says so for the load stored beside it.
+:class:`dnncost.core.environment.MachineLoad` says so for the load stored beside it.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from datetime import datetime
 
 import numpy as np
 
-from dnncost.measuring.environment import MachineLoad
+from dnncost.core.environment import MachineLoad
 from dnncost.measuring.measurement import DRIFT_THRESHOLD, SHIFT_THRESHOLD, probe_drift
 from dnncost.study.analysis import group_record, group_reference
 from dnncost.study.store import NetworkResult, TimingRow

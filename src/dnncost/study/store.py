@@ -63,8 +63,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dnncost.errors import StoreError
-from dnncost.measuring.records import DataParallelStep, EpochRecord
+from dnncost.core.errors import StoreError
+from dnncost.distributed.records import DataParallelStep
+from dnncost.training.records import EpochRecord
 
 APPLICATION_ID = 0x646E6E63  # source: our choice, ASCII 'dnnc'; marks the file as a dnncost store
 SQLITE_HEADER = b"SQLite format 3\x00"  # source: https://www.sqlite.org/fileformat.html section 1.3
@@ -74,7 +75,7 @@ BUSY_TIMEOUT_S = 30.0  # source: our choice; a second process waits this long fo
 _SCHEMA_V1 = """
 CREATE TABLE environments (
     fingerprint TEXT PRIMARY KEY,
-    environment TEXT NOT NULL,                -- JSON of dnncost.measuring.environment.Environment
+    environment TEXT NOT NULL,                -- JSON of dnncost.core.environment.Environment
     peak_flops_per_s REAL,                    -- calibrated float32 peak, NULL if unknown: the
     -- faster of a matmul and a 3x3 convolution benchmark (rows written before dnncost had the
     -- convolution benchmark: the matmul alone)
@@ -284,7 +285,7 @@ CREATE INDEX unseen_group ON unseen_results(config_hash, fingerprint);
 _SCHEMA_V7 = """
 -- the machine around each repeat of a timed step (dnncost.study.store.RepeatConditions): the
 -- reference probe (dnncost.measuring.probe) before and after it with the fastest probe on record
--- then, the machine's load (dnncost.measuring.environment.MachineLoad), this process's CPU time per
+-- then, the machine's load (dnncost.core.environment.MachineLoad), this process's CPU time per
 -- step, and whether the repeat re-measured one whose probe drifted; NULL where not recorded
 ALTER TABLE step_timings ADD COLUMN cpu_samples TEXT;       -- JSON list, CPU s per step / threads
 ALTER TABLE step_timings ADD COLUMN probe_before_s REAL;
@@ -455,7 +456,7 @@ class RepeatConditions:
     """The machine around one repeat of a timed step (schema 7), None where not recorded: the
     reference probe before and after the repeat and the fastest probe on record then
     (dnncost.measuring.probe.ProbeReading), the machine's load during it
-    (dnncost.measuring.environment.MachineLoad), this process's CPU time per step divided by the
+    (dnncost.core.environment.MachineLoad), this process's CPU time per step divided by the
     threads (dnncost.measuring.measurement.Measurement.cpu_samples), and ``remeasure``: the repeat
     was taken beyond the planned ones because a repeat's probe drifted."""
 

@@ -9,7 +9,7 @@ validates it for ``epochs`` real epochs on the dataset. Each result is written t
 configuration resumes, skipping what is stored (keyed by network, configuration hash and machine
 fingerprint), and a larger ``repeats`` adds repeats. A network that fails has its error recorded
 and the sweep goes on. With ``world_size`` N > 1, each network's training step is also measured on N
-data-parallel workers (torch.distributed + DistributedDataParallel, :mod:`dnncost.measuring.distributed`)
+data-parallel workers (torch.distributed + DistributedDataParallel, :mod:`dnncost.distributed.data_parallel`)
 after its single-process work: step time, time with a gradient all-reduce in flight, its bytes,
 and the weak-scaling efficiency against one process.
 """
@@ -24,22 +24,22 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from dnncost.errors import DnncostError, InputSpecError, ModelNotFoundError, StoreError, suggest
-from dnncost.measuring.kinds import OPTIMIZERS
+from dnncost.core.errors import DnncostError, InputSpecError, ModelNotFoundError, StoreError, suggest
+from dnncost.core.kinds import OPTIMIZERS
 from dnncost.measuring.measurement import NOISE_THRESHOLD, NoisyMeasurementWarning
-from dnncost.measuring.recipe import RECIPE_EPOCHS, Recipe, recipe_for
 from dnncost.study.store import CountRow, RepeatConditions, Store, TimingRow, WorkRow
 from dnncost.study.work import WORK_PLAN, measure_work
+from dnncost.training.recipe import RECIPE_EPOCHS, Recipe, recipe_for
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from dnncost.measuring.data import DatasetSplit
     from dnncost.measuring.interleave import StoredRepeats
-    from dnncost.measuring.records import EpochRecord
     from dnncost.measuring.timing import StepTiming
     from dnncost.models.loading import LoadedModel
+    from dnncost.training.data import DatasetSplit
+    from dnncost.training.records import EpochRecord
 
 SEED = 0  # source: our choice; every network starts from the same seeded initialisation
 BREAKDOWN_STEPS = 2  # source: measured, two profiled steps give stable layer-type shares cheaply
@@ -86,8 +86,8 @@ class StudyConfig:
     family: str | None = None  # all zoo networks of one family at ``input_size``
     dataset: str = "digits"
     input_size: int | None = InputSize.CIFAR.value  # None: named models at their own input
-    batch_size: int = 32  # source: dnncost.measuring.training.DEFAULT_BATCH_SIZE
-    epochs: int = RECIPE_EPOCHS  # source: dnncost.measuring.recipe (issue 13: every default net learns)
+    batch_size: int = 32  # source: dnncost.training.trainer.DEFAULT_BATCH_SIZE
+    epochs: int = RECIPE_EPOCHS  # source: dnncost.training.recipe (issue 13: every default net learns)
     device: str = "cpu"
     threads: int | None = None  # None: torch's default
     repeats: int = 5  # source: our choice; the median of 5 repeats survives 2 spoiled by a busy machine
@@ -95,7 +95,7 @@ class StudyConfig:
     # source: measured, enough samples for a robust median of LeNet-5's ~1 ms steps on a busy machine
     steps: int = 6  # timed steps per repeat when step_budget_s is None
     warmup: int = 2  # untimed steps before each repeat; source: measured, allocator warm after 2
-    lr: float | None = None  # None: each family's rate from dnncost.measuring.recipe
+    lr: float | None = None  # None: each family's rate from dnncost.training.recipe
     optimizer: str = "sgd"
     train_limit: int | None = None  # use at most this many training (and 1/4 as many validation) images
     breakdown: bool = True  # attribute step time to layer types (dnncost.measuring.breakdown)
@@ -279,7 +279,7 @@ def check_data_parallel(config: StudyConfig) -> None:
     the device)."""
     if config.world_size == 1:
         return
-    from dnncost.measuring.distributed import backend_for_device, check_world_size
+    from dnncost.distributed.data_parallel import backend_for_device, check_world_size
 
     check_world_size(config.world_size, backend_for_device(config.device, config.backend))
 
@@ -298,14 +298,14 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
     """
     import torch
 
-    from dnncost.measuring.device import resolve_device
-    from dnncost.measuring.environment import current_environment, machine_fingerprint
+    from dnncost.core.device import resolve_device
+    from dnncost.core.environment import current_environment, machine_fingerprint
 
     names = select_models(config)
     device = resolve_device(config.device)
     check_data_parallel(config)
     if config.epochs:
-        from dnncost.measuring.data import parse_dataset_spec
+        from dnncost.training.data import parse_dataset_spec
 
         parse_dataset_spec(config.dataset)  # a bad spec fails here, not once per network
         # (dnncost study checks the data itself with check_dataset before it opens the store)
@@ -578,12 +578,12 @@ class _Sweep:
         step beside it. Stored planned repeats are skipped; a resumed run hands the stored probes
         and re-measures on, so a drifted stored repeat may still be re-measured and a spent budget
         stays spent."""
+        from dnncost.core.step import Mode, OptimizerKind
         from dnncost.measuring.interleave import (
             TimingJob,
             stored_wanting_remeasure,
             time_interleaved,
         )
-        from dnncost.measuring.step import Mode, OptimizerKind
         from dnncost.measuring.timing import StepOptions
 
         repeats, jobs = self.config.repeats, []
@@ -654,7 +654,7 @@ class _Sweep:
         self.advance(1, done=False)
 
     def _recipe(self, net: _Network) -> Recipe:
-        """The family's training recipe (dnncost.measuring.recipe), at the configured rate if set."""
+        """The family's training recipe (dnncost.training.recipe), at the configured rate if set."""
         recipe = recipe_for(net.family)
         return recipe if self.config.lr is None else replace(recipe, lr=self.config.lr)
 
@@ -663,7 +663,7 @@ class _Sweep:
         if self.store.has_complete_training(net.nid):
             self.advance(epochs, done=True)
             return
-        from dnncost.measuring.training import train
+        from dnncost.training.trainer import train
 
         data = self._dataset(net.shape)
         self.training_uid = uid = self.store.start_training(
@@ -689,7 +689,7 @@ class _Sweep:
         if self.store.has_data_parallel(net.nid, world_size=world_size, backend=backend):
             self.advance(1, done=True)
             return
-        from dnncost.measuring.distributed import measure_distributed
+        from dnncost.distributed.data_parallel import measure_distributed
 
         timing = measure_distributed(
             net.name, net.shape, nproc=world_size, backend=backend, device=self.config.device,
@@ -705,7 +705,7 @@ class _Sweep:
         if self.store.whatif_rows(net.nid):
             self.advance(1, done=True)
             return
-        from dnncost.measuring.step import Mode, OptimizerKind
+        from dnncost.core.step import Mode, OptimizerKind
         from dnncost.measuring.timing import StepOptions
         from dnncost.study.whatif import study_whatif, whatif_row
         from dnncost.whatif.accuracy import TrainingOptions
@@ -764,7 +764,7 @@ def load_study_dataset(config: StudyConfig, shape: tuple[int, ...]) -> DatasetSp
     DatasetError when it is unknown, missing or malformed."""
     from torch.utils.data import Subset
 
-    from dnncost.measuring.data import load_dataset
+    from dnncost.training.data import load_dataset
 
     data = load_dataset(config.dataset, input_shape=shape, seed=SEED)
     limit = config.train_limit

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dnncost.measuring.environment import current_environment, machine_fingerprint
+from dnncost.core.environment import current_environment, machine_fingerprint
 from dnncost.prediction.predict import OperatorModel
 from dnncost.prediction.unseen import ESTIMATOR, Key, LeftOut, UnseenPoint, UnseenResult
 from dnncost.study.store import Store, UnseenRow, new_uid, now

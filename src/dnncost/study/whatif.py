@@ -11,13 +11,13 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
-from dnncost.measuring.data import DatasetSplit
-from dnncost.measuring.environment import current_environment, machine_fingerprint
-from dnncost.measuring.inputs import InputSpec
+from dnncost.core.environment import current_environment, machine_fingerprint
+from dnncost.core.inputs import InputSpec
+from dnncost.core.step import Mode
 from dnncost.measuring.measurement import Measurement
-from dnncost.measuring.step import Mode
 from dnncost.measuring.timing import StepOptions
 from dnncost.study.store import Store, WhatIfRow, new_uid, now
+from dnncost.training.data import DatasetSplit
 from dnncost.whatif.accuracy import (
     TrainingOptions,
     measured_specs,

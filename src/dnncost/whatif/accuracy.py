@@ -1,9 +1,9 @@
 """``whatif --train``: validation accuracy beside the time saved.
 
-The original is trained with the study's recipe (:mod:`dnncost.measuring.recipe`: its family's rate,
+The original is trained with the study's recipe (:mod:`dnncost.training.recipe`: its family's rate,
 SGD with momentum 0.9, linear warm-up then cosine decay, and its family's epochs -- ``Recipe.epochs``
 of the configured ones, RECIPE_EPOCHS by default, as the study trains it) on the offline data
-(scikit-learn's digits by default, :mod:`dnncost.measuring.data`) at the study's batch size. Each
+(scikit-learn's digits by default, :mod:`dnncost.training.data`) at the study's batch size. Each
 transformation is then applied to the *trained* network, as compression is used -- prune, factorise
 or replace, then retrain (Han et al. 2015; Li et al. 2017; Denton et al. 2014) -- and its
 :class:`~dnncost.whatif.registry.Training` says what follows:
@@ -33,14 +33,14 @@ from torch import nn
 from torch.nn.utils import prune
 from torch.utils.data import DataLoader
 
-from dnncost.errors import DnncostError, InputSpecError
-from dnncost.measuring.data import DatasetSplit, load_dataset
-from dnncost.measuring.device import resolve_device, using_threads
-from dnncost.measuring.inputs import InputSpec, ModelInputs, Precision, TensorInput
-from dnncost.measuring.recipe import DEFAULT_RECIPE, RECIPE_EPOCHS, Recipe
-from dnncost.measuring.records import EpochRecord
-from dnncost.measuring.step import Mode
-from dnncost.measuring.training import DEFAULT_BATCH_SIZE, evaluate, train
+from dnncost.core.device import resolve_device, using_threads
+from dnncost.core.errors import DnncostError, InputSpecError
+from dnncost.core.inputs import InputSpec, ModelInputs, Precision, TensorInput
+from dnncost.core.step import Mode
+from dnncost.training.data import DatasetSplit, load_dataset
+from dnncost.training.recipe import DEFAULT_RECIPE, RECIPE_EPOCHS, Recipe
+from dnncost.training.records import EpochRecord
+from dnncost.training.trainer import DEFAULT_BATCH_SIZE, evaluate, train
 from dnncost.whatif.int8 import CALIBRATION_BATCHES
 from dnncost.whatif.prune_magnitude import PRUNABLE
 from dnncost.whatif.registry import Context, NotApplicable, Spec, Training, first_line

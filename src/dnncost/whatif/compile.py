@@ -8,7 +8,7 @@ import shutil
 import torch
 from torch import nn
 
-from dnncost.measuring.device import quiet_cpp_extension_notice
+from dnncost.core.device import quiet_cpp_extension_notice
 from dnncost.whatif.registry import Context, NotApplicable, Training, Variant, register
 
 COMPILE_LIMIT_S = 90.0  # source: our choice, half of the ~3 min a default whatif run should take on 2 cores

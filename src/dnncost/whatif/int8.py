@@ -10,7 +10,7 @@ import copy
 import torch
 from torch import nn
 
-from dnncost.measuring.step import Mode
+from dnncost.core.step import Mode
 from dnncost.whatif._modules import fast_path_linears
 from dnncost.whatif.registry import (
     Context,

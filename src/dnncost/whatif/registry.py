@@ -19,10 +19,10 @@ from enum import Enum
 import torch
 from torch import nn
 
+from dnncost.core.errors import DnncostError, InputSpecError, suggest
+from dnncost.core.inputs import InputSpec, ModelInputs, Precision, make_inputs, parse_dtype
+from dnncost.core.step import Mode
 from dnncost.counting.cost import CostReport
-from dnncost.errors import DnncostError, InputSpecError, suggest
-from dnncost.measuring.inputs import InputSpec, ModelInputs, Precision, make_inputs, parse_dtype
-from dnncost.measuring.step import Mode
 
 _NOT_TRANSFORMATIONS = ("registry", "runner", "accuracy")  # modules of this package that register nothing
 

@@ -7,7 +7,7 @@ median and its distribution-free 95% interval (order statistics, as for any
 parameters, bytes and activation memory. Every ratio is per sample, so a batch-size change compares
 throughput. Results are yielded one by one, so a caller keeps everything measured before a failure.
 
-The network is called with an input spec as every command takes it (:mod:`dnncost.measuring.inputs`:
+The network is called with an input spec as every command takes it (:mod:`dnncost.core.inputs`:
 shapes with dtypes, several tensors, a factory of keyword tensors), in the step options' dtype,
 autocast and memory format. The pairs are timed here rather than by
 :func:`dnncost.measuring.interleave.time_interleaved`: that one times each network in repeats of
@@ -30,18 +30,15 @@ from types import FrameType
 import torch
 from torch import nn
 
-from dnncost.counting.cost import CostReport
-from dnncost.counting.counter import META_HINT, count
-from dnncost.errors import DnncostError, InputSpecError
-from dnncost.measuring.device import (
+from dnncost.core.device import (
     StepClock,
     out_of_memory_as_error,
     resolve_device,
     using_threads,
 )
-from dnncost.measuring.inputs import InputSpec, Precision, make_inputs, parse_dtype
-from dnncost.measuring.measurement import Measurement
-from dnncost.measuring.step import (
+from dnncost.core.errors import DnncostError, InputSpecError
+from dnncost.core.inputs import InputSpec, Precision, make_inputs, parse_dtype
+from dnncost.core.step import (
     Mode,
     Part,
     PartHook,
@@ -52,6 +49,9 @@ from dnncost.measuring.step import (
     step_loss,
     trainable_parameters,
 )
+from dnncost.counting.cost import CostReport
+from dnncost.counting.counter import META_HINT, count
+from dnncost.measuring.measurement import Measurement
 from dnncost.measuring.timing import StepOptions
 from dnncost.measuring.timing import _input_spec as input_spec
 from dnncost.whatif.registry import (
@@ -221,7 +221,7 @@ def _autocast_forward(precision: Precision, device: torch.device) -> PartHook | 
 
 def _build(module: nn.Module, context: Context, *, batch_size: int, opts: StepOptions,
            precision: Precision, output_shape: tuple[int, ...]) -> Callable[[], object]:
-    """The step of :mod:`dnncost.measuring.step` for ``module`` in ``precision`` on a fixed batch;
+    """The step of :mod:`dnncost.core.step` for ``module`` in ``precision`` on a fixed batch;
     in training, labels drawn for ``output_shape`` (the original's logits) so no extra forward (or
     compile) runs."""
     module.to(context.device)
@@ -288,7 +288,7 @@ def run_whatif(model: nn.Module, specs: Sequence[Spec], *,
     """Yield one :class:`WhatIfResult` per spec, for the step ``options.mode``.
 
     ``input_shape``: one sample's shape, or an input spec ('16:int64', '3x32x32,4', a factory; see
-    dnncost.measuring.inputs). ``options`` gives batch size, device, threads, optimizer, dtype,
+    dnncost.core.inputs). ``options`` gives batch size, device, threads, optimizer, dtype,
     autocast and memory format of the original, warm-up steps (per network) and the number of A/B
     pairs (``repeats``). ``model`` is left as found. A transformation that breaks the network raises
     TransformationError naming it; everything yielded before is the caller's.

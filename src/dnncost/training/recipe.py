@@ -11,7 +11,7 @@ usual CIFAR-10 form), with the last batch norm of each residual ShuffleNet unit 
 
 How the recipe was chosen (issue 13): on scikit-learn's digits (the study's own stratified split,
 seed 0; the validation images were never trained on) at batch 32, one thread, each candidate run
-with the library's own :func:`dnncost.measuring.training.train` from seeds 0, 1 and 2 (the seed of
+with the library's own :func:`dnncost.training.trainer.train` from seeds 0, 1 and 2 (the seed of
 the initialisation and of the shuffling; the split stays seed 0). Changes were preferred in the
 order the issue gives -- an initialisation the literature prescribes, then the family's rate, then
 more epochs for a cheap network that needs them -- and a candidate was taken only when every seed

@@ -18,20 +18,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from dnncost.errors import InputSpecError, TrainingDivergedError
-from dnncost.measuring.data import DatasetSplit
-from dnncost.measuring.device import (
+from dnncost.core.device import (
     out_of_memory_as_error,
     resolve_device,
     synchronize,
     using_threads,
 )
-from dnncost.measuring.environment import Environment, current_environment
-from dnncost.measuring.failure import named_model_failure
-from dnncost.measuring.inputs import Precision
-from dnncost.measuring.recipe import LrSchedule, lr_factor
-from dnncost.measuring.records import EpochRecord  # the study's store keeps it as it is
-from dnncost.measuring.step import OptimizerKind, make_optimizer, primary_output, trainable_parameters
+from dnncost.core.environment import Environment, current_environment
+from dnncost.core.errors import InputSpecError, TrainingDivergedError
+from dnncost.core.failure import named_model_failure
+from dnncost.core.inputs import Precision
+from dnncost.core.step import OptimizerKind, make_optimizer, primary_output, trainable_parameters
+from dnncost.training.data import DatasetSplit
+from dnncost.training.recipe import LrSchedule, lr_factor
+from dnncost.training.records import EpochRecord  # the study's store keeps it as it is
 
 # Defaults: LeNet-5 on digits reaches >= 95% validation accuracy with them (tests/test_training.py)
 DEFAULT_EPOCHS = 10  # source: measured, LeNet-5/digits passes 95% validation accuracy by epoch ~4
@@ -126,7 +126,7 @@ def train(
     The learning rate follows :func:`lr_factor` (``warmup_steps`` of linear warm-up, then
     ``schedule``), updated every step; ``weight_decay`` is the optimizer's L2 penalty;
     ``precision`` casts the model and its batches and runs the forward and loss under autocast
-    (dnncost.measuring.inputs.Precision).
+    (dnncost.core.inputs.Precision).
 
     The model is trained in place (and moved to ``device``). A non-finite loss stops the run with
     TrainingDivergedError naming the epoch and step; a batch too large for memory raises

@@ -3,10 +3,11 @@
 Every command runs a user's network somewhere (the counter on meta tensors, the timer, the trainer,
 the data-parallel workers). When the network's code raises -- a layer that cannot take the input's
 shape, a forward that raises -- :func:`named_model_failure` turns that into one
-:class:`~dnncost.errors.ModelFailedError` worded by :func:`~dnncost.errors.model_failed`. It finds the
-failing module after the fact, from the traceback (the innermost frame whose ``self`` is one of the
-network's modules), so it costs nothing while the network runs, and an error that did not come from
-the network's code (a data loader, the loss, running out of memory) passes through unchanged.
+:class:`~dnncost.core.errors.ModelFailedError` worded by :func:`~dnncost.core.errors.model_failed`.
+It finds the failing module after the fact, from the traceback (the innermost frame whose ``self``
+is one of the network's modules), so it costs nothing while the network runs, and an error that
+did not come from the network's code (a data loader, the loss, running out of memory) passes
+through unchanged.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dnncost.errors import DnncostError, model_failed
-from dnncost.measuring.device import is_out_of_memory
+from dnncost.core.device import is_out_of_memory
+from dnncost.core.errors import DnncostError, model_failed
 
 
 def failing_module(model: nn.Module, tb: TracebackType | None) -> tuple[str, str] | None:
@@ -47,7 +48,7 @@ def named_model_failure(model: nn.Module, *, name: str, inputs: Sequence[Any] = 
     ModelFailedError naming ``name``, the module and the input: the shapes of ``inputs`` (the
     batch), or ``shape`` ('32x1x32x32') when the block draws its own batches.
 
-    dnncost's own errors, out-of-memory failures (see dnncost.measuring.device) and errors raised
+    dnncost's own errors, out-of-memory failures (see dnncost.core.device) and errors raised
     outside the model's code are re-raised unchanged."""
     try:
         yield

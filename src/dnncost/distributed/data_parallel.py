@@ -16,7 +16,7 @@ torchrun started), wraps the network in :class:`~torch.nn.parallel.DistributedDa
   worker, ``efficiency = t1 / tN`` (1.0 = the N workers' steps take as long as one process alone).
 
 Workers never outlive the process that started them: on Linux each asks the kernel to kill it
-when its parent dies (``prctl(PR_SET_PDEATHSIG)``, dnncost.measuring.orphans, before it imports
+when its parent dies (``prctl(PR_SET_PDEATHSIG)``, dnncost.distributed.orphans, before it imports
 torch), so even a SIGKILLed parent leaves none behind;
 a SIGTERM/SIGHUP to the parent stops the workers before it exits, and so does Ctrl-C, which only the
 parent acts on (the workers ignore SIGINT, which a terminal sends them too). Results travel back over a pipe,
@@ -51,15 +51,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dnncost.core.device import StepClock, check_threads, synchronize
+from dnncost.core.environment import Environment, current_environment
+from dnncost.core.errors import DeviceError, DnncostError, InputSpecError
+from dnncost.core.failure import named_model_failure
+from dnncost.core.step import Mode, primary_output
 from dnncost.counting.counter import count
-from dnncost.errors import DeviceError, DnncostError, InputSpecError
-from dnncost.measuring.device import StepClock, check_threads, synchronize
-from dnncost.measuring.environment import Environment, current_environment
-from dnncost.measuring.failure import named_model_failure
+from dnncost.distributed.orphans import run_guarded
+from dnncost.distributed.records import DataParallelStep
 from dnncost.measuring.measurement import Measurement
-from dnncost.measuring.orphans import run_guarded
-from dnncost.measuring.records import DataParallelStep
-from dnncost.measuring.step import Mode, primary_output
 from dnncost.measuring.timing import StepOptions, prepare_step, step_options
 from dnncost.models.loading import load_model
 
@@ -517,7 +517,7 @@ def _rendezvous(rank: int, world_size: int, *, addr: str, port: int,
 
 
 def _spawned_worker(rank: int, world_size: int, port: int, cfg: _Config, results: Any) -> None:
-    """A spawned worker's work (started by dnncost.measuring.orphans.run_guarded): rank 0 sends
+    """A spawned worker's work (started by dnncost.distributed.orphans.run_guarded): rank 0 sends
     the result, a failing rank its typed error or a one-line summary of an unexpected one, over
     ``results`` (a pipe-backed queue: nothing is written to disk)."""
     os.environ.update(MASTER_ADDR=LOCALHOST, MASTER_PORT=str(port), RANK=str(rank),
@@ -548,7 +548,7 @@ def _spawn(cfg: _Config, *, nproc: int, port: int) -> _Result:
     """Start ``nproc`` workers, wait for them, and return rank 0's result. Workers are never left
     running: on a failure, an interrupt or a SIGTERM/SIGHUP the survivors are terminated, then
     killed; should this process be killed outright, the kernel kills them
-    (dnncost.measuring.orphans, in effect before a worker imports torch)."""
+    (dnncost.distributed.orphans, in effect before a worker imports torch)."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")

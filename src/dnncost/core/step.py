@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnncost.errors import InputSpecError
-from dnncost.measuring.kinds import Mode, OptimizerKind
+from dnncost.core.errors import InputSpecError
+from dnncost.core.kinds import Mode, OptimizerKind
 
 LOSS_MODULE = "(loss)"  # where the loss's operators are attributed (outside every module)
 OPTIMIZER_MODULE = "(optimizer)"  # where the optimizer step's operators are attributed

@@ -1,6 +1,6 @@
 """The kinds of step, named once: what a step is (:class:`Mode`) and which optimizer a training
 step uses (:class:`OptimizerKind`). Free of torch, so the command line can offer the choices
-without importing it; :mod:`dnncost.measuring.step` builds steps from them."""
+without importing it; :mod:`dnncost.core.step` builds steps from them."""
 from __future__ import annotations
 
 from enum import Enum

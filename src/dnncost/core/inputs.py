@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from dnncost.errors import InputSpecError
+from dnncost.core.errors import InputSpecError
 
 DEFAULT_INT_HIGH = 2  # source: our choice -- 0/1 are valid token ids, masks and labels for any model
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from dnncost import __version__
+from dnncost.core.version import __version__
 
 
 @dataclass(frozen=True)

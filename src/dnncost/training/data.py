@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-from dnncost.errors import DatasetError, InputSpecError, suggest
+from dnncost.core.errors import DatasetError, InputSpecError, suggest
 
 DIGITS_MAX_LEVEL = 16.0  # source: sklearn load_digits docs, pixels are integers 0..16
 SYNTHETIC_SIZE = 1024  # source: our choice, an epoch of a CIFAR-size net in seconds on a CPU

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
-from dnncost.errors import DeviceError, InputSpecError, suggest
+from dnncost.core.errors import DeviceError, InputSpecError, suggest
 
 SUPPORTED_DEVICES = ("cpu", "cuda")  # the device types dnncost can time (and synchronise)
 PROC_MEMINFO = "/proc/meminfo"  # source: proc(5), MemAvailable since Linux 3.14
