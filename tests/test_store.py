@@ -343,7 +343,7 @@ def test_a_first_open_reads_the_file_as_of_one_moment(tmp_path, monkeypatch):
     and the open called it a foreign database. The other process is made to try exactly there."""
     import threading
 
-    from dnncost.study import store as store_module
+    from dnncost.study.store import store as store_module
 
     path = tmp_path / "new.sqlite"
     other: list[str] = []
