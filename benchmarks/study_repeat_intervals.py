@@ -31,8 +31,8 @@ from dnncost.measuring.measurement import (
     bootstrap_estimates,
     estimate,
 )
-from dnncost.study.analysis import CostMetric, NetworkPoint, TimeMetric, points_from_results
 from dnncost.study.drift import study_drift
+from dnncost.study.points import CostMetric, NetworkPoint, TimeMetric, points_from_results
 from dnncost.study.store import open_store
 
 BOOTSTRAP = 2000  # source: analysis.BOOTSTRAP_SAMPLES; percentile ends settle by ~2000

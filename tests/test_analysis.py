@@ -7,20 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from dnncost.study.analysis import (
-    CostMetric,
-    Linearity,
-    NetworkPoint,
-    TimeMetric,
-    analyze,
-    analyze_points,
-    explain,
-    family_lines,
-    fit,
-    layer_type_shares,
-    points_from_results,
-)
+from dnncost.study.analysis import analyze, analyze_points
+from dnncost.study.explanation import explain, family_lines
+from dnncost.study.fits import fit, layer_type_shares
+from dnncost.study.points import CostMetric, NetworkPoint, TimeMetric, points_from_results
 from dnncost.study.store import CountRow, NetworkResult, TimingRow, TrainingRow
+from dnncost.study.verdict import Linearity, explanation_claims
 from dnncost.training.records import EpochRecord
 
 FLOPS = (1e6, 3e6, 1e7, 3e7, 1e8, 3e8)
@@ -205,7 +197,7 @@ def test_explain_exact_two_measure_time_is_recovered():
     bigger = CostMetric.BYTES if b.var() > f.var() else CostMetric.FLOPS
     assert shares[bigger].share > 0.5
     assert e.single(CostMetric.OPS).cv_r_squared < 0.2  # unrelated to time
-    assert any("cross-validated R²" in c for c in e.claims)
+    assert any("cross-validated R²" in c for c in explanation_claims(e))
 
 
 def test_explain_one_measure_with_fixed_cost():
@@ -223,7 +215,7 @@ def test_explain_one_measure_with_fixed_cost():
     assert sum(s.share for s in e.shares) == pytest.approx(1.0)
     assert all(shares[m].unique == pytest.approx(0.0, abs=1e-9)
                for m in (CostMetric.BYTES, CostMetric.OPS, CostMetric.PARAMS))
-    assert "FLOPs predict training step time best" in " ".join(e.claims)
+    assert "FLOPs predict training step time best" in " ".join(explanation_claims(e))
 
 
 def test_explain_needs_more_networks_than_coefficients():

@@ -18,8 +18,10 @@ from matplotlib.figure import Figure
 
 from dnncost.measuring.measurement import DRIFT_THRESHOLD
 from dnncost.prediction.evaluation import TOLERANCE, Evaluation, Method
-from dnncost.study.analysis import CostMetric, Explanation, StudyAnalysis, TimeMetric
+from dnncost.study.analysis import StudyAnalysis
 from dnncost.study.drift import StudyDrift
+from dnncost.study.explanation import Explanation
+from dnncost.study.points import CostMetric, TimeMetric
 from dnncost.study.work import WorkAxis, WorkSeries
 
 if TYPE_CHECKING:

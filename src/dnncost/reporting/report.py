@@ -26,8 +26,9 @@ from dnncost.measuring.measurement import (
     STUDY_ESTIMATOR_WHY,
 )
 from dnncost.reporting.formatting import human, render_csv, render_json
-from dnncost.study.analysis import StudyAnalysis, TimeMetric, analyze
+from dnncost.study.analysis import StudyAnalysis, analyze
 from dnncost.study.drift import StudyDrift, study_drift
+from dnncost.study.points import TimeMetric
 from dnncost.study.store import Group, Store
 from dnncost.study.work import WorkPoint, WorkSeries, cost_vs_work
 
@@ -242,7 +243,7 @@ def explanation_blocks(analysis: StudyAnalysis, *, prefix: str = "") -> list[Blo
                   f"{_num(m.cv_r_squared, 3)} {_ci(*m.cv_r_squared_ci)}", _pct(m.median_error),
                   _pct(m.worst_error), _num(m.intercept_s * 1e3)) for m in expl.models)
     return [Heading("What explains the time: several measures together", 3),
-            *[Paragraph(c) for c in expl.claims],
+            *[Paragraph(c) for c in analysis.claims],
             Table(EXPLAIN_COLUMNS, rows),
             Paragraph("Method: time = fixed + sum of (cost per unit x measure) with every term >= 0 "
                       "(non-negative least squares, in seconds). Cross-validated R²: each network "

@@ -4,7 +4,7 @@ can show the drift over the run, how many repeats were flagged and re-measured, 
 machine was busy.
 
 The probe's speed is the group's reference (the run's quiet level, the lower quartile of its
-probes: :func:`dnncost.study.analysis.group_reference`) over the probe around the repeat: 1.0 at the
+probes: :func:`dnncost.study.points.group_reference`) over the probe around the repeat: 1.0 at the
 run's usual speed, 0.5 when the probe took twice as long. The reference itself is set against the
 fastest probe on record for the machine, to see a whole run that was slow (``shift``). A repeat is
 *flagged* when its probe drifted beyond DRIFT_THRESHOLD (the analysis leaves it out); *busy* when
@@ -21,7 +21,7 @@ import numpy as np
 
 from dnncost.core.environment import MachineLoad
 from dnncost.measuring.measurement import DRIFT_THRESHOLD, SHIFT_THRESHOLD, probe_drift
-from dnncost.study.analysis import group_record, group_reference
+from dnncost.study.points import group_record, group_reference
 from dnncost.study.store import NetworkResult, TimingRow
 
 

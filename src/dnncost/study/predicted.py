@@ -1,5 +1,5 @@
 """The step-time predictor on a study's own networks: each network's measured time is the study's
-(:func:`~dnncost.study.analysis.measured_step_s`: STUDY_ESTIMATOR over the repeats whose probe did
+(:func:`~dnncost.study.points.measured_step_s`: STUDY_ESTIMATOR over the repeats whose probe did
 not drift), set against the per-kernel model and the baselines of
 :mod:`dnncost.prediction.evaluation` (leave one family out)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dnncost.core.kinds import Mode
 from dnncost.prediction.evaluation import Evaluation, Observation, evaluate
 from dnncost.prediction.kernels import module_counts
 from dnncost.prediction.predict import OperatorModel
-from dnncost.study.analysis import group_reference, measured_step_s
+from dnncost.study.points import group_reference, measured_step_s
 from dnncost.study.store import Group, NetworkResult, Store
 
 
