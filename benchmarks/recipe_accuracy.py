@@ -19,12 +19,12 @@ import time
 import torch
 
 from dnncost import models
-from dnncost.study.sweep import SEED
+from dnncost.study.config import SEED
 from dnncost.training.data import load_dataset
 from dnncost.training.recipe import RECIPE_EPOCHS, recipe_for
 from dnncost.training.trainer import train
 
-BATCH_SIZE = 32  # source: dnncost.study.sweep.StudyConfig.batch_size (the study's default)
+BATCH_SIZE = 32  # source: dnncost.study.config.StudyConfig.batch_size (the study's default)
 TARGET = 0.90  # source: issue 13, every default network >= 90% validation accuracy on digits
 
 

@@ -48,7 +48,7 @@ from dnncost.measuring.measurement import (
 )
 from dnncost.measuring.timing import StepOptions, time_model
 from dnncost.models import create_model, get_model_info
-from dnncost.study.sweep import StudyConfig
+from dnncost.study.config import StudyConfig
 
 CV_TARGET = 0.03  # source: issue 16, "target <= 3% for the estimator the study uses"
 

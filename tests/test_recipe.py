@@ -51,7 +51,7 @@ def test_every_study_family_has_a_recipe():
 def test_study_trains_with_the_recipe_unless_a_rate_is_given():
     from dnncost.commands.study import reproduce_command
     from dnncost.core.errors import InputSpecError
-    from dnncost.study.sweep import StudyConfig
+    from dnncost.study.config import StudyConfig
     from dnncost.training.recipe import RECIPE_EPOCHS
 
     config = StudyConfig()
@@ -79,7 +79,8 @@ def test_a_family_may_train_a_multiple_of_the_configured_epochs():
 def test_the_study_plans_each_familys_epochs():
     """The progress bar's units: per network 1 count + 2 x repeats timings + its epochs; AlexNet's
     recipe doubles its epochs."""
-    from dnncost.study.sweep import StudyConfig, _units
+    from dnncost.study.config import StudyConfig
+    from dnncost.study.sweep import _units
 
     config = StudyConfig(models=("lenet5", "alexnet_cifar"), epochs=3, repeats=2, breakdown=False,
                          work=False)

@@ -10,8 +10,9 @@ import pytest
 
 from dnncost.cli import main
 from dnncost.core.errors import InputSpecError
+from dnncost.study.config import StudyConfig, default_config, select_models
 from dnncost.study.store import open_store
-from dnncost.study.sweep import StudyConfig, default_config, run_study, select_models
+from dnncost.study.sweep import run_study
 
 TINY_MODELS = textwrap.dedent("""
     from torch import nn

@@ -15,8 +15,9 @@ from dnncost.distributed.data_parallel import DistributedWorkerError
 from dnncost.distributed.records import DataParallelStep
 from dnncost.reporting.report import write_report
 from dnncost.study.analysis import analyze
+from dnncost.study.config import StudyConfig
 from dnncost.study.store import CountRow, open_store
-from dnncost.study.sweep import StudyConfig, run_study
+from dnncost.study.sweep import run_study
 
 TINY = textwrap.dedent("""
     from torch import nn

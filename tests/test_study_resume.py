@@ -12,7 +12,7 @@ import sys
 import time
 
 from dnncost.measuring.interleave import REMEASURE_SHARE
-from dnncost.study.sweep import quick_config
+from dnncost.study.config import quick_config
 
 QUICK = quick_config()
 

@@ -482,8 +482,9 @@ def test_report_section_from_the_store(tiny_file: str, tmp_path) -> None:
 
 
 def test_study_runs_whatif_and_keeps_it_out_of_the_configuration(tmp_path) -> None:
+    from dnncost.study.config import quick_config
     from dnncost.study.store import open_store
-    from dnncost.study.sweep import quick_config, run_study
+    from dnncost.study.sweep import run_study
 
     config = quick_config(models=("lenet5",), epochs=0, whatif="prune_channels:0.5,int8")
     assert config.config_hash == quick_config(models=("lenet5",), epochs=0).config_hash
@@ -500,7 +501,7 @@ def test_study_runs_whatif_and_keeps_it_out_of_the_configuration(tmp_path) -> No
 
 
 def test_study_rejects_a_bad_transformation() -> None:
-    from dnncost.study.sweep import quick_config
+    from dnncost.study.config import quick_config
 
     with pytest.raises(TransformationError, match="Did you mean: prune_channels"):
         quick_config(whatif="prune_chanels")

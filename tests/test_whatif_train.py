@@ -228,8 +228,9 @@ def test_result_row_carries_the_accuracy_change() -> None:
 
 
 def test_study_passes_whatif_train_through(tmp_path) -> None:
+    from dnncost.study.config import quick_config
     from dnncost.study.store import open_store
-    from dnncost.study.sweep import quick_config, run_study
+    from dnncost.study.sweep import run_study
 
     config = quick_config(models=("lenet5",), whatif="prune_channels:0.5,threads", whatif_train=True)
     assert config.config_hash == quick_config(models=("lenet5",)).config_hash  # whatif adds a table
@@ -245,7 +246,7 @@ def test_study_passes_whatif_train_through(tmp_path) -> None:
 
 def test_study_whatif_train_needs_transformations_and_epochs(tmp_path, capsys) -> None:
     from dnncost.core.errors import InputSpecError
-    from dnncost.study.sweep import quick_config
+    from dnncost.study.config import quick_config
 
     with pytest.raises(InputSpecError, match="needs what-if transformations and at least one epoch"):
         quick_config(whatif_train=True)

@@ -15,7 +15,7 @@ from dnncost.core.kinds import OPTIMIZERS
 from dnncost.study.defaults import DEFAULT_DB, DEFAULT_OUT, NATIVE
 
 if TYPE_CHECKING:
-    from dnncost.study.sweep import StudyConfig
+    from dnncost.study.config import StudyConfig
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
     """The StudyConfig the arguments ask for: the default (or --quick) one, then each given flag."""
-    from dnncost.study.sweep import default_config, quick_config
+    from dnncost.study.config import default_config, quick_config
 
     names = tuple(m.strip() for m in (args.models or "").split(",") if m.strip())
     if args.input_size is None:
@@ -187,7 +187,7 @@ def _data_parallel(args: argparse.Namespace, *, device: str) -> dict[str, object
 def reproduce_command(config: StudyConfig, *, db: str, out: str | None = None) -> str:
     """The ``dnncost study`` command line that runs (and so resumes) exactly ``config``: the
     flags whose values differ from the defaults the command line would start from."""
-    from dnncost.study.sweep import InputSize, default_config
+    from dnncost.study.config import InputSize, default_config
 
     base = default_config(config.input_size, models=config.models)
     parts = ["dnncost", "study"]
@@ -224,8 +224,9 @@ def _warnings_once() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     from dnncost.reporting.report import check_output_folder, write_report
+    from dnncost.study.config import check_data_parallel, check_dataset, select_models
     from dnncost.study.store import open_store
-    from dnncost.study.sweep import check_data_parallel, check_dataset, run_study, select_models
+    from dnncost.study.sweep import run_study
 
     config = config_from_args(args)
     select_models(config)  # unknown names are reported before anything is stored
