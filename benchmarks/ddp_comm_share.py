@@ -19,7 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dnncost.distributed.data_parallel import Backend, DistributedTiming, measure_distributed
+from dnncost.distributed.data_parallel import DistributedTiming, measure_distributed
+from dnncost.distributed.launch import Backend
 from dnncost.reporting.formatting import render_table
 
 

@@ -21,6 +21,7 @@ from dnncost.commands import _distributed as cli_ddp
 from dnncost.core.errors import DeviceError, InputSpecError, ModelFailedError
 from dnncost.counting.counter import count
 from dnncost.distributed import data_parallel as ddp
+from dnncost.distributed import launch
 from dnncost.measuring.timing import StepOptions
 from dnncost.study.store import open_store
 
@@ -144,7 +145,7 @@ def test_interrupted_parent_stops_every_worker(tmp_path: Path,
             time.sleep(0.1)
         raise KeyboardInterrupt  # as Ctrl-C in the parent would
 
-    monkeypatch.setattr(ddp, "_still_running", interrupt_once_both_run)
+    monkeypatch.setattr(launch, "_still_running", interrupt_once_both_run)
     with pytest.raises(KeyboardInterrupt):
         ddp.measure_distributed(HangingNet(str(tmp_path)), (4,), nproc=2, backend="gloo",
                                 batch_size=2, warmup=1, repeats=1, baseline=False)
@@ -159,7 +160,7 @@ def test_launched_under_torchrun_environment_runs_in_process(
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(ddp.free_port()))
+    monkeypatch.setenv("MASTER_PORT", str(launch.free_port()))
     args = _time_args(model=None, nproc=None, backend="gloo", batch_size=4, format="json")
     assert cli_ddp.wants_distributed(args)
     loaded = argparse.Namespace(name="small", module=SmallNet())
@@ -181,15 +182,15 @@ def test_nccl_needs_a_gpu_per_worker() -> None:
         pytest.skip("this torch build has no NCCL")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     with pytest.raises(DeviceError, match="CUDA|GPU"):
-        ddp.check_world_size(gpus + 1, ddp.Backend.NCCL)
+        launch.check_world_size(gpus + 1, launch.Backend.NCCL)
 
 
 def test_unavailable_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dist, "is_gloo_available", lambda: False)
-    with pytest.raises(ddp.DistributedSetupError, match="'gloo' is not available"):
+    with pytest.raises(launch.DistributedSetupError, match="'gloo' is not available"):
         ddp.measure_distributed(SmallNet(), (3, 8, 8), nproc=2, backend="gloo", batch_size=2)
     with pytest.raises(InputSpecError, match="unknown backend 'mpi4'"):
-        ddp.check_backend("mpi4")
+        launch.check_backend("mpi4")
 
 
 def test_busy_port_is_a_clear_error() -> None:
@@ -197,7 +198,7 @@ def test_busy_port_is_a_clear_error() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(ddp.DistributedSetupError, match=f"port {port} .* busy"):
+        with pytest.raises(launch.DistributedSetupError, match=f"port {port} .* busy"):
             ddp.measure_distributed(SmallNet(), (3, 8, 8), nproc=2, backend="gloo",
                                     batch_size=2, port=port)
 
@@ -217,7 +218,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def test_bad_counts_and_modes_are_input_errors() -> None:
     with pytest.raises(InputSpecError, match="positive"):
-        ddp.check_world_size(0, ddp.Backend.GLOO)
+        launch.check_world_size(0, launch.Backend.GLOO)
     # warm-up 0 is refused, not silently turned into another number
     with pytest.raises(InputSpecError, match="at least 1 warm-up step .* got 0"):
         ddp.measure_distributed(SmallNet(), (3, 8, 8), nproc=2, warmup=0)
@@ -231,8 +232,8 @@ def test_bad_counts_and_modes_are_input_errors() -> None:
         cli_ddp.run_distributed_cli(_time_args(backend="nccl"), None, (3, 8, 8))
     # the library says it without flags; the study's check is the same function
     with pytest.raises(InputSpecError, match="^backend nccl does not go with device cpu"):
-        ddp.backend_for_device("cpu", "nccl")
-    assert ddp.backend_for_device("cpu") is ddp.Backend.GLOO
+        launch.backend_for_device("cpu", "nccl")
+    assert launch.backend_for_device("cpu") is launch.Backend.GLOO
 
 
 def test_union_of_overlapping_intervals() -> None:
@@ -254,7 +255,7 @@ def test_real_torchrun_two_workers(tmp_path: Path) -> None:
     script = tmp_path / "job.py"
     script.write_text(TORCHRUN_SCRIPT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-port", str(ddp.free_port()), str(script)]
+           "--master-port", str(launch.free_port()), str(script)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
@@ -390,9 +391,9 @@ def _torchrun_env(monkeypatch: pytest.MonkeyPatch, *, port: int, addr: str | Non
 
 def test_torchrun_environment_without_a_peer_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 11 #6: rank 0 of 2 alone waits for the rendezvous timeout, not for 600 s."""
-    _torchrun_env(monkeypatch, port=ddp.free_port())
+    _torchrun_env(monkeypatch, port=launch.free_port())
     started = time.monotonic()
-    with pytest.raises(ddp.DistributedSetupError, match="only 1 of 2 workers reached"):
+    with pytest.raises(launch.DistributedSetupError, match="only 1 of 2 workers reached"):
         ddp.measure_distributed(SmallNet(), (3, 8, 8), batch_size=2, repeats=1, baseline=False,
                                 rendezvous_timeout_s=1.0)
     assert time.monotonic() - started < 60  # bounded by the timeout, not by the step timeout
@@ -401,7 +402,7 @@ def test_torchrun_environment_without_a_peer_fails_fast(monkeypatch: pytest.Monk
 
 def test_torchrun_environment_errors_are_one_line(monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    _torchrun_env(monkeypatch, port=ddp.free_port(), addr=None)
+    _torchrun_env(monkeypatch, port=launch.free_port(), addr=None)
     assert main(["time", "lenet5", "--repeats", "1"]) == 2
     assert "MASTER_ADDR is not" in capsys.readouterr().err
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
@@ -423,7 +424,7 @@ CLI_WITH_CTRL_C = ("import runpy, signal, sys; signal.signal(signal.SIGINT, sign
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals a subprocess")
 def test_ctrl_c_while_waiting_for_a_peer(tmp_path: Path) -> None:
-    port = ddp.free_port()
+    port = launch.free_port()
     env = {**os.environ, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     child = subprocess.Popen([sys.executable, "-c", CLI_WITH_CTRL_C, "time", "lenet5"], env=env,

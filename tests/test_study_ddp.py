@@ -11,7 +11,7 @@ import pytest
 
 from dnncost.cli import main
 from dnncost.commands.study import reproduce_command
-from dnncost.distributed.data_parallel import DistributedWorkerError
+from dnncost.distributed.launch import DistributedWorkerError
 from dnncost.distributed.records import DataParallelStep
 from dnncost.reporting.report import write_report
 from dnncost.study.analysis import analyze

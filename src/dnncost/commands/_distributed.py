@@ -13,7 +13,7 @@ from dnncost.core.errors import InputSpecError
 
 def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
     """``--nproc N``, ``--backend gloo|nccl`` and ``--master-port PORT``."""
-    from dnncost.distributed.data_parallel import Backend
+    from dnncost.distributed.launch import Backend
 
     parser.add_argument("--nproc", type=int, default=None, metavar="N",
                         help="train data-parallel on N workers with torch.distributed + DDP "
@@ -27,7 +27,7 @@ def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
 
 def wants_distributed(args: argparse.Namespace) -> bool:
     """True when the command line asked for data-parallel timing (or runs under torchrun)."""
-    from dnncost.distributed.data_parallel import launched_by_torchrun
+    from dnncost.distributed.launch import launched_by_torchrun
 
     return getattr(args, "nproc", None) is not None or launched_by_torchrun()
 
@@ -37,11 +37,8 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
     """``dnncost time --nproc N``: measure as ``args`` asks and print a table, JSON or CSV (rank 0
     only under torchrun). ``loaded_model`` is the LoadedModel of ``args.model``."""
     from dnncost.core.step import Mode, OptimizerKind
-    from dnncost.distributed.data_parallel import (
-        backend_for_device,
-        launched_by_torchrun,
-        measure_distributed,
-    )
+    from dnncost.distributed.data_parallel import measure_distributed
+    from dnncost.distributed.launch import backend_for_device, launched_by_torchrun
     from dnncost.measuring.timing import StepOptions
     from dnncost.reporting.formatting import human, render
 

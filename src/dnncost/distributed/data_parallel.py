@@ -15,14 +15,8 @@ torchrun started), wraps the network in :class:`~torch.nn.parallel.DistributedDa
 - scaling efficiency against one process, *weak scaling*: the same per-worker batch and threads per
   worker, ``efficiency = t1 / tN`` (1.0 = the N workers' steps take as long as one process alone).
 
-Workers never outlive the process that started them: on Linux each asks the kernel to kill it
-when its parent dies (``prctl(PR_SET_PDEATHSIG)``, dnncost.distributed.orphans, before it imports
-torch), so even a SIGKILLed parent leaves none behind;
-a SIGTERM/SIGHUP to the parent stops the workers before it exits, and so does Ctrl-C, which only the
-parent acts on (the workers ignore SIGINT, which a terminal sends them too). Results travel back over a pipe,
-so no temporary folder is left either. The rendezvous is dnncost's own: every worker checks in
-within ``rendezvous_timeout_s`` (a busy port, a missing address or a peer that never comes is one
-clear error, and Ctrl-C is honoured while waiting) before the process group is built.
+Launching the workers (spawned or under ``torchrun``, never outliving their parent) is
+:mod:`dnncost.distributed.launch`'s.
 
 ``allreduce_bytes_per_step`` is what each worker hands to all-reduce (the gradients' size), not the
 bytes on the wire (a ring all-reduce sends 2 (N - 1) / N of it per worker). The buffers (BatchNorm
@@ -30,21 +24,13 @@ statistics) DDP broadcasts at each forward are part of the step time, not of the
 """
 from __future__ import annotations
 
-import contextlib
 import copy
+import functools
 import io
-import itertools
 import os
-import pickle
-import signal
-import socket
-import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from enum import Enum
 from typing import Any
 
 import torch
@@ -53,43 +39,30 @@ from torch import nn
 
 from dnncost.core.device import StepClock, check_threads, synchronize
 from dnncost.core.environment import Environment, current_environment
-from dnncost.core.errors import DeviceError, DnncostError, InputSpecError
+from dnncost.core.errors import InputSpecError
 from dnncost.core.failure import named_model_failure
 from dnncost.core.step import Mode, primary_output
 from dnncost.counting.counter import count
-from dnncost.distributed.orphans import run_guarded
+from dnncost.distributed.launch import (
+    RENDEZVOUS_TIMEOUT_S,
+    STEP_TIMEOUT_S,
+    Backend,
+    GroupOptions,
+    backend_for_device,
+    check_port,
+    check_world_size,
+    free_port,
+    launch_environment,
+    launched_by_torchrun,
+    process_group,
+    spawn,
+)
 from dnncost.distributed.records import DataParallelStep
 from dnncost.measuring.measurement import Measurement
 from dnncost.measuring.timing import StepOptions, prepare_step, step_options
 from dnncost.models.loading import load_model
 
 SCALING = "weak"  # efficiency compares equal per-worker batches: t1 / tN
-LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # source: torchrun's documented worker environment
-RENDEZVOUS_ENV = ("MASTER_ADDR", "MASTER_PORT")  # source: torch.distributed env:// initialisation
-LOCALHOST = "127.0.0.1"  # spawned workers all run on this machine
-JOIN_POLL_S = 0.5  # how often the parent checks on its workers
-GRACE_S = 5.0  # how long a terminated worker may take to exit before it is killed
-RENDEZVOUS_TIMEOUT_S = 60.0  # source: our choice; spawned workers import torch and check in within
-#   seconds even on a busy 2-core machine, and a peer that never comes should not hold a user long
-RENDEZVOUS_POLL_S = 0.2  # how often a waiting worker looks again (and Ctrl-C gets its chance)
-STEP_TIMEOUT_S = 600.0  # source: our choice; a collective may wait this long for a slow peer
-TERMINATING_SIGNALS = ("SIGTERM", "SIGHUP")  # turned into a clean exit while workers run
-_CALLS = itertools.count()  # rendezvous keys of successive calls in one process stay apart
-
-
-class Backend(str, Enum):
-    """torch.distributed backends: gloo for CPU workers, nccl for one GPU per worker."""
-
-    GLOO = "gloo"
-    NCCL = "nccl"
-
-
-class DistributedSetupError(DeviceError):
-    """The machine cannot run the requested workers: a busy port, a backend it does not have."""
-
-
-class DistributedWorkerError(DnncostError):
-    """A worker process failed; the others were stopped."""
 
 
 @dataclass(frozen=True)
@@ -198,10 +171,8 @@ class _Config:
     name: str
     input_shape: tuple[int, ...]
     options: StepOptions  # batch size and threads per worker, warm-up, repeats, optimizer
-    backend: str
+    group: GroupOptions
     baseline: bool
-    timeout_s: float
-    rendezvous_timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -215,83 +186,6 @@ class _Result:
     allreduce_bytes: int
     buckets: int
     single_s: tuple[float, ...] | None
-
-
-# -- checking the request against the machine ------------------------------------------------------
-def launched_by_torchrun() -> bool:
-    """True when this process is one of the workers torchrun (or torch.distributed.run) started."""
-    return all(name in os.environ for name in LAUNCH_ENV)
-
-
-def check_backend(backend: Backend | str) -> Backend:
-    """The backend, checked to exist in this torch build; DistributedSetupError otherwise."""
-    try:
-        backend = Backend(backend)
-    except ValueError:
-        raise InputSpecError(f"unknown backend '{backend}': choose gloo (CPU) or nccl (GPU)") from None
-    if not dist.is_available():
-        raise DistributedSetupError("torch.distributed is not available in this torch build "
-                                    f"({torch.__version__}); install a build with distributed support")
-    available = {Backend.GLOO: dist.is_gloo_available, Backend.NCCL: dist.is_nccl_available}
-    if not available[backend]():
-        have = [b.value for b, ok in available.items() if ok()]
-        raise DistributedSetupError(
-            f"backend '{backend.value}' is not available in this torch build ({torch.__version__}); "
-            f"available: {', '.join(have) or 'none'}")
-    return backend
-
-
-def backend_for_device(device: str, backend: Backend | str | None = None) -> Backend:
-    """The backend that goes with ``device`` -- gloo for CPU workers, nccl for one GPU per worker --
-    checked against ``backend`` when one is asked for; InputSpecError when they disagree."""
-    wanted = Backend.NCCL if str(device).split(":")[0] == "cuda" else Backend.GLOO
-    if backend is None:
-        return wanted
-    chosen = check_backend(backend)
-    if chosen is not wanted:
-        raise InputSpecError(f"backend {chosen.value} does not go with device {device}: gloo runs "
-                             "CPU workers (device cpu), nccl one GPU per worker (device cuda)")
-    return chosen
-
-
-def check_world_size(nproc: int, backend: Backend) -> None:
-    """DeviceError when this machine cannot run ``nproc`` workers on ``backend``."""
-    if nproc < 1:
-        raise InputSpecError(f"the number of workers must be a positive integer, got {nproc}")
-    if backend is Backend.NCCL:
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if gpus == 0:
-            raise DeviceError("nccl needs CUDA GPUs and this machine has none; use backend gloo "
-                              "(CPU workers)")
-        if nproc > gpus:
-            raise DeviceError(f"nccl runs one worker per GPU: {nproc} workers requested but this "
-                              f"machine has {gpus} CUDA device(s); use {gpus} workers or fewer")
-    else:
-        cores = os.cpu_count() or 1
-        if nproc > cores:
-            raise DeviceError(f"{nproc} gloo workers requested but this machine has {cores} CPU "
-                              f"core(s); use {cores} workers or fewer")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (the OS picks it: bind to port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOCALHOST, 0))
-        return int(s.getsockname()[1])
-
-
-def check_port(port: int) -> int:
-    """``port`` if it can be bound on 127.0.0.1; DistributedSetupError naming the problem otherwise."""
-    if not 0 < port < 65536:
-        raise InputSpecError(f"port must be between 1 and 65535, got {port}")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((LOCALHOST, port))
-        except OSError as exc:
-            raise DistributedSetupError(
-                f"port {port} on {LOCALHOST} is busy or not allowed ({exc.strerror}); give another "
-                "rendezvous port, or none to let dnncost pick a free one") from None
-    return port
 
 
 # -- measuring inside one worker -------------------------------------------------------------------
@@ -410,7 +304,7 @@ def _unused_parameters(net: nn.Module, cfg: _Config, device: torch.device) -> bo
 
 def _measure_rank(rank: int, world_size: int, local_rank: int, cfg: _Config) -> _Result:
     """One worker's part, inside an initialised process group; returns the exchanged results."""
-    nccl = cfg.backend == Backend.NCCL.value
+    nccl = cfg.group.backend == Backend.NCCL.value
     device = torch.device("cuda", local_rank) if nccl else torch.device("cpu")
     if nccl:
         torch.cuda.set_device(device)
@@ -458,240 +352,6 @@ def _measure_net(net: nn.Module, rank: int, world_size: int, local_rank: int, cf
                    single_s=tuple(single) if single is not None else None)
 
 
-@contextlib.contextmanager
-def _process_group(backend: str, *, rank: int, world_size: int, addr: str, port: int,
-                   timeout_s: float, rendezvous_timeout_s: float) -> Iterator[None]:
-    """Meet the other workers at ``addr:port`` (:func:`_rendezvous`), then join (and afterwards
-    leave) the process group; a group someone else already initialised is used and left alone."""
-    if dist.is_initialized():
-        yield
-        return
-    store = _rendezvous(rank, world_size, addr=addr, port=port, timeout_s=rendezvous_timeout_s)
-    store.set_timeout(timedelta(seconds=timeout_s))
-    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=timeout_s))
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
-def _rendezvous(rank: int, world_size: int, *, addr: str, port: int,
-                timeout_s: float) -> dist.TCPStore:
-    """The store every worker shares, once all ``world_size`` of them have checked in.
-
-    Rank 0 serves the store at ``addr:port`` (torchrun's agent serves it when it says so with
-    TORCHELASTIC_USE_AGENT_STORE); everyone waits in short steps, so Ctrl-C is honoured, and a
-    peer that does not come within ``timeout_s`` is a DistributedSetupError naming how many came."""
-    serve = rank == 0 and not (os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-                               and os.environ.get("MASTER_ADDR") == addr
-                               and os.environ.get("MASTER_PORT") == str(port))
-    deadline = time.monotonic() + timeout_s
-    poll = timedelta(seconds=max(RENDEZVOUS_POLL_S, 1.0))
-    while True:
-        try:
-            store = dist.TCPStore(addr, port, world_size, serve, timeout=poll,
-                                  wait_for_workers=False, multi_tenant=serve)
-            break
-        except RuntimeError as exc:  # torch's DistNetworkError and DistStoreError are RuntimeErrors
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if serve:  # the address cannot be served: a busy port, an address not on this machine
-                raise DistributedSetupError(
-                    f"cannot serve the rendezvous at {addr}:{port} ({reason[:160]}); choose a free "
-                    "port (MASTER_PORT under torchrun) or an address of this machine") from None
-            if time.monotonic() > deadline:
-                raise DistributedSetupError(
-                    f"worker {rank} of {world_size} found no rendezvous at {addr}:{port} within "
-                    f"{timeout_s:.0f} s ({reason[:160]}); is rank 0 running?") from None
-    key = f"dnncost/rendezvous/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{next(_CALLS)}"
-    arrived = store.add(key, 1)
-    while arrived < world_size:
-        if time.monotonic() > deadline:
-            raise DistributedSetupError(
-                f"only {arrived} of {world_size} workers reached the rendezvous at {addr}:{port} "
-                f"within {timeout_s:.0f} s; start the others (e.g. torchrun --nproc-per-node "
-                f"{world_size}), or unset RANK and WORLD_SIZE to time one process")
-        time.sleep(RENDEZVOUS_POLL_S)
-        arrived = store.add(key, 0)
-    return store
-
-
-def _spawned_worker(rank: int, world_size: int, port: int, cfg: _Config, results: Any) -> None:
-    """A spawned worker's work (started by dnncost.distributed.orphans.run_guarded): rank 0 sends
-    the result, a failing rank its typed error or a one-line summary of an unexpected one, over
-    ``results`` (a pipe-backed queue: nothing is written to disk)."""
-    os.environ.update(MASTER_ADDR=LOCALHOST, MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      LOCAL_WORLD_SIZE=str(world_size))
-    try:
-        with _process_group(cfg.backend, rank=rank, world_size=world_size, addr=LOCALHOST,
-                            port=port, timeout_s=cfg.timeout_s,
-                            rendezvous_timeout_s=cfg.rendezvous_timeout_s):
-            result = _measure_rank(rank, world_size, rank, cfg)
-    except DnncostError as exc:
-        results.put(("error", rank, exc))
-        os._exit(1)
-    except Exception as exc:  # not ours to word: the parent reports it as this worker's failure
-        text = str(exc).strip()
-        results.put(("crash", rank, f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"))
-        os._exit(1)
-    if rank == 0:
-        results.put(("result", rank, result))
-    # Everything is sent and the process group is gone; skip the interpreter's teardown, which
-    # takes seconds once DDP has imported torch._dynamo.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def _spawn(cfg: _Config, *, nproc: int, port: int) -> _Result:
-    """Start ``nproc`` workers, wait for them, and return rank 0's result. Workers are never left
-    running: on a failure, an interrupt or a SIGTERM/SIGHUP the survivors are terminated, then
-    killed; should this process be killed outright, the kernel kills them
-    (dnncost.distributed.orphans, in effect before a worker imports torch)."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    results = context.SimpleQueue()
-    processes = [context.Process(
-        target=run_guarded, name=f"dnncost-ddp-{rank}",
-        args=(os.getpid(), pickle.dumps((_spawned_worker, (rank, nproc, port, cfg))), results))
-        for rank in range(nproc)]
-    messages: list[tuple[str, int, Any]] = []
-    with _terminating_signals_exit():
-        try:
-            with _ctrl_c_left_to_this_process():
-                for process in processes:
-                    process.start()
-            while _still_running(processes, results, messages):
-                pass
-        finally:
-            _stop(processes)
-        _drain(results, messages)
-    failed = {rank: p.exitcode for rank, p in enumerate(processes) if p.exitcode != 0}
-    if failed:
-        raise _failure(messages, failed, nproc=nproc)
-    for kind, _, payload in messages:
-        if kind == "result":
-            return payload
-    raise DistributedWorkerError(f"the {nproc} workers finished without a result")
-
-
-def _still_running(processes: Sequence[Any], results: Any,
-                   messages: list[tuple[str, int, Any]]) -> bool:
-    """Wait up to JOIN_POLL_S for a worker to end; False once all have ended or one has failed."""
-    from multiprocessing.connection import wait
-
-    wait([p.sentinel for p in processes], timeout=JOIN_POLL_S)
-    _drain(results, messages)
-    codes = [p.exitcode for p in processes]
-    return not any(code not in (None, 0) for code in codes) and any(c is None for c in codes)
-
-
-def _failure(messages: list[tuple[str, int, Any]], failed: dict[int, int | None], *,
-             nproc: int) -> DnncostError:
-    """The error to raise for failed workers: a worker's own typed error first, then the first
-    unexpected one, then the exit status of the first worker that failed."""
-    for wanted in ("error", "crash"):
-        for kind, rank, payload in sorted(messages, key=lambda m: m[1]):
-            if kind == wanted == "error":
-                return payload
-            if kind == wanted:
-                return DistributedWorkerError(f"worker {rank} of {nproc} failed ({payload}); the "
-                                              "other workers were stopped")
-    rank, code = min(failed.items())
-    return DistributedWorkerError(f"worker {rank} of {nproc} ended with exit status {code}; the "
-                                  "other workers were stopped")
-
-
-def _drain(results: Any, into: list[tuple[str, int, Any]]) -> None:
-    """Move what the workers have sent so far into ``into`` (a worker blocks on a full pipe)."""
-    while not results.empty():
-        into.append(results.get())
-
-
-@contextlib.contextmanager
-def _ctrl_c_left_to_this_process() -> Iterator[None]:
-    """Workers started inside the block ignore SIGINT all their life (an ignored signal stays
-    ignored across exec, and Python leaves it so). A terminal's Ctrl-C signals the whole foreground
-    process group: this process acts on it by stopping the workers, rather than every worker
-    printing a KeyboardInterrupt traceback of its own. A Ctrl-C in the block itself (starting the
-    workers: milliseconds) is ignored. Only in the main thread, where Python handles signals, and
-    over a handler Python can put back."""
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGINT) is None:
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
-def _terminating_signals_exit() -> Iterator[None]:
-    """While workers run, SIGTERM/SIGHUP raise SystemExit(128 + signal) in this process, so its
-    cleanup (stopping the workers) runs before it exits as the signal asked; only in the main
-    thread, where Python delivers signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def exit_cleanly(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    wanted = [getattr(signal, name) for name in TERMINATING_SIGNALS if hasattr(signal, name)]
-    previous = {sig: signal.signal(sig, exit_cleanly) for sig in wanted}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _stop(processes: Sequence[Any]) -> None:
-    """Terminate (then kill) every process still alive, and reap them all."""
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    deadline = time.monotonic() + GRACE_S
-    for process in processes:
-        if process.pid is None:  # never started
-            continue
-        process.join(timeout=max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join()
-
-
-def _launch_environment() -> tuple[int, int, int, str, int]:
-    """(rank, world size, local rank, address, port) of a torchrun-style launch, from RANK,
-    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; InputSpecError naming what is missing
-    or malformed."""
-    missing = [name for name in RENDEZVOUS_ENV if not os.environ.get(name)]
-    if missing:
-        raise InputSpecError(
-            f"RANK, WORLD_SIZE and LOCAL_RANK are set (a torchrun-style launch) but "
-            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not; launch with "
-            "torchrun, set both, or unset RANK/WORLD_SIZE/LOCAL_RANK to time one process")
-    values: dict[str, int] = {}
-    for name in (*LAUNCH_ENV, "MASTER_PORT"):
-        text = os.environ[name]
-        if not text.strip().isdigit():
-            raise InputSpecError(f"environment variable {name}={text!r} is not a non-negative "
-                                 "integer")
-        values[name] = int(text)
-    rank, world_size, local_rank = values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"]
-    if world_size < 1 or rank >= world_size:
-        raise InputSpecError(f"RANK={rank} and WORLD_SIZE={world_size} do not make a worker "
-                             "(need 0 <= RANK < WORLD_SIZE)")
-    port = values["MASTER_PORT"]
-    if not 0 < port < 65536:
-        raise InputSpecError(f"MASTER_PORT must be between 1 and 65535, got {port}")
-    return rank, world_size, local_rank, os.environ["MASTER_ADDR"], port
-
-
 # -- the public entry point ------------------------------------------------------------------------
 def measure_distributed(
     model: nn.Module | str,
@@ -733,10 +393,8 @@ def measure_distributed(
                              f"its buckets after the first step), got {opts.warmup}")
     if opts.threads is not None:
         check_threads(opts.threads)
-    if not rendezvous_timeout_s > 0 or not timeout_s > 0:
-        raise InputSpecError(f"timeouts must be positive, got rendezvous {rendezvous_timeout_s} s "
-                             f"and step {timeout_s} s")
     backend = backend_for_device(opts.device, backend)
+    group = GroupOptions(backend.value, timeout_s=timeout_s, rendezvous_timeout_s=rendezvous_timeout_s)
 
     if isinstance(model, str):
         loaded = load_model(model)
@@ -755,25 +413,24 @@ def measure_distributed(
     # counting first also checks, in this process, that the model takes the input
     report = count(module, mode="train", batch_size=opts.batch_size, input_shape=shape,
                    optimizer=opts.optimizer.value, name=name)
-    cfg = _Config(model=source, name=name, input_shape=shape, options=opts, backend=backend.value,
-                  baseline=baseline, timeout_s=timeout_s, rendezvous_timeout_s=rendezvous_timeout_s)
+    cfg = _Config(model=source, name=name, input_shape=shape, options=opts, group=group,
+                  baseline=baseline)
 
     if launched_by_torchrun():
-        rank, world_size, local_rank, addr, master_port = _launch_environment()
+        rank, world_size, local_rank, addr, master_port = launch_environment()
         if nproc is not None and nproc != world_size:
             raise InputSpecError(f"{nproc} workers requested but torchrun's world size is "
                                  f"{world_size}; leave the number of workers out under torchrun")
         if backend is Backend.NCCL:
             check_world_size(local_rank + 1, backend)
-        with _process_group(backend.value, rank=rank, world_size=world_size, addr=addr,
-                            port=master_port, timeout_s=timeout_s,
-                            rendezvous_timeout_s=rendezvous_timeout_s):
+        with process_group(group, rank=rank, world_size=world_size, addr=addr, port=master_port):
             result = _measure_rank(dist.get_rank(), dist.get_world_size(), local_rank, cfg)
         launcher = "torchrun"
     else:
         nproc = 1 if nproc is None else nproc
         check_world_size(nproc, backend)
-        result = _spawn(cfg, nproc=nproc, port=check_port(port) if port is not None else free_port())
+        result = spawn(functools.partial(_measure_rank, cfg=cfg), group, nproc=nproc,
+                       port=check_port(port) if port is not None else free_port())
         launcher = "spawn"
 
     device = "cuda" if backend is Backend.NCCL else "cpu"
@@ -788,8 +445,4 @@ def measure_distributed(
         environment=current_environment(device, threads=result.threads))
 
 
-__all__ = [
-    "Backend", "DistributedSetupError", "DistributedTiming", "DistributedWorkerError",
-    "backend_for_device", "check_backend", "check_port", "check_world_size",
-    "free_port", "launched_by_torchrun", "measure_distributed",
-]
+__all__ = ["DistributedTiming", "measure_distributed"]

@@ -194,7 +194,7 @@ def check_data_parallel(config: StudyConfig) -> None:
     the device)."""
     if config.world_size == 1:
         return
-    from dnncost.distributed.data_parallel import backend_for_device, check_world_size
+    from dnncost.distributed.launch import backend_for_device, check_world_size
 
     check_world_size(config.world_size, backend_for_device(config.device, config.backend))
 
