@@ -160,7 +160,7 @@ def test_html_opens_in_chromium_without_console_errors(report, tmp_path):
 
 
 def test_report_uses_only_what_the_study_stored(report, tmp_path):
-    from dnncost.reporting.report import prediction_blocks
+    from dnncost.reporting.sections import prediction_blocks
     from dnncost.study.store import Group
 
     # the fixture stored no per-operator model: the report says so, whatever this machine has cached

@@ -18,7 +18,9 @@ from dnncost.prediction import unseen
 from dnncost.prediction.kernels import STEP_FEATURES
 from dnncost.prediction.predict import KindRegressor, OperatorModel, save_operator_model
 from dnncost.prediction.unseen import LeftOut, UnseenPoint
-from dnncost.reporting.report import render_markdown, unseen_blocks, write_report
+from dnncost.reporting.blocks import render_markdown
+from dnncost.reporting.report import write_report
+from dnncost.reporting.sections import unseen_blocks
 from dnncost.study.store import MIGRATIONS, SCHEMA_VERSION, Store, merge, migrate, open_store
 from dnncost.study.unseen import (
     calibration_id,

@@ -196,7 +196,8 @@ def test_cli_train_json_store_and_a_failed_training(
 def test_report_section_shows_the_accuracies(tmp_path) -> None:
     from dnncost.measuring.measurement import Measurement
     from dnncost.measuring.timing import StepOptions
-    from dnncost.reporting.report import Paragraph, Table, whatif_blocks
+    from dnncost.reporting.blocks import Paragraph, Table
+    from dnncost.reporting.sections import whatif_blocks
     from dnncost.study.store import open_store
     from dnncost.study.whatif import save_whatif
 
