@@ -62,11 +62,12 @@ def calibration() -> None:
 def training() -> None:
     from dnncost.models import create_model, get_model_info
     from dnncost.training.data import load_dataset
-    from dnncost.training.trainer import train
+    from dnncost.training.trainer import TrainOptions, train
 
     info = get_model_info("lenet5")
     data = load_dataset("digits", input_shape=info.input_shape)
-    result = train(create_model("lenet5"), data, epochs=10, device="cuda", progress=False)
+    result = train(create_model("lenet5"), data, options=TrainOptions(epochs=10, device="cuda"),
+                   progress=False)
     for epoch in result.epochs:
         print(f"   {epoch}")
 

@@ -22,7 +22,7 @@ from dnncost import models
 from dnncost.study.config import SEED
 from dnncost.training.data import load_dataset
 from dnncost.training.recipe import RECIPE_EPOCHS, recipe_for
-from dnncost.training.trainer import train
+from dnncost.training.trainer import TrainOptions, train
 
 BATCH_SIZE = 32  # source: dnncost.study.config.StudyConfig.batch_size (the study's default)
 TARGET = 0.90  # source: issue 13, every default network >= 90% validation accuracy on digits
@@ -44,10 +44,9 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             torch.manual_seed(seed)  # as the study seeds before building each network
             start = time.perf_counter()
-            result = train(models.create_model(name), data, epochs=recipe.epochs(RECIPE_EPOCHS),
-                           batch_size=BATCH_SIZE, lr=recipe.lr, schedule=recipe.schedule,
-                           warmup_steps=recipe.warmup_steps, weight_decay=recipe.weight_decay,
-                           seed=seed, progress=False, threads=args.threads, name=name)
+            options = TrainOptions(epochs=recipe.epochs(RECIPE_EPOCHS), batch_size=BATCH_SIZE,
+                                   seed=seed, threads=args.threads).with_recipe(recipe)
+            result = train(models.create_model(name), data, options=options, progress=False, name=name)
             per_epoch = " ".join(f"{e.val_accuracy:.1%}" for e in result.epochs)
             print(f"{name:26s} seed {seed}: {result.final.val_accuracy:6.1%}  [{per_epoch}]  "
                   f"{time.perf_counter() - start:.0f} s", flush=True)

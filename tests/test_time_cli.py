@@ -113,10 +113,16 @@ def test_train_reports_each_epoch(capsys) -> None:
 
 def test_train_cli_defaults_mirror_the_library() -> None:
     from dnncost.commands import train as command
-    from dnncost.training.trainer import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
+    from dnncost.training.trainer import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_EPOCHS,
+        DEFAULT_LR,
+        VALIDATIONS_PER_EPOCH,
+    )
 
-    assert (command.DEFAULT_EPOCHS, command.DEFAULT_BATCH_SIZE, command.DEFAULT_LR) == (
-        DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR)
+    assert (command.DEFAULT_EPOCHS, command.DEFAULT_BATCH_SIZE, command.DEFAULT_LR,
+            command.VALIDATIONS_PER_EPOCH) == (DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR,
+                                               VALIDATIONS_PER_EPOCH)
 
 
 def test_time_warns_when_the_machine_was_busy(capsys, monkeypatch: pytest.MonkeyPatch) -> None:

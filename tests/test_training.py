@@ -11,7 +11,14 @@ from torch import nn
 from dnncost.core.errors import DeviceError, InputSpecError, TrainingDivergedError
 from dnncost.models import create_model
 from dnncost.training.data import load_dataset
-from dnncost.training.trainer import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, EpochRecord, train
+from dnncost.training.trainer import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    EpochRecord,
+    TrainOptions,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +29,8 @@ def digits32():
 def test_lenet5_learns_digits_in_a_few_epochs(digits32) -> None:
     torch.manual_seed(0)
     seen: list[EpochRecord] = []
-    result = train(create_model("lenet5"), digits32, epochs=3, threads=1, progress=False,
-                   on_epoch=seen.append)
+    result = train(create_model("lenet5"), digits32, options=TrainOptions(epochs=3, threads=1),
+                   progress=False, on_epoch=seen.append)
     assert [e.epoch for e in result.epochs] == [1, 2, 3]
     assert tuple(seen) == result.epochs  # each epoch handed over as it finished
     last = result.final
@@ -44,7 +51,7 @@ def test_lenet5_learns_digits_in_a_few_epochs(digits32) -> None:
 def test_lenet5_with_the_defaults_reaches_95_percent_on_digits(seed: int) -> None:
     data = load_dataset("digits", input_shape=(1, 32, 32), seed=seed)
     torch.manual_seed(seed)
-    result = train(create_model("lenet5"), data, threads=1, progress=False, seed=seed)
+    result = train(create_model("lenet5"), data, options=TrainOptions(threads=1, seed=seed), progress=False)
     assert (len(result.epochs), result.batch_size, result.lr) == (DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE,
                                                                   DEFAULT_LR)
     assert result.final.val_accuracy >= 0.95  # measured 0.967, 0.969, 0.975 for seeds 0, 1, 2
@@ -72,7 +79,8 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_finished_epochs() -> None:
     seen: list[EpochRecord] = []
     # batch 512: ceil(1437 / 512) = 3 steps per epoch, so the 5th training forward is epoch 2, step 2
     with pytest.raises(TrainingDivergedError, match="epoch 2, step 2 of 3"):
-        train(NaNAfter(5), data, epochs=3, batch_size=512, progress=False, on_epoch=seen.append)
+        train(NaNAfter(5), data, options=TrainOptions(epochs=3, batch_size=512), progress=False,
+              on_epoch=seen.append)
     assert [e.epoch for e in seen] == [1]
 
 
@@ -80,22 +88,27 @@ def test_bad_input_is_refused_before_training() -> None:
     data = load_dataset("digits", input_shape=(1, 8, 8))
     too_few = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))  # 5 logits for 10 classes
     with pytest.raises(InputSpecError, match="10 classes"):
-        train(too_few, data, epochs=1, progress=False)
+        train(too_few, data, options=TrainOptions(epochs=1), progress=False)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     with pytest.raises(InputSpecError, match="batch size"):
-        train(model, data, batch_size=0, progress=False)
+        TrainOptions(batch_size=0)
     with pytest.raises(InputSpecError, match="epochs"):
-        train(model, data, epochs=0, progress=False)
+        TrainOptions(epochs=0)
+    with pytest.raises(InputSpecError, match="learning-rate schedule 'cosin'"):
+        TrainOptions(schedule="cosin")
+    with pytest.raises(InputSpecError, match="unknown optimizer 'lion'"):
+        TrainOptions(optimizer="lion")
     with pytest.raises(DeviceError):
-        train(model, data, device="tpu", progress=False)
+        train(model, data, options=TrainOptions(device="tpu"), progress=False)
 
 
 def test_progress_bar_can_be_switched_off(capsys: pytest.CaptureFixture[str]) -> None:
     data = load_dataset("digits", input_shape=(1, 8, 8))
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    train(model, data, epochs=1, batch_size=256, progress=False)
+    options = TrainOptions(epochs=1, batch_size=256)
+    train(model, data, options=options, progress=False)
     assert capsys.readouterr().err == ""
-    train(model, data, epochs=1, batch_size=256, progress=True)
+    train(model, data, options=options, progress=True)
     assert "epoch 1/1" in capsys.readouterr().err
 
 
@@ -103,7 +116,8 @@ def test_progress_bar_can_be_switched_off(capsys: pytest.CaptureFixture[str]) ->
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_one_epoch_on_the_gpu(digits32) -> None:
     torch.manual_seed(0)
-    result = train(create_model("lenet5"), digits32, epochs=1, device="cuda", progress=False)
+    result = train(create_model("lenet5"), digits32, options=TrainOptions(epochs=1, device="cuda"),
+                   progress=False)
     assert result.device.startswith("cuda") and result.final.train_time_s > 0
     assert result.final.val_accuracy > 0.2  # one epoch from chance (0.1)
 
@@ -132,9 +146,11 @@ def test_training_in_bfloat16_and_under_autocast_runs_every_epoch() -> None:
 
     data = load_dataset("digits", input_shape=(1, 8, 8))
     model = _tiny()
-    result = train(model, data, epochs=1, progress=False, precision=Precision(dtype="bfloat16"))
+    result = train(model, data, options=TrainOptions(epochs=1, precision=Precision(dtype="bfloat16")),
+                   progress=False)
     assert len(result.epochs) == 1 and next(model.parameters()).dtype == torch.bfloat16
-    amp = train(_tiny(), data, epochs=1, progress=False, precision=Precision(autocast="bfloat16"))
+    amp = train(_tiny(), data, options=TrainOptions(epochs=1, precision=Precision(autocast="bfloat16")),
+                progress=False)
     assert len(amp.epochs) == 1 and amp.epochs[0].train_samples == len(data.train)
 
 

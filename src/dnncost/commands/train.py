@@ -1,7 +1,10 @@
-"""``dnncost train MODEL``: really train and validate, reporting time, loss and accuracy per epoch."""
+"""``dnncost train MODEL``: really train and validate, reporting time, loss and accuracy per epoch --
+or, with ``--target-accuracy``, per validation up to the first that reaches the target (the time
+to accuracy)."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from dnncost.commands._common import (
     add_format_argument,
@@ -11,12 +14,17 @@ from dnncost.commands._common import (
 )
 from dnncost.commands._exit_codes import EXIT_OK
 
+if TYPE_CHECKING:
+    from dnncost.training.records import EpochRecord, TimeToTarget, ValidationRecord
+
 # Mirrors of dnncost.training.trainer's defaults (kept literal so that building the parser stays light;
 # tests/test_time_cli.py checks they agree).
-DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR = 10, 32, 0.05
+DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR, VALIDATIONS_PER_EPOCH = 10, 32, 0.05, 4
 
 COLUMNS = ("epoch", "train_s", "val_s", "data_s", "train_loss", "train_acc", "val_loss", "val_acc",
            "train_samples_per_s")
+TARGET_COLUMNS = ("validation", "epochs", "steps", "samples", "train_s", "val_s", "total_s", "data_s",
+                  "val_loss", "val_acc", "crossing")  # one row per validation, times so far
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +39,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="zoo or torchvision name, timm:NAME, or file.py:factory")
     parser.add_argument("--dataset", default="digits", metavar="SPEC",
                         help="digits (default) | synthetic | cifar10:PATH | mnist:PATH | imagefolder:PATH")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, metavar="N",
-                        help=f"epochs (default: {DEFAULT_EPOCHS})")
+    parser.add_argument("--epochs", type=int, default=None, metavar="N",
+                        help=f"epochs of a fixed-length run (default: {DEFAULT_EPOCHS})")
+    parser.add_argument("--target-accuracy", type=float, default=None, metavar="A",
+                        help="train until the validation accuracy first reaches A, a share in (0, 1] "
+                             "(0.9 for 90%%), and report the time to it: training and validation "
+                             "time, steps, epochs, samples")
+    parser.add_argument("--max-epochs", type=int, default=None, metavar="N",
+                        help=f"with --target-accuracy: stop after N epochs if the target is not "
+                             f"reached (default: {DEFAULT_EPOCHS}); the learning-rate schedule is "
+                             "planned over them")
+    parser.add_argument("--validations-per-epoch", type=int, default=None, metavar="K",
+                        help=f"with --target-accuracy: validate K times an epoch, placing the crossing "
+                             f"to 1/K epoch (default: {VALIDATIONS_PER_EPOCH}); each validation's time "
+                             "counts in the time to target")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="B",
                         help=f"batch size (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--lr", type=float, default=DEFAULT_LR,
@@ -66,8 +86,13 @@ def run(args: argparse.Namespace) -> int:
     from dnncost.models.loading import load_model
     from dnncost.reporting.formatting import render
     from dnncost.training.data import load_dataset
-    from dnncost.training.trainer import EpochRecord, train
+    from dnncost.training.trainer import TrainOptions, train
 
+    options = TrainOptions(
+        epochs=_epochs(args), batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        precision=Precision(dtype=args.dtype, autocast=args.autocast, channels_last=args.channels_last),
+        device=args.device, threads=args.threads, seed=args.seed, num_workers=args.workers,
+        target_accuracy=args.target_accuracy, validations_per_epoch=args.validations_per_epoch)
     loaded = load_model(args.model)
     spec = input_spec(args, loaded.input_shape)
     image = spec.tensors[0] if spec.tensors else None
@@ -75,42 +100,96 @@ def run(args: argparse.Namespace) -> int:
             or len(image.shape) != 3:
         raise InputSpecError(f"--input '{args.input_shape}' is not one image shape CxHxW: dnncost "
                              "train reads image datasets (e.g. --input 3x64x64)")
-    precision = Precision(dtype=args.dtype, autocast=args.autocast, channels_last=args.channels_last)
     data = load_dataset(args.dataset, input_shape=image.shape,
                         val_fraction=args.val_fraction, seed=args.seed)
     torch.manual_seed(args.seed)  # the weights' initialisation
     model = loaded.build("cpu")
+    to_target = options.target_accuracy is not None
     finished: list[EpochRecord] = []
+    validated: list[ValidationRecord] = []
     try:
-        result = train(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       optimizer=args.optimizer, device=args.device, threads=args.threads,
-                       seed=args.seed, num_workers=args.workers, progress=not args.no_progress,
-                       name=loaded.name, on_epoch=finished.append, precision=precision)
+        result = train(model, data, options=options, progress=not args.no_progress, name=loaded.name,
+                       on_epoch=finished.append, on_validation=validated.append)
     except DnncostError:
-        if finished:  # keep what was done: the finished epochs, then the error
-            print(render([_row(e) for e in finished], args.format, columns=COLUMNS,
-                         title=f"{loaded.name} on {data.name}: epochs finished before the error"),
+        done = [_validation_row(v, crossing=False) for v in validated] if to_target \
+            else [_row(e) for e in finished]
+        if done:  # keep what was done: the finished epochs (validations), then the error
+            print(render(done, args.format, columns=TARGET_COLUMNS if to_target else COLUMNS,
+                         title=f"{loaded.name} on {data.name}: "
+                               f"{'validations' if to_target else 'epochs'} finished before the error"),
                   file=sys.stderr)
         raise
     if args.format == "json":
         print(render([], "json", json_payload={**result.to_dict(), "dataset_description": data.description}))
         return EXIT_OK
     env = result.environment
+    settings = (f"{result.optimizer} lr {result.lr}, batch {result.batch_size}, seed {result.seed}; "
+                f"{env.device_name}, {result.threads} threads, torch {env.torch_version}")
+    reached = result.time_to_target
+    if reached is None:
+        footer = "\n".join([
+            data.description, settings,
+            f"best validation accuracy {result.best_val_accuracy:.4f}; total {result.total_time_s:.2f} s. "
+            "train_s/val_s are wall times of each pass, data loading included; data_s is the time "
+            "spent waiting for batches in both.",
+        ])
+        print(render([_row(e) for e in result.epochs], args.format, columns=COLUMNS,
+                     title=f"{loaded.name} on {data.name}", footer=footer))
+        return EXIT_OK
+    rows = [_validation_row(v, crossing=reached.reached and v.index == reached.validations)
+            for v in result.validations]
     footer = "\n".join([
-        data.description,
-        f"{result.optimizer} lr {result.lr}, batch {result.batch_size}, seed {result.seed}; "
-        f"{env.device_name}, {result.threads} threads, torch {env.torch_version}",
-        f"best validation accuracy {result.best_val_accuracy:.4f}; total {result.total_time_s:.2f} s. "
-        "train_s/val_s are wall times of each pass, data loading included; data_s is the time "
-        "spent waiting for batches in both.",
+        data.description, settings, _crossing(reached),
+        f"Validated {reached.validations_per_epoch} times an epoch: train_s, val_s and total_s are "
+        "wall times so far (training steps; validation passes; both), data loading included; "
+        "data_s is the time so far spent waiting for batches. The schedule is planned over the "
+        f"{reached.max_epochs}-epoch cap.",
     ])
-    print(render([_row(e) for e in result.epochs], args.format, columns=COLUMNS,
-                 title=f"{loaded.name} on {data.name}", footer=footer))
+    print(render(rows, args.format, columns=TARGET_COLUMNS, footer=footer,
+                 title=f"{loaded.name} on {data.name}: to validation accuracy {reached.target_accuracy:g}"))
     return EXIT_OK
 
 
-def _row(e) -> dict[str, object]:
+def _epochs(args: argparse.Namespace) -> int:
+    """The run's epochs: ``--epochs`` for a fixed run, ``--max-epochs`` for one to a target; a flag
+    of the other kind of run is an error."""
+    from dnncost.core.errors import InputSpecError
+
+    if args.target_accuracy is None:
+        for flag, value in (("--max-epochs", args.max_epochs),
+                            ("--validations-per-epoch", args.validations_per_epoch)):
+            if value is not None:
+                raise InputSpecError(f"{flag} belongs to a run to --target-accuracy; give the target "
+                                     "too, or --epochs N for a fixed-length run")
+        return args.epochs if args.epochs is not None else DEFAULT_EPOCHS
+    if args.epochs is not None:
+        raise InputSpecError("--epochs fixes a run's length; with --target-accuracy give the cap as "
+                             "--max-epochs N")
+    return args.max_epochs if args.max_epochs is not None else DEFAULT_EPOCHS
+
+
+def _row(e: EpochRecord) -> dict[str, object]:
     return {"epoch": e.epoch, "train_s": e.train_time_s, "val_s": e.val_time_s,
             "data_s": e.data_time_s, "train_loss": e.train_loss, "train_acc": e.train_accuracy,
             "val_loss": e.val_loss, "val_acc": e.val_accuracy,
             "train_samples_per_s": e.train_samples / e.train_time_s}
+
+
+def _validation_row(v: ValidationRecord, *, crossing: bool) -> dict[str, object]:
+    return {"validation": v.index, "epochs": round(v.epochs, 3), "steps": v.steps, "samples": v.samples,
+            "train_s": v.train_time_s, "val_s": v.val_time_s, "total_s": v.total_time_s,
+            "data_s": v.train_data_time_s + v.val_data_time_s, "val_loss": v.val_loss,
+            "val_acc": v.val_accuracy, "crossing": "yes" if crossing else ""}
+
+
+def _crossing(t: TimeToTarget) -> str:
+    """The time to target in one sentence."""
+    times = (f"{t.train_time_s:.2f} s training + {t.val_time_s:.2f} s validation = {t.total_time_s:.2f} s "
+             f"(data loading {t.train_data_time_s + t.val_data_time_s:.2f} s of it)")
+    where = f"{t.epochs:.2f} epochs, {t.steps} steps, {t.samples} samples, {t.validations} validations"
+    if t.reached:
+        return (f"Reached {t.target_accuracy:g} (validation accuracy {t.val_accuracy:.4f}) at validation "
+                f"{t.validations}, placed to within 1/{t.validations_per_epoch} epoch: {where}; {times}.")
+    cap = f"{t.max_epochs} epoch" + ("" if t.max_epochs == 1 else "s")
+    return (f"Did not reach {t.target_accuracy:g} within {cap} (best {t.best_val_accuracy:.4f}): at "
+            f"the cap, {where}; {times} -- lower bounds on the time to target.")

@@ -18,6 +18,10 @@ more epochs for a cheap network that needs them -- and a candidate was taken onl
 passed 90% with a margin. The validation split chose between a handful of candidates (those
 quoted beside the rates), so those figures are somewhat optimistic; nothing was tuned finer than
 that. Other data may want other rates.
+
+A run to a target accuracy (``TrainOptions.target_accuracy`` in :mod:`dnncost.training.trainer`)
+plans the same schedule over its epoch cap: the warm-up is the same, and the cosine is the cap's,
+so a run that reaches its target early stops part-way down the cosine, at a rate above zero.
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ from dnncost.core.step import Mode
 from dnncost.training.data import DatasetSplit, load_dataset
 from dnncost.training.recipe import DEFAULT_RECIPE, RECIPE_EPOCHS, Recipe
 from dnncost.training.records import EpochRecord
-from dnncost.training.trainer import DEFAULT_BATCH_SIZE, evaluate, train
+from dnncost.training.trainer import DEFAULT_BATCH_SIZE, TrainOptions, evaluate, train
 from dnncost.whatif.int8 import CALIBRATION_BATCHES
 from dnncost.whatif.prune_magnitude import PRUNABLE
 from dnncost.whatif.registry import Context, NotApplicable, Spec, Training, first_line
@@ -119,12 +119,10 @@ def epochs_planned(specs: Iterable[Spec], options: TrainingOptions) -> int:
 def _train(model: nn.Module, data: DatasetSplit, *, options: TrainingOptions, precision: Precision,
            label: str, name: str, on_epoch: EpochHook | None) -> float:
     """Train ``model`` in place with the recipe; its validation accuracy after the last epoch."""
-    recipe = options.recipe
-    result = train(model, data, epochs=options.epochs, batch_size=options.batch_size, lr=recipe.lr,
-                   device=options.device, threads=options.threads, seed=options.seed,
-                   progress=False, name=name, schedule=recipe.schedule,
-                   warmup_steps=recipe.warmup_steps, weight_decay=recipe.weight_decay,
-                   precision=precision,
+    run = TrainOptions(epochs=options.epochs, batch_size=options.batch_size, device=options.device,
+                       threads=options.threads, seed=options.seed,
+                       precision=precision).with_recipe(options.recipe)
+    result = train(model, data, options=run, progress=False, name=name,
                    on_epoch=None if on_epoch is None else lambda record: on_epoch(label, record))
     return result.final.val_accuracy
 
