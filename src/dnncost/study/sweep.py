@@ -490,7 +490,8 @@ class _Sweep:
         if self.store.has_complete_training(net.nid):
             self.advance(epochs, done=True)
             return
-        from dnncost.training.trainer import train
+        from dnncost.core.kinds import OptimizerKind
+        from dnncost.training.trainer import TrainOptions, train
 
         data = self._dataset(net.shape)
         self.training_uid = uid = self.store.start_training(
@@ -500,12 +501,12 @@ class _Sweep:
             self.store.add_epoch(uid, record)  # stored as it is, one column per field
             self.advance(1, done=False)
 
-        train(self._model(net), data, epochs=epochs, batch_size=self.config.batch_size,
-              lr=self._recipe(net).lr, optimizer=self.config.optimizer, device=self.config.device,
-              threads=self.threads, seed=SEED, progress=False, name=net.loaded.name,
-              on_epoch=on_epoch, schedule=self._recipe(net).schedule,
-              warmup_steps=self._recipe(net).warmup_steps,
-              weight_decay=self._recipe(net).weight_decay)
+        options = TrainOptions(epochs=epochs, batch_size=self.config.batch_size,
+                               optimizer=OptimizerKind(self.config.optimizer),
+                               device=self.config.device, threads=self.threads,
+                               seed=SEED).with_recipe(self._recipe(net))
+        train(self._model(net), data, options=options, progress=False, name=net.loaded.name,
+              on_epoch=on_epoch)
         self.store.finish_training(uid, "complete")
         self.training_uid = None
 
