@@ -16,6 +16,7 @@ from dnncost.distributed.records import DataParallelStep
 from dnncost.reporting.report import write_report
 from dnncost.study.analysis import analyze
 from dnncost.study.config import StudyConfig
+from dnncost.study.findings import study_findings
 from dnncost.study.store import CountRow, open_store
 from dnncost.study.sweep import run_study
 
@@ -67,7 +68,7 @@ def test_two_gloo_workers_stored_resumed_and_reported(tmp_path, specs):
     with open_store(db) as store:  # resuming measures nothing again
         again = run_study(config, store, progress=False)
         (net,) = store.network_results()
-        files = write_report(store, tmp_path / "report")
+        files = write_report(study_findings(store), tmp_path / "report")
     assert again.measured == 0 and again.skipped == first.measured + first.skipped
     assert len(net.data_parallel()) == 1
     markdown = files.markdown.read_text()

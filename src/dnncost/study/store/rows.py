@@ -277,6 +277,20 @@ class WorkRow:
 
 
 @dataclass(frozen=True)
+class PredictionRow:
+    """The per-kernel model's prediction of one network's step (schema 9), made by the study with
+    the model ``calibration_id``; ``low_s``/``high_s`` its interval (None while the model gives
+    none), ``roofline_s`` the plain roofline (None without a calibrated peak and bandwidth)."""
+
+    mode: str
+    calibration_id: str
+    predicted_s: float
+    low_s: float | None = None
+    high_s: float | None = None
+    roofline_s: float | None = None
+
+
+@dataclass(frozen=True)
 class UnseenRow:
     """One unseen-network result (schema 6): a network at one input configuration and step mode,
     measured (or left out: ``measured_s`` None, ``note`` says why) and predicted."""
@@ -328,6 +342,7 @@ class NetworkResult:
     breakdown: Mapping[str, tuple[float, int]] = field(default_factory=dict)  # type -> (s, flops)
     errors: tuple[ErrorRow, ...] = ()
     allreduce: Mapping[str, AllreduceRow] = field(default_factory=dict)  # timing uid -> row
+    id: int | None = None  # the networks row's id (None for a record not read from a store)
 
     def steps(self, mode: str, *, world_size: int | None = None) -> tuple[TimingRow, ...]:
         """The stored repeats of the ``mode`` ('train' or 'eval') step (of ``world_size``
@@ -361,6 +376,6 @@ class Group:
 
 
 __all__ = ["JSON_DICT", "JSON_SAMPLES", "AllreduceRow", "CountRow", "EnvironmentRow", "ErrorRow", "Group",
-           "NetworkResult", "NetworkRow", "RepeatConditions", "RunRow", "TimingRow", "TrainingRow",
-           "UnseenRow", "WhatIfRow", "WorkRow", "from_row", "insert_row", "new_uid", "now",
+           "NetworkResult", "NetworkRow", "PredictionRow", "RepeatConditions", "RunRow", "TimingRow",
+           "TrainingRow", "UnseenRow", "WhatIfRow", "WorkRow", "from_row", "insert_row", "new_uid", "now",
            "row_columns"]

@@ -29,6 +29,7 @@ from dnncost.study.store.rows import (
     Group,
     NetworkResult,
     NetworkRow,
+    PredictionRow,
     RepeatConditions,
     RunRow,
     TimingRow,
@@ -300,6 +301,27 @@ class Store:
             "WHERE n.config_hash = :config AND n.fingerprint = :machine ORDER BY w.rowid",
             {"config": group.config_hash, "machine": group.fingerprint})
         return [(r["network"], from_row(WorkRow, r)) for r in rows]
+
+    def put_predictions(self, network_id: int, rows: Sequence[PredictionRow]) -> None:
+        """Store one network's predicted steps (all or none), replacing a prediction of the same
+        step by the same model."""
+        with self.transaction("the predicted step times") as c:
+            for row in rows:
+                insert_row(c, "predictions", row, verb="INSERT OR REPLACE", network_id=network_id)
+
+    def has_predictions(self, network_id: int, calibration_id: str) -> bool:
+        """True when the model ``calibration_id`` has predicted a step of the network."""
+        return self._scalar("SELECT COUNT(*) FROM predictions WHERE network_id = ? AND "
+                            "calibration_id = ?", (network_id, calibration_id)) > 0
+
+    def prediction_rows(self, group: Group) -> list[tuple[str, PredictionRow]]:
+        """(network name, row) of every stored prediction of ``group``'s networks, in the order
+        they were stored."""
+        rows = self._rows(
+            "SELECT p.*, n.name AS network FROM predictions p JOIN networks n ON n.id = p.network_id "
+            "WHERE n.config_hash = :config AND n.fingerprint = :machine ORDER BY p.rowid",
+            {"config": group.config_hash, "machine": group.fingerprint})
+        return [(r["network"], from_row(PredictionRow, r)) for r in rows]
 
     def put_unseen(self, row: UnseenRow) -> None:
         """Store one unseen-network result; a left-out row stored before for the same network,
