@@ -277,3 +277,19 @@ def test_the_study_stores_each_networks_prediction_and_evaluate_prefers_them(
     assert {(r["network"], r["step"]): r["per_operator_ms"] / 1e3 for r in out["networks"]} \
         == pytest.approx(stored)
     assert {r["method"] for r in out["metrics"]} == {m.value for m in Method}  # roofline included
+
+
+def test_an_unreadable_stored_model_is_warned_about_and_predicts_nothing(tmp_path: Path) -> None:
+    from dnncost.study import sweep
+    from dnncost.study.store import open_store
+
+    with open_store(tmp_path / "s.sqlite") as store:
+        store.put_environment("m", {}, peak_flops_per_s=None, bandwidth_bytes_per_s=None,
+                              calibration=None, operator_model={"not": "a model"})
+        store.start_run(command="test", config={}, config_hash="cfg", fingerprint="m")
+        store.network_id(name="lenet5", family="lenet", config_hash="cfg", fingerprint="m", config={},
+                         input_shape="1x32x32", batch_size=4, dataset="digits", device="cpu", threads=1)
+        with pytest.warns(UserWarning, match="could not predict the networks"):
+            sweep._store_predictions(store, "cfg", "m")
+        (group,) = store.groups()
+        assert store.prediction_rows(group) == []
