@@ -42,6 +42,7 @@ from dnncost.core.environment import (
 from dnncost.core.errors import InputSpecError, TrainingDivergedError
 from dnncost.core.failure import named_model_failure
 from dnncost.core.inputs import InputSpec, TensorInput, make_inputs, parse_dtype
+from dnncost.core.options import with_overrides
 from dnncost.core.step import (
     DEFAULT_LR,
     Mode,
@@ -117,12 +118,7 @@ class StepOptions:
 
 def step_options(options: StepOptions | None, overrides: dict[str, Any]) -> StepOptions:
     """``options`` (default StepOptions()) with keyword ``overrides``; a clear error on a misspelt one."""
-    fields = {f.name for f in dataclasses.fields(StepOptions)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise TypeError(f"unknown step option(s) {', '.join(unknown)}; "
-                        f"StepOptions has {', '.join(sorted(fields))}")
-    return (options or StepOptions()).replace(**overrides)
+    return with_overrides(options or StepOptions(), overrides)
 
 
 @dataclass(frozen=True)
