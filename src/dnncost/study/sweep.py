@@ -23,6 +23,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from dnncost.core.errors import DnncostError, StoreError
+from dnncost.core.kinds import Mode, OptimizerKind
 from dnncost.measuring.measurement import NOISE_THRESHOLD, NoisyMeasurementWarning
 from dnncost.study.config import (
     SEED,
@@ -32,7 +33,7 @@ from dnncost.study.config import (
     select_models,
 )
 from dnncost.study.store import CountRow, RepeatConditions, Store, TimingRow, WorkRow
-from dnncost.study.work import WORK_PLAN, measure_work
+from dnncost.study.work import WORK_PLAN, WORK_STEP, WorkGrid, measure_work
 from dnncost.training.recipe import Recipe, recipe_for
 
 if TYPE_CHECKING:
@@ -431,7 +432,6 @@ class _Sweep:
         step beside it. Stored planned repeats are skipped; a resumed run hands the stored probes
         and re-measures on, so a drifted stored repeat may still be re-measured and a spent budget
         stays spent."""
-        from dnncost.core.step import Mode, OptimizerKind
         from dnncost.measuring.interleave import (
             TimingJob,
             stored_wanting_remeasure,
@@ -558,7 +558,6 @@ class _Sweep:
         if self.store.whatif_rows(net.nid):
             self.advance(1, done=True)
             return
-        from dnncost.core.step import Mode, OptimizerKind
         from dnncost.measuring.timing import StepOptions
         from dnncost.study.whatif import study_whatif, whatif_row
         from dnncost.whatif.accuracy import TrainingOptions
@@ -587,9 +586,10 @@ class _Sweep:
             return
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            points = measure_work(net.name, input_sizes=WORK_PLAN[net.name],
-                                  device=self.config.device, threads=self.threads,
-                                  optimizer=self.config.optimizer)
+            points = measure_work(net.name, grid=WorkGrid(input_sizes=WORK_PLAN[net.name]),
+                                  options=WORK_STEP.replace(
+                                      device=self.config.device, threads=self.threads,
+                                      optimizer=OptimizerKind(self.config.optimizer)))
         noisy = 0
         for w in caught:  # one line for the sweep's noisy points, not one per point
             if issubclass(w.category, NoisyMeasurementWarning):
