@@ -23,6 +23,7 @@ from dnncost.prediction.evaluation import (
 from dnncost.prediction.kernels import STEP_FEATURES
 from dnncost.prediction.predict import KindRegressor, OperatorModel, predict_report
 from dnncost.reporting.plots import predicted_vs_measured
+from dnncost.study.store import NetworkRow, TimingRow
 
 
 # -- metrics on hand-made vectors ---------------------------------------------------------------------
@@ -208,15 +209,15 @@ def test_evaluate_cli_reads_the_study_store_and_holds_each_family_out(
         run = store.start_run(command="test", config={}, config_hash="cfg", fingerprint=fingerprint)
         for name, family, train_s in (("lenet5", "lenet", 0.004), ("resnet20", "resnet", 0.07),
                                       ("alexnet_cifar", "alexnet", 0.05)):
-            nid = store.network_id(name=name, family=family, config_hash="cfg",
-                                   fingerprint=fingerprint, config={"batch_size": 4},
-                                   input_shape="1x32x32" if name == "lenet5" else "3x32x32",
-                                   batch_size=4, dataset="digits", device="cpu", threads=threads)
+            nid = store.network_id(NetworkRow(
+                name=name, family=family, config_hash="cfg", fingerprint=fingerprint,
+                config={"batch_size": 4}, input_shape="1x32x32" if name == "lenet5" else "3x32x32",
+                batch_size=4, dataset="digits", device="cpu", threads=threads))
             for mode, seconds in (("train", train_s), ("eval", train_s / 3)):
                 for repeat in (1.0, 1.1, 0.9):  # three repeats of one timed step each
-                    store.add_timing(nid, run, mode=mode, samples=[seconds * repeat],
-                                     median_s=seconds * repeat, iqr_s=0.0, threads=threads,
-                                     peak_memory_bytes=None)
+                    store.add_timing(nid, run, TimingRow(
+                        mode=mode, samples=[seconds * repeat], median_s=seconds * repeat, iqr_s=0.0,
+                        threads=threads, peak_memory_bytes=None))
     assert main(["evaluate", "--db", str(db), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {r["network"] for r in out["networks"]} == {"lenet5", "resnet20", "alexnet_cifar"}
@@ -248,15 +249,16 @@ def test_the_study_stores_each_networks_prediction_and_evaluate_prefers_them(
         run = store.start_run(command="test", config={}, config_hash="cfg", fingerprint="elsewhere")
         for name, family, train_s in (("lenet5", "lenet", 0.004), ("resnet20", "resnet", 0.07),
                                       ("alexnet_cifar", "alexnet", 0.05)):
-            nid = store.network_id(name=name, family=family, config_hash="cfg",
-                                   fingerprint="elsewhere", config={"batch_size": 4},
-                                   input_shape="1x32x32" if name == "lenet5" else "3x32x32",
-                                   batch_size=4, dataset="digits", device="cpu", threads=1)
+            nid = store.network_id(NetworkRow(
+                name=name, family=family, config_hash="cfg", fingerprint="elsewhere",
+                config={"batch_size": 4}, input_shape="1x32x32" if name == "lenet5" else "3x32x32",
+                batch_size=4, dataset="digits", device="cpu", threads=1))
             for mode, seconds in (("train", train_s), ("eval", train_s / 3)):
                 store.put_count(nid, CountRow(mode, 10**5, 10**5, 10**7, 2 * 10**7, 10**6, 50, 0, 0,
                                               {}, {}))
-                store.add_timing(nid, run, mode=mode, samples=[seconds] * 3, median_s=seconds,
-                                 iqr_s=0.0, threads=1, peak_memory_bytes=None)
+                store.add_timing(nid, run, TimingRow(
+                    mode=mode, samples=[seconds] * 3, median_s=seconds, iqr_s=0.0, threads=1,
+                    peak_memory_bytes=None))
         sweep._store_predictions(store, "cfg", "elsewhere")
         (group,) = store.groups()
         rows = store.prediction_rows(group)
@@ -287,8 +289,9 @@ def test_an_unreadable_stored_model_is_warned_about_and_predicts_nothing(tmp_pat
         store.put_environment("m", {}, peak_flops_per_s=None, bandwidth_bytes_per_s=None,
                               calibration=None, operator_model={"not": "a model"})
         store.start_run(command="test", config={}, config_hash="cfg", fingerprint="m")
-        store.network_id(name="lenet5", family="lenet", config_hash="cfg", fingerprint="m", config={},
-                         input_shape="1x32x32", batch_size=4, dataset="digits", device="cpu", threads=1)
+        store.network_id(NetworkRow(
+            name="lenet5", family="lenet", config_hash="cfg", fingerprint="m", config={},
+            input_shape="1x32x32", batch_size=4, dataset="digits", device="cpu", threads=1))
         with pytest.warns(UserWarning, match="could not predict the networks"):
             sweep._store_predictions(store, "cfg", "m")
         (group,) = store.groups()

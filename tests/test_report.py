@@ -24,7 +24,7 @@ import pytest
 
 from dnncost.cli import main
 from dnncost.study.findings import study_findings
-from dnncost.study.store import CountRow, open_store
+from dnncost.study.store import CountRow, NetworkRow, TimingRow, open_store
 from dnncost.training.records import EpochRecord
 
 EVIL = 'evil<script>alert("x")</script>&co'  # a network name that must come out escaped
@@ -40,16 +40,17 @@ def _store(path: Path) -> Path:
         run = store.start_run(command="dnncost study --quick", config={"batch_size": 32},
                               config_hash="c", fingerprint="m")
         for name, family, flops in NETWORKS:
-            nid = store.network_id(name=name, family=family, config_hash="c", fingerprint="m",
-                                   config={"batch_size": 32}, input_shape="3x32x32", batch_size=32,
-                                   dataset="digits", device="cpu", threads=2)
+            nid = store.network_id(NetworkRow(
+                name=name, family=family, config_hash="c", fingerprint="m", config={"batch_size": 32},
+                input_shape="3x32x32", batch_size=32, dataset="digits", device="cpu", threads=2))
             for mode, f in (("train", flops), ("eval", flops / 3)):
                 store.put_count(nid, CountRow(mode, int(f / 1e3), int(f / 1e3), int(f / 2), int(f),
                                               int(f / 10), 50, 0, 0, {}, {}))
                 t = 1e-3 * math.sqrt(f)
                 for k in (0.97, 1.0, 1.03):
-                    store.add_timing(nid, run, mode=mode, samples=[t * k] * 3, median_s=t * k,
-                                     iqr_s=0.0, threads=2, peak_memory_bytes=None)
+                    store.add_timing(nid, run, TimingRow(
+                        mode=mode, samples=[t * k] * 3, median_s=t * k, iqr_s=0.0, threads=2,
+                        peak_memory_bytes=None))
             training = store.start_training(nid, run, epochs_planned=1, dataset="digits")
             store.add_epoch(training, EpochRecord(1, 45 * t, 4 * t, 0.0, 0.0, 2.0, 0.3, 1.9, 0.4,
                                                1437, 360, 45))
@@ -57,9 +58,9 @@ def _store(path: Path) -> Path:
             store.put_breakdown(nid, {"Conv2d": (0.6 * t, int(0.9 * flops)),
                                       "ReLU": (0.1 * t, int(0.1 * flops)),
                                       "(between operators)": (0.3 * t, 0)})
-        broken = store.network_id(name="broken<b>", family="other", config_hash="c",
-                                  fingerprint="m", config={}, input_shape="3x32x32", batch_size=32,
-                                  dataset="digits", device="cpu", threads=2)
+        broken = store.network_id(NetworkRow(
+            name="broken<b>", family="other", config_hash="c", fingerprint="m", config={},
+            input_shape="3x32x32", batch_size=32, dataset="digits", device="cpu", threads=2))
         store.add_error(broken, run, stage="count", error=RuntimeError("bad <input> & shape"),
                         traceback="Traceback ...")
         store.finish_run(run, "failed")
@@ -250,9 +251,9 @@ def test_report_states_the_estimator_and_shows_the_machine_over_the_run(report, 
                               peak_flops_per_s=5e10, bandwidth_bytes_per_s=None, calibration="test")
         run = store.start_run(command="dnncost study", config={}, config_hash="c", fingerprint="m")
         for i, (name, family, flops) in enumerate(NETWORKS[:3]):
-            nid = store.network_id(name=name, family=family, config_hash="c", fingerprint="m",
-                                   config={}, input_shape="3x32x32", batch_size=32,
-                                   dataset="digits", device="cpu", threads=2)
+            nid = store.network_id(NetworkRow(
+                name=name, family=family, config_hash="c", fingerprint="m", config={}, input_shape="3x32x32",
+                batch_size=32, dataset="digits", device="cpu", threads=2))
             store.put_count(nid, CountRow("train", 1, 1, int(flops / 2), int(flops), 1, 5, 0, 0, {}, {}))
             store.put_count(nid, CountRow("eval", 1, 1, int(flops / 6), int(flops / 3), 1, 5, 0, 0,
                                           {}, {}))
@@ -263,8 +264,9 @@ def test_report_states_the_estimator_and_shows_the_machine_over_the_run(report, 
                                          probe_reference_s=1e-3, others_share=0.9)
                 if i == 0 and k == 2:
                     c = RepeatConditions(**{**quiet.__dict__, "remeasure": True})
-                store.add_timing(nid, run, mode="train", samples=[t] * 3, median_s=t, iqr_s=0.0,
-                                 threads=2, peak_memory_bytes=None, conditions=c)
+                store.add_timing(nid, run, TimingRow(
+                    mode="train", samples=[t] * 3, median_s=t, iqr_s=0.0, threads=2, peak_memory_bytes=None,
+                    conditions=c))
     with open_store(tmp_path / "s.sqlite", read_only=True) as store:
         files = write_report(study_findings(store), tmp_path / "out")
     md = files.markdown.read_text()

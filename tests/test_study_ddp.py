@@ -17,7 +17,7 @@ from dnncost.reporting.report import write_report
 from dnncost.study.analysis import analyze
 from dnncost.study.config import StudyConfig
 from dnncost.study.findings import study_findings
-from dnncost.study.store import CountRow, open_store
+from dnncost.study.store import CountRow, NetworkRow, open_store
 from dnncost.study.sweep import run_study
 
 TINY = textwrap.dedent("""
@@ -133,9 +133,10 @@ def test_comm_share_ranks_against_params_and_flops(tmp_path):
                               calibration=None)
         run = store.start_run(command="t", config={}, config_hash="h", fingerprint="fp")
         for i in range(1, 5):
-            nid = store.network_id(name=f"n{i}", family="other", config_hash="h", fingerprint="fp",
-                                   config={}, input_shape="3x8x8", batch_size=4, dataset="d",
-                                   device="cpu", threads=1, world_size=2, backend="gloo")
+            nid = store.network_id(NetworkRow(
+                name=f"n{i}", family="other", config_hash="h", fingerprint="fp", config={},
+                input_shape="3x8x8", batch_size=4, dataset="d", device="cpu", threads=1, world_size=2,
+                backend="gloo"))
             store.put_count(nid, _count(1000 * i, 10 ** (5 - i)))
             store.add_data_parallel_timing(nid, run, DataParallelStep(
                 samples=(1.0,), median_s=1.0, iqr_s=0.0, threads=1, world_size=2,

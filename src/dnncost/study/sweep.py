@@ -32,7 +32,7 @@ from dnncost.study.config import (
     load_study_dataset,
     select_models,
 )
-from dnncost.study.store import CountRow, RepeatConditions, Store, TimingRow, WorkRow
+from dnncost.study.store import CountRow, NetworkRow, RepeatConditions, Store, TimingRow, WorkRow
 from dnncost.study.work import WORK_PLAN, WORK_STEP, WorkGrid, measure_work
 from dnncost.training.recipe import Recipe, recipe_for
 
@@ -383,12 +383,11 @@ class _Sweep:
             size = self.config.input_size
             if self.config.models and size is not None and size != shape[-1] and len(shape) == 3:
                 shape = (shape[0], size, size)  # named networks run at the size asked for
-            nid = self.store.network_id(
-                name=name, family=family, config_hash=self.config.config_hash,
-                fingerprint=self.fingerprint, config=self.config.measured,
-                input_shape="x".join(map(str, shape)), batch_size=self.config.batch_size,
-                dataset=self.config.dataset, device=self.config.device, threads=self.threads,
-                world_size=self.config.world_size, backend=self.config.backend)
+            nid = self.store.network_id(NetworkRow(
+                name=name, family=family, config_hash=self.config.config_hash, fingerprint=self.fingerprint,
+                config=self.config.measured, input_shape="x".join(map(str, shape)),
+                batch_size=self.config.batch_size, dataset=self.config.dataset, device=self.config.device,
+                threads=self.threads, world_size=self.config.world_size, backend=self.config.backend))
         except (KeyboardInterrupt, StoreError):
             raise
         except Exception as exc:  # an unloadable network is recorded like any other failure
@@ -467,10 +466,10 @@ class _Sweep:
         def store(name: str, index: int, timing: StepTiming) -> None:
             net, mode = owner[name]
             m = timing.measurement
-            self.store.add_timing(net.nid, self.run_uid, mode=mode, samples=m.samples,
-                                  median_s=m.median, iqr_s=m.iqr, threads=timing.threads,
-                                  peak_memory_bytes=timing.peak_memory_bytes,  # one process
-                                  conditions=_conditions(timing, remeasure=index >= repeats))
+            self.store.add_timing(net.nid, self.run_uid, TimingRow(
+                mode=mode, samples=m.samples, median_s=m.median, iqr_s=m.iqr, threads=timing.threads,
+                peak_memory_bytes=timing.peak_memory_bytes,
+                conditions=_conditions(timing, remeasure=index >= repeats)))
             if index < repeats:
                 self.advance(1, done=False)
             else:  # beyond the plan: not a unit of progress

@@ -132,8 +132,8 @@ class NetworkRow:
     dataset: str
     device: str
     threads: int
-    world_size: int
-    backend: str
+    world_size: int = 1  # data-parallel processes
+    backend: str = "none"  # torch.distributed backend, 'none' for one process
 
 
 @dataclass(frozen=True)
@@ -185,20 +185,24 @@ class RepeatConditions:
 
 @dataclass(frozen=True)
 class TimingRow:
-    """One repeat of a timed step: raw samples (seconds), their median, and the machine around it."""
+    """One repeat of a timed step: raw samples (seconds), their median, and the machine around it;
+    a new row gets a new ``uid`` and the time it is ``measured``."""
 
-    uid: str
     mode: str
     samples: tuple[float, ...] = field(metadata=JSON_SAMPLES)
     median_s: float
     iqr_s: float
     threads: int
-    peak_memory_bytes: int | None
-    world_size: int
-    backend: str
-    measured: str
+    peak_memory_bytes: int | None = None
+    world_size: int = 1
+    backend: str = "none"
     conditions: RepeatConditions = field(default_factory=RepeatConditions,
                                          metadata={"nested": RepeatConditions})
+    uid: str = field(default_factory=new_uid)
+    measured: str = field(default_factory=now)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "samples", tuple(float(s) for s in self.samples))
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ from dnncost.study.store.rows import (
     NetworkResult,
     NetworkRow,
     PredictionRow,
-    RepeatConditions,
     RunRow,
     TimingRow,
     TrainingRow,
@@ -196,31 +195,18 @@ class Store:
         with self.transaction("the end of the run") as c:
             c.execute("UPDATE runs SET status = ?, finished = ? WHERE uid = ?", (status, now(), run_uid))
 
-    def network_id(self, *, name: str, family: str, config_hash: str, fingerprint: str,
-                   config: Mapping[str, object], input_shape: str, batch_size: int, dataset: str,
-                   device: str, threads: int, world_size: int = 1, backend: str = "none") -> int:
-        """The id of the resume key (name, config_hash, fingerprint), created on first use."""
-        row = NetworkRow(name=name, family=family, config_hash=config_hash, fingerprint=fingerprint,
-                         config=config, input_shape=input_shape, batch_size=batch_size,
-                         dataset=dataset, device=device, threads=threads, world_size=world_size,
-                         backend=backend)
-        with self.transaction(f"network {name}") as c:
+    def network_id(self, row: NetworkRow) -> int:
+        """The id of ``row``'s resume key (name, config_hash, fingerprint), created on first use."""
+        with self.transaction(f"network {row.name}") as c:
             return network_id_in(c, row)
 
     def put_count(self, network_id: int, row: CountRow) -> None:
         with self.transaction(f"the {row.mode} count") as c:
             insert_row(c, "counts", row, verb="INSERT OR REPLACE", network_id=network_id)
 
-    def add_timing(self, network_id: int, run_uid: str, *, mode: str, samples: Sequence[float],
-                   median_s: float, iqr_s: float, threads: int, peak_memory_bytes: int | None,
-                   world_size: int = 1, backend: str = "none",
-                   conditions: RepeatConditions | None = None) -> str:
-        """Store one repeat of a timed step (``conditions``: the machine around it); returns its uid."""
-        row = TimingRow(uid=new_uid(), mode=mode, samples=tuple(samples), median_s=median_s,
-                        iqr_s=iqr_s, threads=threads, peak_memory_bytes=peak_memory_bytes,
-                        world_size=world_size, backend=backend, measured=now(),
-                        conditions=conditions or RepeatConditions())
-        with self.transaction(f"a {mode}-step timing") as c:
+    def add_timing(self, network_id: int, run_uid: str, row: TimingRow) -> str:
+        """Store one repeat of a timed step (``row.conditions``: the machine around it); returns its uid."""
+        with self.transaction(f"a {row.mode}-step timing") as c:
             insert_row(c, "step_timings", row, network_id=network_id, run_uid=run_uid)
         return row.uid
 
