@@ -23,7 +23,7 @@ from dnncost.counting.counter import count
 from dnncost.distributed import data_parallel as ddp
 from dnncost.distributed import launch
 from dnncost.measuring.timing import StepOptions
-from dnncost.study.store import open_store
+from dnncost.study.store import NetworkRow, open_store
 
 
 class SmallNet(nn.Module):
@@ -100,10 +100,10 @@ def test_two_gloo_workers_allreduce_gradient_bytes_and_store(tmp_path: Path) -> 
         store.put_environment("fp", timing.environment.to_dict(), peak_flops_per_s=None,
                               bandwidth_bytes_per_s=None, calibration=None)
         run = store.start_run(command="test", config={}, config_hash="h", fingerprint="fp")
-        nid = store.network_id(name=timing.model, family="test", config_hash="h", fingerprint="fp",
-                               config={}, input_shape="3x8x8", batch_size=4, dataset="synthetic",
-                               device=timing.device, threads=timing.threads,
-                               world_size=timing.world_size, backend=timing.backend)
+        nid = store.network_id(NetworkRow(
+            name=timing.model, family="test", config_hash="h", fingerprint="fp", config={},
+            input_shape="3x8x8", batch_size=4, dataset="synthetic", device=timing.device,
+            threads=timing.threads, world_size=timing.world_size, backend=timing.backend))
         store.add_data_parallel_timing(nid, run, timing.as_record())
     with open_store(tmp_path / "study.sqlite", create=False) as store:
         (stored,) = store.network_results()

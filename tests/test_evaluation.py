@@ -21,8 +21,9 @@ from dnncost.prediction.evaluation import (
     spearman,
 )
 from dnncost.prediction.kernels import STEP_FEATURES
-from dnncost.prediction.predict import KindRegressor, OperatorModel
+from dnncost.prediction.predict import KindRegressor, OperatorModel, predict_report
 from dnncost.reporting.plots import predicted_vs_measured
+from dnncost.study.store import NetworkRow, TimingRow
 
 
 # -- metrics on hand-made vectors ---------------------------------------------------------------------
@@ -68,20 +69,26 @@ MODEL = OperatorModel(kinds={OpKind.MATMUL: KindRegressor((0.0, 1e-9, 0.0))},
                       fallback=KindRegressor((0.0, 0.0, 0.0)), step_weights=(0.0,) * len(STEP_FEATURES))
 
 
-def network(name: str, family: str, flops: int, seconds: float, *, params: int = 1000,
-            nbytes: int = 0, mode: str = "train") -> Observation:
+def _report(name: str, flops: int, *, params: int = 1000, nbytes: int = 0, mode: str = "train") -> CostReport:
     records = (OpRecord("aten.mm", Phase.BACKWARD, "fc", "Linear", Cost(flops // 2, flops, nbytes, 0),
                         ((4, 4), (4, 4))),)  # a backward call: no autograd overhead in any mode
-    report = CostReport(model=name, mode=mode, input_shape=(4,), batch_size=1, records=records,
-                        params=params, trainable_params=params, param_bytes=4 * params,
-                        activation_bytes=0, peak_bytes=0)
-    return Observation(name, family, mode, report, seconds)
+    return CostReport(model=name, mode=mode, input_shape=(4,), batch_size=1, records=records,
+                      params=params, trainable_params=params, param_bytes=4 * params,
+                      activation_bytes=0, peak_bytes=0)
+
+
+def network(name: str, family: str, flops: int, seconds: float, *, params: int = 1000,
+            mode: str = "train", roofline_s: float | None = None, model: bool = True) -> Observation:
+    """One network's numbers; its per-kernel prediction is MODEL's (FLOPs / 1 GFLOP/s)."""
+    per_operator = predict_report(_report(name, flops, params=params, mode=mode), MODEL).step_s
+    return Observation(name, family, mode, seconds, flops=flops, params=params,
+                       per_operator_s=per_operator if model else None, roofline_s=roofline_s)
 
 
 def test_a_perfect_per_operator_model_scores_zero_error_and_perfect_order() -> None:
     # MODEL runs at 1 GFLOP/s and every network's measured time is exactly its FLOPs / 1e9
     nets = [network(f"n{i}", f"f{i % 3}", flops=(i + 1) * 10**8, seconds=(i + 1) * 0.1) for i in range(6)]
-    result = evaluate(nets, op_model=MODEL)
+    result = evaluate(nets)
     m = result.metrics(Method.PER_OPERATOR, "train")
     assert (m.n, m.mape, m.within, m.spearman, m.pairwise) == (6, pytest.approx(0), 1.0,
                                                                pytest.approx(1.0), 1.0)
@@ -94,7 +101,7 @@ def test_the_flops_line_of_a_held_out_family_is_fitted_on_the_other_families_onl
     nets = [network("a1", "a", 10**8, 0.1), network("a2", "a", 4 * 10**8, 0.4),
             network("b1", "b", 2 * 10**8, 0.2), network("b2", "b", 8 * 10**8, 0.8),
             network("c1", "c", 10**9, 3.0)]
-    result = evaluate(nets, op_model=MODEL)
+    result = evaluate(nets)
     c1 = next(p for p in result.points if p.name == "c1")
     assert c1.predicted_s[Method.FLOPS_LINE] == pytest.approx(1.0)
     assert c1.error(Method.FLOPS_LINE) == pytest.approx(-2 / 3)
@@ -107,7 +114,7 @@ def test_the_network_level_scale_comes_from_the_other_families() -> None:
     # gets the scale of a and b, 2x, so its scaled prediction is half its measured time
     nets = [network("a1", "a", 10**8, 0.2), network("b1", "b", 10**8, 0.2),
             network("c1", "c", 10**8, 0.4)]
-    result = evaluate(nets, op_model=MODEL)
+    result = evaluate(nets)
     c1 = next(p for p in result.points if p.name == "c1")
     assert c1.predicted_s[Method.PER_OPERATOR_SCALED] == pytest.approx(0.2)
     a1 = next(p for p in result.points if p.name == "a1")
@@ -119,25 +126,30 @@ def test_the_params_line_uses_parameters() -> None:
     # a and b: time = params * 1e-6 + 0.1; held-out c with 5e5 params -> 0.6 s
     nets = [network("a1", "a", 1, 0.2, params=10**5), network("a2", "a", 1, 0.3, params=2 * 10**5),
             network("b1", "b", 1, 0.5, params=4 * 10**5), network("c1", "c", 1, 0.9, params=5 * 10**5)]
-    c1 = next(p for p in evaluate(nets, op_model=MODEL).points if p.name == "c1")
+    c1 = next(p for p in evaluate(nets).points if p.name == "c1")
     assert c1.predicted_s[Method.PARAMS_LINE] == pytest.approx(0.6)
 
 
 def test_plain_roofline_sums_the_slower_side_of_each_call() -> None:
-    obs = network("n", "f", flops=2 * 10**9, seconds=1.0, nbytes=10**9)
+    report = _report("n", 2 * 10**9, nbytes=10**9)
     # max(2e9 / 1e10, 1e9 / 5e9) = max(0.2, 0.2) = 0.2 s
-    assert roofline_seconds(obs.report, peak_flops_per_s=1e10, bytes_per_s=5e9) == pytest.approx(0.2)
+    assert roofline_seconds(report, peak_flops_per_s=1e10, bytes_per_s=5e9) == pytest.approx(0.2)
     # max(2e9 / 1e10, 1e9 / 1e9) = 1.0 s: memory-bound
-    assert roofline_seconds(obs.report, peak_flops_per_s=1e10, bytes_per_s=1e9) == pytest.approx(1.0)
-    result = evaluate([obs, network("m", "g", 10**9, 1.0), network("k", "h", 10**9, 1.0)],
-                      op_model=MODEL, peak_flops_per_s=1e10, bytes_per_s=1e9)
+    assert roofline_seconds(report, peak_flops_per_s=1e10, bytes_per_s=1e9) == pytest.approx(1.0)
+    result = evaluate([network("n", "f", 2 * 10**9, 1.0, roofline_s=1.0),
+                       network("m", "g", 10**9, 1.0, roofline_s=0.5),
+                       network("k", "h", 10**9, 1.0, roofline_s=0.5)])
     assert result.points[0].predicted_s[Method.ROOFLINE] == pytest.approx(1.0)
+    # one network without the roofline's prediction: the method is left out, with a note
+    partial = evaluate([network("n", "f", 2 * 10**9, 1.0, roofline_s=1.0), network("m", "g", 10**9, 1.0)])
+    assert Method.ROOFLINE not in partial.methods and "roofline" in partial.notes
 
 
 def test_missing_inputs_leave_methods_out_with_a_note() -> None:
     nets = [network("a1", "a", 10**8, 0.1), network("b1", "b", 2 * 10**8, 0.2),
             network("c1", "c", 3 * 10**8, 0.3)]
-    result = evaluate(nets, op_model=None)
+    nets = [network(o.name, o.family, int(o.flops), o.measured_s, model=False) for o in nets]
+    result = evaluate(nets)
     assert Method.PER_OPERATOR not in result.methods and Method.ROOFLINE not in result.methods
     assert "per_operator" in result.notes and "roofline" in result.notes
     assert {r["method"] for r in result.table_rows()} == {"flops_line", "params_line"}
@@ -146,7 +158,7 @@ def test_missing_inputs_leave_methods_out_with_a_note() -> None:
 def test_table_rows_compare_each_method_with_the_per_operator_error() -> None:
     nets = [network("a1", "a", 10**8, 0.1), network("b1", "b", 2 * 10**8, 0.2),
             network("c1", "c", 3 * 10**8, 0.6)]
-    rows = {r["method"]: r for r in evaluate(nets, op_model=MODEL).table_rows()}
+    rows = {r["method"]: r for r in evaluate(nets).table_rows()}
     per_op = rows["per_operator"]
     # errors 0, 0, -50% -> MAPE 16.67%, 2 of 3 within 10%
     assert per_op["mape_pct"] == pytest.approx(50 / 3)
@@ -157,7 +169,7 @@ def test_table_rows_compare_each_method_with_the_per_operator_error() -> None:
 def test_the_figure_has_one_panel_per_mode() -> None:
     nets = [network(f"n{i}", f"f{i % 3}", (i + 1) * 10**8, (i + 1) * 0.1, mode=mode)
             for mode in ("train", "eval") for i in range(4)]
-    fig = predicted_vs_measured(evaluate(nets, op_model=MODEL))
+    fig = predicted_vs_measured(evaluate(nets))
     assert len(fig.axes) == 2
     assert fig.axes[0].get_xscale() == "log"
 
@@ -197,15 +209,15 @@ def test_evaluate_cli_reads_the_study_store_and_holds_each_family_out(
         run = store.start_run(command="test", config={}, config_hash="cfg", fingerprint=fingerprint)
         for name, family, train_s in (("lenet5", "lenet", 0.004), ("resnet20", "resnet", 0.07),
                                       ("alexnet_cifar", "alexnet", 0.05)):
-            nid = store.network_id(name=name, family=family, config_hash="cfg",
-                                   fingerprint=fingerprint, config={"batch_size": 4},
-                                   input_shape="1x32x32" if name == "lenet5" else "3x32x32",
-                                   batch_size=4, dataset="digits", device="cpu", threads=threads)
+            nid = store.network_id(NetworkRow(
+                name=name, family=family, config_hash="cfg", fingerprint=fingerprint,
+                config={"batch_size": 4}, input_shape="1x32x32" if name == "lenet5" else "3x32x32",
+                batch_size=4, dataset="digits", device="cpu", threads=threads))
             for mode, seconds in (("train", train_s), ("eval", train_s / 3)):
                 for repeat in (1.0, 1.1, 0.9):  # three repeats of one timed step each
-                    store.add_timing(nid, run, mode=mode, samples=[seconds * repeat],
-                                     median_s=seconds * repeat, iqr_s=0.0, threads=threads,
-                                     peak_memory_bytes=None)
+                    store.add_timing(nid, run, TimingRow(
+                        mode=mode, samples=[seconds * repeat], median_s=seconds * repeat, iqr_s=0.0,
+                        threads=threads, peak_memory_bytes=None))
     assert main(["evaluate", "--db", str(db), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {r["network"] for r in out["networks"]} == {"lenet5", "resnet20", "alexnet_cifar"}
@@ -214,3 +226,73 @@ def test_evaluate_cli_reads_the_study_store_and_holds_each_family_out(
     # linearly interpolated at position 0.25 * (3 - 1) = 0.5: 63 + 0.5 * 7 = 66.5 ms
     assert measured[("resnet20", "train")] == pytest.approx(66.5)
     assert {r["method"] for r in out["metrics"]} == {m.value for m in Method}
+
+
+def test_the_study_stores_each_networks_prediction_and_evaluate_prefers_them(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """At the end of a study the stored per-kernel model predicts every counted network's steps
+    (dnncost.study.sweep._store_predictions); `evaluate --db` then reads those numbers, on any
+    machine, and counts and predicts nothing."""
+    import json
+
+    from dnncost.study import sweep
+    from dnncost.study.store import CountRow, open_store
+
+    model = OperatorModel({k: KindRegressor((1e-5, 1e-10, 1e-10)) for k in OpKind},
+                          KindRegressor((1e-5, 1e-10, 1e-10)),
+                          (1e-4, 1e-5) + (0.0,) * (len(STEP_FEATURES) - 2),
+                          fingerprint="elsewhere", created="then")
+    db = tmp_path / "study.sqlite"
+    with open_store(db) as store:
+        store.put_environment("elsewhere", {}, peak_flops_per_s=1e11, bandwidth_bytes_per_s=1e10,
+                              calibration="test", operator_model=model.to_dict())
+        run = store.start_run(command="test", config={}, config_hash="cfg", fingerprint="elsewhere")
+        for name, family, train_s in (("lenet5", "lenet", 0.004), ("resnet20", "resnet", 0.07),
+                                      ("alexnet_cifar", "alexnet", 0.05)):
+            nid = store.network_id(NetworkRow(
+                name=name, family=family, config_hash="cfg", fingerprint="elsewhere",
+                config={"batch_size": 4}, input_shape="1x32x32" if name == "lenet5" else "3x32x32",
+                batch_size=4, dataset="digits", device="cpu", threads=1))
+            for mode, seconds in (("train", train_s), ("eval", train_s / 3)):
+                store.put_count(nid, CountRow(mode, 10**5, 10**5, 10**7, 2 * 10**7, 10**6, 50, 0, 0,
+                                              {}, {}))
+                store.add_timing(nid, run, TimingRow(
+                    mode=mode, samples=[seconds] * 3, median_s=seconds, iqr_s=0.0, threads=1,
+                    peak_memory_bytes=None))
+        sweep._store_predictions(store, "cfg", "elsewhere")
+        (group,) = store.groups()
+        rows = store.prediction_rows(group)
+        sweep._store_predictions(store, "cfg", "elsewhere")  # a resumed study predicts nothing again
+        assert len(store.prediction_rows(group)) == len(rows) == 6  # 3 networks x 2 modes
+    assert {r.calibration_id for _, r in rows} == {"elsewhere@then"}
+    assert all(r.predicted_s > 0 and r.roofline_s is not None and r.low_s is None for _, r in rows)
+
+    import dnncost.counting.counter
+
+    def no_count(*args, **kwargs):
+        raise AssertionError("evaluate recounted a network whose prediction is stored")
+
+    monkeypatch.setattr(dnncost.counting.counter, "count", no_count)
+    assert main(["evaluate", "--db", str(db), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    stored = {(name, r.mode): r.predicted_s for name, r in rows}
+    assert {(r["network"], r["step"]): r["per_operator_ms"] / 1e3 for r in out["networks"]} \
+        == pytest.approx(stored)
+    assert {r["method"] for r in out["metrics"]} == {m.value for m in Method}  # roofline included
+
+
+def test_an_unreadable_stored_model_is_warned_about_and_predicts_nothing(tmp_path: Path) -> None:
+    from dnncost.study import sweep
+    from dnncost.study.store import open_store
+
+    with open_store(tmp_path / "s.sqlite") as store:
+        store.put_environment("m", {}, peak_flops_per_s=None, bandwidth_bytes_per_s=None,
+                              calibration=None, operator_model={"not": "a model"})
+        store.start_run(command="test", config={}, config_hash="cfg", fingerprint="m")
+        store.network_id(NetworkRow(
+            name="lenet5", family="lenet", config_hash="cfg", fingerprint="m", config={},
+            input_shape="1x32x32", batch_size=4, dataset="digits", device="cpu", threads=1))
+        with pytest.warns(UserWarning, match="could not predict the networks"):
+            sweep._store_predictions(store, "cfg", "m")
+        (group,) = store.groups()
+        assert store.prediction_rows(group) == []

@@ -18,6 +18,7 @@ from dnncost.counting.counter import count
 from dnncost.models import (
     FAMILIES,
     STUDY_FAMILIES,
+    ModelInfo,
     create_model,
     default_study_models,
     get_model_info,
@@ -98,19 +99,17 @@ def test_default_study_set_is_small_light_and_covers_the_seven_families():
 
 
 def test_duplicate_and_unexplained_exceptions_are_refused():
+    cifar = dict(paper="p", input_shape=(3, 32, 32), num_classes=10, size="cifar")
     with pytest.raises(ValueError, match="already registered"):
-        register_model("resnet18", family="resnet", paper="p", year=2016, input_shape=(3, 32, 32),
-                       num_classes=10, size="cifar")(lambda **kw: torch.nn.Identity())
+        register_model(ModelInfo("resnet18", family="resnet", year=2016, **cifar))(
+            lambda **kw: torch.nn.Identity())
     with pytest.raises(ValueError, match="needs its reason in notes"):
-        register_model("zz_test_only", family="resnet", paper="p", year=2016,
-                       input_shape=(3, 32, 32), num_classes=10, size="cifar",
-                       paper_macs=1, source="s", macs_tolerance=0.2)
+        register_model(ModelInfo("zz_test_only", family="resnet", year=2016, paper_macs=1, source="s",
+                                 macs_tolerance=0.2, **cifar))
     with pytest.raises(ValueError, match="unknown family"):
-        register_model("zz_test_only", family="transformer", paper="p", year=2017,
-                       input_shape=(3, 32, 32), num_classes=10, size="cifar")
+        register_model(ModelInfo("zz_test_only", family="transformer", year=2017, **cifar))
     with pytest.raises(ValueError, match="need a source"):
-        register_model("zz_test_only", family="vgg", paper="p", year=2015,
-                       input_shape=(3, 32, 32), num_classes=10, size="cifar", paper_params=1)
+        register_model(ModelInfo("zz_test_only", family="vgg", year=2015, paper_params=1, **cifar))
     assert "zz_test_only" not in list_models()
 
 

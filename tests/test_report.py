@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from dnncost.cli import main
-from dnncost.study.store import CountRow, open_store
+from dnncost.study.findings import study_findings
+from dnncost.study.store import CountRow, NetworkRow, TimingRow, open_store
 from dnncost.training.records import EpochRecord
 
 EVIL = 'evil<script>alert("x")</script>&co'  # a network name that must come out escaped
@@ -39,16 +40,17 @@ def _store(path: Path) -> Path:
         run = store.start_run(command="dnncost study --quick", config={"batch_size": 32},
                               config_hash="c", fingerprint="m")
         for name, family, flops in NETWORKS:
-            nid = store.network_id(name=name, family=family, config_hash="c", fingerprint="m",
-                                   config={"batch_size": 32}, input_shape="3x32x32", batch_size=32,
-                                   dataset="digits", device="cpu", threads=2)
+            nid = store.network_id(NetworkRow(
+                name=name, family=family, config_hash="c", fingerprint="m", config={"batch_size": 32},
+                input_shape="3x32x32", batch_size=32, dataset="digits", device="cpu", threads=2))
             for mode, f in (("train", flops), ("eval", flops / 3)):
                 store.put_count(nid, CountRow(mode, int(f / 1e3), int(f / 1e3), int(f / 2), int(f),
                                               int(f / 10), 50, 0, 0, {}, {}))
                 t = 1e-3 * math.sqrt(f)
                 for k in (0.97, 1.0, 1.03):
-                    store.add_timing(nid, run, mode=mode, samples=[t * k] * 3, median_s=t * k,
-                                     iqr_s=0.0, threads=2, peak_memory_bytes=None)
+                    store.add_timing(nid, run, TimingRow(
+                        mode=mode, samples=[t * k] * 3, median_s=t * k, iqr_s=0.0, threads=2,
+                        peak_memory_bytes=None))
             training = store.start_training(nid, run, epochs_planned=1, dataset="digits")
             store.add_epoch(training, EpochRecord(1, 45 * t, 4 * t, 0.0, 0.0, 2.0, 0.3, 1.9, 0.4,
                                                1437, 360, 45))
@@ -56,9 +58,9 @@ def _store(path: Path) -> Path:
             store.put_breakdown(nid, {"Conv2d": (0.6 * t, int(0.9 * flops)),
                                       "ReLU": (0.1 * t, int(0.1 * flops)),
                                       "(between operators)": (0.3 * t, 0)})
-        broken = store.network_id(name="broken<b>", family="other", config_hash="c",
-                                  fingerprint="m", config={}, input_shape="3x32x32", batch_size=32,
-                                  dataset="digits", device="cpu", threads=2)
+        broken = store.network_id(NetworkRow(
+            name="broken<b>", family="other", config_hash="c", fingerprint="m", config={},
+            input_shape="3x32x32", batch_size=32, dataset="digits", device="cpu", threads=2))
         store.add_error(broken, run, stage="count", error=RuntimeError("bad <input> & shape"),
                         traceback="Traceback ...")
         store.finish_run(run, "failed")
@@ -71,7 +73,7 @@ def report(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("report")
     with open_store(_store(folder / "s.sqlite")) as store:
-        return write_report(store, folder / "out")
+        return write_report(study_findings(store), folder / "out")
 
 
 def test_every_file_is_written(report):
@@ -160,15 +162,69 @@ def test_html_opens_in_chromium_without_console_errors(report, tmp_path):
 
 
 def test_report_uses_only_what_the_study_stored(report, tmp_path):
-    from dnncost.reporting.sections import prediction_blocks
-    from dnncost.study.store import Group
+    from dnncost.study.findings import NO_PREDICTIONS
 
     # the fixture stored no per-operator model: the report says so, whatever this machine has cached
     assert "stored no per-operator time model" in report.markdown.read_text()
-    group = Group(config_hash="c", fingerprint="m", config={}, environment={}, peak_flops_per_s=None,
-                  calibration=None, networks=(), operator_model={"not": "a model"})
-    (_, paragraph) = prediction_blocks(group)
-    assert "stored with these results is unreadable" in paragraph.text
+    # a model but no predictions (a study from before they were stored): the report says how to get them
+    with open_store(_store(tmp_path / "s.sqlite")) as store:
+        store.put_environment("m", {}, peak_flops_per_s=None, bandwidth_bytes_per_s=None,
+                              calibration=None, operator_model={"not": "read by the report"})
+        findings = study_findings(store)
+    (found,) = findings.groups
+    assert found.predicted.evaluation is None and found.predicted.note == NO_PREDICTIONS
+    assert "rerun the study's command" in NO_PREDICTIONS
+
+
+def _forbid(monkeypatch, *targets: str) -> None:
+    """Make every ``module:attribute`` in ``targets`` raise when called."""
+    import importlib
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a report must not count, predict or fit")
+
+    for target in targets:
+        module, _, name = target.partition(":")
+        monkeypatch.setattr(importlib.import_module(module), name, refuse)
+
+
+COUNT_AND_PREDICT = ("dnncost.counting.counter:count", "dnncost.prediction.predict:predict_report",
+                     "dnncost.prediction.predict:fit_operator_model",
+                     "dnncost.prediction.calibration:calibrate_operators",
+                     "dnncost.study.predicted:predict_steps")
+ANALYSIS = ("dnncost.study.analysis:analyze", "dnncost.study.analysis:analyze_points",
+            "dnncost.study.analysis:fit", "dnncost.study.analysis:explain", "dnncost.study.fits:fit",
+            "dnncost.study.explanation:explain", "dnncost.study.explanation:fit",
+            "dnncost.study.findings:analyze", "dnncost.study.findings:evaluate",
+            "dnncost.prediction.evaluation:evaluate", "dnncost.study.work:cost_vs_work",
+            "dnncost.study.findings:cost_vs_work")
+
+
+def test_the_report_renders_stored_predictions_and_counts_predicts_and_fits_nothing(tmp_path, monkeypatch):
+    from dnncost.reporting.report import write_report
+    from dnncost.study.store import PredictionRow
+
+    path = _store(tmp_path / "s.sqlite")
+    with open_store(path) as store:
+        store.put_environment("m", {}, peak_flops_per_s=None, bandwidth_bytes_per_s=None,
+                              calibration=None, operator_model={"kept": "as the study stored it"})
+        for net in store.network_results():
+            if net.counts:  # the step the fixture timed, predicted 10% slow
+                store.put_predictions(net.id, [PredictionRow(mode, "m@then", 1.1e-3 * math.sqrt(f))
+                                               for mode, f in (("train", net.counts["train"].flops),
+                                                               ("eval", net.counts["eval"].flops))])
+    _forbid(monkeypatch, *COUNT_AND_PREDICT)  # the study layer reads the stored predictions
+    with open_store(path, read_only=True) as store:
+        findings = study_findings(store)
+    _forbid(monkeypatch, *ANALYSIS)  # and the report only renders the records
+    files = write_report(findings, tmp_path / "out")
+    md = files.markdown.read_text()
+    section = md[md.index("### Predicting step time from structure"):]
+    # measured: the lower quartile of the 9 timed steps t x (0.97, 0.97, 0.97, 1.0, ..., 1.03), at
+    # index 0.25 x (9 - 1) = 2: 0.97 t; predicted 1.1 t: every network 1.1 / 0.97 - 1 = 13.4% off
+    assert "the train step of 4 networks is off by 13.4% on average" in section
+    assert "predicted_vs_measured.png" in section
+    assert any(f.name == "predicted_vs_measured.png" for f in files.figures)
 
 
 def test_report_into_an_existing_file_is_a_clear_error(tmp_path, capsys):
@@ -195,9 +251,9 @@ def test_report_states_the_estimator_and_shows_the_machine_over_the_run(report, 
                               peak_flops_per_s=5e10, bandwidth_bytes_per_s=None, calibration="test")
         run = store.start_run(command="dnncost study", config={}, config_hash="c", fingerprint="m")
         for i, (name, family, flops) in enumerate(NETWORKS[:3]):
-            nid = store.network_id(name=name, family=family, config_hash="c", fingerprint="m",
-                                   config={}, input_shape="3x32x32", batch_size=32,
-                                   dataset="digits", device="cpu", threads=2)
+            nid = store.network_id(NetworkRow(
+                name=name, family=family, config_hash="c", fingerprint="m", config={}, input_shape="3x32x32",
+                batch_size=32, dataset="digits", device="cpu", threads=2))
             store.put_count(nid, CountRow("train", 1, 1, int(flops / 2), int(flops), 1, 5, 0, 0, {}, {}))
             store.put_count(nid, CountRow("eval", 1, 1, int(flops / 6), int(flops / 3), 1, 5, 0, 0,
                                           {}, {}))
@@ -208,10 +264,11 @@ def test_report_states_the_estimator_and_shows_the_machine_over_the_run(report, 
                                          probe_reference_s=1e-3, others_share=0.9)
                 if i == 0 and k == 2:
                     c = RepeatConditions(**{**quiet.__dict__, "remeasure": True})
-                store.add_timing(nid, run, mode="train", samples=[t] * 3, median_s=t, iqr_s=0.0,
-                                 threads=2, peak_memory_bytes=None, conditions=c)
+                store.add_timing(nid, run, TimingRow(
+                    mode="train", samples=[t] * 3, median_s=t, iqr_s=0.0, threads=2, peak_memory_bytes=None,
+                    conditions=c))
     with open_store(tmp_path / "s.sqlite", read_only=True) as store:
-        files = write_report(store, tmp_path / "out")
+        files = write_report(study_findings(store), tmp_path / "out")
     md = files.markdown.read_text()
     # 9 repeats probed: drifts 0 x 8 and +100%: median +0%, at most +100%; 1 flagged, 1 re-measured
     assert "(9 of 9 repeats probed) ran a median +0% (at most +100%)" in md

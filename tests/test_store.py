@@ -9,7 +9,16 @@ import pytest
 
 from dnncost.core.errors import StoreError
 from dnncost.distributed.records import DataParallelStep
-from dnncost.study.store import APPLICATION_ID, SCHEMA_VERSION, CountRow, merge, migrate, open_store
+from dnncost.study.store import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    CountRow,
+    NetworkRow,
+    TimingRow,
+    merge,
+    migrate,
+    open_store,
+)
 from dnncost.training.records import EpochRecord
 
 
@@ -23,9 +32,9 @@ def _count(mode: str = "train") -> CountRow:
 def _network(store, name: str = "net", *, fingerprint: str = "machine-a", config_hash: str = "cfg1"):
     store.put_environment(fingerprint, {"cpu_model": "test cpu"}, peak_flops_per_s=1e9,
                           bandwidth_bytes_per_s=None, calibration="test")
-    return store.network_id(name=name, family="other", config_hash=config_hash,
-                            fingerprint=fingerprint, config={"batch_size": 4}, input_shape="3x8x8",
-                            batch_size=4, dataset="digits", device="cpu", threads=1)
+    return store.network_id(NetworkRow(
+        name=name, family="other", config_hash=config_hash, fingerprint=fingerprint, config={"batch_size": 4},
+        input_shape="3x8x8", batch_size=4, dataset="digits", device="cpu", threads=1))
 
 
 def _fill(store, names=("a", "b"), *, fingerprint: str = "machine-a") -> str:
@@ -36,8 +45,9 @@ def _fill(store, names=("a", "b"), *, fingerprint: str = "machine-a") -> str:
         nid = _network(store, name, fingerprint=fingerprint)
         store.put_count(nid, _count("train"))
         store.put_count(nid, _count("eval"))
-        store.add_timing(nid, run, mode="train", samples=[0.1, 0.2, 0.3], median_s=0.2, iqr_s=0.1,
-                         threads=1, peak_memory_bytes=None)
+        store.add_timing(nid, run, TimingRow(
+            mode="train", samples=[0.1, 0.2, 0.3], median_s=0.2, iqr_s=0.1, threads=1,
+            peak_memory_bytes=None))
         training = store.start_training(nid, run, epochs_planned=1, dataset="digits")
         store.add_epoch(training, EpochRecord(1, 1.0, 0.2, 0.01, 0.01, 2.0, 0.5, 1.9, 0.6, 64, 16, 16))
         store.finish_training(training, "complete")
@@ -146,8 +156,9 @@ def test_full_disk_is_a_clear_error_and_loses_nothing_finished(tmp_path):
         stored = 0
         with pytest.raises(StoreError, match="full.*kept.*rerun the same command"):
             for _ in range(1000):
-                store.add_timing(nid, run, mode="train", samples=[0.123456789] * 200, median_s=0.1,
-                                 iqr_s=0.0, threads=1, peak_memory_bytes=None)
+                store.add_timing(nid, run, TimingRow(
+                    mode="train", samples=[0.123456789] * 200, median_s=0.1, iqr_s=0.0, threads=1,
+                    peak_memory_bytes=None))
                 stored += 1
         assert 0 < stored < 1000
     with open_store(path) as store:  # every timing stored before the disk filled is there
@@ -495,8 +506,9 @@ def test_repeat_conditions_round_trip_and_remeasures_are_not_planned_repeats(tmp
                               others_share=0.25, cpu_mhz=2450.0, remeasure=True)
     with open_store(a) as store:
         run = _fill(store, ("x",))  # one planned repeat, stored without conditions
-        store.add_timing(1, run, mode="train", samples=[0.1, 0.2], median_s=0.15, iqr_s=0.05,
-                         threads=1, peak_memory_bytes=None, conditions=probed)
+        store.add_timing(1, run, TimingRow(
+            mode="train", samples=[0.1, 0.2], median_s=0.15, iqr_s=0.05, threads=1, peak_memory_bytes=None,
+            conditions=probed))
         assert store.timing_repeats(1, "train") == 1  # the re-measure is not a planned repeat
         old, new = store.timing_rows(1, "train")
         assert old.conditions == RepeatConditions()  # nothing recorded: all None, not a re-measure

@@ -16,7 +16,8 @@ from dnncost.distributed.records import DataParallelStep
 from dnncost.reporting.report import write_report
 from dnncost.study.analysis import analyze
 from dnncost.study.config import StudyConfig
-from dnncost.study.store import CountRow, open_store
+from dnncost.study.findings import study_findings
+from dnncost.study.store import CountRow, NetworkRow, open_store
 from dnncost.study.sweep import run_study
 
 TINY = textwrap.dedent("""
@@ -67,7 +68,7 @@ def test_two_gloo_workers_stored_resumed_and_reported(tmp_path, specs):
     with open_store(db) as store:  # resuming measures nothing again
         again = run_study(config, store, progress=False)
         (net,) = store.network_results()
-        files = write_report(store, tmp_path / "report")
+        files = write_report(study_findings(store), tmp_path / "report")
     assert again.measured == 0 and again.skipped == first.measured + first.skipped
     assert len(net.data_parallel()) == 1
     markdown = files.markdown.read_text()
@@ -132,9 +133,10 @@ def test_comm_share_ranks_against_params_and_flops(tmp_path):
                               calibration=None)
         run = store.start_run(command="t", config={}, config_hash="h", fingerprint="fp")
         for i in range(1, 5):
-            nid = store.network_id(name=f"n{i}", family="other", config_hash="h", fingerprint="fp",
-                                   config={}, input_shape="3x8x8", batch_size=4, dataset="d",
-                                   device="cpu", threads=1, world_size=2, backend="gloo")
+            nid = store.network_id(NetworkRow(
+                name=f"n{i}", family="other", config_hash="h", fingerprint="fp", config={},
+                input_shape="3x8x8", batch_size=4, dataset="d", device="cpu", threads=1, world_size=2,
+                backend="gloo"))
             store.put_count(nid, _count(1000 * i, 10 ** (5 - i)))
             store.add_data_parallel_timing(nid, run, DataParallelStep(
                 samples=(1.0,), median_s=1.0, iqr_s=0.0, threads=1, world_size=2,

@@ -21,6 +21,7 @@ from dnncost.prediction.unseen import LeftOut, UnseenPoint
 from dnncost.reporting.blocks import render_markdown
 from dnncost.reporting.report import write_report
 from dnncost.reporting.sections import unseen_blocks
+from dnncost.study.findings import study_findings
 from dnncost.study.store import MIGRATIONS, SCHEMA_VERSION, Store, merge, migrate, open_store
 from dnncost.study.unseen import (
     calibration_id,
@@ -190,7 +191,7 @@ def test_the_report_shows_the_unseen_networks_of_a_store(tmp_path: Path) -> None
     path = tmp_path / "s.sqlite"
     _synthetic_store(path)
     with open_store(path, read_only=True) as store:
-        files = write_report(store, tmp_path / "report")
+        files = write_report(study_findings(store), tmp_path / "report")
     text = files.markdown.read_text()
     section = text[text.index("## Unseen networks"):]
     assert "Machine: Test CPU 9000, 2 cores, 2 threads" in section
@@ -214,7 +215,7 @@ def test_an_empty_store_says_how_to_fill_the_section(tmp_path: Path) -> None:
     path = tmp_path / "empty.sqlite"
     open_store(path).close()
     with open_store(path, read_only=True) as store:
-        text = render_markdown(unseen_blocks(store))
+        text = render_markdown(unseen_blocks(study_findings(store)))
     assert "no unseen-network results" in text
     assert f"dnncost evaluate --unseen --calibration stored --db {path}" in text
 

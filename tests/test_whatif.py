@@ -466,6 +466,7 @@ def test_results_kept_in_the_study_database(tiny_file: str, tmp_path, capsys) ->
 
 def test_report_section_from_the_store(tiny_file: str, tmp_path) -> None:
     from dnncost.reporting.report import write_report
+    from dnncost.study.findings import study_findings
     from dnncost.study.store import open_store
 
     db = tmp_path / "study.sqlite"
@@ -473,7 +474,7 @@ def test_report_section_from_the_store(tiny_file: str, tmp_path) -> None:
                  "--repeats", "6", "--warmup", "0", "--only", "prune_channels:0.5",
                  "--db", str(db)]) == 0
     with open_store(db, read_only=True) as store:
-        files = write_report(store, tmp_path / "report")
+        files = write_report(study_findings(store), tmp_path / "report")
     text = files.markdown.read_text()
     assert "## Does cutting FLOPs cut time? (dnncost whatif)" in text
     assert "| prune_channels:0.5 | eval | 0.5 |" in text  # 15552 / 31104

@@ -198,6 +198,7 @@ def test_report_section_shows_the_accuracies(tmp_path) -> None:
     from dnncost.measuring.timing import StepOptions
     from dnncost.reporting.blocks import Paragraph, Table
     from dnncost.reporting.sections import whatif_blocks
+    from dnncost.study.findings import study_findings
     from dnncost.study.store import open_store
     from dnncost.study.whatif import save_whatif
 
@@ -212,7 +213,7 @@ def test_report_section_shows_the_accuracies(tmp_path) -> None:
         save_whatif(store, results, family="other", input_shape=(1, 8, 8),
                     options=StepOptions(mode=Mode.TRAIN), command="test",
                     training=TrainingOptions(epochs=1))
-        blocks = whatif_blocks(store)
+        blocks = whatif_blocks(study_findings(store))
     (table,) = [b for b in blocks if isinstance(b, Table)]
     assert table.columns[-3:] == ("accuracy", "accuracy_change", "accuracy_note")
     assert table.rows[0][-3:] == ("0.85", "-0.05", "fine-tuned")  # 0.85 - 0.9

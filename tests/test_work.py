@@ -67,3 +67,12 @@ def test_rows_per_sample_speed_and_local_slope():
 def test_single_points_and_bad_points_make_no_series():
     assert cost_vs_work([_step(1, 32)]) == []
     assert cost_vs_work([WorkPoint("x", 1, 32, 0.0, 1e6), WorkPoint("x", 2, 32, 1e-3, 2e6)]) == []
+
+
+def test_one_warm_up_default_for_every_timer() -> None:
+    from dnncost.core.kinds import DEFAULT_WARMUP
+    from dnncost.measuring.timing import StepOptions
+    from dnncost.study.config import StudyConfig
+    from dnncost.study.work import WORK_STEP
+
+    assert StepOptions().warmup == StudyConfig().warmup == WORK_STEP.warmup == DEFAULT_WARMUP == 2

@@ -7,7 +7,8 @@ The public API, in the order of the pipeline (count -> time -> study -> predict 
   (its :class:`OpKind`, on :class:`TensorSpec` shapes); :func:`parse_input_spec` / :class:`InputSpec`
   describe inputs (shapes, dtypes, several tensors, keyword inputs).
 - models: :func:`load_model` (zoo, torchvision, timm, HF or ``file.py:factory``), :func:`list_models`,
-  :func:`create_model`, :func:`get_model_info`, :func:`register_model` (add a network to the zoo).
+  :func:`create_model`, :func:`get_model_info`, :func:`register_model` (add a network to the zoo,
+  described by a :class:`ModelInfo`).
 - measuring: :func:`time_model` -> :class:`StepTiming` (:class:`Measurement` of raw samples) for a
   step described by :class:`StepOptions`; :func:`train`, :func:`load_dataset`, :func:`calibrate`,
   :func:`load_calibration`, :func:`profile_breakdown`, :func:`measure_distributed`.
@@ -27,14 +28,14 @@ if TYPE_CHECKING:
     from dnncost.core.inputs import InputSpec, Precision, parse_input_spec
     from dnncost.counting.conventions import CONVENTION
     from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
-    from dnncost.counting.counter import count
+    from dnncost.counting.counter import CountOptions, count
     from dnncost.counting.formulas import OpKind, TensorSpec, register_formula
     from dnncost.distributed.data_parallel import measure_distributed
     from dnncost.measuring.breakdown import profile_breakdown
     from dnncost.measuring.calibrate import calibrate, load_calibration
     from dnncost.measuring.measurement import Measurement
     from dnncost.measuring.timing import StepOptions, StepTiming, time_model
-    from dnncost.models import create_model, get_model_info, list_models, register_model
+    from dnncost.models import ModelInfo, create_model, get_model_info, list_models, register_model
     from dnncost.models.loading import load_model
     from dnncost.study.store import open_store
     from dnncost.training.data import load_dataset
@@ -47,6 +48,7 @@ _LAZY = {  # public name -> the module that defines it
     "OpRecord": "dnncost.counting.cost",
     "Phase": "dnncost.counting.cost",
     "count": "dnncost.counting.counter",
+    "CountOptions": "dnncost.counting.counter",
     "register_formula": "dnncost.counting.formulas",
     "OpKind": "dnncost.counting.formulas",
     "TensorSpec": "dnncost.counting.formulas",
@@ -58,6 +60,7 @@ _LAZY = {  # public name -> the module that defines it
     "create_model": "dnncost.models",
     "get_model_info": "dnncost.models",
     "register_model": "dnncost.models",
+    "ModelInfo": "dnncost.models",
     "time_model": "dnncost.measuring.timing",
     "StepOptions": "dnncost.measuring.timing",
     "StepTiming": "dnncost.measuring.timing",
@@ -73,11 +76,11 @@ _LAZY = {  # public name -> the module that defines it
 
 __all__ = [  # explicit, so tools see it; tests check it matches _LAZY
     "__version__",
-    "CONVENTION", "Cost", "CostReport", "OpRecord", "Phase", "count", "register_formula", "OpKind",
-    "TensorSpec", "InputSpec", "Precision", "parse_input_spec", "load_model", "list_models", "create_model",
-    "get_model_info", "register_model", "time_model", "StepOptions", "StepTiming", "Measurement",
-    "train", "load_dataset", "calibrate", "load_calibration", "profile_breakdown",
-    "measure_distributed", "open_store",
+    "CONVENTION", "Cost", "CostReport", "OpRecord", "Phase", "count", "CountOptions", "register_formula",
+    "OpKind", "TensorSpec", "InputSpec", "Precision", "parse_input_spec", "load_model", "list_models",
+    "create_model", "get_model_info", "register_model", "ModelInfo", "time_model", "StepOptions",
+    "StepTiming", "Measurement", "train", "load_dataset", "calibrate", "load_calibration",
+    "profile_breakdown", "measure_distributed", "open_store",
 ]
 
 

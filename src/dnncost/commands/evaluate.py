@@ -67,12 +67,17 @@ def run(args: argparse.Namespace) -> int:
     from dnncost.core.errors import StoreError
     from dnncost.measuring.calibrate import load_calibration
     from dnncost.measuring.measurement import STUDY_ESTIMATOR
-    from dnncost.prediction.evaluation import Method
+    from dnncost.prediction.evaluation import Method, evaluate
     from dnncost.prediction.predict import load_operator_model
     from dnncost.reporting.formatting import render
     from dnncost.reporting.plots import predicted_vs_measured
     from dnncost.study.defaults import DEFAULT_DB
-    from dnncost.study.predicted import evaluate_group, select_group
+    from dnncost.study.predicted import (
+        latest_predictions,
+        recounted_observations,
+        select_group,
+        stored_observations,
+    )
     from dnncost.study.store import open_store
 
     path = Path(args.db or DEFAULT_DB)
@@ -80,21 +85,31 @@ def run(args: argparse.Namespace) -> int:
         raise StoreError(f"no results database at '{path}': run `dnncost study` first or pass --db")
     with open_store(path, read_only=True) as store:
         group = select_group(store, config_hash=args.config)
-    threads = int(group.networks[0].threads)
-    if group.fingerprint != machine_fingerprint("cpu", threads=threads):
-        raise StoreError(f"the results in '{path}' were measured on another machine (or thread "
-                         f"count), fingerprint {group.fingerprint}; evaluate them where they were "
-                         "measured: the prediction needs that machine's calibration")
-    op_model = load_operator_model("cpu", threads=threads)  # NotCalibratedError names the command
-    cal = load_calibration("cpu", threads=threads)
-    peak = (cal.peak_flops_per_s("float32") if cal else None) or group.peak_flops_per_s
-    bandwidth = cal.bandwidth.bytes_per_s if cal and cal.bandwidth else None
-    evaluation = evaluate_group(group, op_model=op_model, peak_flops_per_s=peak,
-                                bytes_per_s=bandwidth)
+        stored = latest_predictions(store.prediction_rows(group))
+    if stored:  # what the study predicted when it had the machine's model: nothing is recounted
+        observations = stored_observations(group.networks, stored)
+        source = (f"predictions stored by the study (calibration "
+                  f"{next(iter(stored.values())).calibration_id})")
+    else:  # a study that stored none: count and predict now, with this machine's calibration
+        threads = int(group.networks[0].threads)
+        if group.fingerprint != machine_fingerprint("cpu", threads=threads):
+            raise StoreError(f"the results in '{path}' were measured on another machine (or thread "
+                             f"count), fingerprint {group.fingerprint}, and the study stored no "
+                             "predictions; evaluate them where they were measured: the prediction "
+                             "needs that machine's calibration")
+        op_model = load_operator_model("cpu", threads=threads)  # NotCalibratedError names the command
+        cal = load_calibration("cpu", threads=threads)
+        peak = (cal.peak_flops_per_s("float32") if cal else None) or group.peak_flops_per_s
+        bandwidth = cal.bandwidth.bytes_per_s if cal and cal.bandwidth else None
+        observations = recounted_observations(group, op_model=op_model, peak_flops_per_s=peak,
+                                              bytes_per_s=bandwidth)
+        source = "counted and predicted now with this machine's calibration (the study stored none)"
+    evaluation = evaluate(observations)
     footer = [f"leave one family out over {len({p.name for p in evaluation.points})} networks "
               f"({group.config.get('batch_size')} per batch, configuration {group.config_hash}); "
               f"measured = the study's figure ({STUDY_ESTIMATOR.value} of the kept steps); "
-              "mape_pct and within_10pct in %, x_per_op_error = MAPE / per-operator MAPE"]
+              "mape_pct and within_10pct in %, x_per_op_error = MAPE / per-operator MAPE",
+              f"predicted: {source}"]
     footer += [f"{m.value}: {m.label}" for m in evaluation.methods]
     footer += [f"not evaluated: {k}: {v}" for k, v in evaluation.notes.items()]
     if args.figure:

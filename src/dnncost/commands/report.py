@@ -22,10 +22,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dnncost.reporting.report import write_report
+    from dnncost.study.findings import study_findings
     from dnncost.study.store import open_store
 
     with open_store(args.db, read_only=True) as store:  # reading never changes the file
-        files = write_report(store, args.out)
+        findings = study_findings(store)
+    files = write_report(findings, args.out)
     for headline in files.verdicts:
         print(headline)
     print(f"report: {files.html}  (also {files.markdown.name}, {files.networks_csv.name}, "

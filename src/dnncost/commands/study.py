@@ -225,6 +225,7 @@ def _warnings_once() -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     from dnncost.reporting.report import check_output_folder, write_report
     from dnncost.study.config import check_data_parallel, check_dataset, select_models
+    from dnncost.study.findings import study_findings
     from dnncost.study.store import open_store
     from dnncost.study.sweep import run_study
 
@@ -246,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"dnncost study: interrupted; {kept} results are kept in {args.db} "
                   f"({kept - before} from this run). Resume with:\n  {command}", file=sys.stderr)
             return EXIT_INTERRUPTED
-        files = write_report(store, args.out)
+        findings = study_findings(store)
+    files = write_report(findings, args.out)
     remeasured = (f", {summary.remeasured} timing repeats re-measured (their reference probe "
                   "drifted)" if summary.remeasured else "")
     print(f"study of {len(summary.networks)} networks: {summary.measured} results measured now, "

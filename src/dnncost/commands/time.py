@@ -13,6 +13,7 @@ from dnncost.commands._common import (
 )
 from dnncost.commands._distributed import add_distributed_arguments, run_distributed_cli, wants_distributed
 from dnncost.commands._exit_codes import EXIT_OK
+from dnncost.core.kinds import DEFAULT_WARMUP
 
 TABLE_COLUMNS = ("model", "mode", "batch", "device", "threads", "median_ms", "iqr_ms", "cv",
                  "ci95_low_ms", "ci95_high_ms", "n", "samples_per_s", "achieved_gflops_per_s",
@@ -34,8 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="intra-op CPU threads (default: torch's current setting)")
-    parser.add_argument("--warmup", type=int, default=3, metavar="N",
-                        help="untimed warm-up steps (default: 3)")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, metavar="N",
+                        help=f"untimed warm-up steps (default: {DEFAULT_WARMUP})")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--repeats", type=int, default=10, metavar="N",
                         help="timed steps (default: 10)")

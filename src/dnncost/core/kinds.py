@@ -1,5 +1,6 @@
-"""The kinds of step, named once: what a step is (:class:`Mode`) and which optimizer a training
-step uses (:class:`OptimizerKind`). Free of torch, so the command line can offer the choices
+"""The kinds of step, named once: what a step is (:class:`Mode`), which optimizer a training
+step uses (:class:`OptimizerKind`), and how many untimed steps come before a timed one
+(:data:`DEFAULT_WARMUP`). Free of torch, so the command line can offer the choices and defaults
 without importing it; :mod:`dnncost.core.step` builds steps from them."""
 from __future__ import annotations
 
@@ -23,4 +24,8 @@ class OptimizerKind(str, Enum):
 
 OPTIMIZERS = tuple(k.value for k in OptimizerKind)  # the names, for argument choices and messages
 
-__all__ = ["OPTIMIZERS", "Mode", "OptimizerKind"]
+DEFAULT_WARMUP = 2  # untimed steps before the timed ones, for every timer (time_model, the study,
+# cost vs work); source: measured, the allocator is warm and oneDNN/cuDNN have picked and built
+# their kernels after 2 steps
+
+__all__ = ["DEFAULT_WARMUP", "OPTIMIZERS", "Mode", "OptimizerKind"]

@@ -13,6 +13,7 @@ import copy
 import weakref
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -27,6 +28,7 @@ from dnncost.core.device import out_of_memory_as_error, resolve_device
 from dnncost.core.errors import DnncostError, InputSpecError
 from dnncost.core.failure import named_model_failure
 from dnncost.core.inputs import ModelInputs, make_inputs, parse_dtype
+from dnncost.core.options import with_overrides
 from dnncost.core.step import (
     LOSS_MODULE,
     OPTIMIZER_MODULE,
@@ -244,27 +246,43 @@ META_HINT = ("on the meta device, where tensors have no values; counting on real
              "(device 'cpu') works for models that read values or lack a meta kernel")
 
 
+@dataclass(frozen=True, kw_only=True)
+class CountOptions:
+    """How a step is counted, beyond its mode and batch: where (``device``: 'meta', the default,
+    does no arithmetic; any other device counts on real tensors there), with which ``optimizer``
+    (SGD with momentum by default; a name or a factory) and ``loss`` (default: cross-entropy), and
+    in which precision: ``dtype`` casts the model's floating parameters and inputs (bfloat16,
+    float16), ``autocast`` counts the forward under ``torch.autocast`` to that dtype (on real
+    tensors only: autocast does not act on meta tensors), ``channels_last`` uses that memory format."""
+
+    device: torch.device | str = "meta"
+    optimizer: OptimizerKind | str | OptimizerFactory = "sgd"
+    loss: LossFn | None = None
+    dtype: torch.dtype | str | None = None
+    autocast: torch.dtype | str | None = None
+    channels_last: bool = False
+
+
 def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mode | str = Mode.EVAL,
-          batch_size: int = 1, input_shape: Sequence[int] | None = None,
-          device: torch.device | str = "meta", optimizer: OptimizerKind | str | OptimizerFactory = "sgd",
-          loss: LossFn | None = None, name: str | None = None,
-          dtype: torch.dtype | str | None = None, autocast: torch.dtype | str | None = None,
-          channels_last: bool = False) -> CostReport:
+          batch_size: int = 1, input_shape: Sequence[int] | None = None, name: str | None = None,
+          options: CountOptions | None = None, **overrides: Any) -> CostReport:
     """Count what ``model`` costs on ``inputs`` or ``input_shape`` (one sample).
 
     ``inputs``: a tensor, a tuple of positional tensors, a dict of keyword tensors
     (``{"input_ids": ids, "attention_mask": mask}``), or an input spec (``'16:int64'``,
     ``'3x224x224,4'``; see :mod:`dnncost.core.inputs`) made with ``batch_size`` samples.
-    ``dtype`` casts the model's floating parameters and inputs (bfloat16, float16);
-    ``autocast`` counts the forward under ``torch.autocast`` to that dtype (on real tensors only:
-    autocast does not act on meta tensors); ``channels_last`` uses that memory format.
+    ``options`` (:class:`CountOptions`, or keyword ``overrides`` of its fields such as
+    ``optimizer="adam"`` or ``device="cpu"``) say where, with which optimizer and loss and in which
+    precision the step is counted.
 
     ``mode='eval'`` counts one forward pass (model.eval(), no_grad); ``mode='train'`` the training
-    step of :mod:`dnncost.core.step` -- the one the timer times: forward, ``loss`` (default:
-    cross-entropy), backward through the real autograd graph, and one ``optimizer`` step (SGD with
-    momentum by default), in steady state. ``device='meta'`` (default) does no arithmetic; any other
-    device counts on real tensors there. The user's model is never modified: counting works on a copy.
+    step of :mod:`dnncost.core.step` -- the one the timer times: forward, loss, backward through the
+    real autograd graph, and one optimizer step, in steady state. The user's model is never
+    modified: counting works on a copy.
     """
+    opts = with_overrides(options or CountOptions(), overrides)
+    device, optimizer, loss = opts.device, opts.optimizer, opts.loss
+    dtype, autocast, channels_last = opts.dtype, opts.autocast, opts.channels_last
     mode = Mode(mode)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise InputSpecError(f"batch size must be a positive integer, got {batch_size!r}")

@@ -42,6 +42,8 @@ from dnncost.core.environment import (
 from dnncost.core.errors import InputSpecError, TrainingDivergedError
 from dnncost.core.failure import named_model_failure
 from dnncost.core.inputs import InputSpec, TensorInput, make_inputs, parse_dtype
+from dnncost.core.kinds import DEFAULT_WARMUP
+from dnncost.core.options import with_overrides
 from dnncost.core.step import (
     DEFAULT_LR,
     Mode,
@@ -80,7 +82,7 @@ class StepOptions:
     mode: Mode = Mode.TRAIN
     device: str = "cpu"
     threads: int | None = None  # None: torch's current intra-op thread count
-    warmup: int = 3  # untimed steps first (oneDNN/cuDNN pick and build kernels on the first calls)
+    warmup: int = DEFAULT_WARMUP  # untimed steps first (oneDNN/cuDNN build kernels on the first calls)
     repeats: int = 10  # timed steps (ignored when budget_s is set)
     budget_s: float | None = None  # time steps until their total reaches this (>= MIN_SAMPLES_FOR_CI)
     optimizer: OptimizerKind = OptimizerKind.SGD
@@ -117,12 +119,7 @@ class StepOptions:
 
 def step_options(options: StepOptions | None, overrides: dict[str, Any]) -> StepOptions:
     """``options`` (default StepOptions()) with keyword ``overrides``; a clear error on a misspelt one."""
-    fields = {f.name for f in dataclasses.fields(StepOptions)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise TypeError(f"unknown step option(s) {', '.join(unknown)}; "
-                        f"StepOptions has {', '.join(sorted(fields))}")
-    return (options or StepOptions()).replace(**overrides)
+    return with_overrides(options or StepOptions(), overrides)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from dnncost.models.registry import register_model
+from dnncost.models.registry import ModelInfo, register_model
 
 _PAPER = "Krizhevsky et al., ImageNet classification with deep convolutional neural networks"
 # source: Krizhevsky et al. 2012, abstract: "The neural network, which has 60 million parameters".
@@ -102,27 +102,28 @@ class AlexNetCifar(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("alexnet", family="alexnet", paper=_PAPER, year=2012, input_shape=(3, 224, 224),
-                num_classes=1000, size="imagenet", paper_params=_PARAMS, source=_SOURCE,
-                notes="torchvision's single-tower form (Krizhevsky 2014, 'One weird trick': "
-                      "64-192-384-256-256 kernels, no LRN): 61.10M params, +1.8% on the 2012 paper.")
+@register_model(ModelInfo(
+    "alexnet", family="alexnet", paper=_PAPER, year=2012, input_shape=(3, 224, 224),
+    num_classes=1000, size="imagenet", paper_params=_PARAMS, source=_SOURCE,
+    notes="torchvision's single-tower form (Krizhevsky 2014, 'One weird trick': "
+          "64-192-384-256-256 kernels, no LRN): 61.10M params, +1.8% on the 2012 paper."))
 def alexnet(**kwargs: Any) -> nn.Module:
     """torchvision's AlexNet, random weights."""
     return torchvision.models.alexnet(weights=None, **kwargs)
 
 
-@register_model("alexnet_2012", family="alexnet", paper=_PAPER, year=2012,
-                input_shape=(3, 227, 227), num_classes=1000, size="imagenet",
-                paper_params=_PARAMS, source=_SOURCE,
-                notes="The paper's two-tower network as grouped convolutions; input 227x227.")
+@register_model(ModelInfo("alexnet_2012", family="alexnet", paper=_PAPER, year=2012,
+                          input_shape=(3, 227, 227), num_classes=1000, size="imagenet",
+                          paper_params=_PARAMS, source=_SOURCE,
+                          notes="The paper's two-tower network as grouped convolutions; input 227x227."))
 def alexnet_2012(**kwargs: Any) -> nn.Module:
     """The original 2012 AlexNet (see :class:`AlexNet2012`)."""
     return AlexNet2012(**kwargs)
 
 
-@register_model("alexnet_cifar", family="alexnet", paper=_PAPER, year=2012,
-                input_shape=(3, 32, 32), num_classes=10, size="cifar",
-                notes="CIFAR adaptation; see AlexNetCifar for each change.")
+@register_model(ModelInfo("alexnet_cifar", family="alexnet", paper=_PAPER, year=2012,
+                          input_shape=(3, 32, 32), num_classes=10, size="cifar",
+                          notes="CIFAR adaptation; see AlexNetCifar for each change."))
 def alexnet_cifar(**kwargs: Any) -> nn.Module:
     """AlexNet for 32x32 inputs (see :class:`AlexNetCifar`)."""
     return AlexNetCifar(**kwargs)

@@ -9,12 +9,12 @@ import torchvision
 from torch import nn
 from torchvision.models.googlenet import BasicConv2d, GoogLeNet
 
-from dnncost.models.registry import register_model
+from dnncost.models.registry import ModelInfo, register_model
 
 _PAPER = "Szegedy et al., Going deeper with convolutions"
 
 
-@register_model(
+@register_model(ModelInfo(
     "googlenet", family="googlenet", paper=_PAPER, year=2015, input_shape=(3, 224, 224),
     num_classes=1000, size="imagenet",
     # source: Szegedy et al. 2015, Table 1: the params column sums to 6.8M and the ops column to
@@ -25,7 +25,7 @@ _PAPER = "Szegedy et al., Going deeper with convolutions"
     notes="torchvision's GoogLeNet uses 3x3 kernels where the paper's inception '5x5' branch has "
           "5x5 (kept for its weights' sake) and adds batch norm; 6.62M params (-2.6%), 1.50G MACs. "
           "Auxiliary classifiers are off unless aux_logits=True.",
-)
+))
 def googlenet(**kwargs: Any) -> nn.Module:
     """torchvision's GoogLeNet, random weights, auxiliary heads off by default."""
     kwargs.setdefault("aux_logits", False)
@@ -33,9 +33,9 @@ def googlenet(**kwargs: Any) -> nn.Module:
     return torchvision.models.googlenet(weights=None, **kwargs)
 
 
-@register_model("googlenet_cifar", family="googlenet", paper=_PAPER, year=2015,
-                input_shape=(3, 32, 32), num_classes=10, size="cifar",
-                notes="CIFAR adaptation; see the builder's docstring.")
+@register_model(ModelInfo("googlenet_cifar", family="googlenet", paper=_PAPER, year=2015,
+                          input_shape=(3, 32, 32), num_classes=10, size="cifar",
+                          notes="CIFAR adaptation; see the builder's docstring."))
 def googlenet_cifar(**kwargs: Any) -> nn.Module:
     """torchvision's GoogLeNet on 32x32 inputs.
 

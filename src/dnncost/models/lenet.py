@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dnncost.models.registry import register_model
+from dnncost.models.registry import ModelInfo, register_model
 
 _PAPER = "LeCun et al., Gradient-based learning applied to document recognition"
 
@@ -85,16 +85,16 @@ _COMMON: dict[str, Any] = dict(family="lenet", paper=_PAPER, year=1998, input_sh
 _SOURCE = "LeCun et al. 1998, Sec. II (60,000 trainable free parameters)"
 
 
-@register_model("lenet5", **_COMMON, paper_params=60_000, source=_SOURCE,
-                notes="Fully connected C3 (2,416 weights, the common form) where the paper's table "
-                      "gives 1,516: 61,706 params, +2.8% on the paper's 60,000.")
+@register_model(ModelInfo("lenet5", **_COMMON, paper_params=60_000, source=_SOURCE,
+                          notes="Fully connected C3 (2,416 weights, the common form) where the paper's table "
+                                "gives 1,516: 61,706 params, +2.8% on the paper's 60,000."))
 def lenet5(**kwargs: Any) -> nn.Module:
     """LeNet-5 with a fully connected C3 (see :class:`LeNet5`)."""
     return LeNet5(**kwargs)
 
 
-@register_model("lenet5_partial", **_COMMON, paper_params=60_000, source=_SOURCE,
-                notes="C3 follows the paper's Table I connection table.")
+@register_model(ModelInfo("lenet5_partial", **_COMMON, paper_params=60_000, source=_SOURCE,
+                          notes="C3 follows the paper's Table I connection table."))
 def lenet5_partial(**kwargs: Any) -> nn.Module:
     """LeNet-5 with the paper's partially connected C3 (Table I)."""
     return LeNet5(c3_table=True, **kwargs)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dnncost.models.registry import register_model
+from dnncost.models.registry import ModelInfo, register_model
 
 _PAPER = "Howard et al., MobileNets: Efficient convolutional neural networks for mobile vision"
 
@@ -92,17 +92,17 @@ def _suffix(width: float) -> str:
 _SOURCE = "Howard et al. 2017, Table 6 (width multiplier) and Table 8"
 for _width, (_params, _macs) in _WIDTHS.items():
     _exception = _width == 0.25
-    register_model(
+    register_model(ModelInfo(
         f"mobilenet_v1{_suffix(_width)}", family="mobilenet", paper=_PAPER, year=2017,
         input_shape=(3, 224, 224), num_classes=1000, size="imagenet", paper_params=_params,
         paper_macs=_macs, source=_SOURCE,
         notes=("The paper rounds params to 0.1M: 0.47M counted prints as its 0.5M, -6% of the "
                "rounded figure; tolerance 10% (half a rounding step)." if _exception else ""),
         params_tolerance=0.10 if _exception else 0.03,
-    )(_builder(_width))
+    ))(_builder(_width))
 
 for _width in (1.0, 0.5):  # the paper's width multiplier at two values (Table 6)
-    register_model(f"mobilenet_v1{_suffix(_width)}_cifar", family="mobilenet", paper=_PAPER,
-                   year=2017, input_shape=(3, 32, 32), num_classes=10, size="cifar",
-                   notes="CIFAR adaptation: stem stride 1 (see MobileNetV1).",
-                   )(_builder(_width, cifar=True))
+    register_model(ModelInfo(f"mobilenet_v1{_suffix(_width)}_cifar", family="mobilenet", paper=_PAPER,
+                             year=2017, input_shape=(3, 32, 32), num_classes=10, size="cifar",
+                             notes="CIFAR adaptation: stem stride 1 (see MobileNetV1).",
+                             ))(_builder(_width, cifar=True))

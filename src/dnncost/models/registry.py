@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from enum import Enum
 
 from torch import nn
@@ -47,9 +47,11 @@ class ModelInfo:
     ``macs_tolerance`` (relative) of them; a tolerance wider than 3% is an exception explained in
     ``notes``. ``heavy`` marks CIFAR-sized entries too slow to train in the default study
     (:func:`default_study_models` leaves them out); they are built and counted like any other.
+    Every field but ``name`` is keyword-only: ``ModelInfo("lenet5", family="lenet", ...)``.
     """
 
     name: str
+    _: KW_ONLY
     family: str
     paper: str
     year: int
@@ -64,29 +66,29 @@ class ModelInfo:
     macs_tolerance: float = DEFAULT_TOLERANCE
     heavy: bool = False
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        object.__setattr__(self, "size", Size(self.size).value)
+
 
 _BUILDERS: dict[str, Builder] = {}
 _INFOS: dict[str, ModelInfo] = {}
 
 
-def register_model(name: str, *, family: str, paper: str, year: int, input_shape: tuple[int, ...],
-                   num_classes: int, size: str, paper_params: int | None = None,
-                   paper_macs: int | None = None, source: str = "", notes: str = "",
-                   params_tolerance: float = DEFAULT_TOLERANCE,
-                   macs_tolerance: float = DEFAULT_TOLERANCE,
-                   heavy: bool = False) -> Callable[[Builder], Builder]:
-    """Decorator: register ``fn(**kwargs) -> nn.Module`` under ``name`` with its metadata."""
-    info = ModelInfo(name=name, family=family, paper=paper, year=year,
-                     input_shape=tuple(input_shape), num_classes=num_classes, size=Size(size).value,
-                     paper_params=paper_params, paper_macs=paper_macs, source=source, notes=notes,
-                     params_tolerance=params_tolerance, macs_tolerance=macs_tolerance, heavy=heavy)
+def register_model(info: ModelInfo) -> Callable[[Builder], Builder]:
+    """Decorator: register ``fn(**kwargs) -> nn.Module`` under ``info.name`` with its metadata::
+
+        @register_model(ModelInfo("lenet5", family="lenet", paper="LeCun et al.", year=1998,
+                                  input_shape=(1, 32, 32), num_classes=10, size="mnist"))
+        def lenet5(**kwargs): ...
+    """
     _check(info)
 
     def decorate(fn: Builder) -> Builder:
-        if name in _BUILDERS:
-            raise ValueError(f"model {name!r} is already registered; pick another name")
-        _BUILDERS[name] = fn
-        _INFOS[name] = info
+        if info.name in _BUILDERS:
+            raise ValueError(f"model {info.name!r} is already registered; pick another name")
+        _BUILDERS[info.name] = fn
+        _INFOS[info.name] = info
         return fn
 
     return decorate

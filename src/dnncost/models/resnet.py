@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 from dnncost.models._torchvision import torchvision_builder
-from dnncost.models.registry import DEFAULT_TOLERANCE, register_model
+from dnncost.models.registry import DEFAULT_TOLERANCE, ModelInfo, register_model
 
 _PAPER = "He et al., Deep residual learning for image recognition"
 
@@ -119,22 +119,24 @@ def _cifar(depth: int) -> Callable[..., nn.Module]:
 
 for _name, _macs in _IMAGENET_MACS.items():
     _notes, _tol = _IMAGENET_NOTES.get(_name, ("", DEFAULT_TOLERANCE))
-    register_model(_name, family="resnet", paper=_PAPER, year=2016, input_shape=(3, 224, 224),
-                   num_classes=1000, size="imagenet", paper_macs=_macs,
-                   source="He et al. 2016, Table 1 (FLOPs = multiply-adds, Sec. 3.3)",
-                   notes=_notes, macs_tolerance=_tol)(torchvision_builder(_name))
+    register_model(ModelInfo(
+        _name, family="resnet", paper=_PAPER, year=2016, input_shape=(3, 224, 224),
+        num_classes=1000, size="imagenet", paper_macs=_macs,
+        source="He et al. 2016, Table 1 (FLOPs = multiply-adds, Sec. 3.3)",
+        notes=_notes, macs_tolerance=_tol))(torchvision_builder(_name))
 
 for _depth, _params in _CIFAR_PARAMS.items():
-    register_model(f"resnet{_depth}", family="resnet", paper=_PAPER, year=2016,
-                   input_shape=(3, 32, 32), num_classes=10, size="cifar", paper_params=_params,
-                   source="He et al. 2016, Table 6 (params); Sec. 4.2 (architecture)",
-                   notes="Option A (parameter-free) shortcuts, as in the paper's CIFAR section.",
-                   heavy=_depth not in _CIFAR_DEFAULT)(_cifar(_depth))
+    register_model(ModelInfo(
+        f"resnet{_depth}", family="resnet", paper=_PAPER, year=2016,
+        input_shape=(3, 32, 32), num_classes=10, size="cifar", paper_params=_params,
+        source="He et al. 2016, Table 6 (params); Sec. 4.2 (architecture)",
+        notes="Option A (parameter-free) shortcuts, as in the paper's CIFAR section.",
+        heavy=_depth not in _CIFAR_DEFAULT))(_cifar(_depth))
 
 
-@register_model("resnet18_cifar", family="resnet", paper=_PAPER, year=2016,
-                input_shape=(3, 32, 32), num_classes=10, size="cifar", heavy=True,
-                notes="CIFAR adaptation of the ImageNet ResNet-18; see the builder's docstring.")
+@register_model(ModelInfo("resnet18_cifar", family="resnet", paper=_PAPER, year=2016,
+                          input_shape=(3, 32, 32), num_classes=10, size="cifar", heavy=True,
+                          notes="CIFAR adaptation of the ImageNet ResNet-18; see the builder's docstring."))
 def resnet18_cifar(**kwargs: Any) -> nn.Module:
     """torchvision's ResNet-18 on 32x32 inputs: the 7x7 stride-2 stem becomes 3x3 stride 1 and the
     stem max pool is dropped, so the four stages run on 32, 16, 8, 4 maps (ImageNet: 56 to 7)."""

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnncost.models.registry import register_model
+from dnncost.models.registry import ModelInfo, register_model
 
 _PAPER = "Zhang et al., ShuffleNet: An extremely efficient CNN for mobile devices"
 
@@ -144,15 +144,15 @@ _ENTRIES = {
 }
 for (_groups, _width), _macs in _ENTRIES.items():
     _suffix = "" if _width == 1.0 else "_x" + f"{_width:.1f}".replace(".", "_")
-    register_model(f"shufflenet_v1_g{_groups}{_suffix}", family="shufflenet", paper=_PAPER,
-                   year=2018, input_shape=(3, 224, 224), num_classes=1000, size="imagenet",
-                   paper_macs=_macs, source="Zhang et al. 2018, Tables 1, 2 and 5 (MFLOPs = "
-                                            "multiply-adds)")(_builder(_groups, _width))
+    register_model(ModelInfo(f"shufflenet_v1_g{_groups}{_suffix}", family="shufflenet", paper=_PAPER,
+                             year=2018, input_shape=(3, 224, 224), num_classes=1000, size="imagenet",
+                             paper_macs=_macs, source="Zhang et al. 2018, Tables 1, 2 and 5 (MFLOPs = "
+                                                      "multiply-adds)"))(_builder(_groups, _width))
 
 # Two group counts at 1x: the paper's comparison (Table 1) at about the same multiply-adds, the
 # wider g = 8 network moving more data per multiply-add.
 for _groups in (3, 8):
-    register_model(f"shufflenet_v1_g{_groups}_cifar", family="shufflenet", paper=_PAPER, year=2018,
-                   input_shape=(3, 32, 32), num_classes=10, size="cifar",
-                   notes="CIFAR adaptation: stem stride 1, no stem max pool (see ShuffleNetV1).",
-                   )(_builder(_groups, 1.0, cifar=True))
+    register_model(ModelInfo(f"shufflenet_v1_g{_groups}_cifar", family="shufflenet", paper=_PAPER, year=2018,
+                             input_shape=(3, 32, 32), num_classes=10, size="cifar",
+                             notes="CIFAR adaptation: stem stride 1, no stem max pool (see ShuffleNetV1).",
+                             ))(_builder(_groups, 1.0, cifar=True))

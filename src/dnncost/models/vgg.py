@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from dnncost.models._torchvision import torchvision_builder
-from dnncost.models.registry import register_model
+from dnncost.models.registry import ModelInfo, register_model
 
 _PAPER = "Simonyan & Zisserman, Very deep convolutional networks for large-scale image recognition"
 
@@ -78,13 +78,13 @@ def _cifar(config: str, batch_norm: bool) -> Callable[..., nn.Module]:
 for _name, (_config, _params, _macs) in _CONFIGS.items():
     for _bn in (False, True):
         _full = f"{_name}_bn" if _bn else _name
-        register_model(
+        register_model(ModelInfo(
             _full, family="vgg", paper=_PAPER, year=2015, input_shape=(3, 224, 224),
             num_classes=1000, size="imagenet", paper_params=_params, paper_macs=_macs,
             source=_SOURCE + (_MACS_SOURCE if _macs else ""),
             notes="With batch norm after each convolution (not in the paper): a few thousand "
                   "more parameters than the paper's figure." if _bn else "",
-        )(torchvision_builder(_full))
+        ))(torchvision_builder(_full))
 
 # The default study trains VGG-11 and VGG-16 with batch norm (the usual CIFAR-10 form): without it
 # VGG-11 stayed at chance (10%) on digits after 3 epochs at lr 0.05 and 0.02 with warm-up and
@@ -96,7 +96,7 @@ for _name, (_config, _params, _macs) in _CONFIGS.items():
 for _name in ("vgg11", "vgg16"):
     for _bn in (False, True):
         _full = f"{_name}_bn_cifar" if _bn else f"{_name}_cifar"
-        register_model(
+        register_model(ModelInfo(
             _full, family="vgg", paper=_PAPER, year=2015, input_shape=(3, 32, 32), num_classes=10,
             size="cifar", notes="CIFAR adaptation; see VGGCifar.", heavy=not _bn,
-        )(_cifar(_CONFIGS[_name][0], _bn))
+        ))(_cifar(_CONFIGS[_name][0], _bn))

@@ -12,6 +12,10 @@ time with nothing measured on that network's family:
   machine's calibrated peak (the faster of a matmul and a 3x3 convolution benchmark,
   dnncost.measuring.calibrate) and copy bandwidth -- no per-class efficiency, no overhead.
 
+Each network enters as an :class:`Observation` of plain numbers -- its measured step, counted FLOPs
+and parameters, and the per-kernel model's and the roofline's predictions made beforehand (the
+study stores them, dnncost.study.predicted) -- so evaluating recounts and predicts nothing.
+
 Metrics: mean absolute percentage error (MAPE), the share of networks within +-10%, Spearman's rho
 and pairwise ordering accuracy (of every pair of networks, the share the method puts in the
 measured order).
@@ -27,7 +31,6 @@ from itertools import combinations
 import numpy as np
 
 from dnncost.counting.cost import CostReport
-from dnncost.prediction.predict import OperatorModel, predict_report
 
 TOLERANCE = 0.10  # source: issue 6, "the share within +-10%"
 MODES = ("train", "eval")
@@ -116,15 +119,18 @@ class Metrics:
 # -- the data -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Observation:
-    """One network's measured step of one mode, and the counter's report of that step."""
+    """One network's measured step of one mode and what the methods predict it from: its counted
+    FLOPs and parameters, and the per-kernel model's and the plain roofline's predictions of it
+    (None where there is no model, or no calibrated peak and bandwidth)."""
 
     name: str
     family: str
     mode: str  # 'train' or 'eval'
-    report: CostReport
     measured_s: float
-    modules: int = 0  # the network's module and parameter-tensor counts (kernels.module_counts),
-    param_tensors: int = 0  # which the per-kernel model's step overhead is a function of
+    flops: float
+    params: float
+    per_operator_s: float | None = None
+    roofline_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -221,28 +227,25 @@ def roofline_seconds(report: CostReport, *, peak_flops_per_s: float, bytes_per_s
     return sum(max(r.cost.flops / peak_flops_per_s, r.cost.bytes / bytes_per_s) for r in report.records)
 
 
-def evaluate(observations: Sequence[Observation], *, op_model: OperatorModel | None,
-             peak_flops_per_s: float | None = None,
-             bytes_per_s: float | None = None) -> Evaluation:
+def evaluate(observations: Sequence[Observation]) -> Evaluation:
     """Predict every observation with nothing measured on its own family (leave one family out).
 
-    Methods that cannot run are left out with a note: the per-operator ones without ``op_model``,
-    the roofline without the calibrated peak and bandwidth, the lines with fewer than two other
-    families' networks of a mode.
+    Methods that cannot run are left out with a note: the per-operator ones unless every
+    observation has the per-kernel model's prediction, the roofline unless every one has the
+    roofline's, the lines with fewer than two other families' networks of a mode.
     """
     notes: dict[str, str] = {}
     methods = [Method.PER_OPERATOR, Method.PER_OPERATOR_SCALED, Method.FLOPS_LINE,
                Method.PARAMS_LINE, Method.ROOFLINE]
-    if op_model is None:
+    per_op = {id(o): o.per_operator_s for o in observations if o.per_operator_s is not None}
+    has_model = bool(observations) and len(per_op) == len(observations)
+    if not has_model:
         methods = [m for m in methods if m not in (Method.PER_OPERATOR, Method.PER_OPERATOR_SCALED)]
         notes["per_operator"] = "this machine has no per-operator calibration"
-    if not (peak_flops_per_s and bytes_per_s):
+    has_roofline = bool(observations) and all(o.roofline_s is not None for o in observations)
+    if not has_roofline:
         methods.remove(Method.ROOFLINE)
         notes["roofline"] = "no calibrated peak FLOP/s and bandwidth (run `dnncost calibrate`)"
-    per_op = {id(o): predict_report(o.report, op_model, modules=o.modules,
-                                    param_tensors=o.param_tensors, strict=False).step_s
-              for o in observations} \
-        if op_model is not None else {}
     points = []
     for o in observations:
         others = [q for q in observations if q.mode == o.mode and q.family != o.family]
@@ -252,20 +255,19 @@ def evaluate(observations: Sequence[Observation], *, op_model: OperatorModel | N
             methods = [m for m in methods if m not in (Method.FLOPS_LINE, Method.PARAMS_LINE,
                                                        Method.PER_OPERATOR_SCALED)]
         predicted: dict[Method, float] = {}
-        if op_model is not None:
+        if has_model:
             predicted[Method.PER_OPERATOR] = per_op[id(o)]
             if others:
                 scale = math.exp(float(np.mean([math.log(q.measured_s / per_op[id(q)]) for q in others])))
                 predicted[Method.PER_OPERATOR_SCALED] = scale * per_op[id(o)]
         if len(others) >= 2:
             ys = np.array([q.measured_s for q in others])
-            flops = np.array([q.report.total().flops for q in others], dtype=float)
-            params = np.array([q.report.params for q in others], dtype=float)
-            predicted[Method.FLOPS_LINE] = _line(flops, ys)(o.report.total().flops)
-            predicted[Method.PARAMS_LINE] = _line(params, ys)(o.report.params)
-        if Method.ROOFLINE in methods and peak_flops_per_s and bytes_per_s:
-            predicted[Method.ROOFLINE] = roofline_seconds(
-                o.report, peak_flops_per_s=peak_flops_per_s, bytes_per_s=bytes_per_s)
+            flops = np.array([q.flops for q in others], dtype=float)
+            params = np.array([q.params for q in others], dtype=float)
+            predicted[Method.FLOPS_LINE] = _line(flops, ys)(o.flops)
+            predicted[Method.PARAMS_LINE] = _line(params, ys)(o.params)
+        if has_roofline and o.roofline_s is not None:
+            predicted[Method.ROOFLINE] = o.roofline_s
         points.append(Point(o.name, o.family, o.mode, o.measured_s, predicted))
     points = [Point(p.name, p.family, p.mode, p.measured_s,
                     {m: v for m, v in p.predicted_s.items() if m in methods}) for p in points]

@@ -1,8 +1,10 @@
-"""The study's report: Markdown, one self-contained HTML file, CSV and JSON, from a results store.
+"""The study's report: Markdown, one self-contained HTML file, CSV and JSON, from the study's findings.
 
-The report is built once as a list of blocks (:mod:`dnncost.reporting.sections`) and rendered
-twice (:mod:`dnncost.reporting.blocks`): to Markdown, figures as PNG files beside it, and to HTML;
-the tables behind it are written as CSV and JSON.
+:func:`write_report` renders the records :func:`dnncost.study.findings.study_findings` computed
+from a results store: the report is built once as a list of blocks
+(:mod:`dnncost.reporting.sections`) and rendered twice (:mod:`dnncost.reporting.blocks`), to
+Markdown (figures as PNG files beside it) and to HTML; the tables behind it are written as CSV and
+JSON.
 """
 from __future__ import annotations
 
@@ -14,9 +16,8 @@ from pathlib import Path
 from dnncost.core.errors import OutputError
 from dnncost.reporting.blocks import Block, FigureBlock, render_html, render_markdown
 from dnncost.reporting.formatting import render_csv, render_json
-from dnncost.reporting.sections import machine_drift, report_blocks
-from dnncost.study.analysis import StudyAnalysis
-from dnncost.study.store import Group, Store
+from dnncost.reporting.sections import report_blocks
+from dnncost.study.findings import Findings, GroupFindings
 
 
 @dataclass(frozen=True)
@@ -52,21 +53,21 @@ def check_output_folder(out: str | Path) -> Path:
     return folder
 
 
-def write_report(store: Store, out: str | Path) -> ReportFiles:
-    """Analyse ``store`` and write report.md (+ figures/), report.html, networks.csv, fits.csv,
-    results.json and, when the store holds data-parallel results, data_parallel.csv into ``out``;
-    OutputError when the folder cannot be written."""
+def write_report(findings: Findings, out: str | Path) -> ReportFiles:
+    """Render ``findings`` (dnncost.study.findings.study_findings of a store) as report.md
+    (+ figures/), report.html, networks.csv, fits.csv, results.json and, when the store holds
+    data-parallel results, data_parallel.csv in ``out``; OutputError when the folder cannot be
+    written."""
     folder = check_output_folder(out)
-    blocks, analysed = report_blocks(store)
+    blocks = report_blocks(findings)
     try:
-        return _write(folder, blocks, analysed)
+        return _write(folder, blocks, findings.groups)
     except OSError as exc:
         raise OutputError(f"cannot write the report into '{folder}': {exc.strerror or exc} "
                           f"({exc.filename})") from exc
 
 
-def _write(folder: Path, blocks: Sequence[Block],
-           analysed: Sequence[tuple[Group, StudyAnalysis]]) -> ReportFiles:
+def _write(folder: Path, blocks: Sequence[Block], groups: Sequence[GroupFindings]) -> ReportFiles:
     figure_dir = folder / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
     figures = []
@@ -78,11 +79,12 @@ def _write(folder: Path, blocks: Sequence[Block],
     files = ReportFiles(folder=folder, markdown=folder / "report.md", html=folder / "report.html",
                         networks_csv=folder / "networks.csv", fits_csv=folder / "fits.csv",
                         json=folder / "results.json", figures=tuple(figures),
-                        verdicts=tuple(a.verdict.headline for _, a in analysed))
+                        verdicts=tuple(g.analysis.verdict.headline for g in groups))
     files.markdown.write_text(render_markdown(blocks), encoding="utf-8")
     files.html.write_text(render_html(blocks), encoding="utf-8")
     network_rows, fit_rows, payload, dp_rows = [], [], [], []
-    for group, analysis in analysed:
+    for found in groups:
+        group, analysis = found.group, found.analysis
         key = {"config_hash": group.config_hash, "fingerprint": group.fingerprint}
         network_rows += [{**key, **r} for r in analysis.network_rows()]
         if analysis.data_parallel is not None:
@@ -90,7 +92,7 @@ def _write(folder: Path, blocks: Sequence[Block],
         fit_rows += [{**key, **r} for r in analysis.fit_rows()]
         payload.append({**key, "config": dict(group.config), "environment": dict(group.environment),
                         "calibration": group.calibration, **analysis.to_dict(),
-                        "machine_drift": machine_drift(group).to_dict()})
+                        "machine_drift": found.drift.to_dict()})
     files.networks_csv.write_text(render_csv(network_rows) + "\n", encoding="utf-8")
     files.fits_csv.write_text(render_csv(fit_rows) + "\n", encoding="utf-8")
     files.json.write_text(render_json(payload) + "\n", encoding="utf-8")

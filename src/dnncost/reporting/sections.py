@@ -1,13 +1,13 @@
-"""The report's sections, as blocks (dnncost.reporting.blocks): per group of comparable results
-(one configuration on one machine) its machine and configuration, the verdict, what explains the
-time, the tables of networks and fits, the timing and the machine's drift, the data-parallel
-communication, cost vs work and predicted vs measured; then the what-if and unseen-network
-sections of the whole store. A merged store gives one section per group.
+"""The report's sections, as blocks (dnncost.reporting.blocks), rendered from the study's findings
+(dnncost.study.findings): per group of comparable results (one configuration on one machine) its
+machine and configuration, the verdict, what explains the time, the tables of networks and fits,
+the timing and the machine's drift, the data-parallel communication, cost vs work and predicted vs
+measured; then the what-if and unseen-network sections of the whole store. A merged store gives one
+section per group. Nothing here counts, predicts or fits: every number comes from the records.
 """
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,11 +30,11 @@ from dnncost.reporting.blocks import (
     pct_text,
 )
 from dnncost.reporting.formatting import human
-from dnncost.study.analysis import StudyAnalysis, analyze
-from dnncost.study.drift import StudyDrift, study_drift
+from dnncost.study.analysis import StudyAnalysis
+from dnncost.study.findings import Findings, GroupFindings, PredictedVsMeasured
 from dnncost.study.points import TimeMetric
-from dnncost.study.store import Group, Store
-from dnncost.study.work import WorkPoint, WorkSeries, cost_vs_work
+from dnncost.study.store import Group
+from dnncost.study.work import WorkSeries
 
 NETWORK_COLUMNS = ("network", "family", "params", "forward FLOPs", "train-step FLOPs",
                    "train step (ms)", "val step (ms)", "train epoch (s)", "val epoch (s)",
@@ -196,16 +196,15 @@ def work_blocks(series: Sequence[WorkSeries], *, prefix: str = "") -> list[Block
                         "(solid) and input size (dashed) grow.")]
 
 
-def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
-                 command: str | None = None, work_points: Sequence[WorkPoint] = ()) -> list[Block]:
-    """The report section of one group of comparable results (``work_points``: its cost-vs-work
-    measurements, if the study took them)."""
+def group_blocks(found: GroupFindings, *, prefix: str = "") -> list[Block]:
+    """The report section of one group of comparable results."""
     from dnncost.counting.conventions import CONVENTION
     from dnncost.reporting import plots
 
+    group, analysis = found.group, found.analysis
     blocks: list[Block] = [Paragraph(_describe(group))]
-    if command:
-        blocks += [Paragraph("Produced by:"), Code(command)]
+    if found.command:
+        blocks += [Paragraph("Produced by:"), Code(found.command)]
     blocks += [Heading("Verdict: is time linear in computation here?", 3),
                Paragraph(analysis.verdict.headline, emphasis=True)]
     blocks += [Paragraph(r) for r in analysis.verdict.reasons]
@@ -235,13 +234,13 @@ def group_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "",
                network_table(analysis)]
     if analysis.skipped:
         blocks.append(Paragraph("Left out: " + "; ".join(f"{k} ({v})" for k, v in analysis.skipped.items())))
-    blocks += timing_blocks(group, analysis, prefix=prefix)
+    blocks += timing_blocks(found, prefix=prefix)
     blocks.append(Heading("Figures", 3))
     blocks += [FigureBlock(prefix + name, plots.png_bytes(fig), caption)
                for name, fig, caption in figures[1:]]
     blocks += data_parallel_blocks(analysis, prefix=prefix)
-    blocks += work_blocks(cost_vs_work(work_points), prefix=prefix)
-    blocks += prediction_blocks(group, prefix=prefix)
+    blocks += work_blocks(found.work, prefix=prefix)
+    blocks += prediction_blocks(found.predicted, prefix=prefix)
     blocks += [Heading("Every time against every measure of computation", 3), fits_table(analysis),
                Paragraph("Intervals: Pearson by Fisher's z (scipy); Spearman by Fisher's z with the "
                          "Fieller-Hartley-Pearson variance; log-log slope by the regression's t interval "
@@ -266,14 +265,14 @@ def _shift_sentence(shift: float, record_s: float | None) -> str:
 FEW_REPEATS = 3  # source: our choice; a bootstrap over 1 or 2 repeats has almost no spread to show
 
 
-def timing_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "") -> list[Block]:
+def timing_blocks(found: GroupFindings, *, prefix: str = "") -> list[Block]:
     """How the step times were read and how the machine behaved while they were taken: the
     estimator and why, the log-log slope's interval over repeats, the reference probe over the
     study (median and largest drift, flagged and re-measured repeats, a figure), and a warning
     when the machine was busy or slowed for most of the run."""
     from dnncost.reporting import plots
 
-    drift = machine_drift(group)
+    analysis, drift = found.analysis, found.drift
     blocks: list[Block] = [
         Heading("Timing: the estimator, and the machine over the run", 3),
         Paragraph(f"Step times are the {STUDY_ESTIMATOR.value} estimate: {STUDY_ESTIMATOR_WHY}. "
@@ -330,31 +329,16 @@ def timing_blocks(group: Group, analysis: StudyAnalysis, *, prefix: str = "") ->
     return blocks
 
 
-def machine_drift(group: Group) -> StudyDrift:
-    """The reference probe and the machine's load over a group's step timings."""
-    return study_drift(group.networks, cores=int(str(group.environment.get("cpu_cores") or 1)))
-
-
-def prediction_blocks(group: Group, *, prefix: str = "") -> list[Block]:
-    """Predicted vs measured step time (leave-one-family-out), with the per-operator time model
-    the study stored for the machine that measured the group (whichever machine renders the
-    report); else a line saying how to get one."""
-    from dnncost.prediction.predict import OperatorModel
+def prediction_blocks(predicted: PredictedVsMeasured, *, prefix: str = "") -> list[Block]:
+    """Predicted vs measured step time (leave-one-family-out) of the predictions the study stored
+    with the per-operator time model of the machine that measured the group; else the line saying
+    how to get them."""
     from dnncost.reporting import plots
-    from dnncost.study.predicted import evaluate_group
 
     blocks: list[Block] = [Heading("Predicting step time from structure", 3)]
-    how = ("run `dnncost calibrate --ops` on the machine that measured these results, then rerun "
-           "the study's command there (it resumes, and stores the model) and `dnncost report`.")
-    if group.operator_model is None:
-        return blocks + [Paragraph("The study stored no per-operator time model of its machine: "
-                                   + how)]
-    try:
-        model = OperatorModel.from_dict(group.operator_model)
-    except (KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
-        return blocks + [Paragraph(f"The per-operator time model stored with these results is "
-                                   f"unreadable ({type(exc).__name__}: {exc}): " + how)]
-    ev = evaluate_group(group, op_model=model, peak_flops_per_s=group.peak_flops_per_s)
+    ev = predicted.evaluation
+    if ev is None:
+        return blocks + [Paragraph(predicted.note)]
     rows = ev.table_rows()
     columns = tuple(rows[0].keys()) if rows else ()
     blocks += [Paragraph(ev.headline("train")), Paragraph(ev.headline("eval")),
@@ -366,40 +350,28 @@ def prediction_blocks(group: Group, *, prefix: str = "") -> list[Block]:
     return blocks
 
 
-def report_blocks(store: Store) -> tuple[list[Block], list[tuple[Group, StudyAnalysis]]]:
-    """The whole report: one section per group of comparable results."""
-    groups = [g for g in store.groups() if not g.config.get("whatif")]  # whatif: own section
+def report_blocks(findings: Findings) -> list[Block]:
+    """The whole report: one section per group of comparable results, then the what-if and
+    unseen-network sections."""
     blocks: list[Block] = [Heading("dnncost study: time against computation", 1)]
+    groups = findings.groups
     if not groups:
-        return blocks + [Paragraph("The store holds no results yet: run `dnncost study`.")] \
-            + whatif_blocks(store) + unseen_blocks(store), []
-    commands = {(r.config_hash, r.fingerprint): r.command for r in store.runs()}
-    analysed = []
-    for i, group in enumerate(groups):
-        analysis = analyze(group.networks, peak_flops_per_s=group.peak_flops_per_s)
-        analysed.append((group, analysis))
+        blocks.append(Paragraph("The store holds no results yet: run `dnncost study`."))
+    for i, found in enumerate(groups):
         if len(groups) > 1:
-            blocks.append(Heading(f"{i + 1}. {group.environment.get('cpu_model', '?')} - "
-                                  f"configuration {group.config_hash}", 2))
-        work = [WorkPoint(name, row.batch_size, row.input_size, row.step_s, row.flops)
-                for name, row in store.work_rows(group)]
-        blocks += group_blocks(group, analysis, prefix=f"{i + 1}_" if len(groups) > 1 else "",
-                               command=commands.get((group.config_hash, group.fingerprint)),
-                               work_points=work)
-    return blocks + whatif_blocks(store) + unseen_blocks(store), analysed
+            blocks.append(Heading(f"{i + 1}. {found.group.environment.get('cpu_model', '?')} - "
+                                  f"configuration {found.group.config_hash}", 2))
+        blocks += group_blocks(found, prefix=f"{i + 1}_" if len(groups) > 1 else "")
+    return blocks + whatif_blocks(findings) + unseen_blocks(findings)
 
 
-def whatif_blocks(store: Store) -> list[Block]:
+def whatif_blocks(findings: Findings) -> list[Block]:
     """'Does cutting FLOPs cut time?': each network's stored ``dnncost whatif`` results, a table and
     the FLOPs-saved-vs-time-saved figure (empty when the store holds none)."""
     from dnncost.reporting import plots
     from dnncost.reporting.whatif import flops_vs_time
-    from dnncost.study.whatif import result_from_row
 
-    by_network: dict[str, list] = {}
-    for network, row in store.whatif_rows():
-        by_network.setdefault(network, []).append(result_from_row(network, row))
-    if not by_network:
+    if not findings.whatif:
         return []
     blocks: list[Block] = [Heading("Does cutting FLOPs cut time? (dnncost whatif)", 2), Paragraph(
         "Each technique applied to the network, counted, and timed interleaved with the unmodified "
@@ -407,7 +379,7 @@ def whatif_blocks(store: Store) -> list[Block]:
         "of the per-pair ratios with its 95% interval.")]
     columns = ("transformation", "mode", "flops", "nominal_flops", "params", "time", "time_ci95",
                "note")
-    for i, (network, results) in enumerate(by_network.items()):
+    for i, (network, results) in enumerate((w.network, w.results) for w in findings.whatif):
         trained = [r.original_accuracy for r in results if r.original_accuracy is not None]
         rows = []
         for r in results:
@@ -438,21 +410,21 @@ UNSEEN_LABELS = {"per_kernel": "per-kernel", "flops": "FLOPs-only", "params": "p
                  "roofline": "roofline"}
 
 
-def unseen_blocks(store: Store) -> list[Block]:
+def unseen_blocks(findings: Findings) -> list[Block]:
     """'Unseen networks': each stored ``dnncost evaluate --unseen`` protocol on each machine -- the
     machine, the calibration, the table per configuration, step and method, the run-to-run noise,
     what was left out, and the predicted-vs-measured figure; without results, the command to run."""
     from dnncost.reporting import plots
-    from dnncost.study.unseen import COMMAND, unseen_groups
+    from dnncost.study.unseen import COMMAND
 
-    groups = [g for g in unseen_groups(store) if g.result.points]
+    groups = findings.unseen
     blocks: list[Block] = [Heading("Unseen networks: step time predicted before training", 2)]
     if not groups:
         return blocks + [Paragraph(
             "The store holds no unseen-network results. Every torchvision classification network "
             "that is not in the zoo is timed and predicted (training and validation step, 3x32x32 at "
             "batch 32 and 3x224x224 at batch 8) by `dnncost calibrate --ops` followed by:"),
-            Code(f"{COMMAND} --calibration stored --db {store.path}"),
+            Code(f"{COMMAND} --calibration stored --db {findings.path}"),
             Paragraph("(without --calibration it calibrates first; --quick for a smoke run); each "
                       "result is kept as it is measured and a rerun resumes. Then run "
                       "`dnncost report` again.")]
@@ -512,5 +484,5 @@ def unseen_blocks(store: Store) -> list[Block]:
 
 
 __all__ = ["data_parallel_blocks", "data_parallel_table", "explanation_blocks", "fits_table", "group_blocks",
-           "machine_drift", "network_table", "prediction_blocks", "report_blocks", "timing_blocks",
+           "network_table", "prediction_blocks", "report_blocks", "timing_blocks",
            "unseen_blocks", "whatif_blocks", "work_blocks"]

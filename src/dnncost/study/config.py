@@ -13,7 +13,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from dnncost.core.errors import InputSpecError, ModelNotFoundError, suggest
-from dnncost.core.kinds import OPTIMIZERS
+from dnncost.core.kinds import DEFAULT_WARMUP, OPTIMIZERS
 from dnncost.training.recipe import RECIPE_EPOCHS
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class StudyConfig:
     step_budget_s: float | None = 0.5  # timed steps per repeat until they total this (>= 6 steps);
     # source: measured, enough samples for a robust median of LeNet-5's ~1 ms steps on a busy machine
     steps: int = 6  # timed steps per repeat when step_budget_s is None
-    warmup: int = 2  # untimed steps before each repeat; source: measured, allocator warm after 2
+    warmup: int = DEFAULT_WARMUP  # untimed steps before each repeat
     lr: float | None = None  # None: each family's rate from dnncost.training.recipe
     optimizer: str = "sgd"
     train_limit: int | None = None  # use at most this many training (and 1/4 as many validation) images

@@ -23,6 +23,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from dnncost.core.errors import DnncostError, StoreError
+from dnncost.core.kinds import Mode, OptimizerKind
 from dnncost.measuring.measurement import NOISE_THRESHOLD, NoisyMeasurementWarning
 from dnncost.study.config import (
     SEED,
@@ -31,8 +32,8 @@ from dnncost.study.config import (
     load_study_dataset,
     select_models,
 )
-from dnncost.study.store import CountRow, RepeatConditions, Store, TimingRow, WorkRow
-from dnncost.study.work import WORK_PLAN, measure_work
+from dnncost.study.store import CountRow, NetworkRow, RepeatConditions, Store, TimingRow, WorkRow
+from dnncost.study.work import WORK_PLAN, WORK_STEP, WorkGrid, measure_work
 from dnncost.training.recipe import Recipe, recipe_for
 
 if TYPE_CHECKING:
@@ -165,6 +166,8 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
         store.put_environment(fingerprint, environment, peak_flops_per_s=peak,
                               bandwidth_bytes_per_s=bandwidth, calibration=source,
                               operator_model=operator_model)
+        bar.set_description_str("predicting each network's step (per-kernel model)")
+        _store_predictions(store, config.config_hash, fingerprint)
     except KeyboardInterrupt:
         sweep.interrupted()
         raise
@@ -226,6 +229,30 @@ def _fit_operator_model(threads: int) -> dict[str, object]:
     model = calibrate_operators(threads=threads, quick=True, budget_s=STUDY_CALIBRATION_S).model
     save_operator_model(model)
     return model.to_dict()
+
+
+def _store_predictions(store: Store, config_hash: str, fingerprint: str) -> None:
+    """The per-kernel model stored with this machine predicts the step of every network of this
+    configuration it has not predicted yet, and the predictions are stored for the report
+    (dnncost.study.predicted). Optional: a model that cannot be read or used is warned about and
+    the measurements stand without it."""
+    import pickle
+
+    from dnncost.prediction.predict import OperatorModel
+    from dnncost.study.predicted import store_predictions
+
+    group = next((g for g in store.groups() if (g.config_hash, g.fingerprint) == (config_hash, fingerprint)),
+                 None)
+    env = store.environment(fingerprint)
+    if group is None or group.operator_model is None or env is None:
+        return
+    try:
+        model = OperatorModel.from_dict(group.operator_model)
+        store_predictions(store, group, model, bytes_per_s=env.bandwidth_bytes_per_s)
+    except (DnncostError, KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
+        warnings.warn(f"the per-operator time model stored for this machine could not predict the "
+                      f"networks ({type(exc).__name__}: {exc}); the report has no predicted-vs-measured "
+                      "section", stacklevel=2)
 
 
 @dataclass
@@ -356,12 +383,11 @@ class _Sweep:
             size = self.config.input_size
             if self.config.models and size is not None and size != shape[-1] and len(shape) == 3:
                 shape = (shape[0], size, size)  # named networks run at the size asked for
-            nid = self.store.network_id(
-                name=name, family=family, config_hash=self.config.config_hash,
-                fingerprint=self.fingerprint, config=self.config.measured,
-                input_shape="x".join(map(str, shape)), batch_size=self.config.batch_size,
-                dataset=self.config.dataset, device=self.config.device, threads=self.threads,
-                world_size=self.config.world_size, backend=self.config.backend)
+            nid = self.store.network_id(NetworkRow(
+                name=name, family=family, config_hash=self.config.config_hash, fingerprint=self.fingerprint,
+                config=self.config.measured, input_shape="x".join(map(str, shape)),
+                batch_size=self.config.batch_size, dataset=self.config.dataset, device=self.config.device,
+                threads=self.threads, world_size=self.config.world_size, backend=self.config.backend))
         except (KeyboardInterrupt, StoreError):
             raise
         except Exception as exc:  # an unloadable network is recorded like any other failure
@@ -405,7 +431,6 @@ class _Sweep:
         step beside it. Stored planned repeats are skipped; a resumed run hands the stored probes
         and re-measures on, so a drifted stored repeat may still be re-measured and a spent budget
         stays spent."""
-        from dnncost.core.step import Mode, OptimizerKind
         from dnncost.measuring.interleave import (
             TimingJob,
             stored_wanting_remeasure,
@@ -441,10 +466,10 @@ class _Sweep:
         def store(name: str, index: int, timing: StepTiming) -> None:
             net, mode = owner[name]
             m = timing.measurement
-            self.store.add_timing(net.nid, self.run_uid, mode=mode, samples=m.samples,
-                                  median_s=m.median, iqr_s=m.iqr, threads=timing.threads,
-                                  peak_memory_bytes=timing.peak_memory_bytes,  # one process
-                                  conditions=_conditions(timing, remeasure=index >= repeats))
+            self.store.add_timing(net.nid, self.run_uid, TimingRow(
+                mode=mode, samples=m.samples, median_s=m.median, iqr_s=m.iqr, threads=timing.threads,
+                peak_memory_bytes=timing.peak_memory_bytes,
+                conditions=_conditions(timing, remeasure=index >= repeats)))
             if index < repeats:
                 self.advance(1, done=False)
             else:  # beyond the plan: not a unit of progress
@@ -533,7 +558,6 @@ class _Sweep:
         if self.store.whatif_rows(net.nid):
             self.advance(1, done=True)
             return
-        from dnncost.core.step import Mode, OptimizerKind
         from dnncost.measuring.timing import StepOptions
         from dnncost.study.whatif import study_whatif, whatif_row
         from dnncost.whatif.accuracy import TrainingOptions
@@ -562,9 +586,10 @@ class _Sweep:
             return
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            points = measure_work(net.name, input_sizes=WORK_PLAN[net.name],
-                                  device=self.config.device, threads=self.threads,
-                                  optimizer=self.config.optimizer)
+            points = measure_work(net.name, grid=WorkGrid(input_sizes=WORK_PLAN[net.name]),
+                                  options=WORK_STEP.replace(
+                                      device=self.config.device, threads=self.threads,
+                                      optimizer=OptimizerKind(self.config.optimizer)))
         noisy = 0
         for w in caught:  # one line for the sweep's noisy points, not one per point
             if issubclass(w.category, NoisyMeasurementWarning):

@@ -17,15 +17,11 @@ from dataclasses import dataclass
 from dnncost.core.environment import current_environment, machine_fingerprint
 from dnncost.prediction.predict import OperatorModel
 from dnncost.prediction.unseen import ESTIMATOR, Key, LeftOut, UnseenPoint, UnseenResult
+from dnncost.study.predicted import calibration_id
 from dnncost.study.store import Store, UnseenRow, new_uid, now
 
 COMMAND = "dnncost evaluate --unseen"
 DEVICE = "cpu"  # the protocol times on the CPU (issue 12; a GPU table is its own protocol)
-
-
-def calibration_id(model: OperatorModel) -> str:
-    """A readable, stable name of one calibration: its machine fingerprint and creation time."""
-    return f"{model.fingerprint or 'unknown machine'}@{model.created or 'unknown time'}"
 
 
 def protocol_config(model: OperatorModel, *, rounds: int, repeats: int, warmup: int, threads: int,

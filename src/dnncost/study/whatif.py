@@ -16,7 +16,7 @@ from dnncost.core.inputs import InputSpec
 from dnncost.core.step import Mode
 from dnncost.measuring.measurement import Measurement
 from dnncost.measuring.timing import StepOptions
-from dnncost.study.store import Store, WhatIfRow, new_uid, now
+from dnncost.study.store import NetworkRow, Store, WhatIfRow, new_uid, now
 from dnncost.training.data import DatasetSplit
 from dnncost.whatif.accuracy import (
     TrainingOptions,
@@ -108,11 +108,10 @@ def _save(store: Store, results: Sequence[WhatIfResult], *, config: dict[str, ob
                           peak_flops_per_s=None, bandwidth_bytes_per_s=None, calibration=None)
     run_uid = store.start_run(command=command, config=config, config_hash=config_hash,
                               fingerprint=fingerprint)
-    nid = store.network_id(name=results[0].model, family=family, config_hash=config_hash,
-                           fingerprint=fingerprint, config=config,
-                           input_shape=inputs,
-                           batch_size=options.batch_size, dataset=WHATIF_DATASET, device=device,
-                           threads=threads)
+    nid = store.network_id(NetworkRow(
+        name=results[0].model, family=family, config_hash=config_hash, fingerprint=fingerprint, config=config,
+        input_shape=inputs, batch_size=options.batch_size, dataset=WHATIF_DATASET, device=device,
+        threads=threads))
     for result in results:
         store.add_whatif(nid, run_uid, whatif_row(result))
     store.finish_run(run_uid, "complete")

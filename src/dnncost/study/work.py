@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dnncost.core.kinds import DEFAULT_WARMUP, Mode
 from dnncost.counting.counter import count
-from dnncost.measuring.timing import time_model
+from dnncost.measuring.timing import StepOptions, time_model
 from dnncost.models.loading import load_model
 
 CONFIDENCE = 0.95  # source: the conventional 95% interval
@@ -33,6 +34,21 @@ INPUT_SIZES = (32, 64, 128)  # source: issue 13 ("input sizes (e.g. 32, 64, 128)
 #: deep-and-narrow, one depthwise network, each seconds at batch 128 on 2 cores. LeNet-5's fully
 #: connected layers fix its input at 32x32, so it has a batch series only.
 WORK_PLAN = {"lenet5": (32,), "resnet20": INPUT_SIZES, "mobilenet_v1_cifar": INPUT_SIZES}
+#: How each point's step is timed: the training step, timed until 0.3 s of steps (at least 3).
+#: source: our choice; the batch-128 steps take tenths of a second on 2 cores, the small ones ms.
+WORK_STEP = StepOptions(mode=Mode.TRAIN, warmup=DEFAULT_WARMUP, repeats=3, budget_s=0.3)
+SEED = 0  # source: our choice; the network is built from the same seeded initialisation at each size
+
+
+@dataclass(frozen=True)
+class WorkGrid:
+    """The steps of a cost-vs-work series: every batch size of ``batch_sizes`` at input
+    ``input_at_batch``, and every input size of ``input_sizes`` at batch ``batch_at_input``."""
+
+    batch_sizes: tuple[int, ...] = BATCH_SIZES
+    input_sizes: tuple[int, ...] = INPUT_SIZES
+    batch_at_input: int = 32  # source: the study's default batch size
+    input_at_batch: int = 32  # source: the CIFAR input side, every zoo network's smallest
 
 
 class WorkAxis(str, Enum):
@@ -211,33 +227,29 @@ def cost_vs_work(points: Sequence[WorkPoint]) -> list[WorkSeries]:
     return out
 
 
-def measure_work(name: str, *, batch_sizes: Sequence[int] = BATCH_SIZES,
-                 input_sizes: Sequence[int] = INPUT_SIZES, batch_at_input: int = 32,
-                 input_at_batch: int = 32, mode: str = "train", device: str = "cpu",
-                 threads: int | None = None, warmup: int = 2, budget_s: float | None = 0.3,
-                 steps: int = 3, optimizer: str = "sgd", seed: int = 0) -> list[WorkPoint]:
-    """Time and count network ``name``'s ``mode`` step at every batch size in ``batch_sizes`` (input
-    ``input_at_batch``) and every input size in ``input_sizes`` (batch ``batch_at_input``): one
-    WorkPoint per distinct (batch, input). The network is built once per input size, seeded."""
+def measure_work(name: str, *, grid: WorkGrid = WorkGrid(), options: StepOptions = WORK_STEP,
+                 seed: int = SEED) -> list[WorkPoint]:
+    """Time (as ``options`` says; its batch size is the grid's) and count network ``name``'s step
+    at every point of ``grid``: one WorkPoint per distinct (batch, input). The network is built once
+    per input size, seeded with ``seed``."""
     loaded = load_model(name)
     channels = tuple(loaded.input_shape)[0]
-    grid = dict.fromkeys([(b, input_at_batch) for b in batch_sizes]
-                         + [(batch_at_input, s) for s in input_sizes])
+    points = dict.fromkeys([(b, grid.input_at_batch) for b in grid.batch_sizes]
+                           + [(grid.batch_at_input, s) for s in grid.input_sizes])
     out = []
-    for size in dict.fromkeys(s for _, s in grid):
+    for size in dict.fromkeys(s for _, s in points):
         torch.manual_seed(seed)
         model = loaded.build("cpu")
         shape = (channels, size, size)
-        for batch in (b for b, s in grid if s == size):
-            flops = count(loaded.build("meta"), input_shape=shape, batch_size=batch, mode=mode,
-                          optimizer=optimizer, name=loaded.name).total().flops
-            timing = time_model(model, shape, batch_size=batch, mode=mode, device=device,
-                                threads=threads, warmup=warmup, repeats=steps, budget_s=budget_s,
-                                optimizer=optimizer, name=loaded.name, count_flops=False,
+        for batch in (b for b, s in points if s == size):
+            flops = count(loaded.build("meta"), input_shape=shape, batch_size=batch, mode=options.mode,
+                          optimizer=options.optimizer.value, name=loaded.name).total().flops
+            timing = time_model(model, shape, options.replace(batch_size=batch), name=loaded.name,
+                                count_flops=False,
                                 probe=False)  # the study probes the machine once, not per point
             out.append(WorkPoint(loaded.name, batch, size, timing.measurement.median, float(flops)))
     return out
 
 
-__all__ = ["BATCH_SIZES", "FIXED_SHARE_MAX", "INPUT_SIZES", "WORK_PLAN", "WorkAxis",
-           "WorkPoint", "WorkSeries", "cost_vs_work", "measure_work"]
+__all__ = ["BATCH_SIZES", "FIXED_SHARE_MAX", "INPUT_SIZES", "WORK_PLAN", "WORK_STEP", "WorkAxis",
+           "WorkGrid", "WorkPoint", "WorkSeries", "cost_vs_work", "measure_work"]

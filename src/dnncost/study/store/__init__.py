@@ -25,6 +25,8 @@ marked as dnncost's by ``PRAGMA application_id``):
 - ``unseen_results`` (schema 6): ``dnncost evaluate --unseen``, one row per network, input
   configuration and step mode: measured time and samples, the per-kernel and baseline predictions,
   and the calibration that made them (dnncost.study.unseen).
+- ``predictions`` (schema 9): the per-kernel model's predicted step of each studied network and
+  mode, with the plain roofline, keyed by the model that made it (dnncost.study.predicted).
 
 The package, one room each: :mod:`~dnncost.study.store.schema` (the SQL of every version and the
 migrations), :mod:`~dnncost.study.store.rows` (one frozen record per table, read and written by
@@ -56,6 +58,7 @@ from dnncost.study.store.rows import (
     Group,
     NetworkResult,
     NetworkRow,
+    PredictionRow,
     RepeatConditions,
     RunRow,
     TimingRow,
@@ -71,7 +74,8 @@ from dnncost.study.store.store import Store, open_store
 
 __all__ = [
     "APPLICATION_ID", "MERGE_ORDER", "MIGRATIONS", "SCHEMA_VERSION", "AllreduceRow", "CountRow",
-    "EnvironmentRow", "ErrorRow", "Group", "NetworkResult", "NetworkRow", "RepeatConditions", "RunRow",
+    "EnvironmentRow", "ErrorRow", "Group", "NetworkResult", "NetworkRow", "PredictionRow", "RepeatConditions",
+    "RunRow",
     "Store", "TimingRow", "TrainingRow", "UnseenRow", "WhatIfRow", "WorkRow", "merge", "migrate",
     "new_uid", "now", "open_store",
 ]

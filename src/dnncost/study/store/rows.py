@@ -132,8 +132,8 @@ class NetworkRow:
     dataset: str
     device: str
     threads: int
-    world_size: int
-    backend: str
+    world_size: int = 1  # data-parallel processes
+    backend: str = "none"  # torch.distributed backend, 'none' for one process
 
 
 @dataclass(frozen=True)
@@ -185,20 +185,24 @@ class RepeatConditions:
 
 @dataclass(frozen=True)
 class TimingRow:
-    """One repeat of a timed step: raw samples (seconds), their median, and the machine around it."""
+    """One repeat of a timed step: raw samples (seconds), their median, and the machine around it;
+    a new row gets a new ``uid`` and the time it is ``measured``."""
 
-    uid: str
     mode: str
     samples: tuple[float, ...] = field(metadata=JSON_SAMPLES)
     median_s: float
     iqr_s: float
     threads: int
-    peak_memory_bytes: int | None
-    world_size: int
-    backend: str
-    measured: str
+    peak_memory_bytes: int | None = None
+    world_size: int = 1
+    backend: str = "none"
     conditions: RepeatConditions = field(default_factory=RepeatConditions,
                                          metadata={"nested": RepeatConditions})
+    uid: str = field(default_factory=new_uid)
+    measured: str = field(default_factory=now)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "samples", tuple(float(s) for s in self.samples))
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,20 @@ class WorkRow:
 
 
 @dataclass(frozen=True)
+class PredictionRow:
+    """The per-kernel model's prediction of one network's step (schema 9), made by the study with
+    the model ``calibration_id``; ``low_s``/``high_s`` its interval (None while the model gives
+    none), ``roofline_s`` the plain roofline (None without a calibrated peak and bandwidth)."""
+
+    mode: str
+    calibration_id: str
+    predicted_s: float
+    low_s: float | None = None
+    high_s: float | None = None
+    roofline_s: float | None = None
+
+
+@dataclass(frozen=True)
 class UnseenRow:
     """One unseen-network result (schema 6): a network at one input configuration and step mode,
     measured (or left out: ``measured_s`` None, ``note`` says why) and predicted."""
@@ -328,6 +346,7 @@ class NetworkResult:
     breakdown: Mapping[str, tuple[float, int]] = field(default_factory=dict)  # type -> (s, flops)
     errors: tuple[ErrorRow, ...] = ()
     allreduce: Mapping[str, AllreduceRow] = field(default_factory=dict)  # timing uid -> row
+    id: int | None = None  # the networks row's id (None for a record not read from a store)
 
     def steps(self, mode: str, *, world_size: int | None = None) -> tuple[TimingRow, ...]:
         """The stored repeats of the ``mode`` ('train' or 'eval') step (of ``world_size``
@@ -361,6 +380,6 @@ class Group:
 
 
 __all__ = ["JSON_DICT", "JSON_SAMPLES", "AllreduceRow", "CountRow", "EnvironmentRow", "ErrorRow", "Group",
-           "NetworkResult", "NetworkRow", "RepeatConditions", "RunRow", "TimingRow", "TrainingRow",
-           "UnseenRow", "WhatIfRow", "WorkRow", "from_row", "insert_row", "new_uid", "now",
+           "NetworkResult", "NetworkRow", "PredictionRow", "RepeatConditions", "RunRow", "TimingRow",
+           "TrainingRow", "UnseenRow", "WhatIfRow", "WorkRow", "from_row", "insert_row", "new_uid", "now",
            "row_columns"]

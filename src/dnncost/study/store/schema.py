@@ -251,16 +251,33 @@ ALTER TABLE whatif_results ADD COLUMN accuracy REAL;
 ALTER TABLE whatif_results ADD COLUMN accuracy_note TEXT;
 """
 
+_SCHEMA_V9 = """
+-- the per-kernel model's prediction of each network's step (dnncost.study.predicted), made by the
+-- study when it fitted or loaded the machine's model, so that a report predicts and recounts
+-- nothing; the baselines' FLOPs and parameters are the network's counts (the counts table)
+CREATE TABLE predictions (
+    network_id INTEGER NOT NULL REFERENCES networks(id),
+    mode TEXT NOT NULL CHECK (mode IN ('eval', 'train')),
+    calibration_id TEXT NOT NULL,             -- the model that predicted it (fingerprint@created)
+    predicted_s REAL NOT NULL,                -- seconds per step
+    low_s REAL,                               -- its interval, NULL while the model gives none
+    high_s REAL,
+    roofline_s REAL,                          -- the plain roofline; NULL without peak and bandwidth
+    PRIMARY KEY (network_id, mode, calibration_id)
+);
+"""
+
 #: version -> SQL that takes a store from version-1 to version. Applied in order, each in one
 #: transaction with the version bump, so a store is never left half-migrated.
 MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4,
-                              5: _SCHEMA_V5, 6: _SCHEMA_V6, 7: _SCHEMA_V7, 8: _SCHEMA_V8}
+                              5: _SCHEMA_V5, 6: _SCHEMA_V6, 7: _SCHEMA_V7, 8: _SCHEMA_V8,
+                              9: _SCHEMA_V9}
 SCHEMA_VERSION = max(MIGRATIONS)  # a new schema version is a new entry in MIGRATIONS
 
 #: Every table, in the order :func:`merge` copies them (a table after those it references).
 MERGE_ORDER = ("environments", "runs", "networks", "counts", "step_timings", "trainings", "epochs",
                "breakdowns", "errors", "allreduce_timings", "whatif_results", "work_points",
-               "unseen_results")
+               "unseen_results", "predictions")
 
 
 class Transactional(Protocol):

@@ -29,7 +29,7 @@ from dnncost.study.store.rows import (
     Group,
     NetworkResult,
     NetworkRow,
-    RepeatConditions,
+    PredictionRow,
     RunRow,
     TimingRow,
     TrainingRow,
@@ -195,31 +195,18 @@ class Store:
         with self.transaction("the end of the run") as c:
             c.execute("UPDATE runs SET status = ?, finished = ? WHERE uid = ?", (status, now(), run_uid))
 
-    def network_id(self, *, name: str, family: str, config_hash: str, fingerprint: str,
-                   config: Mapping[str, object], input_shape: str, batch_size: int, dataset: str,
-                   device: str, threads: int, world_size: int = 1, backend: str = "none") -> int:
-        """The id of the resume key (name, config_hash, fingerprint), created on first use."""
-        row = NetworkRow(name=name, family=family, config_hash=config_hash, fingerprint=fingerprint,
-                         config=config, input_shape=input_shape, batch_size=batch_size,
-                         dataset=dataset, device=device, threads=threads, world_size=world_size,
-                         backend=backend)
-        with self.transaction(f"network {name}") as c:
+    def network_id(self, row: NetworkRow) -> int:
+        """The id of ``row``'s resume key (name, config_hash, fingerprint), created on first use."""
+        with self.transaction(f"network {row.name}") as c:
             return network_id_in(c, row)
 
     def put_count(self, network_id: int, row: CountRow) -> None:
         with self.transaction(f"the {row.mode} count") as c:
             insert_row(c, "counts", row, verb="INSERT OR REPLACE", network_id=network_id)
 
-    def add_timing(self, network_id: int, run_uid: str, *, mode: str, samples: Sequence[float],
-                   median_s: float, iqr_s: float, threads: int, peak_memory_bytes: int | None,
-                   world_size: int = 1, backend: str = "none",
-                   conditions: RepeatConditions | None = None) -> str:
-        """Store one repeat of a timed step (``conditions``: the machine around it); returns its uid."""
-        row = TimingRow(uid=new_uid(), mode=mode, samples=tuple(samples), median_s=median_s,
-                        iqr_s=iqr_s, threads=threads, peak_memory_bytes=peak_memory_bytes,
-                        world_size=world_size, backend=backend, measured=now(),
-                        conditions=conditions or RepeatConditions())
-        with self.transaction(f"a {mode}-step timing") as c:
+    def add_timing(self, network_id: int, run_uid: str, row: TimingRow) -> str:
+        """Store one repeat of a timed step (``row.conditions``: the machine around it); returns its uid."""
+        with self.transaction(f"a {row.mode}-step timing") as c:
             insert_row(c, "step_timings", row, network_id=network_id, run_uid=run_uid)
         return row.uid
 
@@ -300,6 +287,27 @@ class Store:
             "WHERE n.config_hash = :config AND n.fingerprint = :machine ORDER BY w.rowid",
             {"config": group.config_hash, "machine": group.fingerprint})
         return [(r["network"], from_row(WorkRow, r)) for r in rows]
+
+    def put_predictions(self, network_id: int, rows: Sequence[PredictionRow]) -> None:
+        """Store one network's predicted steps (all or none), replacing a prediction of the same
+        step by the same model."""
+        with self.transaction("the predicted step times") as c:
+            for row in rows:
+                insert_row(c, "predictions", row, verb="INSERT OR REPLACE", network_id=network_id)
+
+    def has_predictions(self, network_id: int, calibration_id: str) -> bool:
+        """True when the model ``calibration_id`` has predicted a step of the network."""
+        return self._scalar("SELECT COUNT(*) FROM predictions WHERE network_id = ? AND "
+                            "calibration_id = ?", (network_id, calibration_id)) > 0
+
+    def prediction_rows(self, group: Group) -> list[tuple[str, PredictionRow]]:
+        """(network name, row) of every stored prediction of ``group``'s networks, in the order
+        they were stored."""
+        rows = self._rows(
+            "SELECT p.*, n.name AS network FROM predictions p JOIN networks n ON n.id = p.network_id "
+            "WHERE n.config_hash = :config AND n.fingerprint = :machine ORDER BY p.rowid",
+            {"config": group.config_hash, "machine": group.fingerprint})
+        return [(r["network"], from_row(PredictionRow, r)) for r in rows]
 
     def put_unseen(self, row: UnseenRow) -> None:
         """Store one unseen-network result; a left-out row stored before for the same network,
