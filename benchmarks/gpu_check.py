@@ -81,8 +81,9 @@ def breakdown() -> None:
 
 def data_parallel() -> None:
     from dnncost.distributed.data_parallel import measure_distributed
+    from dnncost.distributed.launch import GroupOptions
 
-    t = measure_distributed("resnet20", (3, 32, 32), nproc=1, backend="nccl", device="cuda",
+    t = measure_distributed("resnet20", (3, 32, 32), nproc=1, group=GroupOptions("nccl"), device="cuda",
                             batch_size=128)
     print(f"   {t.to_row()}")
 

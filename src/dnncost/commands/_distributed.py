@@ -38,7 +38,7 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
     only under torchrun). ``loaded_model`` is the LoadedModel of ``args.model``."""
     from dnncost.core.step import Mode, OptimizerKind
     from dnncost.distributed.data_parallel import measure_distributed
-    from dnncost.distributed.launch import backend_for_device, launched_by_torchrun
+    from dnncost.distributed.launch import GroupOptions, backend_for_device, launched_by_torchrun
     from dnncost.measuring.timing import StepOptions
     from dnncost.reporting.formatting import human, render
 
@@ -61,7 +61,8 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
                           optimizer=OptimizerKind(args.optimizer))
     spec = args.model if isinstance(getattr(args, "model", None), str) else loaded_model.module
     timing = measure_distributed(spec, input_shape, options=options, nproc=args.nproc,
-                                 backend=backend, port=args.master_port, name=loaded_model.name)
+                                 group=GroupOptions(backend.value), port=args.master_port,
+                                 name=loaded_model.name)
     if launched_by_torchrun() and os.environ.get("RANK") != "0":
         return EXIT_OK
     footer = (f"{timing.world_size} {timing.backend} workers ({timing.launcher}), batch "

@@ -30,7 +30,7 @@ import io
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -44,8 +44,6 @@ from dnncost.core.failure import named_model_failure
 from dnncost.core.step import Mode, primary_output
 from dnncost.counting.counter import count
 from dnncost.distributed.launch import (
-    RENDEZVOUS_TIMEOUT_S,
-    STEP_TIMEOUT_S,
     Backend,
     GroupOptions,
     backend_for_device,
@@ -358,13 +356,11 @@ def measure_distributed(
     input_shape: Sequence[int] | None = None,
     *,
     options: StepOptions | None = None,
+    group: GroupOptions | None = None,
     nproc: int | None = None,
-    backend: Backend | str | None = None,
     port: int | None = None,
     baseline: bool = True,
     name: str | None = None,
-    timeout_s: float = STEP_TIMEOUT_S,
-    rendezvous_timeout_s: float = RENDEZVOUS_TIMEOUT_S,
     **overrides: Any,
 ) -> DistributedTiming:
     """Time a data-parallel training step of ``model`` on ``nproc`` workers with DDP.
@@ -374,12 +370,12 @@ def measure_distributed(
     as :func:`dnncost.measuring.timing.time_model` takes them) is the timed step: a training step,
     ``batch_size`` and ``threads`` per worker (threads default to the CPU cores divided among the
     workers), ``warmup`` (at least 1: DDP rebuilds its buckets after the first step), ``repeats``,
-    ``optimizer``; its ``device`` picks the backend unless ``backend`` is given. ``port`` (default:
+    ``optimizer``. ``group`` (:class:`~dnncost.distributed.launch.GroupOptions`) is how the workers
+    meet: the backend (default: the one that goes with the step's ``device``), how long every
+    worker has to arrive and how long each collective may wait afterwards. ``port`` (default:
     a free one) is the rendezvous port on 127.0.0.1. Under torchrun the launched workers are used
     (``nproc`` must be None or the world size; ``port`` is ignored) and every worker returns the
     record. ``baseline`` also times one plain process for the weak-scaling efficiency.
-    ``rendezvous_timeout_s`` bounds the wait for every worker to arrive, ``timeout_s`` each
-    collective afterwards.
     """
     opts = step_options(options, overrides)
     if opts.mode is not Mode.TRAIN:
@@ -393,8 +389,9 @@ def measure_distributed(
                              f"its buckets after the first step), got {opts.warmup}")
     if opts.threads is not None:
         check_threads(opts.threads)
-    backend = backend_for_device(opts.device, backend)
-    group = GroupOptions(backend.value, timeout_s=timeout_s, rendezvous_timeout_s=rendezvous_timeout_s)
+    group = GroupOptions() if group is None else group
+    backend = backend_for_device(opts.device, group.backend)
+    group = replace(group, backend=backend.value)
 
     if isinstance(model, str):
         loaded = load_model(model)

@@ -542,9 +542,10 @@ class _Sweep:
             self.advance(1, done=True)
             return
         from dnncost.distributed.data_parallel import measure_distributed
+        from dnncost.distributed.launch import GroupOptions
 
         timing = measure_distributed(
-            net.name, net.shape, nproc=world_size, backend=backend, device=self.config.device,
+            net.name, net.shape, nproc=world_size, group=GroupOptions(backend), device=self.config.device,
             batch_size=self.config.batch_size, warmup=max(1, self.config.warmup),
             repeats=max(self.config.steps, DDP_MIN_STEPS), optimizer=self.config.optimizer,
             port=self.port, name=net.loaded.name)
