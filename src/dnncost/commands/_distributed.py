@@ -42,7 +42,7 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
     from dnncost.measuring.timing import StepOptions
     from dnncost.reporting.formatting import human, render
 
-    if args.mode != "train":
+    if args.mode != Mode.TRAIN.value:
         raise InputSpecError("--nproc needs --mode train: data-parallel workers only communicate "
                              "when they train")
     if args.budget is not None:

@@ -13,7 +13,7 @@ from dnncost.commands._common import (
 )
 from dnncost.commands._distributed import add_distributed_arguments, run_distributed_cli, wants_distributed
 from dnncost.commands._exit_codes import EXIT_OK
-from dnncost.core.kinds import DEFAULT_WARMUP
+from dnncost.core.kinds import DEFAULT_WARMUP, MODES, Mode
 
 TABLE_COLUMNS = ("model", "mode", "batch", "device", "threads", "median_ms", "iqr_ms", "cv",
                  "ci95_low_ms", "ci95_high_ms", "n", "samples_per_s", "achieved_gflops_per_s",
@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "'dnncost calibrate'.")
     add_model_input_arguments(parser)
     add_precision_arguments(parser)
-    parser.add_argument("--mode", choices=("train", "eval", "both"), default="train",
+    parser.add_argument("--mode", choices=(*MODES, "both"), default=Mode.TRAIN.value,
                         help="train step, eval step, or both (default: train)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if wants_distributed(args):
         return run_distributed_cli(args, loaded, shape)
     model = loaded.module
-    modes = ("train", "eval") if args.mode == "both" else (args.mode,)
+    modes = MODES if args.mode == "both" else (args.mode,)
     timings, breakdowns = [], []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

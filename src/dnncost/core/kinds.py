@@ -22,10 +22,11 @@ class OptimizerKind(str, Enum):
     ADAMW = "adamw"
 
 
+MODES = tuple(m.value for m in Mode)  # the names ('train', 'eval'), for argument choices and rows
 OPTIMIZERS = tuple(k.value for k in OptimizerKind)  # the names, for argument choices and messages
 
 DEFAULT_WARMUP = 2  # untimed steps before the timed ones, for every timer (time_model, the study,
 # cost vs work); source: measured, the allocator is warm and oneDNN/cuDNN have picked and built
 # their kernels after 2 steps
 
-__all__ = ["DEFAULT_WARMUP", "OPTIMIZERS", "Mode", "OptimizerKind"]
+__all__ = ["DEFAULT_WARMUP", "MODES", "OPTIMIZERS", "Mode", "OptimizerKind"]

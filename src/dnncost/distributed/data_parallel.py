@@ -408,7 +408,7 @@ def measure_distributed(
     else:
         raise InputSpecError(f"expected an nn.Module or a model spec, got {type(model).__name__}")
     # counting first also checks, in this process, that the model takes the input
-    report = count(module, mode="train", batch_size=opts.batch_size, input_shape=shape,
+    report = count(module, mode=Mode.TRAIN, batch_size=opts.batch_size, input_shape=shape,
                    optimizer=opts.optimizer.value, name=name)
     cfg = _Config(model=source, name=name, input_shape=shape, options=opts, group=group,
                   baseline=baseline)

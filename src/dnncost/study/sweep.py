@@ -23,7 +23,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from dnncost.core.errors import DnncostError, StoreError
-from dnncost.core.kinds import Mode, OptimizerKind
+from dnncost.core.kinds import MODES, Mode, OptimizerKind
 from dnncost.measuring.measurement import NOISE_THRESHOLD, NoisyMeasurementWarning
 from dnncost.study.config import (
     SEED,
@@ -400,10 +400,10 @@ class _Sweep:
     def _count(self, net: _Network) -> None:
         from dnncost.counting.counter import count
 
-        if self.store.has_count(net.nid, "eval") and self.store.has_count(net.nid, "train"):
+        if all(self.store.has_count(net.nid, mode) for mode in MODES):
             self.advance(1, done=True)
             return
-        for mode in ("eval", "train"):
+        for mode in reversed(MODES):  # eval first, as ever
             report = count(net.loaded.build("meta"), input_shape=net.shape,
                            batch_size=self.config.batch_size, mode=mode,
                            optimizer=self.config.optimizer, name=net.loaded.name)
@@ -442,7 +442,7 @@ class _Sweep:
         owner: dict[str, tuple[_Network, str]] = {}
         already: dict[str, StoredRepeats] = {}
         for net in networks:
-            for mode in ("train", "eval"):
+            for mode in MODES:
                 already[f"{net.name} {mode}"] = _stored_repeats(
                     self.store.timing_rows(net.nid, mode, world_size=1))
                 owner[f"{net.name} {mode}"] = (net, mode)
@@ -493,10 +493,10 @@ class _Sweep:
         from dnncost.measuring.breakdown import profile_breakdown
 
         profiled = profile_breakdown(self._model(net), net.shape, batch_size=self.config.batch_size,
-                                     mode="train", device=self.config.device, threads=self.threads,
+                                     mode=Mode.TRAIN, device=self.config.device, threads=self.threads,
                                      warmup=1, steps=BREAKDOWN_STEPS, optimizer=self.config.optimizer,
                                      lr=self._recipe(net).lr, name=net.loaded.name)
-        counted = self.store.count_row(net.nid, "train")
+        counted = self.store.count_row(net.nid, Mode.TRAIN.value)
         flops = {t: int(c["flops"]) for t, c in (counted.by_layer_type if counted else {}).items()}
         rows = {r.name or "(model)": (r.total_s, flops.get(r.name, 0)) for r in profiled.by_module_type}
         for layer_type, f in flops.items():
@@ -601,7 +601,7 @@ class _Sweep:
                           f"an IQR above {NOISE_THRESHOLD:.0%} of the median; the machine may be "
                           "busy", NoisyMeasurementWarning, stacklevel=1)
         self.store.add_work(net.nid, self.run_uid, [
-            WorkRow(mode="train", batch_size=p.batch_size, input_size=p.input_size, step_s=p.step_s,
+            WorkRow(mode=Mode.TRAIN.value, batch_size=p.batch_size, input_size=p.input_size, step_s=p.step_s,
                     flops=p.flops) for p in points])
         self.advance(1, done=False)
 
