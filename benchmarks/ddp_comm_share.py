@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timings.append(measure_distributed(
             name, nproc=args.nproc, group=GroupOptions(args.backend), batch_size=args.batch_size,
             device="cuda" if args.backend == Backend.NCCL.value else "cpu",
-            warmup=args.warmup, repeats=args.repeats))
+            warmup=args.warmup, steps=args.repeats))
     first = timings[0]
     print(render_table(
         table_rows(timings),

@@ -45,7 +45,7 @@ def timing() -> None:
         loaded = load_model(name)
         for mode in ("train", "eval"):
             t = time_model(loaded.module, loaded.input_shape, batch_size=batch, mode=mode,
-                           device="cuda", repeats=20)
+                           device="cuda", steps=20)
             m = t.measurement
             print(f"   {name:22s} {mode:5s} batch {batch}: median {m.median * 1e3:.2f} ms "
                   f"IQR {m.iqr * 1e3:.2f} ms CV {m.cv:.3f} peak mem "

@@ -84,7 +84,7 @@ def _alive(pid: int) -> bool:
 def test_two_gloo_workers_allreduce_gradient_bytes_and_store(tmp_path: Path) -> None:
     net = SmallNet()
     timing = ddp.measure_distributed(net, (3, 8, 8), nproc=2, group=GLOO, batch_size=4,
-                                     warmup=1, repeats=3, name="small")
+                                     warmup=1, steps=3, name="small")
     # trainable: (112 + 1450) float32 params * 4 bytes = 6248 bytes; the frozen 12 never travel
     assert timing.allreduce_bytes_per_step == 6248
     assert sum(p.numel() * p.element_size() for p in net.parameters() if p.requires_grad) == 6248
@@ -124,7 +124,7 @@ def test_failing_worker_stops_every_worker(tmp_path: Path) -> None:
                        match="model 'FailingOnRank1' failed in its own forward .* 2x4 .*"
                              "rank 1 broke on purpose"):
         ddp.measure_distributed(FailingOnRank1(str(tmp_path)), (4,), nproc=2, group=GLOO,
-                                batch_size=2, warmup=1, repeats=1, baseline=False)
+                                batch_size=2, warmup=1, steps=1, baseline=False)
     pids = [int(p.read_text()) for p in sorted(tmp_path.glob("*.pid"))]
     assert len(pids) == 2  # both workers got as far as the forward pass
     assert not any(_alive(pid) for pid in pids)
@@ -150,7 +150,7 @@ def test_interrupted_parent_stops_every_worker(tmp_path: Path,
     monkeypatch.setattr(launch, "_still_running", interrupt_once_both_run)
     with pytest.raises(KeyboardInterrupt):
         ddp.measure_distributed(HangingNet(str(tmp_path)), (4,), nproc=2, group=GLOO,
-                                batch_size=2, warmup=1, repeats=1, baseline=False)
+                                batch_size=2, warmup=1, steps=1, baseline=False)
     pids = [int(p.read_text()) for p in sorted(tmp_path.glob("*.pid"))]
     assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
 
@@ -247,7 +247,7 @@ TORCHRUN_SCRIPT = """
 import json, os
 from dnncost.distributed.data_parallel import measure_distributed
 from dnncost.distributed.launch import GroupOptions
-timing = measure_distributed("lenet5", nproc=2, group=GroupOptions("gloo"), batch_size=8, warmup=1, repeats=3)
+timing = measure_distributed("lenet5", nproc=2, group=GroupOptions("gloo"), batch_size=8, warmup=1, steps=3)
 if os.environ["RANK"] == "0":
     print(json.dumps(timing.to_dict()))
 """
@@ -397,7 +397,7 @@ def test_torchrun_environment_without_a_peer_fails_fast(monkeypatch: pytest.Monk
     _torchrun_env(monkeypatch, port=launch.free_port())
     started = time.monotonic()
     with pytest.raises(launch.DistributedSetupError, match="only 1 of 2 workers reached"):
-        ddp.measure_distributed(SmallNet(), (3, 8, 8), batch_size=2, repeats=1, baseline=False,
+        ddp.measure_distributed(SmallNet(), (3, 8, 8), batch_size=2, steps=1, baseline=False,
                                 group=launch.GroupOptions(rendezvous_timeout_s=1.0))
     assert time.monotonic() - started < 60  # bounded by the timeout, not by the step timeout
     assert not dist.is_initialized()

@@ -46,7 +46,7 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
         raise InputSpecError("--nproc needs --mode train: data-parallel workers only communicate "
                              "when they train")
     if args.budget is not None:
-        raise InputSpecError("--budget is not supported with --nproc; give --repeats instead")
+        raise InputSpecError("--budget is not supported with --nproc; give --steps instead")
     if args.warmup < 1:
         raise InputSpecError(f"--nproc needs --warmup 1 or more (DDP rebuilds its buckets after "
                              f"the first step), got --warmup {args.warmup}")
@@ -57,7 +57,7 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
                              "gloo runs CPU workers (--device cpu), nccl one GPU per worker "
                              "(--device cuda)") from None
     options = StepOptions(batch_size=args.batch_size, mode=Mode.TRAIN, device=args.device,
-                          threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+                          threads=args.threads, warmup=args.warmup, steps=args.steps,
                           optimizer=OptimizerKind(args.optimizer))
     spec = args.model if isinstance(getattr(args, "model", None), str) else loaded_model.module
     timing = measure_distributed(spec, input_shape, options=options, nproc=args.nproc,

@@ -38,8 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, metavar="N",
                         help=f"untimed warm-up steps (default: {DEFAULT_WARMUP})")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--repeats", type=int, default=10, metavar="N",
+    budget.add_argument("--steps", type=int, default=10, metavar="N",
                         help="timed steps (default: 10)")
+    budget.add_argument("--repeats", type=int, dest="steps", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)  # the old name of --steps, still understood
     budget.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                         help="time steps until their total reaches SECONDS (at least 6 steps)")
     add_optimizer_argument(parser)
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                                 dtype=args.dtype, autocast=args.autocast,
                                 channels_last=args.channels_last,
                                 device=args.device, threads=args.threads, warmup=args.warmup,
-                                repeats=args.repeats, budget_s=args.budget,
+                                steps=args.steps, budget_s=args.budget,
                                 optimizer=args.optimizer, name=loaded.name)
             timings.append(timing)
             if args.breakdown:

@@ -259,8 +259,9 @@ def _load_module(source: bytes | str) -> nn.Module:
 
 def _time_steps(net: nn.Module, cfg: _Config, *, device: torch.device,
                 recorder: _AllreduceRecorder | None) -> tuple[list[float], list[float], int, int]:
-    """Warm up, then time ``cfg.repeats`` training steps of ``net`` (dnncost.measuring.timing's step, the one
-    ``dnncost time`` measures); with a recorder (DDP), a barrier starts every step together.
+    """Warm up, then time ``cfg.options.steps`` training steps of ``net`` (dnncost.measuring.timing's
+    step, the one ``dnncost time`` measures); with a recorder (DDP), a barrier starts every step
+    together.
     Returns step seconds, all-reduce seconds, and the bytes and buckets all-reduced per step."""
     opts = cfg.options
     step = prepare_step(net, cfg.input_shape, opts, device)
@@ -271,7 +272,7 @@ def _time_steps(net: nn.Module, cfg: _Config, *, device: torch.device,
     step_s: list[float] = []
     allreduce_s: list[float] = []
     nbytes = buckets = 0
-    for _ in range(opts.repeats):
+    for _ in range(opts.steps):
         if recorder is not None:
             _barrier(device)
             recorder.start_step()
@@ -369,7 +370,7 @@ def measure_distributed(
     worker loads with dnncost.models.loading. ``options`` (or keyword ``overrides`` of its fields,
     as :func:`dnncost.measuring.timing.time_model` takes them) is the timed step: a training step,
     ``batch_size`` and ``threads`` per worker (threads default to the CPU cores divided among the
-    workers), ``warmup`` (at least 1: DDP rebuilds its buckets after the first step), ``repeats``,
+    workers), ``warmup`` (at least 1: DDP rebuilds its buckets after the first step), ``steps``,
     ``optimizer``. ``group`` (:class:`~dnncost.distributed.launch.GroupOptions`) is how the workers
     meet: the backend (default: the one that goes with the step's ``device``), how long every
     worker has to arrive and how long each collective may wait afterwards. ``port`` (default:
@@ -383,7 +384,7 @@ def measure_distributed(
                              "only communicate when they train")
     if opts.budget_s is not None:
         raise InputSpecError("a time budget is not supported for data-parallel timing; give a "
-                             "number of repeats instead")
+                             "number of steps instead")
     if opts.warmup < 1:
         raise InputSpecError(f"data-parallel timing needs at least 1 warm-up step (DDP rebuilds "
                              f"its buckets after the first step), got {opts.warmup}")

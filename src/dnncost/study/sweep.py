@@ -459,7 +459,7 @@ class _Sweep:
                 continue
             jobs.append(TimingJob(name, model, net.shape, StepOptions(
                 batch_size=self.config.batch_size, mode=Mode(mode), device=self.config.device,
-                threads=self.threads, warmup=self.config.warmup, repeats=self.config.steps,
+                threads=self.threads, warmup=self.config.warmup, steps=self.config.steps,
                 budget_s=self.config.step_budget_s,
                 optimizer=OptimizerKind(self.config.optimizer), lr=self._recipe(net).lr)))
 
@@ -547,7 +547,7 @@ class _Sweep:
         timing = measure_distributed(
             net.name, net.shape, nproc=world_size, group=GroupOptions(backend), device=self.config.device,
             batch_size=self.config.batch_size, warmup=max(1, self.config.warmup),
-            repeats=max(self.config.steps, DDP_MIN_STEPS), optimizer=self.config.optimizer,
+            steps=max(self.config.steps, DDP_MIN_STEPS), optimizer=self.config.optimizer,
             port=self.port, name=net.loaded.name)
         self.store.add_data_parallel_timing(net.nid, self.run_uid, timing.as_record())
         self.advance(1, done=False)
@@ -565,7 +565,7 @@ class _Sweep:
 
         options = StepOptions(batch_size=self.config.batch_size, mode=Mode.TRAIN,
                               device=self.config.device, threads=self.threads,
-                              warmup=self.config.warmup, repeats=self.config.steps,
+                              warmup=self.config.warmup, steps=self.config.steps,
                               optimizer=OptimizerKind(self.config.optimizer), lr=self._recipe(net).lr)
         training = TrainingOptions(recipe=self._recipe(net),
                                    epochs=self._recipe(net).epochs(self.config.epochs),
