@@ -8,10 +8,17 @@ from enum import Enum
 
 
 class Mode(str, Enum):
-    """What one step is."""
+    """What one step is. It prints, formats, hashes and compares as its name ('train'), so it
+    stands wherever the name does: in f-strings, dictionary keys, JSON and the store."""
 
     TRAIN = "train"  # zero_grad + forward + loss + backward + optimizer step
     EVAL = "eval"  # model.eval() + forward under no_grad
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
 
 class OptimizerKind(str, Enum):

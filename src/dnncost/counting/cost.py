@@ -12,6 +12,7 @@ from enum import Enum
 
 from dnncost.core.errors import InputSpecError
 from dnncost.core.kinds import Mode
+from dnncost.core.workload import Workload
 from dnncost.counting.conventions import CONVENTION, CONVENTION_SHORT
 from dnncost.counting.table import human, render_text_table, table_cells
 
@@ -117,13 +118,10 @@ def _truncate(path: str, depth: int) -> str:
 
 
 @dataclass(frozen=True)
-class CostReport:
-    """The counter's answer for one model, input and mode. Compute-only: it never prints."""
+class CostReport(Workload):
+    """The counter's answer for one model, input and mode (its :class:`Workload`). Compute-only:
+    it never prints."""
 
-    model: str
-    mode: str
-    input_shape: tuple[int, ...]
-    batch_size: int
     records: tuple[OpRecord, ...]
     params: int
     trainable_params: int

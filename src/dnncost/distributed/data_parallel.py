@@ -42,6 +42,7 @@ from dnncost.core.environment import Environment, current_environment
 from dnncost.core.errors import InputSpecError
 from dnncost.core.failure import named_model_failure
 from dnncost.core.step import Mode, primary_output
+from dnncost.core.workload import Workload
 from dnncost.counting.counter import count
 from dnncost.distributed.launch import (
     Backend,
@@ -64,23 +65,21 @@ SCALING = "weak"  # efficiency compares equal per-worker batches: t1 / tN
 
 
 @dataclass(frozen=True)
-class DistributedTiming:
+class DistributedTiming(Workload):
     """A data-parallel training step of one network on ``world_size`` workers.
 
     ``step`` holds per-step seconds (slowest worker), ``allreduce`` the per-step seconds with a
     gradient all-reduce in flight (mean over workers), ``single_process`` the same step in one plain
     process (no DDP) with the same per-worker batch and threads (None when not measured).
     ``gradient_bytes`` is dnncost.counting.counter's figure (CostReport.gradient_bytes); ``flops`` the counted
-    FLOPs of one worker's step.
+    FLOPs of one worker's step. Its :class:`Workload` is always a training step, at the batch size
+    of one worker.
     """
 
-    model: str
     world_size: int
     backend: str
     device: str
     launcher: str  # "spawn" (dnncost started the workers) or "torchrun"
-    input_shape: tuple[int, ...]
-    batch_size: int  # per worker
     threads: int  # per worker
     optimizer: str
     step: Measurement
@@ -433,7 +432,7 @@ def measure_distributed(
 
     device = "cuda" if backend is Backend.NCCL else "cpu"
     return DistributedTiming(
-        model=name, world_size=result.world_size, backend=backend.value, device=device,
+        model=name, mode=Mode.TRAIN, world_size=result.world_size, backend=backend.value, device=device,
         launcher=launcher, input_shape=shape, batch_size=opts.batch_size, threads=result.threads,
         optimizer=opts.optimizer.value, step=Measurement(result.step_s),
         allreduce=Measurement(result.allreduce_s), allreduce_bytes_per_step=result.allreduce_bytes,

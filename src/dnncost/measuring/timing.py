@@ -53,6 +53,7 @@ from dnncost.core.step import (
     make_optimizer,
     trainable_parameters,
 )
+from dnncost.core.workload import Workload
 from dnncost.counting.cost import CostReport
 from dnncost.counting.counter import META_HINT, count
 from dnncost.measuring.calibrate import cached_calibration
@@ -123,13 +124,10 @@ def step_options(options: StepOptions | None, overrides: dict[str, Any]) -> Step
 
 
 @dataclass(frozen=True)
-class StepTiming:
-    """One model's timed step: the measurement and everything needed to compare it later."""
+class StepTiming(Workload):
+    """One model's timed step (its :class:`Workload`): the measurement and everything needed to
+    compare it later."""
 
-    model: str
-    mode: Mode
-    input_shape: tuple[int, ...]
-    batch_size: int
     device: str
     threads: int
     dtype: str
