@@ -32,6 +32,7 @@ from dnncost.study.config import (
     load_study_dataset,
     select_models,
 )
+from dnncost.study.predicted import predict_with_stored_model
 from dnncost.study.store import CountRow, NetworkRow, RepeatConditions, Store, TimingRow, WorkRow
 from dnncost.study.work import WORK_PLAN, WORK_STEP, WorkGrid, measure_work
 from dnncost.training.recipe import Recipe, recipe_for
@@ -167,7 +168,7 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
                               bandwidth_bytes_per_s=bandwidth, calibration=source,
                               operator_model=operator_model)
         bar.set_description_str("predicting each network's step (per-kernel model)")
-        _store_predictions(store, config.config_hash, fingerprint)
+        predict_with_stored_model(store, config_hash=config.config_hash, fingerprint=fingerprint)
     except KeyboardInterrupt:
         sweep.interrupted()
         raise
@@ -229,30 +230,6 @@ def _fit_operator_model(threads: int) -> dict[str, object]:
     model = calibrate_operators(threads=threads, quick=True, budget_s=STUDY_CALIBRATION_S).model
     save_operator_model(model)
     return model.to_dict()
-
-
-def _store_predictions(store: Store, config_hash: str, fingerprint: str) -> None:
-    """The per-kernel model stored with this machine predicts the step of every network of this
-    configuration it has not predicted yet, and the predictions are stored for the report
-    (dnncost.study.predicted). Optional: a model that cannot be read or used is warned about and
-    the measurements stand without it."""
-    import pickle
-
-    from dnncost.prediction.predict import OperatorModel
-    from dnncost.study.predicted import store_predictions
-
-    group = next((g for g in store.groups() if (g.config_hash, g.fingerprint) == (config_hash, fingerprint)),
-                 None)
-    env = store.environment(fingerprint)
-    if group is None or group.operator_model is None or env is None:
-        return
-    try:
-        model = OperatorModel.from_dict(group.operator_model)
-        store_predictions(store, group, model, bytes_per_s=env.bandwidth_bytes_per_s)
-    except (DnncostError, KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
-        warnings.warn(f"the per-operator time model stored for this machine could not predict the "
-                      f"networks ({type(exc).__name__}: {exc}); the report has no predicted-vs-measured "
-                      "section", stacklevel=2)
 
 
 @dataclass
