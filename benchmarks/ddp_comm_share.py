@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dnncost.distributed.data_parallel import DistributedTiming, measure_distributed
-from dnncost.distributed.launch import Backend
+from dnncost.distributed.launch import Backend, GroupOptions
 from dnncost.reporting.formatting import render_table
 
 
@@ -95,9 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name}", file=sys.stderr, flush=True)
         timings.append(measure_distributed(
-            name, nproc=args.nproc, backend=args.backend, batch_size=args.batch_size,
+            name, nproc=args.nproc, group=GroupOptions(args.backend), batch_size=args.batch_size,
             device="cuda" if args.backend == Backend.NCCL.value else "cpu",
-            warmup=args.warmup, repeats=args.repeats))
+            warmup=args.warmup, steps=args.repeats))
     first = timings[0]
     print(render_table(
         table_rows(timings),

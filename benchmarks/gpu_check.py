@@ -45,7 +45,7 @@ def timing() -> None:
         loaded = load_model(name)
         for mode in ("train", "eval"):
             t = time_model(loaded.module, loaded.input_shape, batch_size=batch, mode=mode,
-                           device="cuda", repeats=20)
+                           device="cuda", steps=20)
             m = t.measurement
             print(f"   {name:22s} {mode:5s} batch {batch}: median {m.median * 1e3:.2f} ms "
                   f"IQR {m.iqr * 1e3:.2f} ms CV {m.cv:.3f} peak mem "
@@ -82,8 +82,9 @@ def breakdown() -> None:
 
 def data_parallel() -> None:
     from dnncost.distributed.data_parallel import measure_distributed
+    from dnncost.distributed.launch import GroupOptions
 
-    t = measure_distributed("resnet20", (3, 32, 32), nproc=1, backend="nccl", device="cuda",
+    t = measure_distributed("resnet20", (3, 32, 32), nproc=1, group=GroupOptions("nccl"), device="cuda",
                             batch_size=128)
     print(f"   {t.to_row()}")
 

@@ -109,7 +109,7 @@ def main() -> None:
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     torch.manual_seed(0)
     opts = StepOptions(batch_size=args.batch_size, threads=threads, warmup=args.warmup,
-                       repeats=args.steps, budget_s=args.step_budget or None)
+                       steps=args.steps, budget_s=args.step_budget or None)
     jobs = [TimingJob(n, create_model(n), tuple(get_model_info(n).input_shape), opts) for n in names]
     after_jobs = jobs + ([TimingJob(REFERENCE_JOB, reference_net(), (3, 32, 32), opts)]
                          if args.reference_net else [])

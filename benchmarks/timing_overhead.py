@@ -59,7 +59,7 @@ def harness_cost_per_step(*, threads: int, repeats: int) -> float:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoisyMeasurementWarning)
             harness = time_model(tiny, (1,), batch_size=1, threads=threads, warmup=10,
-                                 repeats=repeats, count_flops=False).measurement.mean
+                                 steps=repeats, count_flops=False).measurement.mean
         diffs.append(harness - bare_loop(tiny, x, y, warmup=10, repeats=repeats))
     return statistics.median(diffs)
 
@@ -98,7 +98,7 @@ def main() -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NoisyMeasurementWarning)
             timing = time_model(model, shape, batch_size=args.batch_size, mode="train",
-                                threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+                                threads=args.threads, warmup=args.warmup, steps=args.repeats,
                                 count_flops=False)
         if not any(issubclass(w.category, NoisyMeasurementWarning) for w in caught):
             quiet_medians.append(timing.measurement.median)

@@ -106,10 +106,11 @@ CASES = [
     case("time {models}/m.py:raising_factory --repeats 1", "building model"),
     case("time {models}/m.py:noparams --input 3x8x8 --repeats 1", "no trainable parameters"),
     case("time {models}/m.py:boom --input 4 --repeats 1", "failed in its own forward (Boom)"),
-    case("time lenet5 --repeats 0", "repeats"),
+    case("time lenet5 --steps 0", "steps >= 1"),
+    case("time lenet5 --repeats 0", "steps >= 1"),  # the old name of --steps
     case("time lenet5 --warmup -1 --repeats 1", "warmup"),
     case("time lenet5 --budget 0", "budget"),
-    case("time lenet5 --repeats 1 --budget 1", "not allowed with argument"),
+    case("time lenet5 --steps 1 --budget 1", "not allowed with argument"),
     case("time lenet5 --threads 0 --repeats 1", "threads must be a positive integer"),
     case(f"time lenet5 --threads {MANY_CORES} --repeats 1", "logical CPU"),
     case("time lenet5 --device cpu:7 --repeats 1", "'cpu:7' does not exist"),

@@ -187,5 +187,5 @@ def test_user_model_keeps_its_dtype_after_timing_in_another():
 
     model = Tiny()
     timing = time_model(model, (1, 4, 4), batch_size=2, mode="eval", dtype="bfloat16", warmup=0,
-                        repeats=2, probe=False)
+                        steps=2, probe=False)
     assert timing.dtype == "bfloat16" and next(model.parameters()).dtype == torch.float32

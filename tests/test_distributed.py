@@ -25,6 +25,8 @@ from dnncost.distributed import launch
 from dnncost.measuring.timing import StepOptions
 from dnncost.study.store import NetworkRow, open_store
 
+GLOO = launch.GroupOptions("gloo")  # CPU workers
+
 
 class SmallNet(nn.Module):
     """A conv + linear net with one frozen layer, so trainable and total parameters differ."""
@@ -81,8 +83,8 @@ def _alive(pid: int) -> bool:
 
 def test_two_gloo_workers_allreduce_gradient_bytes_and_store(tmp_path: Path) -> None:
     net = SmallNet()
-    timing = ddp.measure_distributed(net, (3, 8, 8), nproc=2, backend="gloo", batch_size=4,
-                                     warmup=1, repeats=3, name="small")
+    timing = ddp.measure_distributed(net, (3, 8, 8), nproc=2, group=GLOO, batch_size=4,
+                                     warmup=1, steps=3, name="small")
     # trainable: (112 + 1450) float32 params * 4 bytes = 6248 bytes; the frozen 12 never travel
     assert timing.allreduce_bytes_per_step == 6248
     assert sum(p.numel() * p.element_size() for p in net.parameters() if p.requires_grad) == 6248
@@ -121,8 +123,8 @@ def test_failing_worker_stops_every_worker(tmp_path: Path) -> None:
     with pytest.raises(ModelFailedError,
                        match="model 'FailingOnRank1' failed in its own forward .* 2x4 .*"
                              "rank 1 broke on purpose"):
-        ddp.measure_distributed(FailingOnRank1(str(tmp_path)), (4,), nproc=2, backend="gloo",
-                                batch_size=2, warmup=1, repeats=1, baseline=False)
+        ddp.measure_distributed(FailingOnRank1(str(tmp_path)), (4,), nproc=2, group=GLOO,
+                                batch_size=2, warmup=1, steps=1, baseline=False)
     pids = [int(p.read_text()) for p in sorted(tmp_path.glob("*.pid"))]
     assert len(pids) == 2  # both workers got as far as the forward pass
     assert not any(_alive(pid) for pid in pids)
@@ -147,8 +149,8 @@ def test_interrupted_parent_stops_every_worker(tmp_path: Path,
 
     monkeypatch.setattr(launch, "_still_running", interrupt_once_both_run)
     with pytest.raises(KeyboardInterrupt):
-        ddp.measure_distributed(HangingNet(str(tmp_path)), (4,), nproc=2, backend="gloo",
-                                batch_size=2, warmup=1, repeats=1, baseline=False)
+        ddp.measure_distributed(HangingNet(str(tmp_path)), (4,), nproc=2, group=GLOO,
+                                batch_size=2, warmup=1, steps=1, baseline=False)
     pids = [int(p.read_text()) for p in sorted(tmp_path.glob("*.pid"))]
     assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
 
@@ -161,7 +163,7 @@ def test_launched_under_torchrun_environment_runs_in_process(
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(launch.free_port()))
-    args = _time_args(model=None, nproc=None, backend="gloo", batch_size=4, format="json")
+    args = _time_args(model=None, nproc=None, group=GLOO, batch_size=4, format="json")
     assert cli_ddp.wants_distributed(args)
     loaded = argparse.Namespace(name="small", module=SmallNet())
     assert cli_ddp.run_distributed_cli(args, loaded, (3, 8, 8)) == 0
@@ -174,7 +176,7 @@ def test_launched_under_torchrun_environment_runs_in_process(
 def test_more_workers_than_cores_is_a_device_error() -> None:
     with pytest.raises(DeviceError, match="CPU core"):
         ddp.measure_distributed(SmallNet(), (3, 8, 8), nproc=(os.cpu_count() or 1) + 1,
-                                backend="gloo", batch_size=2)
+                                group=GLOO, batch_size=2)
 
 
 def test_nccl_needs_a_gpu_per_worker() -> None:
@@ -188,7 +190,7 @@ def test_nccl_needs_a_gpu_per_worker() -> None:
 def test_unavailable_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dist, "is_gloo_available", lambda: False)
     with pytest.raises(launch.DistributedSetupError, match="'gloo' is not available"):
-        ddp.measure_distributed(SmallNet(), (3, 8, 8), nproc=2, backend="gloo", batch_size=2)
+        ddp.measure_distributed(SmallNet(), (3, 8, 8), nproc=2, group=GLOO, batch_size=2)
     with pytest.raises(InputSpecError, match="unknown backend 'mpi4'"):
         launch.check_backend("mpi4")
 
@@ -199,7 +201,7 @@ def test_busy_port_is_a_clear_error() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(launch.DistributedSetupError, match=f"port {port} .* busy"):
-            ddp.measure_distributed(SmallNet(), (3, 8, 8), nproc=2, backend="gloo",
+            ddp.measure_distributed(SmallNet(), (3, 8, 8), nproc=2, group=GLOO,
                                     batch_size=2, port=port)
 
 
@@ -244,7 +246,8 @@ def test_union_of_overlapping_intervals() -> None:
 TORCHRUN_SCRIPT = """
 import json, os
 from dnncost.distributed.data_parallel import measure_distributed
-timing = measure_distributed("lenet5", nproc=2, backend="gloo", batch_size=8, warmup=1, repeats=3)
+from dnncost.distributed.launch import GroupOptions
+timing = measure_distributed("lenet5", nproc=2, group=GroupOptions("gloo"), batch_size=8, warmup=1, steps=3)
 if os.environ["RANK"] == "0":
     print(json.dumps(timing.to_dict()))
 """
@@ -394,8 +397,8 @@ def test_torchrun_environment_without_a_peer_fails_fast(monkeypatch: pytest.Monk
     _torchrun_env(monkeypatch, port=launch.free_port())
     started = time.monotonic()
     with pytest.raises(launch.DistributedSetupError, match="only 1 of 2 workers reached"):
-        ddp.measure_distributed(SmallNet(), (3, 8, 8), batch_size=2, repeats=1, baseline=False,
-                                rendezvous_timeout_s=1.0)
+        ddp.measure_distributed(SmallNet(), (3, 8, 8), batch_size=2, steps=1, baseline=False,
+                                group=launch.GroupOptions(rendezvous_timeout_s=1.0))
     assert time.monotonic() - started < 60  # bounded by the timeout, not by the step timeout
     assert not dist.is_initialized()
 

@@ -231,11 +231,11 @@ def test_evaluate_cli_reads_the_study_store_and_holds_each_family_out(
 def test_the_study_stores_each_networks_prediction_and_evaluate_prefers_them(
         tmp_path: Path, monkeypatch, capsys) -> None:
     """At the end of a study the stored per-kernel model predicts every counted network's steps
-    (dnncost.study.sweep._store_predictions); `evaluate --db` then reads those numbers, on any
+    (dnncost.study.predicted.predict_with_stored_model); `evaluate --db` then reads those numbers, on any
     machine, and counts and predicts nothing."""
     import json
 
-    from dnncost.study import sweep
+    from dnncost.study.predicted import predict_with_stored_model
     from dnncost.study.store import CountRow, open_store
 
     model = OperatorModel({k: KindRegressor((1e-5, 1e-10, 1e-10)) for k in OpKind},
@@ -259,10 +259,11 @@ def test_the_study_stores_each_networks_prediction_and_evaluate_prefers_them(
                 store.add_timing(nid, run, TimingRow(
                     mode=mode, samples=[seconds] * 3, median_s=seconds, iqr_s=0.0, threads=1,
                     peak_memory_bytes=None))
-        sweep._store_predictions(store, "cfg", "elsewhere")
+        predict_with_stored_model(store, config_hash="cfg", fingerprint="elsewhere")
         (group,) = store.groups()
         rows = store.prediction_rows(group)
-        sweep._store_predictions(store, "cfg", "elsewhere")  # a resumed study predicts nothing again
+        # a resumed study predicts nothing again
+        predict_with_stored_model(store, config_hash="cfg", fingerprint="elsewhere")
         assert len(store.prediction_rows(group)) == len(rows) == 6  # 3 networks x 2 modes
     assert {r.calibration_id for _, r in rows} == {"elsewhere@then"}
     assert all(r.predicted_s > 0 and r.roofline_s is not None and r.low_s is None for _, r in rows)
@@ -282,7 +283,7 @@ def test_the_study_stores_each_networks_prediction_and_evaluate_prefers_them(
 
 
 def test_an_unreadable_stored_model_is_warned_about_and_predicts_nothing(tmp_path: Path) -> None:
-    from dnncost.study import sweep
+    from dnncost.study.predicted import predict_with_stored_model
     from dnncost.study.store import open_store
 
     with open_store(tmp_path / "s.sqlite") as store:
@@ -293,6 +294,6 @@ def test_an_unreadable_stored_model_is_warned_about_and_predicts_nothing(tmp_pat
             name="lenet5", family="lenet", config_hash="cfg", fingerprint="m", config={},
             input_shape="1x32x32", batch_size=4, dataset="digits", device="cpu", threads=1))
         with pytest.warns(UserWarning, match="could not predict the networks"):
-            sweep._store_predictions(store, "cfg", "m")
+            predict_with_stored_model(store, config_hash="cfg", fingerprint="m")
         (group,) = store.groups()
         assert store.prediction_rows(group) == []

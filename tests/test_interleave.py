@@ -14,7 +14,7 @@ from dnncost.measuring.measurement import Estimator
 from dnncost.measuring.probe import Probe, ProbeReading
 from dnncost.measuring.timing import StepOptions
 
-OPTS = StepOptions(batch_size=2, threads=1, warmup=0, repeats=2)
+OPTS = StepOptions(batch_size=2, threads=1, warmup=0, steps=2)
 
 
 @pytest.fixture(autouse=True)

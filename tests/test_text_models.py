@@ -185,7 +185,7 @@ def test_hf_bert_is_timed_with_keyword_inputs():
     spec = InputSpec(factory=lambda batch: {"input_ids": torch.randint(0, 100, (batch, 16)),
                                             "attention_mask": torch.ones(batch, 16, dtype=torch.long)})
     # counting on meta fails on the mask's .item(), so time_model counts the step on the CPU
-    timing = time_model(bert, spec, batch_size=2, mode="eval", warmup=0, repeats=2, probe=False)
+    timing = time_model(bert, spec, batch_size=2, mode="eval", warmup=0, steps=2, probe=False)
     assert timing.cost is not None and timing.cost.total().macs == 592_064  # the hand count above
     assert timing.measurement.n == 2
 

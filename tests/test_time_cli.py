@@ -11,7 +11,7 @@ import pytest
 from dnncost.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::dnncost.measuring.measurement.NoisyMeasurementWarning")
-QUICK = ["--batch-size", "4", "--repeats", "3", "--warmup", "1", "--threads", "1"]
+QUICK = ["--batch-size", "4", "--steps", "3", "--warmup", "1", "--threads", "1"]
 
 
 @pytest.fixture(autouse=True)
@@ -137,3 +137,16 @@ def test_time_warns_when_the_machine_was_busy(capsys, monkeypatch: pytest.Monkey
     assert "warning: lenet5 train step: the machine was busy during this run (other processes " \
            "used 1.8 of 2 cores while 1 thread(s) were timed)" in err
     assert "machine during the train step (BUSY): " in out and "load average 3.50" in out
+
+
+def test_steps_is_the_flag_and_repeats_its_hidden_old_name(capsys) -> None:
+    from dnncost.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["time", "lenet5", "--steps", "4"]).steps == 4
+    assert parser.parse_args(["time", "lenet5", "--repeats", "4"]).steps == 4  # still understood
+    assert parser.parse_args(["time", "lenet5"]).steps == 10
+    with pytest.raises(SystemExit):
+        main(["time", "--help"])
+    text = capsys.readouterr().out
+    assert "--steps N" in text and "--repeats" not in text

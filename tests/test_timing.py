@@ -78,7 +78,7 @@ def test_measurement_quiet_and_too_few_for_an_interval() -> None:
 def test_train_step_samples_environment_and_flops() -> None:
     model = tiny_net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    timing = time_model(model, (1, 6, 6), batch_size=4, mode="train", threads=1, warmup=1, repeats=7)
+    timing = time_model(model, (1, 6, 6), batch_size=4, mode="train", threads=1, warmup=1, steps=7)
     m = timing.measurement
     assert m.n == 7 and all(s > 0 for s in m.samples)
     assert (timing.mode, timing.batch_size, timing.threads, timing.device) == (Mode.TRAIN, 4, 1, "cpu")
@@ -98,7 +98,7 @@ def test_eval_step_runs_in_eval_mode_without_grad_and_restores_flags() -> None:
     probe = Probe()
     probe.train()
     threads_before = torch.get_num_threads()
-    timing = time_model(probe, (4,), batch_size=2, mode="eval", threads=1, warmup=2, repeats=3,
+    timing = time_model(probe, (4,), batch_size=2, mode="eval", threads=1, warmup=2, steps=3,
                         count_flops=False)
     assert probe.seen == [(False, False, 1)] * 5  # 2 warm-up + 3 timed, eval mode, no grad, 1 thread
     assert timing.optimizer is None and timing.flops is None and timing.efficiency is None
@@ -108,7 +108,7 @@ def test_eval_step_runs_in_eval_mode_without_grad_and_restores_flags() -> None:
 def test_train_step_runs_in_train_mode_with_the_requested_threads() -> None:
     probe = Probe()
     probe.eval()
-    time_model(probe, (4,), batch_size=2, mode="train", threads=1, warmup=1, repeats=2,
+    time_model(probe, (4,), batch_size=2, mode="train", threads=1, warmup=1, steps=2,
                count_flops=False)
     # the first call infers the labels (no grad); then 1 warm-up + 2 timed steps with grad
     assert probe.seen == [(True, False, 1)] + [(True, True, 1)] * 3
@@ -126,7 +126,7 @@ def test_noisy_run_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = iter([0.001, 0.002] * 10)  # alternating 1 ms / 2 ms: IQR 1 ms on a 1.5 ms median
     monkeypatch.setattr(StepClock, "stop", lambda self: next(fake))
     with pytest.warns(NoisyMeasurementWarning, match="noisy"):
-        timing = time_model(tiny_net(), (1, 6, 6), batch_size=1, warmup=0, repeats=10,
+        timing = time_model(tiny_net(), (1, 6, 6), batch_size=1, warmup=0, steps=10,
                             count_flops=False, probe=False)
     assert timing.measurement.noisy
 
@@ -136,13 +136,13 @@ def test_quiet_run_does_not_warn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("dnncost.measuring.timing.machine_load", lambda *a, **k: QUIET)
     with warnings.catch_warnings():
         warnings.simplefilter("error", NoisyMeasurementWarning)
-        timing = time_model(tiny_net(), (1, 6, 6), batch_size=1, warmup=0, repeats=6, count_flops=False)
+        timing = time_model(tiny_net(), (1, 6, 6), batch_size=1, warmup=0, steps=6, count_flops=False)
     assert timing.measurement.median == 0.001 and not timing.measurement.noisy
     assert timing.probe is not None and timing.probe.drift == 0.0 and not timing.shifted
 
 
 def test_run_carries_its_probe_and_machine_load() -> None:
-    timing = time_model(tiny_net(), (1, 6, 6), batch_size=2, threads=1, warmup=0, repeats=3,
+    timing = time_model(tiny_net(), (1, 6, 6), batch_size=2, threads=1, warmup=0, steps=3,
                         count_flops=False)
     probe = timing.probe
     assert probe is not None and probe.before_s > 0 and probe.after_s > 0
@@ -163,7 +163,7 @@ def test_whole_run_shift_warns_from_the_probe_although_the_steps_agree(
     monkeypatch.setattr(ReferenceProbe, "run", lambda self, reps=3: 2e-3)  # the machine is 2x slower now
     monkeypatch.setattr("dnncost.measuring.timing.machine_load", lambda *a, **k: QUIET)
     with pytest.warns(BusyMachineWarning, match=r"probe took \+100% longer") as caught:
-        timing = time_model(tiny_net(), (1, 6, 6), batch_size=1, threads=1, warmup=0, repeats=6,
+        timing = time_model(tiny_net(), (1, 6, 6), batch_size=1, threads=1, warmup=0, steps=6,
                             count_flops=False)
     assert not timing.measurement.noisy and timing.shifted
     assert timing.probe is not None and timing.probe.drift == pytest.approx(1.0)  # 2 / 1 - 1
@@ -175,7 +175,7 @@ def test_busy_machine_warns(monkeypatch: pytest.MonkeyPatch) -> None:
                        threads=1)
     monkeypatch.setattr("dnncost.measuring.timing.machine_load", lambda *a, **k: busy)
     with pytest.warns(BusyMachineWarning, match="busy during this run .*other processes used 1.8"):
-        timing = time_model(tiny_net(), (1, 6, 6), batch_size=1, threads=1, warmup=0, repeats=2,
+        timing = time_model(tiny_net(), (1, 6, 6), batch_size=1, threads=1, warmup=0, steps=2,
                             count_flops=False, probe=False)
     assert timing.load is busy and timing.probe is None
 
@@ -188,7 +188,7 @@ def test_efficiency_uses_the_stored_calibration(tmp_path, monkeypatch: pytest.Mo
     peak = MatmulPeak("float32", 64, 1e12, Measurement((1e-6,)))
     save_calibration(Calibration(machine_fingerprint("cpu", threads=1), "cpu", 1, "now", {},
                                  matmul={"float32": peak}))
-    timing = time_model(tiny_net(), (1, 6, 6), batch_size=2, threads=1, warmup=0, repeats=2)
+    timing = time_model(tiny_net(), (1, 6, 6), batch_size=2, threads=1, warmup=0, steps=2)
     assert timing.peak_flops_per_s == 1e12
     assert timing.efficiency == pytest.approx(timing.achieved_flops_per_s / 1e12)
 
@@ -280,7 +280,7 @@ def test_primary_output_and_random_targets() -> None:
 @requires_cuda
 def test_gpu_step_uses_cuda_events_and_reports_device_memory() -> None:
     model = tiny_net()
-    timing = time_model(model, (1, 6, 6), batch_size=8, device="cuda", warmup=2, repeats=6)
+    timing = time_model(model, (1, 6, 6), batch_size=8, device="cuda", warmup=2, steps=6)
     assert timing.device.startswith("cuda") and timing.measurement.n == 6
     assert timing.peak_memory_bytes > 0 and "cuda.max_memory_allocated" in timing.peak_memory_source
     assert next(model.parameters()).device.type == "cpu"  # moved back home

@@ -261,7 +261,7 @@ def test_batch_size_and_threads() -> None:
 
 
 # -- the runner ---------------------------------------------------------------------------------
-OPTS = StepOptions(batch_size=2, mode=Mode.EVAL, threads=1, warmup=0, repeats=6)
+OPTS = StepOptions(batch_size=2, mode=Mode.EVAL, threads=1, warmup=0, steps=6)
 
 
 def test_runner_ratios_and_interval() -> None:
@@ -293,7 +293,7 @@ def test_runner_reports_not_applicable_with_reason() -> None:
 def test_runner_train_step_and_magnitude_nominal() -> None:
     specs = parse_specs("prune_magnitude:0.5,channels_last")
     results = list(run_whatif(tiny(), specs, input_shape=SHAPE, options=OPTS.replace(mode=Mode.TRAIN,
-                                                                                       repeats=2)))
+                                                                                       steps=2)))
     magnitude, layout = results
     assert magnitude.flops_ratio == pytest.approx(1.0)  # dense kernels
     assert magnitude.nominal_flops_ratio is not None and magnitude.nominal_flops_ratio < 1
@@ -305,7 +305,7 @@ def test_runner_leaves_the_model_as_found() -> None:
     model = tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     list(run_whatif(model, parse_specs("prune_channels:0.5"), input_shape=SHAPE,
-                    options=OPTS.replace(mode=Mode.TRAIN, repeats=2)))
+                    options=OPTS.replace(mode=Mode.TRAIN, steps=2)))
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key])
 
@@ -358,7 +358,7 @@ def test_a_transformation_that_breaks_the_network_is_named_and_earlier_results_k
     kept = []
     with pytest.raises(TransformationError, match="transformation 'breaker' broke the network"):
         for result in run_whatif(tiny(), parse_specs("prune_channels:0.5,breaker"),
-                                 input_shape=SHAPE, options=OPTS.replace(repeats=2)):
+                                 input_shape=SHAPE, options=OPTS.replace(steps=2)):
             kept.append(result)
     assert [r.transformation for r in kept] == ["prune_channels:0.5"]
 

@@ -39,7 +39,7 @@ class Bag(nn.Module):
 BAG_MACS = TOKENS * 8 * 16 + 16 * 10  # fc1 on 16 tokens + fc2: 2048 + 160 = 2208
 # low rank at 0.5: fc1 rank ceil(0.5 * 8) = 4, fc2 rank ceil(0.5 * 10) = 5
 BAG_LOW_RANK_MACS = TOKENS * (8 * 4 + 4 * 16) + (16 * 5 + 5 * 10)  # 16 * 96 + 130 = 1666
-OPTS = StepOptions(batch_size=2, mode=Mode.EVAL, threads=1, warmup=0, repeats=2)
+OPTS = StepOptions(batch_size=2, mode=Mode.EVAL, threads=1, warmup=0, steps=2)
 IDS = f"{TOKENS}:int64:{VOCAB}"
 
 

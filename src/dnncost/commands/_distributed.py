@@ -38,15 +38,15 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
     only under torchrun). ``loaded_model`` is the LoadedModel of ``args.model``."""
     from dnncost.core.step import Mode, OptimizerKind
     from dnncost.distributed.data_parallel import measure_distributed
-    from dnncost.distributed.launch import backend_for_device, launched_by_torchrun
+    from dnncost.distributed.launch import GroupOptions, backend_for_device, launched_by_torchrun
     from dnncost.measuring.timing import StepOptions
     from dnncost.reporting.formatting import human, render
 
-    if args.mode != "train":
+    if args.mode != Mode.TRAIN.value:
         raise InputSpecError("--nproc needs --mode train: data-parallel workers only communicate "
                              "when they train")
     if args.budget is not None:
-        raise InputSpecError("--budget is not supported with --nproc; give --repeats instead")
+        raise InputSpecError("--budget is not supported with --nproc; give --steps instead")
     if args.warmup < 1:
         raise InputSpecError(f"--nproc needs --warmup 1 or more (DDP rebuilds its buckets after "
                              f"the first step), got --warmup {args.warmup}")
@@ -57,11 +57,12 @@ def run_distributed_cli(args: argparse.Namespace, loaded_model: Any,
                              "gloo runs CPU workers (--device cpu), nccl one GPU per worker "
                              "(--device cuda)") from None
     options = StepOptions(batch_size=args.batch_size, mode=Mode.TRAIN, device=args.device,
-                          threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+                          threads=args.threads, warmup=args.warmup, steps=args.steps,
                           optimizer=OptimizerKind(args.optimizer))
     spec = args.model if isinstance(getattr(args, "model", None), str) else loaded_model.module
     timing = measure_distributed(spec, input_shape, options=options, nproc=args.nproc,
-                                 backend=backend, port=args.master_port, name=loaded_model.name)
+                                 group=GroupOptions(backend.value), port=args.master_port,
+                                 name=loaded_model.name)
     if launched_by_torchrun() and os.environ.get("RANK") != "0":
         return EXIT_OK
     footer = (f"{timing.world_size} {timing.backend} workers ({timing.launcher}), batch "

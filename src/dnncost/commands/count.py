@@ -12,6 +12,7 @@ from dnncost.commands._common import (
     input_spec,
 )
 from dnncost.commands._exit_codes import EXIT_OK
+from dnncost.core.kinds import MODES, Mode
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "formula ran.")
     add_model_input_arguments(parser)
     add_precision_arguments(parser)
-    parser.add_argument("--mode", choices=("eval", "train"), default="eval",
+    parser.add_argument("--mode", choices=MODES[::-1], default=Mode.EVAL.value,
                         help="eval: one forward pass; train: forward + loss + backward + optimizer")
     parser.add_argument("--depth", type=int, default=1,
                         help="module tree depth of the table (default 1; -1: every module)")

@@ -6,6 +6,7 @@ import argparse
 
 from dnncost.commands._common import add_format_argument, add_model_input_arguments, input_spec
 from dnncost.commands._exit_codes import EXIT_OK
+from dnncost.core.kinds import MODES
 
 COLUMNS = ("mode", "module", "predicted_ms", "share", "gflops")
 CAVEAT_TEXT = {
@@ -27,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "'dnncost calibrate --ops'. Nothing is run: the network is counted on the meta "
                     "device.")
     add_model_input_arguments(parser)
-    parser.add_argument("--mode", choices=("train", "eval", "both"), default="both",
+    parser.add_argument("--mode", choices=(*MODES, "both"), default="both",
                         help="training step, validation step, or both (default: both)")
     parser.add_argument("--dataset-size", type=int, default=None, metavar="N",
                         help="also predict one epoch over N samples (last batch partial)")
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     spec = input_spec(args, loaded.input_shape)
     shape = spec.sample_shape
-    modes = ("train", "eval") if args.mode == "both" else (args.mode,)
+    modes = MODES if args.mode == "both" else (args.mode,)
     try:
         predictions = [predict_time(loaded.build("meta"), input_shape=spec,
                                     batch_size=args.batch_size, mode=mode, calibration=given,

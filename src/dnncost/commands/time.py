@@ -13,7 +13,7 @@ from dnncost.commands._common import (
 )
 from dnncost.commands._distributed import add_distributed_arguments, run_distributed_cli, wants_distributed
 from dnncost.commands._exit_codes import EXIT_OK
-from dnncost.core.kinds import DEFAULT_WARMUP
+from dnncost.core.kinds import DEFAULT_WARMUP, MODES, Mode
 
 TABLE_COLUMNS = ("model", "mode", "batch", "device", "threads", "median_ms", "iqr_ms", "cv",
                  "ci95_low_ms", "ci95_high_ms", "n", "samples_per_s", "achieved_gflops_per_s",
@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "'dnncost calibrate'.")
     add_model_input_arguments(parser)
     add_precision_arguments(parser)
-    parser.add_argument("--mode", choices=("train", "eval", "both"), default="train",
+    parser.add_argument("--mode", choices=(*MODES, "both"), default=Mode.TRAIN.value,
                         help="train step, eval step, or both (default: train)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
@@ -38,8 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, metavar="N",
                         help=f"untimed warm-up steps (default: {DEFAULT_WARMUP})")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--repeats", type=int, default=10, metavar="N",
+    budget.add_argument("--steps", type=int, default=10, metavar="N",
                         help="timed steps (default: 10)")
+    budget.add_argument("--repeats", type=int, dest="steps", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)  # the old name of --steps, still understood
     budget.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                         help="time steps until their total reaches SECONDS (at least 6 steps)")
     add_optimizer_argument(parser)
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if wants_distributed(args):
         return run_distributed_cli(args, loaded, shape)
     model = loaded.module
-    modes = ("train", "eval") if args.mode == "both" else (args.mode,)
+    modes = MODES if args.mode == "both" else (args.mode,)
     timings, breakdowns = [], []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                                 dtype=args.dtype, autocast=args.autocast,
                                 channels_last=args.channels_last,
                                 device=args.device, threads=args.threads, warmup=args.warmup,
-                                repeats=args.repeats, budget_s=args.budget,
+                                steps=args.steps, budget_s=args.budget,
                                 optimizer=args.optimizer, name=loaded.name)
             timings.append(timing)
             if args.breakdown:

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     spec = input_spec(args, loaded.input_shape)
     modes = ("train", "eval") if args.mode == "both" else (args.mode,)
     options = {mode: StepOptions(batch_size=args.batch_size, mode=Mode(mode), device=args.device,
-                                 threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+                                 threads=args.threads, warmup=args.warmup, steps=args.repeats,
                                  optimizer=args.optimizer, dtype=args.dtype, autocast=args.autocast,
                                  channels_last=args.channels_last)
                for mode in modes}

@@ -8,10 +8,17 @@ from enum import Enum
 
 
 class Mode(str, Enum):
-    """What one step is."""
+    """What one step is. It prints, formats, hashes and compares as its name ('train'), so it
+    stands wherever the name does: in f-strings, dictionary keys, JSON and the store."""
 
     TRAIN = "train"  # zero_grad + forward + loss + backward + optimizer step
     EVAL = "eval"  # model.eval() + forward under no_grad
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
 
 class OptimizerKind(str, Enum):
@@ -22,10 +29,11 @@ class OptimizerKind(str, Enum):
     ADAMW = "adamw"
 
 
+MODES = tuple(m.value for m in Mode)  # the names ('train', 'eval'), for argument choices and rows
 OPTIMIZERS = tuple(k.value for k in OptimizerKind)  # the names, for argument choices and messages
 
 DEFAULT_WARMUP = 2  # untimed steps before the timed ones, for every timer (time_model, the study,
 # cost vs work); source: measured, the allocator is warm and oneDNN/cuDNN have picked and built
 # their kernels after 2 steps
 
-__all__ = ["DEFAULT_WARMUP", "OPTIMIZERS", "Mode", "OptimizerKind"]
+__all__ = ["DEFAULT_WARMUP", "MODES", "OPTIMIZERS", "Mode", "OptimizerKind"]

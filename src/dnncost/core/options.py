@@ -1,5 +1,5 @@
 """Option records with keyword overrides, one rule for all of them: ``count(model, optimizer="adam")``
-and ``time_model(model, shape, repeats=20)`` mean the same as passing an options record with that
+and ``time_model(model, shape, steps=20)`` mean the same as passing an options record with that
 field changed, and a misspelt field is a clear TypeError naming the fields there are."""
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 
 from dnncost.core.errors import InputSpecError
+from dnncost.core.kinds import Mode
+from dnncost.core.workload import Workload
 from dnncost.counting.conventions import CONVENTION, CONVENTION_SHORT
 from dnncost.counting.table import human, render_text_table, table_cells
 
@@ -116,13 +118,10 @@ def _truncate(path: str, depth: int) -> str:
 
 
 @dataclass(frozen=True)
-class CostReport:
-    """The counter's answer for one model, input and mode. Compute-only: it never prints."""
+class CostReport(Workload):
+    """The counter's answer for one model, input and mode (its :class:`Workload`). Compute-only:
+    it never prints."""
 
-    model: str
-    mode: str
-    input_shape: tuple[int, ...]
-    batch_size: int
     records: tuple[OpRecord, ...]
     params: int
     trainable_params: int
@@ -274,7 +273,7 @@ class CostReport:
 
     def title(self, by: GroupBy | str = GroupBy.MODULE) -> str:
         """'resnet18: forward (eval), input 1x3x224x224, float32, counted on meta -- by module'."""
-        step = "forward (eval)" if self.mode == "eval" else "training step (forward + loss + " \
+        step = "forward (eval)" if self.mode == Mode.EVAL.value else "training step (forward + loss + " \
             "backward + optimizer)"
         return (f"{self.model}: {step}, input {self.inputs or self._shape_text()}, {self.dtype}, "
                 f"counted on {self.counted_on} -- by {group_by(by).value}")
@@ -290,7 +289,7 @@ class CostReport:
             f"activation memory {human(self.activation_bytes, unit='B')}  "
             f"peak memory estimate {human(self.peak_bytes, unit='B')}",
         ]
-        if self.mode == "train":
+        if self.mode == Mode.TRAIN.value:
             lines.append(f"data-parallel all-reduce volume per step (gradients): "
                          f"{human(self.gradient_bytes, unit='B')}")
         if self.incomplete:

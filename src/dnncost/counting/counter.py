@@ -366,7 +366,7 @@ def count(model: nn.Module | str | LoadedModel, inputs: Any = None, *, mode: Mod
     grad_bytes = sum(p.numel() * p.element_size() for p in trainable)
     peak = baseline + state_bytes + counting.peak_bytes
     return CostReport(
-        model=name, mode=mode.value,
+        model=name, mode=mode,
         input_shape=shape or (tuple(model_inputs.tensors()[0].shape[1:]) if model_inputs.tensors()
                               else ()),
         batch_size=model_inputs.batch_size,

@@ -30,7 +30,7 @@ import io
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -42,10 +42,9 @@ from dnncost.core.environment import Environment, current_environment
 from dnncost.core.errors import InputSpecError
 from dnncost.core.failure import named_model_failure
 from dnncost.core.step import Mode, primary_output
+from dnncost.core.workload import Workload
 from dnncost.counting.counter import count
 from dnncost.distributed.launch import (
-    RENDEZVOUS_TIMEOUT_S,
-    STEP_TIMEOUT_S,
     Backend,
     GroupOptions,
     backend_for_device,
@@ -66,23 +65,21 @@ SCALING = "weak"  # efficiency compares equal per-worker batches: t1 / tN
 
 
 @dataclass(frozen=True)
-class DistributedTiming:
+class DistributedTiming(Workload):
     """A data-parallel training step of one network on ``world_size`` workers.
 
     ``step`` holds per-step seconds (slowest worker), ``allreduce`` the per-step seconds with a
     gradient all-reduce in flight (mean over workers), ``single_process`` the same step in one plain
     process (no DDP) with the same per-worker batch and threads (None when not measured).
     ``gradient_bytes`` is dnncost.counting.counter's figure (CostReport.gradient_bytes); ``flops`` the counted
-    FLOPs of one worker's step.
+    FLOPs of one worker's step. Its :class:`Workload` is always a training step, at the batch size
+    of one worker.
     """
 
-    model: str
     world_size: int
     backend: str
     device: str
     launcher: str  # "spawn" (dnncost started the workers) or "torchrun"
-    input_shape: tuple[int, ...]
-    batch_size: int  # per worker
     threads: int  # per worker
     optimizer: str
     step: Measurement
@@ -261,8 +258,9 @@ def _load_module(source: bytes | str) -> nn.Module:
 
 def _time_steps(net: nn.Module, cfg: _Config, *, device: torch.device,
                 recorder: _AllreduceRecorder | None) -> tuple[list[float], list[float], int, int]:
-    """Warm up, then time ``cfg.repeats`` training steps of ``net`` (dnncost.measuring.timing's step, the one
-    ``dnncost time`` measures); with a recorder (DDP), a barrier starts every step together.
+    """Warm up, then time ``cfg.options.steps`` training steps of ``net`` (dnncost.measuring.timing's
+    step, the one ``dnncost time`` measures); with a recorder (DDP), a barrier starts every step
+    together.
     Returns step seconds, all-reduce seconds, and the bytes and buckets all-reduced per step."""
     opts = cfg.options
     step = prepare_step(net, cfg.input_shape, opts, device)
@@ -273,7 +271,7 @@ def _time_steps(net: nn.Module, cfg: _Config, *, device: torch.device,
     step_s: list[float] = []
     allreduce_s: list[float] = []
     nbytes = buckets = 0
-    for _ in range(opts.repeats):
+    for _ in range(opts.steps):
         if recorder is not None:
             _barrier(device)
             recorder.start_step()
@@ -358,13 +356,11 @@ def measure_distributed(
     input_shape: Sequence[int] | None = None,
     *,
     options: StepOptions | None = None,
+    group: GroupOptions | None = None,
     nproc: int | None = None,
-    backend: Backend | str | None = None,
     port: int | None = None,
     baseline: bool = True,
     name: str | None = None,
-    timeout_s: float = STEP_TIMEOUT_S,
-    rendezvous_timeout_s: float = RENDEZVOUS_TIMEOUT_S,
     **overrides: Any,
 ) -> DistributedTiming:
     """Time a data-parallel training step of ``model`` on ``nproc`` workers with DDP.
@@ -373,13 +369,13 @@ def measure_distributed(
     worker loads with dnncost.models.loading. ``options`` (or keyword ``overrides`` of its fields,
     as :func:`dnncost.measuring.timing.time_model` takes them) is the timed step: a training step,
     ``batch_size`` and ``threads`` per worker (threads default to the CPU cores divided among the
-    workers), ``warmup`` (at least 1: DDP rebuilds its buckets after the first step), ``repeats``,
-    ``optimizer``; its ``device`` picks the backend unless ``backend`` is given. ``port`` (default:
+    workers), ``warmup`` (at least 1: DDP rebuilds its buckets after the first step), ``steps``,
+    ``optimizer``. ``group`` (:class:`~dnncost.distributed.launch.GroupOptions`) is how the workers
+    meet: the backend (default: the one that goes with the step's ``device``), how long every
+    worker has to arrive and how long each collective may wait afterwards. ``port`` (default:
     a free one) is the rendezvous port on 127.0.0.1. Under torchrun the launched workers are used
     (``nproc`` must be None or the world size; ``port`` is ignored) and every worker returns the
     record. ``baseline`` also times one plain process for the weak-scaling efficiency.
-    ``rendezvous_timeout_s`` bounds the wait for every worker to arrive, ``timeout_s`` each
-    collective afterwards.
     """
     opts = step_options(options, overrides)
     if opts.mode is not Mode.TRAIN:
@@ -387,14 +383,15 @@ def measure_distributed(
                              "only communicate when they train")
     if opts.budget_s is not None:
         raise InputSpecError("a time budget is not supported for data-parallel timing; give a "
-                             "number of repeats instead")
+                             "number of steps instead")
     if opts.warmup < 1:
         raise InputSpecError(f"data-parallel timing needs at least 1 warm-up step (DDP rebuilds "
                              f"its buckets after the first step), got {opts.warmup}")
     if opts.threads is not None:
         check_threads(opts.threads)
-    backend = backend_for_device(opts.device, backend)
-    group = GroupOptions(backend.value, timeout_s=timeout_s, rendezvous_timeout_s=rendezvous_timeout_s)
+    group = GroupOptions() if group is None else group
+    backend = backend_for_device(opts.device, group.backend)
+    group = replace(group, backend=backend.value)
 
     if isinstance(model, str):
         loaded = load_model(model)
@@ -411,7 +408,7 @@ def measure_distributed(
     else:
         raise InputSpecError(f"expected an nn.Module or a model spec, got {type(model).__name__}")
     # counting first also checks, in this process, that the model takes the input
-    report = count(module, mode="train", batch_size=opts.batch_size, input_shape=shape,
+    report = count(module, mode=Mode.TRAIN, batch_size=opts.batch_size, input_shape=shape,
                    optimizer=opts.optimizer.value, name=name)
     cfg = _Config(model=source, name=name, input_shape=shape, options=opts, group=group,
                   baseline=baseline)
@@ -435,7 +432,7 @@ def measure_distributed(
 
     device = "cuda" if backend is Backend.NCCL else "cpu"
     return DistributedTiming(
-        model=name, world_size=result.world_size, backend=backend.value, device=device,
+        model=name, mode=Mode.TRAIN, world_size=result.world_size, backend=backend.value, device=device,
         launcher=launcher, input_shape=shape, batch_size=opts.batch_size, threads=result.threads,
         optimizer=opts.optimizer.value, step=Measurement(result.step_s),
         allreduce=Measurement(result.allreduce_s), allreduce_bytes_per_step=result.allreduce_bytes,

@@ -65,11 +65,11 @@ class DistributedWorkerError(DnncostError):
 
 @dataclass(frozen=True)
 class GroupOptions:
-    """How the workers meet: the torch.distributed ``backend``, how long each collective may wait
-    for a slow peer (``timeout_s``) and how long every worker has to check in
-    (``rendezvous_timeout_s``)."""
+    """How the workers meet: the torch.distributed ``backend`` (None: the one that goes with the
+    step's device, :func:`backend_for_device`), how long each collective may wait for a slow peer
+    (``timeout_s``) and how long every worker has to check in (``rendezvous_timeout_s``)."""
 
-    backend: str
+    backend: str | None = None
     timeout_s: float = STEP_TIMEOUT_S
     rendezvous_timeout_s: float = RENDEZVOUS_TIMEOUT_S
 

@@ -29,7 +29,8 @@ from torch.utils.hooks import RemovableHandle
 
 from dnncost.core.device import out_of_memory_as_error, resolve_device, synchronize, using_threads
 from dnncost.core.errors import InputSpecError
-from dnncost.core.step import LOSS_MODULE, OPTIMIZER_MODULE, Mode, Part
+from dnncost.core.step import LOSS_MODULE, OPTIMIZER_MODULE, Part
+from dnncost.core.workload import Workload
 from dnncost.counting.cost import CostReport
 from dnncost.measuring.timing import StepOptions, prepare_step, preserved, step_options
 
@@ -60,12 +61,10 @@ class BreakdownRow:
 
 
 @dataclass(frozen=True)
-class Breakdown:
-    """Measured step time split by module type, module and operator, reconciled with the step."""
+class Breakdown(Workload):
+    """Measured step time (of its :class:`Workload`) split by module type, module and operator,
+    reconciled with the step."""
 
-    model: str
-    mode: Mode
-    batch_size: int
     device: str
     threads: int
     steps: int  # profiled steps the per-step figures average over
@@ -195,8 +194,8 @@ def profile_breakdown(model: nn.Module, input_shape: Sequence[int], options: Ste
                 handle.remove()
 
     events = [e for e in prof.events() if e.device_type == DeviceType.CPU]  # host-side ranges and ops
-    return _attribute(events, types, model=name or type(model).__name__, mode=opts.mode,
-                      batch_size=opts.batch_size, device=dev, threads=n_threads, steps=steps,
+    workload = Workload(name or type(model).__name__, opts.mode, tuple(input_shape), opts.batch_size)
+    return _attribute(events, types, workload=workload, device=dev, threads=n_threads, steps=steps,
                       report=report, unprofiled_step_s=unprofiled_step_s)
 
 
@@ -237,8 +236,8 @@ class _Acc:
 FORWARD, BACKWARD, OTHER = 0, 1, 2  # columns of _Acc
 
 
-def _attribute(events: list, types: dict[str, str], *, model: str, mode: Mode, batch_size: int,
-               device: torch.device, threads: int, steps: int, report: CostReport | None,
+def _attribute(events: list, types: dict[str, str], *, workload: Workload, device: torch.device,
+               threads: int, steps: int, report: CostReport | None,
                unprofiled_step_s: float | None) -> Breakdown:
     """Turn profiler events into per-step rows; see the module docstring for the rules."""
     on_gpu = device.type == "cuda"
@@ -302,7 +301,7 @@ def _attribute(events: list, types: dict[str, str], *, model: str, mode: Mode, b
     if not step_us:
         raise RuntimeError("the profiler recorded no step: was the profiler disabled?")
     return Breakdown(
-        model=model, mode=mode, batch_size=batch_size, device=str(device), threads=threads,
+        **vars(workload), device=str(device), threads=threads,
         steps=len(step_us), step_time_s=sum(step_us) * US / len(step_us),
         by_module_type=by_type.rows(steps, type_flops), by_module=by_module.rows(steps, module_flops),
         by_operator=by_op.rows(steps, None), total_flops=total_flops,

@@ -53,6 +53,7 @@ from dnncost.core.step import (
     make_optimizer,
     trainable_parameters,
 )
+from dnncost.core.workload import Workload
 from dnncost.counting.cost import CostReport
 from dnncost.counting.counter import META_HINT, count
 from dnncost.measuring.calibrate import cached_calibration
@@ -83,7 +84,7 @@ class StepOptions:
     device: str = "cpu"
     threads: int | None = None  # None: torch's current intra-op thread count
     warmup: int = DEFAULT_WARMUP  # untimed steps first (oneDNN/cuDNN build kernels on the first calls)
-    repeats: int = 10  # timed steps (ignored when budget_s is set)
+    steps: int = 10  # timed steps of the one run (ignored when budget_s is set)
     budget_s: float | None = None  # time steps until their total reaches this (>= MIN_SAMPLES_FOR_CI)
     optimizer: OptimizerKind = OptimizerKind.SGD
     lr: float = DEFAULT_LR
@@ -105,9 +106,9 @@ class StepOptions:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
                 or self.batch_size <= 0:
             raise InputSpecError(f"batch size must be a positive integer, got {self.batch_size!r}")
-        if self.warmup < 0 or self.repeats < 1 or (self.budget_s is not None and self.budget_s <= 0):
-            raise InputSpecError(f"need warmup >= 0, repeats >= 1 and a positive budget; got "
-                                 f"warmup={self.warmup}, repeats={self.repeats}, "
+        if self.warmup < 0 or self.steps < 1 or (self.budget_s is not None and self.budget_s <= 0):
+            raise InputSpecError(f"need warmup >= 0, steps >= 1 and a positive budget; got "
+                                 f"warmup={self.warmup}, steps={self.steps}, "
                                  f"budget_s={self.budget_s}")
         if not self.lr > 0:
             raise InputSpecError(f"learning rate must be positive, got {self.lr}")
@@ -123,13 +124,10 @@ def step_options(options: StepOptions | None, overrides: dict[str, Any]) -> Step
 
 
 @dataclass(frozen=True)
-class StepTiming:
-    """One model's timed step: the measurement and everything needed to compare it later."""
+class StepTiming(Workload):
+    """One model's timed step (its :class:`Workload`): the measurement and everything needed to
+    compare it later."""
 
-    model: str
-    mode: Mode
-    input_shape: tuple[int, ...]
-    batch_size: int
     device: str
     threads: int
     dtype: str
@@ -240,7 +238,7 @@ def time_model(model: nn.Module, input_shape: Sequence[int] | InputSpec | str,
     dnncost.core.inputs).
 
     ``options`` (or keyword ``overrides`` of its fields: ``batch_size=32, mode="eval"``) says which
-    step and how: ``warmup`` untimed steps, then ``repeats`` timed steps -- or, with ``budget_s``,
+    step and how: ``warmup`` untimed steps, then ``steps`` timed steps -- or, with ``budget_s``,
     timed steps until their total reaches the budget (at least MIN_SAMPLES_FOR_CI). Each sample is
     one step with the device synchronised inside the timer. The model is left as found.
     ``count_flops`` counts the same step (dnncost.counting) for achieved FLOP/s and efficiency.
@@ -394,7 +392,7 @@ def _run_steps(model: nn.Module, shape: InputSpec, opts: StepOptions, device: to
             cpu.append((time.process_time() - cpu_start) / threads)
             _check_loss(loss, len(samples) - 1, warmup=False)
             if opts.budget_s is None:
-                if len(samples) >= opts.repeats:
+                if len(samples) >= opts.steps:
                     break
             elif sum(samples) >= opts.budget_s and len(samples) >= MIN_SAMPLES_FOR_CI:
                 break

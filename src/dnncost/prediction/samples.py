@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dnncost.core.errors import DnncostError
+from dnncost.core.kinds import Mode
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
 from dnncost.measuring.calibrate import cache_dir
 from dnncost.prediction.predict import CALIBRATE_COMMAND, NetworkSample
@@ -65,7 +66,7 @@ def _report(data: Mapping[str, Any], ops: Sequence[str]) -> CostReport:
                              tuple(tuple(int(d) for d in s) for s in shapes))
                     for op, phase, module, module_type, macs, flops, read, written, shapes
                     in data["records"])
-    return CostReport(model=str(data["model"]), mode=str(data["mode"]),
+    return CostReport(model=str(data["model"]), mode=Mode(str(data["mode"])),
                       input_shape=tuple(int(d) for d in data["input_shape"]),
                       batch_size=int(data["batch_size"]), records=records,
                       params=int(data["params"]), trainable_params=int(data["trainable_params"]),

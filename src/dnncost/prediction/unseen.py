@@ -226,7 +226,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
             leave_out(name, shape, batch, mode, str(exc).splitlines()[0][:200])
 
         options = StepOptions(batch_size=batch, mode=Mode(mode), threads=threads, warmup=warmup,
-                              repeats=repeats)
+                              steps=repeats)
         jobs = [TimingJob(name, partial(_build, name), tuple(shape), options) for name in predicted]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

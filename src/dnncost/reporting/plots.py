@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from dnncost.core.kinds import Mode
 from dnncost.measuring.measurement import DRIFT_THRESHOLD
 from dnncost.prediction.evaluation import TOLERANCE, Evaluation, Method
 from dnncost.study.analysis import StudyAnalysis
@@ -413,7 +414,7 @@ def machine_drift(drift: StudyDrift) -> Figure:
         ax.text(0.5, 0.5, "no reference probe was stored with these repeats\n(a study stored "
                 "before schema 7)", ha="center", va="center", transform=ax.transAxes)
         return fig
-    for mode, marker in (("train", "o"), ("eval", "s")):
+    for mode, marker in ((Mode.TRAIN.value, "o"), (Mode.EVAL.value, "s")):
         for flagged, colour in ((False, "#1f77b4"), (True, "#ff7f0e")):
             chosen = [p for p in points if p.mode == mode and p.flagged == flagged]
             if chosen:

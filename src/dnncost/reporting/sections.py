@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from dnncost.core.kinds import MODES, Mode
 from dnncost.measuring.measurement import (
     DRIFT_THRESHOLD,
     SHIFT_THRESHOLD,
@@ -341,7 +342,7 @@ def prediction_blocks(predicted: PredictedVsMeasured, *, prefix: str = "") -> li
         return blocks + [Paragraph(predicted.note)]
     rows = ev.table_rows()
     columns = tuple(rows[0].keys()) if rows else ()
-    blocks += [Paragraph(ev.headline("train")), Paragraph(ev.headline("eval")),
+    blocks += [*(Paragraph(ev.headline(mode)) for mode in MODES),
                Table(columns, tuple(tuple(num_text(r[c]) for c in columns) for r in rows)),
                FigureBlock(prefix + "predicted_vs_measured.png",
                            plots.png_bytes(plots.predicted_vs_measured(ev)),
@@ -439,7 +440,7 @@ def unseen_blocks(findings: Findings) -> list[Block]:
         cal = result.calibration
         held_out = cal.get("held_out")
         held = held_out if isinstance(held_out, dict) else {}
-        modes = sorted(held, key=lambda m: (m != "train", m))  # the training step first
+        modes = sorted(held, key=lambda m: (m != Mode.TRAIN.value, m))  # the training step first
         held_text = ", ".join(f"{m} {pct_text(held[m].get('mape'))}" for m in modes
                               if isinstance(held[m], dict)) or "not recorded"
         if len(groups) > 1:

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
+from dnncost.core.kinds import Mode
 from dnncost.reporting.plots import _figure, _label_points
 from dnncost.whatif.runner import WhatIfResult
 
-MODE_MARKERS = {"train": "o", "eval": "s"}  # source: our choice, one marker per step mode
+MODE_MARKERS = {Mode.TRAIN.value: "o", Mode.EVAL.value: "s"}  # source: our choice, one marker per step mode
 FLOOR = -1.5  # source: our choice; time saved below -150% (2.5x slower) is drawn on the bottom edge
 
 

@@ -20,6 +20,7 @@ from datetime import datetime
 import numpy as np
 
 from dnncost.core.environment import MachineLoad
+from dnncost.core.kinds import MODES
 from dnncost.measuring.measurement import DRIFT_THRESHOLD, SHIFT_THRESHOLD, probe_drift
 from dnncost.study.points import group_record, group_reference
 from dnncost.study.store import NetworkResult, TimingRow
@@ -109,7 +110,7 @@ def study_drift(networks: Sequence[NetworkResult], *, cores: int) -> StudyDrift:
     from its environment, for the busy rule)."""
     reference = group_reference(networks)
     rows = sorted(((t, net.name) for net in networks
-                   for t in net.steps("train", world_size=1) + net.steps("eval", world_size=1)),
+                   for mode in MODES for t in net.steps(mode, world_size=1)),
                   key=lambda tn: tn[0].measured)
     start = _when(rows[0][0]) if rows else None
     points = []

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dnncost.core.kinds import Mode
 from dnncost.study.points import (
     BOOTSTRAP_SAMPLES,
     CONFIDENCE,
@@ -319,10 +320,10 @@ def data_parallel(networks: Sequence[NetworkResult]) -> DataParallelAnalysis | N
     rows = []
     for net in networks:
         stored = net.data_parallel()
-        if not stored or "train" not in net.counts:
+        if not stored or Mode.TRAIN.value not in net.counts:
             continue
         timing, comm = stored[-1]
-        count = net.counts["train"]
+        count = net.counts[Mode.TRAIN.value]
         rows.append(DataParallelRow(
             name=net.name, family=net.family, world_size=timing.world_size, backend=timing.backend,
             batch_size=net.batch_size, threads=timing.threads, params=count.params,

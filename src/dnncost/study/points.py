@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from dnncost.core.kinds import MODES, Mode
 from dnncost.measuring.measurement import (
     STUDY_ESTIMATOR,
     Estimator,
@@ -68,6 +69,8 @@ class CostMetric(str, Enum):
 # -- the data: one point per network -------------------------------------------------------------------
 STEP_METRICS = (TimeMetric.TRAIN_STEP, TimeMetric.EVAL_STEP)
 """The times read from timed repeats (by STUDY_ESTIMATOR); the others are epochs (their median)."""
+STEP_MODES: Mapping[TimeMetric, Mode] = {TimeMetric.TRAIN_STEP: Mode.TRAIN, TimeMetric.EVAL_STEP: Mode.EVAL}
+"""The step each step metric times."""
 
 
 def estimator_of(metric: TimeMetric) -> Estimator:
@@ -147,11 +150,11 @@ def kept_repeats(rows: Sequence[TimingRow], *, reference_s: float | None) -> tup
     return tuple(r for r, s in zip(rows, shifted, strict=True) if not s) or tuple(rows)
 
 
-def measured_step_s(net: NetworkResult, mode: str, *, reference_s: float | None) -> float:
+def measured_step_s(net: NetworkResult, mode: Mode | str, *, reference_s: float | None) -> float:
     """A network's measured step of ``mode`` -- the one figure the study, its report, ``evaluate``
     and the predictor's comparisons use: STUDY_ESTIMATOR over every timed step of the repeats kept
     against ``reference_s`` (:func:`kept_repeats`); NaN when the step was not timed."""
-    rows = kept_repeats(net.steps(mode, world_size=1), reference_s=reference_s)
+    rows = kept_repeats(net.steps(Mode(mode).value, world_size=1), reference_s=reference_s)
     if not rows:
         return math.nan
     return _estimate(tuple(r.samples or (r.median_s,) for r in rows), STUDY_ESTIMATOR)
@@ -161,16 +164,15 @@ def group_reference(networks: Sequence[NetworkResult]) -> float | None:
     """The reference probe of a group's step timings: the run's quiet level
     (:func:`~dnncost.measuring.measurement.run_reference` of every stored probe; None when none
     was probed), what each repeat's drift is set against."""
-    return run_reference([p for net in networks for t in net.steps("train", world_size=1)
-                          + net.steps("eval", world_size=1)
+    return run_reference([p for net in networks for mode in MODES for t in net.steps(mode, world_size=1)
                           if (p := t.conditions.probe_s) is not None])
 
 
 def group_record(networks: Sequence[NetworkResult]) -> float | None:
     """The fastest probe on record for the machine when a group's step timings ran (None when none
     was probed): what the group's reference is set against to see a whole-run shift."""
-    refs = [t.conditions.probe_reference_s for net in networks for t in net.steps("train", world_size=1)
-            + net.steps("eval", world_size=1) if t.conditions.probe_reference_s is not None]
+    refs = [t.conditions.probe_reference_s for net in networks for mode in MODES
+            for t in net.steps(mode, world_size=1) if t.conditions.probe_reference_s is not None]
     return min(refs) if refs else None
 
 
@@ -188,12 +190,12 @@ def points_from_results(networks: Sequence[NetworkResult]) -> tuple[list[Network
     points, skipped = [], {}
     reference = group_reference(networks)
     for net in networks:
-        if not {"train", "eval"} <= set(net.counts):
+        if not set(MODES) <= set(net.counts):
             skipped[net.name] = ("failed: " + net.errors[-1].message) if net.errors else "not counted"
             continue
-        train, evals = net.counts["train"], net.counts["eval"]
-        kept = {metric: kept_repeats(net.steps(mode, world_size=1), reference_s=reference)
-                for metric, mode in ((TimeMetric.TRAIN_STEP, "train"), (TimeMetric.EVAL_STEP, "eval"))}
+        train, evals = net.counts[Mode.TRAIN.value], net.counts[Mode.EVAL.value]
+        kept = {metric: kept_repeats(net.steps(STEP_MODES[metric].value, world_size=1), reference_s=reference)
+                for metric in STEP_METRICS}
         times: dict[TimeMetric, tuple[float, ...]] = {
             m: tuple(t.median_s for t in rows) for m, rows in kept.items()}
         samples = {m: tuple(t.samples for t in rows) for m, rows in kept.items() if rows}
@@ -235,4 +237,4 @@ def percentile_interval(values: np.ndarray) -> tuple[float, float]:
 
 __all__ = ["BOOTSTRAP_SAMPLES", "CONFIDENCE", "MIN_POINTS", "NAN2", "STEP_METRICS", "CostMetric",
            "NetworkPoint", "TimeMetric", "estimator_of", "group_record", "group_reference",
-           "kept_repeats", "measured_step_s", "percentile_interval", "points_from_results"]
+           "STEP_MODES", "kept_repeats", "measured_step_s", "percentile_interval", "points_from_results"]

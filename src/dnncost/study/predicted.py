@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from dnncost.core.errors import StoreError
+from dnncost.core.errors import DnncostError, StoreError
 from dnncost.core.kinds import Mode
 from dnncost.prediction.evaluation import Observation, roofline_seconds
 from dnncost.prediction.kernels import module_counts
@@ -76,6 +76,28 @@ def store_predictions(store: Store, group: Group, model: OperatorModel, *,
         store.put_predictions(net.id, [row for _, row in steps.values()])
         done += 1
     return done
+
+
+def predict_with_stored_model(store: Store, *, config_hash: str, fingerprint: str) -> None:
+    """The per-kernel model stored with machine ``fingerprint`` predicts the step of every network
+    of configuration ``config_hash`` it has not predicted yet (:func:`store_predictions`), at the
+    end of a study. Optional: a model that cannot be read or used is warned about, and the
+    measurements stand without it."""
+    import pickle
+    import warnings
+
+    group = next((g for g in store.groups() if (g.config_hash, g.fingerprint) == (config_hash, fingerprint)),
+                 None)
+    env = store.environment(fingerprint)
+    if group is None or group.operator_model is None or env is None:
+        return
+    try:
+        model = OperatorModel.from_dict(group.operator_model)
+        store_predictions(store, group, model, bytes_per_s=env.bandwidth_bytes_per_s)
+    except (DnncostError, KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
+        warnings.warn(f"the per-operator time model stored for this machine could not predict the "
+                      f"networks ({type(exc).__name__}: {exc}); the report has no predicted-vs-measured "
+                      "section", stacklevel=2)
 
 
 def latest_predictions(rows: Sequence[tuple[str, PredictionRow]]) -> dict[tuple[str, str], PredictionRow]:
@@ -153,5 +175,6 @@ def select_group(store: Store, *, config_hash: str | None = None) -> Group:
     return groups[0]
 
 
-__all__ = ["calibration_id", "latest_predictions", "predict_steps", "recounted_observations",
+__all__ = ["calibration_id", "latest_predictions", "predict_steps", "predict_with_stored_model",
+           "recounted_observations",
            "select_group", "store_predictions", "stored_observations"]

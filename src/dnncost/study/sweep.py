@@ -23,7 +23,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from dnncost.core.errors import DnncostError, StoreError
-from dnncost.core.kinds import Mode, OptimizerKind
+from dnncost.core.kinds import MODES, Mode, OptimizerKind
 from dnncost.measuring.measurement import NOISE_THRESHOLD, NoisyMeasurementWarning
 from dnncost.study.config import (
     SEED,
@@ -32,6 +32,7 @@ from dnncost.study.config import (
     load_study_dataset,
     select_models,
 )
+from dnncost.study.predicted import predict_with_stored_model
 from dnncost.study.store import CountRow, NetworkRow, RepeatConditions, Store, TimingRow, WorkRow
 from dnncost.study.work import WORK_PLAN, WORK_STEP, WorkGrid, measure_work
 from dnncost.training.recipe import Recipe, recipe_for
@@ -167,7 +168,7 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
                               bandwidth_bytes_per_s=bandwidth, calibration=source,
                               operator_model=operator_model)
         bar.set_description_str("predicting each network's step (per-kernel model)")
-        _store_predictions(store, config.config_hash, fingerprint)
+        predict_with_stored_model(store, config_hash=config.config_hash, fingerprint=fingerprint)
     except KeyboardInterrupt:
         sweep.interrupted()
         raise
@@ -229,30 +230,6 @@ def _fit_operator_model(threads: int) -> dict[str, object]:
     model = calibrate_operators(threads=threads, quick=True, budget_s=STUDY_CALIBRATION_S).model
     save_operator_model(model)
     return model.to_dict()
-
-
-def _store_predictions(store: Store, config_hash: str, fingerprint: str) -> None:
-    """The per-kernel model stored with this machine predicts the step of every network of this
-    configuration it has not predicted yet, and the predictions are stored for the report
-    (dnncost.study.predicted). Optional: a model that cannot be read or used is warned about and
-    the measurements stand without it."""
-    import pickle
-
-    from dnncost.prediction.predict import OperatorModel
-    from dnncost.study.predicted import store_predictions
-
-    group = next((g for g in store.groups() if (g.config_hash, g.fingerprint) == (config_hash, fingerprint)),
-                 None)
-    env = store.environment(fingerprint)
-    if group is None or group.operator_model is None or env is None:
-        return
-    try:
-        model = OperatorModel.from_dict(group.operator_model)
-        store_predictions(store, group, model, bytes_per_s=env.bandwidth_bytes_per_s)
-    except (DnncostError, KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
-        warnings.warn(f"the per-operator time model stored for this machine could not predict the "
-                      f"networks ({type(exc).__name__}: {exc}); the report has no predicted-vs-measured "
-                      "section", stacklevel=2)
 
 
 @dataclass
@@ -400,10 +377,10 @@ class _Sweep:
     def _count(self, net: _Network) -> None:
         from dnncost.counting.counter import count
 
-        if self.store.has_count(net.nid, "eval") and self.store.has_count(net.nid, "train"):
+        if all(self.store.has_count(net.nid, mode) for mode in MODES):
             self.advance(1, done=True)
             return
-        for mode in ("eval", "train"):
+        for mode in reversed(MODES):  # eval first, as ever
             report = count(net.loaded.build("meta"), input_shape=net.shape,
                            batch_size=self.config.batch_size, mode=mode,
                            optimizer=self.config.optimizer, name=net.loaded.name)
@@ -442,7 +419,7 @@ class _Sweep:
         owner: dict[str, tuple[_Network, str]] = {}
         already: dict[str, StoredRepeats] = {}
         for net in networks:
-            for mode in ("train", "eval"):
+            for mode in MODES:
                 already[f"{net.name} {mode}"] = _stored_repeats(
                     self.store.timing_rows(net.nid, mode, world_size=1))
                 owner[f"{net.name} {mode}"] = (net, mode)
@@ -459,7 +436,7 @@ class _Sweep:
                 continue
             jobs.append(TimingJob(name, model, net.shape, StepOptions(
                 batch_size=self.config.batch_size, mode=Mode(mode), device=self.config.device,
-                threads=self.threads, warmup=self.config.warmup, repeats=self.config.steps,
+                threads=self.threads, warmup=self.config.warmup, steps=self.config.steps,
                 budget_s=self.config.step_budget_s,
                 optimizer=OptimizerKind(self.config.optimizer), lr=self._recipe(net).lr)))
 
@@ -493,10 +470,10 @@ class _Sweep:
         from dnncost.measuring.breakdown import profile_breakdown
 
         profiled = profile_breakdown(self._model(net), net.shape, batch_size=self.config.batch_size,
-                                     mode="train", device=self.config.device, threads=self.threads,
+                                     mode=Mode.TRAIN, device=self.config.device, threads=self.threads,
                                      warmup=1, steps=BREAKDOWN_STEPS, optimizer=self.config.optimizer,
                                      lr=self._recipe(net).lr, name=net.loaded.name)
-        counted = self.store.count_row(net.nid, "train")
+        counted = self.store.count_row(net.nid, Mode.TRAIN.value)
         flops = {t: int(c["flops"]) for t, c in (counted.by_layer_type if counted else {}).items()}
         rows = {r.name or "(model)": (r.total_s, flops.get(r.name, 0)) for r in profiled.by_module_type}
         for layer_type, f in flops.items():
@@ -543,11 +520,12 @@ class _Sweep:
             self.advance(1, done=True)
             return
         from dnncost.distributed.data_parallel import measure_distributed
+        from dnncost.distributed.launch import GroupOptions
 
         timing = measure_distributed(
-            net.name, net.shape, nproc=world_size, backend=backend, device=self.config.device,
+            net.name, net.shape, nproc=world_size, group=GroupOptions(backend), device=self.config.device,
             batch_size=self.config.batch_size, warmup=max(1, self.config.warmup),
-            repeats=max(self.config.steps, DDP_MIN_STEPS), optimizer=self.config.optimizer,
+            steps=max(self.config.steps, DDP_MIN_STEPS), optimizer=self.config.optimizer,
             port=self.port, name=net.loaded.name)
         self.store.add_data_parallel_timing(net.nid, self.run_uid, timing.as_record())
         self.advance(1, done=False)
@@ -565,7 +543,7 @@ class _Sweep:
 
         options = StepOptions(batch_size=self.config.batch_size, mode=Mode.TRAIN,
                               device=self.config.device, threads=self.threads,
-                              warmup=self.config.warmup, repeats=self.config.steps,
+                              warmup=self.config.warmup, steps=self.config.steps,
                               optimizer=OptimizerKind(self.config.optimizer), lr=self._recipe(net).lr)
         training = TrainingOptions(recipe=self._recipe(net),
                                    epochs=self._recipe(net).epochs(self.config.epochs),
@@ -601,7 +579,7 @@ class _Sweep:
                           f"an IQR above {NOISE_THRESHOLD:.0%} of the median; the machine may be "
                           "busy", NoisyMeasurementWarning, stacklevel=1)
         self.store.add_work(net.nid, self.run_uid, [
-            WorkRow(mode="train", batch_size=p.batch_size, input_size=p.input_size, step_s=p.step_s,
+            WorkRow(mode=Mode.TRAIN.value, batch_size=p.batch_size, input_size=p.input_size, step_s=p.step_s,
                     flops=p.flops) for p in points])
         self.advance(1, done=False)
 

@@ -91,27 +91,25 @@ def save_whatif(store: Store, results: Sequence[WhatIfResult], *, family: str,
                            "dataset": training.dataset, "recipe": training.recipe.describe(),
                            "seed": training.seed}
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    network = NetworkRow(name=results[0].model, family=family, config_hash=config_hash,
+                         fingerprint=fingerprint, config=config, input_shape=inputs,
+                         batch_size=options.batch_size, dataset=WHATIF_DATASET, device=device,
+                         threads=threads)
     store.lock()
     try:
-        return _save(store, results, config=config, config_hash=config_hash, fingerprint=fingerprint,
-                     family=family, inputs=inputs, options=options, threads=threads,
-                     command=command)
+        return _save(store, results, network=network, command=command)
     finally:
         store.unlock()
 
 
-def _save(store: Store, results: Sequence[WhatIfResult], *, config: dict[str, object],
-          config_hash: str, fingerprint: str, family: str, inputs: str,
-          options: StepOptions, threads: int, command: str) -> int:
-    device = options.device
-    store.put_environment(fingerprint, current_environment(device, threads=threads).to_dict(),
+def _save(store: Store, results: Sequence[WhatIfResult], *, network: NetworkRow, command: str) -> int:
+    """One run holding ``results`` under ``network``; the network's id."""
+    store.put_environment(network.fingerprint,
+                          current_environment(network.device, threads=network.threads).to_dict(),
                           peak_flops_per_s=None, bandwidth_bytes_per_s=None, calibration=None)
-    run_uid = store.start_run(command=command, config=config, config_hash=config_hash,
-                              fingerprint=fingerprint)
-    nid = store.network_id(NetworkRow(
-        name=results[0].model, family=family, config_hash=config_hash, fingerprint=fingerprint, config=config,
-        input_shape=inputs, batch_size=options.batch_size, dataset=WHATIF_DATASET, device=device,
-        threads=threads))
+    run_uid = store.start_run(command=command, config=network.config, config_hash=network.config_hash,
+                              fingerprint=network.fingerprint)
+    nid = store.network_id(network)
     for result in results:
         store.add_whatif(nid, run_uid, whatif_row(result))
     store.finish_run(run_uid, "complete")

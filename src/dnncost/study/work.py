@@ -36,7 +36,7 @@ INPUT_SIZES = (32, 64, 128)  # source: issue 13 ("input sizes (e.g. 32, 64, 128)
 WORK_PLAN = {"lenet5": (32,), "resnet20": INPUT_SIZES, "mobilenet_v1_cifar": INPUT_SIZES}
 #: How each point's step is timed: the training step, timed until 0.3 s of steps (at least 3).
 #: source: our choice; the batch-128 steps take tenths of a second on 2 cores, the small ones ms.
-WORK_STEP = StepOptions(mode=Mode.TRAIN, warmup=DEFAULT_WARMUP, repeats=3, budget_s=0.3)
+WORK_STEP = StepOptions(mode=Mode.TRAIN, warmup=DEFAULT_WARMUP, steps=3, budget_s=0.3)
 SEED = 0  # source: our choice; the network is built from the same seeded initialisation at each size
 
 

@@ -349,7 +349,7 @@ def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, cont
         with out_of_memory_as_error(batch_size=batch, device=context.device):
             first_call_s = _first_call(step_b, variant)
             times_a, times_b = _interleave(step_a, step_b, warmup=options.warmup,
-                                           repeats=options.repeats)
+                                           repeats=options.steps)
     except NotApplicable as reason:
         return skipped(str(reason))
     except (DnncostError, RuntimeError, ValueError, TypeError, IndexError, AssertionError,

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dnncost.core.errors import StoreError
+from dnncost.core.kinds import Mode
 from dnncost.distributed.records import DataParallelStep
 from dnncost.study.store.rows import (
     AllreduceRow,
@@ -215,13 +216,12 @@ class Store:
         study never finds one without the other); returns the step timing's uid."""
         if step.world_size < 2:
             raise StoreError(f"a data-parallel timing needs world_size >= 2, got {step.world_size}")
-        uid = new_uid()
-        timing = TimingRow(uid=uid, mode="train", samples=tuple(step.samples), median_s=step.median_s,
-                           iqr_s=step.iqr_s, threads=step.threads, peak_memory_bytes=None,
-                           world_size=step.world_size, backend=step.backend, measured=now())
+        timing = TimingRow(mode=Mode.TRAIN.value, samples=step.samples, median_s=step.median_s,
+                           iqr_s=step.iqr_s, threads=step.threads, world_size=step.world_size,
+                           backend=step.backend)
         shared = {f.name: getattr(step, f.name) for f in dataclasses.fields(AllreduceRow)
                   if f.name not in ("timing_uid", "samples")}  # the other fields share their names
-        allreduce = AllreduceRow(timing_uid=uid, samples=tuple(step.allreduce_samples), **shared)
+        allreduce = AllreduceRow(timing_uid=timing.uid, samples=tuple(step.allreduce_samples), **shared)
         with self.transaction("a data-parallel step timing") as c:
             insert_row(c, "step_timings", timing, network_id=network_id, run_uid=run_uid)
             insert_row(c, "allreduce_timings", allreduce)
