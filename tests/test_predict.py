@@ -281,26 +281,42 @@ def test_a_stored_model_predicts_as_the_fitted_one() -> None:
         predict_report(s.report, model, modules=s.modules).step_s)
 
 
-class _Payload:
-    """What a hostile database could carry: unpickling it would call os.system."""
-
-    def __reduce__(self):  # noqa: ANN204
-        import os
-
-        return (os.system, ("echo pwned",))
-
-
-def test_a_stored_model_that_would_run_code_is_refused() -> None:
+def test_a_stored_model_is_plain_data_and_an_old_pickled_one_is_never_loaded() -> None:
     import base64
     import pickle
+
+    from dnncost.prediction.errors import OldModelFormatError
 
     rng = random.Random(3)
     model = fit_operator_model([synthetic_network(rng, f"n{i}", m) for i in range(40)
                                 for m in ("train", "eval")])
-    data = model.to_dict()
-    data["regressors"] = base64.b64encode(pickle.dumps({"kinds": _Payload()})).decode("ascii")
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load posix.system"):
-        OperatorModel.from_dict(data)
+    text = json.dumps(model.to_dict())
+    assert "regressors" not in text and model.kinds[OpKind.MATMUL].trees is not None
+
+    def plain(obj: object) -> bool:
+        return obj is None or type(obj) in (bool, int, float, str) or (
+            isinstance(obj, list) and all(plain(v) for v in obj)) or (
+            isinstance(obj, dict) and all(isinstance(k, str) and plain(v) for k, v in obj.items()))
+
+    assert plain(json.loads(text))
+    old = {**model.summary(), "step_weights": list(model.step_weights),
+           "regressors": base64.b64encode(pickle.dumps({"kinds": {}})).decode("ascii")}
+    with pytest.raises(OldModelFormatError, match="old format"):
+        OperatorModel.from_dict(old)
+
+
+def test_a_stored_model_of_another_version_or_with_a_wrong_field_is_refused() -> None:
+    from dnncost.prediction.errors import ModelFormatError
+
+    data = tiny_model().to_dict()
+    with pytest.raises(ModelFormatError, match="version 3; this dnncost reads"):
+        OperatorModel.from_dict({**data, "version": 3})
+    with pytest.raises(ModelFormatError, match="model.step_weights has 2 items, expected 7"):
+        OperatorModel.from_dict({**data, "step_weights": [0.0, 0.0]})
+    with pytest.raises(ModelFormatError, match="unknown fields: not_a_kind"):
+        OperatorModel.from_dict({**data, "kinds": {"not_a_kind": data["fallback"]}})
+    with pytest.raises(ModelFormatError, match="model.threads must be an integer, got str"):
+        OperatorModel.from_dict({**data, "threads": "2"})
 
 
 def test_predict_refuses_zero_threads_before_looking_for_a_calibration(

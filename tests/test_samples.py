@@ -192,3 +192,33 @@ def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> N
     assert stored.meta["passes"] == 3 and stored.meta["busy_networks"] == 1  # random0 only
     with pytest.raises(ValueError, match="passes must be a positive integer"):
         calibration.calibrate_operators(budget_s=0.0, passes=0)
+
+
+def test_an_old_pickled_model_is_refused_and_refit_from_the_stored_samples(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """An old calibration (model pickled, never unpickled now): predict names the refit, and the
+    refit rebuilds the model in the new format from the samples kept beside it."""
+    import base64
+    import pickle
+
+    from dnncost.core.environment import machine_fingerprint
+    from dnncost.measuring.calibrate import Calibration, save_calibration
+
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
+    threads = torch.get_num_threads()
+    fingerprint = machine_fingerprint("cpu", threads=threads)
+    old = {"fingerprint": fingerprint, "threads": threads, "step_weights": [0.0] * 7,
+           "regressors": base64.b64encode(pickle.dumps({"kinds": {}})).decode("ascii")}
+    save_calibration(Calibration(fingerprint=fingerprint, device="cpu", threads=threads,
+                                 created="2025-01-01T00:00:00+00:00", environment={})
+                     .with_section("kernels", {"model": old}))
+    assert main(["predict", "resnet20"]) == 2
+    err = capsys.readouterr().err
+    assert "old format" in err and "`dnncost calibrate --ops --refit`" in err
+    meta = {"fingerprint": fingerprint, "threads": threads, "torch_version": str(torch.__version__),
+            "quick": False, "busy_networks": 0}
+    save_samples(StoredSamples(stored(3).fitted, stored(3).held_out, meta), samples_path(fingerprint))
+    assert main(["calibrate", "--ops", "--refit", "--format", "json"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "resnet20", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"][0]["predicted_step_ms"] > 0

@@ -19,29 +19,34 @@ held out of both fits, and the model's error on them is stored with it.
 """
 from __future__ import annotations
 
-import base64
-import importlib
-import io
 import math
-import pickle
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from dnncost.core.errors import DnncostError, InputSpecError
 from dnncost.core.inputs import InputSpec
 from dnncost.counting.cost import CostReport, OpRecord, Phase
 from dnncost.counting.formulas import KINDS, OpKind, kind_of
+from dnncost.prediction import reading
+from dnncost.prediction.errors import (
+    CALIBRATE_COMMAND,
+    REFIT_COMMAND,
+    ModelFormatError,
+    OldModelFormatError,
+)
 from dnncost.prediction.kernels import STEP_FEATURES, step_features
+from dnncost.prediction.trees import TreeEnsemble
+
+if TYPE_CHECKING:
+    from dnncost.measuring.calibrate import Calibration
 
 SECTION = "kernels"  # the calibration section holding the fitted per-kernel model
-CALIBRATE_COMMAND = "dnncost calibrate --ops"
 MIN_KIND_SAMPLES = 30  # source: our choice; fewer kernels of a kind: its line only, no trees
 STALE_AFTER_S = 86400.0  # source: issue 12, "older than a day"
 BUSY_SHARE = 0.1  # source: our choice; a tenth of the networks slowed can bias the fit visibly
@@ -93,6 +98,8 @@ def conv_geometry(record: OpRecord) -> tuple[int, int, int, int]:
 
 N_SHAPES = 3  # source: our choice; conv backward's (grad_output, input, weight) is the most any kind needs
 N_DIMS = 4  # source: NCHW
+N_FEATURES = 8 + N_SHAPES * (N_DIMS + 1) + 4  # what features() lists: 8 of the call, each shape's
+# N_DIMS sides and size, 4 of a convolution's geometry
 
 
 def features(record: OpRecord, mode: str) -> np.ndarray:
@@ -117,48 +124,12 @@ def features(record: OpRecord, mode: str) -> np.ndarray:
 
 
 # -- one kind's regressor ------------------------------------------------------------------------
-# A stored model travels in study databases that users merge and share, so it is never unpickled
-# freely: only the classes a fitted model is made of load (no callable that reaches the file
-# system or runs code, e.g. numpy.memmap, numpy.load, os, subprocess, builtins.eval).
-_UNPICKLE_ROOTS = ("dnncost", "sklearn", "numpy", "scipy")  # source: what OperatorModel holds
-_UNPICKLE_FUNCTIONS = {  # the reconstructors a fitted model is pickled with (listed by pickletools)
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "dtype"), ("copyreg", "_reconstructor"), ("functools", "partial"),
-    ("numpy.random._pickle", "__bit_generator_ctor"), ("numpy.random._pickle", "__generator_ctor"),
-    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
-    ("sklearn.utils.validation", "check_array"),  # the FunctionTransformer's function
-}
-_UNPICKLE_BUILTINS = {"object", "dict", "list", "tuple", "set", "frozenset", "slice", "range",
-                      "complex", "float", "int", "bool", "bytes", "bytearray", "str", "type"}
-_UNPICKLE_DENIED = {"memmap", "load", "loads", "fromfile", "save", "savez", "savetxt", "loadtxt",
-                    "genfromtxt", "tofile", "DataSource"}
-
-
-class _ModelUnpickler(pickle.Unpickler):
-    """Unpickles a stored operator model, refusing every global but its own building blocks."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _UNPICKLE_FUNCTIONS:
-            return super().find_class(module, name)
-        if module == "builtins":
-            if name in _UNPICKLE_BUILTINS:
-                return super().find_class(module, name)
-        elif module.split(".")[0] in _UNPICKLE_ROOTS and name not in _UNPICKLE_DENIED:
-            value = getattr(importlib.import_module(module), name, None)
-            if isinstance(value, type) and not issubclass(value, BaseException):
-                return value
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a stored model: a "
-                                     "fitted model is made of scikit-learn, numpy and dnncost "
-                                     "classes only")
-
-
 @dataclass(frozen=True)
 class KindRegressor:
     """seconds = (a + b * FLOPs + c * bytes) * exp(trees(features)); trees None: the line alone."""
 
     line: tuple[float, float, float]
-    trees: Any = None  # a fitted sklearn HistGradientBoostingRegressor on log(seconds / line)
+    trees: TreeEnsemble | None = None  # fitted on log(seconds / line), as plain numbers
     samples: int = 0
 
     def base(self, flops: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
@@ -170,6 +141,20 @@ class KindRegressor:
         if self.trees is None or len(x) == 0:
             return base
         return base * np.exp(self.trees.predict(x))
+
+    def to_dict(self) -> dict[str, object]:
+        return {"line": list(self.line), "samples": self.samples,
+                "trees": self.trees.to_dict() if self.trees is not None else None}
+
+    @classmethod
+    def from_dict(cls, data: object, where: str) -> KindRegressor:
+        d = reading.mapping(data, where, required=("line", "samples", "trees"))
+        a, b, c = (float(v) for v in reading.numbers(d["line"], f"{where}.line", length=3))
+        trees = TreeEnsemble.from_dict(d["trees"], f"{where}.trees") if d["trees"] is not None else None
+        if trees is not None and trees.n_features != N_FEATURES:
+            raise ModelFormatError(f"{where}.trees take {trees.n_features} features, the model's "
+                                   f"calls have {N_FEATURES}")
+        return cls((a, b, c), trees, reading.integer(d["samples"], f"{where}.samples", low=0))
 
 
 def fit_line(flops: np.ndarray, nbytes: np.ndarray, seconds: np.ndarray) -> tuple[float, float, float]:
@@ -228,7 +213,7 @@ def fit_kind(x: np.ndarray, flops: np.ndarray, nbytes: np.ndarray, seconds: np.n
     x = x.copy()
     x[:, 0] = np.maximum(x[:, 0], 0)  # unknown operators share code 0's category
     trees.fit(x, target)
-    return replace(reg, trees=trees)
+    return replace(reg, trees=TreeEnsemble.from_sklearn(trees))
 
 
 # -- the model -----------------------------------------------------------------------------------
@@ -260,9 +245,7 @@ class OperatorModel:
         x[:, 0] = np.maximum(x[:, 0], 0)
         flops = np.array([r.cost.flops for r in records], dtype=float)
         nbytes = np.array([r.cost.bytes for r in records], dtype=float)
-        kinds = [op_kind(r) for r in records]
-        with threadpool_limits(limits=1, user_api="openmp"):  # small arrays: threads only cost
-            self._fill(out, x, flops, nbytes, kinds)
+        self._fill(out, x, flops, nbytes, [op_kind(r) for r in records])
         return out
 
     def _fill(self, out: np.ndarray, x: np.ndarray, flops: np.ndarray, nbytes: np.ndarray,
@@ -289,25 +272,48 @@ class OperatorModel:
                 "kinds": {k.value: r.samples for k, r in self.kinds.items()}}
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready: the summary plus the regressors, pickled (scikit-learn models)."""
-        blob = pickle.dumps({"kinds": dict(self.kinds), "fallback": self.fallback})
-        return {**self.summary(), "step_weights": list(self.step_weights),
-                "regressors": base64.b64encode(blob).decode("ascii")}
+        """JSON-ready plain data (numbers, strings, lists, dicts; the trees as arrays): what a
+        calibration file and a study database keep, read back by :meth:`from_dict` alone."""
+        return {"format": MODEL_FORMAT, "version": MODEL_VERSION, "fingerprint": self.fingerprint,
+                "threads": self.threads, "torch_version": self.torch_version,
+                "created": self.created, "quick": self.quick, "networks": self.networks,
+                "kernels": self.kernels, "busy_networks": self.busy_networks, "passes": self.passes,
+                "held_out": {m: dict(v) for m, v in self.held_out.items()},
+                "baselines": dict(self.baselines), "step_weights": list(self.step_weights),
+                "kinds": {k.value: r.to_dict() for k, r in self.kinds.items()},
+                "fallback": self.fallback.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OperatorModel:
-        regs = _ModelUnpickler(io.BytesIO(base64.b64decode(data["regressors"]))).load()
-        return cls(kinds=regs["kinds"], fallback=regs["fallback"],
-                   step_weights=tuple(float(w) for w in data["step_weights"]),
-                   fingerprint=str(data.get("fingerprint", "")), threads=int(data.get("threads", 0)),
-                   torch_version=str(data.get("torch_version", "")),
-                   created=str(data.get("created", "")), quick=bool(data.get("quick", False)),
-                   networks=int(data.get("networks", 0)), kernels=int(data.get("kernels", 0)),
-                   busy_networks=int(data.get("busy_networks", 0)),
-                   passes=int(data.get("passes", 1)),
-                   held_out={str(m): {str(k): float(v) for k, v in dict(d).items()}
-                             for m, d in dict(data.get("held_out", {})).items()},
-                   baselines={str(k): float(v) for k, v in dict(data.get("baselines", {})).items()})
+    def from_dict(cls, data: object) -> OperatorModel:
+        """The model :meth:`to_dict` stored. Only types and values are read -- nothing is called or
+        imported -- and each is checked: ModelFormatError names the first field that is wrong;
+        OldModelFormatError says the data is an older, pickled model (never unpickled)."""
+        d = reading.mapping(data, "model")
+        if "regressors" in d and "format" not in d:
+            raise OldModelFormatError("the per-kernel model is stored in an old format (a pickle, "
+                                      "which dnncost no longer loads: loading one could run code)")
+        d = reading.mapping(data, "model", required=_MODEL_FIELDS)
+        if d["format"] != MODEL_FORMAT or d["version"] != MODEL_VERSION:
+            raise ModelFormatError(f"the per-kernel model is stored as {d['format']!r} version "
+                                   f"{d['version']!r}; this dnncost reads {MODEL_FORMAT!r} version "
+                                   f"{MODEL_VERSION}")
+        weights = reading.numbers(d["step_weights"], "model.step_weights", length=len(STEP_FEATURES))
+        kinds = reading.mapping(d["kinds"], "model.kinds", optional=[k.value for k in OpKind])
+        return cls(kinds={OpKind(k): KindRegressor.from_dict(v, f"model.kinds.{k}")
+                          for k, v in kinds.items()},
+                   fallback=KindRegressor.from_dict(d["fallback"], "model.fallback"),
+                   step_weights=tuple(float(w) for w in weights),
+                   fingerprint=reading.text(d["fingerprint"], "model.fingerprint"),
+                   threads=reading.integer(d["threads"], "model.threads", low=0),
+                   torch_version=reading.text(d["torch_version"], "model.torch_version"),
+                   created=reading.text(d["created"], "model.created"),
+                   quick=reading.boolean(d["quick"], "model.quick"),
+                   networks=reading.integer(d["networks"], "model.networks", low=0),
+                   kernels=reading.integer(d["kernels"], "model.kernels", low=0),
+                   busy_networks=reading.integer(d["busy_networks"], "model.busy_networks", low=0),
+                   passes=reading.integer(d["passes"], "model.passes", low=1),
+                   held_out=_metrics(d["held_out"], "model.held_out"),
+                   baselines=_numbers_by_name(d["baselines"], "model.baselines"))
 
     def freshness(self, *, fingerprint: str, threads: int, torch_version: str,
                   now: datetime | None = None) -> list[Freshness]:
@@ -331,6 +337,23 @@ class OperatorModel:
         if self.busy_networks > BUSY_SHARE * max(self.networks, 1):
             out.append(Freshness.BUSY)
         return out
+
+
+MODEL_FORMAT = "dnncost-operator-model"  # source: our choice, names what the data is
+MODEL_VERSION = 2  # source: our choice; 1 was the pickled regressors of older files, never loaded
+_MODEL_FIELDS = ("format", "version", "fingerprint", "threads", "torch_version", "created", "quick",
+                 "networks", "kernels", "busy_networks", "passes", "held_out", "baselines",
+                 "step_weights", "kinds", "fallback")
+
+
+def _numbers_by_name(data: object, where: str) -> dict[str, float]:
+    return {k: reading.number(v, f"{where}.{k}", finite=False)
+            for k, v in reading.mapping(data, where).items()}
+
+
+def _metrics(data: object, where: str) -> dict[str, dict[str, float]]:
+    """mode -> metric -> value (held-out and transfer errors)."""
+    return {m: _numbers_by_name(v, f"{where}.{m}") for m, v in reading.mapping(data, where).items()}
 
 
 def _with_kind(x: np.ndarray, kind: OpKind | None) -> np.ndarray:
@@ -542,19 +565,42 @@ def save_operator_model(model: OperatorModel) -> str:
     return str(save_calibration(base.with_section(SECTION, {"model": model.to_dict()})))
 
 
+def model_in(calibration: Calibration) -> OperatorModel | None:
+    """The per-kernel model a calibration file holds (its kernel section): the one reader of that
+    section. None when the calibration has none; NotCalibratedError naming the command that makes
+    a readable one when the section is malformed or in the old pickled format."""
+    section = calibration.sections.get(SECTION)
+    if section is None:
+        return None
+    try:
+        return OperatorModel.from_dict(reading.mapping(section, SECTION, required=("model",))["model"])
+    except OldModelFormatError as exc:
+        raise NotCalibratedError(f"{exc}; run `{REFIT_COMMAND}` to refit it in the new format from "
+                                 f"the samples the calibration kept, or `{CALIBRATE_COMMAND}` where "
+                                 "there are none") from None
+    except ModelFormatError as exc:
+        raise NotCalibratedError(f"the stored per-kernel model is unreadable ({exc}); run "
+                                 f"`{CALIBRATE_COMMAND}` again") from None
+
+
 def read_operator_model(path: str) -> OperatorModel:
     """The per-kernel model stored in the calibration file at ``path`` (any machine's)."""
-    import json
     from pathlib import Path
 
+    from dnncost.core.errors import CalibrationError
+    from dnncost.measuring.calibrate import read_calibration
+
+    if not Path(path).is_file():
+        raise NotCalibratedError(f"no calibration file at '{path}'")
     try:
-        data = json.loads(Path(path).read_text())
-        return OperatorModel.from_dict(data[SECTION]["model"])
-    except FileNotFoundError:
-        raise NotCalibratedError(f"no calibration file at '{path}'") from None
-    except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError, AttributeError) as exc:
-        raise NotCalibratedError(f"'{path}' holds no readable per-kernel model "
-                                 f"({type(exc).__name__}: {exc}); run `{CALIBRATE_COMMAND}`") from None
+        model = model_in(read_calibration(Path(path)))
+    except CalibrationError as exc:
+        raise NotCalibratedError(str(exc)) from None
+    except NotCalibratedError as exc:
+        raise NotCalibratedError(f"'{path}': {exc}") from None
+    if model is None:
+        raise NotCalibratedError(f"'{path}' holds no per-kernel model; run `{CALIBRATE_COMMAND}`")
+    return model
 
 
 def load_operator_model(device: str = "cpu", *, threads: int | None = None) -> OperatorModel:
@@ -564,17 +610,13 @@ def load_operator_model(device: str = "cpu", *, threads: int | None = None) -> O
     if threads is not None and (isinstance(threads, bool) or threads < 1):
         raise InputSpecError(f"thread count must be a positive integer, got {threads}")
     cal = load_calibration(device, threads=threads)
-    section = cal.sections.get(SECTION) if cal is not None else None
-    if not section:
+    model = model_in(cal) if cal is not None else None
+    if model is None:
         raise NotCalibratedError(
             f"this machine has no per-kernel calibration ({calibration_path(device, threads=threads)} "
             f"{'has none' if cal is not None else 'does not exist'}): run `{CALIBRATE_COMMAND}` "
             "first (about 5 minutes on 2 cores; --quick for a rough one in about a minute)")
-    try:
-        return OperatorModel.from_dict(section["model"])  # type: ignore[index]
-    except (KeyError, TypeError, ValueError, pickle.UnpicklingError, AttributeError) as exc:
-        raise NotCalibratedError(f"the stored per-kernel model is unreadable ({type(exc).__name__}); "
-                                 f"run `{CALIBRATE_COMMAND}` again") from None
+    return model
 
 
 def caveats_here(model: OperatorModel, *, threads: int) -> list[Freshness]:
@@ -590,8 +632,8 @@ def caveats_here(model: OperatorModel, *, threads: int) -> list[Freshness]:
                            torch_version=str(torch.__version__))
 
 
-__all__ = ["CALIBRATE_COMMAND", "Freshness", "KindRegressor", "NetworkSample", "NotCalibratedError",
+__all__ = ["Freshness", "KindRegressor", "NetworkSample", "NotCalibratedError",
            "OpTime", "OperatorModel", "Prediction", "SECTION", "UncoveredOperatorError",
            "caveats_here", "conv_geometry", "features", "fit_kind", "fit_line", "fit_step_weights",
            "fit_operator_model", "load_operator_model", "op_kind", "predict_report",
-           "predict_time", "read_operator_model", "save_operator_model"]
+           "model_in", "predict_time", "read_operator_model", "save_operator_model"]

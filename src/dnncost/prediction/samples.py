@@ -20,7 +20,8 @@ from typing import Any
 from dnncost.core.errors import DnncostError
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
 from dnncost.measuring.calibrate import cache_dir
-from dnncost.prediction.predict import CALIBRATE_COMMAND, NetworkSample
+from dnncost.prediction.errors import CALIBRATE_COMMAND
+from dnncost.prediction.predict import NetworkSample
 
 FORMAT = "dnncost-op-samples"  # source: our choice, names what the file holds
 VERSION = 1  # bump when a stored field changes meaning; older files are then refused

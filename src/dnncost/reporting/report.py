@@ -12,7 +12,6 @@ import base64
 import html
 import math
 import os
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -423,6 +422,7 @@ def prediction_blocks(group: Group, *, prefix: str = "") -> list[Block]:
     """Predicted vs measured step time (leave-one-family-out), with the per-operator time model
     the study stored for the machine that measured the group (whichever machine renders the
     report); else a line saying how to get one."""
+    from dnncost.prediction.errors import REFIT_COMMAND, ModelFormatError, OldModelFormatError
     from dnncost.prediction.predict import OperatorModel
     from dnncost.reporting import plots
     from dnncost.study.predicted import evaluate_group
@@ -435,9 +435,16 @@ def prediction_blocks(group: Group, *, prefix: str = "") -> list[Block]:
                                    + how)]
     try:
         model = OperatorModel.from_dict(group.operator_model)
-    except (KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
+    except OldModelFormatError:
+        return blocks + [Paragraph(
+            "The per-operator time model stored with these results is in an old format (a pickle), "
+            "which dnncost no longer loads: loading one could run code. To get a new one, run "
+            f"`{REFIT_COMMAND}` (or, without its stored samples, `dnncost calibrate --ops`) on the "
+            "machine that measured these results, then rerun the study's command there (it "
+            "resumes, and stores the model) and `dnncost report`.")]
+    except ModelFormatError as exc:
         return blocks + [Paragraph(f"The per-operator time model stored with these results is "
-                                   f"unreadable ({type(exc).__name__}: {exc}): " + how)]
+                                   f"unreadable ({exc}): " + how)]
     ev = evaluate_group(group, op_model=model, peak_flops_per_s=group.peak_flops_per_s)
     rows = ev.table_rows()
     columns = tuple(rows[0].keys()) if rows else ()
