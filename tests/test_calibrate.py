@@ -204,7 +204,7 @@ def test_study_takes_the_cached_model_through_the_one_reader_and_warns_on_an_old
         cache: Path, tmp_path: Path) -> None:
     """The study stores the cached per-kernel model as the reader returns it (plain data); an old
     pickled one is warned about and left out, never unpickled."""
-    from dnncost.prediction.predict import OperatorModel
+    from dnncost.prediction.model import OperatorModel
     from dnncost.study.store import open_store
     from dnncost.study.sweep import _calibration
     from test_predict import tiny_model

@@ -21,7 +21,7 @@ from dnncost.prediction.evaluation import (
     spearman,
 )
 from dnncost.prediction.kernels import STEP_FEATURES
-from dnncost.prediction.predict import KindRegressor, OperatorModel
+from dnncost.prediction.model import KindRegressor, OperatorModel
 from dnncost.reporting.plots import predicted_vs_measured
 
 
@@ -176,7 +176,7 @@ def test_evaluate_cli_reads_the_study_store_and_holds_each_family_out(
     from dnncost.core.environment import current_environment, machine_fingerprint
     from dnncost.measuring.calibrate import Bandwidth, Calibration, MatmulPeak, save_calibration
     from dnncost.measuring.measurement import Measurement
-    from dnncost.prediction.predict import save_operator_model
+    from dnncost.prediction.storage import save_operator_model
     from dnncost.study.store import open_store
 
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path / "cache"))

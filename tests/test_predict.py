@@ -22,20 +22,12 @@ from dnncost.counting.counter import count
 from dnncost.counting.formulas import OpKind
 from dnncost.prediction import sampling
 from dnncost.prediction.calibration import baseline_seconds, fit_baselines
+from dnncost.prediction.features import conv_geometry, op_kind
+from dnncost.prediction.fitting import NetworkSample, fit_kind, fit_line, fit_operator_model
 from dnncost.prediction.kernels import STEP_FEATURES, step_features, time_kernels
-from dnncost.prediction.predict import (
-    Freshness,
-    KindRegressor,
-    NetworkSample,
-    OperatorModel,
-    conv_geometry,
-    fit_kind,
-    fit_line,
-    fit_operator_model,
-    op_kind,
-    predict_report,
-    save_operator_model,
-)
+from dnncost.prediction.model import Freshness, KindRegressor, OperatorModel
+from dnncost.prediction.predict import predict_report
+from dnncost.prediction.storage import save_operator_model
 
 
 # -- one registry --------------------------------------------------------------------------------
@@ -101,7 +93,7 @@ def synthetic_conv(rng: random.Random) -> tuple[OpRecord, float]:
 
 
 def test_the_trees_learn_a_shape_effect_the_line_misses() -> None:
-    from dnncost.prediction.predict import features
+    from dnncost.prediction.features import features
 
     rng = random.Random(0)
     train = [synthetic_conv(rng) for _ in range(400)]
@@ -156,7 +148,7 @@ def test_fit_operator_model_recovers_kernels_and_step_weights() -> None:
 
 
 def test_step_weights_resist_steps_another_process_slowed() -> None:
-    from dnncost.prediction.predict import fit_step_weights
+    from dnncost.prediction.fitting import fit_step_weights
 
     rng = np.random.default_rng(0)
     n = 80

@@ -62,7 +62,7 @@ def test_the_plain_trees_reproduce_sklearn_on_new_data(fitted) -> None:
 
 def test_the_project_s_own_fit_is_reproduced() -> None:
     """fit_kind's setting: categorical feature 0 (the operator code), the project's TREE_PARAMS."""
-    from dnncost.prediction.predict import TREE_PARAMS
+    from dnncost.prediction.fitting import TREE_PARAMS
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(1500, 6))

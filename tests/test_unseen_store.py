@@ -16,7 +16,8 @@ from dnncost.measuring import timing
 from dnncost.measuring.measurement import Measurement
 from dnncost.prediction import unseen
 from dnncost.prediction.kernels import STEP_FEATURES
-from dnncost.prediction.predict import KindRegressor, OperatorModel, save_operator_model
+from dnncost.prediction.model import KindRegressor, OperatorModel
+from dnncost.prediction.storage import save_operator_model
 from dnncost.prediction.unseen import LeftOut, UnseenPoint
 from dnncost.reporting.report import render_markdown, unseen_blocks, write_report
 from dnncost.study.store import MIGRATIONS, SCHEMA_VERSION, Store, merge, migrate, open_store
@@ -174,7 +175,7 @@ def _synthetic_store(path: Path) -> None:
         keys = {"run_uid": run, "config_hash": "proto1", "fingerprint": "machine-x", "threads": 2,
                 "calibration_id": calibration_id(model), "calibration": model.summary()}
         for shape, batch in unseen.CONFIGS:
-            for mode in unseen.MODES:
+            for mode in ("train", "eval"):
                 for i, (measured, predicted) in enumerate(((0.01, 0.0105), (0.02, 0.026),
                                                            (0.04, 0.036), (0.08, 0.081))):
                     store.put_unseen(unseen_row(point(f"net_{i}", measured, predicted, mode=mode,

@@ -10,7 +10,7 @@ from dnncost.commands._common import add_format_argument
 from dnncost.commands._exit_codes import EXIT_OK
 
 if TYPE_CHECKING:
-    from dnncost.prediction.predict import OperatorModel
+    from dnncost.prediction.model import OperatorModel
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -101,8 +101,8 @@ def _calibrate_operators(args: argparse.Namespace, threads: int | None,
     import sys
 
     from dnncost.prediction.calibration import calibrate_operators, stored_samples
-    from dnncost.prediction.predict import save_operator_model
     from dnncost.prediction.samples import samples_path, save_samples
+    from dnncost.prediction.storage import save_operator_model
 
     def progress(line: str) -> None:
         print(f"  {line}", file=sys.stderr, flush=True)
@@ -118,8 +118,8 @@ def _refit_operators(threads: int | None, stored: list[str]) -> OperatorModel:
     """Refit the per-kernel model on this machine's stored samples and store it."""
     from dnncost.core.environment import machine_fingerprint
     from dnncost.prediction.calibration import refit
-    from dnncost.prediction.predict import save_operator_model
     from dnncost.prediction.samples import load_samples, samples_path
+    from dnncost.prediction.storage import save_operator_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from dnncost.measuring.calibrate import load_calibration
     from dnncost.measuring.measurement import STUDY_ESTIMATOR
     from dnncost.prediction.evaluation import Method
-    from dnncost.prediction.predict import load_operator_model
+    from dnncost.prediction.storage import load_operator_model
     from dnncost.reporting.formatting import render
     from dnncost.reporting.plots import predicted_vs_measured
     from dnncost.study.defaults import DEFAULT_DB
@@ -119,7 +119,7 @@ def run_unseen(args: argparse.Namespace) -> int:
     from dnncost.core.errors import InputSpecError
     from dnncost.prediction import unseen
     from dnncost.prediction.calibration import calibrate_operators
-    from dnncost.prediction.predict import load_operator_model, read_operator_model
+    from dnncost.prediction.storage import load_operator_model, read_operator_model
     from dnncost.reporting.formatting import render
     from dnncost.study.defaults import DEFAULT_DB
     from dnncost.study.store import open_store

@@ -50,13 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
     from dnncost.core.errors import InputSpecError
     from dnncost.models.loading import load_model
-    from dnncost.prediction.predict import (
-        UncoveredOperatorError,
-        caveats_here,
-        load_operator_model,
-        predict_time,
-        read_operator_model,
-    )
+    from dnncost.prediction.errors import UncoveredOperatorError
+    from dnncost.prediction.predict import caveats_here, predict_time
+    from dnncost.prediction.storage import load_operator_model, read_operator_model
     from dnncost.reporting.formatting import render
 
     if args.batch_size < 1:

@@ -29,18 +29,16 @@ import numpy as np
 from dnncost.core.device import using_threads
 from dnncost.core.environment import cpu_times, machine_load
 from dnncost.core.errors import DnncostError
+from dnncost.core.kinds import Mode
 from dnncost.counting.cost import CostReport
 from dnncost.counting.counter import count
 from dnncost.counting.formulas import OpKind
 from dnncost.prediction.evaluation import roofline_seconds
+from dnncost.prediction.features import op_kind
+from dnncost.prediction.fitting import NetworkSample, fit_operator_model
 from dnncost.prediction.kernels import AlignmentError, module_counts, time_kernels
-from dnncost.prediction.predict import (
-    NetworkSample,
-    OperatorModel,
-    fit_operator_model,
-    op_kind,
-    predict_report,
-)
+from dnncost.prediction.model import OperatorModel
+from dnncost.prediction.predict import predict_report
 from dnncost.prediction.samples import StoredSamples
 from dnncost.prediction.sampling import BATCHES, RandomNet, random_network
 
@@ -59,7 +57,6 @@ KERNEL_RUNS = 1  # source: our choice; 1 timed run of every kernel a pass (the f
 WARMUP = 1  # source: our choice; one step (allocations, optimizer state) before the timed ones
 BUSY_RETRIES = 2  # source: our choice; on a shared 2-core machine under another process's load,
 # steps timed while it ran came out 2-10x slower than their kernels (2026-12-02): time again, twice
-MODES = ("train", "eval")
 
 
 @dataclass(frozen=True)
@@ -86,8 +83,8 @@ def measure_network(net: RandomNet) -> list[NetworkSample]:
     """Time ``net``'s kernels and steps in both modes (one NetworkSample per mode)."""
     modules, params = module_counts(net.module)
     out = []
-    for mode in MODES:
-        timed = time_kernels(net.module, net.input_shape, batch_size=net.batch_size, mode=mode,
+    for mode in Mode:
+        timed = time_kernels(net.module, net.input_shape, batch_size=net.batch_size, mode=mode.value,
                              runs=KERNEL_RUNS, warmup=WARMUP, step_repeats=STEP_REPEATS)
         out.append(NetworkSample(net.name, timed.report, timed.kernel_s, modules, params,
                                  timed.step_s))
@@ -121,13 +118,13 @@ def measure_quietly(net: RandomNet, *, threads: int, retries: int = BUSY_RETRIES
 def step_errors(model: OperatorModel, samples: Sequence[NetworkSample]) -> dict[str, dict[str, float]]:
     """Per mode: MAPE and share within +-10% of the model's step predictions on ``samples``."""
     out = {}
-    for mode in MODES:
+    for mode in Mode:
         rel = [predict_report(s.report, model, modules=s.modules, param_tensors=s.param_tensors,
                               strict=False).step_s / s.step_s - 1
-               for s in samples if s.report.mode == mode]
+               for s in samples if s.report.mode == mode.value]
         if rel:
             r = np.abs(np.array(rel))
-            out[mode] = {"n": float(len(r)), "mape": float(r.mean()),
+            out[mode.value] = {"n": float(len(r)), "mape": float(r.mean()),
                          "within_10pct": float(np.mean(r <= 0.10))}
     return out
 
@@ -160,7 +157,7 @@ def fit_baselines(samples: Sequence[NetworkSample]) -> dict[str, float]:
             elif op_kind(r) in (OpKind.COPY, OpKind.ELEMENTWISE):
                 bandwidth = max(bandwidth, r.cost.bytes / t)
     out = {"peak_flops_per_s": peak, "bytes_per_s": bandwidth}
-    for mode in MODES:
+    for mode in (m.value for m in Mode):
         chosen = [s for s in samples if s.report.mode == mode]
         for name in ("flops", "params", "roofline"):
             ratios = [s.step_s / v for s in chosen

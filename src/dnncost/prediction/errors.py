@@ -7,6 +7,14 @@ CALIBRATE_COMMAND = "dnncost calibrate --ops"
 REFIT_COMMAND = "dnncost calibrate --ops --refit"
 
 
+class NotCalibratedError(DnncostError):
+    """This machine has no usable per-kernel calibration: none yet, or one that cannot be read."""
+
+
+class UncoveredOperatorError(DnncostError):
+    """A network uses operators the time model cannot time (no cost formula: kind unknown)."""
+
+
 class ModelFormatError(DnncostError):
     """A stored per-kernel model whose plain data is malformed: a field of the wrong type or shape."""
 
@@ -16,4 +24,5 @@ class OldModelFormatError(ModelFormatError):
     data someone else wrote can run any code."""
 
 
-__all__ = ["CALIBRATE_COMMAND", "REFIT_COMMAND", "ModelFormatError", "OldModelFormatError"]
+__all__ = ["CALIBRATE_COMMAND", "REFIT_COMMAND", "ModelFormatError", "NotCalibratedError",
+           "OldModelFormatError", "UncoveredOperatorError"]

@@ -3,7 +3,8 @@
 For every network with measured training- and validation-step times, each method predicts the
 time with nothing measured on that network's family:
 
-- ``per_operator``: dnncost.prediction.predict's model, fitted on operator micro-benchmarks only (no network);
+- ``per_operator``: the per-kernel model (dnncost.prediction.model), fitted on random networks'
+  kernels only (never on a network evaluated here);
 - ``per_operator_scaled``: the same, times one factor per mode fitted on the *other* families'
   networks (the geometric mean of their measured / predicted): a network-level correction;
 - ``flops_line`` / ``params_line``: time = a * FLOPs (or params) + b, fitted on the other families'
@@ -26,11 +27,12 @@ from itertools import combinations
 
 import numpy as np
 
+from dnncost.core.kinds import Mode
 from dnncost.counting.cost import CostReport
-from dnncost.prediction.predict import OperatorModel, predict_report
+from dnncost.prediction.model import OperatorModel
+from dnncost.prediction.predict import predict_report
 
 TOLERANCE = 0.10  # source: issue 6, "the share within +-10%"
-MODES = ("train", "eval")
 
 
 class Method(str, Enum):
@@ -151,7 +153,7 @@ class Evaluation:
     notes: Mapping[str, str] = field(default_factory=dict)  # method -> why it is missing
 
     def modes(self) -> list[str]:
-        return [m for m in MODES if any(p.mode == m for p in self.points)]
+        return [m.value for m in Mode if any(p.mode == m.value for p in self.points)]
 
     def of_mode(self, mode: str) -> list[Point]:
         return [p for p in self.points if p.mode == mode]

@@ -2,7 +2,7 @@
 
 ``dnncost calibrate --ops`` times the kernels and steps of random networks
 (:mod:`dnncost.prediction.calibration`); each timed step is a
-:class:`~dnncost.prediction.predict.NetworkSample` (counted calls, kernel seconds, module and
+:class:`~dnncost.prediction.fitting.NetworkSample` (counted calls, kernel seconds, module and
 parameter-tensor counts, step seconds). They are stored here as gzip-compressed JSON -- plain data
 that any reader can load safely, never a pickle -- one file per machine fingerprint beside the
 calibration file (``<fingerprint>.ops-samples.json.gz``), so a changed model is refitted on the
@@ -21,7 +21,7 @@ from dnncost.core.errors import DnncostError
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
 from dnncost.measuring.calibrate import cache_dir
 from dnncost.prediction.errors import CALIBRATE_COMMAND
-from dnncost.prediction.predict import NetworkSample
+from dnncost.prediction.fitting import NetworkSample
 
 FORMAT = "dnncost-op-samples"  # source: our choice, names what the file holds
 VERSION = 1  # bump when a stored field changes meaning; older files are then refused

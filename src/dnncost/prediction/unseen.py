@@ -29,7 +29,7 @@ import numpy as np
 from torch import nn
 
 from dnncost.core.errors import DnncostError
-from dnncost.core.step import Mode
+from dnncost.core.kinds import Mode
 from dnncost.counting.counter import count
 from dnncost.measuring.interleave import TimingJob, time_interleaved
 from dnncost.measuring.timing import StepOptions, StepTiming
@@ -38,11 +38,11 @@ from dnncost.models.registry import list_models
 from dnncost.prediction.calibration import baseline_seconds
 from dnncost.prediction.evaluation import Metrics
 from dnncost.prediction.kernels import module_counts
-from dnncost.prediction.predict import OperatorModel, predict_report
+from dnncost.prediction.model import OperatorModel
+from dnncost.prediction.predict import predict_report
 
 CONFIGS: tuple[tuple[tuple[int, ...], int], ...] = (((3, 32, 32), 32), ((3, 224, 224), 8))
 """source: issue 12, 3x32x32 at batch 32 and 3x224x224 at batch 8."""
-MODES = ("train", "eval")
 METHODS = ("per_kernel", "flops", "params", "roofline")
 MAX_STEP_GFLOPS = 250.0  # source: our choice; ResNet-50's 224 training step at batch 8 (~200 GFLOPs)
 #  is in, the giants (regnet_y_128gf, vit_h_14) that take minutes a step on 2 cores are not
@@ -173,7 +173,8 @@ def _build(name: str) -> nn.Module:
 
 def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                     configs: Sequence[tuple[tuple[int, ...], int]] = CONFIGS,
-                    modes: Sequence[str] = MODES, rounds: int = ROUNDS, repeats: int = REPEATS,
+                    modes: Sequence[str | Mode] = tuple(Mode), rounds: int = ROUNDS,
+                    repeats: int = REPEATS,
                     warmup: int = WARMUP, threads: int | None = None,
                     max_step_gflops: float = MAX_STEP_GFLOPS,
                     progress: Callable[[str], None] | None = None, done: Collection[Key] = (),
@@ -236,7 +237,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                              on_error=on_error)
 
     for shape, batch in configs:
-        for mode in modes:
+        for mode in (Mode(m).value for m in modes):
             predicted: dict[str, tuple[dict[str, float], float]] = {}
             for name in chosen:
                 if (name, tuple(shape), batch, mode) in done:

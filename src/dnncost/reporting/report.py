@@ -423,7 +423,7 @@ def prediction_blocks(group: Group, *, prefix: str = "") -> list[Block]:
     the study stored for the machine that measured the group (whichever machine renders the
     report); else a line saying how to get one."""
     from dnncost.prediction.errors import REFIT_COMMAND, ModelFormatError, OldModelFormatError
-    from dnncost.prediction.predict import OperatorModel
+    from dnncost.prediction.model import OperatorModel
     from dnncost.reporting import plots
     from dnncost.study.predicted import evaluate_group
 

@@ -11,7 +11,7 @@ from dnncost.core.errors import StoreError
 from dnncost.core.kinds import Mode
 from dnncost.prediction.evaluation import Evaluation, Observation, evaluate
 from dnncost.prediction.kernels import module_counts
-from dnncost.prediction.predict import OperatorModel
+from dnncost.prediction.model import OperatorModel
 from dnncost.study.analysis import group_reference, measured_step_s
 from dnncost.study.store import Group, NetworkResult, Store
 

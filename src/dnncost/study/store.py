@@ -200,7 +200,7 @@ CREATE TABLE allreduce_timings (
 """
 
 _SCHEMA_V3 = """
--- the per-operator time model (dnncost.prediction.predict.OperatorModel.to_dict) of the machine,
+-- the per-operator time model (dnncost.prediction.model.OperatorModel.to_dict) of the machine,
 -- as the study found it in the machine's calibration; NULL when it had none
 ALTER TABLE environments ADD COLUMN operator_model TEXT;
 """

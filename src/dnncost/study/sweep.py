@@ -371,7 +371,8 @@ def _calibration(store: Store, fingerprint: str, device: torch.device, threads: 
     The per-operator model is the one in the cached calibration (None: it has none, or one that
     cannot be read, which is warned about; the store then keeps what it held)."""
     from dnncost.measuring.calibrate import cached_calibration, calibrate
-    from dnncost.prediction.predict import NotCalibratedError, model_in
+    from dnncost.prediction.errors import NotCalibratedError
+    from dnncost.prediction.storage import model_in
 
     cal = cached_calibration(device, threads=threads)
     operator_model = None
@@ -398,7 +399,7 @@ def _fit_operator_model(threads: int) -> dict[str, object]:
     its calibration cache like `dnncost calibrate --ops --quick` and returned for the store: the
     report's predicted-vs-measured section then exists in every default run, marked quick."""
     from dnncost.prediction.calibration import calibrate_operators
-    from dnncost.prediction.predict import save_operator_model
+    from dnncost.prediction.storage import save_operator_model
 
     model = calibrate_operators(threads=threads, quick=True, budget_s=STUDY_CALIBRATION_S).model
     save_operator_model(model)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dnncost.core.environment import current_environment, machine_fingerprint
-from dnncost.prediction.predict import OperatorModel
+from dnncost.prediction.model import OperatorModel
 from dnncost.prediction.unseen import ESTIMATOR, Key, LeftOut, UnseenPoint, UnseenResult
 from dnncost.study.store import Store, UnseenRow, new_uid, now
 
