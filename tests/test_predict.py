@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from dnncost.cli import main
+from dnncost.core.errors import InputSpecError
 from dnncost.counting import formulas as F
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
 from dnncost.counting.counter import count
@@ -357,3 +358,70 @@ def test_predict_reads_a_given_calibration_file_and_marks_another_machine(
     assert "fitted on another machine" in capsys.readouterr().out
     assert main(["predict", "resnet20", "--calibration", str(tmp_path / "none.json")]) == 2
     assert "no calibration file" in capsys.readouterr().err
+
+
+# -- the interval ----------------------------------------------------------------------------------
+RATIOS = tuple(0.9 + 0.4 * i / 18 for i in range(19))  # measured / predicted on 19 networks
+# at 80%: k_lo = 2, k_hi = 18 (test_interval): the factors RATIOS[1] and RATIOS[17]
+
+
+def interval_model(**meta: object) -> OperatorModel:
+    from dnncost.prediction.interval import IntervalModel
+
+    residuals = tuple(math.log(r) for r in RATIOS)
+    return replace(tiny_model(**meta), interval=IntervalModel({"train": residuals, "eval": residuals}),
+                   held_out={"train": {"n": 10.0, "mape": 0.083}},
+                   transfer={"train": {"n": 4.0, "mape": 0.251}})
+
+
+def test_every_prediction_carries_its_interval_step_and_epoch() -> None:
+    from dnncost.prediction.predict import predict_time
+
+    net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
+    p = predict_time(net, input_shape=(16,), batch_size=4, calibration=interval_model(),
+                     dataset_size=10)
+    assert p.coverage == 0.8
+    assert p.step_interval_s == pytest.approx((RATIOS[1] * p.step_s, RATIOS[17] * p.step_s))
+    assert p.epoch_interval_s == pytest.approx((RATIOS[1] * p.epoch_s, RATIOS[17] * p.epoch_s))
+    summary = p.summary()
+    assert summary["low_ms"] == pytest.approx(RATIOS[1] * p.step_s * 1e3)
+    assert summary["epoch_high_s"] == pytest.approx(RATIOS[17] * p.epoch_s)
+    wide = predict_time(net, input_shape=(16,), batch_size=4, calibration=interval_model(),
+                        coverage=0.95)
+    assert wide.step_interval_s[0] <= p.step_interval_s[0]  # type: ignore[index]
+    bare = predict_time(net, input_shape=(16,), batch_size=4, calibration=tiny_model())
+    assert bare.step_interval_s is None and bare.summary()["low_ms"] is None
+    with pytest.raises(InputSpecError, match="coverage must lie strictly between 0 and 1"):
+        predict_time(net, input_shape=(16,), calibration=tiny_model(), coverage=1.0)
+
+
+def test_predict_prints_the_interval_and_quotes_held_out_and_transfer_errors(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    import csv
+    import io
+
+    from dnncost.core.environment import machine_fingerprint
+
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
+    threads = torch.get_num_threads()
+    save_operator_model(interval_model(fingerprint=machine_fingerprint("cpu", threads=threads),
+                                       threads=threads, torch_version=str(torch.__version__),
+                                       created=datetime.now(timezone.utc).isoformat()))
+    assert main(["predict", "resnet20", "--batch-size", "4", "--dataset-size", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "train step: " in out and " ms (80%: " in out and "one epoch over 100 samples: " in out
+    assert ("train-step error (MAPE) 8.3% on 10 held-out random networks, 25.1% on 4 standard "
+            "networks it never fitted (transfer set)") in out
+    assert main(["predict", "resnet20", "--batch-size", "4", "--format", "json"]) == 0
+    (train, _) = json.loads(capsys.readouterr().out)["predictions"]
+    assert train["low_ms"] == pytest.approx(RATIOS[1] * train["predicted_step_ms"])
+    assert train["high_ms"] == pytest.approx(RATIOS[17] * train["predicted_step_ms"])
+    assert main(["predict", "resnet20", "--mode", "eval", "--dataset-size", "100", "--format",
+                 "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    step = rows[0]
+    assert step["module"] == "(whole step)" and float(step["low_ms"]) < float(step["predicted_ms"])
+    assert float(step["epoch_high_s"]) == pytest.approx(RATIOS[17] * float(step["epoch_s"]))
+    assert rows[1]["low_ms"] == ""  # a layer row: the interval is the step's
+    assert main(["predict", "resnet20", "--coverage", "80"]) == 2
+    assert "--coverage must be a fraction strictly between 0 and 1" in capsys.readouterr().err

@@ -23,8 +23,9 @@ MIN_KIND_SAMPLES = 30  # source: our choice; fewer kernels of a kind: its line o
 
 @dataclass(frozen=True)
 class NetworkSample:
-    """One random network's timed step: its counted calls, each call's kernel seconds, its
-    module and parameter-tensor counts, and the measured step seconds."""
+    """One network's timed step: its counted calls, each call's kernel seconds, its module and
+    parameter-tensor counts, the measured step seconds and, when it was timed in several passes,
+    each pass's step seconds (step_s is the fastest)."""
 
     name: str
     report: CostReport
@@ -32,6 +33,7 @@ class NetworkSample:
     modules: int
     param_tensors: int
     step_s: float
+    pass_steps: tuple[float, ...] = ()
 
 
 def fit_operator_model(samples: Sequence[NetworkSample], **meta: Any) -> OperatorModel:

@@ -14,8 +14,11 @@ its phase). The line carries the regressor beyond the sampled sizes, the trees l
 misses. Both are fitted on kernels timed inside the steps of random networks
 (:mod:`dnncost.prediction.sampling`, :mod:`dnncost.prediction.kernels`); ``w`` is fitted on the
 same networks' measured steps minus their measured kernels, with a robust loss (a step another
-process slowed weighs in little). A quarter of the random networks is
-held out of both fits, and the model's error on them is stored with it.
+process slowed weighs in little). A quarter of the random networks is held out of both fits, and
+the model's error on them is stored with it, beside its error on a transfer set of standard
+networks it never fitted on (:mod:`dnncost.prediction.transfer`); the residuals on both and the
+machine's pass-to-pass noise make the interval of every prediction
+(:mod:`dnncost.prediction.interval`).
 
 The model is a frozen record of plain numbers (the trees as :class:`~dnncost.prediction.trees.
 TreeEnsemble` arrays); :meth:`OperatorModel.to_dict` and :meth:`OperatorModel.from_dict` are its
@@ -37,6 +40,7 @@ from dnncost.counting.formulas import OpKind
 from dnncost.prediction import reading
 from dnncost.prediction.errors import ModelFormatError, OldModelFormatError
 from dnncost.prediction.features import N_FEATURES, features, op_kind, with_kind
+from dnncost.prediction.interval import IntervalModel
 from dnncost.prediction.kernels import STEP_FEATURES, step_features
 from dnncost.prediction.trees import TreeEnsemble
 
@@ -106,6 +110,9 @@ class OperatorModel:
     passes: int = 1  # times each random network was timed, passes apart (its fastest kept)
     held_out: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # mode -> metrics
     baselines: Mapping[str, float] = field(default_factory=dict)  # name -> fitted constant
+    transfer: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # mode -> metrics on
+    # the transfer set (dnncost.prediction.transfer)
+    interval: IntervalModel = field(default_factory=IntervalModel)  # empty: no interval
 
     def kernel_seconds(self, records: Sequence[OpRecord], mode: str) -> np.ndarray:
         """Predicted seconds of each call."""
@@ -139,6 +146,8 @@ class OperatorModel:
                 "step_weights_us": {f: w * 1e6 for f, w in zip(STEP_FEATURES, self.step_weights,
                                                                 strict=True)},
                 "held_out": {m: dict(v) for m, v in self.held_out.items()},
+                "transfer": {m: dict(v) for m, v in self.transfer.items()},
+                "interval": self.interval.summary(),
                 "baselines": dict(self.baselines),
                 "kinds": {k.value: r.samples for k, r in self.kinds.items()}}
 
@@ -150,6 +159,8 @@ class OperatorModel:
                 "created": self.created, "quick": self.quick, "networks": self.networks,
                 "kernels": self.kernels, "busy_networks": self.busy_networks, "passes": self.passes,
                 "held_out": {m: dict(v) for m, v in self.held_out.items()},
+                "transfer": {m: dict(v) for m, v in self.transfer.items()},
+                "interval": self.interval.to_dict(),
                 "baselines": dict(self.baselines), "step_weights": list(self.step_weights),
                 "kinds": {k.value: r.to_dict() for k, r in self.kinds.items()},
                 "fallback": self.fallback.to_dict()}
@@ -184,7 +195,9 @@ class OperatorModel:
                    busy_networks=reading.integer(d["busy_networks"], "model.busy_networks", low=0),
                    passes=reading.integer(d["passes"], "model.passes", low=1),
                    held_out=_metrics(d["held_out"], "model.held_out"),
-                   baselines=_numbers_by_name(d["baselines"], "model.baselines"))
+                   baselines=_numbers_by_name(d["baselines"], "model.baselines"),
+                   transfer=_metrics(d["transfer"], "model.transfer"),
+                   interval=IntervalModel.from_dict(d["interval"], "model.interval"))
 
     def freshness(self, *, fingerprint: str, threads: int, torch_version: str,
                   now: datetime | None = None) -> list[Freshness]:
@@ -214,7 +227,7 @@ MODEL_FORMAT = "dnncost-operator-model"  # source: our choice, names what the da
 MODEL_VERSION = 2  # source: our choice; 1 was the pickled regressors of older files, never loaded
 _MODEL_FIELDS = ("format", "version", "fingerprint", "threads", "torch_version", "created", "quick",
                  "networks", "kernels", "busy_networks", "passes", "held_out", "baselines",
-                 "step_weights", "kinds", "fallback")
+                 "transfer", "interval", "step_weights", "kinds", "fallback")
 
 
 def _numbers_by_name(data: object, where: str) -> dict[str, float]:

@@ -16,6 +16,7 @@ from dnncost.counting.cost import CostReport, OpRecord
 from dnncost.counting.formulas import OpKind
 from dnncost.prediction.errors import UncoveredOperatorError
 from dnncost.prediction.features import op_kind
+from dnncost.prediction.interval import COVERAGE
 from dnncost.prediction.model import Freshness, OperatorModel
 from dnncost.prediction.storage import load_operator_model
 
@@ -31,7 +32,9 @@ class OpTime:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Predicted time of one step (and epoch) of a network, with the calls it is the sum of."""
+    """Predicted time of one step (and epoch) of a network, with the calls it is the sum of, and
+    its interval: where a measurement lands with probability ``coverage``, as factors of the
+    prediction (dnncost.prediction.interval; None when the calibration holds no residuals)."""
 
     model: str
     mode: str
@@ -44,11 +47,24 @@ class Prediction:
     dataset_size: int | None = None
     uncovered: Mapping[str, int] = field(default_factory=dict)  # op -> calls left out (strict=False)
     caveats: tuple[Freshness, ...] = ()  # why the calibration may be rough here
+    interval: tuple[float, float] | None = None  # (low, high) factors of the predicted time
+    coverage: float = COVERAGE
 
     @property
     def step_s(self) -> float:
         """Predicted seconds of one step."""
         return sum(c.seconds for c in self.calls) + self.step_overhead_s
+
+    @property
+    def step_interval_s(self) -> tuple[float, float] | None:
+        """(low, high) seconds of one step at ``coverage``; None without an interval."""
+        return _scaled(self.step_s, self.interval)
+
+    @property
+    def epoch_interval_s(self) -> tuple[float, float] | None:
+        """(low, high) seconds of the epoch: the step's factors, every step of an epoch being
+        predicted alike (their errors move together)."""
+        return _scaled(self.epoch_s, self.interval)
 
     def by_module(self, depth: int = 1) -> dict[str, float]:
         """Seconds per module path truncated to ``depth`` ('(loss)', '(optimizer)' kept apart)."""
@@ -84,14 +100,24 @@ class Prediction:
                 for name, s in self.by_module(depth).items()]
 
     def summary(self) -> dict[str, object]:
+        step, epoch = self.step_interval_s, self.epoch_interval_s
         return {"model": self.model, "mode": self.mode, "batch_size": self.batch_size,
                 "input_shape": "x".join(map(str, self.input_shape)),
-                "predicted_step_ms": self.step_s * 1e3,
+                "predicted_step_ms": self.step_s * 1e3, "coverage": self.coverage,
+                "low_ms": step[0] * 1e3 if step else None,
+                "high_ms": step[1] * 1e3 if step else None,
                 "samples_per_s": self.batch_size / self.step_s if self.step_s else math.nan,
-                "dataset_size": self.dataset_size,
-                "predicted_epoch_s": self.epoch_s, "gflops": self.flops / 1e9,
+                "dataset_size": self.dataset_size, "predicted_epoch_s": self.epoch_s,
+                "epoch_low_s": epoch[0] if epoch else None,
+                "epoch_high_s": epoch[1] if epoch else None, "gflops": self.flops / 1e9,
                 "calls": len(self.calls), "uncovered": dict(self.uncovered),
                 "caveats": [c.value for c in self.caveats]}
+
+
+def _scaled(seconds: float | None, factors: tuple[float, float] | None) -> tuple[float, float] | None:
+    if seconds is None or factors is None:
+        return None
+    return seconds * factors[0], seconds * factors[1]
 
 
 def _module_key(path: str, depth: int) -> str:
@@ -100,9 +126,13 @@ def _module_key(path: str, depth: int) -> str:
 
 
 def predict_report(report: CostReport, model: OperatorModel, *, modules: int = 0,
-                   param_tensors: int = 0, strict: bool = True) -> Prediction:
-    """Predict the step whose operator calls ``report`` lists (its mode and batch size);
-    ``modules`` and ``param_tensors`` are the network's counts (kernels.module_counts)."""
+                   param_tensors: int = 0, strict: bool = True,
+                   coverage: float = COVERAGE) -> Prediction:
+    """Predict the step whose operator calls ``report`` lists (its mode and batch size), with its
+    interval at ``coverage``; ``modules`` and ``param_tensors`` are the network's counts
+    (kernels.module_counts)."""
+    if not 0 < coverage < 1:
+        raise InputSpecError(f"coverage must lie strictly between 0 and 1, got {coverage}")
     unsupported = dict(report.unsupported())
     if unsupported and strict:
         listed = ", ".join(f"{op} ({n} call{'s' if n > 1 else ''})" for op, n in unsupported.items())
@@ -114,15 +144,17 @@ def predict_report(report: CostReport, model: OperatorModel, *, modules: int = 0
     return Prediction(model=report.model, mode=report.mode, batch_size=report.batch_size,
                       input_shape=tuple(report.input_shape), calls=calls,
                       step_overhead_s=model.overhead_seconds(report, modules, param_tensors),
-                      flops=report.total().flops, uncovered=unsupported)
+                      flops=report.total().flops, uncovered=unsupported,
+                      interval=model.interval.factors(report.mode, coverage), coverage=coverage)
 
 
 def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec | str | None = None,
                  batch_size: int = 1, mode: str = "train", calibration: OperatorModel | None = None,
                  threads: int | None = None,
                  dataset_size: int | None = None, optimizer: str = "sgd", name: str | None = None,
-                 strict: bool = True) -> Prediction:
-    """Predicted step time (and epoch time over ``dataset_size`` samples) of a network.
+                 strict: bool = True, coverage: float = COVERAGE) -> Prediction:
+    """Predicted step time (and epoch time over ``dataset_size`` samples) of a network, with its
+    interval at ``coverage`` (dnncost.prediction.interval).
 
     ``model_or_spec``: an nn.Module or a spec dnncost.models.loading resolves. ``calibration``: the
     fitted model (default: this machine's stored one for ``threads``, read after the network is
@@ -138,6 +170,8 @@ def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec |
         raise InputSpecError(f"mode must be 'train' or 'eval', got '{mode}'")
     if dataset_size is not None and dataset_size < 1:
         raise InputSpecError(f"dataset size must be a positive integer, got {dataset_size}")
+    if not 0 < coverage < 1:
+        raise InputSpecError(f"coverage must lie strictly between 0 and 1, got {coverage}")
     loaded_model: list[OperatorModel] = [calibration] if calibration is not None else []
     spec = input_shape if isinstance(input_shape, (InputSpec, str)) else None  # '16:int64', ...
     shape = None if input_shape is None or isinstance(input_shape, (InputSpec, str)) \
@@ -150,7 +184,7 @@ def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec |
         if not loaded_model:  # after counting: a network that cannot take its input says so first
             loaded_model.append(load_operator_model(threads=threads))
         return predict_report(report, loaded_model[0], modules=counts[0], param_tensors=counts[1],
-                              strict=strict)
+                              strict=strict, coverage=coverage)
 
     prediction = step(batch_size)
     if dataset_size is None:

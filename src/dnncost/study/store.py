@@ -24,7 +24,8 @@ marked as dnncost's by ``PRAGMA application_id``):
   sizes (dnncost.study.work), with the counted FLOPs of each.
 - ``unseen_results`` (schema 6): ``dnncost evaluate --unseen``, one row per network, input
   configuration and step mode: measured time and samples, the per-kernel and baseline predictions,
-  and the calibration that made them (dnncost.study.unseen).
+  and the calibration that made them (dnncost.study.unseen); (schema 9) the per-kernel
+  prediction's interval and its stated coverage.
 
 Rows are written and read by column name: each table has a frozen row dataclass below whose fields
 are its columns (plus keys such as ``network_id`` passed beside it); :func:`_insert` builds the
@@ -306,10 +307,20 @@ ALTER TABLE whatif_results ADD COLUMN accuracy REAL;
 ALTER TABLE whatif_results ADD COLUMN accuracy_note TEXT;
 """
 
+_SCHEMA_V9 = """
+-- the interval of each unseen network's per-kernel prediction (dnncost.prediction.interval) and its
+-- stated coverage (e.g. 0.8), so the report can say how many measurements fell inside; NULL where
+-- the calibration gave none
+ALTER TABLE unseen_results ADD COLUMN predicted_low_s REAL;
+ALTER TABLE unseen_results ADD COLUMN predicted_high_s REAL;
+ALTER TABLE unseen_results ADD COLUMN interval_level REAL;
+"""
+
 #: version -> SQL that takes a store from version-1 to version. Applied in order, each in one
 #: transaction with the version bump, so a store is never left half-migrated.
 MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4,
-                              5: _SCHEMA_V5, 6: _SCHEMA_V6, 7: _SCHEMA_V7, 8: _SCHEMA_V8}
+                              5: _SCHEMA_V5, 6: _SCHEMA_V6, 7: _SCHEMA_V7, 8: _SCHEMA_V8,
+                              9: _SCHEMA_V9}
 SCHEMA_VERSION = max(MIGRATIONS)  # a new schema version is a new entry in MIGRATIONS
 
 #: Every table, in the order :func:`merge` copies them (a table after those it references).
@@ -603,6 +614,9 @@ class UnseenRow:
     calibration: Mapping[str, object] = field(metadata=_JSON_DICT)
     note: str
     measured: str
+    predicted_low_s: float | None = None  # schema 9: the per-kernel prediction's interval
+    predicted_high_s: float | None = None
+    interval_level: float | None = None  # its stated coverage
 
 
 @dataclass(frozen=True)
