@@ -35,9 +35,10 @@ import numpy as np
 import torch
 
 from dnncost.core.environment import cpu_times, current_environment, machine_load
+from dnncost.core.kinds import Mode
 from dnncost.measuring.probe import Probe
-from dnncost.prediction.calibration import MAX_TRAIN_FLOPS, MODES, measure_network, sized_network
-from dnncost.prediction.predict import NetworkSample
+from dnncost.prediction.calibration import MAX_TRAIN_FLOPS, measure_network, sized_network
+from dnncost.prediction.fitting import NetworkSample
 from dnncost.prediction.sampling import RandomNet
 
 PROBE_PASSES = 4  # source: our choice; 4 probes (~12 ms) before and after each network
@@ -111,7 +112,7 @@ def main() -> None:
     print()
     print(f"{len(names)} networks; every pair of passes ({args.passes * (args.passes - 1) // 2} "
           "pairs a network): an earlier pass as the prediction of a later one")
-    for m, mode in enumerate(MODES):
+    for m, mode in enumerate(k.value for k in Mode):
         for what in ("step", "kernel sum"):
             values = np.array([[s[m].step_s if what == "step" else sum(s[m].kernel_s)
                                 for s in timed[n]] for n in names])

@@ -21,14 +21,10 @@ from dnncost.core.errors import DnncostError
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
 from dnncost.counting.counter import count
 from dnncost.models.loading import load_model
-from dnncost.prediction.predict import (
-    NetworkSample,
-    OperatorModel,
-    fit_operator_model,
-    load_operator_model,
-    predict_time,
-    read_operator_model,
-)
+from dnncost.prediction.fitting import NetworkSample, fit_operator_model
+from dnncost.prediction.model import OperatorModel
+from dnncost.prediction.predict import predict_time
+from dnncost.prediction.storage import load_operator_model, read_operator_model
 
 TARGET_S = 2.0  # source: issue 12, "predict takes <= 2 s for ResNet-50 at 224"
 

@@ -200,6 +200,28 @@ def test_study_measures_its_own_peak_over_a_cached_calibration_without_the_conv(
         assert (found, source.startswith("dnncost calibrate")) == (3e11, True)
 
 
+def test_study_takes_the_cached_model_through_the_one_reader_and_warns_on_an_old_one(
+        cache: Path, tmp_path: Path) -> None:
+    """The study stores the cached per-kernel model as the reader returns it (plain data); an old
+    pickled one is warned about and left out, never unpickled."""
+    from dnncost.prediction.model import OperatorModel
+    from dnncost.study.store import open_store
+    from dnncost.study.sweep import _calibration
+    from test_predict import tiny_model
+
+    conv = ConvPeak("float32", (32, 256, 8), 3e11, Measurement((1e-2,)))
+    model = tiny_model(fingerprint="fp", threads=1)
+    save_calibration(make(conv={"float32": conv}).with_section("kernels", {"model": model.to_dict()}))
+    with open_store(tmp_path / "s.sqlite") as store:
+        *_, stored = _calibration(store, "fp", torch.device("cpu"), 1)
+        assert OperatorModel.from_dict(stored).to_dict() == model.to_dict()
+        save_calibration(make(conv={"float32": conv}).with_section(
+            "kernels", {"model": {"regressors": "gASVAAAA", "step_weights": []}}))
+        with pytest.warns(UserWarning, match="old format"):
+            *_, stored = _calibration(store, "fp", torch.device("cpu"), 1)
+        assert stored is None
+
+
 def test_unreadable_or_foreign_files_are_store_errors(cache: Path) -> None:
     path = calibration_path("cpu", threads=1)
     path.parent.mkdir(parents=True)

@@ -12,6 +12,7 @@ from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
 from dnncost.counting.formulas import OpKind
 from dnncost.prediction.evaluation import (
     Method,
+    Metrics,
     Observation,
     evaluate,
     mape,
@@ -21,7 +22,8 @@ from dnncost.prediction.evaluation import (
     spearman,
 )
 from dnncost.prediction.kernels import STEP_FEATURES
-from dnncost.prediction.predict import KindRegressor, OperatorModel, predict_report
+from dnncost.prediction.model import KindRegressor, OperatorModel
+from dnncost.prediction.predict import predict_report
 from dnncost.reporting.plots import predicted_vs_measured
 from dnncost.study.store import NetworkRow, TimingRow
 
@@ -188,7 +190,7 @@ def test_evaluate_cli_reads_the_study_store_and_holds_each_family_out(
     from dnncost.core.environment import current_environment, machine_fingerprint
     from dnncost.measuring.calibrate import Bandwidth, Calibration, MatmulPeak, save_calibration
     from dnncost.measuring.measurement import Measurement
-    from dnncost.prediction.predict import save_operator_model
+    from dnncost.prediction.storage import save_operator_model
     from dnncost.study.store import open_store
 
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path / "cache"))
@@ -297,3 +299,40 @@ def test_an_unreadable_stored_model_is_warned_about_and_predicts_nothing(tmp_pat
             predict_with_stored_model(store, config_hash="cfg", fingerprint="m")
         (group,) = store.groups()
         assert store.prediction_rows(group) == []
+
+
+# -- one-sidedness and the interval's coverage -------------------------------------------------------
+def test_one_sidedness_and_coverage_by_hand() -> None:
+    # predicted 0.9, 1.0, 1.2, 0.5 against measured 1.0 each: 2 too fast (0.9, 0.5), 1 too slow
+    # (1.2), one exact; intervals (0.8, 1.1), (1.1, 1.3), (0.95, 1.5), (0.4, 0.6): 1.0 lies in
+    # the first and the third only
+    m = Metrics.of([0.9, 1.0, 1.2, 0.5], [1.0] * 4,
+                   intervals=[(0.8, 1.1), (1.1, 1.3), (0.95, 1.5), (0.4, 0.6)])
+    assert (m.too_fast, m.too_slow, m.coverage) == (0.5, 0.25, 0.5)
+    assert math.isnan(Metrics.of([1.0], [1.0]).coverage)  # no intervals: no coverage
+
+
+def test_the_per_operator_points_carry_intervals_and_the_table_their_coverage() -> None:
+    from dataclasses import replace
+
+    from dnncost.prediction.interval import IntervalModel
+
+    # the model says 1 GFLOP/s; its interval: measured between 0.9x and 1.5x the prediction
+    # (19 residuals spread evenly from log 0.8 to log 1.6: k_lo = 2 -> ~0.82, k_hi = 18 -> ~1.54)
+    ratios = [0.8 + 0.8 * i / 18 for i in range(19)]
+    model = replace(MODEL, interval=IntervalModel({"train": tuple(math.log(r) for r in ratios)}))
+    interval = predict_report(_report("a1", 10**8), model).step_interval_s
+    # measured 1x, 1.2x, 2x and 0.5x the prediction: the first two inside, the others not
+    nets = [replace(network(n, f, 10**8, s), per_operator_interval_s=interval)
+            for n, f, s in (("a1", "a", 0.1), ("b1", "b", 0.12), ("c1", "c", 0.2), ("d1", "d", 0.05))]
+    result = evaluate(nets)
+    a1 = next(p for p in result.points if p.name == "a1")
+    assert a1.interval_s == pytest.approx((0.1 * ratios[1], 0.1 * ratios[17]))
+    rows = {r["method"]: r for r in result.table_rows()}
+    assert rows["per_operator"]["coverage_pct"] == pytest.approx(50.0)
+    # predicted 0.1 s each: too fast for b1 (0.12) and c1 (0.2), too slow for d1 (0.05)
+    assert rows["per_operator"]["too_fast_pct"] == pytest.approx(50.0)
+    assert rows["per_operator"]["too_slow_pct"] == pytest.approx(25.0)
+    assert math.isnan(rows["flops_line"]["coverage_pct"])  # a baseline states no interval
+    assert "50% measured inside their 80% interval" in result.headline("train")
+    assert "per_operator_low_ms" in result.network_rows()[0]

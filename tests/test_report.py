@@ -163,13 +163,14 @@ def test_html_opens_in_chromium_without_console_errors(report, tmp_path):
 
 def test_report_uses_only_what_the_study_stored(report, tmp_path):
     from dnncost.study.findings import NO_PREDICTIONS
+    from test_predict import tiny_model
 
     # the fixture stored no per-operator model: the report says so, whatever this machine has cached
     assert "stored no per-operator time model" in report.markdown.read_text()
     # a model but no predictions (a study from before they were stored): the report says how to get them
     with open_store(_store(tmp_path / "s.sqlite")) as store:
         store.put_environment("m", {}, peak_flops_per_s=None, bandwidth_bytes_per_s=None,
-                              calibration=None, operator_model={"not": "read by the report"})
+                              calibration=None, operator_model=tiny_model().to_dict())
         findings = study_findings(store)
     (found,) = findings.groups
     assert found.predicted.evaluation is None and found.predicted.note == NO_PREDICTIONS
@@ -189,7 +190,7 @@ def _forbid(monkeypatch, *targets: str) -> None:
 
 
 COUNT_AND_PREDICT = ("dnncost.counting.counter:count", "dnncost.prediction.predict:predict_report",
-                     "dnncost.prediction.predict:fit_operator_model",
+                     "dnncost.prediction.fitting:fit_operator_model",
                      "dnncost.prediction.calibration:calibrate_operators",
                      "dnncost.study.predicted:predict_steps")
 ANALYSIS = ("dnncost.study.analysis:analyze", "dnncost.study.analysis:analyze_points",
@@ -203,11 +204,12 @@ ANALYSIS = ("dnncost.study.analysis:analyze", "dnncost.study.analysis:analyze_po
 def test_the_report_renders_stored_predictions_and_counts_predicts_and_fits_nothing(tmp_path, monkeypatch):
     from dnncost.reporting.report import write_report
     from dnncost.study.store import PredictionRow
+    from test_predict import tiny_model
 
     path = _store(tmp_path / "s.sqlite")
     with open_store(path) as store:
         store.put_environment("m", {}, peak_flops_per_s=None, bandwidth_bytes_per_s=None,
-                              calibration=None, operator_model={"kept": "as the study stored it"})
+                              calibration=None, operator_model=tiny_model().to_dict())
         for net in store.network_results():
             if net.counts:  # the step the fixture timed, predicted 10% slow
                 store.put_predictions(net.id, [PredictionRow(mode, "m@then", 1.1e-3 * math.sqrt(f))

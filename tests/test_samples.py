@@ -13,7 +13,8 @@ import torch
 from dnncost.cli import main
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
 from dnncost.prediction.calibration import refit, stored_samples
-from dnncost.prediction.predict import NetworkSample, predict_report
+from dnncost.prediction.fitting import NetworkSample
+from dnncost.prediction.predict import predict_report
 from dnncost.prediction.samples import (
     NoSamplesError,
     StoredSamples,
@@ -46,16 +47,21 @@ def network(rng: random.Random, name: str, mode: str) -> NetworkSample:
                         param_bytes=4000, activation_bytes=123, peak_bytes=456,
                         unsupported_ops=(("aten.weird", 2),))
     modules = rng.randint(3, 40)
-    return NetworkSample(name, report, tuple(kernel_s), modules, 7,
-                         sum(kernel_s) + 40e-6 + 15e-6 * modules)
+    step = sum(kernel_s) + 40e-6 + 15e-6 * modules
+    return NetworkSample(name, report, tuple(kernel_s), modules, 7, step,
+                         (step * rng.uniform(1.0, 1.2), step, step * rng.uniform(1.0, 1.3)))
 
 
 def stored(seed: int = 0, n: int = 24) -> StoredSamples:
+    """Fitted, held-out and transfer networks (the transfer set 30% slower than its kernels say:
+    networks unlike the fitted ones)."""
     rng = random.Random(seed)
     fitted = tuple(network(rng, f"n{i}", m) for i in range(n) for m in ("train", "eval"))
     held = tuple(network(rng, f"h{i}", m) for i in range(n // 4) for m in ("train", "eval"))
+    transfer = tuple(replace(s, step_s=1.3 * s.step_s) for s in
+                     (network(rng, f"transfer:t{i}", m) for i in range(3) for m in ("train", "eval")))
     return StoredSamples(fitted, held, {"fingerprint": "fp", "threads": 2, "torch_version": "2.x",
-                                        "quick": False, "busy_networks": 1})
+                                        "quick": False, "busy_networks": 1}, transfer)
 
 
 def test_samples_round_trip_exactly(tmp_path: Path) -> None:
@@ -63,6 +69,7 @@ def test_samples_round_trip_exactly(tmp_path: Path) -> None:
     path = save_samples(original, tmp_path / "x.ops-samples.json.gz")
     back = load_samples(path)
     assert back == original  # frozen dataclasses: every record, shape, cost and second equal
+    assert back.transfer and back.fitted[0].pass_steps  # the transfer set and every pass kept
     assert json.loads(gzip.decompress(path.read_bytes()))["format"] == "dnncost-op-samples"
 
 
@@ -72,6 +79,8 @@ def test_refit_on_stored_samples_gives_the_model_fitted_directly(tmp_path: Path)
     again = refit(load_samples(save_samples(original, tmp_path / "s.json.gz")))
     assert again.model.step_weights == pytest.approx(direct.model.step_weights)
     assert dict(again.model.held_out) == dict(direct.model.held_out)
+    assert dict(again.model.transfer) == dict(direct.model.transfer)
+    assert again.model.interval.to_dict() == direct.model.interval.to_dict()
     assert dict(again.model.baselines) == pytest.approx(dict(direct.model.baselines))
     assert (again.model.fingerprint, again.model.threads, again.model.busy_networks) == ("fp", 2, 1)
     for s in original.held_out:
@@ -80,6 +89,37 @@ def test_refit_on_stored_samples_gives_the_model_fitted_directly(tmp_path: Path)
                                          strict=False).step_s)
     # and what a calibration keeps of itself is what it was fitted on
     assert stored_samples(direct) == original
+
+
+def test_refit_stores_the_transfer_error_and_the_interval_it_makes() -> None:
+    """The transfer set runs 30% slower than the model (fitted on networks without that) predicts:
+    its error shows it, the interval's residuals hold it, and the interval is shifted up."""
+    import math
+
+    done = refit(stored(4))
+    model = done.model
+    # held out: like the fitted networks, small error; transfer: about 1 / 1.3 - 1 = -23% off
+    assert model.held_out["train"]["mape"] < 0.05
+    assert model.transfer["train"]["mape"] == pytest.approx(1 - 1 / 1.3, abs=0.03)
+    assert model.transfer["train"]["too_fast"] == 1.0  # every one predicted too fast
+    residuals = model.interval.residuals["train"]
+    assert len(residuals) == 6 + 3  # 6 held-out networks and 3 transfer networks of the mode
+    assert sum(r > math.log(1.2) for r in residuals) == 3  # the transfer set's, about log(1.3)
+    low, high = model.interval.factors("train")
+    assert low < 1 < high and high >= 1.25  # the slow transfer networks lie inside
+    assert len(model.interval.spreads["train"]) == 24 + 6 + 3  # every network, its 3 passes
+
+
+def test_samples_of_a_calibration_from_before_the_transfer_set_still_load(tmp_path: Path) -> None:
+    path = save_samples(stored(), tmp_path / "s.json.gz")
+    data = json.loads(gzip.decompress(path.read_bytes()))
+    del data["transfer"]
+    for s in data["fitted"]:
+        del s["pass_steps"]
+    path.write_bytes(gzip.compress(json.dumps(data).encode()))
+    back = load_samples(path)
+    assert back.transfer == () and back.fitted[0].pass_steps == ()
+    assert refit(back).model.interval.spreads.get("train")  # the held-out networks' passes
 
 
 def test_missing_or_unreadable_samples_are_one_clear_error(tmp_path: Path) -> None:
@@ -154,41 +194,86 @@ def test_a_network_timed_on_a_busy_machine_is_timed_again(monkeypatch) -> None:
 
 
 def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> None:
-    """PASSES passes: pass 1 draws and times networks, passes 2.. time the same ones again in the
-    same order (A B C A B C ...); each network's fastest pass is kept; a network counts as
-    busy only when every one of its passes was."""
+    """PASSES passes: pass 1 times the transfer set, then draws and times networks; passes 2.. time
+    the same ones again in the same order (T A B C T A B C ...); each network's fastest pass is
+    kept with every pass's step time; the transfer set is kept apart from the networks fitted on
+    and held out; a network counts as busy only when every one of its passes was."""
     from types import SimpleNamespace
 
     from dnncost.prediction import calibration
 
     rng = random.Random(11)
-    bases = {seed: [network(rng, f"random{seed}", "train"), network(rng, f"random{seed}", "eval")]
-             for seed in range(3)}
-    order: list[int] = []
-    scale = iter([3.0, 1.0, 2.0, 1.0, 2.0, 3.0, 2.0, 3.0, 1.0])  # per call: a slowdown of its pass
+    names = ["transfer:t", "random0", "random1", "random2"]
+    bases = {name: [network(rng, name, "train"), network(rng, name, "eval")] for name in names}
+    order: list[str] = []
+    # per call: a slowdown of its pass (T, 0, 1, 2 in pass 1, then pass 2, then pass 3)
+    scale = iter([2.0, 3.0, 1.0, 2.0, 1.0, 1.0, 2.0, 3.0, 1.5, 2.0, 3.0, 1.0])
 
     def measure_quietly(net, *, threads, retries):  # noqa: ANN001, ANN202
-        order.append(net.seed)
+        order.append(net.name)
         k = next(scale)
-        busy = net.seed == 0 or (net.seed == 1 and len(order) <= 3)  # 0: every pass; 1: the first
+        busy = net.name == "random0" or (net.name == "random1" and len(order) <= 4)  # 0: every
+        # pass; 1: the first
         return [replace(s, kernel_s=tuple(k * t for t in s.kernel_s), step_s=k * s.step_s)
-                for s in bases[net.seed]], busy
+                for s in bases[net.name]], busy
 
     monkeypatch.setattr(calibration, "sized_network",
                         lambda seed, **kw: SimpleNamespace(seed=seed, name=f"random{seed}", batch_size=1,
                                                            input_shape=(3, 8, 8), blocks=())
                         if seed < 3 else None)
+    monkeypatch.setattr(calibration, "sized_transfer_set", lambda **kw: [SimpleNamespace(
+        name="transfer:t", batch_size=1, input_shape=(3, 8, 8))])
     monkeypatch.setattr(calibration, "measure_quietly", measure_quietly)
     kept: list[StoredSamples] = []
     monkeypatch.setattr(calibration, "refit", lambda stored: kept.append(stored))
     calibration.calibrate_operators(budget_s=0.0, min_networks=3, passes=3)
-    assert order == [0, 1, 2, 0, 1, 2, 0, 1, 2]
+    assert order == names * 3
     stored = kept[0]
     fitted = {s.name: s for s in stored.fitted if s.report.mode == "train"}
-    # random0's passes were slowed 3x, 1x, 2x: the fastest (1x) is kept; random2's 2x, 3x, 1x
-    assert fitted["random0"].step_s == pytest.approx(bases[0][0].step_s)
-    assert fitted["random0"].kernel_s == pytest.approx(bases[0][0].kernel_s)
-    assert fitted["random1"].step_s == pytest.approx(bases[1][0].step_s)
+    # random0's passes were slowed 3x, 1x, 2x: the fastest (1x) is kept; random1's 1x, 2x, 3x
+    assert fitted["random0"].step_s == pytest.approx(bases["random0"][0].step_s)
+    assert fitted["random0"].kernel_s == pytest.approx(bases["random0"][0].kernel_s)
+    assert fitted["random0"].pass_steps == pytest.approx(
+        tuple(k * bases["random0"][0].step_s for k in (3.0, 1.0, 2.0)))
+    assert fitted["random1"].step_s == pytest.approx(bases["random1"][0].step_s)
+    (transfer,) = [s for s in stored.transfer if s.report.mode == "train"]
+    # the transfer network's passes 2x, 1x, 1.5x: the fastest is 1x
+    assert transfer.name == "transfer:t" and transfer.step_s == pytest.approx(
+        bases["transfer:t"][0].step_s)
+    assert "transfer:t" not in fitted and all(s.name != "transfer:t" for s in stored.held_out)
     assert stored.meta["passes"] == 3 and stored.meta["busy_networks"] == 1  # random0 only
     with pytest.raises(ValueError, match="passes must be a positive integer"):
         calibration.calibrate_operators(budget_s=0.0, passes=0)
+
+
+def test_an_old_pickled_model_is_refused_and_refit_from_the_stored_samples(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """An old calibration (model pickled, never unpickled now): predict names the refit, and the
+    refit rebuilds the model in the new format from the samples kept beside it."""
+    import base64
+    import pickle
+
+    from dnncost.core.environment import machine_fingerprint
+    from dnncost.measuring.calibrate import Calibration, save_calibration
+
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
+    threads = torch.get_num_threads()
+    fingerprint = machine_fingerprint("cpu", threads=threads)
+    old = {"fingerprint": fingerprint, "threads": threads, "step_weights": [0.0] * 7,
+           "regressors": base64.b64encode(pickle.dumps({"kinds": {}})).decode("ascii")}
+    save_calibration(Calibration(fingerprint=fingerprint, device="cpu", threads=threads,
+                                 created="2025-01-01T00:00:00+00:00", environment={})
+                     .with_section("kernels", {"model": old}))
+    assert main(["predict", "resnet20"]) == 2
+    err = capsys.readouterr().err  # no samples kept: only a new calibration makes a model
+    assert "old format" in err and "`dnncost calibrate --ops` again" in err and "--refit" not in err
+    meta = {"fingerprint": fingerprint, "threads": threads, "torch_version": str(torch.__version__),
+            "quick": False, "busy_networks": 0}
+    save_samples(StoredSamples(stored(3).fitted, stored(3).held_out, meta), samples_path(fingerprint))
+    assert main(["predict", "resnet20"]) == 2
+    err = capsys.readouterr().err  # samples kept beside it: the refit is named
+    assert "old format" in err and "`dnncost calibrate --ops --refit`" in err
+    assert main(["calibrate", "--ops", "--refit", "--format", "json"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "resnet20", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"][0]["predicted_step_ms"] > 0

@@ -193,7 +193,7 @@ def test_hf_bert_is_timed_with_keyword_inputs():
 def test_text_model_is_predicted_from_token_ids(tmp_path, monkeypatch, capsys):
     from datetime import datetime, timezone
 
-    from dnncost.prediction.predict import save_operator_model
+    from dnncost.prediction.storage import save_operator_model
     from test_predict import tiny_model
 
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))

@@ -16,7 +16,8 @@ from dnncost.measuring import timing
 from dnncost.measuring.measurement import Measurement
 from dnncost.prediction import unseen
 from dnncost.prediction.kernels import STEP_FEATURES
-from dnncost.prediction.predict import KindRegressor, OperatorModel, save_operator_model
+from dnncost.prediction.model import KindRegressor, OperatorModel
+from dnncost.prediction.storage import save_operator_model
 from dnncost.prediction.unseen import LeftOut, UnseenPoint
 from dnncost.reporting.blocks import render_markdown
 from dnncost.reporting.report import write_report
@@ -44,6 +45,7 @@ def tiny_model(**meta: object) -> OperatorModel:
     meta = {"fingerprint": "calibrating-machine", "threads": 2, "torch_version": "2.x",
             "created": "2026-01-02T03:04:05+00:00", "quick": True, "networks": 12,
             "kernels": 3456, "held_out": {"train": {"mape": 0.118}, "eval": {"mape": 0.149}},
+            "transfer": {"train": {"n": 4.0, "mape": 0.25}},
             "baselines": BASELINES, **meta}
     return OperatorModel({k: regressor for k in OpKind}, regressor,
                          (1e-4, 1e-5) + (0.0,) * (len(STEP_FEATURES) - 2), **meta)  # type: ignore[arg-type]
@@ -55,7 +57,8 @@ def point(name: str, measured: float, predicted: float, *, mode: str = "train",
                        {"per_kernel": predicted, "flops": 2 * measured, "params": 3 * measured,
                         "roofline": measured / 2}, 1.5,
                        samples=(measured, measured * 1.1, measured * 1.3, measured * 1.2),
-                       interval_s=(measured * 0.9, measured * 1.4))
+                       interval_s=(measured * 0.9, measured * 1.4),
+                       predicted_interval_s=(predicted * 0.9, predicted * 1.1), interval_level=0.8)
 
 
 def _recorder(store: Store, **config: object):
@@ -76,7 +79,7 @@ def test_points_and_left_out_networks_round_trip(tmp_path: Path) -> None:
         rec.finish("complete")
         assert rec.done() == {a.key, b.key}  # a left-out network is tried again on a rerun
         (group,) = unseen_groups(store)
-    assert group.result.points == (a, b)  # every field back: samples, round medians, interval
+    assert group.result.points == (a, b)  # every field back: samples, round medians, intervals
     assert group.result.skipped == {"vit_x 32x3x32x32 train": "cannot take 32x32"}
     assert group.config["calibration_id"] == "calibrating-machine@2026-01-02T03:04:05+00:00"
     assert group.result.calibration["held_out"] == {"train": {"mape": 0.118}, "eval": {"mape": 0.149}}
@@ -85,6 +88,9 @@ def test_points_and_left_out_networks_round_trip(tmp_path: Path) -> None:
     # |0.110 - 0.100| / 0.100 = 10%, |0.150 - 0.200| / 0.200 = 25%: mean 17.5%, one of two within 10%
     assert per_kernel["n"] == 2 and per_kernel["mape_pct"] == pytest.approx(17.5)
     assert per_kernel["within_10pct"] == pytest.approx(50.0)
+    # 0.100 lies in [0.099, 0.121], 0.200 not in [0.135, 0.165]; 0.110 too slow, 0.150 too fast
+    assert per_kernel["coverage_pct"] == pytest.approx(50.0)
+    assert (per_kernel["too_fast_pct"], per_kernel["too_slow_pct"]) == (50.0, 50.0)
     (flops,) = [r for r in group.result.rows() if r["method"] == "flops"]
     assert flops["mape_pct"] == pytest.approx(100.0)  # 2x the measured time: 100% off
     assert flops["x_per_kernel_error"] == pytest.approx(100.0 / 17.5)
@@ -149,6 +155,36 @@ def test_a_version_5_store_migrates_and_takes_unseen_results(tmp_path: Path) -> 
     assert group.result.points[0].predicted_s["per_kernel"] == 0.12
 
 
+def test_a_version_8_store_gains_the_interval_columns(tmp_path: Path) -> None:
+    """A result kept before intervals existed reads back without one, and the protocol's coverage
+    is then '-' (no interval stated), never a number made up."""
+    path = tmp_path / "v8.sqlite"
+    v8 = Store(sqlite3.connect(str(path), isolation_level=None), path)
+    assert migrate(v8, 0, migrations={v: MIGRATIONS[v] for v in range(1, 9)}) == 8
+    v8.conn.executescript("""
+        INSERT INTO environments VALUES ('machine-a', '{"cpu_model": "old cpu"}', NULL, NULL,
+            NULL, NULL);
+        INSERT INTO unseen_results (uid, run_uid, config_hash, fingerprint, network, input_shape,
+            batch_size, mode, threads, measured_s, estimator, predicted_s, flops_s, params_s,
+            roofline_s, gflops, calibration_id, calibration, note, measured)
+            VALUES ('u1', 'run1', 'proto', 'machine-a', 'net_a', '3x32x32', 32, 'train', 2, 0.1,
+            'fastest step', 0.12, 0.2, 0.3, 0.05, 1.5, 'cal', '{}', '', '2026-01-01T00:00:00+00:00');
+        """)
+    v8.close()
+    with open_store(path, create=False) as store:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        (group,) = unseen_groups(store)
+        (old,) = group.result.points
+        assert old.predicted_interval_s is None and old.interval_level is None
+        (row,) = [r for r in group.result.rows() if r["method"] == "per_kernel"]
+        assert math.isnan(row["coverage_pct"]) and row["too_slow_pct"] == 100.0  # 0.12 > 0.1
+        rec = _recorder(store)
+        rec.record(point("net_b", 0.1, 0.1))
+        (new,) = [r for r in store.unseen_rows() if r.network == "net_b"]
+        assert (new.predicted_low_s, new.predicted_high_s, new.interval_level) == \
+            pytest.approx((0.09, 0.11, 0.8))
+
+
 def test_merge_copies_unseen_results_once(tmp_path: Path) -> None:
     a, out = tmp_path / "a.sqlite", tmp_path / "out.sqlite"
     with open_store(a) as store:
@@ -177,7 +213,7 @@ def _synthetic_store(path: Path) -> None:
         keys = {"run_uid": run, "config_hash": "proto1", "fingerprint": "machine-x", "threads": 2,
                 "calibration_id": calibration_id(model), "calibration": model.summary()}
         for shape, batch in unseen.CONFIGS:
-            for mode in unseen.MODES:
+            for mode in ("train", "eval"):
                 for i, (measured, predicted) in enumerate(((0.01, 0.0105), (0.02, 0.026),
                                                            (0.04, 0.036), (0.08, 0.081))):
                     store.put_unseen(unseen_row(point(f"net_{i}", measured, predicted, mode=mode,
@@ -198,11 +234,16 @@ def test_the_report_shows_the_unseen_networks_of_a_store(tmp_path: Path) -> None
     assert "Calibration calibrating-machine" not in section  # fingerprint given: machine-x
     assert "Calibration machine-x@2026-01-02T03:04:05+00:00: a QUICK (rough) one, 12 random " \
            "networks, 3456 timed kernels" in section
-    assert "held-out MAPE on random networks it did not fit: train 11.8%, eval 14.9%" in section
+    assert "held-out MAPE on random networks it did not fit: train 11.8%, eval 14.9%; on its " \
+           "transfer set of standard networks it never fitted: train 25.0%" in section
+    assert "intervals stated at 80% coverage" in section
     assert "dnncost evaluate --unseen --calibration stored" in section
-    # per-kernel errors 5%, 30%, 10%, 1.25%: MAPE 11.5625%, three of four within +-10%, in order
-    assert "| 32x3x32x32 | train | per-kernel | 4 | 11.6% | 75% | 1 | 1 |" in section
-    assert "| 8x3x224x224 | eval | FLOPs-only | 4 | 100% | 0% | 1 | 8.6 |" in section  # 100 / 11.5625
+    # per-kernel errors 5%, 30%, 10%, 1.25%: MAPE 11.5625%, three of four within +-10%, in order;
+    # predicted 0.0105, 0.026, 0.036, 0.081 against 0.01, 0.02, 0.04, 0.08: one too fast (0.036),
+    # three too slow; measured / predicted 0.95, 0.77, 1.11, 0.99: two inside [0.9, 1.1]
+    assert "| 32x3x32x32 | train | per-kernel | 4 | 11.6% | 75% | 1 | 1 | 25% / 75% | 50% |" in section
+    assert "| 8x3x224x224 | eval | FLOPs-only | 4 | 100% | 0% | 1 | 8.6 | 0% / 100% | - |" \
+        in section  # 100 / 11.5625; a baseline states no interval
     assert "Left out: vit_x 32x3x32x32 train (cannot take 32x32)" in section
     # round medians 1.1x and 1.2x the measured time: a spread of 0.1 / 1.1 = 9.1% for each network
     assert "32x3x32x32 train 9.1%" in section

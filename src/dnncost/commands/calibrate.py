@@ -10,7 +10,7 @@ from dnncost.commands._common import add_format_argument
 from dnncost.commands._exit_codes import EXIT_OK
 
 if TYPE_CHECKING:
-    from dnncost.prediction.predict import OperatorModel
+    from dnncost.prediction.model import OperatorModel
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -101,8 +101,8 @@ def _calibrate_operators(args: argparse.Namespace, threads: int | None,
     import sys
 
     from dnncost.prediction.calibration import calibrate_operators, stored_samples
-    from dnncost.prediction.predict import save_operator_model
     from dnncost.prediction.samples import samples_path, save_samples
+    from dnncost.prediction.storage import save_operator_model
 
     def progress(line: str) -> None:
         print(f"  {line}", file=sys.stderr, flush=True)
@@ -118,8 +118,8 @@ def _refit_operators(threads: int | None, stored: list[str]) -> OperatorModel:
     """Refit the per-kernel model on this machine's stored samples and store it."""
     from dnncost.core.environment import machine_fingerprint
     from dnncost.prediction.calibration import refit
-    from dnncost.prediction.predict import save_operator_model
     from dnncost.prediction.samples import load_samples, samples_path
+    from dnncost.prediction.storage import save_operator_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -130,11 +130,25 @@ def _refit_operators(threads: int | None, stored: list[str]) -> OperatorModel:
 
 
 def _operator_rows(model: OperatorModel) -> list[dict[str, object]]:
-    """The per-kernel model's rows for the table: held-out error per mode, what it was fitted on."""
+    """The per-kernel model's rows for the table: its error per mode on held-out random networks
+    and on the transfer set, its interval, what it was fitted on."""
+    from dnncost.prediction.interval import COVERAGE
+
     rows: list[dict[str, object]] = [
         {"device": "cpu", "threads": model.threads, "measure": f"held-out {mode}-step MAPE",
          "size": f"{int(m['n'])} random networks", "value": 100 * m["mape"], "unit": "%", "cv": None}
         for mode, m in model.held_out.items()]
+    rows += [
+        {"device": "cpu", "threads": model.threads, "measure": f"transfer-set {mode}-step MAPE",
+         "size": f"{int(m['n'])} standard networks", "value": 100 * m["mape"], "unit": "%",
+         "cv": None} for mode, m in model.transfer.items()]
+    for mode in model.interval.residuals:
+        factors = model.interval.factors(mode)
+        if factors is not None:
+            rows.append({"device": "cpu", "threads": model.threads,
+                         "measure": f"{mode}-step interval ({COVERAGE:.0%})",
+                         "size": f"x{factors[0]:.2f} to x{factors[1]:.2f} the prediction",
+                         "value": 100 * (factors[1] - factors[0]), "unit": "% wide", "cv": None})
     rows.append({"device": "cpu", "threads": model.threads, "measure": "per-kernel model",
                  "size": f"{model.networks} networks x {model.passes} pass"
                          f"{'es' if model.passes > 1 else ''}", "value": model.kernels,

@@ -11,7 +11,7 @@ from dnncost.commands._common import add_format_argument
 from dnncost.commands._exit_codes import EXIT_OK
 
 COLUMNS = ("step", "method", "n", "mape_pct", "within_10pct", "spearman", "pairwise",
-           "x_per_op_error")
+           "x_per_op_error", "too_fast_pct", "too_slow_pct", "coverage_pct")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from dnncost.measuring.calibrate import load_calibration
     from dnncost.measuring.measurement import STUDY_ESTIMATOR
     from dnncost.prediction.evaluation import Method, evaluate
-    from dnncost.prediction.predict import load_operator_model
+    from dnncost.prediction.storage import load_operator_model
     from dnncost.reporting.formatting import render
     from dnncost.reporting.plots import predicted_vs_measured
     from dnncost.study.defaults import DEFAULT_DB
@@ -108,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
     footer = [f"leave one family out over {len({p.name for p in evaluation.points})} networks "
               f"({group.config.get('batch_size')} per batch, configuration {group.config_hash}); "
               f"measured = the study's figure ({STUDY_ESTIMATOR.value} of the kept steps); "
-              "mape_pct and within_10pct in %, x_per_op_error = MAPE / per-operator MAPE",
+              "mape_pct and within_10pct in %, x_per_op_error = MAPE / per-operator MAPE; "
+              "too_fast_pct / too_slow_pct: networks predicted below / above their measured time; "
+              "coverage_pct: measured inside the per-operator prediction's interval",
               f"predicted: {source}"]
     footer += [f"{m.value}: {m.label}" for m in evaluation.methods]
     footer += [f"not evaluated: {k}: {v}" for k, v in evaluation.notes.items()]
@@ -134,7 +136,8 @@ def run_unseen(args: argparse.Namespace) -> int:
     from dnncost.core.errors import InputSpecError
     from dnncost.prediction import unseen
     from dnncost.prediction.calibration import calibrate_operators
-    from dnncost.prediction.predict import load_operator_model, read_operator_model
+    from dnncost.prediction.interval import COVERAGE
+    from dnncost.prediction.storage import load_operator_model, read_operator_model
     from dnncost.reporting.formatting import render
     from dnncost.study.defaults import DEFAULT_DB
     from dnncost.study.store import open_store
@@ -195,7 +198,12 @@ def run_unseen(args: argparse.Namespace) -> int:
               f"{unseen.ESTIMATOR} over {rounds} round-robin round(s); calibration: "
               f"{model.networks} random networks, {model.kernels} kernels, "
               f"{'quick, ' if model.quick else ''}held-out MAPE "
-              + ", ".join(f"{m} {v['mape']:.1%}" for m, v in held.items()),
+              + ", ".join(f"{m} {v['mape']:.1%}" for m, v in held.items())
+              + "; transfer-set MAPE "
+              + (", ".join(f"{m} {v['mape']:.1%}" for m, v in model.transfer.items()) or "not recorded"),
+              f"per-kernel intervals at {COVERAGE:.0%}: coverage = the share of networks "
+              "measured inside theirs; too_fast_pct / too_slow_pct = predicted below / above the "
+              "measured time",
               "baselines: one scale factor per mode fitted on the calibration's random networks "
               "(never on these): flops = k*FLOPs, params = k*params, roofline = k*sum max(FLOPs/peak, "
               "bytes/bandwidth)",

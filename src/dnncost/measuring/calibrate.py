@@ -205,7 +205,7 @@ def load_calibration(device: str | torch.device = "cpu", *,
     """The stored calibration for this machine, ``device`` and thread count; None when absent,
     CalibrationError when the file is unreadable, malformed or of another schema."""
     path = calibration_path(device, threads=threads)
-    return _read(path) if path.is_file() else None
+    return read_calibration(path) if path.is_file() else None
 
 
 def cached_calibration(device: str | torch.device = "cpu", *,
@@ -221,7 +221,9 @@ def cached_calibration(device: str | torch.device = "cpu", *,
         return None
 
 
-def _read(path: Path) -> Calibration:
+def read_calibration(path: Path) -> Calibration:
+    """The calibration stored at ``path`` (any machine's); CalibrationError when the file is
+    unreadable, malformed or of another schema."""
     try:
         data = json.loads(path.read_text())
         schema = data.get("schema")
@@ -245,11 +247,13 @@ def save_calibration(calibration: Calibration) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
         try:
-            calibration = calibration.merged_over(_read(path))
+            calibration = calibration.merged_over(read_calibration(path))
         except CalibrationError:
             pass  # replaced by the new measurement below
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(calibration.to_dict(), indent=2))
+    # compact: a per-kernel model section holds tens of thousands of numbers (its trees), which
+    # indented one to a line made the file about three times larger and slower to read
+    tmp.write_text(json.dumps(calibration.to_dict(), separators=(",", ":")))
     tmp.replace(path)  # atomic: a reader never sees half a file
     return path
 
@@ -357,5 +361,5 @@ def calibrate(device: str | torch.device = "cpu", *, threads: int | None = None,
 __all__ = [
     "Bandwidth", "Calibration", "CalibrationWarning", "ConvPeak", "MatmulPeak", "cache_dir",
     "cached_calibration", "calibrate", "calibration_path", "load_calibration", "measure_bandwidth",
-    "calibration_dtype", "measure_conv", "measure_matmul", "save_calibration",
+    "calibration_dtype", "measure_conv", "measure_matmul", "read_calibration", "save_calibration",
 ]

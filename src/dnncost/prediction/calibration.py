@@ -1,4 +1,5 @@
-"""Calibrate the per-kernel time model on random networks, and measure its held-out error.
+"""Calibrate the per-kernel time model on random networks, and measure its error on networks it
+did not fit: held-out random ones and the transfer set of standard networks.
 
 ``calibrate_operators`` draws random networks (:mod:`dnncost.prediction.sampling`; never a
 published one), shrinks each one's batch until its training step is at most MAX_TRAIN_FLOPS, and
@@ -6,18 +7,25 @@ times every kernel inside its training and validation steps (:mod:`dnncost.predi
 the steps themselves, in PASSES passes: the first draws and times networks while it and the passes
 to come (each as long as its timing) fit in the budget, the others time the same networks again in
 the same order, so that each network's passes lie a minute or more apart; each network's fastest
-pass is kept, whole. On a shared 2-core VM one pass of a network's step lands 11-13% (MAPE) from
-another, the fastest of 3 passes 4-8% from the fastest of 3 others (``benchmarks/noise_floor.py``,
-two runs): a slow stretch of the machine mostly lasts seconds, not minutes. A network timed while
+pass is kept, whole, with every pass's step time (their spread is the machine's pass-to-pass
+noise). On a shared 2-core VM one pass of a network's step lands 11-13% (MAPE) from another, the
+fastest of 3 passes 4-8% from the fastest of 3 others (``benchmarks/noise_floor.py``, two runs): a
+slow stretch of the machine mostly lasts seconds, not minutes. A network timed while
 other processes kept the machine busy is timed again within its pass (not once the budget is spent;
 the fastest attempt kept); the networks busy in every pass are counted in the model. Every
 HOLD_OUT-th network is held out: the model is fitted on the others, and its step-time error on the
-held-out ones is stored with it. The baselines the evaluation compares against are fitted here too,
+held-out ones is stored with it. Before the random networks, pass 1 times the transfer set
+(:mod:`dnncost.prediction.transfer`: hand-written standard networks, each at the largest batch
+under the same FLOPs cap), and every later pass times it again first: the same protocol, inside the
+same budget, never fitted on; its error is stored beside the held-out one. The residuals on both
+and the pass spreads make the interval of every prediction (:mod:`dnncost.prediction.interval`).
+The baselines the evaluation compares against are fitted here too,
 on the same fitting networks: one scale factor per mode for FLOPs, for parameters and for a plain
 roofline (peak FLOP/s and bytes/s the best any timed kernel reached).
 """
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -29,20 +37,20 @@ import numpy as np
 from dnncost.core.device import using_threads
 from dnncost.core.environment import cpu_times, machine_load
 from dnncost.core.errors import DnncostError
+from dnncost.core.kinds import Mode
 from dnncost.counting.cost import CostReport
 from dnncost.counting.counter import count
 from dnncost.counting.formulas import OpKind
-from dnncost.prediction.evaluation import roofline_seconds
+from dnncost.prediction.evaluation import mape, roofline_seconds, share_within
+from dnncost.prediction.features import op_kind
+from dnncost.prediction.fitting import NetworkSample, fit_operator_model
+from dnncost.prediction.interval import IntervalModel, pass_spread
 from dnncost.prediction.kernels import AlignmentError, module_counts, time_kernels
-from dnncost.prediction.predict import (
-    NetworkSample,
-    OperatorModel,
-    fit_operator_model,
-    op_kind,
-    predict_report,
-)
+from dnncost.prediction.model import OperatorModel
+from dnncost.prediction.predict import predict_report
 from dnncost.prediction.samples import StoredSamples
 from dnncost.prediction.sampling import BATCHES, RandomNet, random_network
+from dnncost.prediction.transfer import TransferNet, transfer_networks
 
 MAX_TRAIN_FLOPS = 4e9  # source: our choice; a training step of ~0.1-0.3 s on 2 cores
 QUICK_MAX_TRAIN_FLOPS = 4e8  # source: our choice, ten times smaller
@@ -50,7 +58,7 @@ BUDGET_S = 210.0  # source: issue 12, calibration <= 5 minutes on 2 cores: 3.5 m
 QUICK_BUDGET_S = 25.0  # source: our choice, a rough model in well under a minute
 MIN_NETWORKS = 8  # source: our choice; at least 6 to fit on and 2 held out, whatever the budget
 HOLD_OUT = 4  # source: our choice; every 4th network (a quarter) is held out
-PASSES = 3  # source: benchmarks/noise_floor.py (2026-12-02, a 2-core VM, two runs): the fastest of 3
+PASSES = 3  # source: benchmarks/noise_floor.py (a 2-core VM, two runs): the fastest of 3
 # passes of a network's step agreed with the fastest of 3 other passes within 4-8% (MAPE), one pass
 # with another within 11-13%
 QUICK_PASSES = 1  # source: our choice; a quick model is rough anyway, it keeps more networks
@@ -58,36 +66,54 @@ STEP_REPEATS = 2  # source: our choice; 2 plain timed steps a pass (the fastest 
 KERNEL_RUNS = 1  # source: our choice; 1 timed run of every kernel a pass (the fastest of 3 passes)
 WARMUP = 1  # source: our choice; one step (allocations, optimizer state) before the timed ones
 BUSY_RETRIES = 2  # source: our choice; on a shared 2-core machine under another process's load,
-# steps timed while it ran came out 2-10x slower than their kernels (2026-12-02): time again, twice
-MODES = ("train", "eval")
+# steps timed while it ran came out 2-10x slower than their kernels: time again, twice
+Network = RandomNet | TransferNet  # what the calibration times: name, module, input_shape, batch_size
 
 
 @dataclass(frozen=True)
 class Calibrated:
-    """The fitted model and the timed networks behind it (fitting and held out)."""
+    """The fitted model and the timed networks behind it (fitting, held out, transfer set)."""
 
     model: OperatorModel
     fitted: tuple[NetworkSample, ...]
     held_out: tuple[NetworkSample, ...]
     meta: Mapping[str, Any] = field(default_factory=dict)  # the model's identifying fields
+    transfer: tuple[NetworkSample, ...] = ()
 
 
-def sized_network(seed: int, *, max_train_flops: float, max_side: int = 224) -> RandomNet | None:
-    """Random network ``seed`` with the largest drawn-or-smaller batch whose training step is at
-    most ``max_train_flops`` (counted on the meta device); None when even batch 1 is larger."""
-    net = random_network(seed, max_side=max_side)
+def largest_batch(net: Network, *, max_train_flops: float) -> int | None:
+    """The largest batch of BATCHES, at most ``net``'s own, whose training step is at most
+    ``max_train_flops`` (counted on the meta device); None when even batch 1 is larger."""
     report = count(net.module, mode="train", batch_size=net.batch_size, input_shape=net.input_shape)
     per_sample = report.total().flops / net.batch_size
     fits = [b for b in sorted(set(BATCHES)) if b <= net.batch_size and b * per_sample <= max_train_flops]
-    return replace(net, batch_size=max(fits)) if fits else None
+    return max(fits) if fits else None
 
 
-def measure_network(net: RandomNet) -> list[NetworkSample]:
+def sized_network(seed: int, *, max_train_flops: float, max_side: int = 224) -> RandomNet | None:
+    """Random network ``seed`` at its :func:`largest_batch`; None when even batch 1 is larger."""
+    net = random_network(seed, max_side=max_side)
+    batch = largest_batch(net, max_train_flops=max_train_flops)
+    return replace(net, batch_size=batch) if batch else None
+
+
+def sized_transfer_set(*, max_train_flops: float, larger: bool) -> list[TransferNet]:
+    """The transfer set (the larger input too when ``larger``), each network at its
+    :func:`largest_batch`; a network above the cap even at batch 1 is left out."""
+    out = []
+    for net in transfer_networks(larger=larger):
+        batch = largest_batch(net, max_train_flops=max_train_flops)
+        if batch:
+            out.append(replace(net, batch_size=batch))
+    return out
+
+
+def measure_network(net: Network) -> list[NetworkSample]:
     """Time ``net``'s kernels and steps in both modes (one NetworkSample per mode)."""
     modules, params = module_counts(net.module)
     out = []
-    for mode in MODES:
-        timed = time_kernels(net.module, net.input_shape, batch_size=net.batch_size, mode=mode,
+    for mode in Mode:
+        timed = time_kernels(net.module, net.input_shape, batch_size=net.batch_size, mode=mode.value,
                              runs=KERNEL_RUNS, warmup=WARMUP, step_repeats=STEP_REPEATS)
         out.append(NetworkSample(net.name, timed.report, timed.kernel_s, modules, params,
                                  timed.step_s))
@@ -101,8 +127,8 @@ def fastest(attempts: Sequence[NetworkSample]) -> NetworkSample:
     return min(attempts, key=lambda a: a.step_s)
 
 
-def measure_quietly(net: RandomNet, *, threads: int, retries: int = BUSY_RETRIES,
-                    measure: Callable[[RandomNet], list[NetworkSample]] = measure_network
+def measure_quietly(net: Network, *, threads: int, retries: int = BUSY_RETRIES,
+                    measure: Callable[[Network], list[NetworkSample]] = measure_network
                     ) -> tuple[list[NetworkSample], bool]:
     """``measure`` ``net``; while other processes kept the machine busy (MachineLoad.busy) time it
     again, up to ``retries`` times, and keep the :func:`fastest` of the attempts. Also returns
@@ -118,18 +144,42 @@ def measure_quietly(net: RandomNet, *, threads: int, retries: int = BUSY_RETRIES
     return [fastest(per_mode) for per_mode in zip(*attempts, strict=True)], busy
 
 
-def step_errors(model: OperatorModel, samples: Sequence[NetworkSample]) -> dict[str, dict[str, float]]:
-    """Per mode: MAPE and share within +-10% of the model's step predictions on ``samples``."""
+def _measured_and_predicted(model: OperatorModel, samples: Sequence[NetworkSample]
+                            ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per mode: the measured and the predicted step seconds of ``samples``."""
     out = {}
-    for mode in MODES:
-        rel = [predict_report(s.report, model, modules=s.modules, param_tensors=s.param_tensors,
-                              strict=False).step_s / s.step_s - 1
-               for s in samples if s.report.mode == mode]
-        if rel:
-            r = np.abs(np.array(rel))
-            out[mode] = {"n": float(len(r)), "mape": float(r.mean()),
-                         "within_10pct": float(np.mean(r <= 0.10))}
+    for mode in (m.value for m in Mode):
+        chosen = [s for s in samples if s.report.mode == mode]
+        if chosen:
+            out[mode] = (np.array([s.step_s for s in chosen]),
+                         np.array([predict_report(s.report, model, modules=s.modules,
+                                                  param_tensors=s.param_tensors, strict=False).step_s
+                                   for s in chosen]))
     return out
+
+
+def step_errors(model: OperatorModel, samples: Sequence[NetworkSample]) -> dict[str, dict[str, float]]:
+    """Per mode: the count, MAPE, share within +-10% and share predicted too fast (below the
+    measured time) of the model's step predictions on ``samples``."""
+    return {mode: {"n": float(len(measured)), "mape": mape(predicted.tolist(), measured.tolist()),
+                   "within_10pct": share_within(predicted.tolist(), measured.tolist()),
+                   "too_fast": float(np.mean(predicted < measured))}
+            for mode, (measured, predicted) in _measured_and_predicted(model, samples).items()}
+
+
+def interval_model(model: OperatorModel, unseen: Sequence[NetworkSample],
+                   timed: Sequence[NetworkSample]) -> IntervalModel:
+    """The interval's ingredients (:mod:`dnncost.prediction.interval`): per mode, the residuals
+    log(measured / predicted) on ``unseen`` (networks not fitted on) and the pass spreads of every
+    network of ``timed`` timed in two passes or more."""
+    residuals = {mode: tuple(float(math.log(m / p)) for m, p in zip(measured, predicted, strict=True)
+                             if m > 0 and p > 0)
+                 for mode, (measured, predicted) in _measured_and_predicted(model, unseen).items()}
+    spreads = {mode: tuple(v for s in timed if s.report.mode == mode
+                           and (v := pass_spread(s.pass_steps)) is not None)
+               for mode in (m.value for m in Mode)}
+    return IntervalModel({m: r for m, r in residuals.items() if r},
+                         {m: v for m, v in spreads.items() if v})
 
 
 # -- the baselines -------------------------------------------------------------------------------
@@ -160,7 +210,7 @@ def fit_baselines(samples: Sequence[NetworkSample]) -> dict[str, float]:
             elif op_kind(r) in (OpKind.COPY, OpKind.ELEMENTWISE):
                 bandwidth = max(bandwidth, r.cost.bytes / t)
     out = {"peak_flops_per_s": peak, "bytes_per_s": bandwidth}
-    for mode in MODES:
+    for mode in (m.value for m in Mode):
         chosen = [s for s in samples if s.report.mode == mode]
         for name in ("flops", "params", "roofline"):
             ratios = [s.step_s / v for s in chosen
@@ -187,8 +237,9 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
         raise ValueError(f"passes must be a positive integer, got {passes}")
     max_flops = QUICK_MAX_TRAIN_FLOPS if quick else MAX_TRAIN_FLOPS
     nets: list[RandomNet] = []
-    timed: dict[int, list[list[NetworkSample]]] = {}  # seed -> each pass's samples (one per mode)
-    busy_passes: dict[int, int] = {}
+    transfer: list[TransferNet] = []
+    timed: dict[str, list[list[NetworkSample]]] = {}  # name -> each pass's samples (one per mode)
+    busy_passes: dict[str, int] = {}
     measured = 0.0  # seconds pass 1 spent timing (not drawing, counting or failing): what each
     # later pass spends again
     start = time.perf_counter()
@@ -196,18 +247,26 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     def spent() -> float:
         return time.perf_counter() - start
 
-    def measure(net: RandomNet, retries: int) -> None:
+    def measure(net: Network, retries: int) -> None:
         nonlocal measured
         began = time.perf_counter()
         samples, still_busy = measure_quietly(net, threads=n_threads, retries=retries)
-        timed.setdefault(net.seed, []).append(samples)
-        busy_passes[net.seed] = busy_passes.get(net.seed, 0) + still_busy
-        if len(timed[net.seed]) == 1:
+        timed.setdefault(net.name, []).append(samples)
+        busy_passes[net.name] = busy_passes.get(net.name, 0) + still_busy
+        if len(timed[net.name]) == 1:
             measured += time.perf_counter() - began
 
     with using_threads(threads) as n_threads:
+        # pass 1 times the transfer set, then draws and times random networks while it and the
+        # passes to come fit in the budget
+        for standard in sized_transfer_set(max_train_flops=max_flops, larger=not quick):
+            try:
+                measure(standard, BUSY_RETRIES)
+            except (AlignmentError, DnncostError, RuntimeError):  # cannot be timed here: left out
+                continue
+            transfer.append(standard)
+            _report(progress, standard, 1, passes, spent())
         seed = 0
-        # pass 1 draws and times networks while it and the passes to come fit in the budget
         while len(nets) < min_networks or spent() + (passes - 1) * measured < budget:
             seed += 1
             try:
@@ -223,49 +282,62 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
                 # needs): draw again
             nets.append(net)
             _report(progress, net, 1, passes, spent())
+        order: list[Network] = [*transfer, *nets]
         for pass_ in range(2, passes + 1):  # the same networks again, in the same order
-            for net in nets:
+            for again in order:
                 try:
-                    measure(net, BUSY_RETRIES if spent() < budget else 0)
+                    measure(again, BUSY_RETRIES if spent() < budget else 0)
                 except (AlignmentError, DnncostError, RuntimeError):  # ran once: keep its passes
                     continue
-                _report(progress, net, pass_, passes, spent())
+                _report(progress, again, pass_, passes, spent())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fingerprint = machine_fingerprint("cpu", threads=n_threads)
+
+    def kept(net: Network) -> list[NetworkSample]:
+        """Per mode the fastest pass, whole, with every pass's step seconds."""
+        return [replace(fastest(attempts), pass_steps=tuple(a.step_s for a in attempts))
+                for attempts in zip(*timed[net.name], strict=True)]
+
     fitted: list[NetworkSample] = []
     held: list[NetworkSample] = []
     for i, net in enumerate(nets):
-        per_mode = [fastest(attempts) for attempts in zip(*timed[net.seed], strict=True)]
-        (held if i % HOLD_OUT == HOLD_OUT - 1 else fitted).extend(per_mode)
-    busy = sum(busy_passes[net.seed] == len(timed[net.seed]) for net in nets)
+        (held if i % HOLD_OUT == HOLD_OUT - 1 else fitted).extend(kept(net))
+    busy = sum(busy_passes[net.name] == len(timed[net.name]) for net in nets)
     meta = {"fingerprint": fingerprint, "threads": n_threads, "torch_version": str(torch.__version__),
             "quick": quick, "busy_networks": busy, "passes": passes}
-    return refit(StoredSamples(tuple(fitted), tuple(held), meta))
+    return refit(StoredSamples(tuple(fitted), tuple(held), meta,
+                               tuple(s for net in transfer for s in kept(net))))
 
 
-def _report(progress: Callable[[str], None] | None, net: RandomNet, pass_: int, passes: int,
+def _report(progress: Callable[[str], None] | None, net: Network, pass_: int, passes: int,
             elapsed: float) -> None:
     if progress is not None:
+        blocks = f", {len(net.blocks)} blocks" if isinstance(net, RandomNet) else " (transfer set)"
         progress(f"pass {pass_}/{passes} {net.name}: {net.batch_size}x"
-                 f"{'x'.join(map(str, net.input_shape))}, {len(net.blocks)} blocks, {elapsed:.0f} s")
+                 f"{'x'.join(map(str, net.input_shape))}{blocks}, {elapsed:.0f} s")
 
 
 def refit(stored: StoredSamples) -> Calibrated:
-    """Fit the model on ``stored``'s fitting networks, its held-out error on the others and the
-    baselines: what a calibration does after timing, so stored samples refit to the same model."""
+    """Fit the model on ``stored``'s fitting networks; its error on the held-out networks and on the
+    transfer set, the interval made of both, and the baselines: what a calibration does after
+    timing, so stored samples refit to the same model."""
     model = fit_operator_model(stored.fitted, **dict(stored.meta))
     model = replace(model, held_out=step_errors(model, stored.held_out),
+                    transfer=step_errors(model, stored.transfer),
+                    interval=interval_model(model, [*stored.held_out, *stored.transfer],
+                                            [*stored.fitted, *stored.held_out, *stored.transfer]),
                     baselines=fit_baselines(stored.fitted))
-    return Calibrated(model, tuple(stored.fitted), tuple(stored.held_out), dict(stored.meta))
+    return Calibrated(model, tuple(stored.fitted), tuple(stored.held_out), dict(stored.meta),
+                      tuple(stored.transfer))
 
 
 def stored_samples(done: Calibrated) -> StoredSamples:
     """What to keep of a calibration so that :func:`refit` can fit it again."""
-    return StoredSamples(done.fitted, done.held_out, done.meta)
+    return StoredSamples(done.fitted, done.held_out, done.meta, done.transfer)
 
 
-__all__ = ["BUDGET_S", "Calibrated", "MAX_TRAIN_FLOPS", "QUICK_BUDGET_S", "baseline_seconds",
-           "calibrate_operators", "fastest", "fit_baselines", "measure_network",
-           "measure_quietly", "refit",
-           "sized_network", "step_errors", "stored_samples"]
+__all__ = ["BUDGET_S", "Calibrated", "MAX_TRAIN_FLOPS", "Network", "QUICK_BUDGET_S",
+           "baseline_seconds", "calibrate_operators", "fastest", "fit_baselines", "interval_model",
+           "largest_batch", "measure_network", "measure_quietly", "refit", "sized_network",
+           "sized_transfer_set", "step_errors", "stored_samples"]

@@ -3,7 +3,8 @@
 For every network with measured training- and validation-step times, each method predicts the
 time with nothing measured on that network's family:
 
-- ``per_operator``: dnncost.prediction.predict's model, fitted on operator micro-benchmarks only (no network);
+- ``per_operator``: the per-kernel model (dnncost.prediction.model), fitted on random networks'
+  kernels only (never on a network evaluated here);
 - ``per_operator_scaled``: the same, times one factor per mode fitted on the *other* families'
   networks (the geometric mean of their measured / predicted): a network-level correction;
 - ``flops_line`` / ``params_line``: time = a * FLOPs (or params) + b, fitted on the other families'
@@ -18,7 +19,10 @@ study stores them, dnncost.study.predicted) -- so evaluating recounts and predic
 
 Metrics: mean absolute percentage error (MAPE), the share of networks within +-10%, Spearman's rho
 and pairwise ordering accuracy (of every pair of networks, the share the method puts in the
-measured order).
+measured order); the shares predicted too fast and too slow (one-sidedness: an unbiased method
+splits them about evenly); and for the per-kernel model, whose every prediction carries an interval
+(dnncost.prediction.interval), the coverage: the share of networks whose measured time falls inside
+their interval.
 """
 from __future__ import annotations
 
@@ -30,10 +34,11 @@ from itertools import combinations
 
 import numpy as np
 
+from dnncost.core.kinds import Mode
 from dnncost.counting.cost import CostReport
+from dnncost.prediction.interval import COVERAGE
 
 TOLERANCE = 0.10  # source: issue 6, "the share within +-10%"
-MODES = ("train", "eval")
 
 
 class Method(str, Enum):
@@ -86,6 +91,19 @@ def spearman(predicted: Sequence[float], measured: Sequence[float]) -> float:
     return float(spearmanr(p, m).statistic)
 
 
+def one_sided(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """(too fast, too slow): the shares of predictions below and above the measured value."""
+    p, m = _arrays(predicted, measured)
+    return (float(np.mean(p < m)), float(np.mean(p > m))) if len(m) else (math.nan, math.nan)
+
+
+def coverage(intervals: Sequence[tuple[float, float]], measured: Sequence[float]) -> float:
+    """Share of measured values inside their [low, high] interval (bounds included)."""
+    _, m = _arrays([0.0] * len(intervals), measured)
+    bounds = np.asarray(intervals, dtype=float).reshape(len(m), 2)
+    return float(np.mean((bounds[:, 0] <= m) & (m <= bounds[:, 1]))) if len(m) else math.nan
+
+
 def pairwise_accuracy(predicted: Sequence[float], measured: Sequence[float]) -> float:
     """Of every pair with different measured times, the share whose predictions are ordered the
     same way (a tie in the prediction counts half)."""
@@ -109,11 +127,20 @@ class Metrics:
     within: float  # share within +-TOLERANCE
     spearman: float
     pairwise: float
+    too_fast: float = math.nan  # share predicted below the measured time
+    too_slow: float = math.nan  # share predicted above it
+    coverage: float = math.nan  # share measured inside the interval; NaN: no intervals
 
     @classmethod
-    def of(cls, predicted: Sequence[float], measured: Sequence[float]) -> Metrics:
+    def of(cls, predicted: Sequence[float], measured: Sequence[float], *,
+           intervals: Sequence[tuple[float, float]] | None = None) -> Metrics:
+        """The metrics of ``predicted`` against ``measured``; ``intervals`` (one per network)
+        give the coverage."""
+        fast, slow = one_sided(predicted, measured)
         return cls(len(measured), mape(predicted, measured), share_within(predicted, measured),
-                   spearman(predicted, measured), pairwise_accuracy(predicted, measured))
+                   spearman(predicted, measured), pairwise_accuracy(predicted, measured),
+                   fast, slow,
+                   coverage(intervals, measured) if intervals is not None else math.nan)
 
 
 # -- the data -----------------------------------------------------------------------------------------
@@ -130,6 +157,7 @@ class Observation:
     flops: float
     params: float
     per_operator_s: float | None = None
+    per_operator_interval_s: tuple[float, float] | None = None  # its (low, high), where it has one
     roofline_s: float | None = None
 
 
@@ -142,6 +170,7 @@ class Point:
     mode: str
     measured_s: float
     predicted_s: Mapping[Method, float]
+    interval_s: tuple[float, float] | None = None  # the per-operator prediction's (low, high)
 
     def error(self, method: Method) -> float:
         """Relative error of ``method``: predicted / measured - 1."""
@@ -157,18 +186,24 @@ class Evaluation:
     notes: Mapping[str, str] = field(default_factory=dict)  # method -> why it is missing
 
     def modes(self) -> list[str]:
-        return [m for m in MODES if any(p.mode == m for p in self.points)]
+        return [m.value for m in Mode if any(p.mode == m.value for p in self.points)]
 
     def of_mode(self, mode: str) -> list[Point]:
         return [p for p in self.points if p.mode == mode]
 
     def metrics(self, method: Method, mode: str) -> Metrics:
+        """``method``'s metrics over the networks of ``mode`` (coverage: the per-operator model,
+        where every network has an interval)."""
         pts = self.of_mode(mode)
-        return Metrics.of([p.predicted_s[method] for p in pts], [p.measured_s for p in pts])
+        intervals = [p.interval_s for p in pts]
+        return Metrics.of([p.predicted_s[method] for p in pts], [p.measured_s for p in pts],
+                          intervals=[i for i in intervals if i is not None]
+                          if method is Method.PER_OPERATOR and None not in intervals else None)
 
     def table_rows(self) -> list[dict[str, object]]:
         """One row per mode and method: MAPE and share within +-10% (in %), rho, pairwise
-        accuracy, and the method's MAPE over the per-operator model's ('x per-op error')."""
+        accuracy, the method's MAPE over the per-operator model's ('x per-op error'), the shares
+        predicted too fast and too slow, and the interval's coverage (in %)."""
         rows: list[dict[str, object]] = []
         for mode in self.modes():
             base = (self.metrics(Method.PER_OPERATOR, mode).mape
@@ -178,7 +213,9 @@ class Evaluation:
                 rows.append({"step": mode, "method": method.value, "n": m.n,
                              "mape_pct": 100 * m.mape, "within_10pct": 100 * m.within,
                              "spearman": m.spearman, "pairwise": m.pairwise,
-                             "x_per_op_error": m.mape / base if base else math.nan})
+                             "x_per_op_error": m.mape / base if base else math.nan,
+                             "too_fast_pct": 100 * m.too_fast, "too_slow_pct": 100 * m.too_slow,
+                             "coverage_pct": 100 * m.coverage})
         return rows
 
     def headline(self, mode: str = "train") -> str:
@@ -193,6 +230,9 @@ class Evaluation:
             line = self.metrics(Method.FLOPS_LINE, mode)
             text += (f"; a line in FLOPs fitted on the other families is off by {line.mape:.1%} "
                      f"({line.mape / m.mape:.1f}x the error)" if m.mape else "")
+        text += f". {m.too_fast:.0%} of them were predicted too fast, {m.too_slow:.0%} too slow"
+        if math.isfinite(m.coverage):
+            text += f"; {m.coverage:.0%} measured inside their {COVERAGE:.0%} interval"
         return text + "."
 
     def network_rows(self) -> list[dict[str, object]]:
@@ -204,6 +244,9 @@ class Evaluation:
             for method in self.methods:
                 row[f"{method.value}_ms"] = p.predicted_s[method] * 1e3
                 row[f"{method.value}_err_pct"] = 100 * p.error(method)
+            if p.interval_s is not None:
+                row["per_operator_low_ms"], row["per_operator_high_ms"] = (
+                    p.interval_s[0] * 1e3, p.interval_s[1] * 1e3)
             rows.append(row)
         return rows
 
@@ -268,11 +311,14 @@ def evaluate(observations: Sequence[Observation]) -> Evaluation:
             predicted[Method.PARAMS_LINE] = _line(params, ys)(o.params)
         if has_roofline and o.roofline_s is not None:
             predicted[Method.ROOFLINE] = o.roofline_s
-        points.append(Point(o.name, o.family, o.mode, o.measured_s, predicted))
+        points.append(Point(o.name, o.family, o.mode, o.measured_s, predicted,
+                            o.per_operator_interval_s if has_model else None))
     points = [Point(p.name, p.family, p.mode, p.measured_s,
-                    {m: v for m, v in p.predicted_s.items() if m in methods}) for p in points]
+                    {m: v for m, v in p.predicted_s.items() if m in methods}, p.interval_s)
+              for p in points]
     return Evaluation(tuple(points), tuple(methods), notes)
 
 
-__all__ = ["Evaluation", "Method", "Metrics", "Observation", "Point", "TOLERANCE", "evaluate", "mape",
-           "pairwise_accuracy", "roofline_seconds", "share_within", "spearman"]
+__all__ = ["Evaluation", "Method", "Metrics", "Observation", "Point", "TOLERANCE", "coverage",
+           "evaluate", "mape", "one_sided", "pairwise_accuracy", "roofline_seconds", "share_within",
+           "spearman"]

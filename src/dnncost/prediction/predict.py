@@ -1,395 +1,26 @@
-"""Predict a network's training and validation step time on this machine from its structure alone.
-
-The per-kernel model (after nn-Meter, Habitat and PALEO): a step's time is the sum of its aten
-kernels' times plus what is not a kernel,
-
-    step = sum over calls of kernel_s(call) + w . [train, eval, forward calls (train), backward
-           calls, module calls, parameter tensors (train)]
-
-``kernel_s`` is a regressor per kernel kind (:class:`~dnncost.counting.formulas.OpKind`, which the
-formula registry states for every operator): a non-negative line ``a + b * FLOPs + c * bytes``
-(fitted on relative error) times a gradient-boosted correction learned on log time from the call's
-shape features (FLOPs, bytes, channels, groups, kernel, stride, spatial size, batch, the operator,
-its phase). The line carries the regressor beyond the sampled sizes, the trees learn what it
-misses. Both are fitted on kernels timed inside the steps of random networks
-(:mod:`dnncost.prediction.sampling`, :mod:`dnncost.prediction.kernels`); ``w`` is fitted on the
-same networks' measured steps minus their measured kernels, with a robust loss (a step another
-process slowed weighs in little). A quarter of the random networks is
-held out of both fits, and the model's error on them is stored with it.
-"""
+"""Predict a network's training and validation step time on this machine from its structure alone:
+count its operator calls on the meta device and sum what the per-kernel model
+(:mod:`dnncost.prediction.model`) says each costs, plus what the step costs beyond its kernels."""
 from __future__ import annotations
 
-import base64
-import importlib
-import io
 import math
-import pickle
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from enum import Enum
 from typing import Any
 
-import numpy as np
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
-
-from dnncost.core.errors import DnncostError, InputSpecError
+from dnncost.core.errors import InputSpecError
 from dnncost.core.inputs import InputSpec
-from dnncost.counting.cost import CostReport, OpRecord, Phase
-from dnncost.counting.formulas import KINDS, OpKind, kind_of
-from dnncost.prediction.kernels import STEP_FEATURES, step_features
-
-SECTION = "kernels"  # the calibration section holding the fitted per-kernel model
-CALIBRATE_COMMAND = "dnncost calibrate --ops"
-MIN_KIND_SAMPLES = 30  # source: our choice; fewer kernels of a kind: its line only, no trees
-STALE_AFTER_S = 86400.0  # source: issue 12, "older than a day"
-BUSY_SHARE = 0.1  # source: our choice; a tenth of the networks slowed can bias the fit visibly
-OP_CODES = {name: i for i, name in enumerate(sorted(KINDS))}
-"""Each operator's code for the regressors: its index among the registry's operator names."""
+from dnncost.core.kinds import Mode
+from dnncost.counting.cost import CostReport, OpRecord
+from dnncost.counting.formulas import OpKind
+from dnncost.prediction.errors import UncoveredOperatorError
+from dnncost.prediction.features import op_kind
+from dnncost.prediction.interval import COVERAGE
+from dnncost.prediction.model import Freshness, OperatorModel
+from dnncost.prediction.storage import load_operator_model
 
 
-class UncoveredOperatorError(DnncostError):
-    """A network uses operators the time model cannot time (no cost formula: kind unknown)."""
-
-
-class NotCalibratedError(DnncostError):
-    """This machine has no per-kernel calibration yet."""
-
-
-class Freshness(str, Enum):
-    """Why a calibration's figures may be rough for this prediction."""
-
-    QUICK = "quick"  # fitted on the quick sample: a rough figure
-    STALE = "stale"  # older than a day
-    OTHER_TORCH = "other_torch"  # fitted under another torch version
-    OTHER_THREADS = "other_threads"  # fitted for another thread count
-    OTHER_MACHINE = "other_machine"  # fitted on another machine
-    BUSY = "busy"  # over BUSY_SHARE of its networks timed while other processes kept the CPU busy
-
-
-def op_kind(record: OpRecord) -> OpKind | None:
-    """The kernel kind of one operator call (the formula registry's), None without a formula."""
-    if record.phase is Phase.OPTIMIZER:
-        return OpKind.OPTIMIZER
-    return kind_of(record.op)
-
-
-def conv_geometry(record: OpRecord) -> tuple[int, int, int, int]:
-    """(groups, input channels per group, kernel area, stride) of a convolution or
-    convolution_backward call, from the shapes the counter keeps: (input, weight, ...) forward,
-    (grad_output, input, weight) backward; the stride is the ratio of input to output side."""
-    if "backward" in record.op and len(record.shapes) >= 3:
-        out, x, w = record.shapes[0], record.shapes[1], record.shapes[2]
-    else:
-        x, w = record.shapes[0], record.shapes[1]
-        out = ()
-    per_group = w[1] if len(w) > 1 else 1
-    groups = max(1, x[1] // per_group) if len(x) > 1 else 1
-    area = int(np.prod(w[2:])) if len(w) > 2 else 1
-    stride = max(1, round(x[-1] / out[-1])) if out and len(x) > 2 and out[-1] else 0
-    return groups, per_group, area, stride
-
-
-N_SHAPES = 3  # source: our choice; conv backward's (grad_output, input, weight) is the most any kind needs
-N_DIMS = 4  # source: NCHW
-
-
-def features(record: OpRecord, mode: str) -> np.ndarray:
-    """The shape features of one call: operator code, phase, training flag, log2 of FLOPs, MACs,
-    bytes read and written, tensor count, each of the first N_SHAPES input shapes' last N_DIMS
-    dimensions and element count (log2), and for convolutions groups, channels per group, kernel
-    area and stride."""
-    c = record.cost
-    head = [OP_CODES.get(record.op, -1), list(Phase).index(record.phase), float(mode == "train"),
-            math.log2(1 + c.flops), math.log2(1 + c.macs), math.log2(1 + c.bytes_read),
-            math.log2(1 + c.bytes_written), float(len(record.shapes))]
-    dims: list[float] = []
-    for shape in list(record.shapes[:N_SHAPES]) + [()] * (N_SHAPES - len(record.shapes[:N_SHAPES])):
-        last = list(shape[-N_DIMS:])
-        last = [0] * (N_DIMS - len(last)) + last
-        dims += [math.log2(1 + d) for d in last] + [math.log2(1 + float(np.prod(shape))) if shape else 0.0]
-    conv = [0.0, 0.0, 0.0, 0.0]
-    if op_kind(record) in (OpKind.CONV, OpKind.CONV_BACKWARD) and len(record.shapes) >= 2:
-        g, per_group, area, stride = conv_geometry(record)
-        conv = [math.log2(g), math.log2(per_group), float(area), float(stride)]
-    return np.array(head + dims + conv, dtype=float)
-
-
-# -- one kind's regressor ------------------------------------------------------------------------
-# A stored model travels in study databases that users merge and share, so it is never unpickled
-# freely: only the classes a fitted model is made of load (no callable that reaches the file
-# system or runs code, e.g. numpy.memmap, numpy.load, os, subprocess, builtins.eval).
-_UNPICKLE_ROOTS = ("dnncost", "sklearn", "numpy", "scipy")  # source: what OperatorModel holds
-_UNPICKLE_FUNCTIONS = {  # the reconstructors a fitted model is pickled with (listed by pickletools)
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "dtype"), ("copyreg", "_reconstructor"), ("functools", "partial"),
-    ("numpy.random._pickle", "__bit_generator_ctor"), ("numpy.random._pickle", "__generator_ctor"),
-    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
-    ("sklearn.utils.validation", "check_array"),  # the FunctionTransformer's function
-}
-_UNPICKLE_BUILTINS = {"object", "dict", "list", "tuple", "set", "frozenset", "slice", "range",
-                      "complex", "float", "int", "bool", "bytes", "bytearray", "str", "type"}
-_UNPICKLE_DENIED = {"memmap", "load", "loads", "fromfile", "save", "savez", "savetxt", "loadtxt",
-                    "genfromtxt", "tofile", "DataSource"}
-
-
-class _ModelUnpickler(pickle.Unpickler):
-    """Unpickles a stored operator model, refusing every global but its own building blocks."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _UNPICKLE_FUNCTIONS:
-            return super().find_class(module, name)
-        if module == "builtins":
-            if name in _UNPICKLE_BUILTINS:
-                return super().find_class(module, name)
-        elif module.split(".")[0] in _UNPICKLE_ROOTS and name not in _UNPICKLE_DENIED:
-            value = getattr(importlib.import_module(module), name, None)
-            if isinstance(value, type) and not issubclass(value, BaseException):
-                return value
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a stored model: a "
-                                     "fitted model is made of scikit-learn, numpy and dnncost "
-                                     "classes only")
-
-
-@dataclass(frozen=True)
-class KindRegressor:
-    """seconds = (a + b * FLOPs + c * bytes) * exp(trees(features)); trees None: the line alone."""
-
-    line: tuple[float, float, float]
-    trees: Any = None  # a fitted sklearn HistGradientBoostingRegressor on log(seconds / line)
-    samples: int = 0
-
-    def base(self, flops: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
-        a, b, c = self.line
-        return a + b * flops + c * nbytes
-
-    def seconds(self, x: np.ndarray, flops: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
-        base = self.base(flops, nbytes)
-        if self.trees is None or len(x) == 0:
-            return base
-        return base * np.exp(self.trees.predict(x))
-
-
-def fit_line(flops: np.ndarray, nbytes: np.ndarray, seconds: np.ndarray) -> tuple[float, float, float]:
-    """Non-negative a, b, c of seconds ~ a + b * FLOPs + c * bytes, least squares on relative error."""
-    from scipy.optimize import lsq_linear
-
-    x = np.column_stack([np.ones_like(seconds), flops, nbytes]) / seconds[:, None]
-    scale = np.linalg.norm(x, axis=0)
-    scale[scale == 0] = 1.0
-    coef = lsq_linear(x / scale, np.ones(len(seconds)), bounds=(0, np.inf), method="bvls").x / scale
-    if not np.any(coef > 0):
-        coef[0] = float(np.median(seconds))
-    return float(coef[0]), float(coef[1]), float(coef[2])
-
-
-STEP_LOSS_SCALE = 0.05  # source: our choice, about the step-to-step noise of a quiet machine: a
-# network whose rest is off by more than 5% of its step weighs in linearly, not squared
-
-
-def fit_step_weights(features: np.ndarray, rest: np.ndarray, steps: np.ndarray, *,
-                     lower: np.ndarray) -> np.ndarray:
-    """Weights w >= ``lower`` of rest ~ features . w (one row per timed step), fitted on the error
-    relative to each step with a robust (soft L1) loss: a step slowed by another process (only
-    ever more time, and far more than noise) pulls the weights far less than under least squares."""
-    from scipy.optimize import least_squares, lsq_linear
-
-    a = features / steps[:, None]
-    scale = np.linalg.norm(a, axis=0)
-    scale[scale == 0] = 1.0
-    lo = lower * scale
-    start = lsq_linear(a / scale, rest / steps, bounds=(lo, np.inf), method="bvls").x
-    start = np.maximum(start, lo)
-    robust = least_squares(lambda w: (a / scale) @ w - rest / steps, start, bounds=(lo, np.inf),
-                           loss="soft_l1", f_scale=STEP_LOSS_SCALE)
-    return np.asarray(robust.x / scale, dtype=float)
-
-
-TREE_PARAMS: dict[str, Any] = {"max_iter": 200, "learning_rate": 0.1, "max_leaf_nodes": 31,
-                               "min_samples_leaf": 10, "l2_regularization": 1.0,
-                               "random_state": 0}
-"""source: scikit-learn's defaults (max_iter 100 raised to 200, min_samples_leaf 20 lowered to 10
-for kinds with few samples, a little L2) -- chosen before any evaluation, not tuned on one."""
-
-
-def fit_kind(x: np.ndarray, flops: np.ndarray, nbytes: np.ndarray, seconds: np.ndarray
-             ) -> KindRegressor:
-    """Fit one kind's regressor on its timed kernels."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
-    line = fit_line(flops, nbytes, seconds)
-    reg = KindRegressor(line, None, len(seconds))
-    if len(seconds) < MIN_KIND_SAMPLES:
-        return reg
-    target = np.log(seconds) - np.log(np.maximum(reg.base(flops, nbytes), 1e-12))
-    trees = HistGradientBoostingRegressor(categorical_features=[0], **TREE_PARAMS)
-    x = x.copy()
-    x[:, 0] = np.maximum(x[:, 0], 0)  # unknown operators share code 0's category
-    trees.fit(x, target)
-    return replace(reg, trees=trees)
-
-
-# -- the model -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class OperatorModel:
-    """The fitted per-kernel time model of one machine (device + thread count)."""
-
-    kinds: Mapping[OpKind, KindRegressor]
-    fallback: KindRegressor  # for a kind no sampled network had: all kernels, one regressor
-    step_weights: tuple[float, ...]  # seconds per unit of each of kernels.STEP_FEATURES
-    fingerprint: str = ""
-    threads: int = 0
-    torch_version: str = ""
-    created: str = ""
-    quick: bool = False
-    networks: int = 0  # random networks fitted on
-    kernels: int = 0  # timed kernels fitted on
-    busy_networks: int = 0  # random networks still timed on a busy machine after re-timing
-    passes: int = 1  # times each random network was timed, passes apart (its fastest kept)
-    held_out: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # mode -> metrics
-    baselines: Mapping[str, float] = field(default_factory=dict)  # name -> fitted constant
-
-    def kernel_seconds(self, records: Sequence[OpRecord], mode: str) -> np.ndarray:
-        """Predicted seconds of each call."""
-        out = np.zeros(len(records))
-        if not records:
-            return out
-        x = np.array([features(r, mode) for r in records])
-        x[:, 0] = np.maximum(x[:, 0], 0)
-        flops = np.array([r.cost.flops for r in records], dtype=float)
-        nbytes = np.array([r.cost.bytes for r in records], dtype=float)
-        kinds = [op_kind(r) for r in records]
-        with threadpool_limits(limits=1, user_api="openmp"):  # small arrays: threads only cost
-            self._fill(out, x, flops, nbytes, kinds)
-        return out
-
-    def _fill(self, out: np.ndarray, x: np.ndarray, flops: np.ndarray, nbytes: np.ndarray,
-              kinds: Sequence[OpKind | None]) -> None:
-        for kind in set(kinds):
-            idx = np.array([i for i, k in enumerate(kinds) if k is kind])
-            reg = self.kinds.get(kind, self.fallback) if kind is not None else self.fallback
-            xi = x[idx] if reg is not self.fallback else _with_kind(x[idx], kind)
-            out[idx] = reg.seconds(xi, flops[idx], nbytes[idx])
-
-    def overhead_seconds(self, report: CostReport, modules: int, param_tensors: int) -> float:
-        """What the step costs beyond its kernels."""
-        return float(np.dot(self.step_weights, step_features(report, modules, param_tensors)))
-
-    def summary(self) -> dict[str, object]:
-        return {"fingerprint": self.fingerprint, "threads": self.threads,
-                "torch_version": self.torch_version, "created": self.created, "quick": self.quick,
-                "networks": self.networks, "kernels": self.kernels,
-                "busy_networks": self.busy_networks, "passes": self.passes,
-                "step_weights_us": {f: w * 1e6 for f, w in zip(STEP_FEATURES, self.step_weights,
-                                                                strict=True)},
-                "held_out": {m: dict(v) for m, v in self.held_out.items()},
-                "baselines": dict(self.baselines),
-                "kinds": {k.value: r.samples for k, r in self.kinds.items()}}
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready: the summary plus the regressors, pickled (scikit-learn models)."""
-        blob = pickle.dumps({"kinds": dict(self.kinds), "fallback": self.fallback})
-        return {**self.summary(), "step_weights": list(self.step_weights),
-                "regressors": base64.b64encode(blob).decode("ascii")}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OperatorModel:
-        regs = _ModelUnpickler(io.BytesIO(base64.b64decode(data["regressors"]))).load()
-        return cls(kinds=regs["kinds"], fallback=regs["fallback"],
-                   step_weights=tuple(float(w) for w in data["step_weights"]),
-                   fingerprint=str(data.get("fingerprint", "")), threads=int(data.get("threads", 0)),
-                   torch_version=str(data.get("torch_version", "")),
-                   created=str(data.get("created", "")), quick=bool(data.get("quick", False)),
-                   networks=int(data.get("networks", 0)), kernels=int(data.get("kernels", 0)),
-                   busy_networks=int(data.get("busy_networks", 0)),
-                   passes=int(data.get("passes", 1)),
-                   held_out={str(m): {str(k): float(v) for k, v in dict(d).items()}
-                             for m, d in dict(data.get("held_out", {})).items()},
-                   baselines={str(k): float(v) for k, v in dict(data.get("baselines", {})).items()})
-
-    def freshness(self, *, fingerprint: str, threads: int, torch_version: str,
-                  now: datetime | None = None) -> list[Freshness]:
-        """Every reason this model's figures may be rough here (empty: none)."""
-        out = []
-        if self.quick:
-            out.append(Freshness.QUICK)
-        try:
-            age = ((now or datetime.now(timezone.utc)) - datetime.fromisoformat(self.created))
-            if age.total_seconds() > STALE_AFTER_S:
-                out.append(Freshness.STALE)
-        except (ValueError, TypeError):
-            out.append(Freshness.STALE)
-        if self.torch_version != torch_version:
-            out.append(Freshness.OTHER_TORCH)
-        if self.threads != threads:
-            out.append(Freshness.OTHER_THREADS)
-        if self.fingerprint != fingerprint and not (set(out) & {Freshness.OTHER_TORCH,
-                                                                 Freshness.OTHER_THREADS}):
-            out.append(Freshness.OTHER_MACHINE)
-        if self.busy_networks > BUSY_SHARE * max(self.networks, 1):
-            out.append(Freshness.BUSY)
-        return out
-
-
-def _with_kind(x: np.ndarray, kind: OpKind | None) -> np.ndarray:
-    """The fallback regressor's features: the kind's index in place of the operator code."""
-    x = x.copy()
-    x[:, 0] = list(OpKind).index(kind) if kind is not None else 0
-    return x
-
-
-# -- fitting -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class NetworkSample:
-    """One random network's timed step: its counted calls, each call's kernel seconds, its
-    module and parameter-tensor counts, and the measured step seconds."""
-
-    name: str
-    report: CostReport
-    kernel_s: tuple[float, ...]
-    modules: int
-    param_tensors: int
-    step_s: float
-
-
-def fit_operator_model(samples: Sequence[NetworkSample], **meta: Any) -> OperatorModel:
-    """Fit the kernel regressors and the step weights on ``samples`` (``meta``: OperatorModel's
-    identifying fields: fingerprint, threads, torch_version, quick, busy_networks, passes,
-    held_out)."""
-    if not samples:
-        raise ValueError("no timed networks to fit the time model on")
-    records = [(r, s.report.mode, t) for s in samples
-               for r, t in zip(s.report.records, s.kernel_s, strict=True) if t > 0]
-    x = np.array([features(r, m) for r, m, _ in records])
-    flops = np.array([r.cost.flops for r, _, _ in records], dtype=float)
-    nbytes = np.array([r.cost.bytes for r, _, _ in records], dtype=float)
-    secs = np.array([t for _, _, t in records])
-    kinds = np.array([list(OpKind).index(k) if (k := op_kind(r)) is not None else -1
-                      for r, _, _ in records])
-    fitted = {}
-    for i, kind in enumerate(OpKind):
-        idx = kinds == i
-        if idx.any():
-            fitted[kind] = fit_kind(x[idx], flops[idx], nbytes[idx], secs[idx])
-    xf = x.copy()
-    xf[:, 0] = np.maximum(kinds, 0)
-    fallback = fit_kind(xf, flops, nbytes, secs)
-    # what the steps cost beyond their kernels
-    feats = np.array([step_features(s.report, s.modules, s.param_tensors) for s in samples])
-    rest = np.array([s.step_s - sum(s.kernel_s) for s in samples])
-    steps = np.array([s.step_s for s in samples])
-    # a call's correction (the clock's own cost) cannot exceed the fastest kernel timed: a step
-    # never costs less than nothing
-    lower = np.where(np.array(STEP_FEATURES) == "kernel_calls", -float(secs.min()), 0.0)
-    weights = fit_step_weights(feats, rest, steps, lower=lower)
-    return OperatorModel(kinds=fitted, fallback=fallback, step_weights=tuple(float(w) for w in weights),
-                         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         networks=len({s.name for s in samples}), kernels=len(records), **meta)
-
-
-# -- predicting ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OpTime:
     """One operator call and its predicted seconds."""
@@ -401,7 +32,9 @@ class OpTime:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Predicted time of one step (and epoch) of a network, with the calls it is the sum of."""
+    """Predicted time of one step (and epoch) of a network, with the calls it is the sum of, and
+    its interval: where a measurement lands with probability ``coverage``, as factors of the
+    prediction (dnncost.prediction.interval; None when the calibration holds no residuals)."""
 
     model: str
     mode: str
@@ -414,11 +47,24 @@ class Prediction:
     dataset_size: int | None = None
     uncovered: Mapping[str, int] = field(default_factory=dict)  # op -> calls left out (strict=False)
     caveats: tuple[Freshness, ...] = ()  # why the calibration may be rough here
+    interval: tuple[float, float] | None = None  # (low, high) factors of the predicted time
+    coverage: float = COVERAGE
 
     @property
     def step_s(self) -> float:
         """Predicted seconds of one step."""
         return sum(c.seconds for c in self.calls) + self.step_overhead_s
+
+    @property
+    def step_interval_s(self) -> tuple[float, float] | None:
+        """(low, high) seconds of one step at ``coverage``; None without an interval."""
+        return _scaled(self.step_s, self.interval)
+
+    @property
+    def epoch_interval_s(self) -> tuple[float, float] | None:
+        """(low, high) seconds of the epoch: the step's factors, every step of an epoch being
+        predicted alike (their errors move together)."""
+        return _scaled(self.epoch_s, self.interval)
 
     def by_module(self, depth: int = 1) -> dict[str, float]:
         """Seconds per module path truncated to ``depth`` ('(loss)', '(optimizer)' kept apart)."""
@@ -454,14 +100,24 @@ class Prediction:
                 for name, s in self.by_module(depth).items()]
 
     def summary(self) -> dict[str, object]:
+        step, epoch = self.step_interval_s, self.epoch_interval_s
         return {"model": self.model, "mode": self.mode, "batch_size": self.batch_size,
                 "input_shape": "x".join(map(str, self.input_shape)),
-                "predicted_step_ms": self.step_s * 1e3,
+                "predicted_step_ms": self.step_s * 1e3, "coverage": self.coverage,
+                "low_ms": step[0] * 1e3 if step else None,
+                "high_ms": step[1] * 1e3 if step else None,
                 "samples_per_s": self.batch_size / self.step_s if self.step_s else math.nan,
-                "dataset_size": self.dataset_size,
-                "predicted_epoch_s": self.epoch_s, "gflops": self.flops / 1e9,
+                "dataset_size": self.dataset_size, "predicted_epoch_s": self.epoch_s,
+                "epoch_low_s": epoch[0] if epoch else None,
+                "epoch_high_s": epoch[1] if epoch else None, "gflops": self.flops / 1e9,
                 "calls": len(self.calls), "uncovered": dict(self.uncovered),
                 "caveats": [c.value for c in self.caveats]}
+
+
+def _scaled(seconds: float | None, factors: tuple[float, float] | None) -> tuple[float, float] | None:
+    if seconds is None or factors is None:
+        return None
+    return seconds * factors[0], seconds * factors[1]
 
 
 def _module_key(path: str, depth: int) -> str:
@@ -470,9 +126,13 @@ def _module_key(path: str, depth: int) -> str:
 
 
 def predict_report(report: CostReport, model: OperatorModel, *, modules: int = 0,
-                   param_tensors: int = 0, strict: bool = True) -> Prediction:
-    """Predict the step whose operator calls ``report`` lists (its mode and batch size);
-    ``modules`` and ``param_tensors`` are the network's counts (kernels.module_counts)."""
+                   param_tensors: int = 0, strict: bool = True,
+                   coverage: float = COVERAGE) -> Prediction:
+    """Predict the step whose operator calls ``report`` lists (its mode and batch size), with its
+    interval at ``coverage``; ``modules`` and ``param_tensors`` are the network's counts
+    (kernels.module_counts)."""
+    if not 0 < coverage < 1:
+        raise InputSpecError(f"coverage must lie strictly between 0 and 1, got {coverage}")
     unsupported = dict(report.unsupported())
     if unsupported and strict:
         listed = ", ".join(f"{op} ({n} call{'s' if n > 1 else ''})" for op, n in unsupported.items())
@@ -484,15 +144,17 @@ def predict_report(report: CostReport, model: OperatorModel, *, modules: int = 0
     return Prediction(model=report.model, mode=report.mode, batch_size=report.batch_size,
                       input_shape=tuple(report.input_shape), calls=calls,
                       step_overhead_s=model.overhead_seconds(report, modules, param_tensors),
-                      flops=report.total().flops, uncovered=unsupported)
+                      flops=report.total().flops, uncovered=unsupported,
+                      interval=model.interval.factors(report.mode, coverage), coverage=coverage)
 
 
 def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec | str | None = None,
                  batch_size: int = 1, mode: str = "train", calibration: OperatorModel | None = None,
                  threads: int | None = None,
                  dataset_size: int | None = None, optimizer: str = "sgd", name: str | None = None,
-                 strict: bool = True) -> Prediction:
-    """Predicted step time (and epoch time over ``dataset_size`` samples) of a network.
+                 strict: bool = True, coverage: float = COVERAGE) -> Prediction:
+    """Predicted step time (and epoch time over ``dataset_size`` samples) of a network, with its
+    interval at ``coverage`` (dnncost.prediction.interval).
 
     ``model_or_spec``: an nn.Module or a spec dnncost.models.loading resolves. ``calibration``: the
     fitted model (default: this machine's stored one for ``threads``, read after the network is
@@ -504,10 +166,12 @@ def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec |
     from dnncost.counting.counter import count
     from dnncost.prediction.kernels import module_counts
 
-    if mode not in ("train", "eval"):
+    if mode not in {m.value for m in Mode}:
         raise InputSpecError(f"mode must be 'train' or 'eval', got '{mode}'")
     if dataset_size is not None and dataset_size < 1:
         raise InputSpecError(f"dataset size must be a positive integer, got {dataset_size}")
+    if not 0 < coverage < 1:
+        raise InputSpecError(f"coverage must lie strictly between 0 and 1, got {coverage}")
     loaded_model: list[OperatorModel] = [calibration] if calibration is not None else []
     spec = input_shape if isinstance(input_shape, (InputSpec, str)) else None  # '16:int64', ...
     shape = None if input_shape is None or isinstance(input_shape, (InputSpec, str)) \
@@ -520,7 +184,7 @@ def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec |
         if not loaded_model:  # after counting: a network that cannot take its input says so first
             loaded_model.append(load_operator_model(threads=threads))
         return predict_report(report, loaded_model[0], modules=counts[0], param_tensors=counts[1],
-                              strict=strict)
+                              strict=strict, coverage=coverage)
 
     prediction = step(batch_size)
     if dataset_size is None:
@@ -528,53 +192,6 @@ def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec |
     full, rest = divmod(dataset_size, batch_size)
     epoch = full * prediction.step_s + (step(rest).step_s if rest else 0.0)
     return replace(prediction, epoch_s=epoch, dataset_size=dataset_size)
-
-
-# -- the stored calibration ----------------------------------------------------------------------
-def save_operator_model(model: OperatorModel) -> str:
-    """Store ``model`` in this machine's calibration file (its fingerprint's)."""
-    from dnncost.core.environment import current_environment
-    from dnncost.measuring.calibrate import Calibration, save_calibration
-
-    env = current_environment("cpu", threads=model.threads)
-    base = Calibration(fingerprint=model.fingerprint, device="cpu", threads=model.threads,
-                       created=model.created, environment=env.to_dict())
-    return str(save_calibration(base.with_section(SECTION, {"model": model.to_dict()})))
-
-
-def read_operator_model(path: str) -> OperatorModel:
-    """The per-kernel model stored in the calibration file at ``path`` (any machine's)."""
-    import json
-    from pathlib import Path
-
-    try:
-        data = json.loads(Path(path).read_text())
-        return OperatorModel.from_dict(data[SECTION]["model"])
-    except FileNotFoundError:
-        raise NotCalibratedError(f"no calibration file at '{path}'") from None
-    except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError, AttributeError) as exc:
-        raise NotCalibratedError(f"'{path}' holds no readable per-kernel model "
-                                 f"({type(exc).__name__}: {exc}); run `{CALIBRATE_COMMAND}`") from None
-
-
-def load_operator_model(device: str = "cpu", *, threads: int | None = None) -> OperatorModel:
-    """This machine's fitted model; NotCalibratedError (naming the command to run) when absent."""
-    from dnncost.measuring.calibrate import calibration_path, load_calibration
-
-    if threads is not None and (isinstance(threads, bool) or threads < 1):
-        raise InputSpecError(f"thread count must be a positive integer, got {threads}")
-    cal = load_calibration(device, threads=threads)
-    section = cal.sections.get(SECTION) if cal is not None else None
-    if not section:
-        raise NotCalibratedError(
-            f"this machine has no per-kernel calibration ({calibration_path(device, threads=threads)} "
-            f"{'has none' if cal is not None else 'does not exist'}): run `{CALIBRATE_COMMAND}` "
-            "first (about 5 minutes on 2 cores; --quick for a rough one in about a minute)")
-    try:
-        return OperatorModel.from_dict(section["model"])  # type: ignore[index]
-    except (KeyError, TypeError, ValueError, pickle.UnpicklingError, AttributeError) as exc:
-        raise NotCalibratedError(f"the stored per-kernel model is unreadable ({type(exc).__name__}); "
-                                 f"run `{CALIBRATE_COMMAND}` again") from None
 
 
 def caveats_here(model: OperatorModel, *, threads: int) -> list[Freshness]:
@@ -590,8 +207,4 @@ def caveats_here(model: OperatorModel, *, threads: int) -> list[Freshness]:
                            torch_version=str(torch.__version__))
 
 
-__all__ = ["CALIBRATE_COMMAND", "Freshness", "KindRegressor", "NetworkSample", "NotCalibratedError",
-           "OpTime", "OperatorModel", "Prediction", "SECTION", "UncoveredOperatorError",
-           "caveats_here", "conv_geometry", "features", "fit_kind", "fit_line", "fit_step_weights",
-           "fit_operator_model", "load_operator_model", "op_kind", "predict_report",
-           "predict_time", "read_operator_model", "save_operator_model"]
+__all__ = ["OpTime", "Prediction", "caveats_here", "predict_report", "predict_time"]

@@ -2,7 +2,7 @@
 
 ``dnncost calibrate --ops`` times the kernels and steps of random networks
 (:mod:`dnncost.prediction.calibration`); each timed step is a
-:class:`~dnncost.prediction.predict.NetworkSample` (counted calls, kernel seconds, module and
+:class:`~dnncost.prediction.fitting.NetworkSample` (counted calls, kernel seconds, module and
 parameter-tensor counts, step seconds). They are stored here as gzip-compressed JSON -- plain data
 that any reader can load safely, never a pickle -- one file per machine fingerprint beside the
 calibration file (``<fingerprint>.ops-samples.json.gz``), so a changed model is refitted on the
@@ -21,7 +21,8 @@ from dnncost.core.errors import DnncostError
 from dnncost.core.kinds import Mode
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
 from dnncost.measuring.calibrate import cache_dir
-from dnncost.prediction.predict import CALIBRATE_COMMAND, NetworkSample
+from dnncost.prediction.errors import CALIBRATE_COMMAND
+from dnncost.prediction.fitting import NetworkSample
 
 FORMAT = "dnncost-op-samples"  # source: our choice, names what the file holds
 VERSION = 1  # bump when a stored field changes meaning; older files are then refused
@@ -34,12 +35,13 @@ class NoSamplesError(DnncostError):
 
 @dataclass(frozen=True)
 class StoredSamples:
-    """The timed networks of one calibration (fitted on and held out) and the model's identifying
-    fields (fingerprint, threads, torch_version, quick)."""
+    """The timed networks of one calibration (fitted on, held out, the transfer set) and the
+    model's identifying fields (fingerprint, threads, torch_version, quick)."""
 
     fitted: tuple[NetworkSample, ...]
     held_out: tuple[NetworkSample, ...]
     meta: Mapping[str, Any] = field(default_factory=dict)
+    transfer: tuple[NetworkSample, ...] = ()
 
 
 def samples_path(fingerprint: str) -> Path:
@@ -81,20 +83,23 @@ def _report(data: Mapping[str, Any], ops: Sequence[str]) -> CostReport:
 def _sample_dict(sample: NetworkSample, ops: dict[str, int]) -> dict[str, Any]:
     return {"name": sample.name, "report": _report_dict(sample.report, ops),
             "kernel_s": list(sample.kernel_s), "modules": sample.modules,
-            "param_tensors": sample.param_tensors, "step_s": sample.step_s}
+            "param_tensors": sample.param_tensors, "step_s": sample.step_s,
+            "pass_steps": list(sample.pass_steps)}
 
 
 def _sample(data: Mapping[str, Any], ops: Sequence[str]) -> NetworkSample:
     return NetworkSample(str(data["name"]), _report(data["report"], ops),
                          tuple(float(t) for t in data["kernel_s"]), int(data["modules"]),
-                         int(data["param_tensors"]), float(data["step_s"]))
+                         int(data["param_tensors"]), float(data["step_s"]),
+                         tuple(float(t) for t in data.get("pass_steps", ())))  # absent: older files
 
 
 def save_samples(stored: StoredSamples, path: Path) -> Path:
     """Write ``stored`` to ``path`` (gzip JSON, atomically: a reader never sees half a file)."""
     ops: dict[str, int] = {}
     body = {"fitted": [_sample_dict(s, ops) for s in stored.fitted],
-            "held_out": [_sample_dict(s, ops) for s in stored.held_out]}
+            "held_out": [_sample_dict(s, ops) for s in stored.held_out],
+            "transfer": [_sample_dict(s, ops) for s in stored.transfer]}
     data = {"format": FORMAT, "version": VERSION, "meta": dict(stored.meta),
             "ops": sorted(ops, key=ops.__getitem__), **body}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +125,9 @@ def load_samples(path: Path) -> StoredSamples:
         ops = [str(o) for o in data["ops"]]
         return StoredSamples(tuple(_sample(s, ops) for s in data["fitted"]),
                              tuple(_sample(s, ops) for s in data["held_out"]),
-                             dict(data.get("meta", {})))
+                             dict(data.get("meta", {})),
+                             tuple(_sample(s, ops) for s in data.get("transfer", ())))  # absent:
+        # files of calibrations from before the transfer set
     except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise NoSamplesError(f"stored calibration samples '{path}' are unreadable "
                              f"({type(exc).__name__}: {exc}): {again}") from None

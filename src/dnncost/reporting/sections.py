@@ -406,7 +406,7 @@ def whatif_blocks(findings: Findings) -> list[Block]:
 
 
 UNSEEN_COLUMNS = ("input", "step", "method", "n", "MAPE", "within ±10%", "Spearman ρ",
-                  "error / per-kernel error")
+                  "error / per-kernel error", "too fast / too slow", "in its interval")
 UNSEEN_LABELS = {"per_kernel": "per-kernel", "flops": "FLOPs-only", "params": "params-only",
                  "roofline": "roofline"}
 
@@ -434,7 +434,10 @@ def unseen_blocks(findings: Findings) -> list[Block]:
         "a torchvision, timm or zoo network. Baselines are one scale factor per mode fitted on the "
         "calibration's random networks, never on these: FLOPs-only, params-only, and a roofline "
         "(sum of max(FLOPs / peak, bytes / bandwidth)). 'error / per-kernel error' is the method's "
-        "MAPE over the per-kernel model's."))
+        "MAPE over the per-kernel model's; 'too fast / too slow' the shares of networks predicted "
+        "below / above their measured time (an unbiased method splits them about evenly); 'in its "
+        "interval' the share of networks measured inside the interval the per-kernel model stated "
+        "with its prediction (its coverage, to be set against the interval's stated level)."))
     for i, group in enumerate(groups):
         env, cfg, result = group.environment, group.config, group.result
         cal = result.calibration
@@ -443,6 +446,12 @@ def unseen_blocks(findings: Findings) -> list[Block]:
         modes = sorted(held, key=lambda m: (m != Mode.TRAIN.value, m))  # the training step first
         held_text = ", ".join(f"{m} {pct_text(held[m].get('mape'))}" for m in modes
                               if isinstance(held[m], dict)) or "not recorded"
+        transfer = cal.get("transfer")
+        moved = transfer if isinstance(transfer, dict) else {}
+        transfer_text = ", ".join(f"{m} {pct_text(moved[m].get('mape'))}"
+                                  for m in sorted(moved, key=lambda m: (m != Mode.TRAIN.value, m))
+                                  if isinstance(moved[m], dict)) or "not recorded"
+        level = result.interval_level()
         if len(groups) > 1:
             blocks.append(Heading(f"{i + 1}. {env.get('cpu_model', '?')} - protocol "
                                   f"{group.config_hash}", 3))
@@ -459,15 +468,21 @@ def unseen_blocks(findings: Findings) -> list[Block]:
                       f"{'a QUICK (rough) one, ' if cal.get('quick') else ''}"
                       f"{cal.get('networks', '?')} random networks, {cal.get('kernels', '?')} timed "
                       f"kernels, torch {cal.get('torch_version') or '?'}, {cal.get('threads', '?')} "
-                      f"threads; held-out MAPE on random networks it did not fit: {held_text}"
+                      f"threads; held-out MAPE on random networks it did not fit: {held_text}; on "
+                      f"its transfer set of standard networks it never fitted: {transfer_text}"
                       + ("" if cal.get("fingerprint") == group.fingerprint else
-                         "; fitted on another machine than the one timed here") + "."),
+                         "; fitted on another machine than the one timed here")
+                      + (f"; intervals stated at {level:.0%} coverage" if level is not None else
+                         "; no intervals stated (a calibration from before them)") + "."),
             Paragraph("Produced by:"), Code("\n".join(group.commands) or COMMAND)]
         rows = result.rows()
         blocks.append(Table(UNSEEN_COLUMNS, tuple(
             (str(r["input"]), str(r["step"]), UNSEEN_LABELS.get(str(r["method"]), str(r["method"])),
              str(r["n"]), f"{num_text(r['mape_pct'])}%", f"{num_text(r['within_10pct'])}%",
-             num_text(r["spearman"], 2), num_text(r["x_per_kernel_error"], 2)) for r in rows)))
+             num_text(r["spearman"], 2), num_text(r["x_per_kernel_error"], 2),
+             f"{num_text(r['too_fast_pct'])}% / {num_text(r['too_slow_pct'])}%",
+             f"{num_text(r['coverage_pct'])}%" if num_text(r["coverage_pct"]) != "-" else "-")
+            for r in rows)))
         noise = result.noise()
         if any(math.isfinite(v) for v in noise.values()):
             blocks.append(Paragraph("Run-to-run noise (median over networks of the spread of the "

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dnncost.prediction.errors import REFIT_COMMAND, ModelFormatError, OldModelFormatError
 from dnncost.prediction.evaluation import Evaluation, evaluate
+from dnncost.prediction.model import OperatorModel
 from dnncost.study.analysis import StudyAnalysis, analyze
 from dnncost.study.drift import StudyDrift, study_drift
 from dnncost.study.predicted import latest_predictions, stored_observations
@@ -22,9 +24,15 @@ from dnncost.study.whatif import result_from_row
 from dnncost.study.work import WorkPoint, WorkSeries, cost_vs_work
 from dnncost.whatif.runner import WhatIfResult
 
-NO_MODEL = ("The study stored no per-operator time model of its machine: run `dnncost calibrate "
-            "--ops` on the machine that measured these results, then rerun the study's command there "
-            "(it resumes, and stores the model and its predictions) and `dnncost report`.")
+HOW_TO_GET_ONE = ("run `dnncost calibrate --ops` on the machine that measured these results, then "
+                  "rerun the study's command there (it resumes, and stores the model and its "
+                  "predictions) and `dnncost report`.")
+NO_MODEL = "The study stored no per-operator time model of its machine: " + HOW_TO_GET_ONE
+OLD_MODEL = ("The per-operator time model stored with these results is in an old format (a pickle), "
+             f"which dnncost no longer loads: loading one could run code. To get a new one, run "
+             f"`{REFIT_COMMAND}` (or, without its stored samples, `dnncost calibrate --ops`) on the "
+             "machine that measured these results, then rerun the study's command there (it resumes, "
+             "and stores the model and its predictions) and `dnncost report`.")
 NO_PREDICTIONS = ("The study stored a per-operator time model of its machine but no prediction of its "
                   "networks' steps (a study from before predictions were stored): rerun the study's "
                   "command on the machine that measured these results (it resumes, measuring nothing "
@@ -80,6 +88,13 @@ def predicted_vs_measured(store: Store, group: Group) -> PredictedVsMeasured:
     with the machine); a note saying how to get them where it stored none."""
     if group.operator_model is None:
         return PredictedVsMeasured(None, NO_MODEL)
+    try:  # only read, never run: the model's fields are checked as plain data
+        OperatorModel.from_dict(group.operator_model)
+    except OldModelFormatError:
+        return PredictedVsMeasured(None, OLD_MODEL)
+    except ModelFormatError as exc:
+        return PredictedVsMeasured(None, f"The per-operator time model stored with these results is "
+                                         f"unreadable ({exc}): {HOW_TO_GET_ONE}")
     predictions = latest_predictions(store.prediction_rows(group))
     if not predictions:
         return PredictedVsMeasured(None, NO_PREDICTIONS)

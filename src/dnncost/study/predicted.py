@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 
 from dnncost.core.errors import DnncostError, StoreError
 from dnncost.core.kinds import Mode
+from dnncost.prediction.errors import REFIT_COMMAND, OldModelFormatError
 from dnncost.prediction.evaluation import Observation, roofline_seconds
 from dnncost.prediction.kernels import module_counts
-from dnncost.prediction.predict import OperatorModel, predict_report
+from dnncost.prediction.model import OperatorModel
+from dnncost.prediction.predict import predict_report
 from dnncost.study.points import group_reference, measured_step_s
 from dnncost.study.store import Group, NetworkResult, PredictionRow, Store
 
@@ -50,10 +52,12 @@ def predict_steps(name: str, *, input_shape: Sequence[int], batch_size: int, opt
         report = count(module, mode=mode.value, batch_size=batch_size, input_shape=tuple(input_shape),
                        optimizer=optimizer, name=name)
         predicted = predict_report(report, model, modules=modules, param_tensors=param_tensors,
-                                   strict=False).step_s
+                                   strict=False)
+        low, high = predicted.step_interval_s or (None, None)
         roofline = (roofline_seconds(report, peak_flops_per_s=peak_flops_per_s, bytes_per_s=bytes_per_s)
                     if peak_flops_per_s and bytes_per_s else None)
-        out[mode] = (report, PredictionRow(mode.value, made_by, predicted, roofline_s=roofline))
+        out[mode] = (report, PredictionRow(mode.value, made_by, predicted.step_s, low_s=low,
+                                           high_s=high, roofline_s=roofline))
     return out
 
 
@@ -83,7 +87,6 @@ def predict_with_stored_model(store: Store, *, config_hash: str, fingerprint: st
     of configuration ``config_hash`` it has not predicted yet (:func:`store_predictions`), at the
     end of a study. Optional: a model that cannot be read or used is warned about, and the
     measurements stand without it."""
-    import pickle
     import warnings
 
     group = next((g for g in store.groups() if (g.config_hash, g.fingerprint) == (config_hash, fingerprint)),
@@ -94,7 +97,11 @@ def predict_with_stored_model(store: Store, *, config_hash: str, fingerprint: st
     try:
         model = OperatorModel.from_dict(group.operator_model)
         store_predictions(store, group, model, bytes_per_s=env.bandwidth_bytes_per_s)
-    except (DnncostError, KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
+    except OldModelFormatError as exc:
+        warnings.warn(f"{exc}; the report has no predicted-vs-measured section: run "
+                      f"`{REFIT_COMMAND}` (or `dnncost calibrate --ops`) and rerun the study's command",
+                      stacklevel=2)
+    except DnncostError as exc:
         warnings.warn(f"the per-operator time model stored for this machine could not predict the "
                       f"networks ({type(exc).__name__}: {exc}); the report has no predicted-vs-measured "
                       "section", stacklevel=2)
@@ -109,6 +116,18 @@ def latest_predictions(rows: Sequence[tuple[str, PredictionRow]]) -> dict[tuple[
     return {(name, row.mode): row for name, row in rows if row.calibration_id == latest}
 
 
+def _observation(net: NetworkResult, mode: str, measured_s: float, *, flops: float, params: float,
+                 row: PredictionRow | None) -> Observation:
+    """One network's measured step beside what the methods predict it from (``row``: the per-kernel
+    model's stored prediction, None without one)."""
+    interval = (row.low_s, row.high_s) if row is not None and row.low_s is not None \
+        and row.high_s is not None else None
+    return Observation(net.name, net.family, mode, measured_s, flops=flops, params=params,
+                       per_operator_s=row.predicted_s if row is not None else None,
+                       per_operator_interval_s=interval,
+                       roofline_s=row.roofline_s if row is not None else None)
+
+
 def stored_observations(networks: Sequence[NetworkResult],
                         predictions: Mapping[tuple[str, str], PredictionRow]) -> list[Observation]:
     """One observation per network and mode with a measured step and a stored prediction: the
@@ -121,9 +140,8 @@ def stored_observations(networks: Sequence[NetworkResult],
             measured = measured_step_s(net, mode.value, reference_s=reference)
             if row is None or counted is None or math.isnan(measured):
                 continue
-            out.append(Observation(net.name, net.family, mode.value, measured, flops=counted.flops,
-                                   params=counted.params, per_operator_s=row.predicted_s,
-                                   roofline_s=row.roofline_s))
+            out.append(_observation(net, mode.value, measured, flops=counted.flops,
+                                    params=counted.params, row=row))
     return out
 
 
@@ -156,10 +174,8 @@ def recounted_observations(group: Group, *, op_model: OperatorModel | None,
         for mode, (report, row) in steps.items():
             if math.isnan(measured[mode]):
                 continue
-            out.append(Observation(net.name, net.family, mode.value, measured[mode],
-                                   flops=report.total().flops, params=report.params,
-                                   per_operator_s=row.predicted_s if row else None,
-                                   roofline_s=row.roofline_s if row else None))
+            out.append(_observation(net, mode.value, measured[mode], flops=report.total().flops,
+                                    params=report.params, row=row))
     return out
 
 

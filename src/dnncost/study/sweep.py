@@ -199,14 +199,19 @@ def _calibration(store: Store, fingerprint: str, device: torch.device, threads: 
     without the float32 convolution benchmark (older files, or one holding only a per-operator
     model) does not give the peak: a matmul alone understated it (issue 13). An unreadable cached
     calibration is warned about and ignored (dnncost.measuring.calibrate.cached_calibration).
-    The per-operator model is the one in the cached calibration (None: it has none; the store
-    then keeps what it held)."""
+    The per-operator model is the one in the cached calibration (None: it has none, or one that
+    cannot be read, which is warned about; the store then keeps what it held)."""
     from dnncost.measuring.calibrate import cached_calibration, calibrate
-    from dnncost.prediction.predict import SECTION
+    from dnncost.prediction.errors import NotCalibratedError
+    from dnncost.prediction.storage import model_in
 
     cal = cached_calibration(device, threads=threads)
-    section = cal.sections.get(SECTION) if cal is not None else None
-    operator_model = dict(section["model"]) if isinstance(section, dict) and section.get("model") else None
+    operator_model = None
+    try:
+        model = model_in(cal) if cal is not None else None
+        operator_model = model.to_dict() if model is not None else None
+    except NotCalibratedError as exc:  # optional: the measurements stand without it
+        warnings.warn(f"{exc}; the study goes on without it", stacklevel=2)
     if cal is not None and "float32" in cal.conv:
         source = f"dnncost calibrate, {cal.created}"
     else:
@@ -225,7 +230,7 @@ def _fit_operator_model(threads: int) -> dict[str, object]:
     its calibration cache like `dnncost calibrate --ops --quick` and returned for the store: the
     report's predicted-vs-measured section then exists in every default run, marked quick."""
     from dnncost.prediction.calibration import calibrate_operators
-    from dnncost.prediction.predict import save_operator_model
+    from dnncost.prediction.storage import save_operator_model
 
     model = calibrate_operators(threads=threads, quick=True, budget_s=STUDY_CALIBRATION_S).model
     save_operator_model(model)

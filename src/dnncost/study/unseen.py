@@ -1,5 +1,6 @@
 """Unseen-network results in the study store: each :class:`~dnncost.prediction.unseen.UnseenPoint`
-(or network left out) of ``dnncost evaluate --unseen`` as an ``unseen_results`` row (schema 6),
+(or network left out) of ``dnncost evaluate --unseen`` as an ``unseen_results`` row (schema 6; the
+prediction's interval since schema 9),
 kept the moment it is complete, and read back grouped by protocol and machine -- for the report,
 and so that a rerun of an interrupted evaluation measures only what is missing.
 
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dnncost.core.environment import current_environment, machine_fingerprint
-from dnncost.prediction.predict import OperatorModel
+from dnncost.prediction.model import OperatorModel
 from dnncost.prediction.unseen import ESTIMATOR, Key, LeftOut, UnseenPoint, UnseenResult
 from dnncost.study.predicted import calibration_id
 from dnncost.study.store import Store, UnseenRow, new_uid, now
@@ -99,6 +100,7 @@ def unseen_row(result: UnseenPoint | LeftOut, *, run_uid: str, config_hash: str,
     point = result if isinstance(result, UnseenPoint) else None
     low, high = point.interval_s if point is not None and point.interval_s is not None else (None, None)
     predicted = point.predicted_s if point is not None else {}
+    interval = point.predicted_interval_s if point is not None else None
     return UnseenRow(
         uid=new_uid(), run_uid=run_uid, config_hash=config_hash, fingerprint=fingerprint,
         network=result.name, input_shape="x".join(map(str, result.input_shape)),
@@ -110,7 +112,9 @@ def unseen_row(result: UnseenPoint | LeftOut, *, run_uid: str, config_hash: str,
         params_s=predicted.get("params"), roofline_s=predicted.get("roofline"),
         gflops=point.gflops if point else None, calibration_id=calibration_id,
         calibration=calibration, note=result.reason if isinstance(result, LeftOut) else "",
-        measured=now())
+        measured=now(), predicted_low_s=interval[0] if interval else None,
+        predicted_high_s=interval[1] if interval else None,
+        interval_level=point.interval_level if point is not None else None)
 
 
 PREDICTIONS = {"per_kernel": "predicted_s", "flops": "flops_s", "params": "params_s",
@@ -129,7 +133,10 @@ def point_from_row(row: UnseenRow) -> UnseenPoint:
                        row.measured_s, tuple(row.round_medians or ()), predicted,
                        float(row.gflops) if row.gflops is not None else float("nan"),
                        samples=tuple(row.samples or ()), estimator=row.estimator or ESTIMATOR,
-                       interval_s=interval)
+                       interval_s=interval,
+                       predicted_interval_s=(row.predicted_low_s, row.predicted_high_s)
+                       if row.predicted_low_s is not None and row.predicted_high_s is not None
+                       else None, interval_level=row.interval_level)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ marked as dnncost's by ``PRAGMA application_id``):
   sizes (dnncost.study.work), with the counted FLOPs of each.
 - ``unseen_results`` (schema 6): ``dnncost evaluate --unseen``, one row per network, input
   configuration and step mode: measured time and samples, the per-kernel and baseline predictions,
-  and the calibration that made them (dnncost.study.unseen).
+  and the calibration that made them (dnncost.study.unseen); (schema 10) the per-kernel
+  prediction's interval and its stated coverage.
 - ``predictions`` (schema 9): the per-kernel model's predicted step of each studied network and
   mode, with the plain roofline, keyed by the model that made it (dnncost.study.predicted).
 

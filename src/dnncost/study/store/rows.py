@@ -297,7 +297,8 @@ class PredictionRow:
 @dataclass(frozen=True)
 class UnseenRow:
     """One unseen-network result (schema 6): a network at one input configuration and step mode,
-    measured (or left out: ``measured_s`` None, ``note`` says why) and predicted."""
+    measured (or left out: ``measured_s`` None, ``note`` says why) and predicted; (schema 10) the
+    per-kernel prediction's interval and its stated coverage."""
 
     uid: str
     run_uid: str
@@ -323,6 +324,9 @@ class UnseenRow:
     calibration: Mapping[str, object] = field(metadata=JSON_DICT)
     note: str
     measured: str
+    predicted_low_s: float | None = None  # schema 10: the per-kernel prediction's interval
+    predicted_high_s: float | None = None
+    interval_level: float | None = None  # its stated coverage
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,7 @@ CREATE TABLE allreduce_timings (
 """
 
 _SCHEMA_V3 = """
--- the per-operator time model (dnncost.prediction.predict.OperatorModel.to_dict) of the machine,
+-- the per-operator time model (dnncost.prediction.model.OperatorModel.to_dict) of the machine,
 -- as the study found it in the machine's calibration; NULL when it had none
 ALTER TABLE environments ADD COLUMN operator_model TEXT;
 """
@@ -267,11 +267,20 @@ CREATE TABLE predictions (
 );
 """
 
+_SCHEMA_V10 = """
+-- the interval of each unseen network's per-kernel prediction (dnncost.prediction.interval) and its
+-- stated coverage (e.g. 0.8), so the report can say how many measurements fell inside; NULL where
+-- the calibration gave none
+ALTER TABLE unseen_results ADD COLUMN predicted_low_s REAL;
+ALTER TABLE unseen_results ADD COLUMN predicted_high_s REAL;
+ALTER TABLE unseen_results ADD COLUMN interval_level REAL;
+"""
+
 #: version -> SQL that takes a store from version-1 to version. Applied in order, each in one
 #: transaction with the version bump, so a store is never left half-migrated.
 MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4,
                               5: _SCHEMA_V5, 6: _SCHEMA_V6, 7: _SCHEMA_V7, 8: _SCHEMA_V8,
-                              9: _SCHEMA_V9}
+                              9: _SCHEMA_V9, 10: _SCHEMA_V10}
 SCHEMA_VERSION = max(MIGRATIONS)  # a new schema version is a new entry in MIGRATIONS
 
 #: Every table, in the order :func:`merge` copies them (a table after those it references).

@@ -1,0 +1,78 @@
+"""dnncost.prediction.interval: the signed split-conformal bounds by hand, a bias that shifts the
+interval instead of hiding, the pass-to-pass noise added in quadrature, the coverage reached on
+exchangeable data, and the plain-data round trip."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from dnncost.prediction.errors import ModelFormatError
+from dnncost.prediction.interval import IntervalModel, conformal_bounds, pass_spread
+
+
+def test_conformal_bounds_pick_the_order_statistics() -> None:
+    # n = 19, coverage 0.8: alpha / 2 = 0.1; k_lo = floor(20 * 0.1) = 2, k_hi = ceil(20 * 0.9) = 18
+    assert conformal_bounds(list(range(1, 20)), 0.8) == (2.0, 18.0, True)
+    # n = 9: k_lo = floor(10 * 0.1) = 1, k_hi = ceil(10 * 0.9) = 9: the extremes, still valid
+    assert conformal_bounds([5, 1, 9, 2, 8, 3, 7, 4, 6], 0.8) == (1.0, 9.0, True)
+    # n = 5: k_lo = floor(6 * 0.1) = 0 and k_hi = ceil(6 * 0.9) = 6 > 5: the extremes, not guaranteed
+    assert conformal_bounds([0.1, -0.2, 0.3, 0.0, 0.05], 0.8) == (-0.2, 0.3, False)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        conformal_bounds([1.0], 1.0)
+
+
+def test_a_systematic_bias_shifts_the_interval_off_the_prediction() -> None:
+    """Every network ran 20-40% slower than predicted: the interval lies above the prediction."""
+    slow = tuple(math.log(1.2 + 0.2 * i / 18) for i in range(19))
+    low, high = IntervalModel({"train": slow}).factors("train")
+    # k_lo = 2: 1.2 + 0.2 / 18; k_hi = 18: 1.2 + 0.2 * 17 / 18 (no pass spreads: no widening)
+    assert (low, high) == pytest.approx((1.2 + 0.2 / 18, 1.2 + 0.2 * 17 / 18))
+    assert low > 1.0  # the point prediction is outside: the bias is shown, not averaged away
+
+
+def test_pass_noise_widens_each_side_in_quadrature() -> None:
+    residuals = tuple(np.linspace(-0.1, 0.1, 19))  # median 0, k_lo = 2 and k_hi = 18: -+0.0889
+    q = 0.1 * 8 / 9
+    model = IntervalModel({"eval": residuals}, {"eval": (0.05,) * 10})
+    low, high = model.log_bounds("eval")
+    # each side: sqrt(0.0889^2 + 0.05^2)
+    assert (low, high) == pytest.approx((-math.hypot(q, 0.05), math.hypot(q, 0.05)))
+    assert IntervalModel({"eval": residuals}).log_bounds("eval") == pytest.approx((-q, q))
+    assert model.factors("train") is None  # no residuals of that mode: no interval
+
+
+def test_the_stated_coverage_is_reached_on_exchangeable_residuals() -> None:
+    """Residuals of a biased, noisy predictor (log-normal, +10% bias). The conformal guarantee is
+    on average over calibrations: with n = 40, k_lo = floor(41 * 0.1) = 4 and k_hi = ceil(41 * 0.9)
+    = 37, a new residual falls between them with probability (37 - 4) / 41 = 80.5%. Over 300
+    calibrations of 40, each checked on 2,000 new residuals, the mean coverage is that."""
+    rng = np.random.default_rng(0)
+    covered = []
+    for _ in range(300):
+        low, high = IntervalModel({"train": tuple(rng.normal(0.1, 0.2, 40))}).log_bounds("train")
+        new = rng.normal(0.1, 0.2, 2_000)
+        covered.append(np.mean((low <= new) & (new <= high)))
+    assert float(np.mean(covered)) == pytest.approx(33 / 41, abs=0.01)
+    model = IntervalModel({"train": tuple(rng.normal(0.1, 0.2, 40))})
+    low, high = model.log_bounds("train")
+    wider = model.log_bounds("train", 0.95)
+    assert wider[0] < low and wider[1] > high  # a higher coverage, a wider interval
+
+
+def test_pass_spread_is_half_the_log_range() -> None:
+    assert pass_spread((1.0, 1.21, 1.1)) == pytest.approx(math.log(1.1))  # log(1.21) / 2
+    assert pass_spread((1.0,)) is None and pass_spread(()) is None
+
+
+def test_round_trip_and_a_malformed_interval() -> None:
+    model = IntervalModel({"train": (0.1, -0.2)}, {"train": (0.03,)})
+    assert IntervalModel.from_dict(json.loads(json.dumps(model.to_dict()))) == model
+    with pytest.raises(ModelFormatError, match=r"interval.residuals.train must hold numbers only"):
+        IntervalModel.from_dict({"residuals": {"train": ["0.1"]}, "spreads": {}})
+    with pytest.raises(ModelFormatError, match="interval lacks spreads"):
+        IntervalModel.from_dict({"residuals": {}})
+    summary = model.summary()
+    assert summary["coverage"] == 0.8 and summary["train"]["residuals"] == 2  # type: ignore[index]
