@@ -24,7 +24,14 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from dnncost.core.errors import DnncostError, InputSpecError, ModelNotFoundError, StoreError, suggest
+from dnncost.core.errors import (
+    DnncostError,
+    InputSpecError,
+    ModelNotFoundError,
+    OutputError,
+    StoreError,
+    suggest,
+)
 from dnncost.core.kinds import OPTIMIZERS
 from dnncost.measuring.measurement import NOISE_THRESHOLD, NoisyMeasurementWarning
 from dnncost.study.store import CountRow, RepeatConditions, Store, TimingRow, WorkRow
@@ -397,7 +404,11 @@ def _fit_operator_model(threads: int) -> dict[str, object]:
     from dnncost.prediction.predict import save_operator_model
 
     model = calibrate_operators(threads=threads, quick=True, budget_s=STUDY_CALIBRATION_S).model
-    save_operator_model(model)
+    try:
+        save_operator_model(model)
+    except OutputError as exc:  # the store keeps the model all the same
+        warnings.warn(f"{exc}; the per-operator time model is kept in the study's database only",
+                      stacklevel=2)
     return model.to_dict()
 
 
