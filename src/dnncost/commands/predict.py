@@ -3,9 +3,15 @@ running the network (its operators are counted on the meta device and timed by t
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from dnncost.commands._common import add_format_argument, add_model_input_arguments, input_spec
 from dnncost.commands._exit_codes import EXIT_OK
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from dnncost.core.inputs import InputSpec
 
 COLUMNS = ("mode", "module", "predicted_ms", "share", "gflops")
 CAVEAT_TEXT = {
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     spec = input_spec(args, loaded.input_shape)
     shape = spec.sample_shape
+    _check_fits(loaded.build("meta"), spec, batch_size=args.batch_size)
     modes = ("train", "eval") if args.mode == "both" else (args.mode,)
     try:
         predictions = [predict_time(loaded.build("meta"), input_shape=spec,
@@ -109,3 +116,19 @@ def run(args: argparse.Namespace) -> int:
                  title=f"{loaded.name}: predicted time, input {spec}, batch {args.batch_size}",
                  footer="\n".join(lines), json_payload=payload))
     return EXIT_OK
+
+
+def _check_fits(meta_model: nn.Module, spec: InputSpec, *, batch_size: int) -> None:
+    """Refuse a batch whose inputs and weights alone (a lower bound of any step's memory, known
+    without counting or allocating) are more than this machine has: its time is no figure to
+    predict. Nothing is allocated: the model is on the meta device."""
+    import torch
+
+    from dnncost.core.device import check_memory_fits
+
+    inputs = spec.batch_bytes(batch_size)
+    if inputs is None:  # a factory's inputs: unknown until it runs
+        return
+    weights = sum(p.numel() * p.element_size() for p in meta_model.parameters())
+    check_memory_fits(inputs + weights, device=torch.device("cpu"), batch_size=batch_size,
+                      estimate="its input batch and weights alone")
