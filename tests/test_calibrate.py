@@ -217,12 +217,19 @@ def test_unreadable_or_foreign_files_are_store_errors(cache: Path) -> None:
 
 
 def test_calibrate_ops_then_predict_from_the_cli(tmp_path, monkeypatch, capsys):
-    """`dnncost calibrate --ops` fits the per-operator model that `dnncost predict` needs."""
+    """`dnncost calibrate --ops` fits the per-operator model that `dnncost predict` needs.
+
+    Kept small so that a busy machine cannot stretch it to the test timeout: no time budget, so
+    only the quick calibration's fewest networks (2), each tiny (a training step of at most 3e7
+    FLOPs), and the fit on FIT_THREADS threads."""
     import json
 
     from dnncost.cli import main
+    from dnncost.prediction import calibration
 
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(calibration, "QUICK_BUDGET_S", 0.0)
+    monkeypatch.setattr(calibration, "QUICK_MAX_TRAIN_FLOPS", 3e7)
     assert main(["predict", "lenet5"]) == 2
     assert "dnncost calibrate --ops" in capsys.readouterr().err
     assert main(["calibrate", "--ops", "--quick", "--format", "json"]) == 0

@@ -151,6 +151,22 @@ def test_a_network_timed_on_a_busy_machine_is_timed_again(monkeypatch) -> None:
     steps = iter([0.9, 0.3, 0.6, 0.4, 0.8, 0.1])
     samples, still = calibration.measure_quietly(None, threads=2, retries=2, measure=measure)  # type: ignore[arg-type]
     assert [s.step_s for s in samples] == [0.6, 0.1] and still  # 3 attempts, then given up
+    always = iter([True] * 3)
+    monkeypatch.setattr(calibration, "machine_load", lambda *a, **k: SimpleNamespace(busy=next(always)))
+    steps = iter([0.9, 0.3, 0.6, 0.4])
+    samples, still = calibration.measure_quietly(None, threads=2, retries=2, until=0.0,  # type: ignore[arg-type]
+                                                 measure=measure)
+    assert [s.step_s for s in samples] == [0.9, 0.3] and still  # no room for a retry: 1 attempt
+
+
+def test_one_network_is_held_out_of_fewer_than_hold_out() -> None:
+    from dnncost.prediction.calibration import HOLD_OUT, held_out
+
+    assert HOLD_OUT == 4
+    assert [i for i in range(9) if held_out(i, 9)] == [3, 7]  # every 4th
+    assert [i for i in range(2) if held_out(i, 2)] == [1]  # of 2: the last
+    assert [i for i in range(3) if held_out(i, 3)] == [2]
+    assert not held_out(0, 1)  # one network: fitted, nothing to check it on
 
 
 def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> None:
@@ -167,7 +183,7 @@ def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> N
     order: list[int] = []
     scale = iter([3.0, 1.0, 2.0, 1.0, 2.0, 3.0, 2.0, 3.0, 1.0])  # per call: a slowdown of its pass
 
-    def measure_quietly(net, *, threads, retries):  # noqa: ANN001, ANN202
+    def measure_quietly(net, *, threads, until):  # noqa: ANN001, ANN202
         order.append(net.seed)
         k = next(scale)
         busy = net.seed == 0 or (net.seed == 1 and len(order) <= 3)  # 0: every pass; 1: the first
