@@ -160,13 +160,13 @@ def test_a_network_timed_on_a_busy_machine_is_timed_again(monkeypatch) -> None:
 
 
 def test_one_network_is_held_out_of_fewer_than_hold_out() -> None:
-    from dnncost.prediction.calibration import HOLD_OUT, held_out
+    from dnncost.prediction.calibration import HOLD_OUT, is_held_out
 
     assert HOLD_OUT == 4
-    assert [i for i in range(9) if held_out(i, 9)] == [3, 7]  # every 4th
-    assert [i for i in range(2) if held_out(i, 2)] == [1]  # of 2: the last
-    assert [i for i in range(3) if held_out(i, 3)] == [2]
-    assert not held_out(0, 1)  # one network: fitted, nothing to check it on
+    assert [i for i in range(9) if is_held_out(i, 9)] == [3, 7]  # every 4th
+    assert [i for i in range(2) if is_held_out(i, 2)] == [1]  # of 2: the last
+    assert [i for i in range(3) if is_held_out(i, 3)] == [2]
+    assert not is_held_out(0, 1)  # one network: fitted, nothing to check it on
 
 
 def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> None:

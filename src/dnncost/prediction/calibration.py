@@ -270,14 +270,14 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     held: list[NetworkSample] = []
     for i, net in enumerate(nets):
         per_mode = [fastest(attempts) for attempts in zip(*timed[net.seed], strict=True)]
-        (held if held_out(i, len(nets)) else fitted).extend(per_mode)
+        (held if is_held_out(i, len(nets)) else fitted).extend(per_mode)
     busy = sum(busy_passes[net.seed] == len(timed[net.seed]) for net in nets)
     meta = {"fingerprint": fingerprint, "threads": n_threads, "torch_version": str(torch.__version__),
             "quick": quick, "busy_networks": busy, "passes": passes}
     return refit(StoredSamples(tuple(fitted), tuple(held), meta))
 
 
-def held_out(index: int, networks: int) -> bool:
+def is_held_out(index: int, networks: int) -> bool:
     """Whether network ``index`` (from 0) of ``networks`` is held out: every HOLD_OUT-th, and with
     fewer networks than HOLD_OUT the last, so that two or more always leave one to check on."""
     return index % HOLD_OUT == HOLD_OUT - 1 or (networks < HOLD_OUT and 0 < index == networks - 1)
@@ -307,6 +307,6 @@ def stored_samples(done: Calibrated) -> StoredSamples:
 
 
 __all__ = ["BUDGET_S", "FIT_THREADS", "Calibrated", "MAX_TRAIN_FLOPS", "QUICK_BUDGET_S",
-           "baseline_seconds", "calibrate_operators", "fastest", "fit_baselines", "held_out",
+           "baseline_seconds", "calibrate_operators", "fastest", "fit_baselines", "is_held_out",
            "measure_network", "measure_quietly", "refit", "sized_network", "step_errors",
            "stored_samples"]
