@@ -4,10 +4,13 @@ Each case is (argv, exit code, a phrase the one-line error must contain). Every 
 that exit code, one ``dnncost <cmd>: error: ...`` line holding the phrase, and no traceback. Cases
 run in-process through :func:`dnncost.cli.main` (fast); a few run as real subprocesses, the way a
 user meets them. ``{models}`` in an argv is a folder of small broken model files, ``{tmp}`` a
-scratch folder with a garbage file, an empty file and a plain file in it.
+scratch folder with a garbage file, an empty file and a plain file in it. A case runs with dnncost's
+cache in ``{tmp}/cache`` unless it names another (a path through the plain file: a folder that
+cannot be written). Nothing may be left behind: no temporary file under ``{tmp}``, no process.
 """
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -21,7 +24,8 @@ from dnncost.cli import EXIT_BAD_INPUT, main
 
 BAD = EXIT_BAD_INPUT
 COMMANDS = {"count", "time", "train", "zoo", "predict", "calibrate", "evaluate", "study", "report",
-            "merge"}
+            "merge", "whatif"}
+HUGE = "99999999999"  # a batch size no machine holds: 1e11 samples
 MANY_CORES = str((os.cpu_count() or 1) * 64)  # more threads / workers than this machine has
 
 MODELS = '''
@@ -51,6 +55,9 @@ def boom():
 
 def not_a_module():
     return 42
+
+def raising_inputs(batch_size):
+    raise RuntimeError("input factory exploded")
 '''
 
 
@@ -61,14 +68,18 @@ class Case:
     argv: tuple[str, ...]
     code: int
     phrase: str
+    cache: str = "{tmp}/cache"  # DNNCOST_CACHE_DIR while the case runs
 
     @property
     def id(self) -> str:
         return " ".join(self.argv)[:80]
 
 
-def case(line: str, phrase: str, code: int = BAD) -> Case:
-    return Case(tuple(line.split()), code, phrase)
+def case(line: str, phrase: str, code: int = BAD, *, cache: str = "{tmp}/cache") -> Case:
+    return Case(tuple(line.split()), code, phrase, cache)
+
+
+UNWRITABLE_CACHE = "{tmp}/plain.txt/cache"  # a path through a file: no folder can be made there
 
 
 CASES = [
@@ -99,6 +110,9 @@ CASES = [
     case("count {models}/broken.py:f", "importing"),
     case("count torchvision:resnet5000", "unknown torchvision model"),
     case("count resnet20 --device cpu --input 3x100000x100000", "memory"),
+    case("count lenet5 --input {models}/m.py:raising_inputs",
+         "building the inputs '{models}/m.py:raising_inputs' (batch size 1) failed: RuntimeError: "
+         "input factory exploded"),
     case("count", "required: MODEL"),
     # -- time
     case("time nosuchnet", "unknown model 'nosuchnet'"),
@@ -117,6 +131,8 @@ CASES = [
     case("time lenet5 --device gpu --repeats 1", "device 'gpu'"),
     case("time lenet5 --batch-size 0 --repeats 1", "batch size"),
     case("time resnet20 --batch-size 100000000 --repeats 1", "counted peak estimate"),
+    case(f"time lenet5 --batch-size {HUGE} --repeats 1", "counted peak estimate"),
+    case("time lenet5 --input {models}/m.py:raising_inputs --repeats 1", "building the inputs"),
     case("time lenet5 --mode sideways", "invalid choice: 'sideways'"),
     case("time lenet5 --optimizer lion", "invalid choice: 'lion'"),
     case("time lenet5 --nproc 0", "positive integer"),
@@ -170,15 +186,31 @@ CASES = [
     case("predict lenet5 --batch-size 0", "positive integer, got 0"),
     case("predict lenet5 --input 1x2", "failed in module"),
     case("predict lenet5 --mode sideways", "invalid choice: 'sideways'"),
+    case(f"predict lenet5 --batch-size {HUGE}", "its input batch and weights alone"),  # nothing run
+    case("predict lenet5 --input {models}/m.py:raising_inputs", "building the inputs"),
+    # -- whatif
+    case(f"whatif lenet5 --batch-size {HUGE} --repeats 1 --warmup 0", "counted peak estimate"),
+    case("whatif lenet5 --input {models}/m.py:raising_inputs --repeats 1 --warmup 0",
+         "building the inputs"),
     # -- calibrate
     case("calibrate --device tpu --quick", "device 'tpu'"),
     case("calibrate --threads 0 --quick", "thread"),
     case("calibrate --threads a,b --quick", "thread"),
     case(f"calibrate --threads {MANY_CORES} --quick", "logical CPU"),
     case("calibrate --dtypes int8 --quick", "int8"),
+    case("calibrate --quick", "cannot write to dnncost's cache folder '{tmp}/plain.txt/cache/calibration' "
+         "(Not a directory): part of that path is a file; set DNNCOST_CACHE_DIR", cache=UNWRITABLE_CACHE),
+    case("calibrate --ops --quick", "DNNCOST_CACHE_DIR", cache=UNWRITABLE_CACHE),  # before measuring
+    case("calibrate --ops --refit", "DNNCOST_CACHE_DIR", cache=UNWRITABLE_CACHE),
     # -- evaluate
     case("evaluate --db /nonexistent/x.sqlite", "/nonexistent/x.sqlite"),
     case("evaluate --db {tmp}/garbage.sqlite", "garbage.sqlite"),
+    case("evaluate --unseen --models nosuchnet --db {tmp}/u.sqlite",
+         "not unseen network: 'nosuchnet' (no torchvision classification network)"),
+    case("evaluate --unseen --models resnet50 --db {tmp}/u.sqlite", "'resnet50' (in dnncost's zoo)"),
+    case("evaluate --unseen --models convnxt_tiny,efficientnet_b0 --db {tmp}/u.sqlite",
+         "'convnxt_tiny' (did you mean: convnext_tiny"),
+    case("evaluate --unseen --models , --db {tmp}/u.sqlite", "at least one network name"),
     # -- study
     case("study --models nosuchnet --no-progress", "nosuchnet"),
     case("study --models lenet5 --dataset cifar10:/nonexistent --db {tmp}/s.sqlite --no-progress",
@@ -218,6 +250,24 @@ def _error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if ": error: " in line]
 
 
+def _left_behind(folders: dict[str, str]) -> list[Path]:
+    """Temporary files under the scratch folder (dnncost's cache included)."""
+    return sorted(Path(folders["tmp"]).rglob("*.tmp"))
+
+
+def _children() -> set[int]:
+    """The live child processes of this one (from /proc; empty where there is none)."""
+    me, found = os.getpid(), set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == me and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
 def test_the_suite_is_large_and_covers_every_command() -> None:
     assert len(CASES) >= 60
     assert {c.argv[0] for c in CASES if c.argv} >= COMMANDS
@@ -230,8 +280,9 @@ def test_bad_input_gives_one_clear_line(c: Case, folders: dict[str, str],
     if "cuda" in c.argv and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     monkeypatch.chdir(folders["tmp"])  # anything a command writes by default lands here
-    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(Path(folders["tmp"], "cache")))  # no calibration
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", c.cache.format(**folders))  # no calibration
     threads = torch.get_num_threads()
+    children = _children()
     try:
         code = main(_argv(c, folders))
     except SystemExit as exc:  # argparse's usage errors leave through parser.exit
@@ -241,14 +292,17 @@ def test_bad_input_gives_one_clear_line(c: Case, folders: dict[str, str],
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     assert code == c.code, err[-2000:]
+    phrase = c.phrase.format(**folders)
     if c.argv:
         lines = _error_lines(err)
         assert len(lines) == 1, err[-2000:]
         command = c.argv[0] if c.argv[0] in COMMANDS else None  # else argparse's top level
         assert lines[0].startswith(f"dnncost {command}: error: " if command else "dnncost: error: ")
-        assert c.phrase in lines[0], lines[0]
+        assert phrase in lines[0], lines[0]
     else:
-        assert c.phrase in out + err
+        assert phrase in out + err
+    assert _left_behind(folders) == [], "temporary files left behind"
+    assert _children() <= children, "processes left behind"
 
 
 def test_did_you_mean_names_each_candidate_once(capsys: pytest.CaptureFixture[str]) -> None:
@@ -299,3 +353,118 @@ def test_only_the_models_own_failures_are_renamed() -> None:
         with named_model_failure(net, name="net", inputs=(x,)):
             raise InputSpecError("already one line")
     assert type(caught.value) is InputSpecError
+
+
+# -- a cache folder that cannot be written (N1): read-only, full ----------------------------------
+def _calibrate_into(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                    capsys: pytest.CaptureFixture[str]) -> str:
+    """`dnncost calibrate --quick` with its cache in ``cache``: exit 2, one line naming the folder
+    and DNNCOST_CACHE_DIR, no traceback, no temporary file; returns the line."""
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(cache))
+    threads = torch.get_num_threads()
+    try:
+        code = main(["calibrate", "--quick", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err
+    assert code == BAD and "Traceback" not in err, err[-2000:]
+    (line,) = _error_lines(err)
+    assert f"cache folder '{cache / 'calibration'}'" in line and "DNNCOST_CACHE_DIR" in line, line
+    assert sorted(cache.rglob("*.tmp")) == []
+    return line
+
+
+def _refuse_under(cache: Path, error: int) -> object:
+    """``os.open`` that fails with ``error`` for paths under ``cache``, as a read-only or full
+    file system does (running as root, a chmod cannot make a folder read-only)."""
+    real = os.open
+
+    def fake(path, flags, mode=0o777, *, dir_fd=None):  # noqa: ANN001, ANN202
+        if str(path).startswith(str(cache)):
+            raise OSError(error, os.strerror(error), str(path))
+        return real(path, flags, mode, dir_fd=dir_fd)
+    return fake
+
+
+def _full_after_open(cache: Path) -> object:
+    """``os.fdopen`` whose writes fail with ENOSPC for files under ``cache``: the file exists,
+    empty, when the disk turns out full -- what left a 0-byte ``*.json.tmp`` behind."""
+    real = os.fdopen
+
+    class Full:
+        def __init__(self, f) -> None:  # noqa: ANN001
+            self.f = f
+
+        def __enter__(self) -> Full:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fake(fd, *args, **kwargs):  # noqa: ANN001, ANN202
+        f = real(fd, *args, **kwargs)
+        return Full(f) if os.readlink(f"/proc/self/fd/{fd}").startswith(str(cache)) else f
+    return fake
+
+
+def test_a_read_only_cache_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(os, "open", _refuse_under(cache, errno.EROFS))
+    line = _calibrate_into(cache, monkeypatch, capsys)
+    assert "(Read-only file system): make it writable or set DNNCOST_CACHE_DIR" in line
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes into a folder whatever its mode")
+def test_a_cache_folder_without_write_permission_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = tmp_path / "cache"
+    (cache / "calibration").mkdir(parents=True)
+    (cache / "calibration").chmod(0o500)
+    try:
+        assert "(Permission denied)" in _calibrate_into(cache, monkeypatch, capsys)
+    finally:
+        (cache / "calibration").chmod(0o700)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_a_full_cache_disk_is_one_line_and_leaves_no_temporary_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(os, "fdopen", _full_after_open(cache))
+    line = _calibrate_into(cache, monkeypatch, capsys)
+    assert "(No space left on device): free some space there or set DNNCOST_CACHE_DIR" in line
+    assert list((cache / "calibration").iterdir()) == []  # the empty file it began is gone too
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_every_cache_writer_leaves_nothing_on_a_full_disk(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The calibration's samples file is an error like the calibration; the reference probe's
+    record is optional (its run goes on) -- and neither leaves a temporary file."""
+    from dnncost.core.errors import OutputError
+    from dnncost.measuring.probe import load_reference, record_probe
+    from dnncost.prediction.samples import StoredSamples, samples_path, save_samples
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(cache))
+    monkeypatch.setattr(os, "fdopen", _full_after_open(cache))
+    with pytest.raises(OutputError, match="No space left on device"):
+        save_samples(StoredSamples((), ()), samples_path("fp"))
+    assert record_probe(0.001, "cpu", threads=1) == 0.001  # this run's own reference
+    assert load_reference("cpu", threads=1) is None  # nothing kept
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
+
+
+def test_counting_allocates_nothing_whatever_the_batch() -> None:
+    """The training step's labels are made on the meta device as well (N2): the 1e11 labels of
+    batch 99999999999 would take 800 GB; counting must not touch real memory at any batch size."""
+    from dnncost.counting.counter import count
+    from dnncost.models.loading import load_model
+
+    report = count(load_model("lenet5"), mode="train", batch_size=int(HUGE))
+    assert report.batch_size == int(HUGE) and report.total().macs > 0

@@ -239,16 +239,26 @@ def test_unreadable_or_foreign_files_are_store_errors(cache: Path) -> None:
 
 
 def test_calibrate_ops_then_predict_from_the_cli(tmp_path, monkeypatch, capsys):
-    """`dnncost calibrate --ops` fits the per-operator model that `dnncost predict` needs."""
+    """`dnncost calibrate --ops` fits the per-operator model that `dnncost predict` needs.
+
+    Kept small so that a busy machine cannot stretch it to the test timeout: no time budget, so
+    only the quick calibration's fewest networks (2), timed on one thread (with two, every kernel
+    waits at its barrier for a thread another process holds), and the fit on FIT_THREADS."""
     import json
 
     from dnncost.cli import main
+    from dnncost.prediction import calibration
 
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
-    assert main(["predict", "lenet5"]) == 2
-    assert "dnncost calibrate --ops" in capsys.readouterr().err
-    assert main(["calibrate", "--ops", "--quick", "--format", "json"]) == 0
+    monkeypatch.setattr(calibration, "QUICK_BUDGET_S", 0.0)
+    threads = torch.get_num_threads()
+    try:
+        assert main(["predict", "lenet5", "--threads", "1"]) == 2
+        assert "dnncost calibrate --ops" in capsys.readouterr().err
+        assert main(["calibrate", "--ops", "--quick", "--threads", "1", "--format", "json"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     capsys.readouterr()
-    assert main(["predict", "lenet5", "--batch-size", "8", "--format", "json"]) == 0
+    assert main(["predict", "lenet5", "--batch-size", "8", "--threads", "1", "--format", "json"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out)

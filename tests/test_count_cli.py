@@ -88,3 +88,25 @@ def test_debug_shows_the_traceback():
 
     with pytest.raises(InputSpecError):
         main(["--debug", "count", "torchvision:resnet50", "--input", "bad"])
+
+
+def test_a_models_own_warnings_are_one_dnncost_line_each(tmp_path, capsys):
+    """torch's notices raised inside a model (e.g. the nested-tensor prototype warning of
+    TransformerEncoder) are shown once each, as one line, not as Python's file:line form."""
+    path = tmp_path / "warns.py"
+    path.write_text(textwrap.dedent('''
+        import warnings
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(4, 2)
+
+            def forward(self, x):
+                warnings.warn("a prototype API is used\\nsecond line of the notice", UserWarning)
+                return self.fc(x)
+    '''))
+    code, _, err = run(capsys, "count", f"{path}:Net", "--input", "4", "--mode", "train")
+    assert code == 0
+    assert err.splitlines() == ["dnncost count: warning: a prototype API is used"]  # once, 1 line

@@ -191,6 +191,22 @@ def test_a_network_timed_on_a_busy_machine_is_timed_again(monkeypatch) -> None:
     steps = iter([0.9, 0.3, 0.6, 0.4, 0.8, 0.1])
     samples, still = calibration.measure_quietly(None, threads=2, retries=2, measure=measure)  # type: ignore[arg-type]
     assert [s.step_s for s in samples] == [0.6, 0.1] and still  # 3 attempts, then given up
+    always = iter([True] * 3)
+    monkeypatch.setattr(calibration, "machine_load", lambda *a, **k: SimpleNamespace(busy=next(always)))
+    steps = iter([0.9, 0.3, 0.6, 0.4])
+    samples, still = calibration.measure_quietly(None, threads=2, retries=2, until=0.0,  # type: ignore[arg-type]
+                                                 measure=measure)
+    assert [s.step_s for s in samples] == [0.9, 0.3] and still  # no room for a retry: 1 attempt
+
+
+def test_one_network_is_held_out_of_fewer_than_hold_out() -> None:
+    from dnncost.prediction.calibration import HOLD_OUT, is_held_out
+
+    assert HOLD_OUT == 4
+    assert [i for i in range(9) if is_held_out(i, 9)] == [3, 7]  # every 4th
+    assert [i for i in range(2) if is_held_out(i, 2)] == [1]  # of 2: the last
+    assert [i for i in range(3) if is_held_out(i, 3)] == [2]
+    assert not is_held_out(0, 1)  # one network: fitted, nothing to check it on
 
 
 def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> None:
@@ -209,7 +225,7 @@ def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> N
     # per call: a slowdown of its pass (T, 0, 1, 2 in pass 1, then pass 2, then pass 3)
     scale = iter([2.0, 3.0, 1.0, 2.0, 1.0, 1.0, 2.0, 3.0, 1.5, 2.0, 3.0, 1.0])
 
-    def measure_quietly(net, *, threads, retries):  # noqa: ANN001, ANN202
+    def measure_quietly(net, *, threads, until):  # noqa: ANN001, ANN202
         order.append(net.name)
         k = next(scale)
         busy = net.name == "random0" or (net.name == "random1" and len(order) <= 4)  # 0: every

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from dnncost.core.kinds import OPTIMIZERS, OptimizerKind
@@ -67,3 +71,19 @@ def input_spec(args: argparse.Namespace, default_shape: tuple[int, ...]) -> Inpu
     if args.input_shape:
         return parse_inputs(args.input_shape)
     return InputSpec((TensorInput(tuple(default_shape)),), name="x".join(map(str, default_shape)))
+
+
+@contextmanager
+def warnings_once(command: str) -> Iterator[None]:
+    """Each distinct warning raised in the block as one line on stderr when it ends, failed or
+    not -- ``dnncost <command>: warning: <its first line>`` -- however often it was raised, instead
+    of Python's file:line form with the source line below it (torch's prototype and deprecation
+    notices from inside a model, an unreadable calibration file ignored)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            lines = (str(w.message).strip().splitlines() for w in caught)
+            for message in dict.fromkeys(text[0] for text in lines if text):
+                print(f"dnncost {command}: warning: {message}", file=sys.stderr)

@@ -41,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dnncost.core.cache import cache_dir, check_cache_writable
     from dnncost.core.errors import DeviceError
     from dnncost.measuring.calibrate import calibrate, save_calibration
     from dnncost.reporting.formatting import render
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise DeviceError(f"--threads takes positive integers separated by commas, "
                               f"got '{args.threads}'") from None
+    check_cache_writable(cache_dir() / "calibration")  # before any measuring, not after it
     rows: list[dict[str, object]] = []
     stored: list[str] = []
     payload: list[dict[str, Any]] = []

@@ -10,6 +10,7 @@ from dnncost.commands._common import (
     add_optimizer_argument,
     add_precision_arguments,
     input_spec,
+    warnings_once,
 )
 from dnncost.commands._exit_codes import EXIT_OK
 from dnncost.core.kinds import MODES, Mode
@@ -47,16 +48,17 @@ def run(args: argparse.Namespace) -> int:
     from dnncost.models.loading import load_model
     from dnncost.reporting.formatting import render
 
-    loaded = load_model(args.model)
-    try:
-        report = count(loaded, input_spec(args, loaded.input_shape), batch_size=args.batch_size,
-                       mode=args.mode, device=args.device, optimizer=args.optimizer,
-                       name=loaded.name, dtype=args.dtype, autocast=args.autocast,
-                       channels_last=args.channels_last)
-    except InputSpecError as exc:
-        if META_HINT in str(exc) or "autocast" in str(exc):
-            raise InputSpecError(f"{exc} (--device cpu)") from exc
-        raise
+    with warnings_once("count"):  # torch's notices from inside the model, one line each
+        loaded = load_model(args.model)
+        try:
+            report = count(loaded, input_spec(args, loaded.input_shape), batch_size=args.batch_size,
+                           mode=args.mode, device=args.device, optimizer=args.optimizer,
+                           name=loaded.name, dtype=args.dtype, autocast=args.autocast,
+                           channels_last=args.channels_last)
+        except InputSpecError as exc:
+            if META_HINT in str(exc) or "autocast" in str(exc):
+                raise InputSpecError(f"{exc} (--device cpu)") from exc
+            raise
     if args.format != "table":
         rows = report.to_rows(args.by, depth=args.depth)
         print(render(rows, args.format, json_payload=report.to_dict(by=args.by, depth=args.depth)))

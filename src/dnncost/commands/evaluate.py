@@ -133,7 +133,7 @@ def run_unseen(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dnncost.core.errors import InputSpecError
+    from dnncost.core.errors import InputSpecError, ModelNotFoundError
     from dnncost.prediction import unseen
     from dnncost.prediction.calibration import calibrate_operators
     from dnncost.prediction.interval import COVERAGE
@@ -149,6 +149,12 @@ def run_unseen(args: argparse.Namespace) -> int:
         raise InputSpecError(f"--threads must be a positive integer, got {args.threads}")
     if args.max_gflops is not None and not args.max_gflops > 0:
         raise InputSpecError(f"--max-gflops must be positive, got {args.max_gflops}")
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else (
+        list(unseen.QUICK_MODELS) if args.quick else None)
+    if args.models is not None:  # before calibrating or timing anything
+        if not names:
+            raise ModelNotFoundError("--models needs at least one network name")
+        names = unseen.check_unseen_names(names)
 
     def progress(line: str) -> None:
         print(f"  {line}", file=sys.stderr, flush=True)
@@ -166,8 +172,6 @@ def run_unseen(args: argparse.Namespace) -> int:
             model = read_operator_model(args.calibration)
         else:
             model = calibrate_operators(threads=args.threads, quick=args.quick, progress=show).model
-        names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else (
-            list(unseen.QUICK_MODELS) if args.quick else None)
         config = protocol_config(model, rounds=rounds, repeats=unseen.REPEATS, warmup=unseen.WARMUP,
                                  threads=threads, max_step_gflops=max_gflops)
         recorder = start_unseen(store, model, threads=threads, config=config,

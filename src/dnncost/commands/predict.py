@@ -11,6 +11,9 @@ from dnncost.commands._exit_codes import EXIT_OK
 from dnncost.core.kinds import MODES
 
 if TYPE_CHECKING:
+    from torch import nn
+
+    from dnncost.core.inputs import InputSpec
     from dnncost.prediction.predict import Prediction
 
 COLUMNS = ("mode", "module", "predicted_ms", "share", "gflops")
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     spec = input_spec(args, loaded.input_shape)
     shape = spec.sample_shape
+    _check_fits(loaded.build("meta"), spec, batch_size=args.batch_size)
     modes = MODES if args.mode == "both" else (args.mode,)
     try:
         predictions = [predict_time(loaded.build("meta"), input_shape=spec,
@@ -167,3 +171,19 @@ def _step_row(p: Prediction) -> dict[str, object]:
             "gflops": p.flops / 1e9, "low_ms": step[0] * 1e3 if step else None,
             "high_ms": step[1] * 1e3 if step else None, "epoch_s": p.epoch_s,
             "epoch_low_s": epoch[0] if epoch else None, "epoch_high_s": epoch[1] if epoch else None}
+
+
+def _check_fits(meta_model: nn.Module, spec: InputSpec, *, batch_size: int) -> None:
+    """Refuse a batch whose inputs and weights alone (a lower bound of any step's memory, known
+    without counting or allocating) are more than this machine has: its time is no figure to
+    predict. Nothing is allocated: the model is on the meta device."""
+    import torch
+
+    from dnncost.core.device import check_memory_fits
+
+    inputs = spec.batch_bytes(batch_size)
+    if inputs is None:  # a factory's inputs: unknown until it runs
+        return
+    weights = sum(p.numel() * p.element_size() for p in meta_model.parameters())
+    check_memory_fits(inputs + weights, device=torch.device("cpu"), batch_size=batch_size,
+                      estimate="its input batch and weights alone")

@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from dnncost.commands._common import warnings_once
 from dnncost.commands._exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from dnncost.core.kinds import OPTIMIZERS
 from dnncost.study.defaults import DEFAULT_DB, DEFAULT_OUT, NATIVE
@@ -209,19 +208,6 @@ def reproduce_command(config: StudyConfig, *, db: str, out: str | None = None) -
     return shlex.join(parts)
 
 
-@contextmanager
-def _warnings_once() -> Iterator[None]:
-    """Each distinct warning of the study as one line on stderr when it ends (e.g. an unreadable
-    calibration file, ignored), however often it was raised."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            for message in dict.fromkeys(str(w.message) for w in caught):
-                print(f"dnncost study: warning: {message}", file=sys.stderr)
-
-
 def run(args: argparse.Namespace) -> int:
     from dnncost.reporting.report import check_output_folder, write_report
     from dnncost.study.config import check_data_parallel, check_dataset, select_models
@@ -239,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         store.lock()
         before = store.result_count()
         try:
-            with _warnings_once():
+            with warnings_once("study"):
                 summary = run_study(config, store, progress=not args.no_progress, command=command,
                                     port=args.master_port)
         except KeyboardInterrupt:

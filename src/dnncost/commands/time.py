@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from dnncost.commands._common import (
     add_format_argument,
@@ -10,6 +9,7 @@ from dnncost.commands._common import (
     add_optimizer_argument,
     add_precision_arguments,
     input_spec,
+    warnings_once,
 )
 from dnncost.commands._distributed import add_distributed_arguments, run_distributed_cli, wants_distributed
 from dnncost.commands._exit_codes import EXIT_OK
@@ -56,8 +56,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import warnings
-
     from dnncost.measuring.timing import time_model
     from dnncost.models.loading import load_model
     from dnncost.reporting.formatting import human, render
@@ -70,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
     model = loaded.module
     modes = MODES if args.mode == "both" else (args.mode,)
     timings, breakdowns = [], []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings_once("time"):
         for mode in modes:
             timing = time_model(model, spec, batch_size=args.batch_size, mode=mode,
                                 dtype=args.dtype, autocast=args.autocast,
@@ -82,9 +79,6 @@ def run(args: argparse.Namespace) -> int:
             timings.append(timing)
             if args.breakdown:
                 breakdowns.append(_breakdown(model, shape, args, mode, loaded.name, timing))
-    for w in caught:
-        print(f"dnncost time: warning: {w.message}", file=sys.stderr)
-
     rows = [t.to_row() for t in timings]
     first = timings[0]
     env = first.environment

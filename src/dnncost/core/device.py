@@ -187,15 +187,17 @@ def _read_int(path: str) -> int | None:
         return None
 
 
-def check_memory_fits(needed_bytes: int, *, device: torch.device, batch_size: int) -> None:
+def check_memory_fits(needed_bytes: int, *, device: torch.device, batch_size: int,
+                      estimate: str = "counted peak estimate") -> None:
     """BatchTooLargeError before anything is allocated when a step's counted peak memory
     (dnncost.counting's ``peak_bytes``, a lower bound: no allocator overhead, no fragmentation)
-    is more than ``device`` has available; nothing when it fits or cannot be known."""
+    -- or another lower bound, named by ``estimate`` -- is more than ``device`` has available;
+    nothing when it fits or cannot be known."""
     available = available_memory_bytes(device)
     if available is not None and needed_bytes > available:
         raise BatchTooLargeError(
             f"a step at batch size {batch_size} needs at least {needed_bytes / GIB:.2f} GiB of "
-            f"memory (counted peak estimate) but {device} has {available / GIB:.2f} GiB available; "
+            f"memory ({estimate}) but {device} has {available / GIB:.2f} GiB available; "
             "try a smaller batch size or input")
 
 

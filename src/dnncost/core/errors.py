@@ -31,8 +31,7 @@ def model_failed(name: str, cause: BaseException, *, module: tuple[str, str] | N
     """The one wording of a model's own failure: "model X failed in module Y (Kind) on an input of
     shape Z: <first line of the cause>". ``module`` is (path, class name), path '' for the model's
     own forward; ``building`` says the factory (constructor) failed instead."""
-    text = str(cause).strip()
-    reason = text.splitlines()[0] if text else type(cause).__name__
+    reason = _first_line(cause)
     if building:
         return ModelFailedError(f"building model '{name}' failed: {type(cause).__name__}: {reason}")
     where = ""
@@ -41,6 +40,18 @@ def model_failed(name: str, cause: BaseException, *, module: tuple[str, str] | N
         where = f" in module '{path}' ({kind})" if path else f" in its own forward ({kind})"
     on = f" on an input of shape {shapes} (batch first)" if shapes else ""
     return ModelFailedError(f"model '{name}' failed{where}{on}: {reason}")
+
+
+def inputs_failed(name: str, cause: BaseException, *, batch_size: int) -> InputSpecError:
+    """The wording of a user's input factory that raised, as :func:`model_failed` words a model
+    factory's: "building the inputs 'file.py:inputs' (batch size N) failed: Kind: <first line>"."""
+    return InputSpecError(f"building the inputs '{name}' (batch size {batch_size}) failed: "
+                          f"{type(cause).__name__}: {_first_line(cause)}")
+
+
+def _first_line(cause: BaseException) -> str:
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
 
 
 class DatasetError(DnncostError, ValueError):

@@ -16,6 +16,7 @@ Python -- into :class:`ModelInputs` (positional ``args`` + keyword ``kwargs``) o
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from dnncost.core.errors import InputSpecError
+from dnncost.core.errors import DnncostError, InputSpecError, inputs_failed
 
 DEFAULT_INT_HIGH = 2  # source: our choice -- 0/1 are valid token ids, masks and labels for any model
 
@@ -116,6 +117,13 @@ class InputSpec:
     def __post_init__(self) -> None:
         if not self.tensors and self.factory is None:
             raise InputSpecError("an input spec needs at least one tensor shape or a factory")
+
+    def batch_bytes(self, batch_size: int) -> int | None:
+        """Bytes of the random input tensors of ``batch_size`` samples (None for a factory's,
+        unknown until it runs): what a batch takes before the model touches it."""
+        if self.factory is not None:
+            return None
+        return sum(batch_size * math.prod(t.shape) * t.dtype.itemsize for t in self.tensors)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -233,7 +241,12 @@ def make_inputs(inputs: InputSpec | str | torch.Tensor | Sequence[Any] | Mapping
     generator = torch.Generator().manual_seed(seed)
     if isinstance(inputs, InputSpec):
         if inputs.factory is not None:
-            made = inputs.factory(batch_size)
+            try:
+                made = inputs.factory(batch_size)
+            except DnncostError:
+                raise
+            except Exception as exc:  # the user's factory raised: its own failure, one line
+                raise inputs_failed(str(inputs), exc, batch_size=batch_size) from exc
             if not isinstance(made, (torch.Tensor, tuple, list, Mapping)):
                 raise InputSpecError(f"input factory '{inputs}' returned a {type(made).__name__}; "
                                      "return a tensor, a tuple of tensors or a dict of keyword tensors")

@@ -81,13 +81,24 @@ def primary_output(output: object) -> torch.Tensor:
 
 def random_targets(output: object, *, generator: torch.Generator | None = None) -> torch.Tensor | None:
     """Random class labels for cross-entropy against the logits (classes along dim 1), or None when
-    the output has no class dimension (the loss is then its mean)."""
+    the output has no class dimension (the loss is then its mean). On the meta device only their
+    shape is made: counting allocates nothing, whatever the batch size."""
     logits = primary_output(output)
-    if logits.dim() < 2 or not logits.is_floating_point():
+    if not logits.is_floating_point():
         return None
-    shape = (logits.shape[0], *logits.shape[2:])  # (B, C, *spatial) -> labels (B, *spatial)
-    labels = torch.randint(int(logits.shape[1]), shape, generator=generator)
-    return labels.to(logits.device)
+    return random_labels(tuple(logits.shape), generator=generator, device=logits.device)
+
+
+def random_labels(logits_shape: Sequence[int], *, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """Random class labels for logits of ``logits_shape`` (B, C, *spatial): shape (B, *spatial),
+    values in [0, C); uninitialised on meta; None without a class dimension (fewer than 2 dims)."""
+    if len(logits_shape) < 2:
+        return None
+    shape = (logits_shape[0], *logits_shape[2:])  # (B, C, *spatial) -> labels (B, *spatial)
+    if torch.device(device).type == "meta":
+        return torch.empty(shape, dtype=torch.long, device="meta")
+    return torch.randint(int(logits_shape[1]), shape, generator=generator).to(device)
 
 
 def step_loss(output: object, targets: torch.Tensor | None) -> torch.Tensor:
@@ -167,4 +178,4 @@ def build_step(model: nn.Module, inputs: Sequence[Any], *, mode: Mode | str,
 
 __all__ = ["DEFAULT_LR", "LOSS_MODULE", "OPTIMIZER_MODULE", "LossFn", "Mode", "OptimizerFactory",
            "OptimizerKind", "Part", "PartHook", "build_step", "make_optimizer", "primary_output",
-           "random_batch", "random_targets", "step_loss", "trainable_parameters"]
+           "random_batch", "random_labels", "random_targets", "step_loss", "trainable_parameters"]

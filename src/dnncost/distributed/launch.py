@@ -223,8 +223,8 @@ def _spawned_worker(rank: int, world_size: int, port: int, work: Callable[[int, 
                     group: GroupOptions, results: Any) -> None:
     """A spawned worker (started by dnncost.distributed.orphans.run_guarded): ``work(rank,
     world_size, local_rank)`` inside the process group; rank 0 sends the result, a failing rank
-    its typed error or a one-line summary of an unexpected one, over ``results`` (a pipe-backed
-    queue: nothing is written to disk)."""
+    its typed error or a one-line summary of an unexpected one, over ``results`` (the sending end
+    of a pipe of its own: nothing is written to disk)."""
     os.environ.update(MASTER_ADDR=LOCALHOST, MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(world_size))
@@ -232,14 +232,14 @@ def _spawned_worker(rank: int, world_size: int, port: int, work: Callable[[int, 
         with process_group(group, rank=rank, world_size=world_size, addr=LOCALHOST, port=port):
             result = work(rank, world_size, rank)
     except DnncostError as exc:
-        results.put(("error", rank, exc))
+        results.send(("error", rank, exc))
         os._exit(1)
     except Exception as exc:  # not ours to word: the parent reports it as this worker's failure
         text = str(exc).strip()
-        results.put(("crash", rank, f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"))
+        results.send(("crash", rank, f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"))
         os._exit(1)
     if rank == 0:
-        results.put(("result", rank, result))
+        results.send(("result", rank, result))
     # Everything is sent and the process group is gone; skip the interpreter's teardown, which
     # takes seconds once DDP has imported torch._dynamo.
     sys.stdout.flush()
@@ -253,26 +253,34 @@ def spawn(work: Callable[[int, int, int], R], group: GroupOptions, *, nproc: int
     or a functools.partial of one), wait for them, and return rank 0's result. Workers are never left
     running: on a failure, an interrupt or a SIGTERM/SIGHUP the survivors are terminated, then
     killed; should this process be killed outright, the kernel kills them
-    (dnncost.distributed.orphans, in effect before a worker imports torch)."""
+    (dnncost.distributed.orphans, in effect before a worker imports torch). Each worker answers
+    over a pipe of its own, one writer each, so no lock is needed: a multiprocessing queue's locks
+    are named semaphores, which the resource tracker reports as leaked ("There appear to be 2
+    leaked semaphore objects") when this process is killed outright."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    results = context.SimpleQueue()
+    pipes = [context.Pipe(duplex=False) for _ in range(nproc)]  # (receiving, sending) end
+    readers = [receiving for receiving, _ in pipes]
     processes = [context.Process(
         target=run_guarded, name=f"dnncost-ddp-{rank}",
-        args=(os.getpid(), pickle.dumps((_spawned_worker, (rank, nproc, port, work, group))), results))
-        for rank in range(nproc)]
+        args=(os.getpid(), pickle.dumps((_spawned_worker, (rank, nproc, port, work, group))), sending))
+        for rank, (_, sending) in enumerate(pipes)]
     messages: list[tuple[str, int, Any]] = []
     with _terminating_signals_exit():
         try:
             with _ctrl_c_left_to_this_process():
                 for process in processes:
                     process.start()
-            while _still_running(processes, results, messages):
+            for _, sending in pipes:  # the workers hold theirs: a dead worker's pipe reads as ended
+                sending.close()
+            while _still_running(processes, readers, messages):
                 pass
         finally:
             _stop(processes)
-        _drain(results, messages)
+        _drain(readers, messages)
+        for receiving in readers:
+            receiving.close()
     failed = {rank: p.exitcode for rank, p in enumerate(processes) if p.exitcode != 0}
     if failed:
         raise _failure(messages, failed, nproc=nproc)
@@ -282,13 +290,14 @@ def spawn(work: Callable[[int, int, int], R], group: GroupOptions, *, nproc: int
     raise DistributedWorkerError(f"the {nproc} workers finished without a result")
 
 
-def _still_running(processes: Sequence[Any], results: Any,
+def _still_running(processes: Sequence[Any], readers: Sequence[Any],
                    messages: list[tuple[str, int, Any]]) -> bool:
-    """Wait up to JOIN_POLL_S for a worker to end; False once all have ended or one has failed."""
+    """Wait up to JOIN_POLL_S for a worker to end or send; False once all have ended or one has
+    failed."""
     from multiprocessing.connection import wait
 
-    wait([p.sentinel for p in processes], timeout=JOIN_POLL_S)
-    _drain(results, messages)
+    wait([p.sentinel for p in processes] + [r for r in readers if not r.closed], timeout=JOIN_POLL_S)
+    _drain(readers, messages)
     codes = [p.exitcode for p in processes]
     return not any(code not in (None, 0) for code in codes) and any(c is None for c in codes)
 
@@ -309,10 +318,15 @@ def _failure(messages: list[tuple[str, int, Any]], failed: dict[int, int | None]
                                   "other workers were stopped")
 
 
-def _drain(results: Any, into: list[tuple[str, int, Any]]) -> None:
-    """Move what the workers have sent so far into ``into`` (a worker blocks on a full pipe)."""
-    while not results.empty():
-        into.append(results.get())
+def _drain(readers: Sequence[Any], into: list[tuple[str, int, Any]]) -> None:
+    """Move what the workers have sent so far into ``into`` (a worker blocks on a full pipe); a
+    pipe whose worker has ended and which holds nothing more is closed."""
+    for reader in readers:
+        try:
+            while not reader.closed and reader.poll():
+                into.append(reader.recv())
+        except EOFError:  # its worker has ended and everything it sent is read
+            reader.close()
 
 
 @contextlib.contextmanager

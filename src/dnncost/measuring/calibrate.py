@@ -16,7 +16,6 @@ verbatim on load and save, so the format grows without breaking older files.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from dnncost.core.cache import CACHE_ENV, cache_dir, write_cache_file
 from dnncost.core.device import quiet_cpp_extension_notice, resolve_device, using_threads
 from dnncost.core.environment import current_environment, machine_fingerprint
 from dnncost.core.errors import CalibrationError, InputSpecError
@@ -33,7 +33,6 @@ from dnncost.core.inputs import parse_dtype
 from dnncost.measuring.measurement import Measurement
 
 SCHEMA_VERSION = 1  # bump when a stored section changes meaning; older files are then refused
-CACHE_ENV = "DNNCOST_CACHE_DIR"
 CALIBRATED_DTYPES = ("float32", "float64", "bfloat16", "float16")  # source: the floating types
 # a matmul/convolution peak means something for (integer peaks are torch.ao's business)
 MATMUL_SIZES = {  # square n x n matmuls tried; the fastest is the peak
@@ -183,13 +182,6 @@ _BUILT_IN = ("matmul", "conv", "bandwidth")
 
 
 # -- where calibrations live ------------------------------------------------------------------------
-def cache_dir() -> Path:
-    """dnncost's per-user cache: $DNNCOST_CACHE_DIR, else $XDG_CACHE_HOME/dnncost (~/.cache/dnncost)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "dnncost"
-
-
 def calibration_path(device: str | torch.device = "cpu", *, threads: int | None = None) -> Path:
     """The file the calibration of this machine, ``device`` and thread count is stored in."""
     dev = resolve_device(device)
@@ -242,20 +234,17 @@ def read_calibration(path: Path) -> Calibration:
 
 def save_calibration(calibration: Calibration) -> Path:
     """Store ``calibration``, merged over a readable stored one of the same fingerprint (whose
-    other dtypes and sections are kept); an unreadable or older-schema file is replaced."""
+    other dtypes and sections are kept); an unreadable or older-schema file is replaced.
+    OutputError, with nothing left behind, when the cache folder cannot take it."""
     path = cache_dir() / "calibration" / f"{calibration.fingerprint}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
         try:
             calibration = calibration.merged_over(read_calibration(path))
         except CalibrationError:
             pass  # replaced by the new measurement below
-    tmp = path.with_suffix(".json.tmp")
     # compact: a per-kernel model section holds tens of thousands of numbers (its trees), which
     # indented one to a line made the file about three times larger and slower to read
-    tmp.write_text(json.dumps(calibration.to_dict(), separators=(",", ":")))
-    tmp.replace(path)  # atomic: a reader never sees half a file
-    return path
+    return write_cache_file(path, json.dumps(calibration.to_dict(), separators=(",", ":")).encode())
 
 
 # -- measuring -------------------------------------------------------------------------------------
@@ -359,7 +348,7 @@ def calibrate(device: str | torch.device = "cpu", *, threads: int | None = None,
 
 
 __all__ = [
-    "Bandwidth", "Calibration", "CalibrationWarning", "ConvPeak", "MatmulPeak", "cache_dir",
+    "CACHE_ENV", "Bandwidth", "Calibration", "CalibrationWarning", "ConvPeak", "MatmulPeak", "cache_dir",
     "cached_calibration", "calibrate", "calibration_path", "load_calibration", "measure_bandwidth",
     "calibration_dtype", "measure_conv", "measure_matmul", "read_calibration", "save_calibration",
 ]

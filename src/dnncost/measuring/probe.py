@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
+from dnncost.core.cache import cache_dir, write_cache_file
 from dnncost.core.device import StepClock, synchronize
 from dnncost.core.environment import machine_fingerprint
-from dnncost.measuring.calibrate import cache_dir
+from dnncost.core.errors import OutputError
 from dnncost.measuring.measurement import probe_drift
 
 PROBE_MATMUL_SIZE = 256  # source: measured, 2*256^3 = 33.6 MFLOP took 0.4-0.7 ms on one core of
@@ -116,12 +117,9 @@ def record_probe(seconds: float, device: torch.device | str = "cpu", *, threads:
         return best
     path = reference_path(device, threads=threads)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"fastest_s": seconds, "workload": _WORKLOAD}))
-        tmp.replace(path)  # atomic: a reader never sees half a file
-    except OSError:
-        pass
+        write_cache_file(path, json.dumps({"fastest_s": seconds, "workload": _WORKLOAD}).encode())
+    except OutputError:
+        pass  # nothing left behind
     return seconds
 
 

@@ -4,24 +4,25 @@ did not fit: held-out random ones and the transfer set of standard networks.
 ``calibrate_operators`` draws random networks (:mod:`dnncost.prediction.sampling`; never a
 published one), shrinks each one's batch until its training step is at most MAX_TRAIN_FLOPS, and
 times every kernel inside its training and validation steps (:mod:`dnncost.prediction.kernels`) and
-the steps themselves, in PASSES passes: the first draws and times networks while it and the passes
-to come (each as long as its timing) fit in the budget, the others time the same networks again in
-the same order, so that each network's passes lie a minute or more apart; each network's fastest
-pass is kept, whole, with every pass's step time (their spread is the machine's pass-to-pass
-noise). On a shared 2-core VM one pass of a network's step lands 11-13% (MAPE) from another, the
-fastest of 3 passes 4-8% from the fastest of 3 others (``benchmarks/noise_floor.py``, two runs): a
-slow stretch of the machine mostly lasts seconds, not minutes. A network timed while
-other processes kept the machine busy is timed again within its pass (not once the budget is spent;
-the fastest attempt kept); the networks busy in every pass are counted in the model. Every
-HOLD_OUT-th network is held out: the model is fitted on the others, and its step-time error on the
-held-out ones is stored with it. Before the random networks, pass 1 times the transfer set
+the steps themselves, in PASSES passes: the first draws and times networks while one more network,
+the passes to come (each as long as its timing) and the fit are expected to fit in the budget -- a
+bound on the whole call, on a busy machine too --, the others time the same networks again in the
+same order, so that each network's passes lie a minute or more apart; each network's fastest pass
+is kept, whole, with every pass's step time (their spread is the machine's pass-to-pass noise). On
+a shared 2-core VM one pass of a network's step lands 11-13% (MAPE) from another, the fastest of 3
+passes 4-8% from the fastest of 3 others (``benchmarks/noise_floor.py``, two runs): a slow stretch
+of the machine mostly lasts seconds, not minutes. A network timed while other processes kept the
+machine busy is timed again within its pass (not when the budget has no room for it; the fastest
+attempt kept); the networks busy in every pass are counted in the model. Every HOLD_OUT-th network
+(of fewer, the last) is held out: the model is fitted on the others, and its step-time error on
+the held-out ones is stored with it. Before the random networks, pass 1 times the transfer set
 (:mod:`dnncost.prediction.transfer`: hand-written standard networks, each at the largest batch
 under the same FLOPs cap), and every later pass times it again first: the same protocol, inside the
 same budget, never fitted on; its error is stored beside the held-out one. The residuals on both
 and the pass spreads make the interval of every prediction (:mod:`dnncost.prediction.interval`).
-The baselines the evaluation compares against are fitted here too,
-on the same fitting networks: one scale factor per mode for FLOPs, for parameters and for a plain
-roofline (peak FLOP/s and bytes/s the best any timed kernel reached).
+The baselines the evaluation compares against are fitted here too, on the same fitting networks:
+one scale factor per mode for FLOPs, for parameters and for a plain roofline (peak FLOP/s and
+bytes/s the best any timed kernel reached).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from dnncost.core.device import using_threads
 from dnncost.core.environment import cpu_times, machine_load
@@ -58,6 +60,16 @@ BUDGET_S = 210.0  # source: issue 12, calibration <= 5 minutes on 2 cores: 3.5 m
 QUICK_BUDGET_S = 25.0  # source: our choice, a rough model in well under a minute
 MIN_NETWORKS = 8  # source: our choice; at least 6 to fit on and 2 held out, whatever the budget
 HOLD_OUT = 4  # source: our choice; every 4th network (a quarter) is held out
+QUICK_MIN_NETWORKS = 2  # source: our choice; the fewest that give a model and its held-out error
+# (one each), so that a quick calibration keeps close to its budget on a busy machine, where one
+# small network took 26-50 s to time (measured on this 2-core VM, another process on both cores)
+FIT_THREADS = 1  # source: measured, refitting a quick calibration's 3,299 kernels on this 2-core VM
+# while another process kept both cores busy took 13 s on 1 thread and 333 s on 2 (463 kernels: 4.7 s
+# and 85 s): gradient boosting on a few thousand rows is many short parallel regions, each waiting
+# at its barrier for a thread the other process holds
+FIT_S_PER_KERNEL = 1.5e-3  # source: measured, the same 3,299-kernel refit on 1 thread took 2.4-4.4 s
+# (0.7-1.3 ms a kernel) with other processes running, 13 s (4 ms) with both cores taken: the time
+# reserved in the budget for the fit, per timed kernel
 PASSES = 3  # source: benchmarks/noise_floor.py (a 2-core VM, two runs): the fastest of 3
 # passes of a network's step agreed with the fastest of 3 other passes within 4-8% (MAPE), one pass
 # with another within 11-13%
@@ -128,18 +140,22 @@ def fastest(attempts: Sequence[NetworkSample]) -> NetworkSample:
 
 
 def measure_quietly(net: Network, *, threads: int, retries: int = BUSY_RETRIES,
+                    until: float | None = None,
                     measure: Callable[[Network], list[NetworkSample]] = measure_network
                     ) -> tuple[list[NetworkSample], bool]:
     """``measure`` ``net``; while other processes kept the machine busy (MachineLoad.busy) time it
-    again, up to ``retries`` times, and keep the :func:`fastest` of the attempts. Also returns
-    whether the last attempt was still busy."""
+    again, up to ``retries`` times -- each only when, as long as the attempt before, it ends by
+    ``until`` (a time.perf_counter() reading; None: no limit) -- and keep the :func:`fastest` of
+    the attempts. Also returns whether the last attempt was still busy."""
     attempts: list[list[NetworkSample]] = []
     busy = False
     for _ in range(1 + retries):
+        began = time.perf_counter()
         before = cpu_times()
         attempts.append(measure(net))
         busy = machine_load(before, cpu_times(), threads=threads).busy
-        if not busy:
+        now = time.perf_counter()
+        if not busy or (until is not None and now + (now - began) > until):
             break
     return [fastest(per_mode) for per_mode in zip(*attempts, strict=True)], busy
 
@@ -221,18 +237,22 @@ def fit_baselines(samples: Sequence[NetworkSample]) -> dict[str, float]:
 
 # -- the whole calibration -----------------------------------------------------------------------
 def calibrate_operators(*, threads: int | None = None, quick: bool = False,
-                        budget_s: float | None = None, min_networks: int = MIN_NETWORKS,
+                        budget_s: float | None = None, min_networks: int | None = None,
                         passes: int | None = None,
                         progress: Callable[[str], None] | None = None) -> Calibrated:
-    """Draw, time and fit (see the module docstring); ``budget_s`` of sampling (default: BUDGET_S,
-    QUICK_BUDGET_S when ``quick``) over ``passes`` passes (default: PASSES, QUICK_PASSES when
-    ``quick``), at least ``min_networks`` networks."""
+    """Draw, time and fit (see the module docstring) within ``budget_s`` for the whole call --
+    drawing, timing, every pass and the fit (default: BUDGET_S, QUICK_BUDGET_S when ``quick``) --
+    over ``passes`` passes (default: PASSES, QUICK_PASSES when ``quick``). A network is drawn, or
+    timed again on a busy machine, only while its expected time fits in what is left; at least
+    ``min_networks`` networks (default: MIN_NETWORKS, QUICK_MIN_NETWORKS when ``quick``) are timed
+    whatever the budget, so the budget is exceeded only when even they take longer."""
     import torch
 
     from dnncost.core.environment import machine_fingerprint
 
     budget = budget_s if budget_s is not None else QUICK_BUDGET_S if quick else BUDGET_S
     passes = passes if passes is not None else QUICK_PASSES if quick else PASSES
+    floor = min_networks if min_networks is not None else QUICK_MIN_NETWORKS if quick else MIN_NETWORKS
     if passes < 1:
         raise ValueError(f"passes must be a positive integer, got {passes}")
     max_flops = QUICK_MAX_TRAIN_FLOPS if quick else MAX_TRAIN_FLOPS
@@ -242,39 +262,50 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     busy_passes: dict[str, int] = {}
     measured = 0.0  # seconds pass 1 spent timing (not drawing, counting or failing): what each
     # later pass spends again
+    kernels = 0  # kernel calls timed in pass 1: what the fit will take
     start = time.perf_counter()
 
     def spent() -> float:
         return time.perf_counter() - start
 
-    def measure(net: Network, retries: int) -> None:
-        nonlocal measured
+    def reserved() -> float:
+        """Seconds the passes to come of the networks timed so far and their fit will take."""
+        return (passes - 1) * measured + kernels * FIT_S_PER_KERNEL
+
+    def per_network() -> float:
+        """What one more network is expected to take over all its passes (0 before the first)."""
+        return passes * measured / len(nets) if nets else 0.0
+
+    def measure(net: Network) -> None:
+        nonlocal measured, kernels
         began = time.perf_counter()
-        samples, still_busy = measure_quietly(net, threads=n_threads, retries=retries)
+        samples, still_busy = measure_quietly(net, threads=n_threads,
+                                              until=start + budget - reserved())
         timed.setdefault(net.name, []).append(samples)
         busy_passes[net.name] = busy_passes.get(net.name, 0) + still_busy
         if len(timed[net.name]) == 1:
             measured += time.perf_counter() - began
+            kernels += sum(len(s.kernel_s) for s in samples)
 
     with using_threads(threads) as n_threads:
-        # pass 1 times the transfer set, then draws and times random networks while it and the
-        # passes to come fit in the budget
+        # pass 1 times the transfer set, then draws and times random networks while one more, the
+        # passes to come and the fit are expected to fit in the budget
         for standard in sized_transfer_set(max_train_flops=max_flops, larger=not quick):
             try:
-                measure(standard, BUSY_RETRIES)
+                measure(standard)
             except (AlignmentError, DnncostError, RuntimeError):  # cannot be timed here: left out
                 continue
             transfer.append(standard)
             _report(progress, standard, 1, passes, spent())
         seed = 0
-        while len(nets) < min_networks or spent() + (passes - 1) * measured < budget:
+        while len(nets) < floor or spent() + per_network() + reserved() < budget:
             seed += 1
             try:
                 net = sized_network(seed - 1, max_train_flops=max_flops,
                                     max_side=64 if quick else 224)
                 if net is None:
                     continue
-                measure(net, BUSY_RETRIES if spent() < budget else 0)
+                measure(net)
             except AlignmentError:  # the CPU ran other kernels than counted: not a clean sample
                 continue
             except (DnncostError, RuntimeError):  # a drawn network this build cannot count or run
@@ -286,7 +317,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
         for pass_ in range(2, passes + 1):  # the same networks again, in the same order
             for again in order:
                 try:
-                    measure(again, BUSY_RETRIES if spent() < budget else 0)
+                    measure(again)
                 except (AlignmentError, DnncostError, RuntimeError):  # ran once: keep its passes
                     continue
                 _report(progress, again, pass_, passes, spent())
@@ -302,12 +333,18 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     fitted: list[NetworkSample] = []
     held: list[NetworkSample] = []
     for i, net in enumerate(nets):
-        (held if i % HOLD_OUT == HOLD_OUT - 1 else fitted).extend(kept(net))
+        (held if is_held_out(i, len(nets)) else fitted).extend(kept(net))
     busy = sum(busy_passes[net.name] == len(timed[net.name]) for net in nets)
     meta = {"fingerprint": fingerprint, "threads": n_threads, "torch_version": str(torch.__version__),
             "quick": quick, "busy_networks": busy, "passes": passes}
     return refit(StoredSamples(tuple(fitted), tuple(held), meta,
                                tuple(s for net in transfer for s in kept(net))))
+
+
+def is_held_out(index: int, networks: int) -> bool:
+    """Whether network ``index`` (from 0) of ``networks`` is held out: every HOLD_OUT-th, and with
+    fewer networks than HOLD_OUT the last, so that two or more always leave one to check on."""
+    return index % HOLD_OUT == HOLD_OUT - 1 or (networks < HOLD_OUT and 0 < index == networks - 1)
 
 
 def _report(progress: Callable[[str], None] | None, net: Network, pass_: int, passes: int,
@@ -321,13 +358,15 @@ def _report(progress: Callable[[str], None] | None, net: Network, pass_: int, pa
 def refit(stored: StoredSamples) -> Calibrated:
     """Fit the model on ``stored``'s fitting networks; its error on the held-out networks and on the
     transfer set, the interval made of both, and the baselines: what a calibration does after
-    timing, so stored samples refit to the same model."""
-    model = fit_operator_model(stored.fitted, **dict(stored.meta))
-    model = replace(model, held_out=step_errors(model, stored.held_out),
-                    transfer=step_errors(model, stored.transfer),
-                    interval=interval_model(model, [*stored.held_out, *stored.transfer],
-                                            [*stored.fitted, *stored.held_out, *stored.transfer]),
-                    baselines=fit_baselines(stored.fitted))
+    timing, so stored samples refit to the same model. The fit runs on FIT_THREADS threads (OpenMP
+    and BLAS alike), whatever torch's setting."""
+    with threadpool_limits(limits=FIT_THREADS):
+        model = fit_operator_model(stored.fitted, **dict(stored.meta))
+        model = replace(model, held_out=step_errors(model, stored.held_out),
+                        transfer=step_errors(model, stored.transfer),
+                        interval=interval_model(model, [*stored.held_out, *stored.transfer],
+                                                [*stored.fitted, *stored.held_out, *stored.transfer]),
+                        baselines=fit_baselines(stored.fitted))
     return Calibrated(model, tuple(stored.fitted), tuple(stored.held_out), dict(stored.meta),
                       tuple(stored.transfer))
 
@@ -337,7 +376,7 @@ def stored_samples(done: Calibrated) -> StoredSamples:
     return StoredSamples(done.fitted, done.held_out, done.meta, done.transfer)
 
 
-__all__ = ["BUDGET_S", "Calibrated", "MAX_TRAIN_FLOPS", "Network", "QUICK_BUDGET_S",
+__all__ = ["BUDGET_S", "FIT_THREADS", "Calibrated", "MAX_TRAIN_FLOPS", "Network", "QUICK_BUDGET_S",
            "baseline_seconds", "calibrate_operators", "fastest", "fit_baselines", "interval_model",
-           "largest_batch", "measure_network", "measure_quietly", "refit", "sized_network",
+           "is_held_out", "largest_batch", "measure_network", "measure_quietly", "refit", "sized_network",
            "sized_transfer_set", "step_errors", "stored_samples"]

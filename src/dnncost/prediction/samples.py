@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dnncost.core.cache import cache_dir, write_cache_file
 from dnncost.core.errors import DnncostError
 from dnncost.core.kinds import Mode
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
-from dnncost.measuring.calibrate import cache_dir
 from dnncost.prediction.errors import CALIBRATE_COMMAND
 from dnncost.prediction.fitting import NetworkSample
 
@@ -95,18 +95,15 @@ def _sample(data: Mapping[str, Any], ops: Sequence[str]) -> NetworkSample:
 
 
 def save_samples(stored: StoredSamples, path: Path) -> Path:
-    """Write ``stored`` to ``path`` (gzip JSON, atomically: a reader never sees half a file)."""
+    """Write ``stored`` to ``path`` (gzip JSON, atomically: a reader never sees half a file);
+    OutputError, with nothing left behind, when its folder cannot take it."""
     ops: dict[str, int] = {}
     body = {"fitted": [_sample_dict(s, ops) for s in stored.fitted],
             "held_out": [_sample_dict(s, ops) for s in stored.held_out],
             "transfer": [_sample_dict(s, ops) for s in stored.transfer]}
     data = {"format": FORMAT, "version": VERSION, "meta": dict(stored.meta),
             "ops": sorted(ops, key=ops.__getitem__), **body}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(gzip.compress(json.dumps(data, separators=(",", ":")).encode()))
-    tmp.replace(path)
-    return path
+    return write_cache_file(path, gzip.compress(json.dumps(data, separators=(",", ":")).encode()))
 
 
 def load_samples(path: Path) -> StoredSamples:

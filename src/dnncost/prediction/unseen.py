@@ -30,7 +30,7 @@ from functools import partial
 import numpy as np
 from torch import nn
 
-from dnncost.core.errors import DnncostError
+from dnncost.core.errors import DnncostError, ModelNotFoundError, suggest
 from dnncost.core.kinds import Mode
 from dnncost.counting.counter import count
 from dnncost.measuring.interleave import TimingJob, time_interleaved
@@ -69,6 +69,23 @@ def unseen_network_names() -> list[str]:
 
     zoo = set(list_models())
     return [n for n in tvm.list_models(module=tvm) if n not in zoo]
+
+
+def check_unseen_names(names: Sequence[str]) -> list[str]:
+    """``names`` (each once) when every one is an unseen network (:func:`unseen_network_names`);
+    ModelNotFoundError naming each that is not -- in dnncost's zoo, or no torchvision
+    classification network (with the closest unseen names) -- and listing the unseen ones."""
+    unseen = unseen_network_names()
+    zoo = set(list_models())
+    wrong = [f"'{name}' (in dnncost's zoo)" if name in zoo else
+             f"'{name}' ({hint.strip().lower()})" if (hint := suggest(name, unseen, n=3)) else
+             f"'{name}' (no torchvision classification network)"
+             for name in dict.fromkeys(names) if name not in unseen]
+    if wrong:
+        raise ModelNotFoundError(
+            f"not unseen network{'s' if len(wrong) > 1 else ''}: {', '.join(wrong)}. The unseen "
+            f"networks (torchvision's classification networks not in the zoo): {', '.join(unseen)}")
+    return list(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -287,5 +304,5 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
 
 
 __all__ = ["CONFIGS", "ESTIMATOR", "MAX_STEP_GFLOPS", "METHODS", "QUICK_MODELS", "REPEATS", "ROUNDS",
-           "WARMUP", "Key", "LeftOut", "UnseenPoint", "UnseenResult", "evaluate_unseen",
+           "WARMUP", "Key", "LeftOut", "UnseenPoint", "UnseenResult", "check_unseen_names", "evaluate_unseen",
            "unseen_network_names"]

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from dnncost.core.errors import DnncostError, StoreError
+from dnncost.core.errors import DnncostError, OutputError, StoreError
 from dnncost.core.kinds import MODES, Mode, OptimizerKind
 from dnncost.measuring.measurement import NOISE_THRESHOLD, NoisyMeasurementWarning
 from dnncost.study.config import (
@@ -233,7 +233,11 @@ def _fit_operator_model(threads: int) -> dict[str, object]:
     from dnncost.prediction.storage import save_operator_model
 
     model = calibrate_operators(threads=threads, quick=True, budget_s=STUDY_CALIBRATION_S).model
-    save_operator_model(model)
+    try:
+        save_operator_model(model)
+    except OutputError as exc:  # the store keeps the model all the same
+        warnings.warn(f"{exc}; the per-operator time model is kept in the study's database only",
+                      stacklevel=2)
     return model.to_dict()
 
 

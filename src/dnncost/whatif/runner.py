@@ -31,7 +31,9 @@ import torch
 from torch import nn
 
 from dnncost.core.device import (
+    BatchTooLargeError,
     StepClock,
+    check_memory_fits,
     out_of_memory_as_error,
     resolve_device,
     using_threads,
@@ -45,7 +47,7 @@ from dnncost.core.step import (
     build_step,
     make_optimizer,
     primary_output,
-    random_targets,
+    random_labels,
     step_loss,
     trainable_parameters,
 )
@@ -233,9 +235,8 @@ def _build(module: nn.Module, context: Context, *, batch_size: int, opts: StepOp
     if opts.mode is Mode.EVAL:
         return build_step(module, inputs.args, kwargs=inputs.kwargs, mode=Mode.EVAL, part=hook)
     optimizer = make_optimizer(opts.optimizer, trainable_parameters(module), lr=opts.lr)
-    targets = random_targets(torch.empty(batch_size, *output_shape[1:]),
-                             generator=torch.Generator().manual_seed(0))
-    labels = targets.to(context.device) if targets is not None else None
+    labels = random_labels((batch_size, *output_shape[1:]), generator=torch.Generator().manual_seed(0),
+                           device=context.device)
     return build_step(module, inputs.args, kwargs=inputs.kwargs, mode=Mode.TRAIN, optimizer=optimizer,
                       loss=lambda output: step_loss(output, labels), part=hook)
 
@@ -303,6 +304,8 @@ def run_whatif(model: nn.Module, specs: Sequence[Spec], *,
     reference = _in_dtype(model, precision)
     base = _count(reference, context, batch_size=options.batch_size, opts=options,
                   dtype=precision.dtype, channels_last=precision.channels_last, name=name)
+    check_memory_fits(base.peak_bytes, device=device, batch_size=options.batch_size)  # before
+    # anything of the batch's size is allocated
     output_shape = _output_shape(reference, context)
     step_a = _Timed(_build(reference, context, batch_size=options.batch_size, opts=options,
                            precision=precision, output_shape=output_shape),
@@ -343,6 +346,10 @@ def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, cont
         report = _count(variant.count_module or variant.module, context, batch_size=batch,
                         opts=options, dtype=variant.count_dtype or original.dtype,
                         channels_last=precision.channels_last, name=name)
+        try:  # before the transformed step allocates anything (a larger batch, wider dtype)
+            check_memory_fits(report.peak_bytes, device=context.device, batch_size=batch)
+        except BatchTooLargeError as exc:
+            raise NotApplicable(str(exc)) from None
         step_b = _Timed(_build(variant.module, context, batch_size=batch, opts=options,
                                precision=precision, output_shape=output_shape),
                         context.device, variant.threads or options.threads)
