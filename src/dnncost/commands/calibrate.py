@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ops", action="store_true",
                         help="also time the kernels and steps of random networks and fit the "
                              "per-kernel time model that 'dnncost predict' uses, with its error on "
-                             "held-out random networks (CPU; at most about 5 minutes, --quick "
+                             "held-out random networks and on a transfer set of standard networks "
+                             "it never fits on (CPU; at most about 5 minutes, --quick "
                              "under a minute); calibrate close in time to a study")
     parser.add_argument("--refit", action="store_true",
                         help="with --ops: refit the per-kernel time model on the samples the last "

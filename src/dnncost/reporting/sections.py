@@ -430,9 +430,10 @@ def unseen_blocks(findings: Findings) -> list[Block]:
                       "result is kept as it is measured and a rerun resumes. Then run "
                       "`dnncost report` again.")]
     blocks.append(Paragraph(
-        "Networks the per-kernel model never saw: its calibration times random networks only, never "
-        "a torchvision, timm or zoo network. Baselines are one scale factor per mode fitted on the "
-        "calibration's random networks, never on these: FLOPs-only, params-only, and a roofline "
+        "Networks the per-kernel model never saw: its calibration times random networks and its own "
+        "hand-written transfer set only, never a torchvision, timm or zoo network. Baselines are "
+        "one scale factor per mode fitted on the calibration's random networks, never on these: "
+        "FLOPs-only, params-only, and a roofline "
         "(sum of max(FLOPs / peak, bytes / bandwidth)). 'error / per-kernel error' is the method's "
         "MAPE over the per-kernel model's; 'too fast / too slow' the shares of networks predicted "
         "below / above their measured time (an unbiased method splits them about evenly); 'in its "
