@@ -19,8 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dnncost.core.kinds import Backend
 from dnncost.distributed.data_parallel import DistributedTiming, measure_distributed
-from dnncost.distributed.launch import Backend, GroupOptions
+from dnncost.distributed.launch import GroupOptions
 from dnncost.reporting.formatting import render_table
 
 

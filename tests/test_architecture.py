@@ -141,3 +141,15 @@ def test_the_checks_see_imports_and_a_print() -> None:
     assert _imports(tree, "dnncost.a") == [("dnncost.b", True), ("dnncost.c.x", False),
                                            ("dnncost.d", True)]
     assert any(isinstance(n, ast.Call) and getattr(n.func, "id", "") == "print" for n in ast.walk(tree))
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    """Building the parser (every command's flags and help) imports no torch, numpy or scipy:
+    `dnncost --help` and a bad flag answer at once."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dnncost.cli import build_parser; build_parser(); "
+            "heavy = [m for m in ('torch', 'numpy', 'scipy', 'matplotlib') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)

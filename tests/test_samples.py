@@ -110,16 +110,17 @@ def test_refit_stores_the_transfer_error_and_the_interval_it_makes() -> None:
     assert len(model.interval.spreads["train"]) == 24 + 6 + 3  # every network, its 3 passes
 
 
-def test_samples_of_a_calibration_from_before_the_transfer_set_still_load(tmp_path: Path) -> None:
+def test_samples_of_an_older_format_are_refused_with_the_command_to_run(tmp_path: Path) -> None:
+    """Version 1 kept each network's fastest pass as its step; version 2 keeps every pass's steps
+    and reads them as every measured step is read: an older file cannot be refitted to the same
+    figure, so it is refused, naming the calibration to run."""
     path = save_samples(stored(), tmp_path / "s.json.gz")
     data = json.loads(gzip.decompress(path.read_bytes()))
-    del data["transfer"]
-    for s in data["fitted"]:
-        del s["pass_steps"]
+    data["version"] = 1
     path.write_bytes(gzip.compress(json.dumps(data).encode()))
-    back = load_samples(path)
-    assert back.transfer == () and back.fitted[0].pass_steps == ()
-    assert refit(back).model.interval.spreads.get("train")  # the held-out networks' passes
+    with pytest.raises(NoSamplesError, match="version 1, this dnncost reads .* version 2: run "
+                                             "`dnncost calibrate --ops`"):
+        load_samples(path)
 
 
 def test_missing_or_unreadable_samples_are_one_clear_error(tmp_path: Path) -> None:
@@ -211,9 +212,10 @@ def test_one_network_is_held_out_of_fewer_than_hold_out() -> None:
 
 def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> None:
     """PASSES passes: pass 1 times the transfer set, then draws and times networks; passes 2.. time
-    the same ones again in the same order (T A B C T A B C ...); each network's fastest pass is
-    kept with every pass's step time; the transfer set is kept apart from the networks fitted on
-    and held out; a network counts as busy only when every one of its passes was."""
+    the same ones again in the same order (T A B C T A B C ...); each network's passes are pooled
+    and read as every measured step is (the lower quartile), with every pass's step time kept; the
+    transfer set is kept apart from the networks fitted on and held out; a network counts as busy
+    only when every one of its passes was."""
     from types import SimpleNamespace
 
     from dnncost.prediction import calibration
@@ -230,8 +232,8 @@ def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> N
         k = next(scale)
         busy = net.name == "random0" or (net.name == "random1" and len(order) <= 4)  # 0: every
         # pass; 1: the first
-        return [replace(s, kernel_s=tuple(k * t for t in s.kernel_s), step_s=k * s.step_s)
-                for s in bases[net.name]], busy
+        return [replace(s, kernel_s=tuple(k * t for t in s.kernel_s), step_s=k * s.step_s,
+                        step_samples=((k * s.step_s,),)) for s in bases[net.name]], busy
 
     monkeypatch.setattr(calibration, "sized_network",
                         lambda seed, **kw: SimpleNamespace(seed=seed, name=f"random{seed}", batch_size=1,
@@ -246,16 +248,20 @@ def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> N
     assert order == names * 3
     stored = kept[0]
     fitted = {s.name: s for s in stored.fitted if s.report.mode == "train"}
-    # random0's passes were slowed 3x, 1x, 2x: the fastest (1x) is kept; random1's 1x, 2x, 3x
-    assert fitted["random0"].step_s == pytest.approx(bases["random0"][0].step_s)
-    assert fitted["random0"].kernel_s == pytest.approx(bases["random0"][0].kernel_s)
+    # random0's passes were slowed 3x, 1x, 2x: one step each, pooled 1x, 2x, 3x, whose lower
+    # quartile (position 0.25 x (3 - 1) = 0.5) is 1 + 0.5 x (2 - 1) = 1.5x; each kernel likewise
+    assert fitted["random0"].step_s == pytest.approx(1.5 * bases["random0"][0].step_s)
+    assert fitted["random0"].kernel_s == pytest.approx(
+        tuple(1.5 * k for k in bases["random0"][0].kernel_s))
     assert fitted["random0"].pass_steps == pytest.approx(
         tuple(k * bases["random0"][0].step_s for k in (3.0, 1.0, 2.0)))
-    assert fitted["random1"].step_s == pytest.approx(bases["random1"][0].step_s)
+    assert len(fitted["random0"].step_samples) == 3  # every pass's steps
+    # random1's passes 1x, 2x, 3x: 1.5x too
+    assert fitted["random1"].step_s == pytest.approx(1.5 * bases["random1"][0].step_s)
     (transfer,) = [s for s in stored.transfer if s.report.mode == "train"]
-    # the transfer network's passes 2x, 1x, 1.5x: the fastest is 1x
+    # the transfer network's passes 2x, 1x, 1.5x: sorted 1, 1.5, 2, lower quartile 1.25x
     assert transfer.name == "transfer:t" and transfer.step_s == pytest.approx(
-        bases["transfer:t"][0].step_s)
+        1.25 * bases["transfer:t"][0].step_s)
     assert "transfer:t" not in fitted and all(s.name != "transfer:t" for s in stored.held_out)
     assert stored.meta["passes"] == 3 and stored.meta["busy_networks"] == 1  # random0 only
     with pytest.raises(ValueError, match="passes must be a positive integer"):

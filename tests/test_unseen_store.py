@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from dnncost.cli import main
@@ -283,8 +284,9 @@ def test_evaluate_unseen_keeps_each_result_and_a_rerun_measures_nothing_twice(
         (group,) = unseen_groups(store)
     measured = sorted((r.network, r.mode) for r in rows if r.measured_s is not None)
     assert measured == [("shufflenet_v2_x0_5", "eval"), ("shufflenet_v2_x0_5", "train")]
-    assert all(len(r.samples or ()) == unseen.REPEATS and r.measured_s == min(r.samples or ())
-               for r in rows if r.measured_s is not None)
+    assert all(len(r.samples or ()) == unseen.REPEATS
+               and r.measured_s == pytest.approx(float(np.percentile(r.samples or (), 25)))
+               for r in rows if r.measured_s is not None)  # a network's measured time, as ever
     assert sorted(r.mode for r in rows if r.network == "vit_b_16") == ["eval", "train"]  # left out
     assert group.config["rounds"] == 1 and group.config["calibration_id"].startswith(
         "calibrating-machine@")
@@ -317,7 +319,8 @@ def test_an_interrupted_evaluation_keeps_what_it_measured(
             "--models", "mobilenet_v3_small"]
     assert main(args) == 130
     with open_store(db, read_only=True) as store:
-        assert [(r.mode, r.measured_s) for r in store.unseen_rows()] == [("train", 0.010)]
+        # the lower quartile of 10, 12 and 11 ms: sorted 10, 11, 12 at position 0.5: 10.5 ms
+        assert [(r.mode, r.measured_s) for r in store.unseen_rows()] == [("train", pytest.approx(0.0105))]
         assert [r.status for r in store.runs()] == ["interrupted"]
     assert main(args) == 0  # resumes: only the validation step is timed
     assert calls == ["train", "eval", "eval"]

@@ -9,12 +9,11 @@ from typing import Any
 
 from dnncost.commands._exit_codes import EXIT_OK
 from dnncost.core.errors import InputSpecError
+from dnncost.core.kinds import Backend
 
 
 def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
     """``--nproc N``, ``--backend gloo|nccl`` and ``--master-port PORT``."""
-    from dnncost.distributed.launch import Backend
-
     parser.add_argument("--nproc", type=int, default=None, metavar="N",
                         help="train data-parallel on N workers with torch.distributed + DDP "
                              "(default: one plain process; under torchrun: its world size)")

@@ -15,7 +15,7 @@ from dnncost.commands._distributed import add_distributed_arguments, run_distrib
 from dnncost.commands._exit_codes import EXIT_OK
 from dnncost.core.kinds import DEFAULT_WARMUP, MODES, Mode
 
-TABLE_COLUMNS = ("model", "mode", "batch", "device", "threads", "median_ms", "iqr_ms", "cv",
+TABLE_COLUMNS = ("model", "mode", "batch", "device", "threads", "step_ms", "median_ms", "iqr_ms", "cv",
                  "ci95_low_ms", "ci95_high_ms", "n", "samples_per_s", "achieved_gflops_per_s",
                  "efficiency", "peak_memory_bytes", "noisy")
 
@@ -56,6 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dnncost.measuring.measurement import STUDY_ESTIMATOR
     from dnncost.measuring.timing import time_model
     from dnncost.models.loading import load_model
     from dnncost.reporting.formatting import human, render
@@ -87,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
         f"{' + autocast ' + args.autocast if args.autocast else ''}; "
         f"{env.device_name}, {env.cpu_cores} cores, {first.threads} threads, torch {env.torch_version} "
         f"({env.torch_build}); dnncost {env.git_revision}",
-        f"median of {first.measurement.n} timed steps after {args.warmup} warm-up steps; "
-        "ci95 = 95% interval of the median; cv = std/mean",
+        f"{first.measurement.n} timed steps after {args.warmup} warm-up steps; step_ms = the "
+        f"network's measured time ({STUDY_ESTIMATOR.value} of the steps: the figure the study, "
+        "predict and evaluate use); ci95 = 95% interval of the median; cv = std/mean",
         f"peak memory: {first.peak_memory_source}",
     ]
     footer += [_machine_line(t) for t in timings if t.load is not None or t.probe is not None]

@@ -1,7 +1,8 @@
-"""The kinds of step, named once: what a step is (:class:`Mode`), which optimizer a training
-step uses (:class:`OptimizerKind`), and how many untimed steps come before a timed one
-(:data:`DEFAULT_WARMUP`). Free of torch, so the command line can offer the choices and defaults
-without importing it; :mod:`dnncost.core.step` builds steps from them."""
+"""The kinds of step, named once: what a step is (:class:`Mode`), which optimizer a training step
+uses (:class:`OptimizerKind`), which backend data-parallel workers meet over (:class:`Backend`), and
+how many untimed steps come before a timed one (:data:`DEFAULT_WARMUP`). Free of torch, so the
+command line can offer the choices and defaults without importing it; :mod:`dnncost.core.step`
+builds steps from them."""
 from __future__ import annotations
 
 from enum import Enum
@@ -29,6 +30,13 @@ class OptimizerKind(str, Enum):
     ADAMW = "adamw"
 
 
+class Backend(str, Enum):
+    """torch.distributed backends: gloo for CPU workers, nccl for one GPU per worker."""
+
+    GLOO = "gloo"
+    NCCL = "nccl"
+
+
 MODES = tuple(m.value for m in Mode)  # the names ('train', 'eval'), for argument choices and rows
 OPTIMIZERS = tuple(k.value for k in OptimizerKind)  # the names, for argument choices and messages
 
@@ -36,4 +44,4 @@ DEFAULT_WARMUP = 2  # untimed steps before the timed ones, for every timer (time
 # cost vs work); source: measured, the allocator is warm and oneDNN/cuDNN have picked and built
 # their kernels after 2 steps
 
-__all__ = ["DEFAULT_WARMUP", "MODES", "OPTIMIZERS", "Mode", "OptimizerKind"]
+__all__ = ["DEFAULT_WARMUP", "MODES", "OPTIMIZERS", "Backend", "Mode", "OptimizerKind"]

@@ -25,13 +25,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import Enum
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from dnncost.core.errors import DeviceError, DnncostError, InputSpecError
+from dnncost.core.kinds import Backend
 from dnncost.distributed.orphans import run_guarded
 
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # source: torchrun's documented worker environment
@@ -45,13 +45,6 @@ RENDEZVOUS_POLL_S = 0.2  # how often a waiting worker looks again (and Ctrl-C ge
 STEP_TIMEOUT_S = 600.0  # source: our choice; a collective may wait this long for a slow peer
 TERMINATING_SIGNALS = ("SIGTERM", "SIGHUP")  # turned into a clean exit while workers run
 _CALLS = itertools.count()  # rendezvous keys of successive calls in one process stay apart
-
-
-class Backend(str, Enum):
-    """torch.distributed backends: gloo for CPU workers, nccl for one GPU per worker."""
-
-    GLOO = "gloo"
-    NCCL = "nccl"
 
 
 class DistributedSetupError(DeviceError):

@@ -61,8 +61,10 @@ from dnncost.measuring.measurement import (
     MIN_SAMPLES_FOR_CI,
     NOISE_THRESHOLD,
     SHIFT_THRESHOLD,
+    STUDY_ESTIMATOR,
     Measurement,
     NoisyMeasurementWarning,
+    estimate,
 )
 from dnncost.measuring.probe import Probe, ProbeReading, record_probe
 from dnncost.models.loading import parse_inputs
@@ -149,6 +151,12 @@ class StepTiming(Workload):
         return self.probe is not None and self.probe.drift > SHIFT_THRESHOLD
 
     @property
+    def step_s(self) -> float:
+        """The network's measured step: STUDY_ESTIMATOR over the timed steps -- one definition
+        everywhere (the study, its report, ``predict``'s calibration and the evaluations)."""
+        return estimate([self.measurement.samples], STUDY_ESTIMATOR)
+
+    @property
     def samples_per_s(self) -> float:
         return self.batch_size / self.measurement.median
 
@@ -170,7 +178,8 @@ class StepTiming(Workload):
         low, high = m.ci95
         return {
             "model": self.model, "mode": self.mode.value, "batch": self.batch_size,
-            "device": self.device, "threads": self.threads, "median_ms": m.median * 1e3,
+            "device": self.device, "threads": self.threads, "step_ms": self.step_s * 1e3,
+            "median_ms": m.median * 1e3,
             "iqr_ms": m.iqr * 1e3, "cv": m.cv, "ci95_low_ms": low * 1e3, "ci95_high_ms": high * 1e3,
             "n": m.n, "samples_per_s": self.samples_per_s, "flops": self.flops,
             "achieved_gflops_per_s": _scaled(self.achieved_flops_per_s, 1e-9),
@@ -186,7 +195,7 @@ class StepTiming(Workload):
             "model": self.model, "mode": self.mode.value, "input_shape": list(self.input_shape),
             "batch_size": self.batch_size, "device": self.device, "threads": self.threads,
             "dtype": self.dtype, "optimizer": self.optimizer,
-            "measurement": self.measurement.to_dict(),
+            "step_s": self.step_s, "measurement": self.measurement.to_dict(),
             "peak_memory_bytes": self.peak_memory_bytes,
             "peak_memory_source": self.peak_memory_source,
             "flops": self.flops, "achieved_flops_per_s": self.achieved_flops_per_s,

@@ -1,28 +1,29 @@
 """Calibrate the per-kernel time model on random networks, and measure its error on networks it
 did not fit: held-out random ones and the transfer set of standard networks.
 
-``calibrate_operators`` draws random networks (:mod:`dnncost.prediction.sampling`; never a
-published one), shrinks each one's batch until its training step is at most MAX_TRAIN_FLOPS, and
-times every kernel inside its training and validation steps (:mod:`dnncost.prediction.kernels`) and
-the steps themselves, in PASSES passes: the first draws and times networks while one more network,
-the passes to come (each as long as its timing) and the fit are expected to fit in the budget -- a
-bound on the whole call, on a busy machine too --, the others time the same networks again in the
-same order, so that each network's passes lie a minute or more apart; each network's fastest pass
-is kept, whole, with every pass's step time (their spread is the machine's pass-to-pass noise). On
+``calibrate_operators`` draws random networks (:mod:`dnncost.prediction.sampling`; never a published
+one), shrinks each one's batch until its training step is at most MAX_TRAIN_FLOPS, and times every
+kernel inside its training and validation steps (:mod:`dnncost.prediction.kernels`) and the steps
+themselves, in PASSES passes: the first draws and times networks while one more network, the passes
+to come (each as long as its timing) and the fit are expected to fit in the budget -- a bound on the
+whole call, on a busy machine too --, the others time the same networks again in the same order, so
+that each network's passes lie a minute or more apart; a network's step is then read as every
+measured step is (STUDY_ESTIMATOR over the plain steps of all its passes, its kernels likewise;
+:func:`pooled`), each pass's own figure kept (their spread is the machine's pass-to-pass noise). On
 a shared 2-core VM one pass of a network's step lands 11-13% (MAPE) from another, the fastest of 3
 passes 4-8% from the fastest of 3 others (``benchmarks/noise_floor.py``, two runs): a slow stretch
 of the machine mostly lasts seconds, not minutes. A network timed while other processes kept the
 machine busy is timed again within its pass (not when the budget has no room for it; the fastest
 attempt kept); the networks busy in every pass are counted in the model. Every HOLD_OUT-th network
-(of fewer, the last) is held out: the model is fitted on the others, and its step-time error on
-the held-out ones is stored with it. Before the random networks, pass 1 times the transfer set
-(:mod:`dnncost.prediction.transfer`: hand-written standard networks, each at the largest batch
-under the same FLOPs cap), and every later pass times it again first: the same protocol, inside the
-same budget, never fitted on; its error is stored beside the held-out one. The residuals on both
-and the pass spreads make the interval of every prediction (:mod:`dnncost.prediction.interval`).
-The baselines the evaluation compares against are fitted here too, on the same fitting networks:
-one scale factor per mode for FLOPs, for parameters and for a plain roofline (peak FLOP/s and
-bytes/s the best any timed kernel reached).
+(of fewer, the last) is held out: the model is fitted on the others, and its step-time error on the
+held-out ones is stored with it. Before the random networks, pass 1 times the transfer set
+(:mod:`dnncost.prediction.transfer`: hand-written standard networks, each at the largest batch under
+the same FLOPs cap), and every later pass times it again first: the same protocol, inside the same
+budget, never fitted on; its error is stored beside the held-out one. The residuals on both and the
+pass spreads make the interval of every prediction (:mod:`dnncost.prediction.interval`). The
+baselines the evaluation compares against are fitted here too, on the same fitting networks: one
+scale factor per mode for FLOPs, for parameters and for a plain roofline (peak FLOP/s and bytes/s
+the best any timed kernel reached).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from dnncost.core.kinds import Mode
 from dnncost.counting.cost import CostReport
 from dnncost.counting.counter import count
 from dnncost.counting.formulas import OpKind
+from dnncost.measuring.measurement import STUDY_ESTIMATOR, estimate
 from dnncost.prediction.evaluation import mape, roofline_seconds, share_within
 from dnncost.prediction.features import op_kind
 from dnncost.prediction.fitting import NetworkSample, fit_operator_model
@@ -74,8 +76,8 @@ PASSES = 3  # source: benchmarks/noise_floor.py (a 2-core VM, two runs): the fas
 # passes of a network's step agreed with the fastest of 3 other passes within 4-8% (MAPE), one pass
 # with another within 11-13%
 QUICK_PASSES = 1  # source: our choice; a quick model is rough anyway, it keeps more networks
-STEP_REPEATS = 2  # source: our choice; 2 plain timed steps a pass (the fastest of 6 over 3 passes)
-KERNEL_RUNS = 1  # source: our choice; 1 timed run of every kernel a pass (the fastest of 3 passes)
+STEP_REPEATS = 2  # source: our choice; 2 plain timed steps a pass (the figure: over 6, from 3 passes)
+KERNEL_RUNS = 1  # source: our choice; 1 timed run of every kernel a pass (lower quartile of 3 passes)
 WARMUP = 1  # source: our choice; one step (allocations, optimizer state) before the timed ones
 BUSY_RETRIES = 2  # source: our choice; on a shared 2-core machine under another process's load,
 # steps timed while it ran came out 2-10x slower than their kernels: time again, twice
@@ -128,15 +130,33 @@ def measure_network(net: Network) -> list[NetworkSample]:
         timed = time_kernels(net.module, net.input_shape, batch_size=net.batch_size, mode=mode.value,
                              runs=KERNEL_RUNS, warmup=WARMUP, step_repeats=STEP_REPEATS)
         out.append(NetworkSample(net.name, timed.report, timed.kernel_s, modules, params,
-                                 timed.step_s))
+                                 timed.step_s, step_samples=(timed.step_samples,)))
     return out
 
 
 def fastest(attempts: Sequence[NetworkSample]) -> NetworkSample:
-    """One network's timed step from several attempts (passes, busy re-timings): the attempt whose
-    step was fastest, whole -- its kernels with it. Not each kernel's fastest: a sum of minima over
-    attempts is below every step that ran (each kernel's noise is cut separately)."""
+    """One pass's timed step from its attempts (a network timed again while the machine was busy):
+    the attempt whose step was fastest, whole -- its kernels with it."""
     return min(attempts, key=lambda a: a.step_s)
+
+
+def pooled(passes: Sequence[NetworkSample]) -> NetworkSample:
+    """One network's timed step from its passes, read as every measured step is read: the step is
+    STUDY_ESTIMATOR over the plain steps of every pass pooled (``dnncost time``, the study and the
+    evaluations read a network's time the same way, so the model is fitted on the figure it is
+    judged against), each kernel the lower quartile of its passes' times (the same quantile; the
+    fastest pass's kernels where the passes counted different calls), and each pass's own figure
+    kept in ``pass_steps`` (their spread is the machine's pass-to-pass noise)."""
+    first = passes[0]
+    steps = tuple(s for p in passes for s in p.step_samples)
+    if len({len(p.kernel_s) for p in passes}) == 1:
+        kernels = tuple(float(k) for k in np.percentile(np.array([p.kernel_s for p in passes]), 25,
+                                                        axis=0)) if first.kernel_s else ()
+    else:
+        kernels = fastest(passes).kernel_s
+    return replace(first, kernel_s=kernels, step_samples=steps,
+                   step_s=estimate(steps, STUDY_ESTIMATOR) if steps else fastest(passes).step_s,
+                   pass_steps=tuple(p.step_s for p in passes))
 
 
 def measure_quietly(net: Network, *, threads: int, retries: int = BUSY_RETRIES,
@@ -326,9 +346,8 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
             fingerprint = machine_fingerprint("cpu", threads=n_threads)
 
     def kept(net: Network) -> list[NetworkSample]:
-        """Per mode the fastest pass, whole, with every pass's step seconds."""
-        return [replace(fastest(attempts), pass_steps=tuple(a.step_s for a in attempts))
-                for attempts in zip(*timed[net.name], strict=True)]
+        """Per mode the passes pooled (:func:`pooled`)."""
+        return [pooled(attempts) for attempts in zip(*timed[net.name], strict=True)]
 
     fitted: list[NetworkSample] = []
     held: list[NetworkSample] = []
@@ -378,5 +397,6 @@ def stored_samples(done: Calibrated) -> StoredSamples:
 
 __all__ = ["BUDGET_S", "FIT_THREADS", "Calibrated", "MAX_TRAIN_FLOPS", "Network", "QUICK_BUDGET_S",
            "baseline_seconds", "calibrate_operators", "fastest", "fit_baselines", "interval_model",
+           "pooled",
            "is_held_out", "largest_batch", "measure_network", "measure_quietly", "refit", "sized_network",
            "sized_transfer_set", "step_errors", "stored_samples"]

@@ -24,8 +24,9 @@ MIN_KIND_SAMPLES = 30  # source: our choice; fewer kernels of a kind: its line o
 @dataclass(frozen=True)
 class NetworkSample:
     """One network's timed step: its counted calls, each call's kernel seconds, its module and
-    parameter-tensor counts, the measured step seconds and, when it was timed in several passes,
-    each pass's step seconds (step_s is the fastest)."""
+    parameter-tensor counts, its measured step -- the network's measured time as dnncost defines
+    it everywhere, STUDY_ESTIMATOR over every plain timed step of every pass, ``step_samples`` --
+    and, when it was timed in several passes, each pass's own figure (``pass_steps``)."""
 
     name: str
     report: CostReport
@@ -34,6 +35,7 @@ class NetworkSample:
     param_tensors: int
     step_s: float
     pass_steps: tuple[float, ...] = ()
+    step_samples: tuple[tuple[float, ...], ...] = ()  # each pass's plain timed steps
 
 
 def fit_operator_model(samples: Sequence[NetworkSample], **meta: Any) -> OperatorModel:

@@ -25,6 +25,7 @@ from dnncost.core.step import Mode, OptimizerKind
 from dnncost.counting.cost import CostReport, OpRecord, Phase
 from dnncost.counting.counter import count
 from dnncost.counting.formulas import formula_for, is_view, op_name
+from dnncost.measuring.measurement import STUDY_ESTIMATOR, estimate
 from dnncost.measuring.timing import StepOptions, prepare_step, preserved
 
 
@@ -61,7 +62,9 @@ def _align(records: Sequence[OpRecord], calls: Sequence[tuple[str, float]]) -> l
 @dataclass(frozen=True)
 class TimedStep:
     """One counted step with each record's kernel seconds (the fastest of the timed runs) and the
-    step's own seconds without the clock (the fastest of ``step_samples``)."""
+    step's own seconds without the clock: the network's measured time as dnncost defines it
+    (STUDY_ESTIMATOR over ``step_samples``, as the study, ``dnncost time`` and the evaluations read
+    a step)."""
 
     report: CostReport
     kernel_s: tuple[float, ...]
@@ -75,9 +78,10 @@ def time_kernels(module: nn.Module, input_shape: Sequence[int], *, batch_size: i
     """Count one ``mode`` step of ``module`` (meta device), then on the CPU run ``warmup`` steps,
     ``runs`` steps with every kernel timed and ``step_repeats`` plain timed steps, interleaved
     (clocked, plain, clocked, ...) so that drift in the machine's load hits both alike. Each
-    figure is its fastest run: another process only ever adds time. Where the CPU runs other
-    kernels than the meta device shows (fused attention), the kernels are timed while counting on
-    the CPU instead, so that each record still gets its own kernel's time."""
+    kernel's figure is its fastest run (another process only ever adds time); the step's is
+    STUDY_ESTIMATOR over the plain steps, the figure every measured step is. Where the CPU runs
+    other kernels than the meta device shows (fused attention), the kernels are timed while
+    counting on the CPU instead, so that each record still gets its own kernel's time."""
     shape = tuple(int(s) for s in input_shape)
     report = count(module, mode=mode, batch_size=batch_size, input_shape=shape, optimizer=optimizer)
     opts = StepOptions(batch_size=batch_size, mode=Mode(mode), optimizer=OptimizerKind(optimizer))
@@ -103,7 +107,8 @@ def time_kernels(module: nn.Module, input_shape: Sequence[int], *, batch_size: i
                 step()
                 plain.append(time.perf_counter() - start)
     kernel_s = np.min(np.array(timings), axis=0) if report.records else np.zeros(0)
-    return TimedStep(report, tuple(float(t) for t in kernel_s), min(plain), tuple(plain))
+    return TimedStep(report, tuple(float(t) for t in kernel_s), estimate([plain], STUDY_ESTIMATOR),
+                     tuple(plain))
 
 
 def _counted_on_cpu(module: nn.Module, shape: tuple[int, ...], *, mode: str, batch_size: int,

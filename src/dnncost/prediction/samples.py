@@ -25,7 +25,8 @@ from dnncost.prediction.errors import CALIBRATE_COMMAND
 from dnncost.prediction.fitting import NetworkSample
 
 FORMAT = "dnncost-op-samples"  # source: our choice, names what the file holds
-VERSION = 1  # bump when a stored field changes meaning; older files are then refused
+VERSION = 2  # bump when a stored field changes meaning; older files are then refused (2: step_s is
+# STUDY_ESTIMATOR over every pass's plain steps, kept in step_samples; 1 held the fastest pass)
 SUFFIX = ".ops-samples.json.gz"  # source: our choice, beside '<fingerprint>.json'
 
 
@@ -84,14 +85,16 @@ def _sample_dict(sample: NetworkSample, ops: dict[str, int]) -> dict[str, Any]:
     return {"name": sample.name, "report": _report_dict(sample.report, ops),
             "kernel_s": list(sample.kernel_s), "modules": sample.modules,
             "param_tensors": sample.param_tensors, "step_s": sample.step_s,
-            "pass_steps": list(sample.pass_steps)}
+            "pass_steps": list(sample.pass_steps),
+            "step_samples": [list(steps) for steps in sample.step_samples]}
 
 
 def _sample(data: Mapping[str, Any], ops: Sequence[str]) -> NetworkSample:
     return NetworkSample(str(data["name"]), _report(data["report"], ops),
                          tuple(float(t) for t in data["kernel_s"]), int(data["modules"]),
                          int(data["param_tensors"]), float(data["step_s"]),
-                         tuple(float(t) for t in data.get("pass_steps", ())))  # absent: older files
+                         tuple(float(t) for t in data["pass_steps"]),
+                         tuple(tuple(float(t) for t in steps) for steps in data["step_samples"]))
 
 
 def save_samples(stored: StoredSamples, path: Path) -> Path:
@@ -123,8 +126,7 @@ def load_samples(path: Path) -> StoredSamples:
         return StoredSamples(tuple(_sample(s, ops) for s in data["fitted"]),
                              tuple(_sample(s, ops) for s in data["held_out"]),
                              dict(data.get("meta", {})),
-                             tuple(_sample(s, ops) for s in data.get("transfer", ())))  # absent:
-        # files of calibrations from before the transfer set
+                             tuple(_sample(s, ops) for s in data["transfer"]))
     except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise NoSamplesError(f"stored calibration samples '{path}' are unreadable "
                              f"({type(exc).__name__}: {exc}): {again}") from None

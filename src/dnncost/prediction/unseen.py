@@ -4,19 +4,19 @@ The networks are torchvision's classification networks that are not in dnncost's
 (:mod:`dnncost.prediction.calibration`) only ever builds random networks and its own hand-written
 transfer set, so every one of them is unseen by construction (tests/test_leak.py enforces it). For
 each input configuration (3x32x32 at batch 32 and 3x224x224 at batch 8) and mode (training and
-validation step), every network is timed in ``rounds`` round-robin passes (network 1, 2, ..., then again:
-:func:`dnncost.measuring.interleave.time_interleaved`, the reference probe around each pass, each
-network built afresh for each pass so only one is in memory), so that drift in the machine's load
-hits all networks alike; its measured time is its
-fastest step over all rounds (the calibration's statistic), and the spread between the rounds'
-medians is reported as run-to-run noise. Each network is predicted (meta device, nothing run) by
-the per-kernel model, with its interval (dnncost.prediction.interval: the coverage reported is the
-share of networks measured inside theirs), and by three baselines, each one scale factor per mode
-fitted on the calibration's random networks -- never on the evaluated ones: FLOPs-only,
-params-only and a plain roofline (sum of max(FLOPs / peak, bytes / bandwidth), peak and bandwidth
-the best kernels' of the calibration). Each network's result is handed to ``on_result`` the moment
-it is complete (the command stores it: dnncost.study.unseen), and results already stored are
-skipped (``done``).
+validation step), every network is timed in ``rounds`` round-robin passes (network 1, 2, ..., then
+again: :func:`dnncost.measuring.interleave.time_interleaved`, the reference probe around each pass,
+each network built afresh for each pass so only one is in memory), so that drift in the machine's
+load hits all networks alike; its measured time is read as every measured step is (STUDY_ESTIMATOR
+over the timed steps of all rounds: the figure the study, ``dnncost time`` and the calibration use),
+and the spread between the rounds' medians is reported as run-to-run noise. Each network is
+predicted (meta device, nothing run) by the per-kernel model, with its interval
+(dnncost.prediction.interval: the coverage reported is the share of networks measured inside
+theirs), and by three baselines, each one scale factor per mode fitted on the calibration's random
+networks -- never on the evaluated ones: FLOPs-only, params-only and a plain roofline (sum of
+max(FLOPs / peak, bytes / bandwidth), peak and bandwidth the best kernels' of the calibration). Each
+network's result is handed to ``on_result`` the moment it is complete (the command stores it:
+dnncost.study.unseen), and results already stored are skipped (``done``).
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from dnncost.core.errors import DnncostError, ModelNotFoundError, suggest
 from dnncost.core.kinds import Mode
 from dnncost.counting.counter import count
 from dnncost.measuring.interleave import TimingJob, time_interleaved
+from dnncost.measuring.measurement import STUDY_ESTIMATOR, estimate
 from dnncost.measuring.timing import StepOptions, StepTiming
 from dnncost.models.loading import load_model
 from dnncost.models.registry import list_models
@@ -57,7 +58,8 @@ ROUNDS, REPEATS, WARMUP = 3, 3, 2  # round-robin passes, timed steps and untimed
 # of 3 passes of a network's step agreed with the fastest of 3 other passes within 4-8% (MAPE), of 2
 # within 6-7%, one pass with another only within 11-13% -- a ground truth noisier than the +-10%
 # band it is judged by judges nothing
-ESTIMATOR = "fastest step"  # how measured_s comes from the samples; source: the calibration's statistic
+ESTIMATOR = STUDY_ESTIMATOR.value  # how measured_s comes from the samples: a network's measured time,
+# one definition everywhere (dnncost.measuring.measurement)
 
 Key = tuple[str, tuple[int, ...], int, str]
 """(network, one sample's input shape, batch size, mode): one result of the protocol."""
@@ -259,7 +261,8 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                          f"({time.perf_counter() - started:.0f} s)")
             if index == rounds - 1:  # complete: handed on at once (an interruption loses only
                 # the earlier rounds of networks not yet timed in the last one)
-                point = UnseenPoint(name, tuple(shape), batch, mode, min(samples[name]),
+                point = UnseenPoint(name, tuple(shape), batch, mode,
+                                    estimate([samples[name]], STUDY_ESTIMATOR),
                                     tuple(medians[name]), predicted[name].seconds,
                                     predicted[name].gflops, samples=tuple(samples[name]),
                                     predicted_interval_s=predicted[name].interval_s,
@@ -279,8 +282,8 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
         jobs = [TimingJob(name, partial(_build, name), tuple(shape), options) for name in predicted]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # remeasure=0: each point is handed on (kept) as its last round finishes, and its
-            # figure is the fastest step of all rounds, which a slowed round cannot lower
+            # remeasure=0: each point is handed on (kept) as its last round finishes; its figure
+            # is a low quantile of all rounds' steps, which a slowed round moves little
             time_interleaved(jobs, repeats=rounds, remeasure=0, on_repeat=on_repeat,
                              on_error=on_error)
 
