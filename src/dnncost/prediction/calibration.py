@@ -58,6 +58,7 @@ from dnncost.prediction.transfer import TransferNet, transfer_networks
 
 MAX_TRAIN_FLOPS = 4e9  # source: our choice; a training step of ~0.1-0.3 s on 2 cores
 QUICK_MAX_TRAIN_FLOPS = 4e8  # source: our choice, ten times smaller
+QUICK_MAX_SIDE = 64  # source: our choice; a quick calibration's inputs are at most 64x64
 BUDGET_S = 210.0  # source: issue 12, calibration <= 5 minutes on 2 cores: 3.5 min of sampling
 QUICK_BUDGET_S = 25.0  # source: our choice, a rough model in well under a minute
 MIN_NETWORKS = 8  # source: our choice; at least 6 to fit on and 2 held out, whatever the budget
@@ -322,7 +323,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
             seed += 1
             try:
                 net = sized_network(seed - 1, max_train_flops=max_flops,
-                                    max_side=64 if quick else 224)
+                                    max_side=QUICK_MAX_SIDE if quick else 224)
                 if net is None:
                     continue
                 measure(net)
@@ -395,7 +396,8 @@ def stored_samples(done: Calibrated) -> StoredSamples:
     return StoredSamples(done.fitted, done.held_out, done.meta, done.transfer)
 
 
-__all__ = ["BUDGET_S", "FIT_THREADS", "Calibrated", "MAX_TRAIN_FLOPS", "Network", "QUICK_BUDGET_S",
+__all__ = ["BUDGET_S", "FIT_THREADS", "QUICK_MAX_SIDE", "Calibrated", "MAX_TRAIN_FLOPS", "Network",
+           "QUICK_BUDGET_S",
            "baseline_seconds", "calibrate_operators", "fastest", "fit_baselines", "interval_model",
            "pooled",
            "is_held_out", "largest_batch", "measure_network", "measure_quietly", "refit", "sized_network",
