@@ -153,3 +153,38 @@ def test_the_command_line_starts_without_torch() -> None:
             "heavy = [m for m in ('torch', 'numpy', 'scipy', 'matplotlib') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+PACKAGES = ("commands", "reporting", "study", "whatif", "prediction", "distributed", "training",
+            "measuring", "counting", "models", "core")  # the README's table, top floor first
+README = SRC.parents[1] / "README.md"
+
+
+def import_table() -> str:
+    """The package-level import graph as the README shows it: one row per package (top floor
+    first), a mark under each package it imports; every mark lies right of the diagonal."""
+    uses: dict[str, set[str]] = {p: set() for p in PACKAGES}
+    for a, targets in _graph().items():
+        for b in targets:
+            if _part(a) in uses and _part(b) != _part(a) and _part(b) in uses:
+                uses[_part(a)].add(_part(b))
+    head = "| imports → | " + " | ".join(PACKAGES) + " |"
+    rule = "|---|" + "---|" * len(PACKAGES)
+    rows = [f"| **{a}** | " + " | ".join("●" if b in uses[a] else ("·" if a == b else "")
+                                          for b in PACKAGES) + " |" for a in PACKAGES]
+    return "\n".join([head, rule, *rows])
+
+
+def test_the_readme_shows_the_import_graph_as_it_is() -> None:
+    """The README's table of which package imports which is the real graph (regenerate with
+    `python tests/test_architecture.py`), and no package imports one above it."""
+    assert list(PACKAGES) == [f for f in reversed(FLOORS) if f in PACKAGES]  # top floor first
+    assert import_table() in README.read_text(), "README's import table is stale: " \
+        "run `python tests/test_architecture.py` and paste its output"
+    for i, a in enumerate(PACKAGES):
+        row = import_table().splitlines()[2 + i].split("|")[2:-1]
+        assert all(mark.strip() != "●" for mark in row[:i + 1]), f"{a} imports a package above it"
+
+
+if __name__ == "__main__":
+    print(import_table())

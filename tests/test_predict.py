@@ -302,8 +302,8 @@ def test_a_stored_model_of_another_version_or_with_a_wrong_field_is_refused() ->
     from dnncost.prediction.errors import ModelFormatError
 
     data = tiny_model().to_dict()
-    with pytest.raises(ModelFormatError, match="version 3; this dnncost reads"):
-        OperatorModel.from_dict({**data, "version": 3})
+    with pytest.raises(ModelFormatError, match="version 2; this dnncost reads"):
+        OperatorModel.from_dict({**data, "version": 2})
     with pytest.raises(ModelFormatError, match="model.step_weights has 2 items, expected 7"):
         OperatorModel.from_dict({**data, "step_weights": [0.0, 0.0]})
     with pytest.raises(ModelFormatError, match="unknown fields: not_a_kind"):

@@ -105,9 +105,29 @@ def largest_batch(net: Network, *, max_train_flops: float) -> int | None:
     return max(fits) if fits else None
 
 
-def sized_network(seed: int, *, max_train_flops: float, max_side: int = 224) -> RandomNet | None:
-    """Random network ``seed`` at its :func:`largest_batch`; None when even batch 1 is larger."""
-    net = random_network(seed, max_side=max_side)
+@dataclass(frozen=True)
+class Focus:
+    """One input configuration a calibration is drawn around (the study's: 3x32x32 at batch 32)
+    instead of the sampler's whole range: every random network takes this input side and starts
+    from this batch, at full size (MAX_TRAIN_FLOPS), so that a short calibration meets the kernels
+    of the networks it will predict instead of extrapolating from small ones."""
+
+    input_shape: tuple[int, ...]
+    batch_size: int
+
+    @property
+    def text(self) -> str:
+        """'32x3x32x32': the batch and one sample's shape."""
+        return "x".join(map(str, (self.batch_size, *self.input_shape)))
+
+
+def sized_network(seed: int, *, max_train_flops: float, max_side: int = 224,
+                  focus: Focus | None = None) -> RandomNet | None:
+    """Random network ``seed`` (at ``focus``'s input side and batch, when given) at its
+    :func:`largest_batch`; None when even batch 1 is larger."""
+    net = random_network(seed, max_side=max_side,
+                         side=focus.input_shape[-1] if focus is not None else None,
+                         batch=focus.batch_size if focus is not None else None)
     batch = largest_batch(net, max_train_flops=max_train_flops)
     return replace(net, batch_size=batch) if batch else None
 
@@ -259,14 +279,15 @@ def fit_baselines(samples: Sequence[NetworkSample]) -> dict[str, float]:
 # -- the whole calibration -----------------------------------------------------------------------
 def calibrate_operators(*, threads: int | None = None, quick: bool = False,
                         budget_s: float | None = None, min_networks: int | None = None,
-                        passes: int | None = None,
+                        passes: int | None = None, focus: Focus | None = None,
                         progress: Callable[[str], None] | None = None) -> Calibrated:
     """Draw, time and fit (see the module docstring) within ``budget_s`` for the whole call --
     drawing, timing, every pass and the fit (default: BUDGET_S, QUICK_BUDGET_S when ``quick``) --
     over ``passes`` passes (default: PASSES, QUICK_PASSES when ``quick``). A network is drawn, or
     timed again on a busy machine, only while its expected time fits in what is left; at least
     ``min_networks`` networks (default: MIN_NETWORKS, QUICK_MIN_NETWORKS when ``quick``) are timed
-    whatever the budget, so the budget is exceeded only when even they take longer."""
+    whatever the budget, so the budget is exceeded only when even they take longer. ``focus``
+    draws every network at one input configuration, full size (:class:`Focus`)."""
     import torch
 
     from dnncost.core.environment import machine_fingerprint
@@ -276,7 +297,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     floor = min_networks if min_networks is not None else QUICK_MIN_NETWORKS if quick else MIN_NETWORKS
     if passes < 1:
         raise ValueError(f"passes must be a positive integer, got {passes}")
-    max_flops = QUICK_MAX_TRAIN_FLOPS if quick else MAX_TRAIN_FLOPS
+    max_flops = QUICK_MAX_TRAIN_FLOPS if quick and focus is None else MAX_TRAIN_FLOPS
     nets: list[RandomNet] = []
     transfer: list[TransferNet] = []
     timed: dict[str, list[list[NetworkSample]]] = {}  # name -> each pass's samples (one per mode)
@@ -311,7 +332,8 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     with using_threads(threads) as n_threads:
         # pass 1 times the transfer set, then draws and times random networks while one more, the
         # passes to come and the fit are expected to fit in the budget
-        for standard in sized_transfer_set(max_train_flops=max_flops, larger=not quick):
+        for standard in sized_transfer_set(max_train_flops=max_flops,
+                                           larger=not quick and focus is None):
             try:
                 measure(standard)
             except (AlignmentError, DnncostError, RuntimeError):  # cannot be timed here: left out
@@ -323,7 +345,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
             seed += 1
             try:
                 net = sized_network(seed - 1, max_train_flops=max_flops,
-                                    max_side=QUICK_MAX_SIDE if quick else 224)
+                                    max_side=QUICK_MAX_SIDE if quick else 224, focus=focus)
                 if net is None:
                     continue
                 measure(net)
@@ -356,7 +378,8 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
         (held if is_held_out(i, len(nets)) else fitted).extend(kept(net))
     busy = sum(busy_passes[net.name] == len(timed[net.name]) for net in nets)
     meta = {"fingerprint": fingerprint, "threads": n_threads, "torch_version": str(torch.__version__),
-            "quick": quick, "busy_networks": busy, "passes": passes}
+            "quick": quick, "busy_networks": busy, "passes": passes,
+            "focus": "" if focus is None else focus.text}
     return refit(StoredSamples(tuple(fitted), tuple(held), meta,
                                tuple(s for net in transfer for s in kept(net))))
 
@@ -396,7 +419,7 @@ def stored_samples(done: Calibrated) -> StoredSamples:
     return StoredSamples(done.fitted, done.held_out, done.meta, done.transfer)
 
 
-__all__ = ["BUDGET_S", "FIT_THREADS", "QUICK_MAX_SIDE", "Calibrated", "MAX_TRAIN_FLOPS", "Network",
+__all__ = ["BUDGET_S", "FIT_THREADS", "QUICK_MAX_SIDE", "Calibrated", "Focus", "MAX_TRAIN_FLOPS", "Network",
            "QUICK_BUDGET_S",
            "baseline_seconds", "calibrate_operators", "fastest", "fit_baselines", "interval_model",
            "pooled",

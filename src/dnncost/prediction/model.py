@@ -107,7 +107,9 @@ class OperatorModel:
     networks: int = 0  # random networks fitted on
     kernels: int = 0  # timed kernels fitted on
     busy_networks: int = 0  # random networks still timed on a busy machine after re-timing
-    passes: int = 1  # times each random network was timed, passes apart (its fastest kept)
+    passes: int = 1  # times each random network was timed, passes apart (pooled)
+    focus: str = ""  # the one configuration the random networks were drawn at ('32x3x32x32'), or ''
+    # when drawn over the sampler's whole range (dnncost.prediction.calibration.Focus)
     held_out: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # mode -> metrics
     baselines: Mapping[str, float] = field(default_factory=dict)  # name -> fitted constant
     transfer: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # mode -> metrics on
@@ -142,7 +144,7 @@ class OperatorModel:
         return {"fingerprint": self.fingerprint, "threads": self.threads,
                 "torch_version": self.torch_version, "created": self.created, "quick": self.quick,
                 "networks": self.networks, "kernels": self.kernels,
-                "busy_networks": self.busy_networks, "passes": self.passes,
+                "busy_networks": self.busy_networks, "passes": self.passes, "focus": self.focus,
                 "step_weights_us": {f: w * 1e6 for f, w in zip(STEP_FEATURES, self.step_weights,
                                                                 strict=True)},
                 "held_out": {m: dict(v) for m, v in self.held_out.items()},
@@ -158,7 +160,7 @@ class OperatorModel:
                 "threads": self.threads, "torch_version": self.torch_version,
                 "created": self.created, "quick": self.quick, "networks": self.networks,
                 "kernels": self.kernels, "busy_networks": self.busy_networks, "passes": self.passes,
-                "held_out": {m: dict(v) for m, v in self.held_out.items()},
+                "focus": self.focus, "held_out": {m: dict(v) for m, v in self.held_out.items()},
                 "transfer": {m: dict(v) for m, v in self.transfer.items()},
                 "interval": self.interval.to_dict(),
                 "baselines": dict(self.baselines), "step_weights": list(self.step_weights),
@@ -194,6 +196,7 @@ class OperatorModel:
                    kernels=reading.integer(d["kernels"], "model.kernels", low=0),
                    busy_networks=reading.integer(d["busy_networks"], "model.busy_networks", low=0),
                    passes=reading.integer(d["passes"], "model.passes", low=1),
+                   focus=reading.text(d["focus"], "model.focus"),
                    held_out=_metrics(d["held_out"], "model.held_out"),
                    baselines=_numbers_by_name(d["baselines"], "model.baselines"),
                    transfer=_metrics(d["transfer"], "model.transfer"),
@@ -224,9 +227,10 @@ class OperatorModel:
 
 
 MODEL_FORMAT = "dnncost-operator-model"  # source: our choice, names what the data is
-MODEL_VERSION = 2  # source: our choice; 1 was the pickled regressors of older files, never loaded
+MODEL_VERSION = 3  # source: our choice; 1 was the pickled regressors of older files, never loaded;
+# 2 was fitted on each network's fastest pass, 3 on its pooled passes read by STUDY_ESTIMATOR
 _MODEL_FIELDS = ("format", "version", "fingerprint", "threads", "torch_version", "created", "quick",
-                 "networks", "kernels", "busy_networks", "passes", "held_out", "baselines",
+                 "networks", "kernels", "busy_networks", "passes", "focus", "held_out", "baselines",
                  "transfer", "interval", "step_weights", "kinds", "fallback")
 
 

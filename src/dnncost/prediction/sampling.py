@@ -255,12 +255,17 @@ class _Net(nn.Module):
         return self.head(self.features(x))
 
 
-def random_network(seed: int, *, max_side: int = 224) -> RandomNet:
-    """Draw network number ``seed`` (an ordinary nn.Module, CPU, float32, seeded weights)."""
+def random_network(seed: int, *, max_side: int = 224, side: int | None = None,
+                   batch: int | None = None) -> RandomNet:
+    """Draw network number ``seed`` (an ordinary nn.Module, CPU, float32, seeded weights); ``side``
+    and ``batch``, when given, replace the drawn input side and batch (a calibration focused on
+    one configuration), the rest of the network drawn as ever."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    side = rng.choice([s for s in SIDES if s <= max_side] or [max_side])
-    batch = rng.choice(BATCHES)
+    drawn_side = rng.choice([s for s in SIDES if s <= max_side] or [max_side])
+    drawn_batch = rng.choice(BATCHES)
+    side = drawn_side if side is None else side
+    batch = drawn_batch if batch is None else batch
     acts = [rng.choice(ACTIVATIONS) for _ in range(2)]
     norm = rng.choice(NORMS)
     width = rng.choice(STEM_WIDTHS)
