@@ -16,7 +16,6 @@ from dnncost.counting.counter import count
 from dnncost.measuring.timing import StepOptions
 from dnncost.whatif import registry
 from dnncost.whatif.low_rank import factorise_conv, factorise_linear
-from dnncost.whatif.prune_channels import find_sites
 from dnncost.whatif.prune_magnitude import nominal_flops
 from dnncost.whatif.registry import (
     Context,
@@ -71,60 +70,14 @@ def test_tiny_network_hand_count() -> None:
 
 
 # -- each transformation's count against hand arithmetic -------------------------------------
-def test_prune_channels_halves_the_middle_channels() -> None:
-    variant = apply("prune_channels", 0.5)
-    conv1, conv2 = variant.module[0], variant.module[1]
-    assert (conv1.out_channels, conv2.in_channels, conv2.out_channels) == (4, 4, 8)
-    total = counted(variant.module)
-    # conv1 4->4: 36 * 4 * 4*9 = 5184; conv2 4->8: 36 * 8 * 4*9 = 10368; 5184 + 10368 = 15552
-    assert total.macs == 15552
-    assert total.flops == 2 * 15552  # 31104
+# (prune_channels: tests/test_prune_channels.py, with the optional torch-pruning)
+def test_prune_channels_without_torch_pruning_says_how_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
 
-
-def test_prune_channels_keeps_the_largest_filters() -> None:
-    model = tiny()
-    with torch.no_grad():
-        model[0].weight.fill_(0.01)
-        model[0].weight[[1, 6]] = 1.0  # filters 1 and 6 have the largest L1 norm
-    second = model[1].weight.detach().clone()
-    variant = apply("prune_channels", 0.75, model)  # keep round(8 * 0.25) = 2 filters
-    assert variant.module[0].out_channels == 2
-    assert torch.equal(variant.module[0].weight, torch.ones(2, 4, 3, 3))
-    assert torch.equal(variant.module[1].weight, second[:, [1, 6]])
-
-
-def test_prune_channels_with_bn_and_relu_between_is_the_same_function_on_kept_channels() -> None:
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                          nn.MaxPool2d(2), nn.Conv2d(8, 5, 3, padding=1)).eval()
-    with torch.no_grad():
-        model[0].weight[[0, 2, 4, 6]] = 0.0  # four dead filters, with zero BN shift after them
-        model[0].bias[[0, 2, 4, 6]] = 0.0
-        model[1].bias[[0, 2, 4, 6]] = -5.0  # ReLU kills them: removing them changes nothing
-    x = torch.randn(2, *SHAPE)
-    expected = model(x)
-    variant = apply("prune_channels", 0.5, model)
-    assert variant.module[1].num_features == 4
-    torch.testing.assert_close(variant.module.eval()(x), expected)
-
-
-def test_prune_channels_in_a_residual_block() -> None:
-    from dnncost.models.resnet import BasicBlockA
-
-    block = BasicBlockA(8, 8)
-    (site,) = find_sites(block)
-    assert (site.first, site.bn, site.second) == ("conv1", "bn1", "conv2")
-    variant = get_transformation("prune_channels").apply(
-        block, 0.5, Context(inputs=spec_of((8, 6, 6)), batch_size=1, mode=Mode.EVAL,
-                            device=torch.device("cpu"), threads=1))
-    out = variant.module(torch.randn(1, 8, 6, 6))
-    assert out.shape == (1, 8, 6, 6)  # the block's outputs (into the addition) are kept
-    assert variant.module.conv1.out_channels == 4 and variant.module.bn1.num_features == 4
-
-
-def test_prune_channels_not_applicable_without_a_provable_site() -> None:
-    with pytest.raises(NotApplicable, match="no conv -> conv link"):
-        apply("prune_channels", 0.5, nn.Sequential(nn.Flatten(), nn.Linear(144, 3)))
+    monkeypatch.setitem(sys.modules, "torch_pruning", None)  # import torch_pruning raises ImportError
+    with pytest.raises(NotApplicable, match=r'needs torch-pruning: pip install "dnncost\[pruning\]"'):
+        apply("prune_channels", 0.5)
 
 
 def test_prune_magnitude_executed_and_nominal_flops() -> None:
@@ -264,18 +217,22 @@ def test_batch_size_and_threads() -> None:
 OPTS = StepOptions(batch_size=2, mode=Mode.EVAL, threads=1, warmup=0, repeats=6)
 
 
+LOW_RANK_MACS = 11520  # tiny() at rank 0.5: see test_low_rank_count
+# params at rank 0.5: conv1 4*2 + 2*4*9 + 4*8 = 112, conv2 8*4 + 4*4*9 + 4*8 = 208 -> 320 of 864
+LOW_RANK_PARAMS = 112 + 208
+
+
 def test_runner_ratios_and_interval() -> None:
-    specs = parse_specs("prune_channels:0.5,low_rank:0.5,batch_size:4,int8")
+    specs = parse_specs("low_rank:0.5,batch_size:4,int8")
     results = {r.transformation: r for r in run_whatif(tiny(), specs, input_shape=SHAPE, options=OPTS)}
-    pruned = results["prune_channels:0.5"]
-    assert pruned.applicable and pruned.flops_ratio == pytest.approx(15552 / 31104)  # 0.5
-    assert pruned.params_ratio == pytest.approx((4 * 4 * 9 + 8 * 4 * 9) / 864)  # 432 / 864
-    assert pruned.time_ratio is not None and pruned.time_ratio.n == 6
-    low, high = pruned.time_ratio_ci95
-    assert low <= pruned.time_ratio.median <= high
-    assert pruned.original is not None and pruned.original.n == 6
-    assert pruned.flops == 2 * 31104  # per step of batch 2
-    assert results["low_rank:0.5"].flops_ratio == pytest.approx(11520 / 31104)
+    low_rank = results["low_rank:0.5"]
+    assert low_rank.applicable and low_rank.flops_ratio == pytest.approx(11520 / 31104)
+    assert low_rank.params_ratio == pytest.approx(LOW_RANK_PARAMS / 864)  # 320 / 864
+    assert low_rank.time_ratio is not None and low_rank.time_ratio.n == 6
+    low, high = low_rank.time_ratio_ci95
+    assert low <= low_rank.time_ratio.median <= high
+    assert low_rank.original is not None and low_rank.original.n == 6
+    assert low_rank.flops == 2 * 2 * LOW_RANK_MACS  # per step of batch 2, no bias: 46080
     assert results["batch_size:4"].flops_ratio == pytest.approx(1.0)  # per sample
     assert results["batch_size:4"].batch_size == 4
     assert results["int8"].flops_ratio == pytest.approx(1.0)
@@ -304,7 +261,7 @@ def test_runner_train_step_and_magnitude_nominal() -> None:
 def test_runner_leaves_the_model_as_found() -> None:
     model = tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    list(run_whatif(model, parse_specs("prune_channels:0.5"), input_shape=SHAPE,
+    list(run_whatif(model, parse_specs("low_rank:0.5"), input_shape=SHAPE,
                     options=OPTS.replace(mode=Mode.TRAIN, repeats=2)))
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key])
@@ -357,10 +314,10 @@ def breaker(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_transformation_that_breaks_the_network_is_named_and_earlier_results_kept() -> None:
     kept = []
     with pytest.raises(TransformationError, match="transformation 'breaker' broke the network"):
-        for result in run_whatif(tiny(), parse_specs("prune_channels:0.5,breaker"),
+        for result in run_whatif(tiny(), parse_specs("low_rank:0.5,breaker"),
                                  input_shape=SHAPE, options=OPTS.replace(repeats=2)):
             kept.append(result)
-    assert [r.transformation for r in kept] == ["prune_channels:0.5"]
+    assert [r.transformation for r in kept] == ["low_rank:0.5"]
 
 
 @pytest.fixture
@@ -378,10 +335,10 @@ def tiny_file(tmp_path) -> str:
 @pytest.mark.usefixtures("breaker")
 def test_cli_prints_what_was_measured_then_one_error_line(tiny_file: str, capsys) -> None:
     code = main(["whatif", tiny_file, "--input", "4x6x6", "--batch-size", "2", "--mode", "eval",
-                 "--repeats", "2", "--warmup", "0", "--only", "prune_channels:0.5,breaker"])
+                 "--repeats", "2", "--warmup", "0", "--only", "low_rank:0.5,breaker"])
     out, err = capsys.readouterr()
     assert code == 2
-    assert "PARTIAL" in out and "prune_channels:0.5" in out
+    assert "PARTIAL" in out and "low_rank:0.5" in out
     errors = [line for line in err.splitlines() if "error" in line]
     assert len(errors) == 1 and "transformation 'breaker' broke the network" in errors[0]
     assert "Traceback" not in err
@@ -398,22 +355,24 @@ def test_cli_bad_name_and_ratio_exit_2(tiny_file: str, capsys) -> None:
 def test_cli_formats_and_figure(tiny_file: str, fmt: str, tmp_path, capsys) -> None:
     figure = tmp_path / "whatif.png"
     code = main(["whatif", tiny_file, "--input", "4x6x6", "--batch-size", "2", "--mode", "eval",
-                 "--repeats", "6", "--warmup", "0", "--only", "prune_channels:0.5,int8",
+                 "--repeats", "6", "--warmup", "0", "--only", "low_rank:0.5,int8",
                  "--format", fmt, "--out", str(figure)])
     out = capsys.readouterr().out
     assert code == 0
-    assert "prune_channels:0.5" in out and "int8" in out
+    assert "low_rank:0.5" in out and "int8" in out
     assert figure.read_bytes().startswith(b"\x89PNG")
     if fmt == "json":
         import json
 
         payload = json.loads(out)
-        assert payload["results"][0]["flops_ratio"] == pytest.approx(0.5)  # 15552 / 31104
+        assert payload["results"][0]["flops_ratio"] == pytest.approx(11520 / 31104)
 
 
-def test_cli_list(capsys) -> None:
-    assert main(["whatif", "--list", "x"]) == 0
-    assert "depthwise_separable" in capsys.readouterr().out
+def test_cli_list_needs_no_model(capsys) -> None:
+    assert main(["whatif", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "depthwise_separable" in out
+    assert "compile: on request only" in out
 
 
 class SlowFirstCall(nn.Module):
@@ -447,7 +406,7 @@ def test_results_kept_in_the_study_database(tiny_file: str, tmp_path, capsys) ->
 
     db = tmp_path / "study.sqlite"
     code = main(["whatif", tiny_file, "--input", "4x6x6", "--batch-size", "2", "--mode", "both",
-                 "--repeats", "2", "--warmup", "0", "--only", "prune_channels:0.5,int8",
+                 "--repeats", "2", "--warmup", "0", "--only", "low_rank:0.5,int8",
                  "--db", str(db)])
     assert code == 0
     with open_store(db, read_only=True) as store:
@@ -455,11 +414,11 @@ def test_results_kept_in_the_study_database(tiny_file: str, tmp_path, capsys) ->
     assert {name for name, _ in named} == {"tiny_net.py:tiny"}
     rows = [row for _, row in named]
     by_key = {(r.transformation, r.mode): r for r in rows}
-    assert set(by_key) == {("prune_channels:0.5", "train"), ("int8", "train"),
-                           ("prune_channels:0.5", "eval"), ("int8", "eval")}
-    pruned = by_key[("prune_channels:0.5", "eval")]
-    assert pruned.flops_ratio == pytest.approx(0.5)  # 15552 / 31104
-    assert pruned.time_ratios is not None and len(pruned.time_ratios) == 2
+    assert set(by_key) == {("low_rank:0.5", "train"), ("int8", "train"),
+                           ("low_rank:0.5", "eval"), ("int8", "eval")}
+    factorised = by_key[("low_rank:0.5", "eval")]
+    assert factorised.flops_ratio == pytest.approx(11520 / 31104)
+    assert factorised.time_ratios is not None and len(factorised.time_ratios) == 2
     assert not by_key[("int8", "train")].applicable
     assert by_key[("int8", "train")].note == "applies to the eval step only"
 
@@ -470,13 +429,13 @@ def test_report_section_from_the_store(tiny_file: str, tmp_path) -> None:
 
     db = tmp_path / "study.sqlite"
     assert main(["whatif", tiny_file, "--input", "4x6x6", "--batch-size", "2", "--mode", "eval",
-                 "--repeats", "6", "--warmup", "0", "--only", "prune_channels:0.5",
+                 "--repeats", "6", "--warmup", "0", "--only", "low_rank:0.5",
                  "--db", str(db)]) == 0
     with open_store(db, read_only=True) as store:
         files = write_report(store, tmp_path / "report")
     text = files.markdown.read_text()
     assert "## Does cutting FLOPs cut time? (dnncost whatif)" in text
-    assert "| prune_channels:0.5 | eval | 0.5 |" in text  # 15552 / 31104
+    assert "| low_rank:0.5 | eval | 0.37 |" in text  # 11520 / 31104 = 0.370
     assert "The store holds no results yet" in text  # the what-if run is not a study group
     assert any(p.name == "whatif_1.png" for p in files.figures)
 
@@ -485,17 +444,17 @@ def test_study_runs_whatif_and_keeps_it_out_of_the_configuration(tmp_path) -> No
     from dnncost.study.store import open_store
     from dnncost.study.sweep import quick_config, run_study
 
-    config = quick_config(models=("lenet5",), epochs=0, whatif="prune_channels:0.5,int8")
+    config = quick_config(models=("lenet5",), epochs=0, whatif="low_rank:0.5,int8")
     assert config.config_hash == quick_config(models=("lenet5",), epochs=0).config_hash
     with open_store(tmp_path / "study.sqlite") as store:
         summary = run_study(config, store, progress=False)
         assert not summary.failed
         named = store.whatif_rows()
     rows = {row.transformation: row for name, row in named if name == "lenet5"}
-    assert set(rows) == {"prune_channels:0.5", "int8"}
-    assert rows["prune_channels:0.5"].applicable and rows["prune_channels:0.5"].mode == "train"
-    assert rows["prune_channels:0.5"].time_ratios is not None
-    assert len(rows["prune_channels:0.5"].time_ratios) == 2  # quick_config: steps = 2 pairs
+    assert set(rows) == {"low_rank:0.5", "int8"}
+    assert rows["low_rank:0.5"].applicable and rows["low_rank:0.5"].mode == "train"
+    assert rows["low_rank:0.5"].time_ratios is not None
+    assert len(rows["low_rank:0.5"].time_ratios) == 2  # quick_config: steps = 2 pairs
     assert rows["int8"].note == "applies to the eval step only"
 
 

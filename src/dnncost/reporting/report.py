@@ -513,6 +513,12 @@ def whatif_blocks(store: Store) -> list[Block]:
                                                                                     title=network)),
                                f"{network}: FLOPs saved against time saved; the dashed line is "
                                "time proportional to FLOPs.")]
+    if len(by_network) > 1:
+        everything = [r for results in by_network.values() for r in results]
+        blocks.append(FigureBlock(
+            "whatif_all.png", plots.png_bytes(flops_vs_time(everything, title="every network")),
+            "Every network (colour) and technique (marker): which techniques turn FLOPs into time "
+            "on this machine; the dashed line is time proportional to FLOPs."))
     return blocks
 
 
@@ -668,6 +674,22 @@ def check_output_folder(out: str | Path) -> Path:
     return folder
 
 
+def check_output_file(out: str | Path) -> Path:
+    """The file ``out`` a result (a figure) will be written to; OutputError when it is a folder,
+    its folder is missing or not writable, or it exists and is not writable -- checked before long
+    work, so that nothing measured is lost at the end. Nothing is created."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise OutputError(f"cannot write '{path}': it is a folder; give a file name such as "
+                          f"{path / 'whatif.png'}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(f"cannot write '{path}': folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"cannot write '{path}': permission denied")
+    return path
+
+
 def write_report(store: Store, out: str | Path) -> ReportFiles:
     """Analyse ``store`` and write report.md (+ figures/), report.html, networks.csv, fits.csv,
     results.json and, when the store holds data-parallel results, data_parallel.csv into ``out``;
@@ -717,5 +739,6 @@ def _write(folder: Path, blocks: Sequence[Block],
     return files
 
 
-__all__ = ["ReportFiles", "check_output_folder", "data_parallel_table", "fits_table", "network_table",
-           "render_html", "render_markdown", "report_blocks", "unseen_blocks", "write_report"]
+__all__ = ["ReportFiles", "check_output_file", "check_output_folder", "data_parallel_table",
+           "fits_table", "network_table", "render_html", "render_markdown", "report_blocks",
+           "unseen_blocks", "write_report"]

@@ -14,6 +14,10 @@ autocast and memory format. The pairs are timed here rather than by
 several steps, always in job order, each repeat rebuilding the step (an extra labelling forward,
 which would compile outside the first step's time limit) and re-measuring a drifted repeat alone,
 without its partner -- the A B / B A pairs, one ratio per adjacent pair, would be lost.
+
+A variant whose kernels the device emulates (``Variant.emulated``: float16 on a CPU without native
+float16) is timed with EMULATED_PAIRS pairs and no warm-up pairs beyond its first step, and its note
+says so: each of its steps costs 10-35 of the original's, and a ratio that large needs no interval.
 """
 from __future__ import annotations
 
@@ -38,8 +42,8 @@ from dnncost.core.device import (
 )
 from dnncost.core.errors import DnncostError, InputSpecError
 from dnncost.core.inputs import InputSpec, Precision, make_inputs, parse_dtype
+from dnncost.core.kinds import Mode
 from dnncost.core.step import (
-    Mode,
     Part,
     PartHook,
     build_step,
@@ -62,6 +66,10 @@ from dnncost.whatif.registry import (
     Variant,
     first_line,
 )
+
+EMULATED_PAIRS = 2  # source: our choice; an emulated step costs 10-35 float32 steps (README's whatif
+# table: resnet20's fp16 training step 19.6x on a CPU without float16 kernels), and a ratio that
+# large reads without an interval
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ class WhatIfResult:
     original_accuracy: float | None = None  # validation accuracy of the trained original
     accuracy: float | None = None  # of the transformed network (see accuracy_note for how)
     accuracy_note: str = ""  # how the accuracy was found, or why there is none
+    emulated: str = ""  # why the device emulates the transformed network's kernels (fewer pairs)
 
     @property
     def time_ratio_ci95(self) -> tuple[float, float]:
@@ -149,7 +158,7 @@ class WhatIfResult:
             "batch_size": self.batch_size, "threads": self.threads,
             "achieved_flops_per_s": self.achieved_flops_per_s,
             "original_achieved_flops_per_s": self.original_achieved_flops_per_s,
-            "first_call_s": self.first_call_s,
+            "first_call_s": self.first_call_s, "emulated": self.emulated,
             "original_accuracy": self.original_accuracy, "accuracy": self.accuracy,
             "accuracy_note": self.accuracy_note,
         }
@@ -346,10 +355,11 @@ def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, cont
         step_b = _Timed(_build(variant.module, context, batch_size=batch, opts=options,
                                precision=precision, output_shape=output_shape),
                         context.device, variant.threads or options.threads)
+        pairs, warmup = (min(options.repeats, EMULATED_PAIRS), 0) if variant.emulated \
+            else (options.repeats, options.warmup)
         with out_of_memory_as_error(batch_size=batch, device=context.device):
             first_call_s = _first_call(step_b, variant)
-            times_a, times_b = _interleave(step_a, step_b, warmup=options.warmup,
-                                           repeats=options.repeats)
+            times_a, times_b = _interleave(step_a, step_b, warmup=warmup, repeats=pairs)
     except NotApplicable as reason:
         return skipped(str(reason))
     except (DnncostError, RuntimeError, ValueError, TypeError, IndexError, AssertionError,
@@ -360,9 +370,10 @@ def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, cont
     per_a, per_b = options.batch_size, batch  # every ratio per sample
     total_a, total_b = base.total(), report.total()
     nominal = variant.nominal_flops(report) if variant.nominal_flops else None
+    note = f"{variant.note}; {variant.emulated}: {pairs} pairs" if variant.emulated else variant.note
     return WhatIfResult(
         model=name, transformation=spec.label, mode=options.mode, applicable=True,
-        note=variant.note, count_note=variant.count_note,
+        note=note, count_note=variant.count_note,
         flops_ratio=_ratio(total_b.flops / per_b, total_a.flops / per_a),
         nominal_flops_ratio=None if nominal is None else _ratio(nominal / per_b, total_a.flops / per_a),
         params_ratio=_ratio(report.params, base.params),
@@ -373,6 +384,7 @@ def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, cont
         original=Measurement(tuple(times_a)), transformed=Measurement(tuple(times_b)),
         original_flops=total_a.flops, flops=total_b.flops, batch_size=batch,
         threads=variant.threads or context.threads, first_call_s=first_call_s,
+        emulated=variant.emulated,
     )
 
 
@@ -426,5 +438,5 @@ def measured(results: Iterable[WhatIfResult]) -> list[WhatIfResult]:
     return [r for r in results if r.applicable]
 
 
-__all__ = ["FirstCallTimeout", "WhatIfResult", "measured", "options_precision",
+__all__ = ["EMULATED_PAIRS", "FirstCallTimeout", "WhatIfResult", "measured", "options_precision",
            "run_whatif"]
