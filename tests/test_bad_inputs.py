@@ -1,7 +1,8 @@
 """The standing bad-input suite: every command, fed what a hostile new user would type.
 
 Each case is (argv, exit code, a phrase the one-line error must contain). Every case must end with
-that exit code, one ``dnncost <cmd>: error: ...`` line holding the phrase, and no traceback. Cases
+that exit code, one ``dnncost <cmd>: error: ...`` line holding the phrase, no traceback, and nothing
+left behind in the scratch folder it runs in (the known exceptions: LEAVES_FILES). Cases
 run in-process through :func:`dnncost.cli.main` (fast); a few run as real subprocesses, the way a
 user meets them. ``{models}`` in an argv is a folder of small broken model files, ``{tmp}`` a
 scratch folder with a garbage file, an empty file and a plain file in it.
@@ -21,8 +22,10 @@ from dnncost.cli import EXIT_BAD_INPUT, main
 
 BAD = EXIT_BAD_INPUT
 COMMANDS = {"count", "time", "train", "zoo", "predict", "calibrate", "evaluate", "study", "report",
-            "merge"}
+            "merge", "whatif"}
 MANY_CORES = str((os.cpu_count() or 1) * 64)  # more threads / workers than this machine has
+LEAVES_FILES = {"merge"}  # known: 'merge missing.sqlite -o out.sqlite' creates out.sqlite (and its
+# lock) before it finds an input missing; every other command leaves the scratch folder as it was
 
 MODELS = '''
 import torch
@@ -180,6 +183,22 @@ CASES = [
     case("merge", "required"),
     case("merge {tmp}/missing.sqlite -o {tmp}/out.sqlite", "missing.sqlite"),
     case("merge {tmp}/garbage.sqlite -o {tmp}/out.sqlite", "garbage.sqlite"),
+    # -- whatif (each fails before anything is built or measured)
+    case("whatif", "required: MODEL"),
+    case("whatif --only low_rank", "required: MODEL"),
+    Case(("whatif", "resnet20", "--only", ""), BAD, "no transformation named in ''"),
+    case("whatif resnet20 --only ,", "name one or more of"),
+    case("whatif resnet20 --only lowrank", "Did you mean: low_rank"),
+    case("whatif resnet20 --only prune_channels:1.5", "strictly between 0 and 1"),
+    case("whatif resnet20 --epochs 2", "--epochs set how --train trains"),
+    case("whatif resnet20 --dataset synthetic", "--dataset set how --train trains"),
+    case("whatif resnet20 --train --epochs 0", "--epochs must be a positive integer"),
+    case("whatif resnet20 --out /nonexistent/whatif.png", "folder '/nonexistent' does not exist"),
+    case("whatif resnet20 --out {tmp}", "it is a folder"),
+    case("whatif resnet20 --out {tmp}/plain.txt/x.png", "does not exist"),
+    case("whatif resnet20 --out /proc/whatif.png", "cannot write '/proc/whatif.png'"),
+    case("whatif nosuchnet,resnet20", "unknown model 'nosuchnet'"),
+    case("whatif resnet20 --mode sideways", "invalid choice: 'sideways'"),
 ]
 
 
@@ -217,6 +236,7 @@ def test_bad_input_gives_one_clear_line(c: Case, folders: dict[str, str],
     monkeypatch.chdir(folders["tmp"])  # anything a command writes by default lands here
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(Path(folders["tmp"], "cache")))  # no calibration
     threads = torch.get_num_threads()
+    before = sorted(Path(folders["tmp"]).rglob("*"))
     try:
         code = main(_argv(c, folders))
     except SystemExit as exc:  # argparse's usage errors leave through parser.exit
@@ -226,6 +246,8 @@ def test_bad_input_gives_one_clear_line(c: Case, folders: dict[str, str],
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     assert code == c.code, err[-2000:]
+    if c.argv and c.argv[0] not in LEAVES_FILES:
+        assert sorted(Path(folders["tmp"]).rglob("*")) == before  # nothing left behind
     if c.argv:
         lines = _error_lines(err)
         assert len(lines) == 1, err[-2000:]
@@ -248,6 +270,7 @@ SUBPROCESS_CASES = [
     case("count resnet20 --mode bogus", "invalid choice: 'bogus'"),
     case("train {models}/m.py:boom --dataset synthetic --epochs 1 --no-progress",
          "failed in its own forward (Boom)"),
+    case("whatif resnet20 --out /nonexistent/whatif.png", "does not exist"),
 ]
 
 

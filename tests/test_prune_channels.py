@@ -194,3 +194,29 @@ def test_the_networks_people_slim(name: str) -> None:
 def test_only_output_channels_is_not_applicable() -> None:
     with pytest.raises(NotApplicable, match="every traced layer feeds the output"):
         prune(nn.Sequential(nn.Flatten(), nn.Linear(144, 3)), 0.5)
+
+
+class Bag(nn.Module):
+    """Token ids -> embedding (8) -> fc1 (8 -> 16) per token -> ReLU -> mean over tokens -> fc2 (16 -> 10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(50, 8)
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 10)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(self.emb(ids))).mean(1))  # (B, T) -> (B, 10)
+
+
+def test_a_token_model_prunes_its_embedding_with_the_first_layer() -> None:
+    ids = InputSpec((TensorInput((16,), torch.int64, 50),))
+    variant = get_transformation("prune_channels").apply(
+        Bag(), 0.5, Context(inputs=ids, batch_size=2, mode=Mode.TRAIN, device=torch.device("cpu"),
+                            threads=1))
+    m = variant.module
+    assert (m.emb.embedding_dim, m.fc1.in_features, m.fc1.out_features, m.fc2.in_features,
+            m.fc2.out_features) == (4, 4, 8, 8, 10)
+    # 16 tokens: fc1 16 * 4*8 = 512 MACs, fc2 8*10 = 80 -> 592 (was 16 * 8*16 + 16*10 = 2208)
+    assert count(m, ids).total().macs == 592

@@ -501,3 +501,214 @@ def test_a_missing_kernel_is_not_applicable_not_a_broken_network(monkeypatch: py
     (result,) = run_whatif(tiny(), parse_specs("nokernel"), input_shape=SHAPE, options=OPTS)
     assert not result.applicable
     assert result.note == "the first step failed: RuntimeError: could not create a primitive descriptor"
+
+
+# -- low rank of 1x1 convolutions -------------------------------------------------------------------
+def test_low_rank_pointwise_count_and_function() -> None:
+    from dnncost.whatif.low_rank import factorise, factorise_pointwise
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 24, 1, stride=2)
+    factored = factorise_pointwise(conv, 0.25)  # R = ceil(0.25 * min(16, 24)) = 4
+    report = count(factored, input_shape=(16, 6, 6)).total()  # stride 2: 3x3 = 9 output pixels
+    assert report.macs == 9 * (16 * 4 + 4 * 24)  # 9 * 160 = 1440 (was 9 * 16 * 24 = 3456)
+    assert report.flops == 2 * 1440 + 9 * 24  # the bias on the second: 2880 + 216 = 3096
+    x = torch.randn(2, 16, 6, 6)
+    torch.testing.assert_close(factorise_pointwise(conv, 1.0)(x), conv(x), atol=1e-5, rtol=1e-4)
+    # a MobileNet block at 0.25: expand 4 -> 16 (R 1: 1 * 20 < 64) and project 16 -> 8 (R 2:
+    # 2 * 24 < 128) factorised; the depthwise 3x3 (groups 16) is left alone
+    block = nn.Sequential(nn.Conv2d(4, 16, 1), nn.Conv2d(16, 16, 3, padding=1, groups=16),
+                          nn.Conv2d(16, 8, 1))
+    assert factorise(block, 0.25) == (0, 2, 0)
+
+
+# -- which transformations run, and how many pairs ---------------------------------------------------
+def test_a_run_without_names_leaves_the_on_request_ones_out() -> None:
+    default = {s.transformation.name for s in parse_specs(None)}
+    assert "compile" not in default and {"prune_channels", "low_rank", "fp16"} <= default
+    assert get_transformation("compile").on_request
+    assert [s.label for s in parse_specs("compile")] == ["compile"]  # named: it runs
+
+
+@pytest.mark.parametrize("text", ["", " ", ",", " , "])
+def test_text_naming_no_transformation_is_an_error(text: str) -> None:
+    with pytest.raises(TransformationError, match="no transformation named in .*low_rank"):
+        parse_specs(text)
+
+
+def test_an_emulated_variant_is_timed_with_fewer_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dnncost.whatif import precision
+    from dnncost.whatif.runner import EMULATED_PAIRS
+
+    monkeypatch.setattr(precision, "_native_on_cpu", lambda dtype: dtype is not torch.float16)
+    assert get_transformation("fp16").emulated_on(torch.device("cpu")).startswith(
+        "this CPU has no native float16 kernels")
+    assert get_transformation("bf16").emulated_on(torch.device("cpu")) == ""
+    fp16, bf16 = run_whatif(tiny(), parse_specs("fp16,bf16"), input_shape=SHAPE, options=OPTS)
+    assert fp16.time_ratio is not None and fp16.time_ratio.n == EMULATED_PAIRS == 2
+    assert fp16.emulated and "no native float16 kernels (emulated): 2 pairs" in fp16.note
+    assert bf16.time_ratio is not None and bf16.time_ratio.n == 6 and not bf16.emulated
+
+
+def test_cli_list_says_what_this_machine_emulates(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from dnncost.whatif import precision
+
+    monkeypatch.setattr(precision, "_native_on_cpu", lambda dtype: False)
+    assert main(["whatif", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "2 pairs (emulated)" in out
+    assert "fp16: this CPU has no native float16 kernels (emulated) on cpu: timed with 2 pairs" in out
+
+
+# -- int8 never prints torch's traceback or deprecation warnings (N7) ---------------------------
+def test_int8_static_failure_prints_nothing_and_falls_back(monkeypatch: pytest.MonkeyPatch,
+                                                           capfd) -> None:
+    """torch.fx prints the traceback of a traced forward that fails before raising; the fallback
+    to dynamic quantisation is taken with the failure in one line and nothing on the terminal."""
+    import sys
+
+    from dnncost.whatif import int8
+
+    def failing_static(model: nn.Module, context: Context) -> nn.Module:
+        print("Traceback (most recent call last):\n  File <eval_with_key>.3", file=sys.stderr)
+        raise RuntimeError("Could not run 'aten::upsample' with arguments from the 'QuantizedCPU' "
+                           "backend\nmore lines")
+
+    monkeypatch.setattr(int8, "static_fx", failing_static)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(144, 10), nn.ReLU(), nn.Linear(10, 3)).eval()
+    variant = apply("int8", model=model)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert variant.note.startswith("dynamic int8 of 2 Linear only (static FX failed: RuntimeError: "
+                                   "Could not run 'aten::upsample'")
+    assert "more lines" not in variant.note
+
+
+def test_int8_neither_flow_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dnncost.whatif import int8
+
+    monkeypatch.setattr(int8, "static_fx", lambda m, c: (_ for _ in ()).throw(TypeError("no trace")))
+    with pytest.raises(NotApplicable, match=r"^static FX quantisation failed \(TypeError: no trace\) "
+                                            r"and there is no Linear, LSTM or GRU layer"):
+        apply("int8")
+
+
+def test_int8_of_a_text_model_on_the_command_line_is_quiet(tmp_path, capsys) -> None:
+    """A text model whose forward FX cannot trace (the optional mask's branch): dynamic int8 of its
+    LSTM and head, no traceback and no deprecation warning on the terminal."""
+    path = tmp_path / "text_net.py"
+    path.write_text(textwrap.dedent("""
+        from torch import nn
+
+        class TinyText(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(100, 16)
+                layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+                self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+                self.lstm = nn.LSTM(16, 8, batch_first=True)
+                self.head = nn.Linear(8, 3)
+
+            def forward(self, ids, attention_mask=None):
+                pad = None if attention_mask is None else attention_mask == 0
+                hidden, _ = self.lstm(self.enc(self.emb(ids), src_key_padding_mask=pad))
+                return self.head(hidden[:, -1])
+    """))
+    code = main(["whatif", f"{path}:TinyText", "--input", "5:int64:100", "--only", "int8",
+                 "--mode", "eval", "--batch-size", "2", "--repeats", "2", "--warmup", "0"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "dynamic int8 of 1 LSTM, 1 Linear only" in out
+    assert "Traceback" not in err and "deprecated" not in err and "quant_min" not in err
+
+
+# -- several networks, one figure -----------------------------------------------------------------
+@pytest.fixture
+def two_files(tmp_path) -> str:
+    path = tmp_path / "nets.py"
+    path.write_text(textwrap.dedent("""
+        from torch import nn
+        def tiny():
+            return nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, bias=False),
+                                 nn.Conv2d(8, 8, 3, padding=1, bias=False))
+        def wide():
+            return nn.Sequential(nn.Conv2d(4, 16, 3, padding=1, bias=False),
+                                 nn.Conv2d(16, 8, 3, padding=1, bias=False))
+    """))
+    return f"{path}:tiny,{path}:wide"
+
+
+def _several(models: str, fmt: str, figure, capsys) -> tuple[int, str, str]:
+    code = main(["whatif", models, "--input", "4x6x6", "--batch-size", "2", "--mode", "eval",
+                 "--repeats", "2", "--warmup", "0", "--only", "low_rank:0.5,depthwise_separable",
+                 "--format", fmt, "--out", str(figure)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_several_networks_json_and_one_figure(two_files: str, tmp_path, capsys) -> None:
+    import json
+
+    figure = tmp_path / "all.png"
+    code, out, err = _several(two_files, "json", figure, capsys)
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["partial"] is False
+    tiny_net, wide_net = payload["networks"]
+    assert tiny_net["model"] == "nets.py:tiny" and wide_net["model"] == "nets.py:wide"
+    assert tiny_net["results"][0]["flops_ratio"] == pytest.approx(11520 / 31104)
+    # wide at rank 0.5, 36 pixels: conv1 4 -> 16 (R1 2, R2 8): 4*2 + 2*8*9 + 8*16 = 280;
+    # conv2 16 -> 8 (R1 8, R2 4): 16*8 + 8*4*9 + 4*8 = 448; against 16*4*9 = 576 and 8*16*9 = 1152
+    assert wide_net["results"][0]["flops_ratio"] == pytest.approx((280 + 448) / (576 + 1152))
+    assert figure.read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_several_networks_table_and_csv(two_files: str, tmp_path, capsys) -> None:
+    code, out, err = _several(two_files, "table", tmp_path / "a.png", capsys)
+    assert code == 0, err
+    assert "nets.py:tiny: what if?" in out and "nets.py:wide: what if?" in out
+    code, out, err = _several(two_files, "csv", tmp_path / "b.png", capsys)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("model,transformation,mode,") and len(lines) == 1 + 2 * 2
+    assert lines[1].startswith("nets.py:tiny,low_rank:0.5,eval,")
+    assert lines[4].startswith("nets.py:wide,depthwise_separable,eval,")
+
+
+def test_figure_colour_per_network_marker_per_technique_accuracy_in_labels() -> None:
+    from dnncost.measuring.measurement import Measurement
+    from dnncost.reporting.whatif import flops_vs_time
+    from dnncost.whatif.runner import WhatIfResult
+
+    def result(model: str, label: str, accuracy: float | None) -> WhatIfResult:
+        return WhatIfResult(model=model, transformation=label, mode=Mode.TRAIN, applicable=True,
+                            note="", flops_ratio=0.5, time_ratio=Measurement((0.8, 0.9)),
+                            original_accuracy=0.9 if accuracy is not None else None,
+                            accuracy=accuracy)
+
+    fig = flops_vs_time([result("a", "prune_channels:0.5", 0.85), result("a", "low_rank:0.5", None),
+                         result("b", "prune_channels:0.5", None)])
+    (ax,) = fig.axes
+    texts = {t.get_text() for t in ax.texts}
+    assert "prune_channels:0.5 acc 0.850 (-0.050)" in texts  # 0.85 - 0.9
+    legends = [[t.get_text() for t in legend.get_texts()] for legend in ax.findobj(
+        lambda o: type(o).__name__ == "Legend")]
+    assert ["a (original acc 0.900)", "b"] in legends
+    assert any(legend[:2] == ["prune_channels", "low_rank"] for legend in legends)
+    colours = {line.get_color() for line in ax.lines if line.get_marker() not in ("None", "")}
+    assert len(colours) >= 2  # one per network
+
+
+def test_check_output_file_leaves_nothing_behind(tmp_path) -> None:
+    from dnncost.core.errors import OutputError
+    from dnncost.reporting.report import check_output_file
+
+    assert check_output_file(tmp_path / "new.png") == tmp_path / "new.png"
+    assert list(tmp_path.iterdir()) == []  # tried, then removed
+    (tmp_path / "old.png").write_bytes(b"kept")
+    check_output_file(tmp_path / "old.png")
+    assert (tmp_path / "old.png").read_bytes() == b"kept"
+    with pytest.raises(OutputError, match="it is a folder"):
+        check_output_file(tmp_path)
+    with pytest.raises(OutputError, match="does not exist"):
+        check_output_file(tmp_path / "missing" / "x.png")

@@ -676,17 +676,23 @@ def check_output_folder(out: str | Path) -> Path:
 
 def check_output_file(out: str | Path) -> Path:
     """The file ``out`` a result (a figure) will be written to; OutputError when it is a folder,
-    its folder is missing or not writable, or it exists and is not writable -- checked before long
-    work, so that nothing measured is lost at the end. Nothing is created."""
+    its folder is missing, or it cannot be written (tried: a new file is created and removed, an
+    existing one opened for appending, which changes nothing) -- checked before long work, so that
+    nothing measured is lost at the end. Nothing is left behind."""
     path = Path(out).expanduser()
     if path.is_dir():
         raise OutputError(f"cannot write '{path}': it is a folder; give a file name such as "
                           f"{path / 'whatif.png'}")
-    folder = path.parent
-    if not folder.is_dir():
-        raise OutputError(f"cannot write '{path}': folder '{folder}' does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise OutputError(f"cannot write '{path}': permission denied")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write '{path}': folder '{path.parent}' does not exist")
+    existed = path.exists()
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write '{path}': {exc.strerror or exc}") from None
+    if not existed:
+        path.unlink()
     return path
 
 

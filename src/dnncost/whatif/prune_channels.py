@@ -39,6 +39,9 @@ from dnncost.whatif.registry import Context, NotApplicable, Parameter, Variant, 
 
 INSTALL = 'pip install "dnncost[pruning]"'  # source: pyproject.toml, the optional extra 'pruning'
 TRACE_SAMPLES = 2  # source: BatchNorm in training mode needs more than one value per channel
+ROOTS = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM, nn.Embedding)  # source: torch-pruning's
+# default root types (BasePruner.root_module_types) and nn.Embedding, so that a text model's
+# embedding width is pruned with the layers that read it
 
 
 def torch_pruning() -> Any:
@@ -86,7 +89,7 @@ def prune(model: nn.Module, ratio: float, context: Context) -> tuple[int, int]:
         with buffers_kept(model):  # the tracing forward
             pruner = tp.pruner.BasePruner(model, inputs, forward_fn=forward, pruning_ratio=ratio,
                                           importance=tp.importance.GroupMagnitudeImportance(p=1),
-                                          num_heads=heads)
+                                          num_heads=heads, root_module_types=ROOTS)
         graph = pruner.DG
         outputs = {node.module for node in graph.module2node.values() if not node.outputs}
         pruned = kept = 0
@@ -126,7 +129,7 @@ def prune_channels(model: nn.Module, ratio: float | None, context: Context) -> V
     except NotApplicable:
         raise
     except Exception as exc:  # noqa: BLE001 -- a network the tracer cannot follow: the reason
-        raise NotApplicable(f"torch-pruning cannot trace this network ({type(exc).__name__}: "
+        raise NotApplicable(f"torch-pruning fails on this network ({type(exc).__name__}: "
                             f"{first_line(exc, limit=160)})") from exc
     if pruned == 0:
         raise NotApplicable("no group of channels to prune: every traced layer feeds the output"
