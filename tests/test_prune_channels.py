@@ -220,3 +220,39 @@ def test_a_token_model_prunes_its_embedding_with_the_first_layer() -> None:
             m.fc2.out_features) == (4, 4, 8, 8, 10)
     # 16 tokens: fc1 16 * 4*8 = 512 MACs, fc2 8*10 = 80 -> 592 (was 16 * 8*16 + 16*10 = 2208)
     assert count(m, ids).total().macs == 592
+
+
+def test_padding_shortcut_groups_are_kept_whole() -> None:
+    """The CIFAR ResNets' shortcut pads the channels with zeros (option A), which the tracer would
+    map channel i to channel i: the residual stream's groups are kept whole, and each block's inner
+    channels (conv1 out, bn1, conv2 in) are pruned -- a network that still runs."""
+    from dnncost.models import create_model
+
+    model = create_model("resnet20")
+    variant = prune(model, 0.5, Mode.TRAIN, (3, 32, 32))
+    assert "groups through padding or indexing along the channels kept whole" in variant.note
+    blocks = [m for m in variant.module.modules() if hasattr(m, "conv1") and hasattr(m, "conv2")]
+    assert len(blocks) == 9
+    for block in blocks:
+        assert block.conv1.out_channels == block.conv2.in_channels == block.conv2.out_channels // 2
+    assert variant.module(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_a_runaway_computation_is_stopped_by_its_budget() -> None:
+    import time
+
+    from dnncost.whatif._budget import OverBudget, budget, resident_bytes
+
+    with pytest.raises(OverBudget, match="ran past 0.3 s"):
+        with budget(seconds=0.3, memory_bytes=2**40):
+            while True:
+                pass
+    if resident_bytes() is None:
+        pytest.skip("resident memory is not readable here")
+    grown: list[bytes] = []
+    with pytest.raises(OverBudget, match="grew past 0.0 GiB"):  # 32 MiB, printed to 0.1 GiB
+        with budget(seconds=60, memory_bytes=32 * 2**20):
+            while True:  # 1 MiB every 10 ms: at most ~50 MiB more before a tick sees it
+                grown.append(b"x" * 2**20)
+                time.sleep(0.01)
+    assert len(grown) >= 32

@@ -712,3 +712,56 @@ def test_check_output_file_leaves_nothing_behind(tmp_path) -> None:
         check_output_file(tmp_path)
     with pytest.raises(OutputError, match="does not exist"):
         check_output_file(tmp_path / "missing" / "x.png")
+
+
+class ReadsItsChildsWeight(nn.Module):
+    """A parent that reads its child's weight instead of calling it (as Swin's attention reads
+    qkv.weight), beside an ordinary child it calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.qkv = nn.Linear(144, 64)
+        self.head = nn.Linear(64, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = nn.functional.linear(x.flatten(1), self.qkv.weight, self.qkv.bias)  # (B, 64)
+        return self.head(hidden)  # (B, 32)
+
+
+def test_layers_whose_weights_a_parent_reads_are_kept() -> None:
+    """low rank and int8 replace only layers the forward calls; a replaced qkv would have no
+    .weight for its parent to read."""
+    variant = apply("low_rank", 0.25, ReadsItsChildsWeight())
+    assert type(variant.module.qkv) is nn.Linear  # kept
+    assert type(variant.module.head) is nn.Sequential  # 64 -> 8 -> 32: 8 * 96 < 64 * 32
+    assert "1 layers kept: a fused inference path or their parent reads their weights" in variant.note
+    assert variant.module(torch.randn(2, *SHAPE)).shape == (2, 32)
+    from dnncost.whatif import int8
+
+    quantised, kinds = int8.dynamic(ReadsItsChildsWeight(), context().make_inputs(1))
+    assert kinds == {"Linear": 1} and type(quantised.qkv) is nn.Linear
+
+
+# -- the applicability matrix -------------------------------------------------------------------
+def test_matrix_cells_of_a_network() -> None:
+    """Structural transformations on the network built on meta, the others on its weights; the
+    ratios are those a whatif run counts; a network over the weight bound skips the latter."""
+    from dnncost.models.loading import LoadedModel
+    from dnncost.whatif.applicability import matrix, network_cells, reason_kind
+
+    loaded = LoadedModel("tiny", tiny, SHAPE)
+    specs = parse_specs("low_rank:0.5,depthwise_separable,int8,prune_magnitude:0.5,threads")
+    cells = {c.transformation: c for c in network_cells(loaded, specs, threads=2)}
+    assert cells["low_rank:0.5"].flops_ratio == pytest.approx(11520 / 31104)  # as counted above
+    assert cells["low_rank:0.5"].params_ratio == pytest.approx(LOW_RANK_PARAMS / 864)
+    # depthwise: both convolutions have 4 or more inputs, both replaced: 7344 MACs (see above)
+    assert cells["depthwise_separable"].flops_ratio == pytest.approx(7344 / 31104)
+    assert cells["int8"].applicable and cells["int8"].flops_ratio == pytest.approx(1.0)
+    assert cells["prune_magnitude:0.5"].flops_ratio == pytest.approx(1.0)  # dense kernels
+    assert cells["threads"].applicable
+    small = {c.transformation: c for c in matrix([loaded], specs, threads=2, max_weight_bytes=1)}
+    assert small["int8"].skipped and small["prune_magnitude:0.5"].skipped
+    assert "over this run's bound" in small["int8"].reason
+    assert small["low_rank:0.5"].applicable  # structural: built on meta, never copied with weights
+    assert reason_kind("12 of 20 layers ('conv1') (RuntimeError: 3x4)") == "N of N layers (...) (...)"

@@ -19,7 +19,7 @@ ON_REQUEST = ("its first step compiles the network, longer than a whole default 
 CXX = ("c++", "g++", "clang++")  # source: torch._inductor.cpp_builder looks for these on the CPU
 
 
-@register("compile", training=Training.ORIGINAL, on_request=ON_REQUEST,
+@register("compile", training=Training.ORIGINAL, on_request=ON_REQUEST, structural=True,
           summary="torch.compile (inductor), first step time-limited")
 def compile_model(model: nn.Module, value: float | None, context: Context) -> Variant:
     """``model`` wrapped by torch.compile; the eager module is what is counted."""

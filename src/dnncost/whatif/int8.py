@@ -28,8 +28,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from dnncost.core.inputs import ModelInputs
 from dnncost.core.kinds import Mode
-from dnncost.whatif._modules import fast_path_linears
+from dnncost.whatif._modules import fast_path_linears, weights_read_directly
 from dnncost.whatif.registry import (
     Context,
     NotApplicable,
@@ -72,12 +73,13 @@ def static_fx(model: nn.Module, context: Context) -> nn.Module:
     return convert_fx(prepared)
 
 
-def dynamic(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
-    """Dynamic int8 of ``model``'s Linear, LSTM and GRU layers (those outside a fused inference
-    path); the quantised copy and how many layers of each kind."""
-    fused = fast_path_linears(model)
+def dynamic(model: nn.Module, inputs: ModelInputs) -> tuple[nn.Module, dict[str, int]]:
+    """Dynamic int8 of ``model``'s Linear, LSTM and GRU layers (those whose weights nothing else
+    reads: not a fused inference path's, not read by their parent); the quantised copy and how
+    many layers of each kind."""
+    kept = weights_read_directly(model, DYNAMIC, inputs)
     layers = {name: type(m).__name__ for name, m in model.named_modules()
-              if type(m) in DYNAMIC and name not in fused}
+              if type(m) in DYNAMIC and name not in kept}
     if not layers:
         return model, {}
     quantised = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), set(layers),
@@ -112,7 +114,7 @@ def int8(model: nn.Module, value: float | None, context: Context) -> Variant:
         except Exception as exc:  # noqa: BLE001 -- FX fails in many ways; the reason is reported
             static_reason = f"{type(exc).__name__}: {first_line(exc, limit=160)}" \
                 if not isinstance(exc, NotApplicable) else str(exc)
-        quantised, kinds = dynamic(float_model)
+        quantised, kinds = dynamic(float_model, one)
         fused = len(fast_path_linears(float_model))
         if not kinds:
             raise NotApplicable(f"static FX quantisation failed ({static_reason}) and there is no "

@@ -5,9 +5,10 @@ the first with the original's stride) and each linear layer two linear layers (i
 from a truncated SVD of the weight matrix, R = the fraction of min(C_in, C_out). A layer is
 factorised only where that cuts its multiply-accumulates (1x1 and linear: R (C_in + C_out) <
 C_in C_out, so a square layer gains only below half rank). At full rank the function is unchanged.
-Linear layers whose weights a fused inference path reads directly (TransformerEncoderLayer's
-feed-forward) are kept, and so are subclasses of nn.Linear (nn.MultiheadAttention reads its output
-projection's weight directly)."""
+Layers whose weights something other than their own forward reads are kept: a fused inference path
+(TransformerEncoderLayer's feed-forward), a parent that never calls them (Swin's attention reads its
+qkv layer's weight; found by one forward with hooks), and subclasses of nn.Linear
+(nn.MultiheadAttention reads its output projection's weight)."""
 from __future__ import annotations
 
 import math
@@ -15,7 +16,12 @@ import math
 import torch
 from torch import nn
 
-from dnncost.whatif._modules import conv_like, fast_path_linears, replace_submodule
+from dnncost.whatif._modules import (
+    conv_like,
+    fast_path_linears,
+    replace_submodule,
+    weights_read_directly,
+)
 from dnncost.whatif.registry import Context, NotApplicable, Parameter, Variant, register
 
 
@@ -126,11 +132,13 @@ def _dense_conv(m: nn.Module) -> bool:
     return type(m) is nn.Conv2d and m.groups == 1 and m.padding_mode == "zeros"
 
 
-def factorise(model: nn.Module, fraction: float) -> tuple[int, int, int]:
-    """Factorise, in place, every layer of ``model`` where that saves MACs; (k x k convolutions,
-    1x1 convolutions, linear layers) done."""
+def factorise(model: nn.Module, fraction: float, *, keep: frozenset[str] = frozenset()
+              ) -> tuple[int, int, int]:
+    """Factorise, in place, every layer of ``model`` where that saves MACs, except those at the
+    paths in ``keep`` and those of a fused inference path; (k x k convolutions, 1x1 convolutions,
+    linear layers) done."""
     convs = pointwise = linears = 0
-    kept = fast_path_linears(model)
+    kept = keep | fast_path_linears(model)
     for name, m in list(model.named_modules()):
         if name in kept:
             continue
@@ -147,16 +155,23 @@ def factorise(model: nn.Module, fraction: float) -> tuple[int, int, int]:
     return convs, pointwise, linears
 
 
-@register("low_rank", parameter=Parameter.RATIO, defaults=(0.5, 0.25),
+def _device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+@register("low_rank", parameter=Parameter.RATIO, defaults=(0.5, 0.25), structural=True,
           summary="low-rank factorisation at this fraction of full rank: Tucker-2 (1x1-kxk-1x1) "
                   "for k x k convolutions, SVD for 1x1 convolutions and linear layers")
 def low_rank(model: nn.Module, ratio: float | None, context: Context) -> Variant:
-    """Factorise every conv and linear layer where rank ``ratio`` of full cuts its MACs."""
+    """Factorise every conv and linear layer where rank ``ratio`` of full cuts its MACs, except
+    those whose weights something else reads (a fused path, or a parent that never calls them)."""
     assert ratio is not None
-    fused = len(fast_path_linears(model))
-    kept = (f"; {fused} linear layers of TransformerEncoderLayer kept (its fused inference path "
-            "reads their weights)") if fused else ""
-    convs, pointwise, linears = factorise(model, ratio)
+    keep = weights_read_directly(model, (nn.Conv2d, nn.Linear),
+                                 context.make_inputs(1, device=_device(model)))
+    kept = (f"; {len(keep)} layers kept: a fused inference path or their parent reads their "
+            "weights directly") if keep else ""
+    convs, pointwise, linears = factorise(model, ratio, keep=frozenset(keep))
     if convs + pointwise + linears == 0:
         raise NotApplicable(f"no dense convolution or linear layer gets cheaper at {ratio:.0%} of "
                             f"full rank{kept}")

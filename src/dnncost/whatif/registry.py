@@ -28,7 +28,8 @@ from dnncost.core.inputs import InputSpec, ModelInputs, Precision, make_inputs, 
 from dnncost.core.kinds import Mode
 from dnncost.counting.cost import CostReport
 
-_NOT_TRANSFORMATIONS = ("registry", "runner", "accuracy")  # modules of this package that register nothing
+_NOT_TRANSFORMATIONS = ("registry", "runner", "accuracy", "applicability")  # modules of this package
+# that register nothing
 
 
 class NotApplicable(Exception):  # noqa: N818 -- a verdict, not a failure
@@ -130,6 +131,8 @@ class Transformation:
     modes: frozenset[Mode] = frozenset(Mode)  # the steps it applies to
     training: Training = Training.FINE_TUNE  # how --train finds its accuracy
     on_request: str = ""  # why it runs only when named; "" runs by default
+    structural: bool = False  # the variant's shape -- so its count -- does not depend on the weights'
+    # values: it can be made from a network on the meta device (no weights; dnncost.whatif.applicability)
     emulation: Emulation | None = field(default=None, repr=False, compare=False)
     # why a device emulates its kernels (for --list; the variant says so for the run itself)
 
@@ -174,13 +177,14 @@ def register(name: str, *, summary: str, parameter: Parameter | None = None,
              defaults: tuple[float | None, ...] = (None,),
              modes: frozenset[Mode] = frozenset(Mode),
              training: Training = Training.FINE_TUNE, on_request: str = "",
-             emulation: Emulation | None = None) -> Callable[[Apply], Apply]:
+             structural: bool = False, emulation: Emulation | None = None
+             ) -> Callable[[Apply], Apply]:
     """Register ``fn(module, value, context) -> Variant`` as transformation ``name``."""
     def decorate(fn: Apply) -> Apply:
         if name in _REGISTRY:
             raise ValueError(f"what-if transformation '{name}' is already registered")
         transformation = Transformation(name, summary, fn, parameter, defaults, frozenset(modes),
-                                        training, on_request, emulation)
+                                        training, on_request, structural, emulation)
         for value in defaults:
             transformation.check(value)
         _REGISTRY[name] = transformation

@@ -265,6 +265,15 @@ def _count(module: nn.Module, context: Context, *, batch_size: int, opts: StepOp
         return on(context.device)
 
 
+def count_original(model: nn.Module, *, context: Context, options: StepOptions,
+                   name: str) -> CostReport:
+    """The original's counted step in the run's precision, the base of every ratio (``model`` is
+    left as found: the counter works on a copy)."""
+    precision = context.precision
+    return _count(model, context, batch_size=options.batch_size, opts=options,
+                  dtype=precision.dtype, channels_last=precision.channels_last, name=name)
+
+
 def _activation_bytes(report: CostReport) -> int:
     """Saved-for-backward bytes in training; peak live bytes beyond the weights in evaluation."""
     if report.mode == Mode.TRAIN.value:
@@ -330,30 +339,53 @@ def _output_shape(module: nn.Module, context: Context) -> tuple[int, ...]:
         return tuple(primary_output(module(*one.args, **one.kwargs)).shape)
 
 
+@dataclass(frozen=True)
+class Counted:
+    """A transformation applied and its step counted, before any timing."""
+
+    variant: Variant
+    batch_size: int  # the variant's batch size (the run's unless it changes it)
+    precision: Precision  # the variant's dtype, autocast and memory format
+    report: CostReport  # the variant's counted step at ``batch_size``
+
+    def flops_ratio(self, base: CostReport, *, batch_size: int) -> float | None:
+        """Counted FLOPs per sample against ``base`` (the original's step at ``batch_size``)."""
+        return _ratio(self.report.total().flops / self.batch_size, base.total().flops / batch_size)
+
+    def params_ratio(self, base: CostReport) -> float | None:
+        return _ratio(self.report.params, base.params)
+
+
+def apply_and_count(spec: Spec, model: nn.Module, *, context: Context, options: StepOptions,
+                    name: str) -> Counted:
+    """Apply ``spec`` to a copy of ``model`` (in the original's dtype; ``model`` is left as found)
+    and count the variant's step, as :func:`run_whatif` does before timing it. NotApplicable when
+    it does not apply -- to this network, this machine or the step mode -- with the reason."""
+    transformation = spec.transformation
+    if options.mode not in transformation.modes:
+        steps = " and ".join(sorted(m.value for m in transformation.modes))
+        raise NotApplicable(f"applies to the {steps} step only")
+    original = context.precision
+    variant = transformation.apply(_in_dtype(model, original), spec.value, context)
+    batch = variant.batch_size or options.batch_size
+    precision = Precision(
+        dtype=original.dtype, channels_last=original.channels_last or variant.channels_last_input,
+        autocast=str(variant.autocast).removeprefix("torch.") if variant.autocast is not None
+        else original.autocast)
+    report = _count(variant.count_module or variant.module, context, batch_size=batch,
+                    opts=options, dtype=variant.count_dtype or original.dtype,
+                    channels_last=precision.channels_last, name=name)
+    return Counted(variant, batch, precision, report)
+
+
 def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, context: Context,
          options: StepOptions, name: str, output_shape: tuple[int, ...]) -> WhatIfResult:
     """Apply, count and time one spec against the original's step ``step_a``."""
-    transformation = spec.transformation
-    def skipped(reason: str) -> WhatIfResult:
-        return WhatIfResult(model=name, transformation=spec.label, mode=options.mode,
-                            applicable=False, note=reason)
-
-    if options.mode not in transformation.modes:
-        steps = " and ".join(sorted(m.value for m in transformation.modes))
-        return skipped(f"applies to the {steps} step only")
-    original = context.precision
     try:
-        variant = transformation.apply(_in_dtype(model, original), spec.value, context)
-        batch = variant.batch_size or options.batch_size
-        precision = Precision(
-            dtype=original.dtype, channels_last=original.channels_last or variant.channels_last_input,
-            autocast=str(variant.autocast).removeprefix("torch.") if variant.autocast is not None
-            else original.autocast)
-        report = _count(variant.count_module or variant.module, context, batch_size=batch,
-                        opts=options, dtype=variant.count_dtype or original.dtype,
-                        channels_last=precision.channels_last, name=name)
+        counted = apply_and_count(spec, model, context=context, options=options, name=name)
+        variant, batch = counted.variant, counted.batch_size
         step_b = _Timed(_build(variant.module, context, batch_size=batch, opts=options,
-                               precision=precision, output_shape=output_shape),
+                               precision=counted.precision, output_shape=output_shape),
                         context.device, variant.threads or options.threads)
         pairs, warmup = (min(options.repeats, EMULATED_PAIRS), 0) if variant.emulated \
             else (options.repeats, options.warmup)
@@ -361,22 +393,24 @@ def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, cont
             first_call_s = _first_call(step_b, variant)
             times_a, times_b = _interleave(step_a, step_b, warmup=warmup, repeats=pairs)
     except NotApplicable as reason:
-        return skipped(str(reason))
+        return WhatIfResult(model=name, transformation=spec.label, mode=options.mode,
+                            applicable=False, note=str(reason))
     except (DnncostError, RuntimeError, ValueError, TypeError, IndexError, AssertionError,
             AttributeError, KeyError) as exc:
         raise TransformationError(f"transformation '{spec.label}' broke the network: "
                                   f"{first_line(exc)}") from exc
 
     per_a, per_b = options.batch_size, batch  # every ratio per sample
+    report = counted.report
     total_a, total_b = base.total(), report.total()
     nominal = variant.nominal_flops(report) if variant.nominal_flops else None
     note = f"{variant.note}; {variant.emulated}: {pairs} pairs" if variant.emulated else variant.note
     return WhatIfResult(
         model=name, transformation=spec.label, mode=options.mode, applicable=True,
         note=note, count_note=variant.count_note,
-        flops_ratio=_ratio(total_b.flops / per_b, total_a.flops / per_a),
+        flops_ratio=counted.flops_ratio(base, batch_size=per_a),
         nominal_flops_ratio=None if nominal is None else _ratio(nominal / per_b, total_a.flops / per_a),
-        params_ratio=_ratio(report.params, base.params),
+        params_ratio=counted.params_ratio(base),
         bytes_ratio=_ratio(total_b.bytes / per_b, total_a.bytes / per_a),
         activation_ratio=_ratio(_activation_bytes(report) / per_b, _activation_bytes(base) / per_a),
         time_ratio=Measurement(tuple((tb / per_b) / (ta / per_a)
@@ -438,5 +472,5 @@ def measured(results: Iterable[WhatIfResult]) -> list[WhatIfResult]:
     return [r for r in results if r.applicable]
 
 
-__all__ = ["EMULATED_PAIRS", "FirstCallTimeout", "WhatIfResult", "measured", "options_precision",
-           "run_whatif"]
+__all__ = ["EMULATED_PAIRS", "Counted", "FirstCallTimeout", "WhatIfResult", "apply_and_count",
+           "count_original", "measured", "options_precision", "run_whatif"]
