@@ -691,8 +691,7 @@ def test_figure_colour_per_network_marker_per_technique_accuracy_in_labels() -> 
     (ax,) = fig.axes
     texts = {t.get_text() for t in ax.texts}
     assert "prune_channels:0.5 acc 0.850 (-0.050)" in texts  # 0.85 - 0.9
-    legends = [[t.get_text() for t in legend.get_texts()] for legend in ax.findobj(
-        lambda o: type(o).__name__ == "Legend")]
+    legends = [[t.get_text() for t in legend.get_texts()] for legend in fig.legends]
     assert ["a (original acc 0.900)", "b"] in legends
     assert any(legend[:2] == ["prune_channels", "low_rank"] for legend in legends)
     colours = {line.get_color() for line in ax.lines if line.get_marker() not in ("None", "")}

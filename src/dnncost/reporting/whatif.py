@@ -43,7 +43,7 @@ def flops_vs_time(results: Sequence[WhatIfResult], *, title: str = "") -> Figure
     """1 - FLOPs ratio (x) against 1 - time ratio (y), the 95% interval as an error bar, for every
     network (colour) and technique (marker) in ``results``; for unstructured pruning a hollow marker
     at the nominal FLOPs saved, joined to the executed one."""
-    fig = _figure(8.5, 6.2)
+    fig = _figure(10.0, 6.2)
     ax = fig.add_subplot()
     ax.set_xlabel("FLOPs saved per sample (1 - transformed/original, counted)")
     ax.set_ylabel("time saved per sample (1 - measured time ratio)")
@@ -83,28 +83,28 @@ def flops_vs_time(results: Sequence[WhatIfResult], *, title: str = "") -> Figure
     ax.set_xlim(lo - 0.05, 1.02)
     ax.set_ylim(lo - 0.05, 1.02)
     _label_points(ax, labels, fontsize=7)
-    _legends(ax, points, colours)
+    _legends(fig, points, colours)
     return fig
 
 
-def _legends(ax, points: Sequence[WhatIfResult], colours: dict[str, str]) -> None:
-    """Two legends: the networks' colours (with the trained original's accuracy), the techniques'
-    markers (with the y = x line and the hollow nominal marker)."""
+def _legends(fig: Figure, points: Sequence[WhatIfResult], colours: dict[str, str]) -> None:
+    """Two legends beside the axes, where they cover no point: the networks' colours (with the
+    trained original's accuracy), the techniques' markers (with the y = x line and the hollow
+    nominal marker)."""
     original = {r.model: r.original_accuracy for r in points if r.original_accuracy is not None}
     networks = [Line2D([], [], color=c, marker="o", linestyle="",
                        label=n + (f" (original acc {original[n]:.3f})" if n in original else ""))
                 for n, c in colours.items() if any(r.model == n for r in points)]
-    first = ax.legend(handles=networks, loc="upper left", fontsize=7, title="network",
-                      title_fontsize=7)
-    ax.add_artist(first)
+    fig.legend(handles=networks, loc="outside right upper", fontsize=7, title="network",
+               title_fontsize=7)
     techniques = [Line2D([], [], color="grey", marker=_marker(t), linestyle="", label=t)
                   for t in dict.fromkeys(technique(r.transformation) for r in points)]
     techniques.append(Line2D([], [], color="grey", linestyle="--", label="y = x (time ~ FLOPs)"))
     if any(r.nominal_flops_ratio is not None for r in points):
         techniques.append(Line2D([], [], color="grey", marker="o", mfc="none", linestyle="",
                                  label="nominal FLOPs (sparse kernel)"))
-    ax.legend(handles=techniques, loc="lower right", fontsize=7, title="technique",
-              title_fontsize=7)
+    fig.legend(handles=techniques, loc="outside right lower", fontsize=7, title="technique",
+               title_fontsize=7)
 
 
 __all__ = ["flops_vs_time", "technique"]
