@@ -541,23 +541,36 @@ def test_an_emulated_variant_is_timed_with_fewer_pairs(monkeypatch: pytest.Monke
     from dnncost.whatif.runner import EMULATED_PAIRS
 
     monkeypatch.setattr(precision, "_native_on_cpu", lambda dtype: dtype is not torch.float16)
-    assert get_transformation("fp16").emulated_on(torch.device("cpu")).startswith(
+    cpu = torch.device("cpu")
+    assert get_transformation("fp16").emulated_on(cpu, Mode.EVAL).startswith(
         "this CPU has no native float16 kernels")
-    assert get_transformation("bf16").emulated_on(torch.device("cpu")) == ""
+    assert get_transformation("bf16").emulated_on(cpu, Mode.EVAL) == ""
     fp16, bf16 = run_whatif(tiny(), parse_specs("fp16,bf16"), input_shape=SHAPE, options=OPTS)
     assert fp16.time_ratio is not None and fp16.time_ratio.n == EMULATED_PAIRS == 2
     assert fp16.emulated and "no native float16 kernels (emulated): 2 pairs" in fp16.note
     assert bf16.time_ratio is not None and bf16.time_ratio.n == 6 and not bf16.emulated
 
 
+def test_fp16_training_on_a_cpu_counts_as_emulated_even_with_native_kernels(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dnncost.whatif import precision
+
+    monkeypatch.setattr(precision, "_native_on_cpu", lambda dtype: True)
+    fp16, cpu = get_transformation("fp16"), torch.device("cpu")
+    assert fp16.emulated_on(cpu, Mode.TRAIN) == precision.CPU_FP16_TRAINING
+    assert fp16.emulated_on(cpu, Mode.EVAL) == ""
+    assert get_transformation("bf16").emulated_on(cpu, Mode.TRAIN) == ""
+
+
 def test_cli_list_says_what_this_machine_emulates(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     from dnncost.whatif import precision
 
     monkeypatch.setattr(precision, "_native_on_cpu", lambda dtype: False)
-    assert main(["whatif", "--list"]) == 0
+    assert main(["whatif", "--list", "--mode", "eval"]) == 0
     out = capsys.readouterr().out
     assert "2 pairs (emulated)" in out
-    assert "fp16: this CPU has no native float16 kernels (emulated) on cpu: timed with 2 pairs" in out
+    assert ("fp16: this CPU has no native float16 kernels (emulated) in the eval step on cpu: timed "
+            "with 2 pairs") in out
 
 
 # -- int8 never prints torch's traceback or deprecation warnings (N7) ---------------------------

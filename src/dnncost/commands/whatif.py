@@ -117,11 +117,12 @@ class _Network:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dnncost.core.errors import DnncostError
     from dnncost.models.loading import load_model
-    from dnncost.whatif.registry import TransformationError, all_transformations, parse_specs
+    from dnncost.whatif.registry import all_transformations, parse_specs
 
     if args.list:
-        return _list(all_transformations(), args.device)
+        return _list(all_transformations(), args.device, args.mode)
     names = _model_names(args.model)
     _check_training_flags(args)
     specs = parse_specs(args.only)  # bad names and ratios fail here, before anything is built
@@ -135,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
         network = _network(args, model)
         done.append(network)
         try:
-            _measure(network, specs, args)
-        except (TransformationError, KeyboardInterrupt):
+            _measure(network, specs)
+        except (DnncostError, KeyboardInterrupt):  # a transformation broke the network, ...
             _finish(done, args, partial=True)  # nothing measured is lost: print, store, draw
             raise
         if args.format == "table":
@@ -185,7 +186,7 @@ def _network(args: argparse.Namespace, loaded: LoadedModel) -> _Network:
     return _Network(loaded, spec, options, training, trainer)
 
 
-def _measure(network: _Network, specs: list[Spec], args: argparse.Namespace) -> None:
+def _measure(network: _Network, specs: list[Spec]) -> None:
     """Train the original (with --train), time every spec in every mode, then train the
     variants; ``network.results`` holds whatever finished, also when this raises."""
     from tqdm.auto import tqdm
@@ -219,12 +220,13 @@ def _finish(done: list[_Network], args: argparse.Namespace, *, partial: bool) ->
     """Print what is not printed yet, keep the last network's results when stopped early, and
     draw the figure of everything measured."""
     measured = [n for n in done if n.results]
-    if partial and measured and measured[-1] is done[-1]:
+    stopped = done[-1] if partial and done[-1].results else None  # the network cut short
+    if stopped is not None:
         if args.format == "table":
-            _print_table(done[-1], args, partial=True)
-        _save(done[-1], args)
+            _print_table(stopped, args, partial=True)
+        _save(stopped, args)
     if args.format != "table" and measured:  # tables are printed as each network finishes
-        _print_data(measured, args, partial=partial)
+        _print_data(measured, args, partial=partial, stopped=stopped)
     if args.out and measured:
         from pathlib import Path
 
@@ -357,20 +359,24 @@ def _warn(caught: list[warnings.WarningMessage]) -> None:
         print(f"dnncost whatif: warning: {message}", file=sys.stderr)
 
 
-def _list(transformations: dict[str, Transformation], device: str) -> int:
+def _list(transformations: dict[str, Transformation], device: str, mode: str) -> int:
     """The transformations, their parameters and defaults, how --train treats them, and which run
-    on request only or are emulated (fewer pairs) on ``device``."""
+    on request only or are emulated (fewer pairs) on ``device`` in the ``mode`` step(s)."""
     from dnncost.core.device import resolve_device
     from dnncost.reporting.formatting import render_table
     from dnncost.whatif.runner import EMULATED_PAIRS
 
     where = resolve_device(device)
+    modes = tuple(Mode) if mode == BOTH else (Mode(mode),)
+
+    def emulated(t: Transformation) -> str:
+        return next((f"{why} in the {m.value} step" for m in modes if (why := t.emulated_on(where, m))),
+                    "")
 
     def runs(t: Transformation) -> str:
         if t.on_request:
             return "on request"
-        emulated = t.emulated_on(where)
-        return f"{EMULATED_PAIRS} pairs (emulated)" if emulated else "default"
+        return f"{EMULATED_PAIRS} pairs (emulated)" if emulated(t) else "default"
 
     rows = [{"name": t.name, "parameter": t.parameter.value if t.parameter else "",
              "defaults": ", ".join("default" if v is None else f"{v:g}" for v in t.defaults),
@@ -379,9 +385,8 @@ def _list(transformations: dict[str, Transformation], device: str) -> int:
             for t in transformations.values()]
     notes = [f"{t.name}: on request only (name it in --only): {t.on_request}"
              for t in transformations.values() if t.on_request]
-    notes += [f"{t.name}: {t.emulated_on(where)} on {where}: timed with {EMULATED_PAIRS} pairs "
-              "and no warm-up pairs, no interval" for t in transformations.values()
-              if t.emulated_on(where)]
+    notes += [f"{t.name}: {emulated(t)} on {where}: timed with {EMULATED_PAIRS} pairs and no "
+              "warm-up pairs, no interval" for t in transformations.values() if emulated(t)]
     print(render_table(rows, title="what-if transformations", footer="\n".join([
         "--train: fine-tune = the trained original transformed and trained again with the recipe; "
         "evaluate = validated, not trained; original's = same network, the original's accuracy",
@@ -438,15 +443,16 @@ def _payload(network: _Network, *, partial: bool) -> dict[str, object]:
     return payload
 
 
-def _print_data(networks: list[_Network], args: argparse.Namespace, *, partial: bool) -> None:
+def _print_data(networks: list[_Network], args: argparse.Namespace, *, partial: bool,
+                stopped: _Network | None) -> None:
     """Every network's results as one JSON document or one CSV table: one network as before;
-    several as {"networks": [...]} and CSV rows led by a model column."""
+    several as {"networks": [...]} and CSV rows led by a model column. ``partial``: the run
+    stopped early; ``stopped``: the network it stopped in, if it measured anything."""
     from dnncost.reporting.formatting import render
 
     several = len(networks) > 1
     rows = [({"model": n.loaded.name} if several else {}) | r.to_row()
             for n in networks for r in n.results]
-    last = len(networks) - 1
-    payloads = [_payload(n, partial=partial and i == last) for i, n in enumerate(networks)]
+    payloads = [_payload(n, partial=n is stopped) for n in networks]
     print(render(rows, args.format, json_payload={"partial": partial, "networks": payloads}
                  if several else payloads[0]))

@@ -116,7 +116,8 @@ class Variant:
 
 
 Apply = Callable[[nn.Module, float | None, Context], Variant]
-Emulation = Callable[[torch.device], str]  # why a device emulates a transformation's kernels, or ""
+Emulation = Callable[[torch.device, Mode], str]  # why a device emulates a transformation's kernels
+# in a step of that mode, or ""
 
 
 @dataclass(frozen=True)
@@ -136,9 +137,10 @@ class Transformation:
     emulation: Emulation | None = field(default=None, repr=False, compare=False)
     # why a device emulates its kernels (for --list; the variant says so for the run itself)
 
-    def emulated_on(self, device: torch.device) -> str:
-        """Why ``device`` emulates this transformation's kernels, or "" (native, or not known)."""
-        return self.emulation(device) if self.emulation is not None else ""
+    def emulated_on(self, device: torch.device, mode: Mode) -> str:
+        """Why ``device`` emulates this transformation's kernels in a ``mode`` step, or ""
+        (native, or not known)."""
+        return self.emulation(device, mode) if self.emulation is not None else ""
 
     def check(self, value: float | None) -> float | None:
         """``value`` if valid for this transformation's parameter; TransformationError otherwise."""
