@@ -15,8 +15,9 @@ averaged). Channels that reach the network's output -- the classifier's classes 
 torch-pruning is an optional extra (``pip install "dnncost[pruning]"``), imported when a network is
 pruned; without it this transformation is not applicable and says how to install it. No built-in
 pruner is kept beside it: the one this replaced proved two patterns by hand (conv -> conv in an
-nn.Sequential, the inner convolutions of known residual blocks), which the tracer covers, and found
-nothing to prune in mobilenet_v2 or efficientnet_b0, where the tracer prunes every block.
+nn.Sequential, the inner convolutions of known residual blocks), which the tracer covers -- on
+resnet20 both give the same counted FLOPs, 0.754 and 0.508 of the original at 0.25 and 0.5 -- and it
+found nothing to prune in mobilenet_v2 or efficientnet_b0, where the tracer prunes every block.
 
 The network is traced in the step's mode (a training step may run branches an evaluation skips,
 e.g. GoogLeNet's auxiliary classifiers) on two samples of the run's input (BatchNorm in training mode
