@@ -55,6 +55,11 @@ class Cell:
     skipped: bool = False  # not a verdict: not run here (the network's weights are over the bound)
     seconds: float = 0.0  # applying and counting it took this long on this machine
 
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Cell:
+        """A cell from :meth:`to_dict`'s record."""
+        return cls(**data)  # type: ignore[arg-type]
+
     def to_dict(self) -> dict[str, object]:
         return {"network": self.network, "transformation": self.transformation,
                 "applicable": self.applicable, "reason": self.reason,
@@ -77,7 +82,7 @@ def network_cells(loaded: LoadedModel, specs: Sequence[Spec], *, threads: int | 
     options = StepOptions(batch_size=BATCH_SIZE, mode=Mode.EVAL, device="cpu", threads=threads)
     context = Context(inputs=inputs, batch_size=BATCH_SIZE, mode=Mode.EVAL,
                       device=torch.device("cpu"), threads=threads or torch.get_num_threads())
-    shapes = loaded.build("meta")
+    shapes = loaded.build("meta").to("meta")  # a constructor that needs real tensors built it on CPU
     base = count_original(shapes, context=context, options=options, name=loaded.name)
     weight_bytes = sum(p.numel() * p.element_size() for p in shapes.parameters())
     over = "" if max_weight_bytes is None or weight_bytes <= max_weight_bytes else (
