@@ -66,11 +66,12 @@ def static_fx(model: nn.Module, context: Context) -> nn.Module:
     if batches[0].kwargs:
         raise NotApplicable("FX calibration passes positional inputs only; these are keyword inputs")
     model.eval()
-    prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), tuple(batches[0].args))
-    with torch.no_grad():
-        for batch in batches:
-            prepared(*batch.args)
-    return convert_fx(prepared)
+    with quiet_quantisation():
+        prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), tuple(batches[0].args))
+        with torch.no_grad():
+            for batch in batches:
+                prepared(*batch.args)
+        return convert_fx(prepared)
 
 
 def dynamic(model: nn.Module, inputs: ModelInputs) -> tuple[nn.Module, dict[str, int]]:
@@ -82,8 +83,9 @@ def dynamic(model: nn.Module, inputs: ModelInputs) -> tuple[nn.Module, dict[str,
               if type(m) in DYNAMIC and name not in kept}
     if not layers:
         return model, {}
-    quantised = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), set(layers),
-                                                       dtype=torch.qint8)
+    with quiet_quantisation():
+        quantised = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), set(layers),
+                                                           dtype=torch.qint8)
     kinds: dict[str, int] = {}
     for kind in layers.values():
         kinds[kind] = kinds.get(kind, 0) + 1
