@@ -1,7 +1,8 @@
 """The standing bad-input suite: every command, fed what a hostile new user would type.
 
 Each case is (argv, exit code, a phrase the one-line error must contain). Every case must end with
-that exit code, one ``dnncost <cmd>: error: ...`` line holding the phrase, and no traceback. Cases
+that exit code, one ``dnncost <cmd>: error: ...`` line holding the phrase, no traceback, and nothing
+left behind in the scratch folder it runs in (the known exceptions: LEAVES_FILES). Cases
 run in-process through :func:`dnncost.cli.main` (fast); a few run as real subprocesses, the way a
 user meets them. ``{models}`` in an argv is a folder of small broken model files, ``{tmp}`` a
 scratch folder with a garbage file, an empty file and a plain file in it. A case runs with dnncost's
@@ -27,6 +28,8 @@ COMMANDS = {"count", "time", "train", "zoo", "predict", "calibrate", "evaluate",
             "merge", "whatif"}
 HUGE = "99999999999"  # a batch size no machine holds: 1e11 samples
 MANY_CORES = str((os.cpu_count() or 1) * 64)  # more threads / workers than this machine has
+LEAVES_FILES = {"merge"}  # known: 'merge missing.sqlite -o out.sqlite' creates out.sqlite (and its
+# lock) before it finds an input missing; every other command leaves the scratch folder as it was
 
 MODELS = '''
 import torch
@@ -227,6 +230,22 @@ CASES = [
     case("merge", "required"),
     case("merge {tmp}/missing.sqlite -o {tmp}/out.sqlite", "missing.sqlite"),
     case("merge {tmp}/garbage.sqlite -o {tmp}/out.sqlite", "garbage.sqlite"),
+    # -- whatif (each fails before anything is built or measured)
+    case("whatif", "required: MODEL"),
+    case("whatif --only low_rank", "required: MODEL"),
+    Case(("whatif", "resnet20", "--only", ""), BAD, "no transformation named in ''"),
+    case("whatif resnet20 --only ,", "name one or more of"),
+    case("whatif resnet20 --only lowrank", "Did you mean: low_rank"),
+    case("whatif resnet20 --only prune_channels:1.5", "strictly between 0 and 1"),
+    case("whatif resnet20 --epochs 2", "--epochs set how --train trains"),
+    case("whatif resnet20 --dataset synthetic", "--dataset set how --train trains"),
+    case("whatif resnet20 --train --epochs 0", "--epochs must be a positive integer"),
+    case("whatif resnet20 --out /nonexistent/whatif.png", "folder '/nonexistent' does not exist"),
+    case("whatif resnet20 --out {tmp}", "it is a folder"),
+    case("whatif resnet20 --out {tmp}/plain.txt/x.png", "does not exist"),
+    case("whatif resnet20 --out /proc/whatif.png", "cannot write '/proc/whatif.png'"),
+    case("whatif nosuchnet,resnet20", "unknown model 'nosuchnet'"),
+    case("whatif resnet20 --mode sideways", "invalid choice: 'sideways'"),
 ]
 
 
@@ -253,6 +272,12 @@ def _error_lines(err: str) -> list[str]:
 def _left_behind(folders: dict[str, str]) -> list[Path]:
     """Temporary files under the scratch folder (dnncost's cache included)."""
     return sorted(Path(folders["tmp"]).rglob("*.tmp"))
+
+
+def _scratch(folders: dict[str, str]) -> list[Path]:
+    """What the scratch folder holds, less the cache folder (state a command may create)."""
+    cache = Path(folders["tmp"], "cache")
+    return sorted(p for p in Path(folders["tmp"]).rglob("*") if cache not in (p, *p.parents))
 
 
 def _children() -> set[int]:
@@ -283,6 +308,7 @@ def test_bad_input_gives_one_clear_line(c: Case, folders: dict[str, str],
     monkeypatch.setenv("DNNCOST_CACHE_DIR", c.cache.format(**folders))  # no calibration
     threads = torch.get_num_threads()
     children = _children()
+    before = _scratch(folders)
     try:
         code = main(_argv(c, folders))
     except SystemExit as exc:  # argparse's usage errors leave through parser.exit
@@ -293,6 +319,8 @@ def test_bad_input_gives_one_clear_line(c: Case, folders: dict[str, str],
     assert "Traceback" not in out + err
     assert code == c.code, err[-2000:]
     phrase = c.phrase.format(**folders)
+    if c.argv and c.argv[0] not in LEAVES_FILES:
+        assert _scratch(folders) == before  # nothing left behind
     if c.argv:
         lines = _error_lines(err)
         assert len(lines) == 1, err[-2000:]
@@ -317,6 +345,7 @@ SUBPROCESS_CASES = [
     case("count resnet20 --mode bogus", "invalid choice: 'bogus'"),
     case("train {models}/m.py:boom --dataset synthetic --epochs 1 --no-progress",
          "failed in its own forward (Boom)"),
+    case("whatif resnet20 --out /nonexistent/whatif.png", "does not exist"),
 ]
 
 

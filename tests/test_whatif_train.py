@@ -56,12 +56,13 @@ def test_cli_trains_each_family_the_epochs_the_study_trains_it() -> None:
     """AlexNet's recipe trains 2x the configured epochs in the study (Recipe.epoch_multiple);
     whatif --train gave it the configured epochs only."""
     from dnncost.cli import build_parser
-    from dnncost.commands.whatif import _training_options
+    from dnncost.commands.whatif import _check_training_flags, _training_options
     from dnncost.measuring.timing import StepOptions
     from dnncost.models.loading import load_model
 
     def training(model: str, *flags: str) -> TrainingOptions:
         args = build_parser().parse_args(["whatif", model, "--train", *flags])
+        _check_training_flags(args)
         return _training_options(args, load_model(model), StepOptions(mode=Mode.TRAIN))
 
     alexnet = training("alexnet_cifar", "--epochs", "3")
@@ -169,7 +170,7 @@ def test_cli_train_json_store_and_a_failed_training(
         "three", "three logits", _three_classes))
     db = tmp_path / "whatif.sqlite"
     code = main(["whatif", net_file, "--input", "1x8x8", "--batch-size", "4", "--mode", "eval",
-                 "--repeats", "2", "--warmup", "0", "--only", "prune_channels:0.5,three,threads",
+                 "--repeats", "2", "--warmup", "0", "--only", "low_rank:0.5,three,threads",
                  "--train", "--epochs", "1", "--format", "json", "--db", str(db)])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -177,7 +178,7 @@ def test_cli_train_json_store_and_a_failed_training(
     original = payload["original_accuracy"]["accuracy"]
     assert original > 5 * CHANCE and "1 epoch on digits at batch 32" in payload["original_accuracy"]["note"]
     results = {r["transformation"]: r for r in payload["results"]}
-    pruned = results["prune_channels:0.5"]
+    pruned = results["low_rank:0.5"]
     assert pruned["original_accuracy"] == original and pruned["accuracy"] > 5 * CHANCE
     assert "then trained again (1 epoch, the recipe)" in pruned["accuracy_note"]
     three = results["three"]
@@ -188,8 +189,8 @@ def test_cli_train_json_store_and_a_failed_training(
 
     with open_store(db, read_only=True) as store:
         rows = {row.transformation: row for _, row in store.whatif_rows()}
-    assert rows["prune_channels:0.5"].accuracy == pytest.approx(pruned["accuracy"])
-    assert rows["prune_channels:0.5"].original_accuracy == pytest.approx(original)
+    assert rows["low_rank:0.5"].accuracy == pytest.approx(pruned["accuracy"])
+    assert rows["low_rank:0.5"].original_accuracy == pytest.approx(original)
     assert rows["three"].accuracy is None and rows["three"].accuracy_note.startswith("training failed")
 
 
@@ -234,13 +235,13 @@ def test_study_passes_whatif_train_through(tmp_path) -> None:
     from dnncost.study.store import open_store
     from dnncost.study.sweep import run_study
 
-    config = quick_config(models=("lenet5",), whatif="prune_channels:0.5,threads", whatif_train=True)
+    config = quick_config(models=("lenet5",), whatif="low_rank:0.5,threads", whatif_train=True)
     assert config.config_hash == quick_config(models=("lenet5",)).config_hash  # whatif adds a table
     with open_store(tmp_path / "study.sqlite") as store:
         summary = run_study(config, store, progress=False)
         assert not summary.failed
         rows = {row.transformation: row for _, row in store.whatif_rows()}
-    pruned, threads = rows["prune_channels:0.5"], rows["threads"]
+    pruned, threads = rows["low_rank:0.5"], rows["threads"]
     assert pruned.original_accuracy is not None and 0 <= pruned.original_accuracy <= 1
     assert pruned.accuracy is not None and "trained again (1 epoch, the recipe)" in pruned.accuracy_note
     assert threads.accuracy == threads.original_accuracy  # the same network: the original's

@@ -29,12 +29,16 @@ def add_format_argument(parser: argparse.ArgumentParser) -> None:
                         help="output format (default: table)")
 
 
-def add_model_input_arguments(parser: argparse.ArgumentParser, *, specs: bool = True) -> None:
+MODEL_HELP = "zoo or torchvision name (resnet50, torchvision:resnet50), timm:NAME, or path/to/file.py:factory"
+
+
+def add_model_input_arguments(parser: argparse.ArgumentParser, *, specs: bool = True,
+                              model_help: str = MODEL_HELP, model_optional: bool = False) -> None:
     """MODEL, ``--input SPEC`` and ``--batch-size N``, as ``count``/``time``/``predict`` take them
-    (``specs=False``: one float shape only, for commands that build their own batch)."""
-    parser.add_argument("model", metavar="MODEL",
-                        help="zoo or torchvision name (resnet50, torchvision:resnet50), "
-                             "timm:NAME, or path/to/file.py:factory")
+    (``specs=False``: one float shape only, for commands that build their own batch;
+    ``model_optional``: MODEL may be left out, for a command with an option that needs none)."""
+    parser.add_argument("model", metavar="MODEL", nargs="?" if model_optional else None,
+                        help=model_help)
     parser.add_argument("--input", dest="input_shape", default=None,
                         metavar="SPEC" if specs else "CxHxW",
                         help="one sample's input, without the batch dimension (default: the model's): "

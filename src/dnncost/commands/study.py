@@ -97,7 +97,8 @@ OPTIONS = (
                      "(default: on, CPU only; off with --quick)"),
     StudyOption("whatif", "--whatif", metavar="T1,T2|all",
                 help="also run dnncost whatif on each network's training step: these "
-                     "transformations (NAME or NAME:VALUE) or 'all'; --steps pairs each",
+                     "transformations (NAME or NAME:VALUE) or 'all' (those dnncost whatif runs "
+                     "by default); --steps pairs each",
                 to_config=lambda v: "" if v == "all" else v,
                 to_text=lambda v: v or "all"),
     StudyOption("whatif_train", "--whatif-train", boolean=True,

@@ -35,7 +35,6 @@ class ReportFiles:
     data_parallel_csv: Path | None = None  # only when the store holds data-parallel results
 
 
-
 def check_output_folder(out: str | Path) -> Path:
     """The report folder ``out``; OutputError when it is a file, or cannot be created or written
     (checked before a long study, so that its report is not lost at the end)."""
@@ -51,6 +50,28 @@ def check_output_folder(out: str | Path) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write the report into '{folder}': '{existing}' is not writable")
     return folder
+
+
+def check_output_file(out: str | Path) -> Path:
+    """The file ``out`` a result (a figure) will be written to; OutputError when it is a folder,
+    its folder is missing, or it cannot be written (tried: a new file is created and removed, an
+    existing one opened for appending, which changes nothing) -- checked before long work, so that
+    nothing measured is lost at the end. Nothing is left behind."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise OutputError(f"cannot write '{path}': it is a folder; give a file name such as "
+                          f"{path / 'whatif.png'}")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write '{path}': folder '{path.parent}' does not exist")
+    existed = path.exists()
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write '{path}': {exc.strerror or exc}") from None
+    if not existed:
+        path.unlink()
+    return path
 
 
 def write_report(findings: Findings, out: str | Path) -> ReportFiles:
@@ -103,4 +124,4 @@ def _write(folder: Path, blocks: Sequence[Block], groups: Sequence[GroupFindings
     return files
 
 
-__all__ = ["ReportFiles", "check_output_folder", "write_report"]
+__all__ = ["ReportFiles", "check_output_file", "check_output_folder", "write_report"]

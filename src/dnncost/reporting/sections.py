@@ -402,6 +402,12 @@ def whatif_blocks(findings: Findings) -> list[Block]:
                                                                                     title=network)),
                                f"{network}: FLOPs saved against time saved; the dashed line is "
                                "time proportional to FLOPs.")]
+    if len(findings.whatif) > 1:
+        everything = [r for w in findings.whatif for r in w.results]
+        blocks.append(FigureBlock(
+            "whatif_all.png", plots.png_bytes(flops_vs_time(everything, title="every network")),
+            "Every network (colour) and technique (marker): which techniques turn FLOPs into time "
+            "on this machine; the dashed line is time proportional to FLOPs."))
     return blocks
 
 

@@ -98,7 +98,7 @@ class StudyConfig:
         if self.whatif is not None:  # an unknown transformation or a bad ratio fails here
             from dnncost.whatif.registry import parse_specs  # torch: kept off the CLI's start-up
 
-            parse_specs(self.whatif)
+            parse_specs(None if self.whatif == "" else self.whatif)  # '' is --whatif all
         if self.whatif_train and (self.whatif is None or self.epochs < 1):
             raise InputSpecError("training the what-if transformations needs what-if "
                                  "transformations and at least one epoch")

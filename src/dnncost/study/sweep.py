@@ -559,7 +559,8 @@ class _Sweep:
                                    batch_size=self.config.batch_size, dataset=self.config.dataset,
                                    device=self.config.device, threads=self.threads, seed=SEED) \
             if self.config.whatif_train else None  # the study's recipe, data and epochs
-        for result in study_whatif(self._model(net), parse_specs(self.config.whatif), options=options,
+        specs = parse_specs(None if self.config.whatif == "" else self.config.whatif)  # '': all
+        for result in study_whatif(self._model(net), specs, options=options,
                                    input_shape=net.shape, name=net.loaded.name, training=training,
                                    data=self._dataset(net.shape) if training else None):
             self.store.add_whatif(net.nid, self.run_uid, whatif_row(result))

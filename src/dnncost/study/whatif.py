@@ -13,7 +13,7 @@ from torch import nn
 
 from dnncost.core.environment import current_environment, machine_fingerprint
 from dnncost.core.inputs import InputSpec
-from dnncost.core.step import Mode
+from dnncost.core.kinds import Mode
 from dnncost.measuring.measurement import Measurement
 from dnncost.measuring.timing import StepOptions
 from dnncost.study.store import NetworkRow, Store, WhatIfRow, new_uid, now

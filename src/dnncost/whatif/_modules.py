@@ -1,7 +1,10 @@
 """Small module-surgery helpers shared by the transformations."""
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+from dnncost.core.inputs import ModelInputs
 
 
 def replace_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
@@ -38,3 +41,30 @@ def fast_path_linears(root: nn.Module) -> set[str]:
     return {f"{name}.{child}" if name else child
             for name, m in root.named_modules() if isinstance(m, FAST_PATH_OWNERS)
             for child, c in m.named_children() if isinstance(c, nn.Linear)}
+
+
+def uncalled(root: nn.Module, kinds: tuple[type[nn.Module], ...], inputs: ModelInputs) -> set[str]:
+    """Paths of the submodules of exactly these ``kinds`` that one forward of ``root`` (evaluation
+    mode, no gradient, ``inputs``) does not call: their parent reads their weights directly (Swin's
+    attention reads ``qkv.weight``), so replacing them would break it."""
+    paths = {m: name for name, m in root.named_modules() if type(m) in kinds}
+    seen: set[str] = set()
+    hooks = [m.register_forward_hook(lambda module, args, out: seen.add(paths[module])) for m in paths]
+    was_training = root.training
+    try:
+        root.eval()
+        with torch.no_grad():
+            root(*inputs.args, **inputs.kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        root.train(was_training)
+    return set(paths.values()) - seen
+
+
+def weights_read_directly(root: nn.Module, kinds: tuple[type[nn.Module], ...],
+                          inputs: ModelInputs) -> set[str]:
+    """Paths of the ``kinds`` layers whose weights something other than their own forward reads:
+    a fused inference path's (:func:`fast_path_linears`) and those no forward calls
+    (:func:`uncalled`). A transformation that replaces layers leaves these alone."""
+    return fast_path_linears(root) | uncalled(root, kinds, inputs)

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from dnncost.core.device import resolve_device, using_threads
 from dnncost.core.errors import DnncostError, InputSpecError
 from dnncost.core.inputs import InputSpec, ModelInputs, Precision, TensorInput
-from dnncost.core.step import Mode
+from dnncost.core.kinds import Mode
 from dnncost.training.data import DatasetSplit, load_dataset
 from dnncost.training.recipe import DEFAULT_RECIPE, RECIPE_EPOCHS, Recipe
 from dnncost.training.records import EpochRecord

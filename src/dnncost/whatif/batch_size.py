@@ -8,6 +8,7 @@ from dnncost.whatif.registry import Context, NotApplicable, Parameter, Training,
 
 
 @register("batch_size", parameter=Parameter.COUNT, defaults=(None,), training=Training.ORIGINAL,
+          structural=True,
           summary="another batch size (default: twice the given one); ratios per sample")
 def batch_size(model: nn.Module, value: float | None, context: Context) -> Variant:
     """``model`` at batch size ``value`` (default 2x the run's)."""

@@ -8,7 +8,7 @@ from torch import nn
 from dnncost.whatif.registry import Context, NotApplicable, Training, Variant, register
 
 
-@register("channels_last", training=Training.ORIGINAL,
+@register("channels_last", training=Training.ORIGINAL, structural=True,
           summary="weights and input in channels-last (NHWC) memory format")
 def channels_last(model: nn.Module, value: float | None, context: Context) -> Variant:
     """``model`` and its input in channels_last."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from dnncost.whatif._modules import conv_like, replace_submodule
+from dnncost.whatif._modules import conv_like, replace_submodule, weights_read_directly
 from dnncost.whatif.registry import Context, NotApplicable, Variant, register
 
 MIN_IN_CHANNELS = 4  # source: Howard et al. 2017, Table 1: the first layer (3 RGB channels) stays dense
@@ -20,17 +20,24 @@ def separable(conv: nn.Conv2d) -> nn.Sequential:
     return nn.Sequential(depthwise, pointwise)
 
 
-@register("depthwise_separable",
+@register("depthwise_separable", structural=True,
           summary="replace each dense 3x3 convolution by depthwise 3x3 + pointwise 1x1 "
                   "(new weights; the RGB input layer stays dense)")
 def depthwise_separable(model: nn.Module, value: float | None, context: Context) -> Variant:
-    """Replace every dense 3x3 convolution with at least MIN_IN_CHANNELS inputs."""
+    """Replace every dense 3x3 convolution with at least MIN_IN_CHANNELS inputs (except one whose
+    weight its parent reads directly instead of calling it)."""
     targets = [(name, m) for name, m in model.named_modules()
                if type(m) is nn.Conv2d and m.groups == 1 and m.kernel_size == (3, 3)
                and m.in_channels >= MIN_IN_CHANNELS]
     if not targets:
         raise NotApplicable("no dense 3x3 convolution with at least "
                             f"{MIN_IN_CHANNELS} input channels")
+    first = next(model.parameters())
+    keep = weights_read_directly(model, (nn.Conv2d,), context.make_inputs(1, device=first.device))
+    targets = [(name, m) for name, m in targets if name not in keep]
+    if not targets:
+        raise NotApplicable(f"every dense 3x3 convolution with at least {MIN_IN_CHANNELS} input "
+                            "channels has its weight read directly by its parent")
     for name, m in targets:
         replace_submodule(model, name, separable(m))
     return Variant(model, note=f"{len(targets)} dense 3x3 convolutions replaced; new weights, "

@@ -1,9 +1,14 @@
 """Low-rank factorisation (Denton et al. 2014; Kim et al. 2016 for Tucker-2): each dense k x k
 convolution becomes 1x1 (C_in -> R1) -> k x k (R1 -> R2) -> 1x1 (R2 -> C_out) from a truncated
-higher-order SVD of its weight; each linear layer two linear layers from a truncated SVD. A layer is
-factorised only where that cuts its multiply-accumulates. At full rank the function is unchanged.
-Linear layers whose weights a fused inference path reads directly (TransformerEncoderLayer's
-feed-forward) are kept."""
+higher-order SVD of its weight; each dense 1x1 convolution two 1x1 convolutions (C_in -> R -> C_out,
+the first with the original's stride) and each linear layer two linear layers (in -> R -> out), both
+from a truncated SVD of the weight matrix, R = the fraction of min(C_in, C_out). A layer is
+factorised only where that cuts its multiply-accumulates (1x1 and linear: R (C_in + C_out) <
+C_in C_out, so a square layer gains only below half rank). At full rank the function is unchanged.
+Layers whose weights something other than their own forward reads are kept: a fused inference path
+(TransformerEncoderLayer's feed-forward), a parent that never calls them (Swin's attention reads its
+qkv layer's weight; found by one forward with hooks), and subclasses of nn.Linear
+(nn.MultiheadAttention reads its output projection's weight)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +16,12 @@ import math
 import torch
 from torch import nn
 
-from dnncost.whatif._modules import conv_like, fast_path_linears, replace_submodule
+from dnncost.whatif._modules import (
+    conv_like,
+    fast_path_linears,
+    replace_submodule,
+    weights_read_directly,
+)
 from dnncost.whatif.registry import Context, NotApplicable, Parameter, Variant, register
 
 
@@ -68,58 +78,103 @@ def factorise_conv(conv: nn.Conv2d, fraction: float) -> nn.Sequential:
     return nn.Sequential(first, middle, last)
 
 
-def linear_rank(linear: nn.Linear, fraction: float) -> int:
-    return _rank(fraction, min(linear.in_features, linear.out_features))
+def matrix_rank(c_in: int, c_out: int, fraction: float) -> int:
+    """R of a weight matrix (C_out x C_in) at ``fraction`` of its full rank min(C_in, C_out)."""
+    return _rank(fraction, min(c_in, c_out))
+
+
+def matrix_saves(c_in: int, c_out: int, fraction: float) -> bool:
+    """True when in -> R -> out costs fewer MACs than in -> out: R (C_in + C_out) < C_in C_out."""
+    return matrix_rank(c_in, c_out, fraction) * (c_in + c_out) < c_in * c_out
+
+
+def svd_factors(w: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w`` (out, in) ~ second @ first from its SVD truncated at ``rank``: first (R, in) and second
+    (out, R), each carrying the square root of the singular values."""
+    u, s, vh = torch.linalg.svd(w.detach().float(), full_matrices=False)
+    root = s[:rank].sqrt()
+    return root[:, None] * vh[:rank], u[:, :rank] * root  # (R, in), (out, R)
 
 
 def factorise_linear(linear: nn.Linear, fraction: float) -> nn.Sequential:
     """``linear`` as in -> R -> out from its SVD truncated at ``fraction`` (0, 1] of full rank."""
-    w = linear.weight.detach().float()  # (out, in)
-    r = linear_rank(linear, fraction)
-    u, s, vh = torch.linalg.svd(w, full_matrices=False)
-    root = s[:r].sqrt()
+    r = matrix_rank(linear.in_features, linear.out_features, fraction)
+    first_w, second_w = svd_factors(linear.weight, r)
     kwargs = dict(device=linear.weight.device, dtype=linear.weight.dtype)
     first = nn.Linear(linear.in_features, r, bias=False, **kwargs)
     second = nn.Linear(r, linear.out_features, bias=linear.bias is not None, **kwargs)
     with torch.no_grad():
-        first.weight.copy_((root[:, None] * vh[:r]).to(linear.weight.dtype))  # (R, in)
-        second.weight.copy_((u[:, :r] * root).to(linear.weight.dtype))  # (out, R)
+        first.weight.copy_(first_w.to(linear.weight.dtype))  # (R, in)
+        second.weight.copy_(second_w.to(linear.weight.dtype))  # (out, R)
         if linear.bias is not None and second.bias is not None:
             second.bias.copy_(linear.bias)
     return nn.Sequential(first, second)
 
 
-def factorise(model: nn.Module, fraction: float) -> tuple[int, int]:
-    """Factorise, in place, every layer of ``model`` where that saves MACs; (convs, linears) done."""
-    convs = linears = 0
-    kept = fast_path_linears(model)
+def factorise_pointwise(conv: nn.Conv2d, fraction: float) -> nn.Sequential:
+    """A dense 1x1 ``conv`` as 1x1 (C_in -> R, its stride and padding) -> 1x1 (R -> C_out, its bias)
+    from the SVD of its (C_out, C_in) weight truncated at ``fraction`` (0, 1] of full rank."""
+    c_out, c_in = conv.out_channels, conv.in_channels
+    r = matrix_rank(c_in, c_out, fraction)
+    first_w, second_w = svd_factors(conv.weight.reshape(c_out, c_in), r)
+    first = conv_like(conv, in_channels=c_in, out_channels=r, bias=False)  # (R, C_in, 1, 1)
+    second = conv_like(conv, in_channels=r, out_channels=c_out, keep_geometry=False)
+    dtype = conv.weight.dtype
+    with torch.no_grad():
+        first.weight.copy_(first_w[:, :, None, None].to(dtype))  # (R, C_in, 1, 1)
+        second.weight.copy_(second_w[:, :, None, None].to(dtype))  # (C_out, R, 1, 1)
+        if conv.bias is not None and second.bias is not None:
+            second.bias.copy_(conv.bias)
+    return nn.Sequential(first, second)
+
+
+def _dense_conv(m: nn.Module) -> bool:
+    return type(m) is nn.Conv2d and m.groups == 1 and m.padding_mode == "zeros"
+
+
+def factorise(model: nn.Module, fraction: float, *, keep: frozenset[str] = frozenset()
+              ) -> tuple[int, int, int]:
+    """Factorise, in place, every layer of ``model`` where that saves MACs, except those at the
+    paths in ``keep`` and those of a fused inference path; (k x k convolutions, 1x1 convolutions,
+    linear layers) done."""
+    convs = pointwise = linears = 0
+    kept = keep | fast_path_linears(model)
     for name, m in list(model.named_modules()):
         if name in kept:
             continue
-        if type(m) is nn.Conv2d and m.groups == 1 and m.kernel_size != (1, 1) \
-                and m.padding_mode == "zeros" and conv_saves(m, fraction):
+        if _dense_conv(m) and m.kernel_size != (1, 1) and conv_saves(m, fraction):
             replace_submodule(model, name, factorise_conv(m, fraction))
             convs += 1
-        elif type(m) is nn.Linear:
-            r = linear_rank(m, fraction)
-            if r * (m.in_features + m.out_features) < m.in_features * m.out_features:
-                replace_submodule(model, name, factorise_linear(m, fraction))
-                linears += 1
-    return convs, linears
+        elif _dense_conv(m) and m.kernel_size == (1, 1) \
+                and matrix_saves(m.in_channels, m.out_channels, fraction):
+            replace_submodule(model, name, factorise_pointwise(m, fraction))
+            pointwise += 1
+        elif type(m) is nn.Linear and matrix_saves(m.in_features, m.out_features, fraction):
+            replace_submodule(model, name, factorise_linear(m, fraction))
+            linears += 1
+    return convs, pointwise, linears
 
 
-@register("low_rank", parameter=Parameter.RATIO, defaults=(0.5, 0.25),
+def _device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+@register("low_rank", parameter=Parameter.RATIO, defaults=(0.5, 0.25), structural=True,
           summary="low-rank factorisation at this fraction of full rank: Tucker-2 (1x1-kxk-1x1) "
-                  "for convolutions, SVD for linear layers")
+                  "for k x k convolutions, SVD for 1x1 convolutions and linear layers")
 def low_rank(model: nn.Module, ratio: float | None, context: Context) -> Variant:
-    """Factorise every conv and linear layer where rank ``ratio`` of full cuts its MACs."""
+    """Factorise every conv and linear layer where rank ``ratio`` of full cuts its MACs, except
+    those whose weights something else reads (a fused path, or a parent that never calls them)."""
     assert ratio is not None
-    fused = len(fast_path_linears(model))
-    kept = (f"; {fused} linear layers of TransformerEncoderLayer kept (its fused inference path "
-            "reads their weights)") if fused else ""
-    convs, linears = factorise(model, ratio)
-    if convs + linears == 0:
-        raise NotApplicable(f"no dense k x k convolution or linear layer gets cheaper at "
-                            f"{ratio:.0%} of full rank{kept}")
-    return Variant(model, note=f"{convs} convolutions (Tucker-2) and {linears} linear layers (SVD) "
-                               f"factorised at {ratio:.0%} of full rank; not fine-tuned{kept}")
+    keep = weights_read_directly(model, (nn.Conv2d, nn.Linear),
+                                 context.make_inputs(1, device=_device(model)))
+    kept = (f"; {len(keep)} layers kept: a fused inference path or their parent reads their "
+            "weights directly") if keep else ""
+    convs, pointwise, linears = factorise(model, ratio, keep=frozenset(keep))
+    if convs + pointwise + linears == 0:
+        raise NotApplicable(f"no dense convolution or linear layer gets cheaper at {ratio:.0%} of "
+                            f"full rank{kept}")
+    return Variant(model, note=f"{convs} k x k convolutions (Tucker-2), {pointwise} 1x1 convolutions "
+                               f"and {linears} linear layers (SVD) factorised at {ratio:.0%} of full "
+                               f"rank; not fine-tuned{kept}")

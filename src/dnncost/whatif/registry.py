@@ -6,6 +6,10 @@ thread count, input memory format). One that does not apply raises :class:`NotAp
 reason. Its :class:`Training` says how ``--train`` finds the transformed network's accuracy.
 Adding a transformation is adding one file to this package: :func:`all_transformations` imports
 every module here.
+
+A transformation registered with ``on_request`` (a reason) is left out of a run that names none
+(:func:`parse_specs` with no text) and runs when named. A variant whose kernels this device emulates
+(``Variant.emulated``, a reason) is timed with fewer pairs (the runner's EMULATED_PAIRS).
 """
 from __future__ import annotations
 
@@ -19,12 +23,13 @@ from enum import Enum
 import torch
 from torch import nn
 
-from dnncost.core.errors import DnncostError, InputSpecError, suggest
+from dnncost.core.errors import DnncostError, suggest
 from dnncost.core.inputs import InputSpec, ModelInputs, Precision, make_inputs, parse_dtype
-from dnncost.core.step import Mode
+from dnncost.core.kinds import Mode
 from dnncost.counting.cost import CostReport
 
-_NOT_TRANSFORMATIONS = ("registry", "runner", "accuracy")  # modules of this package that register nothing
+_NOT_TRANSFORMATIONS = ("registry", "runner", "accuracy", "applicability")  # modules of this package
+# that register nothing
 
 
 class NotApplicable(Exception):  # noqa: N818 -- a verdict, not a failure
@@ -104,11 +109,15 @@ class Variant:
     # compiler): a failing first step is then "not applicable" with its reason, not a broken network
     not_trained: str = ""  # why --train validates it as transformed instead of training it again
     # (its training would run, but far slower than the original's on this device); "" trains it
+    emulated: str = ""  # why this device emulates the variant's kernels (no native float16, ...):
+    # timed with fewer pairs; "" times it as the others
     nominal_flops: Callable[[CostReport], int] | None = field(default=None, compare=False)
     # nominal FLOPs from the counted (executed) report: what sparsity would save on paper
 
 
 Apply = Callable[[nn.Module, float | None, Context], Variant]
+Emulation = Callable[[torch.device, Mode], str]  # why a device emulates a transformation's kernels
+# in a step of that mode, or ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,16 @@ class Transformation:
     defaults: tuple[float | None, ...] = (None,)  # the values run when none is given
     modes: frozenset[Mode] = frozenset(Mode)  # the steps it applies to
     training: Training = Training.FINE_TUNE  # how --train finds its accuracy
+    on_request: str = ""  # why it runs only when named; "" runs by default
+    structural: bool = False  # the variant's shape -- so its count -- does not depend on the weights'
+    # values: it can be made from a network on the meta device (no weights; dnncost.whatif.applicability)
+    emulation: Emulation | None = field(default=None, repr=False, compare=False)
+    # why a device emulates its kernels (for --list; the variant says so for the run itself)
+
+    def emulated_on(self, device: torch.device, mode: Mode) -> str:
+        """Why ``device`` emulates this transformation's kernels in a ``mode`` step, or ""
+        (native, or not known)."""
+        return self.emulation(device, mode) if self.emulation is not None else ""
 
     def check(self, value: float | None) -> float | None:
         """``value`` if valid for this transformation's parameter; TransformationError otherwise."""
@@ -159,13 +178,15 @@ _REGISTRY: dict[str, Transformation] = {}
 def register(name: str, *, summary: str, parameter: Parameter | None = None,
              defaults: tuple[float | None, ...] = (None,),
              modes: frozenset[Mode] = frozenset(Mode),
-             training: Training = Training.FINE_TUNE) -> Callable[[Apply], Apply]:
+             training: Training = Training.FINE_TUNE, on_request: str = "",
+             structural: bool = False, emulation: Emulation | None = None
+             ) -> Callable[[Apply], Apply]:
     """Register ``fn(module, value, context) -> Variant`` as transformation ``name``."""
     def decorate(fn: Apply) -> Apply:
         if name in _REGISTRY:
             raise ValueError(f"what-if transformation '{name}' is already registered")
         transformation = Transformation(name, summary, fn, parameter, defaults, frozenset(modes),
-                                        training)
+                                        training, on_request, structural, emulation)
         for value in defaults:
             transformation.check(value)
         _REGISTRY[name] = transformation
@@ -192,12 +213,16 @@ def get_transformation(name: str) -> Transformation:
 
 
 def parse_specs(text: str | None) -> list[Spec]:
-    """'prune_channels:0.3,bf16' -> specs; None or '' -> every transformation at its defaults.
+    """'prune_channels:0.3,bf16' -> specs; None -> every transformation at its defaults, except
+    those run on request only. Text that names no transformation ('', ',') is an error.
 
     A name without a value runs at the transformation's default values."""
     known = all_transformations()
-    if not text or not text.strip():
-        return [Spec(t, v) for t in known.values() for v in t.defaults]
+    if text is None:
+        return [Spec(t, v) for t in known.values() if not t.on_request for v in t.defaults]
+    if not text.replace(",", "").strip():
+        raise TransformationError(f"no transformation named in '{text}'; name one or more of "
+                                  f"{', '.join(known)} (NAME or NAME:VALUE, comma separated)")
     specs: list[Spec] = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -212,11 +237,9 @@ def parse_specs(text: str | None) -> list[Spec]:
         except ValueError:
             raise TransformationError(f"transformation '{name}': '{raw}' is not a number") from None
         specs.append(Spec(transformation, transformation.check(value)))
-    if not specs:
-        raise InputSpecError(f"no transformation named in '{text}'")
     return specs
 
 
-__all__ = ["Apply", "Context", "NotApplicable", "Parameter", "Spec", "Training", "Transformation",
-           "TransformationError", "Variant", "all_transformations", "first_line",
+__all__ = ["Apply", "Context", "Emulation", "NotApplicable", "Parameter", "Spec", "Training",
+           "Transformation", "TransformationError", "Variant", "all_transformations", "first_line",
            "get_transformation", "parse_specs", "register"]

@@ -14,6 +14,10 @@ autocast and memory format. The pairs are timed here rather than by
 several steps, always in job order, each repeat rebuilding the step (an extra labelling forward,
 which would compile outside the first step's time limit) and re-measuring a drifted repeat alone,
 without its partner -- the A B / B A pairs, one ratio per adjacent pair, would be lost.
+
+A variant whose kernels the device emulates (``Variant.emulated``: float16 on a CPU without native
+float16) is timed with EMULATED_PAIRS pairs and no warm-up pairs beyond its first step, and its note
+says so: each of its steps costs 10-35 of the original's, and a ratio that large needs no interval.
 """
 from __future__ import annotations
 
@@ -40,8 +44,8 @@ from dnncost.core.device import (
 )
 from dnncost.core.errors import DnncostError, InputSpecError
 from dnncost.core.inputs import InputSpec, Precision, make_inputs, parse_dtype
+from dnncost.core.kinds import Mode
 from dnncost.core.step import (
-    Mode,
     Part,
     PartHook,
     build_step,
@@ -64,6 +68,10 @@ from dnncost.whatif.registry import (
     Variant,
     first_line,
 )
+
+EMULATED_PAIRS = 2  # source: our choice; an emulated step costs 10-35 float32 steps (README's whatif
+# table: resnet20's fp16 training step 19.6x on a CPU without float16 kernels), and a ratio that
+# large reads without an interval
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class WhatIfResult:
     original_accuracy: float | None = None  # validation accuracy of the trained original
     accuracy: float | None = None  # of the transformed network (see accuracy_note for how)
     accuracy_note: str = ""  # how the accuracy was found, or why there is none
+    emulated: str = ""  # why the device emulates the transformed network's kernels (fewer pairs)
 
     @property
     def time_ratio_ci95(self) -> tuple[float, float]:
@@ -151,7 +160,7 @@ class WhatIfResult:
             "batch_size": self.batch_size, "threads": self.threads,
             "achieved_flops_per_s": self.achieved_flops_per_s,
             "original_achieved_flops_per_s": self.original_achieved_flops_per_s,
-            "first_call_s": self.first_call_s,
+            "first_call_s": self.first_call_s, "emulated": self.emulated,
             "original_accuracy": self.original_accuracy, "accuracy": self.accuracy,
             "accuracy_note": self.accuracy_note,
         }
@@ -257,6 +266,15 @@ def _count(module: nn.Module, context: Context, *, batch_size: int, opts: StepOp
         return on(context.device)
 
 
+def count_original(model: nn.Module, *, context: Context, options: StepOptions,
+                   name: str) -> CostReport:
+    """The original's counted step in the run's precision, the base of every ratio (``model`` is
+    left as found: the counter works on a copy)."""
+    precision = context.precision
+    return _count(model, context, batch_size=options.batch_size, opts=options,
+                  dtype=precision.dtype, channels_last=precision.channels_last, name=name)
+
+
 def _activation_bytes(report: CostReport) -> int:
     """Saved-for-backward bytes in training; peak live bytes beyond the weights in evaluation."""
     if report.mode == Mode.TRAIN.value:
@@ -324,55 +342,82 @@ def _output_shape(module: nn.Module, context: Context) -> tuple[int, ...]:
         return tuple(primary_output(module(*one.args, **one.kwargs)).shape)
 
 
+@dataclass(frozen=True)
+class Counted:
+    """A transformation applied and its step counted, before any timing."""
+
+    variant: Variant
+    batch_size: int  # the variant's batch size (the run's unless it changes it)
+    precision: Precision  # the variant's dtype, autocast and memory format
+    report: CostReport  # the variant's counted step at ``batch_size``
+
+    def flops_ratio(self, base: CostReport, *, batch_size: int) -> float | None:
+        """Counted FLOPs per sample against ``base`` (the original's step at ``batch_size``)."""
+        return _ratio(self.report.total().flops / self.batch_size, base.total().flops / batch_size)
+
+    def params_ratio(self, base: CostReport) -> float | None:
+        return _ratio(self.report.params, base.params)
+
+
+def apply_and_count(spec: Spec, model: nn.Module, *, context: Context, options: StepOptions,
+                    name: str) -> Counted:
+    """Apply ``spec`` to a copy of ``model`` (in the original's dtype; ``model`` is left as found)
+    and count the variant's step, as :func:`run_whatif` does before timing it. NotApplicable when
+    it does not apply -- to this network, this machine or the step mode -- with the reason."""
+    transformation = spec.transformation
+    if options.mode not in transformation.modes:
+        steps = " and ".join(sorted(m.value for m in transformation.modes))
+        raise NotApplicable(f"applies to the {steps} step only")
+    original = context.precision
+    variant = transformation.apply(_in_dtype(model, original), spec.value, context)
+    batch = variant.batch_size or options.batch_size
+    precision = Precision(
+        dtype=original.dtype, channels_last=original.channels_last or variant.channels_last_input,
+        autocast=str(variant.autocast).removeprefix("torch.") if variant.autocast is not None
+        else original.autocast)
+    report = _count(variant.count_module or variant.module, context, batch_size=batch,
+                    opts=options, dtype=variant.count_dtype or original.dtype,
+                    channels_last=precision.channels_last, name=name)
+    return Counted(variant, batch, precision, report)
+
+
 def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, context: Context,
          options: StepOptions, name: str, output_shape: tuple[int, ...]) -> WhatIfResult:
     """Apply, count and time one spec against the original's step ``step_a``."""
-    transformation = spec.transformation
-    def skipped(reason: str) -> WhatIfResult:
-        return WhatIfResult(model=name, transformation=spec.label, mode=options.mode,
-                            applicable=False, note=reason)
-
-    if options.mode not in transformation.modes:
-        steps = " and ".join(sorted(m.value for m in transformation.modes))
-        return skipped(f"applies to the {steps} step only")
-    original = context.precision
     try:
-        variant = transformation.apply(_in_dtype(model, original), spec.value, context)
-        batch = variant.batch_size or options.batch_size
-        precision = Precision(
-            dtype=original.dtype, channels_last=original.channels_last or variant.channels_last_input,
-            autocast=str(variant.autocast).removeprefix("torch.") if variant.autocast is not None
-            else original.autocast)
-        report = _count(variant.count_module or variant.module, context, batch_size=batch,
-                        opts=options, dtype=variant.count_dtype or original.dtype,
-                        channels_last=precision.channels_last, name=name)
+        counted = apply_and_count(spec, model, context=context, options=options, name=name)
+        variant, batch = counted.variant, counted.batch_size
         try:  # before the transformed step allocates anything (a larger batch, wider dtype)
-            check_memory_fits(report.peak_bytes, device=context.device, batch_size=batch)
+            check_memory_fits(counted.report.peak_bytes, device=context.device, batch_size=batch)
         except BatchTooLargeError as exc:
             raise NotApplicable(str(exc)) from None
         step_b = _Timed(_build(variant.module, context, batch_size=batch, opts=options,
-                               precision=precision, output_shape=output_shape),
+                               precision=counted.precision, output_shape=output_shape),
                         context.device, variant.threads or options.threads)
+        pairs, warmup = (min(options.steps, EMULATED_PAIRS), 0) if variant.emulated \
+            else (options.steps, options.warmup)
         with out_of_memory_as_error(batch_size=batch, device=context.device):
             first_call_s = _first_call(step_b, variant)
-            times_a, times_b = _interleave(step_a, step_b, warmup=options.warmup,
-                                           repeats=options.steps)
+            times_a, times_b = _interleave(step_a, step_b, warmup=warmup, repeats=pairs)
     except NotApplicable as reason:
-        return skipped(str(reason))
+        return WhatIfResult(model=name, transformation=spec.label, mode=options.mode,
+                            applicable=False, note=str(reason))
     except (DnncostError, RuntimeError, ValueError, TypeError, IndexError, AssertionError,
             AttributeError, KeyError) as exc:
         raise TransformationError(f"transformation '{spec.label}' broke the network: "
                                   f"{first_line(exc)}") from exc
 
     per_a, per_b = options.batch_size, batch  # every ratio per sample
+    report = counted.report
     total_a, total_b = base.total(), report.total()
     nominal = variant.nominal_flops(report) if variant.nominal_flops else None
+    note = f"{variant.note}; {variant.emulated}: {pairs} pairs" if variant.emulated else variant.note
     return WhatIfResult(
         model=name, transformation=spec.label, mode=options.mode, applicable=True,
-        note=variant.note, count_note=variant.count_note,
-        flops_ratio=_ratio(total_b.flops / per_b, total_a.flops / per_a),
+        note=note, count_note=variant.count_note,
+        flops_ratio=counted.flops_ratio(base, batch_size=per_a),
         nominal_flops_ratio=None if nominal is None else _ratio(nominal / per_b, total_a.flops / per_a),
-        params_ratio=_ratio(report.params, base.params),
+        params_ratio=counted.params_ratio(base),
         bytes_ratio=_ratio(total_b.bytes / per_b, total_a.bytes / per_a),
         activation_ratio=_ratio(_activation_bytes(report) / per_b, _activation_bytes(base) / per_a),
         time_ratio=Measurement(tuple((tb / per_b) / (ta / per_a)
@@ -380,6 +425,7 @@ def _one(spec: Spec, model: nn.Module, step_a: _Timed, base: CostReport, *, cont
         original=Measurement(tuple(times_a)), transformed=Measurement(tuple(times_b)),
         original_flops=total_a.flops, flops=total_b.flops, batch_size=batch,
         threads=variant.threads or context.threads, first_call_s=first_call_s,
+        emulated=variant.emulated,
     )
 
 
@@ -433,5 +479,5 @@ def measured(results: Iterable[WhatIfResult]) -> list[WhatIfResult]:
     return [r for r in results if r.applicable]
 
 
-__all__ = ["FirstCallTimeout", "WhatIfResult", "measured", "options_precision",
-           "run_whatif"]
+__all__ = ["EMULATED_PAIRS", "Counted", "FirstCallTimeout", "WhatIfResult", "apply_and_count",
+           "count_original", "measured", "options_precision", "run_whatif"]

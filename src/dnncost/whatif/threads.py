@@ -9,6 +9,7 @@ from dnncost.whatif.registry import Context, NotApplicable, Parameter, Training,
 
 
 @register("threads", parameter=Parameter.COUNT, defaults=(None,), training=Training.ORIGINAL,
+          structural=True,
           summary="another intra-op thread count (default: 1, or 2 when the original runs on 1)")
 def threads(model: nn.Module, value: float | None, context: Context) -> Variant:
     """``model`` run with ``value`` threads."""
