@@ -296,6 +296,12 @@ __all__ = ["achieved_gflops", "comm_share", "layer_type_shares", "png_bytes", "p
            "time_to_accuracy", "time_vs_flops", "train_vs_val", "unseen_predicted_vs_measured"]
 
 
+def _reach(length: float) -> float:
+    """An error bar's length on one side: 0 for an unknown bound, or for a bootstrap interval
+    that lies wholly on the other side of the estimate (matplotlib refuses negative lengths)."""
+    return max(length, 0.0) if math.isfinite(length) else 0.0
+
+
 def explanation(expl: Explanation) -> Figure:
     """Left: leave-one-network-out R^2 of time from each measure alone and from all together, with
     95% intervals. Right: each measure's Shapley share of the joint R^2 (interval over resampled
@@ -304,10 +310,8 @@ def explanation(expl: Explanation) -> Figure:
     left, right = fig.subplots(1, 2)
     labels = [m.label if len(m.measures) == 1 else "all together" for m in expl.models]
     values = [m.cv_r_squared for m in expl.models]
-    lows = [m.cv_r_squared - m.cv_r_squared_ci[0] if math.isfinite(m.cv_r_squared_ci[0]) else 0.0
-            for m in expl.models]
-    highs = [m.cv_r_squared_ci[1] - m.cv_r_squared if math.isfinite(m.cv_r_squared_ci[1]) else 0.0
-             for m in expl.models]
+    lows = [_reach(m.cv_r_squared - m.cv_r_squared_ci[0]) for m in expl.models]
+    highs = [_reach(m.cv_r_squared_ci[1] - m.cv_r_squared) for m in expl.models]
     ys = np.arange(len(labels))
     left.barh(ys, values, xerr=[lows, highs], color="#4c72b0", capsize=3)
     left.set_yticks(ys, labels, fontsize=8)
@@ -318,8 +322,8 @@ def explanation(expl: Explanation) -> Figure:
                    f"(n = {len(expl.names)})", fontsize=10)
     ys = np.arange(len(expl.shares))
     shares = [s.share for s in expl.shares]
-    err = [[s.share - s.share_ci[0] if math.isfinite(s.share_ci[0]) else 0.0 for s in expl.shares],
-           [s.share_ci[1] - s.share if math.isfinite(s.share_ci[1]) else 0.0 for s in expl.shares]]
+    err = [[_reach(s.share - s.share_ci[0]) for s in expl.shares],
+           [_reach(s.share_ci[1] - s.share) for s in expl.shares]]
     right.barh(ys + 0.2, shares, height=0.4, xerr=err, color="#55a868", capsize=3,
                label="Shapley share of R²")
     right.barh(ys - 0.2, [s.unique for s in expl.shares], height=0.4, color="#c44e52",
