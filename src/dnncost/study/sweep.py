@@ -7,13 +7,14 @@ round-robin over the networks), optionally attributes step time to layer types, 
 the dataset until its validation accuracy first reaches ``target_accuracy`` (time-to-accuracy:
 every validation and the time to the target stored), its family's recipe epochs being the cap --
 or, without a target, for exactly those epochs (the paper's fixed-epoch protocol). Each result is
-written to the :mod:`dnncost.study.store` in its own transaction the moment it is measured; rerunning the same
-configuration resumes, skipping what is stored (keyed by network, configuration hash and machine
-fingerprint), and a larger ``repeats`` adds repeats. A network that fails has its error recorded
-and the sweep goes on. With ``world_size`` N > 1, each network's training step is also measured on N
-data-parallel workers (torch.distributed + DistributedDataParallel, :mod:`dnncost.distributed.data_parallel`)
-after its single-process work: step time, time with a gradient all-reduce in flight, its bytes,
-and the weak-scaling efficiency against one process. The wall time of each stage of the run
+written to the :mod:`dnncost.study.store` in its own transaction the moment it is measured;
+rerunning the same configuration resumes, skipping what is stored (keyed by network, configuration
+hash and machine fingerprint), a larger ``repeats`` adds repeats and a larger ``seeds`` training
+runs. A network that fails has its error recorded and the sweep goes on. With ``world_size`` N >
+1, each network's training step is also measured on N data-parallel workers (torch.distributed +
+DistributedDataParallel, :mod:`dnncost.distributed.data_parallel`) after its single-process work:
+step time, time with a gradient all-reduce in flight, its bytes, and the weak-scaling efficiency
+against one process. The wall time of each stage of the run
 (:mod:`dnncost.study.stages`) is stored with the run, and one progress bar weighted by each unit's
 expected seconds (:mod:`dnncost.study.progress`) shows the time left.
 """

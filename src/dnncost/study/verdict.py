@@ -1,6 +1,9 @@
-"""The analysis in words: :func:`verdict` states whether time is linear in FLOPs here, with the
-numbers behind the answer, and :func:`explanation_claims` the sentences an
-:class:`~dnncost.study.explanation.Explanation`'s numbers support, every figure with its interval.
+"""The analysis in words: :func:`verdict` states whether time is linear in FLOPs here (or in the
+measure a fit sets it against: the FLOPs to the target for time-to-accuracy), with the numbers
+behind the answer; :func:`explanation_claims` the sentences an
+:class:`~dnncost.study.explanation.Explanation`'s numbers support, every figure with its interval;
+:func:`ranking_claims` whether ranking the networks by time-to-accuracy differs from ranking them by
+FLOPs and by step time, the swapped pairs named; :func:`seed_claims` how much the seeds move it.
 
 Time is proportional to FLOPs exactly when every network runs at the same FLOP/s; then the log-log
 slope is 1, the line fits (R^2 near 1) and the achieved FLOP/s of the fastest and slowest network
