@@ -63,7 +63,7 @@ def fits_table(analysis: StudyAnalysis) -> Table:
     rows = []
     for f in analysis.fits:
         rows.append((
-            f.time_metric.label, f.cost_metric.label, str(f.n),
+            f.time_metric.label, f.time_metric.work_label(f.cost_metric), str(f.n),
             f"{num_text(f.pearson_r, 3)} {ci_text(*f.pearson_ci)}", num_text(f.pearson_p, 2),
             f"{num_text(f.spearman_rho, 3)} {ci_text(*f.spearman_ci)}", num_text(f.spearman_p, 2),
             num_text(f.r_squared, 3), f"{num_text(f.loglog_slope, 3)} {ci_text(*f.loglog_slope_ci)}",
@@ -259,7 +259,9 @@ def group_blocks(found: GroupFindings, *, prefix: str = "") -> list[Block]:
                          "Fieller-Hartley-Pearson variance; log-log slope by the regression's t interval "
                          "across networks, and by a bootstrap over each network's repeated measurements "
                          "(its repeats drawn with replacement, its time recomputed by the study's "
-                         "estimator)."),
+                         "estimator; for time-to-accuracy its seeds, with their median). "
+                         "Time-to-accuracy is set against each measure of the steps to the target "
+                         "(one step's measure times the steps) and against the FLOPs of one step."),
                Paragraph(CONVENTION)]
     return blocks + stage_blocks(found)
 
