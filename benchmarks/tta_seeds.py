@@ -1,7 +1,7 @@
 """How much do seeds move time-to-accuracy, and does the ranking of networks by it hold across seeds?
 
 Run:  python benchmarks/tta_seeds.py [--models lenet5,resnet20] [--seeds 5] [--target 0.9]
-                                     [--validations-per-epoch 4] [--max-epochs N] [--threads 1]
+                                     [--validations-per-epoch 2] [--max-epochs N] [--threads 1]
 
 Trains each network of the default study (dnncost.models.default_study_models(), or --models) on
 scikit-learn's digits as the study does -- its family's recipe (dnncost.training.recipe: rate,
@@ -36,14 +36,14 @@ from torch.utils.data import Subset
 
 from dnncost import models
 from dnncost.core.environment import cpu_times, current_environment, machine_load
-from dnncost.study.sweep import SEED
+from dnncost.study.config import SEED, TARGET_ACCURACY, VALIDATIONS_PER_EPOCH, StudyConfig
 from dnncost.training.data import DatasetSplit, load_dataset
 from dnncost.training.recipe import RECIPE_EPOCHS, recipe_for
 from dnncost.training.records import TimeToTarget
-from dnncost.training.trainer import VALIDATIONS_PER_EPOCH, TrainOptions, train
+from dnncost.training.trainer import TrainOptions, train
 
-BATCH_SIZE = 32  # source: dnncost.study.sweep.StudyConfig.batch_size (the study's default)
-TARGET = 0.90  # source: issue 24, the study's default target on digits
+BATCH_SIZE = StudyConfig().batch_size  # source: the study's default
+TARGET = TARGET_ACCURACY  # source: the study's default target on digits
 SEEDS = 5  # source: our choice (issue 24, "several seeds"): enough for a median and a spread
 WARMUP_BATCHES = 2  # source: our choice; oneDNN picks and builds its kernels on the first calls
 

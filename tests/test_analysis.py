@@ -13,7 +13,7 @@ from dnncost.study.fits import fit, layer_type_shares
 from dnncost.study.points import CostMetric, NetworkPoint, TimeMetric, points_from_results
 from dnncost.study.store import CountRow, NetworkResult, TimingRow, TrainingRow
 from dnncost.study.verdict import Linearity, explanation_claims
-from dnncost.training.records import EpochRecord
+from dnncost.training.records import EpochRecord, TimeToTarget, ValidationRecord
 
 FLOPS = (1e6, 3e6, 1e7, 3e7, 1e8, 3e8)
 
@@ -285,3 +285,124 @@ def test_repeats_whose_probe_drifted_are_left_out_of_the_estimate():
     # stored before probes were (no probe): every repeat is kept
     old = points_from_results([replace(base, timings=rows((None, None, None)))])[0][0]
     assert old.times[TimeMetric.TRAIN_STEP] == (1.0, 5.0, 1.2)
+
+
+# -- time-to-accuracy ------------------------------------------------------------------------------------
+def _target(steps: int, total_s: float, *, reached: bool = True) -> TimeToTarget:
+    # training 3/4 of the time, validation 1/4 (exact in binary: the sum is total_s)
+    return TimeToTarget(target_accuracy=0.9, reached=reached, max_epochs=3, validations_per_epoch=2,
+                        validations=4, epochs=steps / 45, steps=steps, samples=32 * steps,
+                        train_time_s=0.75 * total_s, val_time_s=0.25 * total_s, train_data_time_s=0.0,
+                        val_data_time_s=0.0, val_loss=0.3, val_accuracy=0.92 if reached else 0.5,
+                        best_val_accuracy=0.92 if reached else 0.5)
+
+
+def _trained(name: str, flops: int, step_s: float, runs: list[tuple[int, TimeToTarget]]) -> NetworkResult:
+    """_result's network with one complete training run to a target per (seed, time to target)."""
+    base = _result(name, flops, step_s)
+    epoch = EpochRecord(1, 2.0, 0.5, 0.0, 0.0, 1.0, 0.5, 1.0, 0.5, 64, 16, 2)
+    return replace(base, trainings=tuple(
+        TrainingRow(uid=f"{name}-{seed}", status="complete", epochs_planned=3, dataset="digits",
+                    epochs=(epoch,), seed=seed, time_to_target=t) for seed, t in runs))
+
+
+def test_time_to_target_is_set_against_the_flops_to_it_and_per_step():
+    # a: 3000 FLOPs a step (3 x 1000), 90 steps to the target in 10 s; two seeds for b
+    a = _trained("a", 1000, 0.1, [(0, _target(90, 10.0))])
+    b = _trained("b", 2000, 0.2, [(0, _target(45, 12.0)), (1, _target(55, 16.0))])
+    missed = _trained("c", 4000, 0.4, [(0, _target(135, 30.0, reached=False))])
+    (pa, pb, pc), _ = points_from_results([a, b, missed])
+    assert pa.cost(TimeMetric.TIME_TO_TARGET, CostMetric.FLOPS) == 3000 * 90  # FLOPs to the target
+    assert pa.cost(TimeMetric.TIME_TO_TARGET, CostMetric.STEP_FLOPS) == 3000
+    assert pa.cost(TimeMetric.TIME_TO_TARGET, CostMetric.PARAMS) == 100  # not multiplied
+    assert pa.time(TimeMetric.TIME_TO_TARGET) == 10.0 and pa.time_to_target.steps == 90
+    # two seeds: the median of 12 and 16 s; FLOPs to the target at the median steps, 50
+    assert pb.times[TimeMetric.TIME_TO_TARGET] == (12.0, 16.0) and pb.time(TimeMetric.TIME_TO_TARGET) == 14.0
+    assert pb.cost(TimeMetric.TIME_TO_TARGET, CostMetric.FLOPS) == 6000 * 50
+    assert pb.time_to_target.steps == 45  # seed 0's run is the study's
+    # not reached within the cap: no time to the target, the run kept for the table
+    assert TimeMetric.TIME_TO_TARGET not in pc.times and not pc.time_to_target.reached
+    assert TimeMetric.TOTAL not in pa.times  # a run to a target: its whole run is its time to it
+    assert TimeMetric.TIME_TO_TARGET.work_label(CostMetric.FLOPS) == "FLOPs to the target"
+    assert TimeMetric.TIME_TO_TARGET.work_label(CostMetric.STEP_FLOPS) == "FLOPs per step"
+
+
+def test_partial_epochs_are_scaled_to_the_whole_training_set():
+    # 1000 training images; epoch 1 whole (10 s, 2 validation passes in 1 s), epoch 2 stopped at
+    # its target after a quarter (250 images in 2.5 s, 1 pass in 0.5 s)
+    validations = tuple(ValidationRecord(i, e, x, 0, int(1000 * x), 0.0, 0.0, 0.0, 0.0, 1.0, 0.5)
+                        for i, (e, x) in enumerate(((1, 0.5), (1, 1.0), (2, 1.25)), start=1))
+    run = TrainingRow(uid="t", status="complete", epochs_planned=3, dataset="digits",
+                      epochs=(EpochRecord(1, 10.0, 1.0, 0, 0, 1, 0.5, 1, 0.5, 1000, 200, 32),
+                              EpochRecord(2, 2.5, 0.5, 0, 0, 1, 0.5, 1, 0.92, 250, 100, 8)),
+                      validations=validations, time_to_target=_target(40, 14.0))
+    (p,), _ = points_from_results([replace(_result("a", 1000, 0.1), trainings=(run,))])
+    assert p.times[TimeMetric.TRAIN_EPOCH] == (10.0, 10.0)  # 2.5 s x 1000 / 250
+    assert p.times[TimeMetric.VAL_EPOCH] == (0.5, 0.5)  # 1 s / 2 passes; 0.5 s / 1 pass
+    assert p.cost(TimeMetric.TRAIN_EPOCH, CostMetric.FLOPS) == 3000 * 1000 / 32
+    assert p.cost(TimeMetric.VAL_EPOCH, CostMetric.FLOPS) == 1000 * 100 / 32  # one pass: 100 images
+    assert p.val_accuracy == 0.92
+
+
+def _tta_points(times, per_step):
+    return [NetworkPoint(f"n{i}", "x", {TimeMetric.TIME_TO_TARGET: (t,), TimeMetric.TRAIN_STEP: (s / 1e9,)},
+                         {TimeMetric.TIME_TO_TARGET: {CostMetric.STEP_FLOPS: s, CostMetric.FLOPS: s * 10},
+                          TimeMetric.TRAIN_STEP: {CostMetric.FLOPS: s}},
+                         targets=((0, _target(10, t)),))
+            for i, (t, s) in enumerate(zip(times, per_step, strict=True), start=1)]
+
+
+def test_the_ranking_by_time_to_accuracy_is_set_against_flops_and_step_time():
+    from dnncost.study.time_to_accuracy import Swap, rankings
+    from dnncost.study.verdict import ranking_claims
+
+    # by time n1 < n2 < n3 < n4; by FLOPs per step n1 < n3 < n2 < n4: the pair (n2, n3) swaps.
+    # Kendall: 5 concordant, 1 discordant of 6 pairs: (5 - 1) / 6; Spearman: d = 0, 1, 1, 0,
+    # rho = 1 - 6 x 2 / (4 x 15) = 0.8
+    per_flops, by_step, to_target = rankings(_tta_points((1.0, 2.0, 3.0, 4.0), (1e6, 3e6, 2e6, 4e6)))
+    assert per_flops.kendall_tau == pytest.approx(4 / 6) and per_flops.spearman_rho == pytest.approx(0.8)
+    assert per_flops.swaps == (Swap("n2", "n3", 1.5, 1.5),)  # 3 s / 2 s; 3e6 / 2e6
+    assert by_step.swaps == per_flops.swaps  # the step time follows the FLOPs here
+    assert to_target.pairs == 6 and not to_target.same
+    claims = ranking_claims((per_flops, by_step, to_target))
+    assert claims[0].startswith("Ranked by time-to-accuracy, the 4 networks that reached the target "
+                                "come in a different order from their ranking by FLOPs per step")
+    assert "1 of 6 pairs swap: n2 reaches the target 1.5× sooner than n3 but has 1.5× its FLOPs per " \
+           "step." in claims[1]
+    same = rankings(_tta_points((1.0, 2.0, 3.0, 4.0), (1e6, 2e6, 3e6, 4e6)))
+    assert all(a.same and a.kendall_tau == pytest.approx(1.0) for a in same)
+    assert "the same order as by FLOPs per step" in ranking_claims(same)[0]
+
+
+def test_the_verdicts_of_time_to_accuracy_name_the_work_they_set_it_against():
+    points = _tta_points((1.0, 2.0, 3.0, 4.0), (1e6, 3e6, 2e6, 4e6))
+    analysis = analyze_points(points)
+    tta = analysis.time_to_accuracy
+    assert [r.name for r in tta.rows] == ["n1", "n2", "n3", "n4"]  # fastest to the target first
+    assert tta.rows[1].flops_to_target == 3e6 * 10  # FLOPs per step x the 10 steps of _target
+    assert "FLOPs to the target" in tta.to_target.headline
+    assert "Achieved speed" in tta.to_target.text  # FLOPs to the target / time is a speed
+    assert "time per unit of FLOPs per step differs" in tta.per_step.text  # FLOPs per step is not
+    assert "(FLOPs per step)^" in tta.per_step.text and tta.spreads == () and tta.seed_ranking is None
+
+
+def test_the_seeds_spread_is_stated_when_trained_from_several():
+    from dnncost.study.time_to_accuracy import seed_spread
+    from dnncost.study.verdict import seed_claims
+
+    def net(name: str, times: tuple[float, ...], steps: tuple[int, ...]) -> NetworkPoint:
+        return NetworkPoint(name, "x", {TimeMetric.TIME_TO_TARGET: times}, {},
+                            targets=tuple((seed, replace(_target(n, t), steps=n))
+                                          for seed, (t, n) in enumerate(zip(times, steps, strict=True))))
+
+    spreads, order = seed_spread([net("a", (10.0, 12.0, 14.0), (100, 110, 120)),
+                                  net("b", (20.0, 19.0, 30.0), (90, 90, 90)), net("c", (5.0,), (9,))])
+    a, b = spreads  # c was trained from one seed
+    assert (a.median_s, a.min_s, a.max_s) == (12.0, 10.0, 14.0)
+    assert a.cv_time == pytest.approx(2.0 / 12.0)  # sample std 2 over mean 12
+    assert a.cv_steps == pytest.approx(10.0 / 110.0) and b.cv_steps == 0.0
+    # a is faster than b from every seed: the same ranking, tau 1 against the medians'
+    assert order is not None and order.stable and order.taus == pytest.approx((1.0, 1.0, 1.0))
+    text = " ".join(seed_claims(spreads, order))
+    assert "Trained from 3 seeds" in text and "the same from every seed" in text
+    assert seed_claims((), None) == ()

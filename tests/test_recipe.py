@@ -77,12 +77,19 @@ def test_a_family_may_train_a_multiple_of_the_configured_epochs():
 
 
 def test_the_study_plans_each_familys_epochs():
-    """The progress bar's units: per network 1 count + 2 x repeats timings + its epochs; AlexNet's
-    recipe doubles its epochs."""
+    """The progress bar's plan: per network its count, 2 x repeats timed repeats and a training
+    run capped at its family's epochs; AlexNet's recipe doubles its cap, so its run is planned at
+    twice the prior epoch's seconds."""
     from dnncost.study.config import StudyConfig
-    from dnncost.study.sweep import _units
+    from dnncost.study.progress import COUNT_S, EPOCH_S, REPEAT_OVERHEAD_S
+    from dnncost.study.stages import Stage
+    from dnncost.study.sweep import plan_units
 
     config = StudyConfig(models=("lenet5", "alexnet_cifar"), epochs=3, repeats=2, breakdown=False,
-                         work=False)
-    # lenet5: 1 + 2*2 + 3 = 8; alexnet_cifar: 1 + 2*2 + 2*3 = 11
-    assert _units(config, ["lenet5", "alexnet_cifar"]) == 8 + 11
+                         work=False, predictor=False)
+    units = {u.key: u.seconds for u in plan_units(config, ["lenet5", "alexnet_cifar"])}
+    assert units[(Stage.TRAIN, "lenet5", "seed 0")] == 3 * EPOCH_S
+    assert units[(Stage.TRAIN, "alexnet_cifar", "seed 0")] == 2 * 3 * EPOCH_S
+    assert units[(Stage.TIME, "lenet5", "train")] == 2 * (0.5 + REPEAT_OVERHEAD_S)  # 2 repeats
+    assert units[(Stage.COUNT, "alexnet_cifar", "")] == COUNT_S
+    assert (Stage.OPERATOR_MODEL, None, "") not in units and (Stage.CALIBRATE, None, "") in units

@@ -282,3 +282,106 @@ def test_report_states_the_estimator_and_shows_the_machine_over_the_run(report, 
     assert "The training-step time of 1 network(s) (lenet5) rests on fewer than 3 repeats" in md
     data = json.loads(files.json.read_text())[0]
     assert data["machine_drift"]["flagged"] == 1 and data["step_estimator"]["name"] == "lower-quartile"
+
+
+# -- time-to-accuracy and the study's own time ------------------------------------------------------------
+# (name, family, training-step FLOPs, steps to 0.9, or None: the cap of 135 steps came first)
+TTA_NETWORKS = (("lenet5", "lenet", 1e8, 70), ("resnet20", "resnet", 8e9, 90),
+                ("vgg11_cifar", "vgg", 3e10, 45), ("shufflenet", "shufflenet", 2e9, None))
+
+
+def _tta_store(path: Path, *, seeds: int = 1) -> Path:
+    """A study of TTA_NETWORKS trained to 0.9 (2 validations an epoch of 45 steps, cap 3 epochs):
+    step time 1e-3 x sqrt(FLOPs), a validation pass 4 steps' time; stage times of its run."""
+    from dnncost.training.records import ValidationRecord, time_to_target
+
+    config = {"batch_size": 32, "epochs": 3, "target_accuracy": 0.9, "validations_per_epoch": 2}
+    with open_store(path) as store:
+        store.put_environment("m", {"cpu_model": "Test CPU", "cpu_cores": 2, "threads": 2},
+                              peak_flops_per_s=5e10, bandwidth_bytes_per_s=None, calibration="test")
+        run = store.start_run(command="dnncost study", config=config, config_hash="c", fingerprint="m")
+        for name, family, flops, steps in TTA_NETWORKS:
+            nid = store.network_id(NetworkRow(
+                name=name, family=family, config_hash="c", fingerprint="m", config=config,
+                input_shape="3x32x32", batch_size=32, dataset="digits", device="cpu", threads=2))
+            for mode, f in (("train", flops), ("eval", flops / 3)):
+                store.put_count(nid, CountRow(mode, int(f / 1e3), int(f / 1e3), int(f / 2), int(f),
+                                              int(f / 10), 50, 0, 0, {}, {}))
+                t = 1e-3 * math.sqrt(f)
+                for k in (0.97, 1.0, 1.03):
+                    store.add_timing(nid, run, TimingRow(mode=mode, samples=[t * k] * 3, median_s=t * k,
+                                                         iqr_s=0.0, threads=2, peak_memory_bytes=None))
+            t = 1e-3 * math.sqrt(flops)
+            for seed in range(seeds):
+                crossing = None if steps is None else steps + 10 * seed
+                validations = []
+                for i in range(1, 7):  # after 22, 45, 67, 90, 112, 135 steps
+                    done = i * 45 // 2
+                    accuracy = 0.95 if crossing is not None and done >= crossing else 0.5
+                    validations.append(ValidationRecord(
+                        index=i, epoch=(i + 1) // 2, epochs=i / 2, steps=done, samples=32 * done,
+                        train_time_s=done * t, val_time_s=i * 4 * t, train_data_time_s=0.0,
+                        val_data_time_s=0.0, val_loss=1.0, val_accuracy=accuracy))
+                    if accuracy > 0.9:
+                        break
+                training = store.start_training(nid, run, epochs_planned=3, dataset="digits", seed=seed)
+                for v in validations:
+                    store.add_validation(training, v)
+                store.put_time_to_target(training, time_to_target(
+                    validations, target_accuracy=0.9, max_epochs=3, validations_per_epoch=2))
+                store.finish_training(training, "complete")
+        store.put_stage_times(run, {"count": 4.0, "time": 30.0, "train": 60.0, "work": 6.0})
+        store.finish_run(run, "complete")
+    return path
+
+
+def test_the_report_shows_time_to_accuracy_and_where_the_time_went(tmp_path):
+    from dnncost.reporting.report import write_report
+
+    with open_store(_tta_store(tmp_path / "s.sqlite"), read_only=True) as store:
+        files = write_report(study_findings(store), tmp_path / "out")
+    md = files.markdown.read_text()
+    section = md[md.index("### Time-to-accuracy"):md.index("### Figures")]
+    assert "validating twice an epoch on the whole validation split" in section
+    assert "3 of 4 networks reached the target; shufflenet did not within the cap" in section
+    assert "FLOPs to the target" in section and "Ranked by time-to-accuracy, the 3 networks" in section
+    # lenet5 crosses at the validation after 90 steps (67 < 70): 1e8 x 90 = 9 G FLOPs to the target
+    assert "| lenet5 | 100 M | 90 | 2 | 9 G |" in section
+    assert "| shufflenet | 2 G | 135 | 3 | 270 G |" in section and "no (cap 3 epochs)" in section
+    assert "python benchmarks/tta_seeds.py" in section  # one seed: how to measure the spread
+    assert "time_to_accuracy.png" in section
+    assert any(f.name == "time_to_accuracy.png" for f in files.figures)
+    rows = list(csv.DictReader(files.time_to_accuracy_csv.open()))
+    assert [r["network"] for r in rows] == ["lenet5", "vgg11_cifar", "resnet20", "shufflenet"]
+    assert rows[-1]["reached"] == "False"
+    stages = md[md.index("### Where the study's time went"):]
+    # 4 + 30 + 60 + 6 = 100 s
+    assert "100 s (1 min 40 s): counting 4 s (4%), step timings 30 s (30%), training 60 s (60%), " \
+           "cost vs work 6 s (6%)." in stages
+    payload = json.loads(files.json.read_text())[0]
+    assert payload["stage_seconds"]["train"] == 60.0
+    assert payload["time_to_accuracy"]["networks"][0]["steps_to_target"] == 90
+
+
+def test_the_report_states_the_seeds_spread_the_study_stored(tmp_path):
+    from dnncost.reporting.report import write_report
+
+    with open_store(_tta_store(tmp_path / "s.sqlite", seeds=3), read_only=True) as store:
+        files = write_report(study_findings(store), tmp_path / "out")
+    section = files.markdown.read_text()
+    section = section[section.index("### Time-to-accuracy"):section.index("### Figures")]
+    assert "Trained from 3 seeds (each the initialisation and the batch order)" in section
+    assert "tta_seeds.py" not in section  # measured: stated, not asked for
+    assert "Seeds that missed the target within the cap: shufflenet (3 of 3)" in section
+
+
+def test_the_time_to_accuracy_section_renders_and_fits_nothing(tmp_path, monkeypatch):
+    from dnncost.reporting.report import write_report
+
+    with open_store(_tta_store(tmp_path / "s.sqlite", seeds=2), read_only=True) as store:
+        findings = study_findings(store)
+    _forbid(monkeypatch, *ANALYSIS, "dnncost.study.analysis:time_to_accuracy",
+            "dnncost.study.time_to_accuracy:rankings", "dnncost.study.time_to_accuracy:seed_spread",
+            "dnncost.study.time_to_accuracy:target_rows", "dnncost.study.time_to_accuracy:rank_agreement")
+    files = write_report(findings, tmp_path / "out")
+    assert "### Time-to-accuracy" in files.markdown.read_text()

@@ -19,7 +19,7 @@ from dnncost.study.store import (
     migrate,
     open_store,
 )
-from dnncost.training.records import EpochRecord
+from dnncost.training.records import EpochRecord, TimeToTarget, ValidationRecord, time_to_target
 
 
 def _count(mode: str = "train") -> CountRow:
@@ -526,3 +526,99 @@ def test_old_store_reads_repeats_without_conditions(tmp_path):
     with open_store(path, read_only=True) as store:
         (step, *_) = store.network_results()[0].steps("train")
     assert step.conditions.probe_s is None and step.conditions.remeasure is False
+
+
+# -- schema 10: time-to-accuracy and the stages of a run ---------------------------------------------
+def _validation(index: int, accuracy: float) -> ValidationRecord:
+    # one validation per 8 steps of 32 samples (0.25 of a 1024-image epoch): 2 s of training and
+    # 0.5 s of validation each
+    return ValidationRecord(index=index, epoch=(index - 1) // 4 + 1, epochs=index / 4, steps=8 * index,
+                            samples=256 * index, train_time_s=2.0 * index, val_time_s=0.5 * index,
+                            train_data_time_s=0.0, val_data_time_s=0.0, val_loss=1.0 / index,
+                            val_accuracy=accuracy)
+
+
+def _run_to_target(store, nid: int, run: str, *, seed: int = 0) -> tuple[str, TimeToTarget]:
+    """A training run from ``seed`` that reaches 0.9 at its third validation."""
+    training = store.start_training(nid, run, epochs_planned=3, dataset="digits", seed=seed)
+    validations = [_validation(i, a) for i, a in enumerate((0.5, 0.8, 0.92), start=1)]
+    for v in validations:
+        store.add_validation(training, v)
+    reached = time_to_target(validations, target_accuracy=0.9, max_epochs=3, validations_per_epoch=4)
+    store.put_time_to_target(training, reached)
+    store.finish_training(training, "complete")
+    return training, reached
+
+
+def test_validations_and_the_time_to_target_round_trip(tmp_path):
+    with open_store(tmp_path / "s.sqlite") as store:
+        run = _fill(store, ("a",))  # a fixed-epoch run from seed 0, no validations stored
+        _, reached = _run_to_target(store, 1, run, seed=1)
+        assert store.has_complete_training(1, seed=1) and not store.has_complete_training(1, seed=2)
+        (result,) = store.network_results()
+    fixed, to_target = result.trainings
+    assert (fixed.seed, fixed.validations, fixed.time_to_target) == (0, (), None)
+    assert to_target.seed == 1 and [v.index for v in to_target.validations] == [1, 2, 3]
+    assert to_target.validations[2] == _validation(3, 0.92)  # every field by its column, "index" too
+    t = to_target.time_to_target
+    assert t == reached and t.reached is True  # SQLite's 1 read back as True
+    assert (t.steps, t.samples, t.epochs, t.train_time_s, t.val_time_s) == (24, 768, 0.75, 6.0, 1.5)
+    assert result.training(1) is to_target and result.training(2) is None
+    assert [t.seed for t in result.seed_trainings()] == [0, 1]
+
+
+def test_stage_times_are_kept_per_run_and_refreshed(tmp_path):
+    with open_store(tmp_path / "s.sqlite") as store:
+        run = _fill(store, ("a",))
+        store.put_stage_times(run, {"time": 10.0, "train": 4.0})
+        store.put_stage_times(run, {"train": 6.5, "work": 1.0})  # the run's totals so far, replaced
+        other = store.start_run(command="x", config={}, config_hash="cfg2", fingerprint="machine-a")
+        store.put_stage_times(other, {"time": 99.0})
+        assert store.stage_times(config_hash="cfg1", fingerprint="machine-a") == {
+            run: {"time": 10.0, "train": 6.5, "work": 1.0}}
+
+
+_V10_TRAINING = """
+INSERT INTO trainings VALUES ('tr2', 2, 'run1', 'running', 3, 'digits',
+    '2026-01-01T00:00:55+00:00', NULL);
+"""  # a training left running by a killed study of schema 10
+
+
+def test_version_10_store_migrates_to_time_to_accuracy(tmp_path):
+    from dnncost.study.store import MIGRATIONS, Store
+
+    path = tmp_path / "v10.sqlite"
+    v10 = Store(sqlite3.connect(str(path), isolation_level=None), path)
+    assert migrate(v10, 0, migrations={1: MIGRATIONS[1]}) == 1
+    v10.conn.executescript(_V1_ROWS)  # results of schema 1, migrated through 10 as dnncost did
+    assert migrate(v10, 1, migrations={v: MIGRATIONS[v] for v in range(2, 11)}) == 10
+    v10.conn.executescript(_V10_TRAINING)
+    v10.close()
+    with open_store(path) as store:  # schema 11 added in one transaction
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
+        a, b = store.network_results()
+        (old,) = a.trainings
+        assert (old.seed, old.validations, old.time_to_target) == (0, (), None)  # seed 0 by default
+        assert store.has_complete_training(1, seed=0)  # a resumed study keeps the old run as seed 0's
+        assert not store.has_complete_training(2)
+        _run_to_target(store, 2, "run1")  # and the new tables take new rows
+        store.put_stage_times("run1", {"train": 1.0})
+        (new,) = [t for t in store.network_results()[1].trainings if t.status == "complete"]
+    assert new.time_to_target is not None and len(new.validations) == 3
+
+
+def test_merge_copies_validations_times_to_target_and_stage_times_once(tmp_path):
+    a, out = tmp_path / "a.sqlite", tmp_path / "out.sqlite"
+    with open_store(a) as store:
+        run = _fill(store, ("x",))
+        _run_to_target(store, 1, run, seed=1)
+        store.put_stage_times(run, {"time": 3.0, "train": 2.0})
+    added = merge([a], out)
+    assert (added["validations"], added["times_to_target"], added["stage_times"]) == (3, 1, 2)
+    again = merge([a], out)
+    assert (again["validations"], again["times_to_target"], again["stage_times"]) == (0, 0, 0)
+    with open_store(out) as store:
+        (result,) = store.network_results()
+        stages = store.stage_times(config_hash="cfg1", fingerprint="machine-a")
+    assert result.training(1) is not None and result.training(1).time_to_target.steps == 24
+    assert stages == {run: {"time": 3.0, "train": 2.0}}

@@ -123,7 +123,9 @@ def test_interrupt_keeps_results_and_the_printed_command_resumes(tmp_path, specs
     resume = shlex.split(err.split("Resume with:")[1].strip())
     assert resume[:2] == ["dnncost", "study"]
     assert main(resume[1:] + ["--no-progress"]) == 0
-    assert "report:" in capsys.readouterr().out and (out / "report.html").is_file()
+    out_text = capsys.readouterr().out
+    assert "report:" in out_text and (out / "report.html").is_file()
+    assert "wall time " in out_text and "step timings" in out_text and "report " in out_text
     with open_store(db) as store:
         for r in store.network_results():
             assert _planned(r, "train") == 2 and _planned(r, "eval") == 2  # once each, no extra
@@ -156,6 +158,8 @@ def test_configuration_hash_covers_what_is_measured():
     [], ["--quick"], ["--input-size", "224"], ["--models", "resnet50"],
     ["--models", "resnet50", "--input-size", "32", "--repeats", "7"], ["--family", "vgg"],
     ["--quick", "--models", "alexnet_cifar", "--step-budget", "0.2", "--no-breakdown"],
+    ["--fixed-epochs"], ["--quick", "--fixed-epochs", "--validations-per-epoch", "3"],
+    ["--target-accuracy", "0.8", "--validations-per-epoch", "4", "--seeds", "3"],
 ])
 def test_printed_command_reproduces_the_configuration(argv):
     from dnncost.cli import build_parser
@@ -296,3 +300,107 @@ def test_noisy_cost_vs_work_points_make_one_warning(tmp_path, monkeypatch):
                      "median; the machine may be busy"]
     assert not any("timing is noisy (" in str(w.message) for w in caught)
     assert any(str(w.message) == "something else" for w in caught)
+
+
+# -- time-to-accuracy ---------------------------------------------------------------------------------
+def _scripted_validation(monkeypatch, accuracies: list[float]) -> list[float]:
+    """Make the n-th validation pass of the study report ``accuracies[n]`` (the last thereafter),
+    taking 0.25 s; returns the accuracies handed out."""
+    from dnncost.training import trainer
+
+    calls: list[float] = []
+
+    def fake(model, loader, device, precision):
+        model.eval()
+        accuracy = accuracies[min(len(calls), len(accuracies) - 1)]
+        calls.append(accuracy)
+        return trainer._Pass(time_s=0.25, data_s=0.0, loss_sum=4.0, correct=round(4 * accuracy),
+                             samples=4)  # train_limit 16: 4 validation images
+
+    monkeypatch.setattr(trainer, "_val_pass", fake)
+    return calls
+
+
+def test_training_to_a_target_stores_every_validation_and_the_time_to_it(tmp_path, specs, monkeypatch):
+    # train_limit 16 at batch 8: 2 steps an epoch, 2 validations an epoch (after steps 1 and 2).
+    # tiny reaches 0.75 >= 0.7 at its 2nd validation; wider never does: 2 epochs x 2 validations
+    calls = _scripted_validation(monkeypatch, [0.5, 0.75, 0.25, 0.5, 0.5, 0.5])
+    config = _config(specs["tiny"], specs["wider"], epochs=2, target_accuracy=0.7,
+                     validations_per_epoch=2, breakdown=False)
+    with open_store(tmp_path / "s.sqlite") as store:
+        summary = run_study(config, store, progress=False)
+        tiny, wider = store.network_results()
+        stages = store.stage_times(config_hash=config.config_hash, fingerprint=summary.fingerprint)
+    assert len(calls) == 2 + 4
+    (run,) = tiny.completed_trainings
+    assert [v.val_accuracy for v in run.validations] == [0.5, 0.75]
+    t = run.time_to_target
+    assert t.reached and (t.steps, t.samples, t.epochs, t.validations) == (2, 16, 1.0, 2)
+    assert t.val_time_s == 0.5 and t.max_epochs == 2  # 2 passes x 0.25 s; the cap
+    assert [e.epoch for e in run.epochs] == [1]  # stopped at the end of epoch 1
+    (missed,) = wider.completed_trainings
+    assert [v.index for v in missed.validations] == [1, 2, 3, 4]
+    assert not missed.time_to_target.reached and missed.time_to_target.steps == 4
+    # the run's stages, stored with it and returned
+    (stored,) = stages.values()
+    assert {"count", "time", "train", "calibrate", "predict"} <= set(stored)
+    assert stored == pytest.approx(dict(summary.stage_seconds))
+    assert all(s >= 0 for s in stored.values())
+
+
+def test_fixed_epochs_train_every_epoch_and_validate_once_each(tmp_path, specs, monkeypatch):
+    calls = _scripted_validation(monkeypatch, [1.0])  # would reach any target at once
+    config = _config(specs["tiny"], epochs=2, target_accuracy=None, breakdown=False)
+    assert config.effective_validations_per_epoch == 1
+    with open_store(tmp_path / "s.sqlite") as store:
+        run_study(config, store, progress=False)
+        (result,) = store.network_results()
+    (run,) = result.completed_trainings
+    assert len(calls) == 2 and [e.epoch for e in run.epochs] == [1, 2]  # no early stop
+    assert [v.epoch for v in run.validations] == [1, 2] and run.time_to_target is None
+
+
+def test_more_seeds_train_only_the_seeds_not_stored(tmp_path, specs, monkeypatch):
+    _scripted_validation(monkeypatch, [0.9])
+    one = _config(specs["tiny"], specs["wider"], epochs=1, breakdown=False)
+    two = StudyConfig(**{**one.__dict__, "seeds": 2})
+    assert two.config_hash == one.config_hash  # seeds, like repeats, add to the stored results
+    with open_store(tmp_path / "s.sqlite") as store:
+        first = run_study(one, store, progress=False)
+        added = run_study(two, store, progress=False)
+        results = store.network_results()
+    # per network: 1 count + 2 repeats x (train + eval) + 1 training run = 6
+    assert (first.measured, first.skipped) == (12, 0)
+    assert (added.measured, added.skipped) == (2, 12)  # seed 1 of each network, nothing else
+    for r in results:
+        assert [t.seed for t in r.completed_trainings] == [0, 1]
+        assert all(t.time_to_target.reached for t in r.completed_trainings)
+
+
+def test_the_training_protocol_enters_the_configuration_hash():
+    fixed = StudyConfig(target_accuracy=None)
+    assert "target_accuracy" not in fixed.measured and "validations_per_epoch" not in fixed.measured
+    assert StudyConfig().measured["target_accuracy"] == 0.9
+    assert StudyConfig().measured["validations_per_epoch"] == 2  # the study's cadence, stated
+    assert StudyConfig(validations_per_epoch=2).config_hash == StudyConfig().config_hash
+    assert StudyConfig(validations_per_epoch=4).config_hash != StudyConfig().config_hash
+    assert StudyConfig(target_accuracy=0.95).config_hash != StudyConfig().config_hash
+    assert fixed.config_hash != StudyConfig().config_hash
+    assert StudyConfig(seeds=3).config_hash == StudyConfig().config_hash
+
+
+@pytest.mark.parametrize(("bad", "phrase"), [
+    (dict(target_accuracy=1.5), r"target accuracy must lie in \(0, 1\]"),
+    (dict(target_accuracy=0.0), r"target accuracy must lie in \(0, 1\]"),
+    (dict(validations_per_epoch=0), "validations per epoch must be a positive integer"),
+    (dict(seeds=0), "seeds must be a positive integer"),
+])
+def test_a_bad_training_protocol_is_one_clear_line(bad, phrase):
+    with pytest.raises(InputSpecError, match=phrase):
+        StudyConfig(**bad)
+
+
+def test_fixed_epochs_and_a_target_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["study", "--fixed-epochs", "--target-accuracy", "0.8"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

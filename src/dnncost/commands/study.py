@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ from dnncost.commands._common import warnings_once
 from dnncost.commands._exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from dnncost.core.kinds import OPTIMIZERS
 from dnncost.study.defaults import DEFAULT_DB, DEFAULT_OUT, NATIVE
+from dnncost.study.stages import Stage, describe_split
 
 if TYPE_CHECKING:
     from dnncost.study.config import StudyConfig
@@ -32,23 +34,41 @@ class StudyOption:
     boolean: bool = False  # --flag / --no-flag
     to_config: Callable[[Any], Any] = lambda v: v  # the parsed value as the field holds it
     to_text: Callable[[Any], str] = str  # the field's value as the flag takes it
+    none_flag: str | None = None  # a flag of its own that sets the field to None (excludes flag)
+    none_help: str = ""
 
     @property
     def dest(self) -> str:
         return self.flag.removeprefix("--").replace("-", "_")
 
+    @property
+    def none_dest(self) -> str | None:
+        return self.none_flag.removeprefix("--").replace("-", "_") if self.none_flag else None
+
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         if self.boolean:
             parser.add_argument(self.flag, action=argparse.BooleanOptionalAction, default=None,
                                 help=self.help)
-        else:
-            parser.add_argument(self.flag, type=self.type, metavar=self.metavar,
-                                choices=self.choices, default=None, help=self.help)
+            return
+        group = parser.add_mutually_exclusive_group() if self.none_flag else parser
+        group.add_argument(self.flag, type=self.type, metavar=self.metavar,
+                           choices=self.choices, default=None, help=self.help)
+        if self.none_flag:
+            group.add_argument(self.none_flag, action="store_true", help=self.none_help)
+
+    def value(self, args: argparse.Namespace) -> tuple[bool, Any]:
+        """(given, the field's value) from the parsed ``args``."""
+        if self.none_dest and getattr(args, self.none_dest):
+            return True, None
+        given = getattr(args, self.dest)
+        return (given is not None), (self.to_config(given) if given is not None else None)
 
     def words(self, value: Any) -> list[str]:
         """The command-line words that set the field to ``value``."""
         if self.boolean:
             return [self.flag if value else "--no-" + self.flag.removeprefix("--")]
+        if value is None and self.none_flag:
+            return [self.none_flag]
         return [self.flag, self.to_text(value)]
 
 
@@ -60,8 +80,24 @@ OPTIONS = (
     StudyOption("batch_size", "--batch-size", type=int, metavar="B",
                 help="batch size (default: 32; 8 at --input-size 224)"),
     StudyOption("epochs", "--epochs", type=int, metavar="N",
-                help="epochs of real training per network (default: 3; 0 at 224); a family's "
-                     "recipe may train a multiple of them (dnncost.training.recipe)"),
+                help="the cap of each network's training to the target accuracy, or with "
+                     "--fixed-epochs exactly the epochs it trains (default: 3; 0 at 224); a "
+                     "family's recipe may train a multiple of them (dnncost.training.recipe)"),
+    StudyOption("target_accuracy", "--target-accuracy", type=float, metavar="A",
+                help="train each network until its validation accuracy first reaches A, a share of "
+                     "the validation set (default: 0.9), and report the time to it "
+                     "(time-to-accuracy)",
+                none_flag="--fixed-epochs",
+                none_help="train every network for exactly --epochs epochs (times its family's "
+                          "multiple) with no early stop and no time to a target, validating at the "
+                          "end of each epoch: the paper's fixed-epoch protocol"),
+    StudyOption("validations_per_epoch", "--validations-per-epoch", type=int, metavar="K",
+                help="validate K times an epoch on the whole validation split to place the crossing "
+                     "of the target to 1/K epoch (default: 2 with a target, 1 with --fixed-epochs); "
+                     "each pass costs about a twelfth of a digits epoch"),
+    StudyOption("seeds", "--seeds", type=int, metavar="N",
+                help="train each network from seeds 0..N-1 (default: 1), so the report states how "
+                     "much the seed moves time-to-accuracy; rerunning with more adds seeds"),
     StudyOption("device", "--device", help="cpu (default), cuda or cuda:N"),
     StudyOption("threads", "--threads", type=int, metavar="N",
                 help="intra-op CPU threads (default: torch's current setting)"),
@@ -114,9 +150,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="For each network: count its computation, time its training and validation "
                     "steps, train and validate it for real, and store every result in SQLite as it "
                     "is measured; then analyse and write the report. Rerunning the same command "
-                    "resumes; a larger --repeats adds repeats. Without --models/--family it runs the "
-                    "embedded default: the zoo's CIFAR-sized networks of the seven families on "
-                    "scikit-learn's digits (about 3.5 minutes on 2 CPU cores).")
+                    "resumes; a larger --repeats adds repeats. Each network trains until its "
+                    "validation accuracy reaches --target-accuracy (time-to-accuracy), its "
+                    "recipe's epochs being the cap; --fixed-epochs trains exactly the epochs. "
+                    "Without --models/--family it runs the embedded default: the zoo's CIFAR-sized "
+                    "networks of the seven families on scikit-learn's digits (about 8 minutes on 2 "
+                    "CPU cores).")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--models", metavar="NAMES",
                        help="comma-separated networks (zoo or torchvision names; default: the embedded set)")
@@ -137,8 +176,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                         help=f"report folder (default: {DEFAULT_OUT})")
     parser.add_argument("--quick", action="store_true",
-                        help="a tiny study (3 small networks at batch 8, 1 epoch on 64 images, 2 "
-                             "repeats of 2 steps): a smoke test in well under a minute")
+                        help="a tiny study (3 small networks at batch 8, at most 1 epoch on 64 "
+                             "images, 2 repeats of 2 steps): a smoke test in well under a minute")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -153,8 +192,8 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
     else:
         size = None if args.input_size == NATIVE else int(args.input_size)
     config = quick_config() if args.quick else default_config(size, models=names)
-    overrides: dict[str, Any] = {o.field: o.to_config(getattr(args, o.dest)) for o in OPTIONS
-                                 if getattr(args, o.dest) is not None}
+    overrides: dict[str, Any] = {o.field: value for o in OPTIONS
+                                 for given, value in [o.value(args)] if given}
     if args.quick and args.input_size is not None:
         overrides["input_size"] = size
     if args.models is not None:
@@ -216,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
     from dnncost.study.store import open_store
     from dnncost.study.sweep import run_study
 
+    start = time.perf_counter()
     config = config_from_args(args)
     select_models(config)  # unknown names are reported before anything is stored
     check_data_parallel(config)  # so are workers this machine cannot run
@@ -234,12 +274,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"dnncost study: interrupted; {kept} results are kept in {args.db} "
                   f"({kept - before} from this run). Resume with:\n  {command}", file=sys.stderr)
             return EXIT_INTERRUPTED
+        report_start = time.perf_counter()
         findings = study_findings(store)
     files = write_report(findings, args.out)
+    stages = {**summary.stage_seconds, Stage.REPORT.value: time.perf_counter() - report_start}
     remeasured = (f", {summary.remeasured} timing repeats re-measured (their reference probe "
                   "drifted)" if summary.remeasured else "")
     print(f"study of {len(summary.networks)} networks: {summary.measured} results measured now, "
           f"{summary.skipped} already stored (resumed){remeasured}; database {args.db}")
+    print(f"wall time {describe_split(stages, total_s=time.perf_counter() - start)}")
     for name, error in summary.failed.items():
         print(f"  FAILED {name}: {error}")
     for headline in files.verdicts:

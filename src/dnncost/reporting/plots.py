@@ -102,6 +102,63 @@ def time_vs_flops(analysis: StudyAnalysis, metric: TimeMetric = TimeMetric.TRAIN
     return fig
 
 
+def time_to_accuracy(analysis: StudyAnalysis) -> Figure:
+    """Time-to-accuracy (training + validation) against the FLOPs of one training step (left) and
+    the FLOPs to the target (right), log-log: every network labelled, its interval over seeds as
+    an error bar (when trained from several), the fitted power law and the least-squares line; a
+    network that did not reach the target within its cap as a hollow triangle at its lower
+    bounds."""
+    fig = _figure(11, 4.8)
+    axes = fig.subplots(1, 2, sharey=True)
+    tta = analysis.time_to_accuracy
+    metric = TimeMetric.TIME_TO_TARGET
+    missed = [r for r in (tta.rows if tta else ()) if not r.reached]
+    for ax, cost, lower_x in ((axes[0], CostMetric.STEP_FLOPS, lambda r: r.flops_per_step),
+                              (axes[1], CostMetric.FLOPS, lambda r: r.flops_to_target)):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(metric.work_label(cost))
+        points = [p for p in analysis.points if p.time(metric) > 0 and p.cost(metric, cost) > 0]
+        labelled = []
+        for p in points:
+            x, y = p.cost(metric, cost), p.time(metric)
+            low, high = p.interval(metric)
+            err = [[y - low], [high - y]] if math.isfinite(low) and math.isfinite(high) else None
+            ax.errorbar([x], [y], yerr=err, fmt="o", color=_colour(p.family), ecolor=_colour(p.family),
+                        capsize=3, markersize=6)
+            labelled.append((p.name, x, y, _colour(p.family)))
+        for r in missed:
+            ax.plot([lower_x(r)], [r.total_s], "^", mfc="none", color=_colour(r.family), markersize=7)
+            labelled.append((r.name, lower_x(r), r.total_s, _colour(r.family)))
+        fit = analysis.fit(metric, cost)
+        title = f"vs {metric.work_label(cost)}"
+        if fit is not None and math.isfinite(fit.loglog_slope):
+            xs = np.geomspace(min(fit.x) / 1.5, max(fit.x) * 1.5, 100)
+            ax.plot(xs, np.exp(fit.loglog_intercept) * xs ** fit.loglog_slope, "-", color="black",
+                    lw=1.2, label=f"power-law fit: ∝ x^{fit.loglog_slope:.2f}")
+            linear = fit.slope * xs + fit.intercept
+            ok = linear > 0
+            ax.plot(xs[ok], linear[ok], "--", color="black", lw=1,
+                    label=f"least-squares line (R² = {fit.r_squared:.2f})")
+            title += (f": slope {fit.loglog_slope:.2f}, Spearman ρ = {fit.spearman_rho:.2f}, "
+                      f"n = {fit.n}")
+        if missed:
+            ax.plot([], [], "^", mfc="none", color=OTHER_COLOUR, label="did not reach the target "
+                                                                        "(lower bounds)")
+        if fit is not None or missed:
+            ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.25)
+        ax.margins(x=0.1, y=0.15)
+        if labelled:
+            _label_points(ax, labelled, fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no network trained to a target", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9)
+    axes[0].set_ylabel(f"{metric.label}: training + validation (s)")
+    return fig
+
+
 LABEL_OFFSETS = ((5, 4, "left"), (-5, 4, "right"), (5, -11, "left"), (-5, -11, "right"),
                  (12, 16, "left"), (-12, 16, "right"), (12, -24, "left"), (-12, -24, "right"),
                  (20, 28, "left"), (-20, -36, "right"))  # points; tried in order, first free wins
@@ -237,7 +294,13 @@ def comm_share(analysis: StudyAnalysis) -> Figure:
 
 
 __all__ = ["achieved_gflops", "comm_share", "layer_type_shares", "png_bytes", "predicted_vs_measured",
-           "time_vs_flops", "train_vs_val", "unseen_predicted_vs_measured"]
+           "time_to_accuracy", "time_vs_flops", "train_vs_val", "unseen_predicted_vs_measured"]
+
+
+def _reach(length: float) -> float:
+    """An error bar's length on one side: 0 for an unknown bound, or for a bootstrap interval
+    that lies wholly on the other side of the estimate (matplotlib refuses negative lengths)."""
+    return max(length, 0.0) if math.isfinite(length) else 0.0
 
 
 def explanation(expl: Explanation) -> Figure:
@@ -248,10 +311,8 @@ def explanation(expl: Explanation) -> Figure:
     left, right = fig.subplots(1, 2)
     labels = [m.label if len(m.measures) == 1 else "all together" for m in expl.models]
     values = [m.cv_r_squared for m in expl.models]
-    lows = [m.cv_r_squared - m.cv_r_squared_ci[0] if math.isfinite(m.cv_r_squared_ci[0]) else 0.0
-            for m in expl.models]
-    highs = [m.cv_r_squared_ci[1] - m.cv_r_squared if math.isfinite(m.cv_r_squared_ci[1]) else 0.0
-             for m in expl.models]
+    lows = [_reach(m.cv_r_squared - m.cv_r_squared_ci[0]) for m in expl.models]
+    highs = [_reach(m.cv_r_squared_ci[1] - m.cv_r_squared) for m in expl.models]
     ys = np.arange(len(labels))
     left.barh(ys, values, xerr=[lows, highs], color="#4c72b0", capsize=3)
     left.set_yticks(ys, labels, fontsize=8)
@@ -262,8 +323,8 @@ def explanation(expl: Explanation) -> Figure:
                    f"(n = {len(expl.names)})", fontsize=10)
     ys = np.arange(len(expl.shares))
     shares = [s.share for s in expl.shares]
-    err = [[s.share - s.share_ci[0] if math.isfinite(s.share_ci[0]) else 0.0 for s in expl.shares],
-           [s.share_ci[1] - s.share if math.isfinite(s.share_ci[1]) else 0.0 for s in expl.shares]]
+    err = [[_reach(s.share - s.share_ci[0]) for s in expl.shares],
+           [_reach(s.share_ci[1] - s.share) for s in expl.shares]]
     right.barh(ys + 0.2, shares, height=0.4, xerr=err, color="#55a868", capsize=3,
                label="Shapley share of R²")
     right.barh(ys - 0.2, [s.unique for s in expl.shares], height=0.4, color="#c44e52",

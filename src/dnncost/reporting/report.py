@@ -33,6 +33,7 @@ class ReportFiles:
     figures: tuple[Path, ...]
     verdicts: tuple[str, ...]  # each group's verdict headline
     data_parallel_csv: Path | None = None  # only when the store holds data-parallel results
+    time_to_accuracy_csv: Path | None = None  # only when a network was trained to a target
 
 
 def check_output_folder(out: str | Path) -> Path:
@@ -76,9 +77,9 @@ def check_output_file(out: str | Path) -> Path:
 
 def write_report(findings: Findings, out: str | Path) -> ReportFiles:
     """Render ``findings`` (dnncost.study.findings.study_findings of a store) as report.md
-    (+ figures/), report.html, networks.csv, fits.csv, results.json and, when the store holds
-    data-parallel results, data_parallel.csv in ``out``; OutputError when the folder cannot be
-    written."""
+    (+ figures/), report.html, networks.csv, fits.csv, results.json, when the store holds
+    data-parallel results data_parallel.csv, and when it holds runs to a target accuracy
+    time_to_accuracy.csv in ``out``; OutputError when the folder cannot be written."""
     folder = check_output_folder(out)
     blocks = report_blocks(findings)
     try:
@@ -103,17 +104,20 @@ def _write(folder: Path, blocks: Sequence[Block], groups: Sequence[GroupFindings
                         verdicts=tuple(g.analysis.verdict.headline for g in groups))
     files.markdown.write_text(render_markdown(blocks), encoding="utf-8")
     files.html.write_text(render_html(blocks), encoding="utf-8")
-    network_rows, fit_rows, payload, dp_rows = [], [], [], []
+    network_rows, fit_rows, payload, dp_rows, tta_rows = [], [], [], [], []
     for found in groups:
         group, analysis = found.group, found.analysis
         key = {"config_hash": group.config_hash, "fingerprint": group.fingerprint}
         network_rows += [{**key, **r} for r in analysis.network_rows()]
         if analysis.data_parallel is not None:
             dp_rows += [{**key, **r.to_row()} for r in analysis.data_parallel.rows]
+        if analysis.time_to_accuracy is not None:
+            tta_rows += [{**key, **r.to_row()} for r in analysis.time_to_accuracy.rows]
         fit_rows += [{**key, **r} for r in analysis.fit_rows()]
         payload.append({**key, "config": dict(group.config), "environment": dict(group.environment),
                         "calibration": group.calibration, **analysis.to_dict(),
-                        "machine_drift": found.drift.to_dict()})
+                        "machine_drift": found.drift.to_dict(),
+                        "stage_seconds": dict(found.stage_seconds)})
     files.networks_csv.write_text(render_csv(network_rows) + "\n", encoding="utf-8")
     files.fits_csv.write_text(render_csv(fit_rows) + "\n", encoding="utf-8")
     files.json.write_text(render_json(payload) + "\n", encoding="utf-8")
@@ -121,6 +125,10 @@ def _write(folder: Path, blocks: Sequence[Block], groups: Sequence[GroupFindings
         dp_csv = folder / "data_parallel.csv"
         dp_csv.write_text(render_csv(dp_rows) + "\n", encoding="utf-8")
         files = replace(files, data_parallel_csv=dp_csv)
+    if tta_rows:
+        tta_csv = folder / "time_to_accuracy.csv"
+        tta_csv.write_text(render_csv(tta_rows) + "\n", encoding="utf-8")
+        files = replace(files, time_to_accuracy_csv=tta_csv)
     return files
 
 

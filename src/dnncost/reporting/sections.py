@@ -1,8 +1,9 @@
 """The report's sections, as blocks (dnncost.reporting.blocks), rendered from the study's findings
 (dnncost.study.findings): per group of comparable results (one configuration on one machine) its
 machine and configuration, the verdict, what explains the time, the tables of networks and fits,
-the timing and the machine's drift, the data-parallel communication, cost vs work and predicted vs
-measured; then the what-if and unseen-network sections of the whole store. A merged store gives one
+the timing and the machine's drift, time-to-accuracy, the data-parallel communication, cost vs work,
+predicted vs measured and where the study's own time went; then the what-if and unseen-network
+sections of the whole store. A merged store gives one
 section per group. Nothing here counts, predicts or fits: every number comes from the records.
 """
 from __future__ import annotations
@@ -33,7 +34,8 @@ from dnncost.reporting.blocks import (
 from dnncost.reporting.formatting import human
 from dnncost.study.analysis import StudyAnalysis
 from dnncost.study.findings import Findings, GroupFindings, PredictedVsMeasured
-from dnncost.study.points import TimeMetric
+from dnncost.study.points import MIN_POINTS, TimeMetric
+from dnncost.study.stages import Stage, describe_split
 from dnncost.study.store import Group
 from dnncost.study.work import WorkSeries
 
@@ -62,7 +64,7 @@ def fits_table(analysis: StudyAnalysis) -> Table:
     rows = []
     for f in analysis.fits:
         rows.append((
-            f.time_metric.label, f.cost_metric.label, str(f.n),
+            f.time_metric.label, f.time_metric.work_label(f.cost_metric), str(f.n),
             f"{num_text(f.pearson_r, 3)} {ci_text(*f.pearson_ci)}", num_text(f.pearson_p, 2),
             f"{num_text(f.spearman_rho, 3)} {ci_text(*f.spearman_ci)}", num_text(f.spearman_p, 2),
             num_text(f.r_squared, 3), f"{num_text(f.loglog_slope, 3)} {ci_text(*f.loglog_slope_ci)}",
@@ -131,13 +133,18 @@ def _describe(group: Group) -> str:
             if group.peak_flops_per_s else "no calibrated peak")
     steps = (f"timed steps filling {cfg.get('step_budget_s')} s (at least 6)"
              if cfg.get("step_budget_s") else f"{cfg.get('steps')} timed steps")
+    target = cfg.get("target_accuracy")
+    training = (f"trained until the validation accuracy first reaches {target:g} (validated "
+                f"{_times(cfg.get('validations_per_epoch'))} an epoch), capped at {cfg.get('epochs')} "
+                "epoch(s) times the family's recipe multiple" if isinstance(target, float) else
+                f"{cfg.get('epochs')} epoch(s) of real training (fixed epochs)")
     return (f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_cores', '?')} cores, "
             f"{env.get('threads', '?')} threads, device "
             f"{env.get('device_name', env.get('device', '?'))}; torch {env.get('torch_version', '?')} "
             f"({env.get('torch_build', '?')}), dnncost {env.get('dnncost_version', '?')} at "
             f"{env.get('git_revision', '?')}; {peak}. Configuration {group.config_hash}: dataset "
             f"{cfg.get('dataset')}, input size {cfg.get('input_size') or 'of each network'}, batch "
-            f"size {cfg.get('batch_size')}, {cfg.get('epochs')} epoch(s) of real training; each "
+            f"size {cfg.get('batch_size')}, {training}; each "
             f"repeat of a step timing is {steps} after {cfg.get('warmup')} warm-up steps; optimizer "
             f"{cfg.get('optimizer')} (lr {cfg.get('lr')}), device {cfg.get('device')}, world size "
             f"{cfg.get('world_size', 1)}.")
@@ -231,11 +238,17 @@ def group_blocks(found: GroupFindings, *, prefix: str = "") -> list[Block]:
     blocks += [Heading("All networks", 3),
                Paragraph("FLOPs are per step at the study's batch size (forward: one validation step; "
                          "train-step: forward + loss + backward + optimizer). 'measured / line' is the "
-                         "training-step time divided by the least-squares line's prediction from FLOPs."),
+                         "training-step time divided by the least-squares line's prediction from FLOPs. "
+                         "'train epoch' is the median epoch of the study's training run, each scaled "
+                         "to the whole training set (a run stopped at its target ends in part of an "
+                         "epoch); 'val epoch' is one pass over the validation split; 'val accuracy' "
+                         "is the validation accuracy at the end of the run (for a run to a target, at "
+                         "the validation that reached it)."),
                network_table(analysis)]
     if analysis.skipped:
         blocks.append(Paragraph("Left out: " + "; ".join(f"{k} ({v})" for k, v in analysis.skipped.items())))
     blocks += timing_blocks(found, prefix=prefix)
+    blocks += time_to_accuracy_blocks(found, prefix=prefix)
     blocks.append(Heading("Figures", 3))
     blocks += [FigureBlock(prefix + name, plots.png_bytes(fig), caption)
                for name, fig, caption in figures[1:]]
@@ -247,9 +260,119 @@ def group_blocks(found: GroupFindings, *, prefix: str = "") -> list[Block]:
                          "Fieller-Hartley-Pearson variance; log-log slope by the regression's t interval "
                          "across networks, and by a bootstrap over each network's repeated measurements "
                          "(its repeats drawn with replacement, its time recomputed by the study's "
-                         "estimator)."),
+                         "estimator; for time-to-accuracy its seeds, with their median). "
+                         "Time-to-accuracy is set against each measure of the steps to the target "
+                         "(one step's measure times the steps) and against the FLOPs of one step."),
                Paragraph(CONVENTION)]
+    return blocks + stage_blocks(found)
+
+
+TARGET_COLUMNS = ("network", "FLOPs / step", "steps to target", "epochs to target", "FLOPs to target",
+                  "train (s)", "validation (s)", "total (s)", "reached?", "val accuracy")
+
+
+def target_table(analysis: StudyAnalysis) -> Table:
+    """Per network its run to the target: work and time, fastest first."""
+    tta = analysis.time_to_accuracy
+    rows = tuple((
+        r.name, human(r.flops_per_step), str(r.steps), num_text(r.epochs, 3), human(r.flops_to_target),
+        num_text(r.train_s), num_text(r.val_s), num_text(r.total_s),
+        "yes" if r.reached else f"no (cap {_epochs(r.max_epochs)})", pct_text(r.val_accuracy))
+        for r in (tta.rows if tta else ()))
+    return Table(TARGET_COLUMNS, rows)
+
+
+def _epochs(n: int) -> str:
+    return "1 epoch" if n == 1 else f"{n} epochs"
+
+
+def _times(k: object) -> str:
+    """'once', 'twice', '4 times'."""
+    return {1: "once", 2: "twice"}.get(k, f"{k} times") if isinstance(k, int) else f"{k} times"
+
+
+SEEDS_COMMAND = "python benchmarks/tta_seeds.py"  # how to measure what the seeds do, when not stored
+
+
+def time_to_accuracy_blocks(found: GroupFindings, *, prefix: str = "") -> list[Block]:
+    """Time-to-accuracy: the protocol, the verdicts against FLOPs to the target and FLOPs per
+    step, the rankings, the table, the figure and what the seeds do (or how to measure it)."""
+    from dnncost.reporting import plots
+
+    analysis, cfg = found.analysis, found.group.config
+    tta = analysis.time_to_accuracy
+    if tta is None:
+        if cfg.get("epochs"):
+            return [Heading("Time-to-accuracy", 3), Paragraph(
+                "This study trained every network for a fixed number of epochs (the paper's "
+                "protocol), so it has no time to a target accuracy; without --fixed-epochs the study "
+                "trains each network until its validation accuracy reaches the target.")]
+        return []
+    target, k = tta.rows[0].target_accuracy, tta.rows[0].validations_per_epoch
+    reached = [r for r in tta.rows if r.reached]
+    missed = [r for r in tta.rows if not r.reached]
+    blocks: list[Block] = [
+        Heading("Time-to-accuracy: the time to a usable model, beside FLOPs and step time", 3),
+        Paragraph(f"Each network trained until its validation accuracy first reached "
+                  f"{target:g}, validating {_times(k)} an epoch on the whole validation split, so "
+                  f"the crossing is placed to within {'an epoch' if k == 1 else f'1/{k} of an epoch'}; "
+                  "the cap "
+                  "is its family's recipe epochs (the learning-rate schedule is planned over the cap, "
+                  "so a run that reaches the target early stops part-way down its cosine). The time "
+                  "to the target counts training and validation together (as MLPerf Training and "
+                  "DAWNBench do), with each apart in the table; the FLOPs to the target are the "
+                  "training step's FLOPs times the steps to the target (the validation passes' FLOPs "
+                  "are not in them, their time is)."),
+        Paragraph(f"{len(reached)} of {len(tta.rows)} networks reached the target"
+                  + (f"; {', '.join(r.name for r in missed)} did not within the cap (their figures "
+                     "are lower bounds and they are left out of the fits and rankings)" if missed
+                     else "") + "."),
+    ]
+    if len(reached) >= MIN_POINTS:
+        blocks += [Paragraph(tta.to_target.headline, emphasis=True),
+                   *[Paragraph(r) for r in tta.to_target.reasons],
+                   Paragraph(f"Against the FLOPs of one step: {tta.per_step.headline} "
+                             + " ".join(tta.per_step.reasons[:2]))]
+    else:
+        blocks.append(Paragraph(f"Fewer than {MIN_POINTS} networks reached the target: no fit or "
+                                "ranking of time-to-accuracy."))
+    blocks += [Paragraph(c) for c in tta.claims]
+    if not tta.spreads:
+        blocks.append(Paragraph(
+            "How much the seed moves time-to-accuracy: this study trained each network from one "
+            "seed, so its times carry no interval over seeds and it cannot say. Measure it with "
+            f"`{SEEDS_COMMAND}` (every network of the study from several seeds, as the study trains "
+            "it, with the spread of the time and steps to the target and whether the ranking "
+            "holds), or rerun the study's command with --seeds N (it resumes and trains only the "
+            "seeds it lacks; the report then states the spread)."))
+    blocks += [target_table(analysis),
+               FigureBlock(prefix + "time_to_accuracy.png", plots.png_bytes(plots.time_to_accuracy(analysis)),
+                           f"Time to {target:g} validation "
+                           "accuracy against the FLOPs of one training step (left) and the FLOPs to "
+                           "the target (right), log-log, with the power-law fit and the least-squares "
+                           "line; hollow triangles: did not reach the target within the cap (lower "
+                           "bounds).")]
     return blocks
+
+
+STAGE_COLUMNS = ("stage", "wall time (s)", "share")
+
+
+def stage_blocks(found: GroupFindings) -> list[Block]:
+    """Where the study's own time went: the wall time its runs spent in each stage (empty for a
+    store from before stages were recorded)."""
+    seconds = found.stage_seconds
+    if not seconds:
+        return []
+    total = sum(seconds.values())
+    order = {st.value: i for i, st in enumerate(Stage)}
+    rows = tuple((Stage(name).label if name in order else name, f"{s:.1f}", pct_text(s / total))
+                 for name, s in sorted(seconds.items(), key=lambda kv: order.get(kv[0], len(order))))
+    runs = f"{found.runs} runs (resumed ones included)" if found.runs > 1 else "its run"
+    return [Heading("Where the study's time went", 3),
+            Paragraph(f"Wall time of {runs} by stage, writing this report aside: "
+                      f"{describe_split(seconds)}."),
+            Table(STAGE_COLUMNS, rows)]
 
 
 def _shift_sentence(shift: float, record_s: float | None) -> str:
@@ -507,5 +630,5 @@ def unseen_blocks(findings: Findings) -> list[Block]:
 
 
 __all__ = ["data_parallel_blocks", "data_parallel_table", "explanation_blocks", "fits_table", "group_blocks",
-           "network_table", "prediction_blocks", "report_blocks", "timing_blocks",
-           "unseen_blocks", "whatif_blocks", "work_blocks"]
+           "network_table", "prediction_blocks", "report_blocks", "stage_blocks", "target_table",
+           "time_to_accuracy_blocks", "timing_blocks", "unseen_blocks", "whatif_blocks", "work_blocks"]

@@ -1,11 +1,13 @@
 """How time relates to computation across the networks of a study, with the uncertainty of each figure.
 
-For each time (training step, validation step, training epoch, validation epoch, total) against each
-measure of computation (FLOPs, MACs, params, bytes moved, operator calls) :func:`analyze_points`
-gives the fits of :mod:`dnncost.study.fits` over the points of :mod:`dnncost.study.points`, each
-network's achieved GFLOP/s and share of the machine's calibrated peak, the explanation of
+For each time (training step, validation step, training epoch, validation epoch, total, time to the
+target accuracy) against each measure of computation (FLOPs, MACs, params, bytes moved, operator
+calls; for the time to the target also the FLOPs of one step) :func:`analyze_points` gives the fits
+of :mod:`dnncost.study.fits` over the points of :mod:`dnncost.study.points`, each network's
+achieved GFLOP/s and share of the machine's calibrated peak, the explanation of
 :mod:`dnncost.study.explanation`, the per-layer-type shares and the data-parallel communication
-shares, and the verdict and claims of :mod:`dnncost.study.verdict` in plain words.
+shares, the time-to-accuracy figures of :mod:`dnncost.study.time_to_accuracy`, and the verdicts and
+claims of :mod:`dnncost.study.verdict` in plain words.
 """
 from __future__ import annotations
 
@@ -27,7 +29,62 @@ from dnncost.study.fits import (
 )
 from dnncost.study.points import CostMetric, NetworkPoint, TimeMetric, points_from_results
 from dnncost.study.store import NetworkResult
-from dnncost.study.verdict import Verdict, explanation_claims, verdict
+from dnncost.study.time_to_accuracy import (
+    RankAgreement,
+    SeedRanking,
+    SeedSpread,
+    TargetRow,
+    rankings,
+    seed_spread,
+    target_rows,
+)
+from dnncost.study.verdict import Verdict, explanation_claims, ranking_claims, seed_claims, verdict
+
+
+@dataclass(frozen=True)
+class TimeToAccuracy:
+    """Time-to-accuracy across the networks: the table's rows, the verdicts of time to the target
+    against the FLOPs to the target and against the FLOPs of one step (None with too few
+    networks that reached it), the rankings against FLOPs per step, step time and FLOPs to the
+    target, and the spread over seeds (empty when trained from one); ``claims`` in words."""
+
+    rows: tuple[TargetRow, ...]
+    to_target: Verdict
+    per_step: Verdict
+    rankings: tuple[RankAgreement, ...]
+    spreads: tuple[SeedSpread, ...]
+    seed_ranking: SeedRanking | None
+    claims: tuple[str, ...]  # the rankings' sentences, then the seeds'
+
+    def to_dict(self) -> dict[str, object]:
+        return {"networks": [r.to_row() for r in self.rows],
+                "verdict_vs_flops_to_target": _verdict_dict(self.to_target),
+                "verdict_vs_flops_per_step": _verdict_dict(self.per_step),
+                "rankings": [a.to_dict() for a in self.rankings],
+                "seeds": [s.to_dict() for s in self.spreads],
+                "seed_ranking_stable": None if self.seed_ranking is None else self.seed_ranking.stable,
+                "claims": list(self.claims)}
+
+
+def _verdict_dict(v: Verdict) -> dict[str, object]:
+    return {"linear": v.linear, "kind": v.kind.value, "headline": v.headline,
+            "reasons": list(v.reasons), "numbers": dict(v.numbers)}
+
+
+def time_to_accuracy(points: Sequence[NetworkPoint], fits: Sequence[Fit]) -> TimeToAccuracy | None:
+    """The time-to-accuracy figures of ``points`` (None when no network trained to a target)."""
+    rows = target_rows(points)
+    if not rows:
+        return None
+    by_key = {(f.time_metric, f.cost_metric): f for f in fits}
+    ranked = rankings(points)
+    spreads, seed_order = seed_spread(points)
+    return TimeToAccuracy(
+        rows=tuple(rows),
+        to_target=verdict(by_key.get((TimeMetric.TIME_TO_TARGET, CostMetric.FLOPS))),
+        per_step=verdict(by_key.get((TimeMetric.TIME_TO_TARGET, CostMetric.STEP_FLOPS))),
+        rankings=ranked, spreads=spreads, seed_ranking=seed_order,
+        claims=ranking_claims(ranked) + seed_claims(spreads, seed_order))
 
 
 @dataclass(frozen=True)
@@ -44,6 +101,7 @@ class StudyAnalysis:
     data_parallel: DataParallelAnalysis | None = None
     explanation: Explanation | None = None
     claims: tuple[str, ...] = ()  # the explanation's sentences (dnncost.study.verdict)
+    time_to_accuracy: TimeToAccuracy | None = None  # None: no network trained to a target
 
     def fit(self, time_metric: TimeMetric, cost_metric: CostMetric = CostMetric.FLOPS) -> Fit | None:
         for f in self.fits:
@@ -87,9 +145,7 @@ class StudyAnalysis:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "verdict": {"linear": self.verdict.linear, "kind": self.verdict.kind.value,
-                        "headline": self.verdict.headline,
-                        "reasons": list(self.verdict.reasons), "numbers": dict(self.verdict.numbers)},
+            "verdict": _verdict_dict(self.verdict),
             "peak_flops_per_s": self.peak_flops_per_s,
             "step_estimator": {"name": STUDY_ESTIMATOR.value, "why": STUDY_ESTIMATOR_WHY},
             "networks": self.network_rows(),
@@ -104,6 +160,7 @@ class StudyAnalysis:
             "data_parallel": self.data_parallel.to_dict() if self.data_parallel else None,
             "explanation": ({**self.explanation.to_dict(), "claims": list(self.claims)}
                             if self.explanation else None),
+            "time_to_accuracy": self.time_to_accuracy.to_dict() if self.time_to_accuracy else None,
         }
 
 
@@ -128,7 +185,8 @@ def analyze_points(points: Sequence[NetworkPoint], *, peak_flops_per_s: float | 
                          verdict=verdict(main), peak_flops_per_s=peak_flops_per_s,
                          skipped=dict(skipped or {}), layer_types=tuple(layer_types),
                          data_parallel=data_parallel, explanation=explanation,
-                         claims=explanation_claims(explanation) if explanation else ())
+                         claims=explanation_claims(explanation) if explanation else (),
+                         time_to_accuracy=time_to_accuracy(points, fits))
 
 
 def analyze(networks: Sequence[NetworkResult], *, peak_flops_per_s: float | None = None,
@@ -140,4 +198,4 @@ def analyze(networks: Sequence[NetworkResult], *, peak_flops_per_s: float | None
                           data_parallel=data_parallel(networks))
 
 
-__all__ = ["StudyAnalysis", "analyze", "analyze_points"]
+__all__ = ["StudyAnalysis", "TimeToAccuracy", "analyze", "analyze_points", "time_to_accuracy"]

@@ -2,14 +2,16 @@
 
 :func:`study_findings` reads a results store and gives, per group of comparable results (one
 configuration on one machine): the analysis (dnncost.study.analysis), the machine's drift over the
-step timings (dnncost.study.drift), the cost-vs-work series (dnncost.study.work) and the
-predicted-vs-measured evaluation of the predictions the study stored (dnncost.study.predicted);
+step timings (dnncost.study.drift), the cost-vs-work series (dnncost.study.work), the
+predicted-vs-measured evaluation of the predictions the study stored (dnncost.study.predicted) and
+the wall time its runs spent in each stage (dnncost.study.stages);
 and, for the whole store, the what-if results and the unseen-network results. dnncost.reporting
 renders these records and computes nothing: it never counts, predicts or fits.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnncost.prediction.errors import REFIT_COMMAND, ModelFormatError, OldModelFormatError
@@ -58,6 +60,8 @@ class GroupFindings:
     drift: StudyDrift
     work: tuple[WorkSeries, ...]
     predicted: PredictedVsMeasured
+    stage_seconds: Mapping[str, float] = field(default_factory=dict)  # stage -> wall s, all runs
+    runs: int = 0  # the runs whose stages those are
 
 
 @dataclass(frozen=True)
@@ -105,10 +109,16 @@ def group_findings(store: Store, group: Group, *, command: str | None = None) ->
     """Everything the report shows of one group of ``store``."""
     work = [WorkPoint(name, row.batch_size, row.input_size, row.step_s, row.flops)
             for name, row in store.work_rows(group)]
+    per_run = store.stage_times(config_hash=group.config_hash, fingerprint=group.fingerprint)
+    stages: dict[str, float] = {}
+    for seconds in per_run.values():
+        for stage, s in seconds.items():
+            stages[stage] = stages.get(stage, 0.0) + s
     return GroupFindings(group=group, command=command,
                          analysis=analyze(group.networks, peak_flops_per_s=group.peak_flops_per_s),
                          drift=machine_drift(group), work=tuple(cost_vs_work(work)),
-                         predicted=predicted_vs_measured(store, group))
+                         predicted=predicted_vs_measured(store, group), stage_seconds=stages,
+                         runs=len(per_run))
 
 
 def study_findings(store: Store) -> Findings:

@@ -3,28 +3,36 @@
 For each network :func:`run_study` counts its computation (params, MACs, forward and training-step
 FLOPs, bytes, operator calls), times its training and validation steps (``repeats`` independent
 repeats, each of timed steps filling ``step_budget_s``, or of ``steps`` steps; the repeats go
-round-robin over the networks), optionally attributes step time to layer types, and trains and
-validates it for ``epochs`` real epochs on the dataset. Each result is written to the
-:mod:`dnncost.study.store` in its own transaction the moment it is measured; rerunning the same
-configuration resumes, skipping what is stored (keyed by network, configuration hash and machine
-fingerprint), and a larger ``repeats`` adds repeats. A network that fails has its error recorded
-and the sweep goes on. With ``world_size`` N > 1, each network's training step is also measured on N
-data-parallel workers (torch.distributed + DistributedDataParallel, :mod:`dnncost.distributed.data_parallel`)
-after its single-process work: step time, time with a gradient all-reduce in flight, its bytes,
-and the weak-scaling efficiency against one process.
+round-robin over the networks), optionally attributes step time to layer types, and trains it on
+the dataset until its validation accuracy first reaches ``target_accuracy`` (time-to-accuracy:
+every validation and the time to the target stored), its family's recipe epochs being the cap --
+or, without a target, for exactly those epochs (the paper's fixed-epoch protocol). Each result is
+written to the :mod:`dnncost.study.store` in its own transaction the moment it is measured;
+rerunning the same configuration resumes, skipping what is stored (keyed by network, configuration
+hash and machine fingerprint), a larger ``repeats`` adds repeats and a larger ``seeds`` training
+runs. A network that fails has its error recorded and the sweep goes on. With ``world_size`` N >
+1, each network's training step is also measured on N data-parallel workers (torch.distributed +
+DistributedDataParallel, :mod:`dnncost.distributed.data_parallel`) after its single-process work:
+step time, time with a gradient all-reduce in flight, its bytes, and the weak-scaling efficiency
+against one process. The wall time of each stage of the run
+(:mod:`dnncost.study.stages`) is stored with the run, and one progress bar weighted by each unit's
+expected seconds (:mod:`dnncost.study.progress`) shows the time left.
 """
 from __future__ import annotations
 
+import contextlib
+import math
+import statistics
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from enum import Enum
 from typing import TYPE_CHECKING
 
 from dnncost.core.errors import DnncostError, OutputError, StoreError
 from dnncost.core.kinds import MODES, Mode, OptimizerKind
 from dnncost.measuring.measurement import NOISE_THRESHOLD, NoisyMeasurementWarning
+from dnncost.prediction.calibration import QUICK_BUDGET_S
 from dnncost.study.config import (
     SEED,
     StudyConfig,
@@ -33,6 +41,25 @@ from dnncost.study.config import (
     select_models,
 )
 from dnncost.study.predicted import predict_with_stored_model
+from dnncost.study.progress import (
+    BREAKDOWN_S,
+    CALIBRATE_S,
+    COUNT_S,
+    DISTRIBUTED_S,
+    EPOCH_S,
+    FIT_OVERHEAD,
+    PREDICT_S,
+    TARGET_SHARE_OF_CAP,
+    WHATIF_S,
+    WORK_POINT_S,
+    Key,
+    Progress,
+    Unit,
+    make_bar,
+    repeat_seconds,
+    training_seconds,
+)
+from dnncost.study.stages import Stage, StageClock
 from dnncost.study.store import CountRow, NetworkRow, RepeatConditions, Store, TimingRow, WorkRow
 from dnncost.study.work import WORK_PLAN, WORK_STEP, WorkGrid, measure_work
 from dnncost.training.recipe import Recipe, recipe_for
@@ -44,28 +71,17 @@ if TYPE_CHECKING:
     from dnncost.measuring.interleave import StoredRepeats
     from dnncost.measuring.timing import StepTiming
     from dnncost.models.loading import LoadedModel
-    from dnncost.training.records import EpochRecord
+    from dnncost.training.data import DatasetSplit
+    from dnncost.training.records import ValidationRecord
 
 BREAKDOWN_STEPS = 2  # source: measured, two profiled steps give stable layer-type shares cheaply
 BETWEEN_OPERATORS = "(between operators)"  # step time no operator accounts for (breakdown gap)
-STUDY_CALIBRATION_S = 60.0  # source: our choice; a quick per-operator model within the study's
-# 10-minute budget (issue 13); `dnncost calibrate --ops` (3.5 min of sampling) fits a better one
+STUDY_CALIBRATION_S = QUICK_BUDGET_S  # source: our choice, the budget of `dnncost calibrate --ops
+# --quick`: a quick per-operator model within the study's 8-minute budget (issue 24; 60 s before);
+# `dnncost calibrate --ops` (3.5 min of sampling) fits a better one, which the study then uses
 DDP_MIN_STEPS = 10  # source: our choice; timed data-parallel steps per network at least, so the
 # median of the per-step all-reduce share is not one step's accident (spawning workers costs seconds)
 
-
-
-class Stage(str, Enum):
-    """The parts of one network's work, in order; errors are recorded against one of them."""
-
-    LOAD = "load"
-    COUNT = "count"
-    TIME = "time"
-    BREAKDOWN = "breakdown"
-    TRAIN = "train"
-    DISTRIBUTED = "distributed"
-    WHATIF = "whatif"
-    WORK = "work"
 
 
 # -- progress and results -----------------------------------------------------------------------------
@@ -76,41 +92,69 @@ class StudySummary:
     run_uid: str
     networks: tuple[str, ...]
     failed: dict[str, str] = field(default_factory=dict)  # name -> 'stage: error'
-    measured: int = 0  # results written by this run
-    skipped: int = 0  # units of work already stored
+    measured: int = 0  # results written by this run (a training run counts once)
+    skipped: int = 0  # results already stored
     remeasured: int = 0  # timing repeats re-measured because their probe drifted (beyond measured)
     config_hash: str = ""
     fingerprint: str = ""
+    stage_seconds: Mapping[str, float] = field(default_factory=dict)  # stage -> wall s (stored too)
 
     @property
     def complete(self) -> bool:
         return not self.failed
 
 
-class _NullBar:
-    """The progress bar's interface, doing nothing (progress=False)."""
-
-    def update(self, n: int = 1) -> None: ...
-    def set_description_str(self, text: str, refresh: bool = True) -> None: ...
-    def close(self) -> None: ...
-
-
-def _units(config: StudyConfig, names: Sequence[str]) -> int:
-    """Units of progress of the whole study: per network its count, each timed repeat (train +
-    eval), breakdown, epochs (its family's recipe's), the data-parallel step and what-if; plus
-    one per cost-vs-work network."""
-    per_network = (1 + 2 * config.repeats + int(config.breakdown)
-                   + int(config.world_size > 1) + int(config.whatif is not None))
+def plan_units(config: StudyConfig, names: Sequence[str]) -> list[Unit]:
+    """Every unit of the study's work with its expected seconds (dnncost.study.progress): per
+    network its count, each step's timed repeats, breakdown, training run per seed (its cap's
+    epochs at a prior epoch time, planned again once its steps are timed), data-parallel step,
+    what-if and cost-vs-work series; then the calibrations and the predictions."""
     from dnncost.models import family_of  # torch: kept off the CLI's start-up
 
-    epochs = sum(recipe_for(family_of(name)).epochs(config.epochs) for name in names)
-    return len(names) * per_network + epochs + len(_work_networks(config, names))
+    units = []
+    for name in names:
+        units.append(Unit(Stage.COUNT, name, seconds=COUNT_S))
+        units += [Unit(Stage.TIME, name, mode, config.repeats * repeat_seconds(config.step_budget_s))
+                  for mode in ("train", "eval")]
+        if config.breakdown:
+            units.append(Unit(Stage.BREAKDOWN, name, seconds=BREAKDOWN_S))
+        cap = recipe_for(family_of(name)).epochs(config.epochs)
+        if cap:
+            prior = training_seconds(cap_epochs=cap, steps_per_epoch=0, val_batches=0,
+                                     validations_per_epoch=config.effective_validations_per_epoch,
+                                     train_step_s=math.nan, eval_step_s=math.nan)
+            units += [Unit(Stage.TRAIN, name, _seed_part(seed), prior) for seed in _seeds(config)]
+        if config.world_size > 1:
+            units.append(Unit(Stage.DISTRIBUTED, name, seconds=DISTRIBUTED_S))
+        if config.whatif is not None:
+            units.append(Unit(Stage.WHATIF, name, seconds=WHATIF_S))
+        if name in _work_networks(config, names):
+            units.append(Unit(Stage.WORK, name,
+                              seconds=WORK_POINT_S * len(_work_grid(name).points)))
+    units.append(Unit(Stage.CALIBRATE, None, seconds=CALIBRATE_S))
+    if config.predictor and config.device == "cpu":
+        units.append(Unit(Stage.OPERATOR_MODEL, None, seconds=STUDY_CALIBRATION_S * FIT_OVERHEAD))
+    units.append(Unit(Stage.PREDICT, None, seconds=PREDICT_S))
+    return units
+
+
+def _seeds(config: StudyConfig) -> range:
+    """The seeds each network trains from: SEED, SEED + 1, ... (``config.seeds`` of them)."""
+    return range(SEED, SEED + config.seeds)
+
+
+def _seed_part(seed: int) -> str:
+    return f"seed {seed}"
+
+
+def _work_grid(name: str) -> WorkGrid:
+    """The cost-vs-work grid of a network named in WORK_PLAN."""
+    return WorkGrid(input_sizes=WORK_PLAN[name])
 
 
 def _work_networks(config: StudyConfig, names: Sequence[str]) -> list[str]:
     """The studied networks whose cost vs work is measured (none with ``config.work`` off)."""
     return [n for n in names if n in WORK_PLAN] if config.work else []
-
 
 
 # -- the sweep ---------------------------------------------------------------------------------------
@@ -147,28 +191,40 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
                                                   f"{config.config_hash}, from Python)",
                               config=asdict(config), config_hash=config.config_hash,
                               fingerprint=fingerprint)
-    bar = _progress_bar(_units(config, names), progress)
-    sweep = _Sweep(config, store, run_uid=run_uid, fingerprint=fingerprint, threads=threads, bar=bar,
-                   port=port)
+    progress_ = Progress(make_bar(progress), plan_units(config, names))
+    sweep = _Sweep(config, store, run_uid=run_uid, fingerprint=fingerprint, threads=threads,
+                   progress=progress_, port=port)
+    clock = sweep.clock
     try:
         sweep.run(names)
         # Calibrated last, so that its large matmuls and 256 MiB copies run after the measurements
         # rather than just before them (and a resumed study keeps the peak its results were set
         # against). The per-operator time model found in the machine's calibration is stored
         # too, so that the report uses what the study saw, wherever it is rendered.
-        peak, bandwidth, source, operator_model = _calibration(store, fingerprint, device, threads)
+        progress_.describe("calibrating the machine's peak")
+        with clock.timing(Stage.CALIBRATE):
+            peak, bandwidth, source, operator_model = _calibration(store, fingerprint, device, threads)
+        progress_.finish((Stage.CALIBRATE, None, ""))
         if operator_model is None and config.predictor and device.type == "cpu":
-            bar.set_description_str("fitting the per-operator time model (quick calibration)")
+            progress_.describe("fitting the per-operator time model (quick calibration)")
             try:
-                operator_model = _fit_operator_model(threads)
+                with clock.timing(Stage.OPERATOR_MODEL):
+                    operator_model = _fit_operator_model(threads)
             except DnncostError as exc:  # optional: the measurements stand without it
                 warnings.warn(f"the per-operator time model could not be fitted ({exc}); the "
                               "report has no predicted-vs-measured section", stacklevel=2)
+            progress_.finish((Stage.OPERATOR_MODEL, None, ""))
+        else:
+            progress_.skip((Stage.OPERATOR_MODEL, None, ""))
         store.put_environment(fingerprint, environment, peak_flops_per_s=peak,
                               bandwidth_bytes_per_s=bandwidth, calibration=source,
                               operator_model=operator_model)
-        bar.set_description_str("predicting each network's step (per-kernel model)")
-        predict_with_stored_model(store, config_hash=config.config_hash, fingerprint=fingerprint)
+        progress_.describe("predicting each network's step (per-kernel model)")
+        with clock.timing(Stage.PREDICT):
+            predict_with_stored_model(store, config_hash=config.config_hash,
+                                      fingerprint=fingerprint)
+        progress_.finish((Stage.PREDICT, None, ""))
+        sweep.keep_stage_times()
     except KeyboardInterrupt:
         sweep.interrupted()
         raise
@@ -176,19 +232,12 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
         sweep.ended("failed")  # the run record does not stay 'running'
         raise
     finally:
-        bar.close()
+        progress_.close()
     store.finish_run(run_uid, "complete" if not sweep.failed else "failed")
     return StudySummary(run_uid=run_uid, networks=tuple(names), failed=dict(sweep.failed),
                         measured=sweep.measured, skipped=sweep.skipped, remeasured=sweep.remeasured,
-                        config_hash=config.config_hash, fingerprint=fingerprint)
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return _NullBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="task", desc="study", dynamic_ncols=True)
+                        config_hash=config.config_hash, fingerprint=fingerprint,
+                        stage_seconds=clock.by_name())
 
 
 def _calibration(store: Store, fingerprint: str, device: torch.device, threads: int,
@@ -284,22 +333,30 @@ class _Sweep:
     """One run through the networks, in three passes: load and count each network; time the
     repeats round-robin (repeat 1 of every network, then repeat 2, ...) so that a busy spell of
     the machine spreads over the networks instead of spoiling every repeat of one; then profile,
-    train and (world size > 1) time data-parallel each network."""
+    train and (world size > 1) time data-parallel each network. The wall time of each stage is
+    added up in ``clock`` and stored with the run as the run goes."""
 
     def __init__(self, config: StudyConfig, store: Store, *, run_uid: str, fingerprint: str,
-                 threads: int, bar, port: int | None = None) -> None:
+                 threads: int, progress: Progress, port: int | None = None) -> None:
         self.config, self.store, self.run_uid, self.port = config, store, run_uid, port
-        self.fingerprint, self.threads, self.bar = fingerprint, threads, bar
+        self.fingerprint, self.threads, self.progress = fingerprint, threads, progress
+        self.clock = StageClock()
         self.failed: dict[str, str] = {}
         self.measured = 0
         self.skipped = 0
         self.remeasured = 0  # repeats beyond the plan, because a repeat's probe drifted
         self.training_uid: str | None = None
-        self._datasets: dict[tuple[int, ...], object] = {}
+        self._datasets: dict[tuple[int, ...], DatasetSplit] = {}
+        self._cap_seconds: dict[Key, float] = {}  # training runs: expected seconds of the whole cap
 
     def run(self, names: Sequence[str]) -> None:
         networks = [net for name in names if (net := self._prepare(name)) is not None]
-        self._time(networks)
+        self.keep_stage_times()
+        with self.clock.timing(Stage.TIME):
+            self._time(networks)
+        self.keep_stage_times()
+        if self.config.epochs:
+            self._plan_training(networks)
         for net in networks:
             if self.config.breakdown:
                 self._guarded(net, Stage.BREAKDOWN, self._breakdown)
@@ -311,15 +368,18 @@ class _Sweep:
                 self._guarded(net, Stage.WHATIF, self._whatif)
             if net.name in _work_networks(self.config, names):
                 self._guarded(net, Stage.WORK, self._work)
-        missed = _units(self.config, names) - (self.measured + self.skipped)
-        self.bar.update(max(missed, 0))  # the units of failed networks
+            self.keep_stage_times()
 
     def advance(self, n: int, *, done: bool) -> None:
+        """Count ``n`` results measured now (``done``: found stored)."""
         if done:
             self.skipped += n
         else:
             self.measured += n
-        self.bar.update(n)
+
+    def keep_stage_times(self) -> None:
+        """Store the wall time of each stage so far with the run (replacing what it stored)."""
+        self.store.put_stage_times(self.run_uid, self.clock.by_name())
 
     def interrupted(self) -> None:
         self.ended("interrupted")
@@ -330,6 +390,7 @@ class _Sweep:
         try:
             if self.training_uid is not None:
                 self.store.finish_training(self.training_uid, status)
+            self.keep_stage_times()
             self.store.finish_run(self.run_uid, status)
         except StoreError:
             pass  # start_run of the next study marks a run left 'running' as interrupted
@@ -341,29 +402,42 @@ class _Sweep:
         self.store.add_error(nid, self.run_uid, stage=stage.value, error=exc,
                              traceback=traceback.format_exc())
         self.failed[name] = f"{stage.value}: {type(exc).__name__}: {exc}"
+        self.progress.skip_network(name)  # its work to come leaves the estimate
 
-    def _guarded(self, net: _Network, stage: Stage, step: Callable[[_Network], None]) -> None:
-        """Run one stage of a network; an error is recorded and the sweep goes on without it."""
+    def _guarded(self, net: _Network, stage: Stage, step: Callable[[_Network], None], *,
+                 timed: bool = True) -> None:
+        """Run one stage of a network (``timed``: its wall time added to the stage's); an error is
+        recorded and the sweep goes on without the network."""
         if net.failed:
             return
-        self.bar.set_description_str(f"{net.name}: {stage.value}")
+        self.progress.describe(f"{net.name}: {stage.label}")
         try:
-            step(net)
+            with self.clock.timing(stage) if timed else contextlib.nullcontext():
+                step(net)
         except (KeyboardInterrupt, StoreError):
             raise
         except Exception as exc:  # a failing network must not stop the sweep: record, go on
             net.failed = True
             self._fail(net.name, net.nid, stage, exc)
 
-    # -- the stages; each advances the progress bar by the units it covers ----------------------
+    def _mark(self, key: Key, *, stored: bool) -> None:
+        """Count one result and close its unit of progress: found stored, or measured now."""
+        self.advance(1, done=stored)
+        if stored:
+            self.progress.skip(key)
+        else:
+            self.progress.finish(key)
+
+    # -- the stages; each closes its units of progress --------------------------------------------
     def _prepare(self, name: str) -> _Network | None:
         """Resolve, register and count one network; None (error recorded) when that fails."""
         from dnncost.models import family_of
         from dnncost.models.loading import load_model
 
-        self.bar.set_description_str(f"{name}: {Stage.LOAD.value}")
+        self.progress.describe(f"{name}: {Stage.LOAD.label}")
         try:
-            loaded = load_model(name)
+            with self.clock.timing(Stage.LOAD):
+                loaded = load_model(name)
             family = family_of(name)
             shape = tuple(loaded.input_shape)
             size = self.config.input_size
@@ -386,8 +460,9 @@ class _Sweep:
     def _count(self, net: _Network) -> None:
         from dnncost.counting.counter import count
 
+        key = (Stage.COUNT, net.name, "")
         if all(self.store.has_count(net.nid, mode) for mode in MODES):
-            self.advance(1, done=True)
+            self._mark(key, stored=True)
             return
         for mode in reversed(MODES):  # eval first, as ever
             report = count(net.loaded.build("meta"), input_shape=net.shape,
@@ -400,13 +475,13 @@ class _Sweep:
                 activation_bytes=report.activation_bytes, peak_bytes=report.peak_bytes,
                 by_layer_type={k: v.to_dict() for k, v in report.by_module_type().items()},
                 unsupported=report.unsupported()))
-        self.advance(1, done=False)
+        self._mark(key, stored=False)
 
-    def _model(self, net: _Network):
+    def _model(self, net: _Network, *, seed: int = SEED):
         """A freshly initialised CPU instance of the network (seeded: the same in every run)."""
         import torch
 
-        torch.manual_seed(SEED)
+        torch.manual_seed(seed)
         return net.loaded.build("cpu")
 
     def _time(self, networks: Sequence[_Network]) -> None:
@@ -425,6 +500,7 @@ class _Sweep:
         from dnncost.measuring.timing import StepOptions
 
         repeats, jobs = self.config.repeats, []
+        per_repeat = repeat_seconds(self.config.step_budget_s)
         owner: dict[str, tuple[_Network, str]] = {}
         already: dict[str, StoredRepeats] = {}
         for net in networks:
@@ -436,10 +512,13 @@ class _Sweep:
         for name, stored in already.items():
             net, mode = owner[name]
             self.advance(min(stored.planned, repeats), done=True)
+            self.progress.plan((Stage.TIME, net.name, mode),
+                               max(repeats - stored.planned, 0) * per_repeat)  # what is left
             if net.failed or (stored.planned >= repeats and name not in again):
                 continue
             if net.model is None:
-                self._guarded(net, Stage.TIME, lambda n: setattr(n, "model", self._model(n)))
+                self._guarded(net, Stage.TIME, lambda n: setattr(n, "model", self._model(n)),
+                              timed=False)  # the whole stage is timed around this
             model = net.model
             if net.failed or model is None:
                 continue
@@ -449,8 +528,12 @@ class _Sweep:
                 budget_s=self.config.step_budget_s,
                 optimizer=OptimizerKind(self.config.optimizer), lr=self._recipe(net).lr)))
 
+        ran: dict[str, int] = {}
+
         def store(name: str, index: int, timing: StepTiming) -> None:
             net, mode = owner[name]
+            ran[name] = ran.get(name, 0) + 1
+            self.progress.reach((Stage.TIME, net.name, mode), ran[name] * per_repeat)
             m = timing.measurement
             self.store.add_timing(net.nid, self.run_uid, TimingRow(
                 mode=mode, samples=m.samples, median_s=m.median, iqr_s=m.iqr, threads=timing.threads,
@@ -471,10 +554,13 @@ class _Sweep:
                          on_repeat=store, on_error=fail)
         for net in networks:
             net.model = None  # timing done: free the memory
+            for mode in ("train", "eval"):
+                self.progress.finish((Stage.TIME, net.name, mode))
 
     def _breakdown(self, net: _Network) -> None:
+        key = (Stage.BREAKDOWN, net.name, "")
         if self.store.has_breakdown(net.nid):
-            self.advance(1, done=True)
+            self._mark(key, stored=True)
             return
         from dnncost.measuring.breakdown import profile_breakdown
 
@@ -489,44 +575,85 @@ class _Sweep:
             rows.setdefault(layer_type, (0.0, f))
         rows[BETWEEN_OPERATORS] = (max(profiled.gap_s, 0.0), 0)
         self.store.put_breakdown(net.nid, rows)
-        self.advance(1, done=False)
+        self._mark(key, stored=False)
 
     def _recipe(self, net: _Network) -> Recipe:
         """The family's training recipe (dnncost.training.recipe), at the configured rate if set."""
         recipe = recipe_for(net.family)
         return recipe if self.config.lr is None else replace(recipe, lr=self.config.lr)
 
+    def _plan_training(self, networks: Sequence[_Network]) -> None:
+        """Plan each training run not yet stored again from its network's timed steps: the cap's
+        training steps and validation passes, times the share of the cap a run to a target is
+        expected to take (dnncost.study.progress)."""
+        share = 1.0 if self.config.target_accuracy is None else TARGET_SHARE_OF_CAP
+        for net in networks:
+            if net.failed:
+                continue
+            steps = {mode: [r.median_s for r in self.store.timing_rows(net.nid, mode)]
+                     for mode in ("train", "eval")}
+            data = self._dataset(net.shape)
+            cap = self._recipe(net).epochs(self.config.epochs)
+            full = training_seconds(
+                cap_epochs=cap,
+                steps_per_epoch=math.ceil(len(data.train) / self.config.batch_size),  # type: ignore[arg-type]
+                val_batches=math.ceil(len(data.val) / self.config.batch_size),  # type: ignore[arg-type]
+                validations_per_epoch=self.config.effective_validations_per_epoch,
+                train_step_s=statistics.median(steps["train"]) if steps["train"] else math.nan,
+                eval_step_s=statistics.median(steps["eval"]) if steps["eval"] else math.nan)
+            for seed in _seeds(self.config):
+                key = (Stage.TRAIN, net.name, _seed_part(seed))
+                self._cap_seconds[key] = full
+                self.progress.plan(key, full * share)
+
     def _train(self, net: _Network) -> None:
-        epochs = self._recipe(net).epochs(self.config.epochs)  # a family may train a multiple
-        if self.store.has_complete_training(net.nid):
-            self.advance(epochs, done=True)
-            return
-        from dnncost.core.kinds import OptimizerKind
+        """Train the network from each seed not yet trained (dnncost.training.trainer.train):
+        to the target accuracy with its family's recipe epochs as the cap, or for exactly those
+        epochs without a target; each epoch, each validation and the time to the target stored
+        as it comes."""
+        cap = self._recipe(net).epochs(self.config.epochs)  # a family may train a multiple
+        for seed in _seeds(self.config):
+            key = (Stage.TRAIN, net.name, _seed_part(seed))
+            if self.store.has_complete_training(net.nid, seed=seed):
+                self._mark(key, stored=True)
+                continue
+            self._train_from(net, seed=seed, cap=cap, key=key)
+
+    def _train_from(self, net: _Network, *, seed: int, cap: int, key: Key) -> None:
         from dnncost.training.trainer import TrainOptions, train
 
         data = self._dataset(net.shape)
         self.training_uid = uid = self.store.start_training(
-            net.nid, self.run_uid, epochs_planned=epochs, dataset=data.description)
+            net.nid, self.run_uid, epochs_planned=cap, dataset=data.description, seed=seed)
+        full = self._cap_seconds.get(key, cap * EPOCH_S)
 
-        def on_epoch(record: EpochRecord) -> None:
-            self.store.add_epoch(uid, record)  # stored as it is, one column per field
-            self.advance(1, done=False)
+        def on_validation(record: ValidationRecord) -> None:
+            self.store.add_validation(uid, record)
+            self.progress.reach(key, full * min(record.epochs / cap, 1.0))
 
-        options = TrainOptions(epochs=epochs, batch_size=self.config.batch_size,
-                               optimizer=OptimizerKind(self.config.optimizer),
-                               device=self.config.device, threads=self.threads,
-                               seed=SEED).with_recipe(self._recipe(net))
-        train(self._model(net), data, options=options, progress=False, name=net.loaded.name,
-              on_epoch=on_epoch)
+        options = TrainOptions(
+            epochs=cap, batch_size=self.config.batch_size, optimizer=OptimizerKind(self.config.optimizer),
+            device=self.config.device, threads=self.threads, seed=seed,
+            target_accuracy=self.config.target_accuracy,
+            validations_per_epoch=self.config.effective_validations_per_epoch,
+        ).with_recipe(self._recipe(net))
+        result = train(self._model(net, seed=seed), data, options=options, progress=False,
+                       name=net.loaded.name, on_validation=on_validation,
+                       on_epoch=lambda record: self.store.add_epoch(uid, record))
+        if result.time_to_target is not None:  # before 'complete': a complete run to a target has it
+            self.store.put_time_to_target(uid, result.time_to_target)
         self.store.finish_training(uid, "complete")
         self.training_uid = None
+        self.advance(1, done=False)
+        self.progress.finish(key, worth=self.progress.credited.get(key, 0.0))  # early: the rest back
 
     def _data_parallel(self, net: _Network) -> None:
         """The training step on ``world_size`` DDP workers (same per-worker batch, the cores
         shared among the workers), stored with its all-reduce the moment it is measured."""
         world_size, backend = self.config.world_size, self.config.backend
+        key = (Stage.DISTRIBUTED, net.name, "")
         if self.store.has_data_parallel(net.nid, world_size=world_size, backend=backend):
-            self.advance(1, done=True)
+            self._mark(key, stored=True)
             return
         from dnncost.distributed.data_parallel import measure_distributed
         from dnncost.distributed.launch import GroupOptions
@@ -537,13 +664,14 @@ class _Sweep:
             steps=max(self.config.steps, DDP_MIN_STEPS), optimizer=self.config.optimizer,
             port=self.port, name=net.loaded.name)
         self.store.add_data_parallel_timing(net.nid, self.run_uid, timing.as_record())
-        self.advance(1, done=False)
+        self._mark(key, stored=False)
 
     def _whatif(self, net: _Network) -> None:
         """dnncost whatif on the training step (``steps`` interleaved pairs per transformation),
         each result stored as it finishes; a network with stored what-if results is skipped."""
+        key = (Stage.WHATIF, net.name, "")
         if self.store.whatif_rows(net.nid):
-            self.advance(1, done=True)
+            self._mark(key, stored=True)
             return
         from dnncost.measuring.timing import StepOptions
         from dnncost.study.whatif import study_whatif, whatif_row
@@ -564,17 +692,18 @@ class _Sweep:
                                    input_shape=net.shape, name=net.loaded.name, training=training,
                                    data=self._dataset(net.shape) if training else None):
             self.store.add_whatif(net.nid, self.run_uid, whatif_row(result))
-        self.advance(1, done=False)
+        self._mark(key, stored=False)
 
     def _work(self, net: _Network) -> None:
         """Cost vs work: the training step of a network named in WORK_PLAN timed over batch sizes
         and input sizes (dnncost.study.work), all points stored together."""
+        key = (Stage.WORK, net.name, "")
         if self.store.has_work(net.nid):
-            self.advance(1, done=True)
+            self._mark(key, stored=True)
             return
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            points = measure_work(net.name, grid=WorkGrid(input_sizes=WORK_PLAN[net.name]),
+            points = measure_work(net.name, grid=_work_grid(net.name),
                                   options=WORK_STEP.replace(
                                       device=self.config.device, threads=self.threads,
                                       optimizer=OptimizerKind(self.config.optimizer)))
@@ -591,13 +720,13 @@ class _Sweep:
         self.store.add_work(net.nid, self.run_uid, [
             WorkRow(mode=Mode.TRAIN.value, batch_size=p.batch_size, input_size=p.input_size, step_s=p.step_s,
                     flops=p.flops) for p in points])
-        self.advance(1, done=False)
+        self._mark(key, stored=False)
 
-    def _dataset(self, shape: tuple[int, ...]):
+    def _dataset(self, shape: tuple[int, ...]) -> DatasetSplit:
         """The dataset shaped for ``shape`` (cached per shape), cut to ``train_limit`` if set."""
         if shape not in self._datasets:
             self._datasets[shape] = load_study_dataset(self.config, shape)
         return self._datasets[shape]
 
 
-__all__ = ["Stage", "StudySummary", "run_study"]
+__all__ = ["Stage", "StudySummary", "plan_units", "run_study"]

@@ -1,6 +1,6 @@
 """Unseen-network results in the study store: each :class:`~dnncost.prediction.unseen.UnseenPoint`
 (or network left out) of ``dnncost evaluate --unseen`` as an ``unseen_results`` row (schema 6; the
-prediction's interval since schema 9),
+prediction's interval since schema 10),
 kept the moment it is complete, and read back grouped by protocol and machine -- for the report,
 and so that a rerun of an interrupted evaluation measures only what is missing.
 

@@ -28,6 +28,10 @@ marked as dnncost's by ``PRAGMA application_id``):
   prediction's interval and its stated coverage.
 - ``predictions`` (schema 9): the per-kernel model's predicted step of each studied network and
   mode, with the plain roofline, keyed by the model that made it (dnncost.study.predicted).
+- (schema 11) the seed of each training run; ``validations``: every validation of a training run
+  with the run's totals up to it; ``times_to_target``: a run to a target accuracy's time to it
+  (training and validation apart, steps, epochs, samples, reached or not); ``stage_times``: the
+  wall time each run of a study spent in each stage (dnncost.study.stages).
 
 The package, one room each: :mod:`~dnncost.study.store.schema` (the SQL of every version and the
 migrations), :mod:`~dnncost.study.store.rows` (one frozen record per table, read and written by

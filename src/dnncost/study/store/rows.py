@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from dnncost.core.errors import StoreError
-from dnncost.training.records import EpochRecord
+from dnncost.training.records import EpochRecord, TimeToTarget, ValidationRecord
 
 
 def now() -> str:
@@ -86,7 +86,7 @@ def insert_row(c: sqlite3.Connection, table: str, record: object = None, *, verb
             suffix: str = "", **keys: object) -> None:
     """INSERT one row of ``table``: the fields of ``record`` and the ``keys`` beside them, by name."""
     values = {**keys, **(row_columns(record) if record is not None else {})}
-    names = ", ".join(values)
+    names = ", ".join(f'"{name}"' for name in values)  # quoted: a field may be an SQL word (index)
     marks = ", ".join(f":{name}" for name in values)
     c.execute(f"{verb} INTO {table} ({names}) VALUES ({marks}) {suffix}", values)
 
@@ -222,13 +222,19 @@ class AllreduceRow:
 
 @dataclass(frozen=True)
 class TrainingRow:
-    """A training run and its finished epochs; only 'complete' runs count in the analysis."""
+    """A training run: its finished epochs, (schema 11) the seed it trained from, its validations
+    and, for a run to a target accuracy, its time to the target (None in the fixed-epoch
+    protocol); only 'complete' runs count in the analysis. ``epochs_planned`` is the cap of a run
+    to a target."""
 
     uid: str
     status: str
     epochs_planned: int
     dataset: str
     epochs: tuple[EpochRecord, ...]
+    seed: int = 0
+    validations: tuple[ValidationRecord, ...] = ()
+    time_to_target: TimeToTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -366,6 +372,16 @@ class NetworkResult:
     @property
     def completed_trainings(self) -> tuple[TrainingRow, ...]:
         return tuple(t for t in self.trainings if t.status == "complete")
+
+    def training(self, seed: int) -> TrainingRow | None:
+        """The latest complete training run from ``seed`` (None when there is none)."""
+        done = [t for t in self.completed_trainings if t.seed == seed]
+        return done[-1] if done else None
+
+    def seed_trainings(self) -> tuple[TrainingRow, ...]:
+        """The latest complete training run of each seed, by seed."""
+        latest = {t.seed: t for t in self.completed_trainings}
+        return tuple(latest[s] for s in sorted(latest))
 
 
 @dataclass(frozen=True)

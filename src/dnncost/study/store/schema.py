@@ -276,17 +276,66 @@ ALTER TABLE unseen_results ADD COLUMN predicted_high_s REAL;
 ALTER TABLE unseen_results ADD COLUMN interval_level REAL;
 """
 
+_SCHEMA_V11 = """
+-- time-to-accuracy (dnncost.training.records): the seed of each training run (its initialisation
+-- and batch order); every validation of a run with the run's totals up to it (ValidationRecord);
+-- and, for a run to a target accuracy, its TimeToTarget (reached or not, training and validation
+-- time apart, steps, epochs, samples); and the wall time of each stage of each run of a study
+ALTER TABLE trainings ADD COLUMN seed INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE validations (
+    uid TEXT PRIMARY KEY,
+    training_uid TEXT NOT NULL REFERENCES trainings(uid),
+    "index" INTEGER NOT NULL,                 -- 1-based count of validations in the run
+    epoch INTEGER NOT NULL,                   -- the 1-based epoch it falls in
+    epochs REAL NOT NULL,                     -- training samples seen / training-set size
+    steps INTEGER NOT NULL,                   -- the run's totals up to this validation
+    samples INTEGER NOT NULL,
+    train_time_s REAL NOT NULL,
+    val_time_s REAL NOT NULL,                 -- every validation pass so far, this one included
+    train_data_time_s REAL NOT NULL,
+    val_data_time_s REAL NOT NULL,
+    val_loss REAL,
+    val_accuracy REAL,
+    UNIQUE (training_uid, "index")
+);
+CREATE TABLE times_to_target (
+    training_uid TEXT PRIMARY KEY REFERENCES trainings(uid),
+    target_accuracy REAL NOT NULL,
+    reached INTEGER NOT NULL,                 -- 0: the cap came first; the figures are lower bounds
+    max_epochs INTEGER NOT NULL,              -- the cap
+    validations_per_epoch INTEGER NOT NULL,
+    validations INTEGER NOT NULL,             -- passes up to the crossing (or the cap)
+    epochs REAL NOT NULL,
+    steps INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    train_time_s REAL NOT NULL,               -- the training steps alone
+    val_time_s REAL NOT NULL,                 -- the validation passes made to find the crossing
+    train_data_time_s REAL NOT NULL,
+    val_data_time_s REAL NOT NULL,
+    val_loss REAL,                            -- at the crossing (or the last validation)
+    val_accuracy REAL,
+    best_val_accuracy REAL
+);
+CREATE TABLE stage_times (
+    run_uid TEXT NOT NULL REFERENCES runs(uid),
+    stage TEXT NOT NULL,                      -- dnncost.study.stages.Stage
+    wall_s REAL NOT NULL,                     -- seconds this run spent in the stage
+    PRIMARY KEY (run_uid, stage)
+);
+CREATE INDEX validations_training ON validations(training_uid);
+"""
+
 #: version -> SQL that takes a store from version-1 to version. Applied in order, each in one
 #: transaction with the version bump, so a store is never left half-migrated.
 MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4,
                               5: _SCHEMA_V5, 6: _SCHEMA_V6, 7: _SCHEMA_V7, 8: _SCHEMA_V8,
-                              9: _SCHEMA_V9, 10: _SCHEMA_V10}
+                              9: _SCHEMA_V9, 10: _SCHEMA_V10, 11: _SCHEMA_V11}
 SCHEMA_VERSION = max(MIGRATIONS)  # a new schema version is a new entry in MIGRATIONS
 
 #: Every table, in the order :func:`merge` copies them (a table after those it references).
 MERGE_ORDER = ("environments", "runs", "networks", "counts", "step_timings", "trainings", "epochs",
                "breakdowns", "errors", "allreduce_timings", "whatif_results", "work_points",
-               "unseen_results", "predictions")
+               "unseen_results", "predictions", "validations", "times_to_target", "stage_times")
 
 
 class Transactional(Protocol):

@@ -44,7 +44,7 @@ from dnncost.study.store.rows import (
     row_columns,
 )
 from dnncost.study.store.schema import APPLICATION_ID, SCHEMA_VERSION, migrate
-from dnncost.training.records import EpochRecord
+from dnncost.training.records import EpochRecord, TimeToTarget, ValidationRecord
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # source: https://www.sqlite.org/fileformat.html section 1.3
 BUSY_TIMEOUT_S = 30.0  # source: our choice; a second process waits this long for a writer's
@@ -228,17 +228,49 @@ class Store:
         return timing.uid
 
     def start_training(self, network_id: int, run_uid: str, *, epochs_planned: int,
-                       dataset: str) -> str:
+                       dataset: str, seed: int = 0) -> str:
+        """A new training run (status 'running') of ``epochs_planned`` epochs (the cap of a run
+        to a target) from ``seed``; returns its uid."""
         uid = new_uid()
         with self.transaction("the start of a training run") as c:
             insert_row(c, "trainings", uid=uid, network_id=network_id, run_uid=run_uid,
-                    status="running", epochs_planned=epochs_planned, dataset=dataset,
-                    started=now(), finished=None)
+                       status="running", epochs_planned=epochs_planned, dataset=dataset,
+                       started=now(), finished=None, seed=seed)
         return uid
 
     def add_epoch(self, training_uid: str, record: EpochRecord) -> None:
         with self.transaction(f"epoch {record.epoch}") as c:
             insert_row(c, "epochs", record, uid=new_uid(), training_uid=training_uid)
+
+    def add_validation(self, training_uid: str, record: ValidationRecord) -> None:
+        """Store one validation of a training run, as it is made."""
+        with self.transaction(f"validation {record.index}") as c:
+            insert_row(c, "validations", record, uid=new_uid(), training_uid=training_uid)
+
+    def put_time_to_target(self, training_uid: str, record: TimeToTarget) -> None:
+        """Store the time to the target accuracy of a training run."""
+        with self.transaction("the time to the target accuracy") as c:
+            insert_row(c, "times_to_target", record, verb="INSERT OR REPLACE",
+                       training_uid=training_uid)
+
+    def put_stage_times(self, run_uid: str, seconds: Mapping[str, float]) -> None:
+        """Record (or refresh) the wall time ``run_uid`` has spent so far in each stage."""
+        with self.transaction("the wall time of each stage") as c:
+            for stage, wall_s in seconds.items():
+                insert_row(c, "stage_times", verb="INSERT OR REPLACE", run_uid=run_uid, stage=stage,
+                           wall_s=float(wall_s))
+
+    def stage_times(self, *, config_hash: str, fingerprint: str) -> dict[str, dict[str, float]]:
+        """run uid -> {stage: wall seconds} of every run of one configuration on one machine
+        that recorded its stages, oldest run first."""
+        rows = self._rows(
+            "SELECT s.run_uid, s.stage, s.wall_s FROM stage_times s JOIN runs r ON r.uid = s.run_uid "
+            "WHERE r.config_hash = ? AND r.fingerprint = ? ORDER BY r.started, r.rowid, s.rowid",
+            (config_hash, fingerprint))
+        out: dict[str, dict[str, float]] = {}
+        for r in rows:
+            out.setdefault(r["run_uid"], {})[r["stage"]] = float(r["wall_s"])
+        return out
 
     def finish_training(self, training_uid: str, status: str) -> None:
         with self.transaction("the end of a training run") as c:
@@ -363,17 +395,20 @@ class Store:
             "WHERE t.network_id = ? AND t.world_size = ? AND t.backend = ?",
             (network_id, world_size, backend)) > 0
 
-    def has_complete_training(self, network_id: int) -> bool:
+    def has_complete_training(self, network_id: int, *, seed: int | None = None) -> bool:
+        """True when a training run of the network (from ``seed``, when given) is complete."""
         return self._scalar("SELECT COUNT(*) FROM trainings WHERE network_id = ? AND "
-                            "status = 'complete'", (network_id,)) > 0
+                            "status = 'complete' AND (? IS NULL OR seed = ?)",
+                            (network_id, seed, seed)) > 0
 
     def has_breakdown(self, network_id: int) -> bool:
         return self._scalar("SELECT COUNT(*) FROM breakdowns WHERE network_id = ?", (network_id,)) > 0
 
     def result_count(self) -> int:
-        """How many measurements the store holds (counts, timings, epochs, breakdowns)."""
+        """How many measurements the store holds (counts, timings, epochs, validations,
+        breakdowns)."""
         return sum(self._scalar(f"SELECT COUNT(*) FROM {t}")  # noqa: S608 -- our own table names
-                   for t in ("counts", "step_timings", "epochs", "breakdowns"))
+                   for t in ("counts", "step_timings", "epochs", "validations", "breakdowns"))
 
     # -- reading --------------------------------------------------------------------------------
     def runs(self) -> list[RunRow]:
@@ -412,11 +447,8 @@ class Store:
                   for c in self._rows("SELECT * FROM counts WHERE network_id = ?", nid)}
         timings = tuple(from_row(TimingRow, t) for t in self._rows(
             "SELECT * FROM step_timings WHERE network_id = ? ORDER BY measured, rowid", nid))
-        trainings = tuple(
-            from_row(TrainingRow, t, epochs=tuple(from_row(EpochRecord, e) for e in self._rows(
-                "SELECT * FROM epochs WHERE training_uid = ? ORDER BY epoch", (t["uid"],))))
-            for t in self._rows("SELECT * FROM trainings WHERE network_id = ? "
-                                "ORDER BY started, rowid", nid))
+        trainings = tuple(self._training(t) for t in self._rows(
+            "SELECT * FROM trainings WHERE network_id = ? ORDER BY started, rowid", nid))
         breakdown = {b["layer_type"]: (b["time_s"], b["flops"]) for b in self._rows(
             "SELECT * FROM breakdowns WHERE network_id = ?", nid)}
         errors = tuple(from_row(ErrorRow, e) for e in self._rows(
@@ -426,6 +458,19 @@ class Store:
             "WHERE t.network_id = ?", nid)}
         return from_row(NetworkResult, r, counts=counts, timings=timings, trainings=trainings,
                        breakdown=breakdown, errors=errors, allreduce=allreduce)
+
+
+    def _training(self, t: sqlite3.Row) -> TrainingRow:
+        """A training run with its epochs, validations and time to target."""
+        uid = (t["uid"],)
+        epochs = tuple(from_row(EpochRecord, e) for e in self._rows(
+            "SELECT * FROM epochs WHERE training_uid = ? ORDER BY epoch", uid))
+        validations = tuple(from_row(ValidationRecord, v) for v in self._rows(
+            'SELECT * FROM validations WHERE training_uid = ? ORDER BY "index"', uid))
+        target = self._rows("SELECT * FROM times_to_target WHERE training_uid = ?", uid)
+        return from_row(TrainingRow, t, epochs=epochs, validations=validations,
+                        time_to_target=from_row(TimeToTarget, target[0], reached=bool(target[0]["reached"]))
+                        if target else None)
 
 
 def network_id_in(c: sqlite3.Connection, row: NetworkRow) -> int:
