@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from dnncost.core.errors import DnncostError, OutputError, StoreError
 from dnncost.core.kinds import MODES, Mode, OptimizerKind
 from dnncost.measuring.measurement import NOISE_THRESHOLD, NoisyMeasurementWarning
-from dnncost.prediction.calibration import QUICK_BUDGET_S
+from dnncost.prediction.calibration import QUICK_BUDGET_S, Focus
 from dnncost.study.config import (
     SEED,
     StudyConfig,
@@ -209,7 +209,7 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
             progress_.describe("fitting the per-operator time model (quick calibration)")
             try:
                 with clock.timing(Stage.OPERATOR_MODEL):
-                    operator_model = _fit_operator_model(threads)
+                    operator_model = _fit_operator_model(threads, _focus(config))
             except DnncostError as exc:  # optional: the measurements stand without it
                 warnings.warn(f"the per-operator time model could not be fitted ({exc}); the "
                               "report has no predicted-vs-measured section", stacklevel=2)
@@ -274,14 +274,24 @@ def _calibration(store: Store, fingerprint: str, device: torch.device, threads: 
             cal.bandwidth.bytes_per_s if cal.bandwidth else None, source, operator_model)
 
 
-def _fit_operator_model(threads: int) -> dict[str, object]:
-    """A quick per-operator time model of this machine (dnncost.prediction.calibration), saved to
-    its calibration cache like `dnncost calibrate --ops --quick` and returned for the store: the
-    report's predicted-vs-measured section then exists in every default run, marked quick."""
+def _focus(config: StudyConfig) -> Focus | None:
+    """The one input configuration the study's networks share (3 x side x side at its batch), for
+    the quick calibration to draw around; None when each network keeps its own input."""
+    if config.input_size is None:
+        return None
+    return Focus((3, config.input_size, config.input_size), config.batch_size)
+
+
+def _fit_operator_model(threads: int, focus: Focus | None) -> dict[str, object]:
+    """A quick per-operator time model of this machine (dnncost.prediction.calibration), drawn
+    around ``focus``, saved to its calibration cache like `dnncost calibrate --ops --quick` and
+    returned for the store: the report's predicted-vs-measured section then exists in every
+    default run, marked quick."""
     from dnncost.prediction.calibration import calibrate_operators
     from dnncost.prediction.storage import save_operator_model
 
-    model = calibrate_operators(threads=threads, quick=True, budget_s=STUDY_CALIBRATION_S).model
+    model = calibrate_operators(threads=threads, quick=True, budget_s=STUDY_CALIBRATION_S,
+                                focus=focus).model
     try:
         save_operator_model(model)
     except OutputError as exc:  # the store keeps the model all the same
