@@ -259,7 +259,8 @@ def test_real_torchrun_two_workers(tmp_path: Path) -> None:
     script.write_text(TORCHRUN_SCRIPT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
            "--master-port", str(launch.free_port()), str(script)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # torchrun's own log folder (torchelastic_*)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert (out["launcher"], out["world_size"]) == ("torchrun", 2)
