@@ -81,9 +81,9 @@ def test_the_study_plans_each_familys_epochs():
     run capped at its family's epochs; AlexNet's recipe doubles its cap, so its run is planned at
     twice the prior epoch's seconds."""
     from dnncost.study.config import StudyConfig
+    from dnncost.study.plan import plan_units
     from dnncost.study.progress import COUNT_S, EPOCH_S, REPEAT_OVERHEAD_S
     from dnncost.study.stages import Stage
-    from dnncost.study.sweep import plan_units
 
     config = StudyConfig(models=("lenet5", "alexnet_cifar"), epochs=3, repeats=2, breakdown=False,
                          work=False, predictor=False)

@@ -29,10 +29,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from dnncost.core.errors import DnncostError, OutputError, StoreError
+from dnncost.core.errors import DnncostError, StoreError
 from dnncost.core.kinds import MODES, Mode, OptimizerKind
 from dnncost.measuring.measurement import NOISE_THRESHOLD, NoisyMeasurementWarning
-from dnncost.prediction.calibration import QUICK_BUDGET_S, Focus
+from dnncost.study.calibration import fit_quick_model, machine_calibration, study_focus
 from dnncost.study.config import (
     SEED,
     StudyConfig,
@@ -40,32 +40,23 @@ from dnncost.study.config import (
     load_study_dataset,
     select_models,
 )
+from dnncost.study.plan import plan_units, seed_part, seeds, work_grid, work_networks
 from dnncost.study.predicted import predict_with_stored_model
 from dnncost.study.progress import (
-    BREAKDOWN_S,
-    CALIBRATE_S,
-    COUNT_S,
-    DISTRIBUTED_S,
     EPOCH_S,
-    FIT_OVERHEAD,
-    PREDICT_S,
     TARGET_SHARE_OF_CAP,
-    WHATIF_S,
-    WORK_POINT_S,
     Key,
     Progress,
-    Unit,
     make_bar,
     repeat_seconds,
     training_seconds,
 )
 from dnncost.study.stages import Stage, StageClock
 from dnncost.study.store import CountRow, NetworkRow, RepeatConditions, Store, TimingRow, WorkRow
-from dnncost.study.work import WORK_PLAN, WORK_STEP, WorkGrid, measure_work
+from dnncost.study.work import WORK_STEP, measure_work
 from dnncost.training.recipe import Recipe, recipe_for
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
     from dnncost.measuring.interleave import StoredRepeats
@@ -76,9 +67,6 @@ if TYPE_CHECKING:
 
 BREAKDOWN_STEPS = 2  # source: measured, two profiled steps give stable layer-type shares cheaply
 BETWEEN_OPERATORS = "(between operators)"  # step time no operator accounts for (breakdown gap)
-STUDY_CALIBRATION_S = QUICK_BUDGET_S  # source: our choice, the budget of `dnncost calibrate --ops
-# --quick`: a quick per-operator model within the study's 8-minute budget (issue 24; 60 s before);
-# `dnncost calibrate --ops` (3.5 min of sampling) fits a better one, which the study then uses
 DDP_MIN_STEPS = 10  # source: our choice; timed data-parallel steps per network at least, so the
 # median of the per-step all-reduce share is not one step's accident (spawning workers costs seconds)
 
@@ -102,59 +90,6 @@ class StudySummary:
     @property
     def complete(self) -> bool:
         return not self.failed
-
-
-def plan_units(config: StudyConfig, names: Sequence[str]) -> list[Unit]:
-    """Every unit of the study's work with its expected seconds (dnncost.study.progress): per
-    network its count, each step's timed repeats, breakdown, training run per seed (its cap's
-    epochs at a prior epoch time, planned again once its steps are timed), data-parallel step,
-    what-if and cost-vs-work series; then the calibrations and the predictions."""
-    from dnncost.models import family_of  # torch: kept off the CLI's start-up
-
-    units = []
-    for name in names:
-        units.append(Unit(Stage.COUNT, name, seconds=COUNT_S))
-        units += [Unit(Stage.TIME, name, mode, config.repeats * repeat_seconds(config.step_budget_s))
-                  for mode in ("train", "eval")]
-        if config.breakdown:
-            units.append(Unit(Stage.BREAKDOWN, name, seconds=BREAKDOWN_S))
-        cap = recipe_for(family_of(name)).epochs(config.epochs)
-        if cap:
-            prior = training_seconds(cap_epochs=cap, steps_per_epoch=0, val_batches=0,
-                                     validations_per_epoch=config.effective_validations_per_epoch,
-                                     train_step_s=math.nan, eval_step_s=math.nan)
-            units += [Unit(Stage.TRAIN, name, _seed_part(seed), prior) for seed in _seeds(config)]
-        if config.world_size > 1:
-            units.append(Unit(Stage.DISTRIBUTED, name, seconds=DISTRIBUTED_S))
-        if config.whatif is not None:
-            units.append(Unit(Stage.WHATIF, name, seconds=WHATIF_S))
-        if name in _work_networks(config, names):
-            units.append(Unit(Stage.WORK, name,
-                              seconds=WORK_POINT_S * len(_work_grid(name).points)))
-    units.append(Unit(Stage.CALIBRATE, None, seconds=CALIBRATE_S))
-    if config.predictor and config.device == "cpu":
-        units.append(Unit(Stage.OPERATOR_MODEL, None, seconds=STUDY_CALIBRATION_S * FIT_OVERHEAD))
-    units.append(Unit(Stage.PREDICT, None, seconds=PREDICT_S))
-    return units
-
-
-def _seeds(config: StudyConfig) -> range:
-    """The seeds each network trains from: SEED, SEED + 1, ... (``config.seeds`` of them)."""
-    return range(SEED, SEED + config.seeds)
-
-
-def _seed_part(seed: int) -> str:
-    return f"seed {seed}"
-
-
-def _work_grid(name: str) -> WorkGrid:
-    """The cost-vs-work grid of a network named in WORK_PLAN."""
-    return WorkGrid(input_sizes=WORK_PLAN[name])
-
-
-def _work_networks(config: StudyConfig, names: Sequence[str]) -> list[str]:
-    """The studied networks whose cost vs work is measured (none with ``config.work`` off)."""
-    return [n for n in names if n in WORK_PLAN] if config.work else []
 
 
 # -- the sweep ---------------------------------------------------------------------------------------
@@ -203,13 +138,14 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
         # too, so that the report uses what the study saw, wherever it is rendered.
         progress_.describe("calibrating the machine's peak")
         with clock.timing(Stage.CALIBRATE):
-            peak, bandwidth, source, operator_model = _calibration(store, fingerprint, device, threads)
+            peak, bandwidth, source, operator_model = machine_calibration(store, fingerprint, device,
+                                                                          threads)
         progress_.finish((Stage.CALIBRATE, None, ""))
         if operator_model is None and config.predictor and device.type == "cpu":
             progress_.describe("fitting the per-operator time model (quick calibration)")
             try:
                 with clock.timing(Stage.OPERATOR_MODEL):
-                    operator_model = _fit_operator_model(threads, _focus(config))
+                    operator_model = fit_quick_model(threads, study_focus(config))
             except DnncostError as exc:  # optional: the measurements stand without it
                 warnings.warn(f"the per-operator time model could not be fitted ({exc}); the "
                               "report has no predicted-vs-measured section", stacklevel=2)
@@ -238,66 +174,6 @@ def run_study(config: StudyConfig, store: Store, *, progress: bool = True,
                         measured=sweep.measured, skipped=sweep.skipped, remeasured=sweep.remeasured,
                         config_hash=config.config_hash, fingerprint=fingerprint,
                         stage_seconds=clock.by_name())
-
-
-def _calibration(store: Store, fingerprint: str, device: torch.device, threads: int,
-                 ) -> tuple[float | None, float | None, str | None, dict[str, object] | None]:
-    """(peak FLOP/s, bandwidth, where from, per-operator model): the cached `dnncost calibrate`
-    result, else the peak this store already holds for the machine (so resumed results keep one
-    reference), else a calibration measured now (not saved to the cache). A cached calibration
-    without the float32 convolution benchmark (older files, or one holding only a per-operator
-    model) does not give the peak: a matmul alone understated it (issue 13). An unreadable cached
-    calibration is warned about and ignored (dnncost.measuring.calibrate.cached_calibration).
-    The per-operator model is the one in the cached calibration (None: it has none, or one that
-    cannot be read, which is warned about; the store then keeps what it held)."""
-    from dnncost.measuring.calibrate import cached_calibration, calibrate
-    from dnncost.prediction.errors import NotCalibratedError
-    from dnncost.prediction.storage import model_in
-
-    cal = cached_calibration(device, threads=threads)
-    operator_model = None
-    try:
-        model = model_in(cal) if cal is not None else None
-        operator_model = model.to_dict() if model is not None else None
-    except NotCalibratedError as exc:  # optional: the measurements stand without it
-        warnings.warn(f"{exc}; the study goes on without it", stacklevel=2)
-    if cal is not None and "float32" in cal.conv:
-        source = f"dnncost calibrate, {cal.created}"
-    else:
-        stored = store.environment(fingerprint)
-        if stored is not None and stored.peak_flops_per_s is not None:
-            return (stored.peak_flops_per_s, stored.bandwidth_bytes_per_s, stored.calibration,
-                    operator_model)
-        cal = calibrate(device, threads=threads)
-        source = f"measured by the study after its timings, {cal.created}"
-    return (cal.peak_flops_per_s("float32"),
-            cal.bandwidth.bytes_per_s if cal.bandwidth else None, source, operator_model)
-
-
-def _focus(config: StudyConfig) -> Focus | None:
-    """The one input configuration the study's networks share (3 x side x side at its batch), for
-    the quick calibration to draw around; None when each network keeps its own input."""
-    if config.input_size is None:
-        return None
-    return Focus((3, config.input_size, config.input_size), config.batch_size)
-
-
-def _fit_operator_model(threads: int, focus: Focus | None) -> dict[str, object]:
-    """A quick per-operator time model of this machine (dnncost.prediction.calibration), drawn
-    around ``focus``, saved to its calibration cache like `dnncost calibrate --ops --quick` and
-    returned for the store: the report's predicted-vs-measured section then exists in every
-    default run, marked quick."""
-    from dnncost.prediction.calibration import calibrate_operators
-    from dnncost.prediction.storage import save_operator_model
-
-    model = calibrate_operators(threads=threads, quick=True, budget_s=STUDY_CALIBRATION_S,
-                                focus=focus).model
-    try:
-        save_operator_model(model)
-    except OutputError as exc:  # the store keeps the model all the same
-        warnings.warn(f"{exc}; the per-operator time model is kept in the study's database only",
-                      stacklevel=2)
-    return model.to_dict()
 
 
 @dataclass
@@ -376,7 +252,7 @@ class _Sweep:
                 self._guarded(net, Stage.DISTRIBUTED, self._data_parallel)
             if self.config.whatif is not None:
                 self._guarded(net, Stage.WHATIF, self._whatif)
-            if net.name in _work_networks(self.config, names):
+            if net.name in work_networks(self.config, names):
                 self._guarded(net, Stage.WORK, self._work)
             self.keep_stage_times()
 
@@ -611,8 +487,8 @@ class _Sweep:
                 validations_per_epoch=self.config.effective_validations_per_epoch,
                 train_step_s=statistics.median(steps["train"]) if steps["train"] else math.nan,
                 eval_step_s=statistics.median(steps["eval"]) if steps["eval"] else math.nan)
-            for seed in _seeds(self.config):
-                key = (Stage.TRAIN, net.name, _seed_part(seed))
+            for seed in seeds(self.config):
+                key = (Stage.TRAIN, net.name, seed_part(seed))
                 self._cap_seconds[key] = full
                 self.progress.plan(key, full * share)
 
@@ -622,8 +498,8 @@ class _Sweep:
         epochs without a target; each epoch, each validation and the time to the target stored
         as it comes."""
         cap = self._recipe(net).epochs(self.config.epochs)  # a family may train a multiple
-        for seed in _seeds(self.config):
-            key = (Stage.TRAIN, net.name, _seed_part(seed))
+        for seed in seeds(self.config):
+            key = (Stage.TRAIN, net.name, seed_part(seed))
             if self.store.has_complete_training(net.nid, seed=seed):
                 self._mark(key, stored=True)
                 continue
@@ -713,7 +589,7 @@ class _Sweep:
             return
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            points = measure_work(net.name, grid=_work_grid(net.name),
+            points = measure_work(net.name, grid=work_grid(net.name),
                                   options=WORK_STEP.replace(
                                       device=self.config.device, threads=self.threads,
                                       optimizer=OptimizerKind(self.config.optimizer)))
