@@ -115,7 +115,8 @@ def test_the_trees_learn_a_shape_effect_the_line_misses() -> None:
 
 def synthetic_network(rng: random.Random, name: str, mode: str) -> NetworkSample:
     """A network of matmul and relu calls with known kernel times; its step costs its kernels
-    + 30 us + 20 us per module + 4 us per backward call (the known step weights)."""
+    + 30 us + 20 us per module + 4 us per backward call, + 4% of its kernels' time in a train step
+    (the known step weights)."""
     records, kernel_s = [], []
     for _ in range(rng.randint(5, 40)):
         n = rng.choice((64, 256, 1024))
@@ -132,7 +133,8 @@ def synthetic_network(rng: random.Random, name: str, mode: str) -> NetworkSample
                         peak_bytes=0)
     modules = rng.randint(3, 60)
     backward = sum(r.phase is Phase.BACKWARD for r in records)
-    step = sum(kernel_s) + 30e-6 + 20e-6 * modules + 4e-6 * backward
+    step = sum(kernel_s) * (1.04 if mode == "train" else 1.0) + 30e-6 + 20e-6 * modules \
+        + 4e-6 * backward
     return NetworkSample(name, report, tuple(kernel_s), modules, 10, step)
 
 
@@ -143,6 +145,8 @@ def test_fit_operator_model_recovers_kernels_and_step_weights() -> None:
     model = fit_operator_model(fitted)
     weights = dict(zip(STEP_FEATURES, model.step_weights, strict=True))
     assert weights["modules"] == pytest.approx(20e-6, rel=0.05)
+    assert weights["train_kernel_s"] == pytest.approx(0.04, rel=0.1)
+    assert weights["eval_kernel_s"] == pytest.approx(0.0, abs=0.004)
     errors = [predict_report(s.report, model, modules=s.modules, param_tensors=s.param_tensors
                              ).step_s / s.step_s - 1 for s in held]
     assert max(abs(e) for e in errors) < 0.03
@@ -178,8 +182,9 @@ def test_step_features_count_what_is_not_a_kernel() -> None:
                rec("aten._foreach_add_", Phase.OPTIMIZER))
     report = CostReport(model="x", mode="train", input_shape=(8,), batch_size=1, records=records,
                         params=1, trainable_params=1, param_bytes=4, activation_bytes=0, peak_bytes=0)
-    # train, eval, 4 kernel calls, 2 forward calls, 1 backward call, 5 modules, 3 parameter tensors
-    assert list(step_features(report, 5, 3)) == [1, 0, 4, 2, 1, 5, 3]
+    # train, eval, 4 kernel calls, 2 forward calls, 1 backward call, 5 modules, 3 parameter tensors,
+    # the kernels' 0.5 s in a train step, none in an eval step
+    assert list(step_features(report, 5, 3, 0.5)) == [1, 0, 4, 2, 1, 5, 3, 0.5, 0]
 
 
 def test_baselines_are_one_scale_factor_per_mode_fitted_on_the_given_networks() -> None:
@@ -304,7 +309,7 @@ def test_a_stored_model_of_another_version_or_with_a_wrong_field_is_refused() ->
     data = tiny_model().to_dict()
     with pytest.raises(ModelFormatError, match="version 2; this dnncost reads"):
         OperatorModel.from_dict({**data, "version": 2})
-    with pytest.raises(ModelFormatError, match="model.step_weights has 2 items, expected 7"):
+    with pytest.raises(ModelFormatError, match="model.step_weights has 2 items, expected 9"):
         OperatorModel.from_dict({**data, "step_weights": [0.0, 0.0]})
     with pytest.raises(ModelFormatError, match="unknown fields: not_a_kind"):
         OperatorModel.from_dict({**data, "kinds": {"not_a_kind": data["fallback"]}})

@@ -61,7 +61,8 @@ def fit_operator_model(samples: Sequence[NetworkSample], **meta: Any) -> Operato
     xf[:, 0] = np.maximum(kinds, 0)
     fallback = fit_kind(xf, flops, nbytes, secs)
     # what the steps cost beyond their kernels
-    feats = np.array([step_features(s.report, s.modules, s.param_tensors) for s in samples])
+    feats = np.array([step_features(s.report, s.modules, s.param_tensors, sum(s.kernel_s))
+                      for s in samples])
     rest = np.array([s.step_s - sum(s.kernel_s) for s in samples])
     steps = np.array([s.step_s for s in samples])
     # a call's correction (the clock's own cost) cannot exceed the fastest kernel timed: a step

@@ -129,21 +129,28 @@ def _counted_on_cpu(module: nn.Module, shape: tuple[int, ...], *, mode: str, bat
 
 
 STEP_FEATURES = ("train", "eval", "kernel_calls", "forward_calls", "backward_calls", "modules",
-                 "param_tensors")
+                 "param_tensors", "train_kernel_s", "eval_kernel_s")
 """What a step costs beyond its kernels is fitted as a linear function of these counts (the
-weight of ``kernel_calls`` may be negative: the clock's own cost per call, counted in each kernel)."""
+weight of ``kernel_calls`` may be negative: the clock's own cost per call, counted in each kernel)
+and of its kernels' seconds in each mode: a share of the kernels' time that the step spends between
+them, which on the calibration's random networks and on real ones alike is a steady few percent of
+the step, where no count tracks it (per kernel call it ranged from 2 to 12 microseconds)."""
 
 
-def step_features(report: CostReport, modules: int, param_tensors: int) -> np.ndarray:
+def step_features(report: CostReport, modules: int, param_tensors: int,
+                  kernel_s: float) -> np.ndarray:
     """[train, eval, kernel calls, forward calls (train: the graph each records), backward calls
     (the engine's per node), module calls (Python, both modes), parameter tensors (train:
-    zero_grad and the optimizer's loop)] of one step."""
+    zero_grad and the optimizer's loop), the kernels' seconds in a train step, in an eval step]
+    of one step whose kernels take ``kernel_s`` (measured when fitting, predicted when
+    predicting)."""
     train = report.mode == "train"
     forward = sum(r.phase is Phase.FORWARD for r in report.records)
     backward = sum(r.phase is Phase.BACKWARD for r in report.records)
     return np.array([float(train), float(not train), float(len(report.records)), forward * train,
                      float(backward),
-                     float(modules), param_tensors * float(train)])
+                     float(modules), param_tensors * float(train), kernel_s * train,
+                     kernel_s * (not train)])
 
 
 def module_counts(module: nn.Module) -> tuple[int, int]:

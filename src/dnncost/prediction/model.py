@@ -136,9 +136,11 @@ class OperatorModel:
             xi = x[idx] if reg is not self.fallback else with_kind(x[idx], kind)
             out[idx] = reg.seconds(xi, flops[idx], nbytes[idx])
 
-    def overhead_seconds(self, report: CostReport, modules: int, param_tensors: int) -> float:
-        """What the step costs beyond its kernels."""
-        return float(np.dot(self.step_weights, step_features(report, modules, param_tensors)))
+    def overhead_seconds(self, report: CostReport, modules: int, param_tensors: int,
+                         kernel_s: float) -> float:
+        """What the step costs beyond its kernels, which take ``kernel_s``."""
+        return float(np.dot(self.step_weights,
+                            step_features(report, modules, param_tensors, kernel_s)))
 
     def summary(self) -> dict[str, object]:
         return {"fingerprint": self.fingerprint, "threads": self.threads,
@@ -227,8 +229,9 @@ class OperatorModel:
 
 
 MODEL_FORMAT = "dnncost-operator-model"  # source: our choice, names what the data is
-MODEL_VERSION = 3  # source: our choice; 1 was the pickled regressors of older files, never loaded;
-# 2 was fitted on each network's fastest pass, 3 on its pooled passes read by STUDY_ESTIMATOR
+MODEL_VERSION = 4  # source: our choice; 1 was the pickled regressors of older files, never loaded;
+# 2 was fitted on each network's fastest pass, 3 on its pooled passes read by STUDY_ESTIMATOR, 4
+# adds the kernels' seconds to what the step costs beyond them (kernels.STEP_FEATURES)
 _MODEL_FIELDS = ("format", "version", "fingerprint", "threads", "torch_version", "created", "quick",
                  "networks", "kernels", "busy_networks", "passes", "focus", "held_out", "baselines",
                  "transfer", "interval", "step_weights", "kinds", "fallback")

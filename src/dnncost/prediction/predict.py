@@ -143,7 +143,8 @@ def predict_report(report: CostReport, model: OperatorModel, *, modules: int = 0
     calls = tuple(OpTime(r, op_kind(r), float(s)) for r, s in zip(report.records, seconds, strict=False))
     return Prediction(model=report.model, mode=report.mode, batch_size=report.batch_size,
                       input_shape=tuple(report.input_shape), calls=calls,
-                      step_overhead_s=model.overhead_seconds(report, modules, param_tensors),
+                      step_overhead_s=model.overhead_seconds(report, modules, param_tensors,
+                                                             float(seconds.sum())),
                       flops=report.total().flops, uncovered=unsupported,
                       interval=model.interval.factors(report.mode, coverage), coverage=coverage)
 
