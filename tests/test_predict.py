@@ -430,3 +430,16 @@ def test_predict_prints_the_interval_and_quotes_held_out_and_transfer_errors(
     assert rows[1]["low_ms"] == ""  # a layer row: the interval is the step's
     assert main(["predict", "resnet20", "--coverage", "80"]) == 2
     assert "--coverage must be a fraction strictly between 0 and 1" in capsys.readouterr().err
+
+
+def test_the_report_names_the_calibration_that_predicted_with_its_own_errors() -> None:
+    from dnncost.study.findings import describe_calibration
+
+    quick = tiny_model(quick=True, networks=7, passes=2, focus="32x3x32x32",
+                       held_out={"train": {"mape": 0.123}}, transfer={"train": {"mape": 0.2}})
+    text = describe_calibration(quick)
+    assert "quick calibration of this machine (7 random networks drawn at 32x3x32x32, 2 passes)" in text
+    assert "train-step error: held-out random networks 12.3%, transfer set 20.0%" in text
+    assert "eval step: not measured" in text and "dnncost calibrate --ops" in text
+    full = describe_calibration(tiny_model(networks=36, passes=3))
+    assert "full calibration" in full and "whole range" in full and "trades accuracy" not in full

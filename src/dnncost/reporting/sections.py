@@ -466,6 +466,7 @@ def prediction_blocks(predicted: PredictedVsMeasured, *, prefix: str = "") -> li
     rows = ev.table_rows()
     columns = tuple(rows[0].keys()) if rows else ()
     blocks += [*(Paragraph(ev.headline(mode)) for mode in MODES),
+               *((Paragraph(predicted.calibration),) if predicted.calibration else ()),
                Table(columns, tuple(tuple(num_text(r[c]) for c in columns) for r in rows)),
                FigureBlock(prefix + "predicted_vs_measured.png",
                            plots.png_bytes(plots.predicted_vs_measured(ev)),

@@ -48,6 +48,7 @@ class PredictedVsMeasured:
 
     evaluation: Evaluation | None
     note: str = ""
+    calibration: str = ""  # one sentence on the model that predicted (quick or full, its errors)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,33 @@ def predicted_vs_measured(store: Store, group: Group) -> PredictedVsMeasured:
     predictions = latest_predictions(store.prediction_rows(group))
     if not predictions:
         return PredictedVsMeasured(None, NO_PREDICTIONS)
-    return PredictedVsMeasured(evaluate(stored_observations(group.networks, predictions)))
+    model = OperatorModel.from_dict(group.operator_model)
+    return PredictedVsMeasured(evaluate(stored_observations(group.networks, predictions)),
+                               calibration=describe_calibration(model))
+
+
+def describe_calibration(model: OperatorModel) -> str:
+    """One sentence: which calibration predicted (quick or full, how many random networks, drawn
+    where), its own error on held-out random networks and on the transfer set of standard
+    networks, and, for a quick one, what a full one costs and gives instead."""
+    def errors(mode: str) -> str:
+        parts = [f"{label} {100 * metrics[mode]['mape']:.1f}%"
+                 for label, metrics in (("held-out random networks", model.held_out),
+                                        ("transfer set", model.transfer))
+                 if mode in metrics and "mape" in metrics[mode]]
+        return ", ".join(parts) if parts else "not measured"
+
+    drawn = f"drawn at {model.focus}" if model.focus else "drawn over the sampler's whole range"
+    text = (f"The per-kernel model is a {'quick' if model.quick else 'full'} calibration of this "
+            f"machine ({model.networks} random networks {drawn}, {model.passes} pass"
+            f"{'es' if model.passes > 1 else ''}); its own train-step error: {errors('train')}; "
+            f"eval step: {errors('eval')}.")
+    if model.quick:
+        text += (" A quick calibration trades accuracy for the study's time budget: a full "
+                 "`dnncost calibrate --ops` (at most about 5 minutes) times more and larger random "
+                 "networks over every input size, is quoted with the same two errors, and is used "
+                 "by the next study of this machine in its place.")
+    return text
 
 
 def group_findings(store: Store, group: Group, *, command: str | None = None) -> GroupFindings:
