@@ -34,7 +34,7 @@ from dnncost.measuring.probe import Probe, ProbeReading
 from dnncost.measuring.timing import StepOptions, StepTiming
 
 REMEASURE_SHARE = 0.2  # source: measured; at 0.5 a default study on a slow machine spent 60 s of its
-# 10 min re-measuring (2026-12-01, 73 of 180 repeats flagged), over the 10-minute budget of issue
+# 10 min re-measuring (73 of 180 repeats flagged), over the 10-minute budget of issue
 # 13. A fifth -- one extra repeat per 5 -- bounds a busy machine's run at 1.2x the timing, while
 # the study's estimator (a lower quartile over the kept repeats) already sets slowed steps aside
 

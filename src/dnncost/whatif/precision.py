@@ -48,7 +48,7 @@ def emulation(dtype: torch.dtype, device: torch.device, mode: Mode) -> str:
 COUNT_NOTE = "counted with the whole network in {dtype}; autocast keeps some ops in float32"
 CPU_FP16_NOT_TRAINED = ("fp16 training on CPU is not fast -- few CPU kernels run float16 natively; "
                         "bf16 is trained")
-# source: measured, README's whatif table (2026-12-01, AMD EPYC): resnet20's fp16 training step
+# source: measured, docs/results-amd-epyc.md's whatif table: resnet20's fp16 training step
 # 19.6x the float32 one (bf16 0.78x): fp16's 3 epochs cost ~59 float32 epochs, over twice the
 # other 8 trained transformations' 3 epochs each at their time ratios (0.77-1.27x, ~24) together
 
