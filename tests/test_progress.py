@@ -52,6 +52,18 @@ def test_an_early_stop_gives_back_the_rest_and_a_long_run_grows_the_plan():
     assert bar.total == 75.0
 
 
+def test_the_bar_never_runs_past_its_total() -> None:
+    """Sums of many fractional plans round differently from sums of their credits: the last
+    credit must not leave n above total (tqdm warns 'clamping frac' and shows a negative time)."""
+    bar = Bar()
+    units = [Unit(Stage.TIME, "a", str(i), 0.1) for i in range(10)]
+    progress = Progress(bar, units)
+    bar.total -= 1e-12  # what a total summed in another order can come to
+    for unit in units:
+        progress.finish(unit.key)
+    assert bar.n <= bar.total
+
+
 def test_stored_units_and_a_failed_networks_units_leave_the_plan():
     progress, bar = _progress()
     progress.skip((Stage.COUNT, "a", ""))  # found stored: it took no time, it counts for nothing

@@ -109,6 +109,8 @@ class Progress:
         delta = seconds - self.credited.get(key, 0.0)
         if delta > 0:
             self.credited[key] = seconds
+            if self.bar.n + delta > self.bar.total:  # rounding in the sums: never past the end
+                self.bar.total = self.bar.n + delta
             self.bar.update(delta)
 
     def finish(self, key: Key, *, worth: float | None = None) -> None:
