@@ -22,7 +22,8 @@ from dnncost.prediction.evaluation import TOLERANCE, Evaluation, Method
 from dnncost.study.analysis import StudyAnalysis
 from dnncost.study.drift import StudyDrift
 from dnncost.study.explanation import Explanation
-from dnncost.study.points import CostMetric, TimeMetric
+from dnncost.study.fits import Fit
+from dnncost.study.points import CostMetric, NetworkPoint, TimeMetric
 from dnncost.study.work import WorkAxis, WorkSeries
 
 if TYPE_CHECKING:
@@ -53,6 +54,29 @@ def _colour(family: str) -> str:
     return FAMILY_COLOURS.get(family, OTHER_COLOUR)
 
 
+
+def _point(ax: Any, p: NetworkPoint, metric: TimeMetric, x: float) -> None:
+    """One network's time at ``x`` in its family's colour, with its 95% interval over repeats as
+    an error bar (none with one repeat)."""
+    y = p.time(metric)
+    low, high = p.interval(metric)
+    err = [[y - low], [high - y]] if math.isfinite(low) and math.isfinite(high) else None
+    ax.errorbar([x], [y], yerr=err, fmt="o", color=_colour(p.family), ecolor=_colour(p.family),
+                capsize=3, markersize=6)
+
+
+def _fit_lines(ax: Any, fit: Fit, *, power: str) -> np.ndarray:
+    """The power-law fit (labelled 'power-law fit: ``power``') and the least-squares line where it
+    is positive, over the fit's x range widened 1.5x each way; returns those x."""
+    xs = np.geomspace(min(fit.x) / 1.5, max(fit.x) * 1.5, 100)
+    ax.plot(xs, np.exp(fit.loglog_intercept) * xs ** fit.loglog_slope, "-", color="black",
+            lw=1.2, label=f"power-law fit: {power}")
+    linear = fit.slope * xs + fit.intercept
+    ok = linear > 0
+    ax.plot(xs[ok], linear[ok], "--", color="black", lw=1,
+            label=f"least-squares line (R² = {fit.r_squared:.2f})")
+    return xs
+
 def time_vs_flops(analysis: StudyAnalysis, metric: TimeMetric = TimeMetric.TRAIN_STEP) -> Figure:
     """Time against FLOPs on log axes: every network labelled, the 95% bootstrap interval of its
     figure over repeats as an error bar, the fitted power law, the least-squares line and the
@@ -73,22 +97,12 @@ def time_vs_flops(analysis: StudyAnalysis, metric: TimeMetric = TimeMetric.TRAIN
                 transform=ax.transAxes)
         return fig
     for p in points:
-        x, y = p.cost(metric, CostMetric.FLOPS), p.time(metric)
-        low, high = p.interval(metric)  # the 95% interval over repeats; NaN with one repeat
-        err = [[y - low], [high - y]] if math.isfinite(low) and math.isfinite(high) else None
-        ax.errorbar([x], [y], yerr=err, fmt="o", color=_colour(p.family), ecolor=_colour(p.family),
-                    capsize=3, markersize=6)
+        _point(ax, p, metric, p.cost(metric, CostMetric.FLOPS))
     families = sorted({p.family for p in points})
     for family in families:
         ax.plot([], [], "o", color=_colour(family), label=family)
     if fit is not None and math.isfinite(fit.loglog_slope):
-        xs = np.geomspace(min(fit.x) / 1.5, max(fit.x) * 1.5, 100)
-        ax.plot(xs, np.exp(fit.loglog_intercept) * xs ** fit.loglog_slope, "-", color="black",
-                lw=1.2, label=f"power-law fit: time ∝ FLOPs^{fit.loglog_slope:.2f}")
-        linear = fit.slope * xs + fit.intercept
-        ok = linear > 0
-        ax.plot(xs[ok], linear[ok], "--", color="black", lw=1,
-                label=f"least-squares line (R² = {fit.r_squared:.2f})")
+        xs = _fit_lines(ax, fit, power=f"time ∝ FLOPs^{fit.loglog_slope:.2f}")
         median = int(np.argsort(fit.x)[len(fit.x) // 2])
         ax.plot(xs, fit.y[median] * xs / fit.x[median], ":", color="grey", lw=1,
                 label=f"proportional to FLOPs (through {fit.names[median]})")
@@ -121,25 +135,15 @@ def time_to_accuracy(analysis: StudyAnalysis) -> Figure:
         points = [p for p in analysis.points if p.time(metric) > 0 and p.cost(metric, cost) > 0]
         labelled = []
         for p in points:
-            x, y = p.cost(metric, cost), p.time(metric)
-            low, high = p.interval(metric)
-            err = [[y - low], [high - y]] if math.isfinite(low) and math.isfinite(high) else None
-            ax.errorbar([x], [y], yerr=err, fmt="o", color=_colour(p.family), ecolor=_colour(p.family),
-                        capsize=3, markersize=6)
-            labelled.append((p.name, x, y, _colour(p.family)))
+            _point(ax, p, metric, p.cost(metric, cost))
+            labelled.append((p.name, p.cost(metric, cost), p.time(metric), _colour(p.family)))
         for r in missed:
             ax.plot([lower_x(r)], [r.total_s], "^", mfc="none", color=_colour(r.family), markersize=7)
             labelled.append((r.name, lower_x(r), r.total_s, _colour(r.family)))
         fit = analysis.fit(metric, cost)
         title = f"vs {metric.work_label(cost)}"
         if fit is not None and math.isfinite(fit.loglog_slope):
-            xs = np.geomspace(min(fit.x) / 1.5, max(fit.x) * 1.5, 100)
-            ax.plot(xs, np.exp(fit.loglog_intercept) * xs ** fit.loglog_slope, "-", color="black",
-                    lw=1.2, label=f"power-law fit: ∝ x^{fit.loglog_slope:.2f}")
-            linear = fit.slope * xs + fit.intercept
-            ok = linear > 0
-            ax.plot(xs[ok], linear[ok], "--", color="black", lw=1,
-                    label=f"least-squares line (R² = {fit.r_squared:.2f})")
+            _fit_lines(ax, fit, power=f"∝ x^{fit.loglog_slope:.2f}")
             title += (f": slope {fit.loglog_slope:.2f}, Spearman ρ = {fit.spearman_rho:.2f}, "
                       f"n = {fit.n}")
         if missed:
