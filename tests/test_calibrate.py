@@ -185,18 +185,18 @@ def test_study_measures_its_own_peak_over_a_cached_calibration_without_the_conv(
         cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cached calibration from before the convolution benchmark (or one holding only a
     per-operator model) understated the peak: the study measures a calibration instead."""
+    from dnncost.study.calibration import machine_calibration
     from dnncost.study.store import open_store
-    from dnncost.study.sweep import _calibration
 
     conv = ConvPeak("float32", (32, 256, 8), 3e11, Measurement((1e-2,)))
     monkeypatch.setattr(cal, "calibrate", lambda *a, **k: make(
         matmul={"float32": peak("float32", 2e11)}, conv={"float32": conv}))
     save_calibration(make(matmul={"float32": peak("float32", 1e11)}))  # matmul only
     with open_store(tmp_path / "s.sqlite") as store:
-        found, _, source, _ = _calibration(store, "fp", torch.device("cpu"), 1)
+        found, _, source, _ = machine_calibration(store, "fp", torch.device("cpu"), 1)
         assert (found, source.startswith("measured by the study")) == (3e11, True)
         save_calibration(make(conv={"float32": conv}))  # now cached with the convolution
-        found, _, source, _ = _calibration(store, "fp", torch.device("cpu"), 1)
+        found, _, source, _ = machine_calibration(store, "fp", torch.device("cpu"), 1)
         assert (found, source.startswith("dnncost calibrate")) == (3e11, True)
 
 
@@ -205,20 +205,20 @@ def test_study_takes_the_cached_model_through_the_one_reader_and_warns_on_an_old
     """The study stores the cached per-kernel model as the reader returns it (plain data); an old
     pickled one is warned about and left out, never unpickled."""
     from dnncost.prediction.model import OperatorModel
+    from dnncost.study.calibration import machine_calibration
     from dnncost.study.store import open_store
-    from dnncost.study.sweep import _calibration
     from test_predict import tiny_model
 
     conv = ConvPeak("float32", (32, 256, 8), 3e11, Measurement((1e-2,)))
     model = tiny_model(fingerprint="fp", threads=1)
     save_calibration(make(conv={"float32": conv}).with_section("kernels", {"model": model.to_dict()}))
     with open_store(tmp_path / "s.sqlite") as store:
-        *_, stored = _calibration(store, "fp", torch.device("cpu"), 1)
+        *_, stored = machine_calibration(store, "fp", torch.device("cpu"), 1)
         assert OperatorModel.from_dict(stored).to_dict() == model.to_dict()
         save_calibration(make(conv={"float32": conv}).with_section(
             "kernels", {"model": {"regressors": "gASVAAAA", "step_weights": []}}))
         with pytest.warns(UserWarning, match="old format"):
-            *_, stored = _calibration(store, "fp", torch.device("cpu"), 1)
+            *_, stored = machine_calibration(store, "fp", torch.device("cpu"), 1)
         assert stored is None
 
 

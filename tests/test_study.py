@@ -241,7 +241,7 @@ def test_run_that_fails_is_marked_failed_not_left_running(tmp_path, specs, monke
     def broken(*args, **kwargs):
         raise RuntimeError("calibration broke on purpose")
 
-    monkeypatch.setattr(sweep, "_calibration", broken)
+    monkeypatch.setattr(sweep, "machine_calibration", broken)
     config = _config(specs["tiny"], epochs=0, repeats=1, breakdown=False)
     with open_store(tmp_path / "s.sqlite") as store:
         with pytest.raises(RuntimeError, match="on purpose"):
@@ -257,7 +257,7 @@ def test_drifted_repeats_are_remeasured_and_stored_with_the_machine_around_them(
     from dnncost.measuring.probe import Probe
 
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path / "cache"))  # a fresh probe reference
-    monkeypatch.setattr(sweep, "_calibration", lambda *a: (None, None, None, None))
+    monkeypatch.setattr(sweep, "machine_calibration", lambda *a: (None, None, None, None))
     calls = itertools.count()  # the probe: 3 ms around the first repeat timed (train), then 1 ms
     monkeypatch.setattr(Probe, "run", lambda self, reps=5: 3e-3 if next(calls) < 2 else 1e-3)
     config = _config(specs["tiny"], epochs=0, breakdown=False, repeats=2)
