@@ -15,6 +15,7 @@ from dnncost.cli import main
 from dnncost.core.inputs import InputSpec, TensorInput
 from dnncost.core.step import Mode
 from dnncost.training.recipe import Recipe
+from dnncost.training.trainer import TrainOptions
 from dnncost.whatif import registry
 from dnncost.whatif.accuracy import (
     ORIGINAL,
@@ -30,7 +31,8 @@ from dnncost.whatif.runner import WhatIfResult
 
 DIGITS_CLASSES = 10  # source: sklearn load_digits, ten digit classes
 CHANCE = 1 / DIGITS_CLASSES
-OPTIONS = TrainingOptions(recipe=Recipe(0.05), epochs=1)  # source: measured, ~0.92 after one epoch
+OPTIONS = TrainingOptions(recipe=Recipe(0.05), train=TrainOptions(epochs=1))
+# source: measured, ~0.92 after one epoch
 IMAGE = InputSpec((TensorInput((1, 8, 8)),))
 
 
@@ -49,7 +51,7 @@ def test_every_transformation_says_how_it_is_trained() -> None:
         "channels_last", "compile", "threads", "batch_size"}
     specs = parse_specs("prune_channels:0.5,prune_magnitude:0.5,int8,threads")
     # prune_channels and prune_magnitude train; int8 is evaluated, threads keeps the original's
-    assert epochs_planned(specs, TrainingOptions(epochs=3)) == 3 * 2
+    assert epochs_planned(specs, TrainingOptions(train=TrainOptions(epochs=3))) == 3 * 2
 
 
 def test_cli_trains_each_family_the_epochs_the_study_trains_it() -> None:
@@ -66,11 +68,11 @@ def test_cli_trains_each_family_the_epochs_the_study_trains_it() -> None:
         return _training_options(args, load_model(model), StepOptions(mode=Mode.TRAIN))
 
     alexnet = training("alexnet_cifar", "--epochs", "3")
-    assert alexnet.recipe.epoch_multiple == 2 and alexnet.epochs == 6  # 3 configured x 2
+    assert alexnet.recipe.epoch_multiple == 2 and alexnet.train.epochs == 6  # 3 configured x 2
     assert alexnet.describe().startswith("6 epochs (the recipe's 2x the configured) on digits")
     assert "x the epochs" not in alexnet.describe()  # the multiple is not stated twice
-    assert training("alexnet_cifar").epochs == 6  # the default 3 x 2, as in the study
-    assert training("lenet5").epochs == 3  # the default 3 x 1
+    assert training("alexnet_cifar").train.epochs == 6  # the default 3 x 2, as in the study
+    assert training("lenet5").train.epochs == 3  # the default 3 x 1
     with pytest.raises(Exception, match="--epochs must be a positive integer, got -1"):
         training("alexnet_cifar", "--epochs", "-1")
 
@@ -213,7 +215,7 @@ def test_report_section_shows_the_accuracies(tmp_path) -> None:
     with open_store(tmp_path / "s.sqlite") as store:
         save_whatif(store, results, family="other", input_shape=(1, 8, 8),
                     options=StepOptions(mode=Mode.TRAIN), command="test",
-                    training=TrainingOptions(epochs=1))
+                    training=TrainingOptions(train=TrainOptions(epochs=1)))
         blocks = whatif_blocks(study_findings(store))
     (table,) = [b for b in blocks if isinstance(b, Table)]
     assert table.columns[-3:] == ("accuracy", "accuracy_change", "accuracy_note")
@@ -271,7 +273,7 @@ def test_progress_bar_ends_full_when_a_variant_is_not_trained() -> None:
     from dnncost.commands.whatif import _Trainer
     from dnncost.training.records import EpochRecord
 
-    trainer = _Trainer(None, IMAGE, TrainingOptions(epochs=2))  # type: ignore[arg-type]
+    trainer = _Trainer(None, IMAGE, TrainingOptions(train=TrainOptions(epochs=2)))  # type: ignore[arg-type]
     trainer.bar = tqdm(total=2 + 2, file=io.StringIO())  # two variants planned, 2 epochs each
     record = EpochRecord(epoch=1, train_time_s=0.1, val_time_s=0.1, train_data_time_s=0.0,
                          val_data_time_s=0.0, train_loss=1.0, train_accuracy=0.5, val_loss=1.0,

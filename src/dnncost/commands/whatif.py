@@ -243,15 +243,17 @@ def _training_options(args: argparse.Namespace, loaded: LoadedModel, options: St
                       ) -> TrainingOptions:
     from dnncost.models import family_of
     from dnncost.training.recipe import recipe_for
-    from dnncost.whatif.accuracy import TrainingOptions
+    from dnncost.training.trainer import TrainOptions
+    from dnncost.whatif.accuracy import SEED, TrainingOptions
     from dnncost.whatif.runner import options_precision
 
     recipe = recipe_for(family_of(loaded.name))
     epochs = RECIPE_EPOCHS if args.epochs is None else args.epochs
-    return TrainingOptions(recipe=recipe, epochs=recipe.epochs(epochs),  # as the study does
+    return TrainingOptions(recipe=recipe,
                            dataset=DEFAULT_DATASET if args.dataset is None else args.dataset,
-                           device=args.device, threads=args.threads,
-                           precision=options_precision(options))
+                           train=TrainOptions(epochs=recipe.epochs(epochs),  # as the study does
+                                              device=args.device, threads=args.threads,
+                                              precision=options_precision(options), seed=SEED))
 
 
 class _Trainer:
@@ -298,8 +300,8 @@ class _Trainer:
             data = self.data = load_training_data(self.spec, self.options)
         except InputSpecError as exc:
             raise InputSpecError(f"--train: {exc}") from None
-        torch.manual_seed(self.options.seed)  # the weights' initialisation, as dnncost train does
-        with self._progress(self.options.epochs):
+        torch.manual_seed(self.options.train.seed)  # the weights' initialisation, as dnncost train does
+        with self._progress(self.options.train.epochs):
             self.trained, self.original_accuracy = train_original(
                 self.loaded.build("cpu"), data, options=self.options, name=self.loaded.name,
                 on_epoch=self._epoch)

@@ -561,6 +561,7 @@ class _Sweep:
             return
         from dnncost.measuring.timing import StepOptions
         from dnncost.study.whatif import study_whatif, whatif_row
+        from dnncost.training.trainer import TrainOptions
         from dnncost.whatif.accuracy import TrainingOptions
         from dnncost.whatif.registry import parse_specs
 
@@ -568,10 +569,11 @@ class _Sweep:
                               device=self.config.device, threads=self.threads,
                               warmup=self.config.warmup, steps=self.config.steps,
                               optimizer=OptimizerKind(self.config.optimizer), lr=self._recipe(net).lr)
-        training = TrainingOptions(recipe=self._recipe(net),
-                                   epochs=self._recipe(net).epochs(self.config.epochs),
-                                   batch_size=self.config.batch_size, dataset=self.config.dataset,
-                                   device=self.config.device, threads=self.threads, seed=SEED) \
+        training = TrainingOptions(recipe=self._recipe(net), dataset=self.config.dataset,
+                                   train=TrainOptions(
+                                       epochs=self._recipe(net).epochs(self.config.epochs),
+                                       batch_size=self.config.batch_size, device=self.config.device,
+                                       threads=self.threads, seed=SEED)) \
             if self.config.whatif_train else None  # the study's recipe, data and epochs
         specs = parse_specs(None if self.config.whatif == "" else self.config.whatif)  # '': all
         for result in study_whatif(self._model(net), specs, options=options,

@@ -87,9 +87,9 @@ def save_whatif(store: Store, results: Sequence[WhatIfResult], *, family: str,
            for k, v in asdict(options).items()}}
     config["inputs"] = inputs  # another input is another network row
     if training is not None:
-        config["train"] = {"epochs": training.epochs, "batch_size": training.batch_size,
+        config["train"] = {"epochs": training.train.epochs, "batch_size": training.train.batch_size,
                            "dataset": training.dataset, "recipe": training.recipe.describe(),
-                           "seed": training.seed}
+                           "seed": training.train.seed}
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     network = NetworkRow(name=results[0].model, family=family, config_hash=config_hash,
                          fingerprint=fingerprint, config=config, input_shape=inputs,

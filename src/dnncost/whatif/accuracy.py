@@ -40,7 +40,7 @@ from dnncost.core.kinds import Mode
 from dnncost.training.data import DatasetSplit, load_dataset
 from dnncost.training.recipe import DEFAULT_RECIPE, RECIPE_EPOCHS, Recipe
 from dnncost.training.records import EpochRecord
-from dnncost.training.trainer import DEFAULT_BATCH_SIZE, TrainOptions, evaluate, train
+from dnncost.training.trainer import TrainOptions, evaluate, train
 from dnncost.whatif.int8 import CALIBRATION_BATCHES
 from dnncost.whatif.prune_magnitude import PRUNABLE
 from dnncost.whatif.registry import Context, NotApplicable, Spec, Training, first_line
@@ -57,31 +57,26 @@ EpochHook = Callable[[str, EpochRecord], None]  # (transformation label or ORIGI
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    """How the original and each transformed network are trained (the study's recipe).
-
-    ``epochs`` are the epochs each training runs: the recipe's for the configured ones
+    """How the original and each transformed network are trained: the study's ``recipe`` on
+    ``dataset``, each run as ``train`` says (:class:`~dnncost.training.trainer.TrainOptions`: its
+    epochs, batch size, device, threads, the original's precision, seed), the recipe's rate and
+    schedule laid over it. ``train.epochs`` are the recipe's for the configured ones
     (``recipe.epochs(configured)``: a family may train a multiple), as the caller worked them out.
     """
 
     recipe: Recipe = DEFAULT_RECIPE
-    epochs: int = RECIPE_EPOCHS
-    batch_size: int = DEFAULT_BATCH_SIZE
     dataset: str = "digits"
-    device: str = "cpu"
-    threads: int | None = None
-    precision: Precision = Precision()  # the original's dtype, autocast and memory format
-    seed: int = SEED
+    train: TrainOptions = TrainOptions(epochs=RECIPE_EPOCHS, seed=SEED)
 
-    def __post_init__(self) -> None:
-        for label, value in (("epochs", self.epochs), ("training batch size", self.batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputSpecError(f"{label} must be a positive integer, got {value!r}")
+    def run(self, precision: Precision) -> TrainOptions:
+        """One training run's options: ``train`` in ``precision`` with the recipe applied."""
+        return replace(self.train, precision=precision).with_recipe(self.recipe)
 
     def describe(self) -> str:
         multiple = self.recipe.epoch_multiple
-        return (f"{_epochs(self.epochs)}"
+        return (f"{_epochs(self.train.epochs)}"
                 + (f" (the recipe's {multiple}x the configured)" if multiple > 1 else "")
-                + f" on {self.dataset} at batch {self.batch_size}, "
+                + f" on {self.dataset} at batch {self.train.batch_size}, "
                 f"{self.recipe.describe(multiple=False)}")
 
 
@@ -106,23 +101,20 @@ def load_training_data(inputs: InputSpec, options: TrainingOptions) -> DatasetSp
             or not tensors[0].dtype.is_floating_point:
         raise InputSpecError(f"training reads images from dataset '{options.dataset}', so the "
                              f"network must take one float CxHxW input; its input is '{inputs}'")
-    return load_dataset(options.dataset, input_shape=tensors[0].shape, seed=options.seed)
+    return load_dataset(options.dataset, input_shape=tensors[0].shape, seed=options.train.seed)
 
 
 def epochs_planned(specs: Iterable[Spec], options: TrainingOptions) -> int:
     """The epochs :func:`variant_accuracies` runs for ``specs`` (at most: a variant that does not
     apply, fails, or is validated instead of trained runs fewer); the original's
-    :func:`train_original` runs ``options.epochs``."""
-    return options.epochs * sum(s.transformation.training in TRAINED for s in specs)
+    :func:`train_original` runs ``options.train.epochs``."""
+    return options.train.epochs * sum(s.transformation.training in TRAINED for s in specs)
 
 
 def _train(model: nn.Module, data: DatasetSplit, *, options: TrainingOptions, precision: Precision,
            label: str, name: str, on_epoch: EpochHook | None) -> float:
     """Train ``model`` in place with the recipe; its validation accuracy after the last epoch."""
-    run = TrainOptions(epochs=options.epochs, batch_size=options.batch_size, device=options.device,
-                       threads=options.threads, seed=options.seed,
-                       precision=precision).with_recipe(options.recipe)
-    result = train(model, data, options=run, progress=False, name=name,
+    result = train(model, data, options=options.run(precision), progress=False, name=name,
                    on_epoch=None if on_epoch is None else lambda record: on_epoch(label, record))
     return result.final.val_accuracy
 
@@ -133,7 +125,7 @@ def train_original(model: nn.Module, data: DatasetSplit, *, options: TrainingOpt
     """A trained copy of ``model`` (``model`` is left as found) and its accuracy. A failure
     raises (TrainingDivergedError, ...): without the original there is nothing to compare with."""
     trained = copy.deepcopy(model)
-    accuracy = _train(trained, data, options=options, precision=options.precision, label=ORIGINAL,
+    accuracy = _train(trained, data, options=options, precision=options.train.precision, label=ORIGINAL,
                       name=name or type(model).__name__, on_epoch=on_epoch)
     return trained, Accuracy(ORIGINAL, accuracy, f"trained {options.describe()}")
 
@@ -158,15 +150,16 @@ def variant_accuracies(trained: nn.Module, specs: Iterable[Spec], *, data: Datas
     """Each spec's accuracy, transformed from the ``trained`` original (left as found) by its
     transformation's Training plan (see the module docstring); a failure is an Accuracy that says
     so, and the next spec goes on."""
-    device = resolve_device(options.device)
+    device = resolve_device(options.train.device)
     shape = data.input_shape
-    loader = DataLoader(data.train, batch_size=options.batch_size, shuffle=False)
-    calibration = tuple(ModelInputs((options.precision.batch(x),))
+    loader = DataLoader(data.train, batch_size=options.train.batch_size, shuffle=False)
+    calibration = tuple(ModelInputs((options.train.precision.batch(x),))
                         for x, _ in itertools.islice(loader, CALIBRATION_BATCHES))
-    with using_threads(options.threads) as threads:
+    with using_threads(options.train.threads) as threads:
         context = Context(inputs=InputSpec((TensorInput(tuple(shape)),)),
-                          batch_size=options.batch_size, mode=Mode.TRAIN, device=device,
-                          threads=threads, precision=options.precision, calibration=calibration)
+                          batch_size=options.train.batch_size, mode=Mode.TRAIN, device=device,
+                          threads=threads, precision=options.train.precision,
+                          calibration=calibration)
     for spec in specs:
         yield _accuracy(spec, trained, data=data, options=options, original=original,
                         context=context, name=name or type(trained).__name__, on_epoch=on_epoch)
@@ -186,7 +179,7 @@ def _accuracy(spec: Spec, trained: nn.Module, *, data: DatasetSplit, options: Tr
     except FAILURES as exc:
         return Accuracy(spec.label, None, f"transforming the trained network failed: "
                                           f"{first_line(exc)}", failed=True)
-    base = options.precision
+    base = options.train.precision
     autocast = str(variant.autocast).removeprefix("torch.") if variant.autocast is not None \
         else base.autocast
     precision = Precision(dtype=base.dtype, autocast=autocast,
@@ -195,7 +188,7 @@ def _accuracy(spec: Spec, trained: nn.Module, *, data: DatasetSplit, options: Tr
     try:
         if plan is Training.EVALUATE or variant.not_trained:
             variant.module.to(context.device)
-            accuracy = evaluate(variant.module, data.val, batch_size=options.batch_size,
+            accuracy = evaluate(variant.module, data.val, batch_size=options.train.batch_size,
                                 device=context.device, precision=precision)
             if variant.not_trained:
                 return Accuracy(spec.label, accuracy, f"not trained ({variant.not_trained}): the "
@@ -211,7 +204,7 @@ def _accuracy(spec: Spec, trained: nn.Module, *, data: DatasetSplit, options: Tr
         return Accuracy(spec.label, None, f"training failed: {first_line(exc)}", failed=True)
     kept = f", zero weights of {layers} layers kept at zero" if layers else ""
     return Accuracy(spec.label, accuracy, f"the trained original transformed, then trained again "
-                                          f"({_epochs(options.epochs)}, the recipe){kept}{under}")
+                                          f"({_epochs(options.train.epochs)}, the recipe){kept}{under}")
 
 
 def measured_specs(specs: Iterable[Spec], results: Iterable[WhatIfResult]) -> list[Spec]:
