@@ -7,7 +7,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from dnncost.core.errors import OutputError
-from dnncost.prediction.calibration import QUICK_BUDGET_S, Focus
+from dnncost.prediction.calibration import Focus
 from dnncost.study.config import StudyConfig
 
 if TYPE_CHECKING:
@@ -15,13 +15,9 @@ if TYPE_CHECKING:
 
     from dnncost.study.store import Store
 
-STUDY_CALIBRATION_S = QUICK_BUDGET_S  # source: our choice, the budget of `dnncost calibrate --ops
-# --quick`: a quick per-operator model within the study's 8-minute budget (issue 24; 60 s before);
-# `dnncost calibrate --ops` (3.5 min of sampling) fits a better one, which the study then uses
 
-
-def machine_calibration(store: Store, fingerprint: str, device: torch.device, threads: int,
-                 ) -> tuple[float | None, float | None, str | None, dict[str, object] | None]:
+def machine_calibration(store: Store, fingerprint: str, device: torch.device, threads: int
+                        ) -> tuple[float | None, float | None, str | None, dict[str, object] | None]:
     """(peak FLOP/s, bandwidth, where from, per-operator model): the cached `dnncost calibrate`
     result, else the peak this store already holds for the machine (so resumed results keep one
     reference), else a calibration measured now (not saved to the cache). A cached calibration
@@ -55,23 +51,22 @@ def machine_calibration(store: Store, fingerprint: str, device: torch.device, th
 
 
 def study_focus(config: StudyConfig) -> Focus | None:
-    """The one input configuration the study's networks share (3 x side x side at its batch), for
-    the quick calibration to draw around; None when each network keeps its own input."""
+    """The input side and batch the study's networks share, for the quick calibration to draw
+    around; None when each network keeps its own input."""
     if config.input_size is None:
         return None
     return Focus((3, config.input_size, config.input_size), config.batch_size)
 
 
 def fit_quick_model(threads: int, focus: Focus | None) -> dict[str, object]:
-    """A quick per-operator time model of this machine (dnncost.prediction.calibration), drawn
-    around ``focus``, saved to its calibration cache like `dnncost calibrate --ops --quick` and
-    returned for the store: the report's predicted-vs-measured section then exists in every
-    default run, marked quick."""
+    """A quick per-operator time model of this machine (dnncost.prediction.calibration, within
+    `dnncost calibrate --ops --quick`'s budget), drawn around ``focus``, saved to its calibration
+    cache like `dnncost calibrate --ops --quick` and returned for the store: the report's
+    predicted-vs-measured section then exists in every default run, marked quick."""
     from dnncost.prediction.calibration import calibrate_operators
     from dnncost.prediction.storage import save_operator_model
 
-    model = calibrate_operators(threads=threads, quick=True, budget_s=STUDY_CALIBRATION_S,
-                                focus=focus).model
+    model = calibrate_operators(threads=threads, quick=True, focus=focus).model
     try:
         save_operator_model(model)
     except OutputError as exc:  # the store keeps the model all the same
@@ -80,4 +75,4 @@ def fit_quick_model(threads: int, focus: Focus | None) -> dict[str, object]:
     return model.to_dict()
 
 
-__all__ = ["STUDY_CALIBRATION_S", "fit_quick_model", "machine_calibration", "study_focus"]
+__all__ = ["fit_quick_model", "machine_calibration", "study_focus"]

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dnncost.core.kinds import Mode
 from dnncost.prediction.errors import REFIT_COMMAND, ModelFormatError, OldModelFormatError
 from dnncost.prediction.evaluation import Evaluation, evaluate
 from dnncost.prediction.model import OperatorModel
@@ -94,7 +95,7 @@ def predicted_vs_measured(store: Store, group: Group) -> PredictedVsMeasured:
     if group.operator_model is None:
         return PredictedVsMeasured(None, NO_MODEL)
     try:  # only read, never run: the model's fields are checked as plain data
-        OperatorModel.from_dict(group.operator_model)
+        model = OperatorModel.from_dict(group.operator_model)
     except OldModelFormatError:
         return PredictedVsMeasured(None, OLD_MODEL)
     except ModelFormatError as exc:
@@ -103,7 +104,6 @@ def predicted_vs_measured(store: Store, group: Group) -> PredictedVsMeasured:
     predictions = latest_predictions(store.prediction_rows(group))
     if not predictions:
         return PredictedVsMeasured(None, NO_PREDICTIONS)
-    model = OperatorModel.from_dict(group.operator_model)
     return PredictedVsMeasured(evaluate(stored_observations(group.networks, predictions)),
                                calibration=describe_calibration(model))
 
@@ -122,8 +122,8 @@ def describe_calibration(model: OperatorModel) -> str:
     drawn = f"drawn at {model.focus}" if model.focus else "drawn over the sampler's whole range"
     text = (f"The per-kernel model is a {'quick' if model.quick else 'full'} calibration of this "
             f"machine ({model.networks} random networks {drawn}, {model.passes} pass"
-            f"{'es' if model.passes > 1 else ''}); its own train-step error: {errors('train')}; "
-            f"eval step: {errors('eval')}.")
+            f"{'es' if model.passes > 1 else ''}); its own train-step error: {errors(Mode.TRAIN.value)}; "
+            f"eval step: {errors(Mode.EVAL.value)}.")
     if model.quick:
         text += (" A quick calibration trades accuracy for the study's time budget: a full "
                  "`dnncost calibrate --ops` (at most about 5 minutes) times more and larger random "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from dnncost.study.calibration import STUDY_CALIBRATION_S
+from dnncost.core.kinds import MODES
+from dnncost.prediction.calibration import QUICK_BUDGET_S
 from dnncost.study.config import SEED, StudyConfig
 from dnncost.study.progress import (
     BREAKDOWN_S,
@@ -36,7 +37,7 @@ def plan_units(config: StudyConfig, names: Sequence[str]) -> list[Unit]:
     for name in names:
         units.append(Unit(Stage.COUNT, name, seconds=COUNT_S))
         units += [Unit(Stage.TIME, name, mode, config.repeats * repeat_seconds(config.step_budget_s))
-                  for mode in ("train", "eval")]
+                  for mode in MODES]
         if config.breakdown:
             units.append(Unit(Stage.BREAKDOWN, name, seconds=BREAKDOWN_S))
         cap = recipe_for(family_of(name)).epochs(config.epochs)
@@ -54,7 +55,7 @@ def plan_units(config: StudyConfig, names: Sequence[str]) -> list[Unit]:
                               seconds=WORK_POINT_S * len(work_grid(name).points)))
     units.append(Unit(Stage.CALIBRATE, None, seconds=CALIBRATE_S))
     if config.predictor and config.device == "cpu":
-        units.append(Unit(Stage.OPERATOR_MODEL, None, seconds=STUDY_CALIBRATION_S * FIT_OVERHEAD))
+        units.append(Unit(Stage.OPERATOR_MODEL, None, seconds=QUICK_BUDGET_S * FIT_OVERHEAD))
     units.append(Unit(Stage.PREDICT, None, seconds=PREDICT_S))
     return units
 
