@@ -61,12 +61,25 @@ def test_op_kind_comes_from_the_registry_and_the_phase() -> None:
 
 def test_conv_geometry_of_a_strided_depthwise_backward() -> None:
     # grad_output (8, 32, 8, 8), input (8, 32, 16, 16), weight (32, 1, 5, 5): 32 groups of 1 channel,
-    # kernel area 5*5 = 25, stride 16 / 8 = 2
+    # kernel area 5*5 = 25, stride 16 / 8 = 2, output area 8*8 = 64
     r = rec("aten.convolution_backward", Phase.BACKWARD,
             shapes=((8, 32, 8, 8), (8, 32, 16, 16), (32, 1, 5, 5)))
-    assert conv_geometry(r) == (32, 1, 25, 2)
-    # forward of a grouped conv: input (4, 64, 7, 7), weight (128, 8, 3, 3): 64 / 8 = 8 groups
-    assert conv_geometry(rec("aten.convolution", shapes=((4, 64, 7, 7), (128, 8, 3, 3)))) == (8, 8, 9, 0)
+    assert conv_geometry(r) == (32, 1, 25, 2, 64)
+
+
+def test_conv_geometry_of_a_forward_call_reads_its_output_from_its_macs() -> None:
+    # grouped 5x5, stride 2, padding 2: input (4, 16, 9, 9) -> output (4, 32, 5, 5); 16 / 4 = 4
+    # groups of 4 channels, MACs 4 * 32 * 25 (output) * 4 * 25 = 320000; stride sqrt(81 / 25) = 2
+    conv = nn.Conv2d(16, 32, 5, stride=2, padding=2, groups=4)
+    forward = next(r for r in count(conv, mode="eval", batch_size=4, input_shape=(16, 9, 9)).records
+                   if r.op == "aten.convolution")
+    assert forward.cost.macs == 320000
+    assert conv_geometry(forward) == (4, 4, 25, 2, 25)
+    # depthwise 5x5 on a 2x2 map at stride 2: one output pixel
+    dw = nn.Conv2d(8, 8, 5, stride=2, padding=2, groups=8)
+    forward = next(r for r in count(dw, mode="eval", batch_size=2, input_shape=(8, 2, 2)).records
+                   if r.op == "aten.convolution")
+    assert conv_geometry(forward) == (8, 1, 25, 2, 1)
 
 
 # -- fitting on synthetic data with a known answer ---------------------------------------------
@@ -289,7 +302,7 @@ def test_a_stored_model_is_plain_data_and_an_old_pickled_one_is_never_loaded() -
     model = fit_operator_model([synthetic_network(rng, f"n{i}", m) for i in range(40)
                                 for m in ("train", "eval")])
     text = json.dumps(model.to_dict())
-    assert "regressors" not in text and model.kinds[OpKind.MATMUL].trees is not None
+    assert "regressors" not in text and model.kinds[OpKind.MATMUL.value].trees is not None
 
     def plain(obj: object) -> bool:
         return obj is None or type(obj) in (bool, int, float, str) or (

@@ -1,6 +1,6 @@
 """What the per-kernel model sees of one operator call: its kernel kind (the formula registry's)
 and its shape features -- the operator, its phase, FLOPs, bytes, the shapes it was called with and,
-for a convolution, its groups, channels per group, kernel area and stride."""
+for a convolution, its groups, channels per group, kernel area, stride and output area."""
 from __future__ import annotations
 
 import math
@@ -21,10 +21,14 @@ def op_kind(record: OpRecord) -> OpKind | None:
     return kind_of(record.op)
 
 
-def conv_geometry(record: OpRecord) -> tuple[int, int, int, int]:
-    """(groups, input channels per group, kernel area, stride) of a convolution or
-    convolution_backward call, from the shapes the counter keeps: (input, weight, ...) forward,
-    (grad_output, input, weight) backward; the stride is the ratio of input to output side."""
+def conv_geometry(record: OpRecord) -> tuple[int, int, int, int, int]:
+    """(groups, input channels per group, kernel area, stride, output area) of a convolution or
+    convolution_backward call, from the shapes the counter keeps -- (input, weight, ...) forward,
+    (grad_output, input, weight) backward -- and, forward, where the output's shape is not kept,
+    from its MACs (batch x output channels x output area x channels per group x kernel area). The
+    stride is the ratio of input to output side. The output's size picks the kernel oneDNN runs: a
+    depthwise 5x5 or 7x7 whose output is one pixel runs its reference path, tens of times slower
+    per FLOP than on a 2x2 output."""
     if "backward" in record.op and len(record.shapes) >= 3:
         out, x, w = record.shapes[0], record.shapes[1], record.shapes[2]
     else:
@@ -33,21 +37,36 @@ def conv_geometry(record: OpRecord) -> tuple[int, int, int, int]:
     per_group = w[1] if len(w) > 1 else 1
     groups = max(1, x[1] // per_group) if len(x) > 1 else 1
     area = int(np.prod(w[2:])) if len(w) > 2 else 1
-    stride = max(1, round(x[-1] / out[-1])) if out and len(x) > 2 and out[-1] else 0
-    return groups, per_group, area, stride
+    if out:
+        out_area = int(np.prod(out[2:])) if len(out) > 2 else 1
+    else:
+        per_pixel = (x[0] if x else 1) * (w[0] if w else 1) * per_group * area
+        out_area = max(1, round(record.cost.macs / per_pixel)) if per_pixel else 1
+    in_area = int(np.prod(x[2:])) if len(x) > 2 else 1
+    stride = max(1, round(math.sqrt(in_area / out_area))) if len(x) > 2 and out_area else 0
+    return groups, per_group, area, stride, out_area
+
+
+def padding_margin(area: int, out_area: int) -> float:
+    """The output's side less a "same" padding's (kernel side // 2): at or below 0 every output
+    pixel reads padding on every side, and oneDNN leaves its fast kernels -- on this project's
+    measurements (2-core Xeon, torch 2.14) a 5x5 convolution with a 1x1 output, or a 7x7 with a
+    2x2 one, ran 20-100x fewer FLOP/s than with one pixel more, depthwise, grouped and dense alike
+    (one split for the regressors, where kernel area and output area apart need two)."""
+    return math.sqrt(out_area) - int(math.sqrt(area)) // 2
 
 
 N_SHAPES = 3  # source: our choice; conv backward's (grad_output, input, weight) is the most any kind needs
 N_DIMS = 4  # source: NCHW
-N_FEATURES = 8 + N_SHAPES * (N_DIMS + 1) + 4  # what features() lists: 8 of the call, each shape's
-# N_DIMS sides and size, 4 of a convolution's geometry
+N_FEATURES = 8 + N_SHAPES * (N_DIMS + 1) + 6  # what features() lists: 8 of the call, each shape's
+# N_DIMS sides and size, 6 of a convolution's geometry
 
 
 def features(record: OpRecord, mode: str) -> np.ndarray:
     """The shape features of one call: operator code, phase, training flag, log2 of FLOPs, MACs,
     bytes read and written, tensor count, each of the first N_SHAPES input shapes' last N_DIMS
     dimensions and element count (log2), and for convolutions groups, channels per group, kernel
-    area and stride."""
+    area, stride, output area (log2) and padding margin."""
     c = record.cost
     head = [OP_CODES.get(record.op, -1), list(Phase).index(record.phase), float(mode == "train"),
             math.log2(1 + c.flops), math.log2(1 + c.macs), math.log2(1 + c.bytes_read),
@@ -57,11 +76,49 @@ def features(record: OpRecord, mode: str) -> np.ndarray:
         last = list(shape[-N_DIMS:])
         last = [0] * (N_DIMS - len(last)) + last
         dims += [math.log2(1 + d) for d in last] + [math.log2(1 + float(np.prod(shape))) if shape else 0.0]
-    conv = [0.0, 0.0, 0.0, 0.0]
+    conv = [0.0] * 6
     if op_kind(record) in (OpKind.CONV, OpKind.CONV_BACKWARD) and len(record.shapes) >= 2:
-        g, per_group, area, stride = conv_geometry(record)
-        conv = [math.log2(g), math.log2(per_group), float(area), float(stride)]
+        g, per_group, area, stride, out_area = conv_geometry(record)
+        conv = [math.log2(g), math.log2(per_group), float(area), float(stride), math.log2(out_area),
+                padding_margin(area, out_area)]
     return np.array(head + dims + conv, dtype=float)
+
+
+PADDED = "@padded"  # source: our choice, the suffix of a padded convolution's regressor key
+PADDED_KINDS = (OpKind.CONV, OpKind.CONV_BACKWARD)
+REGRESSOR_KEYS = tuple(k.value for k in OpKind) + tuple(k.value + PADDED for k in PADDED_KINDS)
+"""Every regressor a model may hold: one per kernel kind, and one per convolution kind for the calls
+whose output lies within their padding (:func:`regressor_key`)."""
+
+
+PADDED_MAX_PER_GROUP = 4  # source: measured (2-core Xeon, torch 2.14): 5x5 and 7x7 convolutions
+# with an output within their padding ran at 0.1-0.3 GFLOP/s depthwise and ~1 with 4 channels a
+# group, against 10-30 dense -- 3-10x below a dense one's usual rate, which the trees of the conv
+# kind learn from the padding margin, where the thin ones' 30-100x is beyond the range they saw
+
+
+def regressor_key(record: OpRecord) -> str | None:
+    """Which regressor times a call: its kernel kind's, except a k x k depthwise or thinly grouped
+    convolution (forward or backward, at most PADDED_MAX_PER_GROUP channels a group) whose output
+    lies within its padding (:func:`padding_margin` below 0): oneDNN runs it on another kernel,
+    30-100x fewer FLOP/s, so it gets a regressor of its own (``'conv@padded'``), whose line carries
+    that rate to sizes the calibration did not draw, as nn-Meter gives each kernel implementation
+    its own predictor; None without a kind."""
+    kind = op_kind(record)
+    if kind is None:
+        return None
+    if kind in PADDED_KINDS and len(record.shapes) >= 2:
+        _, per_group, area, _, out_area = conv_geometry(record)
+        margin = padding_margin(area, out_area)
+        if area > 1 and per_group <= PADDED_MAX_PER_GROUP and (
+                margin < 0 or (kind is OpKind.CONV_BACKWARD and margin <= 0)):
+            return kind.value + PADDED
+    return kind.value
+
+
+def key_kind(key: str) -> OpKind:
+    """The kernel kind of a regressor key."""
+    return OpKind(key.removesuffix(PADDED))
 
 
 def with_kind(x: np.ndarray, kind: OpKind | None) -> np.ndarray:
@@ -71,4 +128,5 @@ def with_kind(x: np.ndarray, kind: OpKind | None) -> np.ndarray:
     return x
 
 
-__all__ = ["N_FEATURES", "OP_CODES", "conv_geometry", "features", "op_kind", "with_kind"]
+__all__ = ["N_FEATURES", "OP_CODES", "PADDED", "REGRESSOR_KEYS", "conv_geometry", "features",
+           "key_kind", "op_kind", "padding_margin", "regressor_key", "with_kind"]

@@ -1,5 +1,6 @@
 """Fitting the per-kernel time model on timed random networks (see :mod:`dnncost.prediction.model`
-for what is fitted): one regressor per kernel kind -- a non-negative line in FLOPs and bytes, fitted
+for what is fitted): one regressor per kernel kind (a padded convolution's apart:
+features.regressor_key) -- a non-negative line in FLOPs and bytes, fitted
 on relative error, and scikit-learn's gradient-boosted trees on the log of what it misses, exported
 as plain numbers -- and the step weights of what is not a kernel, fitted with a robust loss."""
 from __future__ import annotations
@@ -13,12 +14,12 @@ import numpy as np
 
 from dnncost.counting.cost import CostReport
 from dnncost.counting.formulas import OpKind
-from dnncost.prediction.features import features, op_kind
+from dnncost.prediction.features import REGRESSOR_KEYS, features, op_kind, regressor_key
 from dnncost.prediction.kernels import STEP_FEATURES, step_features
 from dnncost.prediction.model import KindRegressor, OperatorModel
 from dnncost.prediction.trees import TreeEnsemble
 
-MIN_KIND_SAMPLES = 30  # source: our choice; fewer kernels of a kind: its line only, no trees
+MIN_KIND_SAMPLES = 20  # source: our choice; fewer kernels of a kind: its line only, no trees
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,12 @@ def fit_operator_model(samples: Sequence[NetworkSample], **meta: Any) -> Operato
     secs = np.array([t for _, _, t in records])
     kinds = np.array([list(OpKind).index(k) if (k := op_kind(r)) is not None else -1
                       for r, _, _ in records])
+    keys = np.array([regressor_key(r) or "" for r, _, _ in records])
     fitted = {}
-    for i, kind in enumerate(OpKind):
-        idx = kinds == i
+    for key in REGRESSOR_KEYS:
+        idx = keys == key
         if idx.any():
-            fitted[kind] = fit_kind(x[idx], flops[idx], nbytes[idx], secs[idx])
+            fitted[key] = fit_kind(x[idx], flops[idx], nbytes[idx], secs[idx])
     xf = x.copy()
     xf[:, 0] = np.maximum(kinds, 0)
     fallback = fit_kind(xf, flops, nbytes, secs)

@@ -7,8 +7,9 @@ kernels' times plus what is not a kernel,
            calls, module calls, parameter tensors (train)]
 
 ``kernel_s`` is a regressor per kernel kind (:class:`~dnncost.counting.formulas.OpKind`, which the
-formula registry states for every operator): a non-negative line ``a + b * FLOPs + c * bytes``
-(fitted on relative error) times a gradient-boosted correction learned on log time from the call's
+formula registry states for every operator; a convolution whose output lies within its padding
+has its own, :func:`~dnncost.prediction.features.regressor_key`): a non-negative line
+``a + b * FLOPs + c * bytes`` (fitted on relative error) times a gradient-boosted correction learned on log time from the call's
 shape features (FLOPs, bytes, channels, groups, kernel, stride, spatial size, batch, the operator,
 its phase). The line carries the regressor beyond the sampled sizes, the trees learn what it
 misses. Both are fitted on kernels timed inside the steps of random networks
@@ -36,10 +37,16 @@ from enum import Enum
 import numpy as np
 
 from dnncost.counting.cost import CostReport, OpRecord
-from dnncost.counting.formulas import OpKind
 from dnncost.prediction import reading
 from dnncost.prediction.errors import ModelFormatError, OldModelFormatError
-from dnncost.prediction.features import N_FEATURES, features, op_kind, with_kind
+from dnncost.prediction.features import (
+    N_FEATURES,
+    REGRESSOR_KEYS,
+    features,
+    key_kind,
+    regressor_key,
+    with_kind,
+)
 from dnncost.prediction.interval import IntervalModel
 from dnncost.prediction.kernels import STEP_FEATURES, step_features
 from dnncost.prediction.trees import TreeEnsemble
@@ -96,7 +103,7 @@ class KindRegressor:
 class OperatorModel:
     """The fitted per-kernel time model of one machine (device + thread count)."""
 
-    kinds: Mapping[OpKind, KindRegressor]
+    kinds: Mapping[str, KindRegressor]  # features.regressor_key -> its regressor
     fallback: KindRegressor  # for a kind no sampled network had: all kernels, one regressor
     step_weights: tuple[float, ...]  # seconds per unit of each of kernels.STEP_FEATURES
     fingerprint: str = ""
@@ -125,16 +132,22 @@ class OperatorModel:
         x[:, 0] = np.maximum(x[:, 0], 0)
         flops = np.array([r.cost.flops for r in records], dtype=float)
         nbytes = np.array([r.cost.bytes for r in records], dtype=float)
-        self._fill(out, x, flops, nbytes, [op_kind(r) for r in records])
+        self._fill(out, x, flops, nbytes, [regressor_key(r) for r in records])
         return out
 
     def _fill(self, out: np.ndarray, x: np.ndarray, flops: np.ndarray, nbytes: np.ndarray,
-              kinds: Sequence[OpKind | None]) -> None:
-        for kind in set(kinds):
-            idx = np.array([i for i, k in enumerate(kinds) if k is kind])
-            reg = self.kinds.get(kind, self.fallback) if kind is not None else self.fallback
-            xi = x[idx] if reg is not self.fallback else with_kind(x[idx], kind)
-            out[idx] = reg.seconds(xi, flops[idx], nbytes[idx])
+              keys: Sequence[str | None]) -> None:
+        """Each call's seconds from its regressor: its key's; a padded convolution's kind's when
+        no padded one was fitted; else the fallback (with the kind in place of the operator)."""
+        for key in set(keys):
+            idx = np.array([i for i, k in enumerate(keys) if k == key])
+            kind = key_kind(key) if key is not None else None
+            reg = None if key is None or kind is None else \
+                self.kinds.get(key) or self.kinds.get(kind.value)
+            if reg is None:
+                out[idx] = self.fallback.seconds(with_kind(x[idx], kind), flops[idx], nbytes[idx])
+            else:
+                out[idx] = reg.seconds(x[idx], flops[idx], nbytes[idx])
 
     def overhead_seconds(self, report: CostReport, modules: int, param_tensors: int,
                          kernel_s: float) -> float:
@@ -153,7 +166,7 @@ class OperatorModel:
                 "transfer": {m: dict(v) for m, v in self.transfer.items()},
                 "interval": self.interval.summary(),
                 "baselines": dict(self.baselines),
-                "kinds": {k.value: r.samples for k, r in self.kinds.items()}}
+                "kinds": {k: r.samples for k, r in self.kinds.items()}}
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready plain data (numbers, strings, lists, dicts; the trees as arrays): what a
@@ -166,7 +179,7 @@ class OperatorModel:
                 "transfer": {m: dict(v) for m, v in self.transfer.items()},
                 "interval": self.interval.to_dict(),
                 "baselines": dict(self.baselines), "step_weights": list(self.step_weights),
-                "kinds": {k.value: r.to_dict() for k, r in self.kinds.items()},
+                "kinds": {k: r.to_dict() for k, r in self.kinds.items()},
                 "fallback": self.fallback.to_dict()}
 
     @classmethod
@@ -184,8 +197,8 @@ class OperatorModel:
                                    f"{d['version']!r}; this dnncost reads {MODEL_FORMAT!r} version "
                                    f"{MODEL_VERSION}")
         weights = reading.numbers(d["step_weights"], "model.step_weights", length=len(STEP_FEATURES))
-        kinds = reading.mapping(d["kinds"], "model.kinds", optional=[k.value for k in OpKind])
-        return cls(kinds={OpKind(k): KindRegressor.from_dict(v, f"model.kinds.{k}")
+        kinds = reading.mapping(d["kinds"], "model.kinds", optional=list(REGRESSOR_KEYS))
+        return cls(kinds={k: KindRegressor.from_dict(v, f"model.kinds.{k}")
                           for k, v in kinds.items()},
                    fallback=KindRegressor.from_dict(d["fallback"], "model.fallback"),
                    step_weights=tuple(float(w) for w in weights),
@@ -229,9 +242,10 @@ class OperatorModel:
 
 
 MODEL_FORMAT = "dnncost-operator-model"  # source: our choice, names what the data is
-MODEL_VERSION = 4  # source: our choice; 1 was the pickled regressors of older files, never loaded;
+MODEL_VERSION = 5  # source: our choice; 1 was the pickled regressors of older files, never loaded;
 # 2 was fitted on each network's fastest pass, 3 on its pooled passes read by STUDY_ESTIMATOR, 4
-# adds the kernels' seconds to what the step costs beyond them (kernels.STEP_FEATURES)
+# adds the kernels' seconds to what the step costs beyond them (kernels.STEP_FEATURES), 5 a
+# convolution's output area to each call's features (features.conv_geometry)
 _MODEL_FIELDS = ("format", "version", "fingerprint", "threads", "torch_version", "created", "quick",
                  "networks", "kernels", "busy_networks", "passes", "focus", "held_out", "baselines",
                  "transfer", "interval", "step_weights", "kinds", "fallback")
