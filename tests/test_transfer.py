@@ -12,13 +12,25 @@ from dnncost.prediction import sampling
 from dnncost.prediction.calibration import QUICK_MAX_TRAIN_FLOPS, sized_transfer_set
 from dnncost.prediction.transfer import NETWORKS, transfer_networks
 
+DESIGNS = ("plain", "bottleneck", "inverted_residual", "attention", "mbconv", "grouped_bottleneck")
 
-def test_the_set_names_four_designs_at_two_inputs() -> None:
+
+def test_the_set_names_six_designs_at_two_inputs() -> None:
     names = [n.name for n in transfer_networks(larger=True)]
-    assert names == [f"transfer:{k}@{side}" for side in (32, 96) for k in
-                     ("plain", "bottleneck", "inverted_residual", "attention")]
-    assert [n.name for n in transfer_networks(larger=False)] == names[:4]
-    assert set(NETWORKS) == {"plain", "bottleneck", "inverted_residual", "attention"}
+    assert names == [f"transfer:{k}@{side}" for side in (32, 96) for k in DESIGNS]
+    assert [n.name for n in transfer_networks(larger=False)] == names[:len(DESIGNS)]
+    assert set(NETWORKS) == set(DESIGNS)
+
+
+def test_the_late_stages_reach_a_one_pixel_map_at_the_cifar_size() -> None:
+    """mbconv's 5x5 depthwise and grouped_bottleneck's 1x1 convolution from 1024 channels run on a
+    1x1 map at 32x32, where real ImageNet networks run at CIFAR sizes leave oneDNN's fast kernels."""
+    nets = {n.name: n for n in transfer_networks(larger=False)}
+    for name, channels, kernel in (("transfer:mbconv@32", 1152, 5),
+                                   ("transfer:grouped_bottleneck@32", 1024, 1)):
+        report = count(nets[name].module, mode="eval", batch_size=2, input_shape=(3, 32, 32))
+        assert any(r.op == "aten.convolution" and r.shapes[0][1:] == (channels, 1, 1)
+                   and r.shapes[1][-1] == kernel for r in report.records), name
 
 
 @pytest.mark.parametrize("net", transfer_networks(larger=True), ids=lambda n: n.name)
@@ -48,7 +60,10 @@ def test_none_is_drawn_from_the_sampler() -> None:
 
 def test_each_is_sized_under_the_flops_cap() -> None:
     sized = sized_transfer_set(max_train_flops=QUICK_MAX_TRAIN_FLOPS, larger=False)
-    assert [n.name for n in sized] == [n.name for n in transfer_networks(larger=False)]
+    # grouped_bottleneck fits the quick cap only at batch 1, where its batch norm on a 1x1 map
+    # cannot train: left out, not timed to fail
+    assert [n.name for n in sized] == [n.name for n in transfer_networks(larger=False)
+                                       if n.name != "transfer:grouped_bottleneck@32"]
     for net in sized:
         flops = count(net.module, mode="train", batch_size=net.batch_size,
                       input_shape=net.input_shape).total().flops

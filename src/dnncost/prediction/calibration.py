@@ -99,11 +99,29 @@ class Calibrated:
 
 def largest_batch(net: Network, *, max_train_flops: float) -> int | None:
     """The largest batch of BATCHES, at most ``net``'s own, whose training step is at most
-    ``max_train_flops`` (counted on the meta device); None when even batch 1 is larger."""
-    report = count(net.module, mode="train", batch_size=net.batch_size, input_shape=net.input_shape)
-    per_sample = report.total().flops / net.batch_size
-    fits = [b for b in sorted(set(BATCHES)) if b <= net.batch_size and b * per_sample <= max_train_flops]
-    return max(fits) if fits else None
+    ``max_train_flops`` (counted on the meta device); None when even batch 1 is larger. A step's
+    FLOPs are a line in the batch -- the optimizer's per step, the rest per sample -- read from
+    two counts (at the network's batch and half of it)."""
+    def flops(batch: int) -> float:
+        return float(count(net.module, mode="train", batch_size=batch,
+                           input_shape=net.input_shape).total().flops)
+
+    full = flops(net.batch_size)
+    if net.batch_size > 1:
+        half = net.batch_size // 2
+        per_sample = (full - flops(half)) / (net.batch_size - half)
+        per_step = max(0.0, full - per_sample * net.batch_size)
+    else:
+        per_sample, per_step = full, 0.0
+    fits = [b for b in sorted(set(BATCHES))
+            if b <= net.batch_size and per_step + b * per_sample <= max_train_flops]
+    if not fits:
+        return None
+    try:  # the step runs at that batch (batch norm needs two values per channel: not at batch 1
+        flops(max(fits))  # on a 1x1 map)
+    except DnncostError:
+        return None
+    return max(fits)
 
 
 @dataclass(frozen=True)

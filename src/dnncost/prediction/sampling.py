@@ -48,6 +48,12 @@ GROUP_WIDTHS = (1, 2, 4, 8, 16, 32, 64)  # source: ResNeXt/RegNet channels per g
 EXPANSIONS = (1, 3, 4, 6)  # source: MobileNetV2/V3, EfficientNet expansion ratios
 MAX_TOKENS = 256  # source: our choice; attention only on maps of at most 16x16
 CLASSES = (10, 100, 1000)  # source: CIFAR-10, CIFAR-100, ImageNet
+TAIL_SHARE = 0.4  # source: measured; ImageNet networks run at CIFAR sizes end in stages of 960-2048
+# channels on 1x1-2x2 maps (EfficientNet, MobileNet v3, ResNeXt), where oneDNN's kernels leave their
+# fast paths (a depthwise 5x5 with a one-pixel output ran 25x slower than predicted, a 1x1
+# convolution's backward from 1024 to 2048 channels 3x): about two networks in five end so
+TAIL_BLOCKS = (1, 2)  # source: our choice; EfficientNet-B0 has 1 block at 1x1 on a 32x32 input, 4
+# at 2x2
 
 
 def _act(name: str) -> nn.Module:
@@ -193,7 +199,7 @@ def _bottleneck(rng: random.Random, cin: int, cout: int, stride: int, act: str, 
 
 def _inverted(rng: random.Random, cin: int, cout: int, stride: int, act: str, norm: str
               ) -> tuple[nn.Module, int]:
-    hidden = cin * rng.choice(EXPANSIONS)
+    hidden = min(MAX_WIDTH, cin * rng.choice(EXPANSIONS))
     layers: list[nn.Module] = [] if hidden == cin else [_conv(cin, hidden, 1, norm=norm, act=act)]
     k = rng.choice(DEPTHWISE_KERNELS)
     layers.append(_conv(hidden, hidden, k, stride=stride, groups=hidden, norm=norm, act=act))
@@ -294,6 +300,15 @@ def random_network(seed: int, *, max_side: int = 224, side: int | None = None,
             heads = _divisor(c, rng.choice((1, 2, 4, 8)))
             layers.append(_Encoder(c, heads, 2 * c, rng.choice(("gelu", "relu"))))
             names.append("encoder")
+    if rng.random() < TAIL_SHARE and s <= 4:  # late blocks of many channels on a tiny map
+        for _ in range(rng.choice(TAIL_BLOCKS)):
+            stride = 2 if s > 1 and rng.random() < 0.5 else 1
+            name = rng.choice(("inverted", "bottleneck"))
+            block, c = BLOCKS[name](rng, c, min(MAX_WIDTH, c * rng.choice((1, 2))), stride,
+                                    rng.choice(acts), norm)
+            layers.append(block)
+            names.append(f"tail_{name}")
+            s = (s + stride - 1) // stride
     if rng.random() < 0.3 and s > 1:  # wide layers on a tiny map: a late 1x1 to many channels
         wide = min(MAX_WIDTH, c * rng.choice((2, 4)))
         layers.append(_conv(c, wide, 1, norm=norm, act=acts[1]))

@@ -13,7 +13,11 @@ sampler, and not zoo, torchvision or timm code (tests/test_leak.py checks the im
 - ``inverted_residual``: MobileNetV2 inverted residuals, 1x1 expand, 3x3 depthwise, 1x1 linear
   projection, ReLU6 (Sandler et al. 2018);
 - ``attention``: a patch embedding and pre-norm transformer encoder layers over the patches, a
-  ViT without the class token (Dosovitskiy et al. 2021).
+  ViT without the class token (Dosovitskiy et al. 2021);
+- ``mbconv``: EfficientNet's MBConv blocks, 1x1 expand, 3x3 or 5x5 depthwise, squeeze-excitation,
+  SiLU, down to a 1x1 map at the CIFAR size (Tan & Le 2019);
+- ``grouped_bottleneck``: ResNeXt blocks, 32 groups in the 3x3, an ImageNet stem (stride 2, max
+  pool) so that the last stage's 1024 channels meet a 1x1 map at the CIFAR size (Xie et al. 2017).
 
 Each comes at a CIFAR-sized input (3x32x32) and, in a full calibration, a larger one (3x96x96);
 the calibration picks each one's batch under its FLOPs cap (:mod:`dnncost.prediction.calibration`).
@@ -161,9 +165,82 @@ def attention(side: int) -> nn.Module:
     return PatchTransformer(side, patch=4 if side <= 32 else 8)
 
 
+class MBConv(nn.Module):
+    """x -> 1x1 expand (x t, SiLU) -> k x k depthwise (stride, SiLU) -> squeeze-excitation (a
+    quarter of the block's input channels, SiLU, sigmoid gate) -> 1x1 projection (+ x when shapes
+    allow)."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = [] if expand == 1 else [_conv_bn(cin, hidden, 1, act=nn.SiLU)]
+        layers.append(_conv_bn(hidden, hidden, k, stride=stride, groups=hidden, act=nn.SiLU))
+        self.expand_dw = nn.Sequential(*layers)
+        squeezed = max(1, cin // 4)  # source: Tan & Le 2019, SE ratio 0.25 of the block's input
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(hidden, squeezed, 1), nn.SiLU(),
+                                nn.Conv2d(squeezed, hidden, 1), nn.Sigmoid())
+        self.project = _conv_bn(hidden, cout, 1, act=None)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand_dw(x)
+        y = self.project(y * self.se(y))
+        return x + y if self.residual else y
+
+
+MBCONV_STAGES = ((1, 16, 3, 1, 1), (6, 24, 3, 1, 2), (6, 40, 5, 1, 2), (6, 80, 3, 2, 2),
+                 (6, 112, 5, 1, 1), (6, 192, 5, 2, 2), (6, 320, 3, 1, 1))
+"""(expansion, channels, kernel, blocks, stride of the first) per stage; source: EfficientNet-B0
+(Tan & Le 2019, Table 1), its seven stages with at most two blocks each."""
+
+
+def mbconv() -> nn.Module:
+    """EfficientNet-style: a strided 3x3 stem of 32 channels, MBCONV_STAGES, a 1x1 convolution to
+    1280 channels, global average pooling and a linear classifier."""
+    layers: list[nn.Module] = [_conv_bn(3, 32, 3, stride=2, act=nn.SiLU)]
+    cin = 32
+    for expand, cout, k, blocks, stride in MBCONV_STAGES:
+        for block in range(blocks):
+            layers.append(MBConv(cin, cout, k, stride if block == 0 else 1, expand))
+            cin = cout
+    return nn.Sequential(*layers, _conv_bn(cin, 1280, 1, act=nn.SiLU), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(1280, CLASSES))
+
+
+class GroupedBottleneck(nn.Module):
+    """x -> relu(1x1 -> 3x3 in GROUPS groups (stride) -> 1x1 (2x wider) + shortcut(x))."""
+
+    groups = 32  # source: Xie et al. 2017, ResNeXt-50 (32x4d)
+
+    def __init__(self, cin: int, width: int, stride: int) -> None:
+        super().__init__()
+        cout = 2 * width
+        self.body = nn.Sequential(_conv_bn(cin, width, 1),
+                                  _conv_bn(width, width, 3, stride=stride, groups=self.groups),
+                                  _conv_bn(width, cout, 1, act=None))
+        self.shortcut = (nn.Identity() if stride == 1 and cin == cout
+                         else _conv_bn(cin, cout, 1, stride=stride, act=None))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+def grouped_bottleneck() -> nn.Module:
+    """ResNeXt-style: a 7x7 stride-2 stem of 64 channels and a 3x3 stride-2 max pool, four stages
+    of one block each (widths 128, 256, 512, 1024 in 32 groups), strided from the second on."""
+    layers: list[nn.Module] = [_conv_bn(3, 64, 7, stride=2), nn.MaxPool2d(3, 2, padding=1)]
+    cin = 64
+    for stage, width in enumerate((128, 256, 512, 1024)):
+        layers.append(GroupedBottleneck(cin, width, 2 if stage else 1))
+        cin = 2 * width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, CLASSES))
+
+
 NETWORKS: dict[str, Callable[[int], nn.Module]] = {
     "plain": lambda side: plain(), "bottleneck": lambda side: bottleneck(),
-    "inverted_residual": lambda side: inverted_residual(), "attention": attention}
+    "inverted_residual": lambda side: inverted_residual(), "attention": attention,
+    "mbconv": lambda side: mbconv(), "grouped_bottleneck": lambda side: grouped_bottleneck()}
 """Each standard network by name, built for a square input of the given side."""
 
 
