@@ -214,6 +214,7 @@ CASES = [
     case("evaluate --unseen --models convnxt_tiny,efficientnet_b0 --db {tmp}/u.sqlite",
          "'convnxt_tiny' (did you mean: convnext_tiny"),
     case("evaluate --unseen --models , --db {tmp}/u.sqlite", "at least one network name"),
+    case("evaluate --unseen --models timm:nosuchnet_xyz --db {tmp}/u.sqlite", "nosuchnet_xyz"),
     # -- study
     case("study --models nosuchnet --no-progress", "nosuchnet"),
     case("study --models lenet5 --dataset cifar10:/nonexistent --db {tmp}/s.sqlite --no-progress",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dnncost.cli import main
+from dnncost.core.errors import ModelNotFoundError
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
 from dnncost.counting.formulas import OpKind
 from dnncost.prediction.evaluation import (
@@ -336,3 +337,15 @@ def test_the_per_operator_points_carry_intervals_and_the_table_their_coverage() 
     assert math.isnan(rows["flops_line"]["coverage_pct"])  # a baseline states no interval
     assert "50% measured inside their 80% interval" in result.headline("train")
     assert "per_operator_low_ms" in result.network_rows()[0]
+
+
+def test_timm_networks_are_unseen_by_name() -> None:
+    """timm:NAME joins the unseen protocol as is (the calibration never builds timm code); its
+    torchvision names are checked as before."""
+    pytest.importorskip("timm")
+    from dnncost.prediction import unseen
+
+    names = ["timm:resnet10t", "mobilenet_v3_small", "timm:resnet10t"]
+    assert unseen.check_unseen_names(names) == ["timm:resnet10t", "mobilenet_v3_small"]
+    with pytest.raises(ModelNotFoundError, match="nosuchnet_xyz"):
+        unseen.check_unseen_names(["timm:nosuchnet_xyz"])

@@ -1,8 +1,9 @@
 """The honest protocol: predict step time on networks the predictor has never seen.
 
-The networks are torchvision's classification networks that are not in dnncost's zoo: calibration
-(:mod:`dnncost.prediction.calibration`) only ever builds random networks and its own hand-written
-transfer set, so every one of them is unseen by construction (tests/test_leak.py enforces it). For
+The networks are torchvision's classification networks that are not in dnncost's zoo, or timm's
+(``timm:NAME``, when timm is installed): calibration (:mod:`dnncost.prediction.calibration`) only
+ever builds random networks and its own hand-written transfer set, so every one of them is unseen
+by construction (tests/test_leak.py enforces it). For
 each input configuration (3x32x32 at batch 32 and 3x224x224 at batch 8) and mode (training and
 validation step), every network is timed in ``rounds`` round-robin passes (network 1, 2, ..., then
 again: :func:`dnncost.measuring.interleave.time_interleaved`, the reference probe around each pass,
@@ -73,21 +74,35 @@ def unseen_network_names() -> list[str]:
     return [n for n in tvm.list_models(module=tvm) if n not in zoo]
 
 
+TIMM = "timm:"  # source: dnncost.models.loading's spec prefix for timm's networks
+
+
 def check_unseen_names(names: Sequence[str]) -> list[str]:
-    """``names`` (each once) when every one is an unseen network (:func:`unseen_network_names`);
-    ModelNotFoundError naming each that is not -- in dnncost's zoo, or no torchvision
-    classification network (with the closest unseen names) -- and listing the unseen ones."""
+    """``names`` (each once) when every one is an unseen network (:func:`unseen_network_names`, or
+    ``timm:NAME`` of a timm network); ModelNotFoundError naming each that is not -- in dnncost's
+    zoo, or no torchvision classification network (with the closest unseen names) -- and listing
+    the unseen ones; a ``timm:`` name timm does not know (or timm not installed) is
+    dnncost.models.loading's one-line error."""
     unseen = unseen_network_names()
     zoo = set(list_models())
+    for name in names:
+        if name.startswith(TIMM):
+            load_model(name)  # resolves the name only: nothing is built
     wrong = [f"'{name}' (in dnncost's zoo)" if name in zoo else
              f"'{name}' ({hint.strip().lower()})" if (hint := suggest(name, unseen, n=3)) else
              f"'{name}' (no torchvision classification network)"
-             for name in dict.fromkeys(names) if name not in unseen]
+             for name in dict.fromkeys(names) if name not in unseen and not name.startswith(TIMM)]
     if wrong:
         raise ModelNotFoundError(
             f"not unseen network{'s' if len(wrong) > 1 else ''}: {', '.join(wrong)}. The unseen "
-            f"networks (torchvision's classification networks not in the zoo): {', '.join(unseen)}")
+            f"networks (torchvision's classification networks not in the zoo, or timm:NAME): "
+            f"{', '.join(unseen)}")
     return list(dict.fromkeys(names))
+
+
+def _spec(name: str) -> str:
+    """The model spec of an unseen network's name (a torchvision name, or timm:NAME as is)."""
+    return name if name.startswith(TIMM) else f"torchvision:{name}"
 
 
 @dataclass(frozen=True)
@@ -205,7 +220,7 @@ class _Predicted:
 def _predict(name: str, shape: tuple[int, ...], batch: int, mode: str, model: OperatorModel
              ) -> _Predicted:
     """Every method's predicted seconds of one step, the per-kernel interval and the GFLOPs."""
-    module = load_model(f"torchvision:{name}").build("meta")
+    module = load_model(_spec(name)).build("meta")
     modules, params = module_counts(module)
     report = count(module, mode=mode, batch_size=batch, input_shape=shape, name=name)
     per_kernel = predict_report(report, model, modules=modules, param_tensors=params, strict=False)
@@ -214,8 +229,8 @@ def _predict(name: str, shape: tuple[int, ...], batch: int, mode: str, model: Op
 
 
 def _build(name: str) -> nn.Module:
-    """A fresh CPU instance of the torchvision network ``name`` (one repeat's model)."""
-    return load_model(f"torchvision:{name}").build("cpu")
+    """A fresh CPU instance of the unseen network ``name`` (one repeat's model)."""
+    return load_model(_spec(name)).build("cpu")
 
 
 def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
@@ -234,9 +249,9 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
     and each left-out network as it is left out."""
     started = time.perf_counter()
     unseen = unseen_network_names()
-    chosen = [n for n in (names or unseen) if n in unseen]
+    chosen = [n for n in (names or unseen) if n in unseen or n.startswith(TIMM)]
     skipped = {n: "in dnncost's zoo or not a torchvision classification network"
-               for n in (names or ()) if n not in unseen}
+               for n in (names or ()) if n not in chosen}
     points = []
     done = set(done)
 

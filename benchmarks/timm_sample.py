@@ -1,0 +1,69 @@
+"""Draw an evaluation set of timm networks by a fixed rule, for ``dnncost evaluate --unseen``.
+
+An evaluation set chosen by looking at the predictor's errors is not unseen. This picks one by a
+rule stated in advance: timm's classification networks (``timm.list_models()``, this timm's list)
+whose names are not torchvision's, shuffled by ``random.Random(--seed)``, kept in that order when
+timm builds the network on the meta device and its 3x224x224 training step at batch 8 counts at
+most ``--max-gflops`` (the protocol's time on 2 cores), until ``--n`` are kept. It prints the timm
+version and the ``--models`` argument; nothing is timed or predicted.
+
+Run:  python benchmarks/timm_sample.py                      (20 networks, seed 22)
+      dnncost evaluate --unseen --models "$(python benchmarks/timm_sample.py --list-only)"
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import warnings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20, help="networks to keep (default: 20)")
+    parser.add_argument("--seed", type=int, default=22, help="the shuffle's seed (default: 22)")
+    parser.add_argument("--max-gflops", type=float, default=60.0,
+                        help="largest 224x224 training step at batch 8, GFLOPs (default: 60)")
+    parser.add_argument("--list-only", action="store_true", help="print only the --models argument")
+    args = parser.parse_args()
+    try:
+        import timm
+    except ImportError:
+        sys.exit("this benchmark needs timm: pip install timm")
+    import torchvision.models as tvm
+
+    from dnncost.core.errors import DnncostError
+    from dnncost.counting.counter import count
+
+    torchvision = set(tvm.list_models())
+    names = sorted(n for n in timm.list_models() if n not in torchvision)
+    random.Random(args.seed).shuffle(names)
+    kept: list[tuple[str, float]] = []
+    for name in names:
+        if len(kept) == args.n:
+            break
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                module = timm.create_model(name, pretrained=False, device="meta")
+                flops = count(module, mode="train", batch_size=8,
+                              input_shape=(3, 224, 224)).total().flops / 1e9
+        except (DnncostError, RuntimeError, ValueError, TypeError, AssertionError) as exc:
+            if not args.list_only:
+                print(f"  left out {name}: {str(exc).splitlines()[0][:100]}", file=sys.stderr)
+            continue
+        if flops <= args.max_gflops:
+            kept.append((name, flops))
+    models = ",".join(f"timm:{n}" for n, _ in kept)
+    if args.list_only:
+        print(models)
+        return
+    print(f"timm {timm.__version__}, seed {args.seed}, {len(names)} candidates, "
+          f"at most {args.max_gflops:g} GFLOPs (224x224 training step, batch 8)")
+    for name, flops in kept:
+        print(f"  timm:{name:40s} {flops:7.1f} GFLOPs")
+    print(f"\n--models {models}")
+
+
+if __name__ == "__main__":
+    main()
