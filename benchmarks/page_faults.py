@@ -1,0 +1,93 @@
+"""How much of a training step is the allocator handing memory back to the OS and faulting it in again?
+
+glibc's malloc returns large freed blocks to the kernel (each block above its mmap threshold, and
+the heap's free top above its trim threshold); the next step allocates them again and every fresh
+4 KiB page costs a page fault and its zeroing, inside whichever kernel first writes it. Networks
+whose activations are large (224x224 inputs at batch 8) pay this every step; the small random
+networks a calibration times mostly do not, so a per-kernel model fitted on them misses it.
+
+This benchmark times each network's training step in a fresh process twice, alternating (A B A B
+...): as glibc behaves by default, and with ``GLIBC_TUNABLES`` set so that malloc never maps nor
+trims (``glibc.malloc.mmap_max=0`` and a trim threshold of 64 GiB: freed memory stays in the
+process). It prints the minor page faults per step (``getrusage``), each setting's step time (lower
+quartile of the timed steps of every round) and their ratio per round and median. The difference is
+what the faults cost; dnncost's own measurements always use the default, as a user's training does.
+
+Run:  python benchmarks/page_faults.py                        (3 networks, 3 rounds)
+      python benchmarks/page_faults.py --models resnet50 --rounds 2 --side 224 --batch 8
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+NO_RETURN = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"  # source: glibc's
+# tunables (manual, "Memory Allocation Tunables"): no mmap'd blocks, no trimming below 64 GiB
+
+_CHILD = """
+import json, resource, sys, time, warnings
+import numpy as np, torch
+warnings.simplefilter("ignore")
+from dnncost.core.kinds import Mode
+from dnncost.measuring.timing import StepOptions, prepare_step
+from dnncost.models.loading import load_model
+name, side, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+step = prepare_step(load_model(name).build("cpu"), (3, side, side),
+                    StepOptions(batch_size=batch, mode=Mode("train")), torch.device("cpu"))
+for _ in range(2):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+times = []
+for _ in range(steps):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
+print(json.dumps({"step_s": float(np.percentile(times, 25)), "faults": faults}))
+"""
+
+
+def run(name: str, side: int, batch: int, steps: int, *, tunables: str | None) -> dict[str, float]:
+    env = dict(os.environ)
+    env.pop("GLIBC_TUNABLES", None)
+    if tunables:
+        env["GLIBC_TUNABLES"] = tunables
+    out = subprocess.run([sys.executable, "-c", _CHILD, name, str(side), str(batch), str(steps)],
+                         env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="efficientnet_b0,resnext50_32x4d,mobilenet_v3_large")
+    parser.add_argument("--side", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per run (default: 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="A B rounds per network (default: 3)")
+    args = parser.parse_args()
+    from dnncost.core.environment import current_environment
+
+    env = current_environment("cpu", threads=None)
+    print(f"{env.cpu_model}, {env.cpu_cores} cores, torch {env.torch_version}, dnncost "
+          f"{env.git_revision}; training step, 3x{args.side}x{args.side}, batch {args.batch}, "
+          f"{args.rounds} rounds of (default, no return to the OS)\n")
+    for name in args.models.split(","):
+        ratios, faults, kept = [], [], []
+        for _ in range(args.rounds):
+            default = run(name, args.side, args.batch, args.steps, tunables=None)
+            held = run(name, args.side, args.batch, args.steps, tunables=NO_RETURN)
+            ratios.append(default["step_s"] / held["step_s"])
+            faults.append(default["faults"])
+            kept.append(held["faults"])
+        print(f"  {name:24s} faults/step {statistics.median(faults):8.0f} "
+              f"({statistics.median(faults) * 4096 / 2**20:5.0f} MiB) vs {statistics.median(kept):6.0f}"
+              f" kept; default / kept: median {statistics.median(ratios):.3f} "
+              f"(rounds {', '.join(f'{r:.3f}' for r in ratios)})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
