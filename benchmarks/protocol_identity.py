@@ -46,11 +46,13 @@ WITHIN = 0.10  # source: issue 22, the "within +-10%" band
 
 
 def rebuild(sample: NetworkSample, *, quick: bool) -> torch.nn.Module:
-    """The network a calibration sample was timed on: a random one by its seed (drawn as the
-    calibration drew it), or a transfer one."""
+    """The network a calibration sample was timed on: a random one by its seed at the side it was
+    timed at (drawn as the calibration drew it, or at an anchor: calibration.anchor_of), or a
+    transfer one."""
     if sample.name.startswith("random"):
         return random_network(int(sample.name.removeprefix("random")),
-                              max_side=QUICK_MAX_SIDE if quick else 224).module
+                              max_side=QUICK_MAX_SIDE if quick else 224,
+                              side=sample.report.input_shape[-1]).module  # as drawn or anchored
     for net in transfer_networks(larger=True):
         if net.name == sample.name:
             return net.module

@@ -8,6 +8,7 @@ most ``--max-gflops`` (the protocol's time on 2 cores), until ``--n`` are kept. 
 version and the ``--models`` argument; nothing is timed or predicted.
 
 Run:  python benchmarks/timm_sample.py                      (20 networks, seed 22)
+      python benchmarks/timm_sample.py --seed 23 --exclude "$(python benchmarks/timm_sample.py --list-only)"
       dnncost evaluate --unseen --models "$(python benchmarks/timm_sample.py --list-only)"
 """
 from __future__ import annotations
@@ -25,6 +26,9 @@ def main() -> None:
     parser.add_argument("--max-gflops", type=float, default=60.0,
                         help="largest 224x224 training step at batch 8, GFLOPs (default: 60)")
     parser.add_argument("--list-only", action="store_true", help="print only the --models argument")
+    parser.add_argument("--exclude", default="", metavar="A,B,...",
+                        help="networks never to keep (an earlier set's --models: a new set is "
+                             "disjoint from it)")
     args = parser.parse_args()
     try:
         import timm
@@ -36,7 +40,8 @@ def main() -> None:
     from dnncost.counting.counter import count
 
     torchvision = set(tvm.list_models())
-    names = sorted(n for n in timm.list_models() if n not in torchvision)
+    excluded = {n.strip().removeprefix("timm:") for n in args.exclude.split(",") if n.strip()}
+    names = sorted(n for n in timm.list_models() if n not in torchvision and n not in excluded)
     random.Random(args.seed).shuffle(names)
     kept: list[tuple[str, float]] = []
     for name in names:

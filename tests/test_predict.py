@@ -456,3 +456,19 @@ def test_the_report_names_the_calibration_that_predicted_with_its_own_errors() -
     assert "eval step: not measured" in text and "dnncost calibrate --ops" in text
     full = describe_calibration(tiny_model(networks=36, passes=3))
     assert "full calibration" in full and "whole range" in full and "trades accuracy" not in full
+
+
+def test_every_kernel_probe_runs_the_padded_regressors_kernels() -> None:
+    """Each probe's step calls a convolution the padded regressor times: its backward always, its
+    forward too where the output lies below the padding (5x5 and 7x7; a 3x3's forward on a 1x1 map
+    is the ordinary kind's)."""
+    from dnncost.prediction.features import regressor_key
+
+    probes = sampling.padded_probes()
+    assert len({p.name for p in probes}) == len(probes) >= 40
+    for probe in probes[::7]:
+        report = count(probe.module, mode="train", batch_size=probe.batch_size,
+                       input_shape=probe.input_shape)
+        keys = {regressor_key(r) for r in report.records}
+        assert "conv_backward@padded" in keys, probe.name
+        assert ("conv@padded" in keys) == ("k3" not in probe.name), probe.name

@@ -199,7 +199,7 @@ def run_unseen(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise InputSpecError(f"cannot write the results to '{out}': {exc.strerror}") from None
     held = model.held_out
-    footer = [f"{len({p.name for p in result.points})} unseen torchvision networks, measured = "
+    footer = [f"{len({p.name for p in result.points})} unseen networks, measured = "
               f"{unseen.ESTIMATOR} over {rounds} round-robin round(s); calibration: "
               f"{model.networks} random networks, {model.kernels} kernels, "
               f"{'quick, ' if model.quick else ''}held-out MAPE "

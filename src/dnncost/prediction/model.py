@@ -1,31 +1,30 @@
 """The per-kernel time model of one machine: what it is, and its plain-data form.
 
-The model (after nn-Meter, Habitat and PALEO): a step's time is the sum of its aten
-kernels' times plus what is not a kernel,
+The model (after nn-Meter, Habitat and PALEO): a step's time is the sum of its aten kernels' times
+plus what is not a kernel,
 
     step = sum over calls of kernel_s(call) + w . [train, eval, forward calls (train), backward
            calls, module calls, parameter tensors (train)]
 
 ``kernel_s`` is a regressor per kernel kind (:class:`~dnncost.counting.formulas.OpKind`, which the
-formula registry states for every operator; a convolution whose output lies within its padding
-has its own, :func:`~dnncost.prediction.features.regressor_key`): a non-negative line
-``a + b * FLOPs + c * bytes`` (fitted on relative error) times a gradient-boosted correction learned on log time from the call's
-shape features (FLOPs, bytes, channels, groups, kernel, stride, spatial size, batch, the operator,
-its phase). The line carries the regressor beyond the sampled sizes, the trees learn what it
-misses. Both are fitted on kernels timed inside the steps of random networks
-(:mod:`dnncost.prediction.sampling`, :mod:`dnncost.prediction.kernels`); ``w`` is fitted on the
-same networks' measured steps minus their measured kernels, with a robust loss (a step another
-process slowed weighs in little). A quarter of the random networks is held out of both fits, and
-the model's error on them is stored with it, beside its error on a transfer set of standard
-networks it never fitted on (:mod:`dnncost.prediction.transfer`); the residuals on both and the
-machine's pass-to-pass noise make the interval of every prediction
-(:mod:`dnncost.prediction.interval`).
+formula registry states for every operator; a convolution whose output lies within its padding has
+its own, :func:`~dnncost.prediction.features.regressor_key`): a non-negative line ``a + b * FLOPs +
+c * bytes`` (fitted on relative error) times a gradient-boosted correction learned on log time from
+the call's shape features (FLOPs, bytes, channels, groups, kernel, stride, spatial size, batch, the
+operator, its phase). The line carries the regressor beyond the sampled sizes, the trees learn what
+it misses. Both are fitted on kernels timed inside the steps of random networks
+(:mod:`dnncost.prediction.sampling`, :mod:`dnncost.prediction.kernels`); ``w`` is fitted on the same
+networks' measured steps minus their measured kernels, with a robust loss (a step another process
+slowed weighs in little). A quarter of the random networks is held out of both fits, and the model's
+error on them is stored with it, beside its error on a transfer set of standard networks it never
+fitted on (:mod:`dnncost.prediction.transfer`); the residuals on both and the machine's pass-to-pass
+noise make the interval of every prediction (:mod:`dnncost.prediction.interval`).
 
 The model is a frozen record of plain numbers (the trees as :class:`~dnncost.prediction.trees.
-TreeEnsemble` arrays); :meth:`OperatorModel.to_dict` and :meth:`OperatorModel.from_dict` are its
-one stored form, read back by strict readers (:mod:`dnncost.prediction.reading`): nothing stored is
-ever executed. :mod:`dnncost.prediction.fitting` fits it, :mod:`dnncost.prediction.storage` keeps
-it in the calibration file, :mod:`dnncost.prediction.predict` predicts with it.
+TreeEnsemble` arrays); :meth:`OperatorModel.to_dict` and :meth:`OperatorModel.from_dict` are its one
+stored form, read back by strict readers (:mod:`dnncost.prediction.reading`): nothing stored is ever
+executed. :mod:`dnncost.prediction.fitting` fits it, :mod:`dnncost.prediction.storage` keeps it in
+the calibration file, :mod:`dnncost.prediction.predict` predicts with it.
 """
 from __future__ import annotations
 

@@ -331,4 +331,46 @@ def random_network(seed: int, *, max_side: int = 224, side: int | None = None,
     return RandomNet(seed, module, (3, side, side), batch, tuple(names))
 
 
-__all__ = ["ACTIVATIONS", "BATCHES", "BLOCKS", "RandomNet", "SIDES", "random_network"]
+@dataclass(frozen=True)
+class KernelProbe:
+    """A one-convolution network the calibration times beside its random ones: a kernel oneDNN
+    runs on its slow path, which random networks meet too rarely to learn (see
+    :func:`padded_probes`)."""
+
+    name: str
+    module: nn.Module
+    input_shape: tuple[int, int, int]
+    batch_size: int
+
+
+PROBE_CHANNELS = (96, 576, 1152)  # source: MobileNet/EfficientNet late stages (96-1152 channels)
+PROBE_GEOMETRY = ((3, 1, 1), (5, 1, 1), (5, 2, 2), (7, 1, 1), (7, 2, 1), (7, 4, 2))
+"""(kernel, input side, stride): every one a "same"-padded convolution whose output lies within its
+padding (features.padding_margin below 0; at 0 for the 3x3, whose backward is the slow one)."""
+PROBE_BATCHES = (8, 32)  # source: the batches of issue 12's unseen protocol (224 at 8, 32 at 32)
+PROBE_PER_GROUP = (1, 4)  # source: depthwise, and 4 channels a group (ResNeXt-like, thin groups)
+
+
+def padded_probes() -> list[KernelProbe]:
+    """The thin convolutions -- depthwise, or 4 channels a group -- whose output lies within their
+    padding, where oneDNN's kernels run 30-100x fewer FLOP/s than on a larger map
+    (benchmarks/padded_conv.py): ImageNet networks on CIFAR-sized inputs run them in their last
+    stages, random networks draw them rarely (8-26 calls in a calibration), and their regressor
+    (features.regressor_key) needs them sampled at the batches and widths real networks use. Each
+    probe is that convolution, batch norm, ReLU and a linear head; the grouped ones at one width."""
+    out = []
+    torch.manual_seed(0)
+    for per_group in PROBE_PER_GROUP:
+        for channels in PROBE_CHANNELS if per_group == 1 else PROBE_CHANNELS[1:2]:
+            for k, side, stride in PROBE_GEOMETRY:
+                for batch in PROBE_BATCHES:
+                    conv = _conv(channels, channels, k, stride=stride, groups=channels // per_group)
+                    module = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                           nn.Linear(channels, 10))
+                    out.append(KernelProbe(f"probe:g{per_group}c{channels}k{k}s{side}/{stride}b{batch}",
+                                           module, (channels, side, side), batch))
+    return out
+
+
+__all__ = ["ACTIVATIONS", "BATCHES", "BLOCKS", "KernelProbe", "RandomNet", "SIDES", "padded_probes",
+           "random_network"]
