@@ -110,7 +110,7 @@ class OperatorModel:
     torch_version: str = ""
     created: str = ""
     quick: bool = False
-    networks: int = 0  # random networks fitted on
+    networks: int = 0  # random networks fitted on (kernel probes apart)
     kernels: int = 0  # timed kernels fitted on
     busy_networks: int = 0  # random networks still timed on a busy machine after re-timing
     passes: int = 1  # times each random network was timed, passes apart (pooled)

@@ -343,6 +343,7 @@ class KernelProbe:
     batch_size: int
 
 
+PROBE_PREFIX = "probe:"  # source: our choice; a kernel probe's name starts so
 PROBE_CHANNELS = (96, 576, 1152)  # source: MobileNet/EfficientNet late stages (96-1152 channels)
 PROBE_GEOMETRY = ((3, 1, 1), (5, 1, 1), (5, 2, 2), (7, 1, 1), (7, 2, 1), (7, 4, 2))
 """(kernel, input side, stride): every one a "same"-padded convolution whose output lies within its
@@ -367,10 +368,11 @@ def padded_probes() -> list[KernelProbe]:
                     conv = _conv(channels, channels, k, stride=stride, groups=channels // per_group)
                     module = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                            nn.Linear(channels, 10))
-                    out.append(KernelProbe(f"probe:g{per_group}c{channels}k{k}s{side}/{stride}b{batch}",
+                    out.append(KernelProbe(f"{PROBE_PREFIX}g{per_group}c{channels}k{k}s{side}/"
+                                           f"{stride}b{batch}",
                                            module, (channels, side, side), batch))
     return out
 
 
-__all__ = ["ACTIVATIONS", "BATCHES", "BLOCKS", "KernelProbe", "RandomNet", "SIDES", "padded_probes",
-           "random_network"]
+__all__ = ["ACTIVATIONS", "BATCHES", "BLOCKS", "KernelProbe", "PROBE_PREFIX", "RandomNet", "SIDES",
+           "padded_probes", "random_network"]
