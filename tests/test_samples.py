@@ -300,3 +300,21 @@ def test_an_old_pickled_model_is_refused_and_refit_from_the_stored_samples(
     capsys.readouterr()
     assert main(["predict", "resnet20", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["predictions"][0]["predicted_step_ms"] > 0
+
+
+def test_kernel_probes_are_fitted_on_but_set_no_baseline_and_no_noise() -> None:
+    """A probe 100x slower per FLOP and with a wildly varying pass is fitted on (its kernels), but
+    the FLOPs line's scale and the pass spreads come from the networks alone; the model counts the
+    networks, not the probes."""
+    from dnncost.prediction.sampling import PROBE_PREFIX
+
+    plain = stored(4)
+    rng = random.Random(5)
+    probes = tuple(replace(s, name=f"{PROBE_PREFIX}p{i}", step_s=100 * s.step_s,
+                           pass_steps=(s.step_s, 9 * s.step_s))
+                   for i in range(3) for s in (network(rng, f"x{i}", "train"),))
+    with_probes = replace(plain, fitted=plain.fitted + probes)
+    a, b = refit(plain).model, refit(with_probes).model
+    assert b.baselines == a.baselines
+    assert b.interval.spreads == a.interval.spreads
+    assert b.networks == a.networks == 24 and b.kernels > a.kernels

@@ -56,7 +56,14 @@ from dnncost.prediction.kernels import AlignmentError, module_counts, time_kerne
 from dnncost.prediction.model import OperatorModel
 from dnncost.prediction.predict import predict_report
 from dnncost.prediction.samples import StoredSamples
-from dnncost.prediction.sampling import BATCHES, KernelProbe, RandomNet, padded_probes, random_network
+from dnncost.prediction.sampling import (
+    BATCHES,
+    PROBE_PREFIX,
+    KernelProbe,
+    RandomNet,
+    padded_probes,
+    random_network,
+)
 from dnncost.prediction.transfer import TransferNet, transfer_networks
 
 MAX_TRAIN_FLOPS = 4e9  # source: our choice; a training step of ~0.1-0.3 s on 2 cores
@@ -461,15 +468,18 @@ def _report(progress: Callable[[str], None] | None, net: Network, pass_: int, pa
 def refit(stored: StoredSamples) -> Calibrated:
     """Fit the model on ``stored``'s fitting networks; its error on the held-out networks and on the
     transfer set, the interval made of both, and the baselines: what a calibration does after
-    timing, so stored samples refit to the same model. The fit runs on FIT_THREADS threads (OpenMP
-    and BLAS alike), whatever torch's setting."""
+    timing, so stored samples refit to the same model. The kernel probes are fitted on, but no
+    baseline or pass-to-pass noise is read from them: a one-convolution step of a millisecond on
+    oneDNN's slowest path would set the FLOPs line's scale and the noise. The fit runs on
+    FIT_THREADS threads (OpenMP and BLAS alike), whatever torch's setting."""
     with threadpool_limits(limits=FIT_THREADS):
         model = fit_operator_model(stored.fitted, **dict(stored.meta))
+        networks = [s for s in stored.fitted if not s.name.startswith(PROBE_PREFIX)]
         model = replace(model, held_out=step_errors(model, stored.held_out),
                         transfer=step_errors(model, stored.transfer),
                         interval=interval_model(model, [*stored.held_out, *stored.transfer],
-                                                [*stored.fitted, *stored.held_out, *stored.transfer]),
-                        baselines=fit_baselines(stored.fitted))
+                                                [*networks, *stored.held_out, *stored.transfer]),
+                        baselines=fit_baselines(networks))
     return Calibrated(model, tuple(stored.fitted), tuple(stored.held_out), dict(stored.meta),
                       tuple(stored.transfer))
 
