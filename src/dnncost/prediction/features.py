@@ -48,11 +48,11 @@ def conv_geometry(record: OpRecord) -> tuple[int, int, int, int, int]:
 
 
 def padding_margin(area: int, out_area: int) -> float:
-    """The output's side less a "same" padding's (kernel side // 2): at or below 0 every output
-    pixel reads padding on every side, and oneDNN leaves its fast kernels -- on this project's
-    measurements (2-core Xeon, torch 2.14) a 5x5 convolution with a 1x1 output, or a 7x7 with a
-    2x2 one, ran 20-100x fewer FLOP/s than with one pixel more, depthwise, grouped and dense alike
-    (one split for the regressors, where kernel area and output area apart need two)."""
+    """The output's side less a "same" padding's (kernel side // 2): below 0 every output pixel
+    reads padding on every side, and oneDNN leaves its fast kernels -- a 5x5 convolution with a 1x1
+    output, or a 7x7 with a 2x2 one, ran 100-200x fewer FLOP/s than with one pixel more depthwise,
+    ~30x with 4 channels a group, ~7x dense (benchmarks/padded_conv.py, 2-core Xeon, torch 2.14):
+    one split for the regressors, where kernel area and output area apart need two."""
     return math.sqrt(out_area) - int(math.sqrt(area)) // 2
 
 
@@ -91,19 +91,20 @@ REGRESSOR_KEYS = tuple(k.value for k in OpKind) + tuple(k.value + PADDED for k i
 whose output lies within their padding (:func:`regressor_key`)."""
 
 
-PADDED_MAX_PER_GROUP = 4  # source: measured (2-core Xeon, torch 2.14): 5x5 and 7x7 convolutions
-# with an output within their padding ran at 0.1-0.3 GFLOP/s depthwise and ~1 with 4 channels a
-# group, against 10-30 dense -- 3-10x below a dense one's usual rate, which the trees of the conv
-# kind learn from the padding margin, where the thin ones' 30-100x is beyond the range they saw
+PADDED_MAX_PER_GROUP = 4  # source: benchmarks/padded_conv.py (2-core Xeon, torch 2.14): below the
+# padding, 5x5 and 7x7 convolutions ran at 0.2-1 GFLOP/s depthwise and 2-5 with 4 channels a group
+# (30-200x below their rate a pixel further), dense ones at ~50 (~7x below): the conv kind's trees
+# learn the dense drop from the padding margin, the thin ones' is beyond any range they saw
 
 
 def regressor_key(record: OpRecord) -> str | None:
     """Which regressor times a call: its kernel kind's, except a k x k depthwise or thinly grouped
     convolution (forward or backward, at most PADDED_MAX_PER_GROUP channels a group) whose output
-    lies within its padding (:func:`padding_margin` below 0): oneDNN runs it on another kernel,
-    30-100x fewer FLOP/s, so it gets a regressor of its own (``'conv@padded'``), whose line carries
-    that rate to sizes the calibration did not draw, as nn-Meter gives each kernel implementation
-    its own predictor; None without a kind."""
+    lies within its padding (:func:`padding_margin` below 0; at 0 too for a backward, slow there
+    as well): oneDNN runs it on another kernel, 30-200x fewer FLOP/s, so it gets a regressor of its
+    own (``'conv@padded'``), fitted mostly on the calibration's kernel probes
+    (sampling.padded_probes), as nn-Meter gives each kernel implementation its own predictor; None
+    without a kind."""
     kind = op_kind(record)
     if kind is None:
         return None

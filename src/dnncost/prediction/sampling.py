@@ -354,7 +354,7 @@ PROBE_PER_GROUP = (1, 4)  # source: depthwise, and 4 channels a group (ResNeXt-l
 
 def padded_probes() -> list[KernelProbe]:
     """The thin convolutions -- depthwise, or 4 channels a group -- whose output lies within their
-    padding, where oneDNN's kernels run 30-100x fewer FLOP/s than on a larger map
+    padding, where oneDNN's kernels run 30-200x fewer FLOP/s than on a larger map
     (benchmarks/padded_conv.py): ImageNet networks on CIFAR-sized inputs run them in their last
     stages, random networks draw them rarely (8-26 calls in a calibration), and their regressor
     (features.regressor_key) needs them sampled at the batches and widths real networks use. Each
