@@ -25,8 +25,8 @@ networks draw too rarely) and fits on them, and draws every ANCHOR_EVERY-th rand
 the ANCHORS (224x224 at batch 8, 32x32 at batch 32) instead of over the whole range. The residuals
 on both and the pass spreads make the interval of every prediction
 (:mod:`dnncost.prediction.interval`). The baselines the evaluation compares against are fitted here
-too, on the same fitting networks: one scale factor per mode for FLOPs, for parameters and for a
-plain roofline (peak FLOP/s and bytes/s the best any timed kernel reached).
+too, on the fitted random networks (not the probes): one scale factor per mode for FLOPs, for
+parameters and for a plain roofline (peak FLOP/s and bytes/s the best any timed kernel reached).
 """
 from __future__ import annotations
 
@@ -377,8 +377,9 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
         timed.setdefault(net.name, []).append(samples)
         busy_passes[net.name] = busy_passes.get(net.name, 0) + still_busy
         if len(timed[net.name]) == 1:
-            measured += time.perf_counter() - began
-            measured_random += (time.perf_counter() - began) * isinstance(net, RandomNet)
+            took = time.perf_counter() - began
+            measured += took
+            measured_random += took if isinstance(net, RandomNet) else 0.0
             kernels += sum(len(s.kernel_s) for s in samples)
 
     with using_threads(threads) as n_threads:

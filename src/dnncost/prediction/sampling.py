@@ -15,8 +15,13 @@ the shapes and neighbours they meet in real CNNs and attention models:
   stage: hundreds of small kernels a step, narrow where the maps are large); half of the small
   inputs meet an ImageNet-style stride-2 stem (often a max pool, then 3-5 stages), so that late,
   wide stages run on 1x1 or 2x2 maps;
+- a tail, in about two networks of five: one or two wide blocks on the last 1x1-4x4 map, as
+  ImageNet networks on CIFAR-sized inputs end;
 - activations ReLU (in place or not), ReLU6, SiLU, Hardswish, GELU, sigmoid, tanh, LeakyReLU;
   batch norm, group norm or none; dropout and wide MLP heads.
+
+Beside them, :func:`padded_probes` lists the one-convolution kernel probes a full calibration times
+too: the kernels on oneDNN's padded slow path, which no draw above meets often enough.
 
 All draws come from ``random.Random(seed)``: the same seed gives the same network on every machine.
 """
