@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -181,11 +181,19 @@ def sized_network(seed: int, *, max_train_flops: float, max_side: int = 224,
     return replace(net, batch_size=batch) if batch else None
 
 
-def sized_transfer_set(*, max_train_flops: float, larger: bool) -> list[TransferNet]:
-    """The transfer set (the larger input too when ``larger``), each network at its
-    :func:`largest_batch`; a network above the cap even at batch 1 is left out."""
+QUICK_TRANSFER = ("plain", "bottleneck", "inverted_residual", "attention")
+"""source: measured, one study run each (2-core Xeon): with all six designs in its 20 s the study's
+quick calibration drew 4 random networks and its model was off by 18.0% / 21.9% (train / eval) on
+the study's networks; with these four it had drawn 6 and was off by 13.6% / 14.9%. A quick
+calibration times these; a full one all of transfer.NETWORKS."""
+
+
+def sized_transfer_set(*, max_train_flops: float, larger: bool,
+                       designs: Collection[str] | None = None) -> list[TransferNet]:
+    """The transfer set (the larger input too when ``larger``; only ``designs`` when given), each
+    network at its :func:`largest_batch`; a network above the cap even at batch 1 is left out."""
     out = []
-    for net in transfer_networks(larger=larger):
+    for net in transfer_networks(larger=larger, designs=designs):
         batch = largest_batch(net, max_train_flops=max_train_flops)
         if batch:
             out.append(replace(net, batch_size=batch))
@@ -386,7 +394,8 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
         # pass 1 times the transfer set, then draws and times random networks while one more, the
         # passes to come and the fit are expected to fit in the budget
         for standard in sized_transfer_set(max_train_flops=max_flops,
-                                           larger=not quick and focus is None):
+                                           larger=not quick and focus is None,
+                                           designs=QUICK_TRANSFER if quick else None):
             try:
                 measure(standard)
             except (AlignmentError, DnncostError, RuntimeError):  # cannot be timed here: left out
@@ -490,9 +499,8 @@ def stored_samples(done: Calibrated) -> StoredSamples:
     return StoredSamples(done.fitted, done.held_out, done.meta, done.transfer)
 
 
-__all__ = ["BUDGET_S", "FIT_THREADS", "QUICK_MAX_SIDE", "Calibrated", "Focus", "MAX_TRAIN_FLOPS", "Network",
-           "QUICK_BUDGET_S",
-           "baseline_seconds", "calibrate_operators", "fastest", "fit_baselines", "interval_model",
-           "pooled",
-           "is_held_out", "largest_batch", "measure_network", "measure_quietly", "refit", "sized_network",
-           "sized_transfer_set", "step_errors", "stored_samples"]
+__all__ = ["ANCHORS", "ANCHOR_EVERY", "ANCHOR_FLOPS_FACTOR", "BUDGET_S", "Calibrated", "FIT_THREADS",
+           "Focus", "MAX_TRAIN_FLOPS", "Network", "QUICK_BUDGET_S", "QUICK_MAX_SIDE", "QUICK_TRANSFER",
+           "anchor_of", "baseline_seconds", "calibrate_operators", "fastest", "fit_baselines",
+           "interval_model", "is_held_out", "largest_batch", "measure_network", "measure_quietly", "pooled",
+           "refit", "sized_network", "sized_transfer_set", "step_errors", "stored_samples"]

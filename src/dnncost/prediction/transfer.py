@@ -24,7 +24,7 @@ the calibration picks each one's batch under its FLOPs cap (:mod:`dnncost.predic
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import torch
@@ -255,12 +255,15 @@ class TransferNet:
     batch_size: int
 
 
-def transfer_networks(*, larger: bool) -> list[TransferNet]:
-    """Every standard network at the CIFAR-sized input, and at LARGER_SHAPE too when ``larger``."""
+def transfer_networks(*, larger: bool, designs: Collection[str] | None = None) -> list[TransferNet]:
+    """Every standard network (of ``designs``, when given: NETWORKS' names) at the CIFAR-sized
+    input, and at LARGER_SHAPE too when ``larger``."""
     shapes = (CIFAR_SHAPE, LARGER_SHAPE) if larger else (CIFAR_SHAPE,)
     out = []
     for shape in shapes:
         for name, build in NETWORKS.items():
+            if designs is not None and name not in designs:
+                continue
             torch.manual_seed(SEED)
             out.append(TransferNet(f"transfer:{name}@{shape[-1]}", build(shape[-1]), shape, BATCH))
     return out
