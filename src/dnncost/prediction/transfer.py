@@ -58,15 +58,20 @@ def plain() -> nn.Module:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, CLASSES))
 
 
+RESNET_EXPANSION = 4  # source: He et al. 2016, Table 1
+RESNEXT_EXPANSION, RESNEXT_GROUPS = 2, 32  # source: Xie et al. 2017, ResNeXt-50 (32x4d)
+
+
 class Bottleneck(nn.Module):
-    """x -> relu(1x1 -> 3x3 (stride) -> 1x1 (4x wider) + shortcut(x))."""
+    """x -> relu(1x1 -> 3x3 in ``groups`` groups (stride) -> 1x1 (``expansion`` x wider) +
+    shortcut(x)): ResNet's block, and with groups ResNeXt's."""
 
-    expansion = 4  # source: He et al. 2016, Table 1
-
-    def __init__(self, cin: int, width: int, stride: int) -> None:
+    def __init__(self, cin: int, width: int, stride: int, *, expansion: int = RESNET_EXPANSION,
+                 groups: int = 1) -> None:
         super().__init__()
-        cout = width * self.expansion
-        self.body = nn.Sequential(_conv_bn(cin, width, 1), _conv_bn(width, width, 3, stride=stride),
+        cout = width * expansion
+        self.body = nn.Sequential(_conv_bn(cin, width, 1),
+                                  _conv_bn(width, width, 3, stride=stride, groups=groups),
                                   _conv_bn(width, cout, 1, act=None))
         self.shortcut = (nn.Identity() if stride == 1 and cin == cout
                          else _conv_bn(cin, cout, 1, stride=stride, act=None))
@@ -84,7 +89,7 @@ def bottleneck() -> nn.Module:
     for stage, width in enumerate((16, 32, 64)):
         for block in range(2):
             layers.append(Bottleneck(cin, width, 2 if stage and not block else 1))
-            cin = width * Bottleneck.expansion
+            cin = width * RESNET_EXPANSION
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, CLASSES))
 
 
@@ -207,33 +212,15 @@ def mbconv() -> nn.Module:
                          nn.Flatten(), nn.Linear(1280, CLASSES))
 
 
-class GroupedBottleneck(nn.Module):
-    """x -> relu(1x1 -> 3x3 in GROUPS groups (stride) -> 1x1 (2x wider) + shortcut(x))."""
-
-    groups = 32  # source: Xie et al. 2017, ResNeXt-50 (32x4d)
-
-    def __init__(self, cin: int, width: int, stride: int) -> None:
-        super().__init__()
-        cout = 2 * width
-        self.body = nn.Sequential(_conv_bn(cin, width, 1),
-                                  _conv_bn(width, width, 3, stride=stride, groups=self.groups),
-                                  _conv_bn(width, cout, 1, act=None))
-        self.shortcut = (nn.Identity() if stride == 1 and cin == cout
-                         else _conv_bn(cin, cout, 1, stride=stride, act=None))
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.body(x) + self.shortcut(x))
-
-
 def grouped_bottleneck() -> nn.Module:
     """ResNeXt-style: a 7x7 stride-2 stem of 64 channels and a 3x3 stride-2 max pool, four stages
     of one block each (widths 128, 256, 512, 1024 in 32 groups), strided from the second on."""
     layers: list[nn.Module] = [_conv_bn(3, 64, 7, stride=2), nn.MaxPool2d(3, 2, padding=1)]
     cin = 64
     for stage, width in enumerate((128, 256, 512, 1024)):
-        layers.append(GroupedBottleneck(cin, width, 2 if stage else 1))
-        cin = 2 * width
+        layers.append(Bottleneck(cin, width, 2 if stage else 1, expansion=RESNEXT_EXPANSION,
+                                 groups=RESNEXT_GROUPS))
+        cin = RESNEXT_EXPANSION * width
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, CLASSES))
 
 
