@@ -27,8 +27,8 @@ def conv_geometry(record: OpRecord) -> tuple[int, int, int, int, int]:
     (grad_output, input, weight) backward -- and, forward, where the output's shape is not kept,
     from its MACs (batch x output channels x output area x channels per group x kernel area). The
     stride is the ratio of input to output side. The output's size picks the kernel oneDNN runs: a
-    depthwise 5x5 or 7x7 whose output is one pixel runs its reference path, tens of times slower
-    per FLOP than on a 2x2 output."""
+    depthwise 5x5 whose output is one pixel runs another path, some 200x slower per FLOP than on a
+    2x2 output (:func:`padding_margin`)."""
     if "backward" in record.op and len(record.shapes) >= 3:
         out, x, w = record.shapes[0], record.shapes[1], record.shapes[2]
     else:
