@@ -169,7 +169,7 @@ def test_one_writer_at_a_time(tmp_path):
     path = tmp_path / "s.sqlite"
     with open_store(path) as first, open_store(path) as second:
         first.lock()
-        with pytest.raises(StoreError, match="another study is writing"):
+        with pytest.raises(StoreError, match="another dnncost run"):
             second.lock()
         first.unlock()
         second.lock()  # free again once the first lets go

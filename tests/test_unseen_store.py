@@ -338,7 +338,7 @@ def test_a_database_in_use_is_refused_before_calibrating(
         holder.lock()
         assert main(["evaluate", "--unseen", "--db", str(db), "--quick"]) == 2
     err = capsys.readouterr().err
-    assert "another study is writing" in err and "Traceback" not in err
+    assert "another dnncost run" in err and "Traceback" not in err
 
 
 def test_unseen_networks_are_timed_round_robin_each_pass_a_fresh_build(

@@ -116,8 +116,9 @@ class Store:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StoreError(f"another study is writing to '{self.path}' right now; wait for it to "
-                             "finish or use another results database") from None
+            raise StoreError(f"another dnncost run (study, evaluate --unseen or whatif --db) is "
+                             f"writing to '{self.path}' right now; wait for it to finish or use "
+                             "another results database") from None
         self._lock_file = fd
 
     def unlock(self) -> None:
