@@ -99,6 +99,9 @@ def _from_torchvision(name: str) -> LoadedModel:
     return LoadedModel(name, lambda: tvm.get_model(name, **kwargs), shape)
 
 
+TIMM_PREFIX = "timm:"  # source: our choice; a spec naming one of timm's networks starts so
+
+
 def _from_timm(name: str) -> LoadedModel:
     try:
         import timm
@@ -160,8 +163,8 @@ def load_model(spec: str, **kwargs: object) -> LoadedModel:
     spec = spec.strip()
     if spec.startswith("torchvision:"):
         return _from_torchvision(spec.split(":", 1)[1])
-    if spec.startswith("timm:"):
-        return _from_timm(spec.split(":", 1)[1])
+    if spec.startswith(TIMM_PREFIX):
+        return _from_timm(spec.removeprefix(TIMM_PREFIX))
     if ".py:" in spec or spec.endswith(".py"):
         path, _, attr = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
         if not attr:

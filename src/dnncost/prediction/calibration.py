@@ -58,9 +58,9 @@ from dnncost.prediction.predict import predict_report
 from dnncost.prediction.samples import StoredSamples
 from dnncost.prediction.sampling import (
     BATCHES,
-    PROBE_PREFIX,
     KernelProbe,
     RandomNet,
+    is_probe,
     padded_probes,
     random_network,
 )
@@ -128,11 +128,13 @@ def largest_batch(net: Network, *, max_train_flops: float) -> int | None:
             if b <= net.batch_size and per_step + b * per_sample <= max_train_flops]
     if not fits:
         return None
-    try:  # the step runs at that batch (batch norm needs two values per channel: not at batch 1
-        flops(max(fits))  # on a 1x1 map)
-    except DnncostError:
-        return None
-    return max(fits)
+    batch = max(fits)
+    if batch not in (net.batch_size, net.batch_size // 2):  # not counted above
+        try:  # the step runs at that batch (batch norm needs two values per channel: not at
+            flops(batch)  # batch 1 on a 1x1 map)
+        except DnncostError:
+            return None
+    return batch
 
 
 @dataclass(frozen=True)
@@ -354,6 +356,8 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     floor = min_networks if min_networks is not None else QUICK_MIN_NETWORKS if quick else MIN_NETWORKS
     if passes < 1:
         raise ValueError(f"passes must be a positive integer, got {passes}")
+    whole_range = not quick and focus is None  # a full calibration over the sampler's whole range:
+    # the larger transfer inputs, the kernel probes and the anchors
     max_flops = QUICK_MAX_TRAIN_FLOPS if quick and focus is None else MAX_TRAIN_FLOPS
     nets: list[RandomNet] = []
     transfer: list[TransferNet] = []
@@ -394,7 +398,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
         # pass 1 times the transfer set, then draws and times random networks while one more, the
         # passes to come and the fit are expected to fit in the budget
         for standard in sized_transfer_set(max_train_flops=max_flops,
-                                           larger=not quick and focus is None,
+                                           larger=whole_range,
                                            designs=QUICK_TRANSFER if quick else None):
             try:
                 measure(standard)
@@ -403,7 +407,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
             transfer.append(standard)
             _report(progress, standard, 1, passes, spent())
         probes: list[KernelProbe] = []
-        for probe in padded_probes() if not quick and focus is None else ():
+        for probe in padded_probes() if whole_range else ():
             try:  # the slow kernels random networks draw too rarely, fitted on, never held out
                 measure(probe)
             except (AlignmentError, DnncostError, RuntimeError):
@@ -414,7 +418,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
         seed = 0
         while len(nets) < floor or spent() + per_network() + reserved() < budget:
             seed += 1
-            anchor = anchor_of(seed - 1) if not quick and focus is None else None
+            anchor = anchor_of(seed - 1) if whole_range else None
             try:
                 net = sized_network(seed - 1, max_train_flops=max_flops * ANCHOR_FLOPS_FACTOR
                                     if anchor is not None else max_flops,
@@ -484,7 +488,7 @@ def refit(stored: StoredSamples) -> Calibrated:
     FIT_THREADS threads (OpenMP and BLAS alike), whatever torch's setting."""
     with threadpool_limits(limits=FIT_THREADS):
         model = fit_operator_model(stored.fitted, **dict(stored.meta))
-        networks = [s for s in stored.fitted if not s.name.startswith(PROBE_PREFIX)]
+        networks = [s for s in stored.fitted if not is_probe(s.name)]
         model = replace(model, held_out=step_errors(model, stored.held_out),
                         transfer=step_errors(model, stored.transfer),
                         interval=interval_model(model, [*stored.held_out, *stored.transfer],

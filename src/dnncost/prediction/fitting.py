@@ -17,7 +17,7 @@ from dnncost.counting.formulas import OpKind
 from dnncost.prediction.features import REGRESSOR_KEYS, features, op_kind, regressor_key
 from dnncost.prediction.kernels import STEP_FEATURES, step_features
 from dnncost.prediction.model import KindRegressor, OperatorModel
-from dnncost.prediction.sampling import PROBE_PREFIX
+from dnncost.prediction.sampling import is_probe
 from dnncost.prediction.trees import TreeEnsemble
 
 MIN_KIND_SAMPLES = 20  # source: our choice; fewer kernels of a kind: its line only, no trees
@@ -74,7 +74,7 @@ def fit_operator_model(samples: Sequence[NetworkSample], **meta: Any) -> Operato
     weights = fit_step_weights(feats, rest, steps, lower=lower)
     return OperatorModel(kinds=fitted, fallback=fallback, step_weights=tuple(float(w) for w in weights),
                          created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         networks=len({s.name for s in samples if not s.name.startswith(PROBE_PREFIX)}),
+                         networks=len({s.name for s in samples if not is_probe(s.name)}),
                          kernels=len(records), **meta)
 
 

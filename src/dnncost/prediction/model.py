@@ -141,8 +141,8 @@ class OperatorModel:
         for key in set(keys):
             idx = np.array([i for i, k in enumerate(keys) if k == key])
             kind = key_kind(key) if key is not None else None
-            reg = None if key is None or kind is None else \
-                self.kinds.get(key) or self.kinds.get(kind.value)
+            reg = self.kinds.get(key) or self.kinds.get(kind.value) \
+                if key is not None and kind is not None else None
             if reg is None:
                 out[idx] = self.fallback.seconds(with_kind(x[idx], kind), flops[idx], nbytes[idx])
             else:

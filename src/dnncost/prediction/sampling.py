@@ -349,6 +349,13 @@ class KernelProbe:
 
 
 PROBE_PREFIX = "probe:"  # source: our choice; a kernel probe's name starts so
+
+
+def is_probe(name: str) -> bool:
+    """Whether a timed network's name is a kernel probe's (not a random or transfer network)."""
+    return name.startswith(PROBE_PREFIX)
+
+
 PROBE_CHANNELS = (96, 576, 1152)  # source: MobileNet/EfficientNet late stages (96-1152 channels)
 PROBE_GEOMETRY = ((3, 1, 1), (5, 1, 1), (5, 2, 2), (7, 1, 1), (7, 2, 1), (7, 4, 2))
 """(kernel, input side, stride): every one a "same"-padded convolution whose output lies within its
@@ -380,4 +387,4 @@ def padded_probes() -> list[KernelProbe]:
 
 
 __all__ = ["ACTIVATIONS", "BATCHES", "BLOCKS", "KernelProbe", "PROBE_PREFIX", "RandomNet", "SIDES",
-           "padded_probes", "random_network"]
+           "is_probe", "padded_probes", "random_network"]

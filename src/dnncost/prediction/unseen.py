@@ -37,7 +37,7 @@ from dnncost.counting.counter import count
 from dnncost.measuring.interleave import TimingJob, time_interleaved
 from dnncost.measuring.measurement import STUDY_ESTIMATOR, estimate
 from dnncost.measuring.timing import StepOptions, StepTiming
-from dnncost.models.loading import load_model
+from dnncost.models.loading import TIMM_PREFIX, load_model
 from dnncost.models.registry import list_models
 from dnncost.prediction.calibration import baseline_seconds
 from dnncost.prediction.evaluation import Metrics
@@ -74,9 +74,6 @@ def unseen_network_names() -> list[str]:
     return [n for n in tvm.list_models(module=tvm) if n not in zoo]
 
 
-TIMM = "timm:"  # source: dnncost.models.loading's spec prefix for timm's networks
-
-
 def check_unseen_names(names: Sequence[str]) -> list[str]:
     """``names`` (each once) when every one is an unseen network (:func:`unseen_network_names`, or
     ``timm:NAME`` of a timm network); ModelNotFoundError naming each that is not -- in dnncost's
@@ -86,12 +83,12 @@ def check_unseen_names(names: Sequence[str]) -> list[str]:
     unseen = unseen_network_names()
     zoo = set(list_models())
     for name in names:
-        if name.startswith(TIMM):
+        if name.startswith(TIMM_PREFIX):
             load_model(name)  # resolves the name only: nothing is built
     wrong = [f"'{name}' (in dnncost's zoo)" if name in zoo else
              f"'{name}' ({hint.strip().lower()})" if (hint := suggest(name, unseen, n=3)) else
              f"'{name}' (no torchvision classification network)"
-             for name in dict.fromkeys(names) if name not in unseen and not name.startswith(TIMM)]
+             for name in dict.fromkeys(names) if name not in unseen and not name.startswith(TIMM_PREFIX)]
     if wrong:
         raise ModelNotFoundError(
             f"not unseen network{'s' if len(wrong) > 1 else ''}: {', '.join(wrong)}. The unseen "
@@ -102,7 +99,7 @@ def check_unseen_names(names: Sequence[str]) -> list[str]:
 
 def _spec(name: str) -> str:
     """The model spec of an unseen network's name (a torchvision name, or timm:NAME as is)."""
-    return name if name.startswith(TIMM) else f"torchvision:{name}"
+    return name if name.startswith(TIMM_PREFIX) else f"torchvision:{name}"
 
 
 @dataclass(frozen=True)
@@ -249,7 +246,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
     and each left-out network as it is left out."""
     started = time.perf_counter()
     unseen = unseen_network_names()
-    chosen = [n for n in (names or unseen) if n in unseen or n.startswith(TIMM)]
+    chosen = [n for n in (names or unseen) if n in unseen or n.startswith(TIMM_PREFIX)]
     skipped = {n: "in dnncost's zoo or not a torchvision classification network"
                for n in (names or ()) if n not in chosen}
     points = []
