@@ -1,20 +1,24 @@
-"""How much of a training step is the allocator handing memory back to the OS and faulting it in again?
+"""How much of a step is the allocator handing memory back to the OS and faulting it in again?
 
 glibc's malloc returns large freed blocks to the kernel (each block above its mmap threshold, and
 the heap's free top above its trim threshold); the next step allocates them again and every fresh
-4 KiB page costs a page fault and its zeroing, inside whichever kernel first writes it. Networks
-whose activations are large (224x224 inputs at batch 8) pay this every step; the small random
-networks a calibration times mostly do not, so a per-kernel model fitted on them misses it.
+4 KiB page costs a page fault and its zeroing, inside whichever kernel first writes it, and the
+return itself (munmap, trimming) costs time between the kernels. Networks whose activations are
+large (224x224 inputs at batch 8) pay this every step, a validation step most of all (no_grad frees
+each activation as soon as the next layer has read it); the small random networks a calibration
+times mostly do not, so a per-kernel model fitted on them misses it.
 
-This benchmark times each network's training step in a fresh process twice, alternating (A B A B
-...): as glibc behaves by default, and with ``GLIBC_TUNABLES`` set so that malloc never maps nor
-trims (``glibc.malloc.mmap_max=0`` and a trim threshold of 64 GiB: freed memory stays in the
-process). It prints the minor page faults per step (``getrusage``), each setting's step time (lower
-quartile of the timed steps of every round) and their ratio per round and median. The difference is
-what the faults cost; dnncost's own measurements always use the default, as a user's training does.
+This benchmark times each network's training (or validation) step in a fresh process twice,
+alternating (A B A B ...): as glibc behaves by default, and with ``GLIBC_TUNABLES`` set so that
+malloc never maps nor trims (``glibc.malloc.mmap_max=0`` and a trim threshold of 64 GiB: freed
+memory stays in the process). It prints the minor page faults per step (``getrusage``), each
+setting's step time (lower quartile of the timed steps of every round) and their ratio per round
+and median. The difference is what the faults cost; dnncost's own measurements always use the
+default, as a user's training does.
 
 Run:  python benchmarks/page_faults.py                        (3 networks, 3 rounds)
       python benchmarks/page_faults.py --models resnet50 --rounds 2 --side 224 --batch 8
+      python benchmarks/page_faults.py --mode eval --steps 15
 """
 from __future__ import annotations
 
@@ -35,9 +39,10 @@ warnings.simplefilter("ignore")
 from dnncost.core.kinds import Mode
 from dnncost.measuring.timing import StepOptions, prepare_step
 from dnncost.models.loading import load_model
-name, side, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+name, mode = sys.argv[1], sys.argv[5]
+side, batch, steps = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 step = prepare_step(load_model(name).build("cpu"), (3, side, side),
-                    StepOptions(batch_size=batch, mode=Mode("train")), torch.device("cpu"))
+                    StepOptions(batch_size=batch, mode=Mode(mode)), torch.device("cpu"))
 for _ in range(2):
     step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -51,12 +56,13 @@ print(json.dumps({"step_s": float(np.percentile(times, 25)), "faults": faults}))
 """
 
 
-def run(name: str, side: int, batch: int, steps: int, *, tunables: str | None) -> dict[str, float]:
+def run(name: str, side: int, batch: int, steps: int, mode: str, *, tunables: str | None
+        ) -> dict[str, float]:
     env = dict(os.environ)
     env.pop("GLIBC_TUNABLES", None)
     if tunables:
         env["GLIBC_TUNABLES"] = tunables
-    out = subprocess.run([sys.executable, "-c", _CHILD, name, str(side), str(batch), str(steps)],
+    out = subprocess.run([sys.executable, "-c", _CHILD, name, str(side), str(batch), str(steps), mode],
                          env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -68,18 +74,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per run (default: 5)")
     parser.add_argument("--rounds", type=int, default=3, help="A B rounds per network (default: 3)")
+    parser.add_argument("--mode", choices=("train", "eval"), default="train",
+                        help="the step timed (default: train)")
     args = parser.parse_args()
     from dnncost.core.environment import current_environment
 
     env = current_environment("cpu", threads=None)
     print(f"{env.cpu_model}, {env.cpu_cores} cores, torch {env.torch_version}, dnncost "
-          f"{env.git_revision}; training step, 3x{args.side}x{args.side}, batch {args.batch}, "
+          f"{env.git_revision}; {args.mode} step, 3x{args.side}x{args.side}, batch {args.batch}, "
           f"{args.rounds} rounds of (default, no return to the OS)\n")
     for name in args.models.split(","):
         ratios, faults, kept = [], [], []
         for _ in range(args.rounds):
-            default = run(name, args.side, args.batch, args.steps, tunables=None)
-            held = run(name, args.side, args.batch, args.steps, tunables=NO_RETURN)
+            default = run(name, args.side, args.batch, args.steps, args.mode, tunables=None)
+            held = run(name, args.side, args.batch, args.steps, args.mode, tunables=NO_RETURN)
             ratios.append(default["step_s"] / held["step_s"])
             faults.append(default["faults"])
             kept.append(held["faults"])
