@@ -36,7 +36,6 @@ from dnncost.core.kinds import Mode
 from dnncost.measuring.interleave import TimingJob, time_interleaved
 from dnncost.measuring.measurement import STUDY_ESTIMATOR, estimate
 from dnncost.measuring.timing import StepOptions, StepTiming
-from dnncost.prediction.calibration import QUICK_MAX_SIDE
 from dnncost.prediction.fitting import NetworkSample
 from dnncost.prediction.samples import load_samples, samples_path
 from dnncost.prediction.sampling import random_network
@@ -45,13 +44,12 @@ from dnncost.prediction.transfer import transfer_networks
 WITHIN = 0.10  # source: issue 22, the "within +-10%" band
 
 
-def rebuild(sample: NetworkSample, *, quick: bool) -> torch.nn.Module:
+def rebuild(sample: NetworkSample) -> torch.nn.Module:
     """The network a calibration sample was timed on: a random one by its seed at the side it was
     timed at (drawn as the calibration drew it, or at an anchor: calibration.anchor_of), or a
     transfer one."""
     if sample.name.startswith("random"):
         return random_network(int(sample.name.removeprefix("random")),
-                              max_side=QUICK_MAX_SIDE if quick else 224,
                               side=sample.report.input_shape[-1]).module  # as drawn or anchored
     for net in transfer_networks(larger=True):
         if net.name == sample.name:
@@ -59,12 +57,12 @@ def rebuild(sample: NetworkSample, *, quick: bool) -> torch.nn.Module:
     raise SystemExit(f"cannot rebuild '{sample.name}'")
 
 
-def time_as_a_user(calibrated: dict[str, NetworkSample], mode: Mode, *, rounds: int,
-                   quick: bool) -> dict[str, list[StepTiming]]:
+def time_as_a_user(calibrated: dict[str, NetworkSample], mode: Mode, *, rounds: int
+                   ) -> dict[str, list[StepTiming]]:
     """Each network's ``mode`` step timed as ``dnncost time`` times it, ``rounds`` times,
     round-robin."""
     timings: dict[str, list[StepTiming]] = {n: [] for n in calibrated}
-    jobs = [TimingJob(n, partial(rebuild, s, quick=quick), tuple(s.report.input_shape),
+    jobs = [TimingJob(n, partial(rebuild, s), tuple(s.report.input_shape),
                       StepOptions(batch_size=s.report.batch_size, mode=mode))
             for n, s in calibrated.items()]
     with warnings.catch_warnings():
@@ -94,8 +92,7 @@ def main() -> None:
     started = time.perf_counter()
     for mode in Mode:
         calibrated = {s.name: s for s in unseen if s.report.mode == mode.value and s.name in names}
-        timings = time_as_a_user(calibrated, mode, rounds=args.rounds,
-                                 quick=bool(stored.meta.get("quick")))
+        timings = time_as_a_user(calibrated, mode, rounds=args.rounds)
         ratios = []
         print(f"{mode.value} step, {len(calibrated)} networks:")
         for name, s in calibrated.items():

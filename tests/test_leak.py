@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import dnncost.prediction as prediction_pkg
-from dnncost.prediction import calibration
+from dnncost.prediction import calibration, sampling
 
 UNSEEN_PROTOCOL = "unseen.py"  # the one module that builds published networks: to time them
 CALIBRATION_MODULES = sorted(p.name for p in Path(prediction_pkg.__file__).parent.glob("*.py")
@@ -71,8 +71,10 @@ def test_the_guard_catches_a_published_network() -> None:
 
 @pytest.mark.slow  # minutes on a loaded 2-core machine: the profiler hook slows every call
 def test_a_calibration_run_builds_no_published_network(monkeypatch) -> None:
-    # tiny networks only (a training step of at most 3e7 FLOPs), two of them, no time budget
-    monkeypatch.setattr(calibration, "QUICK_MAX_TRAIN_FLOPS", 3e7)
+    # tiny networks only (a training step of at most 3e7 FLOPs), two of them and two kernel
+    # probes, no time budget
+    monkeypatch.setattr(calibration, "MAX_TRAIN_FLOPS", 3e7)
+    monkeypatch.setattr(calibration, "padded_probes", lambda: sampling.padded_probes()[:2])
     with no_published_network() as called:
         done = calibration.calibrate_operators(quick=True, budget_s=0.0, min_networks=2)
     assert called == []

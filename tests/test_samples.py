@@ -269,6 +269,49 @@ def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> N
         calibration.calibrate_operators(budget_s=0.0, passes=0)
 
 
+def test_a_quick_calibration_times_the_probes_and_draws_at_the_anchors(monkeypatch) -> None:
+    """Without a focus, a quick calibration draws every random network at the anchors in turn, at
+    the full FLOPs cap (a full one: every third, at ANCHOR_FLOPS_FACTOR times it), and times the
+    kernel probes as a full one does; with a focus, every network at the focus."""
+    from types import SimpleNamespace
+
+    from dnncost.prediction import calibration
+
+    rng = random.Random(5)
+    base = {"train": network(rng, "n", "train"), "eval": network(rng, "n", "eval")}
+    draws: list[tuple[int, object, float]] = []
+    timed: list[str] = []
+
+    def sized_network(seed, *, max_train_flops, focus=None):  # noqa: ANN001, ANN202
+        draws.append((seed, focus, max_train_flops))
+        return SimpleNamespace(seed=seed, name=f"random{seed}", batch_size=1,
+                               input_shape=(3, 8, 8), blocks=()) if seed < 4 else None
+
+    def measure_quietly(net, *, threads, until):  # noqa: ANN001, ANN202
+        timed.append(net.name)
+        return [replace(base[m], name=net.name) for m in ("train", "eval")], False
+
+    monkeypatch.setattr(calibration, "sized_network", sized_network)
+    monkeypatch.setattr(calibration, "sized_transfer_set", lambda **kw: [])
+    monkeypatch.setattr(calibration, "padded_probes", lambda: [SimpleNamespace(
+        name="probe:p", batch_size=8, input_shape=(96, 1, 1))])
+    monkeypatch.setattr(calibration, "measure_quietly", measure_quietly)
+    monkeypatch.setattr(calibration, "refit", lambda stored: stored)
+    a, b = calibration.ANCHORS
+    cap = calibration.MAX_TRAIN_FLOPS
+    calibration.calibrate_operators(quick=True, budget_s=0.0, min_networks=4)
+    assert timed == ["probe:p", "random0", "random1", "random2", "random3"]
+    assert draws == [(0, a, cap), (1, b, cap), (2, a, cap), (3, b, cap)]
+    draws.clear()
+    calibration.calibrate_operators(budget_s=0.0, min_networks=4, passes=1)
+    assert draws == [(0, None, cap), (1, None, cap), (2, a, cap * calibration.ANCHOR_FLOPS_FACTOR),
+                     (3, None, cap)]
+    draws.clear()
+    focus = calibration.Focus((3, 32, 32), 32)
+    calibration.calibrate_operators(quick=True, focus=focus, budget_s=0.0, min_networks=2)
+    assert draws == [(0, focus, cap), (1, focus, cap)]
+
+
 def test_an_old_pickled_model_is_refused_and_refit_from_the_stored_samples(
         tmp_path: Path, monkeypatch, capsys) -> None:
     """An old calibration (model pickled, never unpickled now): predict names the refit, and the
