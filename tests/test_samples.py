@@ -272,7 +272,7 @@ def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> N
 def test_a_quick_calibration_times_the_probes_and_draws_at_the_anchors(monkeypatch) -> None:
     """Without a focus, a quick calibration draws every random network at the anchors in turn, at
     the full FLOPs cap (a full one: every third, at ANCHOR_FLOPS_FACTOR times it), and times the
-    kernel probes as a full one does; with a focus, every network at the focus."""
+    kernel probes as a full one does; with a focus, every network at the focus, and no probes."""
     from types import SimpleNamespace
 
     from dnncost.prediction import calibration
@@ -308,8 +308,10 @@ def test_a_quick_calibration_times_the_probes_and_draws_at_the_anchors(monkeypat
                      (3, None, cap)]
     draws.clear()
     focus = calibration.Focus((3, 32, 32), 32)
+    timed.clear()
     calibration.calibrate_operators(quick=True, focus=focus, budget_s=0.0, min_networks=2)
     assert draws == [(0, focus, cap), (1, focus, cap)]
+    assert timed == ["random0", "random1"]
 
 
 def test_an_old_pickled_model_is_refused_and_refit_from_the_stored_samples(
