@@ -171,7 +171,7 @@ def anchor_of(seed: int, *, quick: bool = False) -> Focus | None:
     the anchors in turn. Drawn under a tenth of the FLOPs cap from inputs of 64x64 or less, a quick
     model (source: measured, one draw each, the development set) was 15.9% / 17.4% (train / eval
     MAPE) off on the zoo's networks, nearly all too slow; drawn at the anchors, 9.6% / 6.6% (on
-    torchvision's, 11.3% / 7.3% and 13.5% / 8.5%)."""
+    torchvision's networks 11.3% / 7.3% before, 13.5% / 8.5% after)."""
     if quick:
         return ANCHORS[seed % len(ANCHORS)]
     if seed % ANCHOR_EVERY != ANCHOR_EVERY - 1:
