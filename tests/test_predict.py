@@ -461,6 +461,23 @@ def test_the_report_names_the_calibration_that_predicted_with_its_own_errors() -
     assert "(4 random networks drawn at 8x3x224x224 and 32x3x32x32 in turn, 1 pass)" in unfocused
 
 
+def test_a_dense_convolution_on_an_image_is_not_a_thin_one() -> None:
+    """A ViT's patch embedding (3 channels, 16x16 kernel, stride 16) on a 32x32 image has an output
+    within what "same" padding would be, but it is dense: the ordinary kind times it, forward and
+    backward; a depthwise 7x7 on a 1x1 map is the padded one's."""
+    from torch import nn
+
+    from dnncost.prediction.features import regressor_key
+
+    patch = count(nn.Conv2d(3, 48, 16, stride=16), mode="train", batch_size=2,
+                  input_shape=(3, 32, 32))
+    assert {regressor_key(r) for r in patch.records if "conv" in r.op} == {"conv", "conv_backward"}
+    thin = count(nn.Conv2d(48, 48, 7, padding=3, groups=48), mode="train", batch_size=2,
+                 input_shape=(48, 1, 1))
+    assert {regressor_key(r) for r in thin.records if "conv" in r.op} == {"conv@padded",
+                                                                         "conv_backward@padded"}
+
+
 def test_every_kernel_probe_runs_the_padded_regressors_kernels() -> None:
     """Each probe's step calls a convolution the padded regressor times: its backward always, its
     forward too where the output lies below the padding (5x5 and 7x7; a 3x3's forward on a 1x1 map

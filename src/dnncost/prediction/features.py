@@ -99,19 +99,21 @@ PADDED_MAX_PER_GROUP = 4  # source: benchmarks/padded_conv.py (2-core Xeon, torc
 
 def regressor_key(record: OpRecord) -> str | None:
     """Which regressor times a call: its kernel kind's, except a k x k depthwise or thinly grouped
-    convolution (forward or backward, at most PADDED_MAX_PER_GROUP channels a group) whose output
-    lies within its padding (:func:`padding_margin` below 0; at 0 too for a backward, slow there
-    as well): oneDNN runs it on another kernel, 30-200x fewer FLOP/s, so it gets a regressor of its
-    own (``'conv@padded'``), fitted mostly on the calibration's kernel probes
+    convolution (forward or backward, two groups or more of at most PADDED_MAX_PER_GROUP channels)
+    whose output lies within its padding (:func:`padding_margin` below 0; at 0 too for a backward,
+    slow there as well): oneDNN runs it on another kernel, 30-200x fewer FLOP/s, so it gets a
+    regressor of its own (``'conv@padded'``), fitted mostly on the calibration's kernel probes
     (sampling.padded_probes), as nn-Meter gives each kernel implementation its own predictor; None
-    without a kind."""
+    without a kind. A dense convolution on a 3-channel image is not thin: a ViT's patch embedding
+    on a 32x32 input, taken for one, was predicted 4.8x too slow (source: measured, timm's
+    test_vit4)."""
     kind = op_kind(record)
     if kind is None:
         return None
     if kind in PADDED_KINDS and len(record.shapes) >= 2:
-        _, per_group, area, _, out_area = conv_geometry(record)
+        groups, per_group, area, _, out_area = conv_geometry(record)
         margin = padding_margin(area, out_area)
-        if area > 1 and per_group <= PADDED_MAX_PER_GROUP and (
+        if area > 1 and groups > 1 and per_group <= PADDED_MAX_PER_GROUP and (
                 margin < 0 or (kind is OpKind.CONV_BACKWARD and margin <= 0)):
             return kind.value + PADDED
     return kind.value
