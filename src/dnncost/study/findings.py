@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnncost.core.kinds import Mode
-from dnncost.prediction.calibration import ANCHORS
+from dnncost.prediction.calibration import ANCHOR_EVERY, ANCHORS
 from dnncost.prediction.errors import REFIT_COMMAND, ModelFormatError, OldModelFormatError
 from dnncost.prediction.evaluation import Evaluation, evaluate
 from dnncost.prediction.model import OperatorModel
@@ -122,7 +122,7 @@ def describe_calibration(model: OperatorModel) -> str:
 
     anchors = " and ".join(a.text for a in ANCHORS)
     drawn = f"drawn at {model.focus}" if model.focus else f"drawn at {anchors} in turn" \
-        if model.quick else f"drawn over the sampler's whole range, every third at {anchors}"
+        if model.quick else f"drawn over the sampler's whole range, one in {ANCHOR_EVERY} at {anchors}"
     text = (f"The per-kernel model is a {'quick' if model.quick else 'full'} calibration of this "
             f"machine ({model.networks} random networks {drawn}, {model.passes} pass"
             f"{'es' if model.passes > 1 else ''}); its own train-step error: {errors(Mode.TRAIN.value)}; "
