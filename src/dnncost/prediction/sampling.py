@@ -20,8 +20,8 @@ the shapes and neighbours they meet in real CNNs and attention models:
 - activations ReLU (in place or not), ReLU6, SiLU, Hardswish, GELU, sigmoid, tanh, LeakyReLU;
   batch norm, group norm or none; dropout and wide MLP heads.
 
-Beside them, :func:`padded_probes` lists the one-convolution kernel probes a full calibration times
-too: the kernels on oneDNN's padded slow path, which no draw above meets often enough.
+Beside them, :func:`padded_probes` lists the one-convolution kernel probes a calibration without a
+focus times too: the kernels on oneDNN's padded slow path, which no draw above meets often enough.
 
 All draws come from ``random.Random(seed)``: the same seed gives the same network on every machine.
 """
