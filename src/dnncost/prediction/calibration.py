@@ -415,7 +415,8 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
         for probe in padded_probes() if focus is None else ():  # a focused calibration spends
             # its seconds on networks at its focus (source: measured, one study run each: with the
             # probes, 4 s of its 19 s, 3 random networks and a model 40% / 54% too slow on the
-            # study's networks, none of which runs a padded kernel; before, 6 and 10% / 9%)
+            # study's networks, none of which runs a padded kernel; without, 6 networks and
+            # 14% / 27%, and 10% / 9% in an earlier run)
             try:  # the slow kernels random networks draw too rarely, fitted on, never held out
                 measure(probe)
             except (AlignmentError, DnncostError, RuntimeError):
