@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dnncost.prediction.errors import ModelFormatError
-from dnncost.prediction.interval import IntervalModel, conformal_bounds, pass_spread
+from dnncost.prediction.interval import IntervalModel, conformal_bounds, normal_bounds, pass_spread
 
 
 def test_conformal_bounds_pick_the_order_statistics() -> None:
@@ -60,6 +60,29 @@ def test_the_stated_coverage_is_reached_on_exchangeable_residuals() -> None:
     low, high = model.log_bounds("train")
     wider = model.log_bounds("train", 0.95)
     assert wider[0] < low and wider[1] > high  # a higher coverage, a wider interval
+
+
+def test_with_too_few_residuals_the_normal_interval_keeps_the_coverage() -> None:
+    """With 5 residuals (a quick calibration's) the conformal bounds fall back on the extremes,
+    which cover (5 - 1) / (5 + 1) = 67% of new residuals; the normal prediction interval, mean +-
+    t(4, 0.9) s sqrt(1.2), covers 80% of normal ones, and the interval is the wider of the two."""
+    residuals = (0.1, -0.2, 0.3, 0.0, 0.05)
+    lo, hi = normal_bounds(residuals, 0.8)
+    half = 1.5332 * float(np.std(residuals, ddof=1)) * math.sqrt(1.2)  # t(4) at 0.9: 1.5332
+    assert (lo, hi) == pytest.approx((0.05 - half, 0.05 + half), abs=1e-4)
+    # wider than the extremes (-0.2, 0.3); no pass spreads, so no widening in quadrature
+    assert lo < -0.2 and hi > 0.3
+    assert IntervalModel({"train": residuals}).log_bounds("train") == pytest.approx((lo, hi))
+    assert not IntervalModel({"train": residuals}).guaranteed("train")
+    rng = np.random.default_rng(1)
+    covered = []
+    for _ in range(1_000):
+        low, high = IntervalModel({"train": tuple(rng.normal(0.1, 0.2, 5))}).log_bounds("train")
+        new = rng.normal(0.1, 0.2, 500)
+        covered.append(np.mean((low <= new) & (new <= high)))
+    assert float(np.mean(covered)) == pytest.approx(0.8, abs=0.02)  # the extremes alone: 0.67
+    with pytest.raises(ValueError, match="two residuals or more"):
+        normal_bounds([0.1], 0.8)
 
 
 def test_pass_spread_is_half_the_log_range() -> None:

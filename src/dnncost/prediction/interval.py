@@ -19,10 +19,14 @@ Lofstrom 2014, "Signed-error conformal regression", PAKDD). For coverage c, alph
 between the two tails: the lower bound is the k_lo-th smallest residual, k_lo = floor((n + 1)
 alpha / 2), the upper the k_hi-th smallest, k_hi = ceil((n + 1)(1 - alpha / 2)); were a new
 network's residual exchangeable with the calibration's, each bound would be crossed with probability
-at most alpha / 2. With too few residuals for a bound (k_lo < 1 or k_hi > n) the extreme residual is
-used instead and :meth:`IntervalModel.guaranteed` says so. Because the residuals keep their sign,
-a systematic bias is not hidden: if every network ran slower than predicted, both bounds lie above
-the prediction and the interval is shifted (and may not contain the point), not symmetric about it.
+at most alpha / 2. With too few residuals for a bound (k_lo < 1 or k_hi > n: fewer than 9 at 80%,
+as a quick calibration's 5) the extremes would cover only (n - 1) / (n + 1) of new networks (67% at
+n = 5), so the interval is the wider of them and the normal prediction interval of the residuals,
+mean +- t(n - 1, (1 + c) / 2) s sqrt(1 + 1 / n) (the classical one; Hahn & Meeker 1991,
+"Statistical Intervals"), and :meth:`IntervalModel.guaranteed` says it rests on that assumption.
+Because the residuals keep their sign, a systematic bias is not hidden: if every network ran slower
+than predicted, both bounds lie above the prediction and the interval is shifted (and may not
+contain the point), not symmetric about it.
 
 The residuals were measured in the calibration's own session; a user's measurement comes at another
 time, so the pass-to-pass noise is added: with m the residuals' median and h the c-quantile of the
@@ -62,6 +66,20 @@ def conformal_bounds(residuals: Sequence[float], coverage: float) -> tuple[float
     return float(r[max(k_lo, 1) - 1]), float(r[min(k_hi, n) - 1]), guaranteed
 
 
+def normal_bounds(residuals: Sequence[float], coverage: float) -> tuple[float, float]:
+    """The normal prediction interval of one more residual: mean +- t s sqrt(1 + 1 / n), t the
+    Student quantile at (1 + coverage) / 2 with n - 1 degrees of freedom (n >= 2)."""
+    from scipy.stats import t as student_t
+
+    r = np.asarray(residuals, dtype=float)
+    n = len(r)
+    if n < 2:
+        raise ValueError("a normal prediction interval needs two residuals or more")
+    t = float(student_t.ppf((1 + coverage) / 2, n - 1))
+    half = t * float(r.std(ddof=1)) * math.sqrt(1 + 1 / n)
+    return float(r.mean()) - half, float(r.mean()) + half
+
+
 @dataclass(frozen=True)
 class IntervalModel:
     """The interval's ingredients per mode ('train', 'eval'): the calibration's residuals
@@ -76,7 +94,10 @@ class IntervalModel:
         residuals = self.residuals.get(mode, ())
         if not residuals:
             return None
-        q_lo, q_hi, _ = conformal_bounds(residuals, coverage)
+        q_lo, q_hi, guaranteed = conformal_bounds(residuals, coverage)
+        if not guaranteed and len(residuals) >= 2:
+            n_lo, n_hi = normal_bounds(residuals, coverage)
+            q_lo, q_hi = min(q_lo, n_lo), max(q_hi, n_hi)
         m = float(np.median(residuals))
         spreads = self.spreads.get(mode, ())
         h = float(np.quantile(spreads, coverage)) if spreads else 0.0
@@ -127,4 +148,4 @@ def pass_spread(pass_steps: Sequence[float]) -> float | None:
     return math.log(max(pass_steps) / min(pass_steps)) / 2
 
 
-__all__ = ["COVERAGE", "IntervalModel", "conformal_bounds", "pass_spread"]
+__all__ = ["COVERAGE", "IntervalModel", "conformal_bounds", "normal_bounds", "pass_spread"]
