@@ -430,7 +430,8 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
             anchor = anchor_of(seed - 1, quick=quick) if focus is None else None
             try:  # a full calibration's anchored networks may be larger, a quick one's may not
                 net = sized_network(seed - 1, focus=focus or anchor, max_train_flops=MAX_TRAIN_FLOPS
-                                    * (ANCHOR_FLOPS_FACTOR if anchor and not quick else 1.0))
+                                    * (ANCHOR_FLOPS_FACTOR if anchor is not None and not quick
+                                       else 1.0))
                 if net is None:
                     continue
                 measure(net)

@@ -74,6 +74,11 @@ def unseen_network_names() -> list[str]:
     return [n for n in tvm.list_models(module=tvm) if n not in zoo]
 
 
+def _is_unseen(name: str, unseen: Collection[str]) -> bool:
+    """Whether ``name`` is one of ``unseen`` (torchvision's networks not in the zoo) or a timm one."""
+    return name in unseen or name.startswith(TIMM_PREFIX)
+
+
 def check_unseen_names(names: Sequence[str]) -> list[str]:
     """``names`` (each once) when every one is an unseen network (:func:`unseen_network_names`, or
     ``timm:NAME`` of a timm network); ModelNotFoundError naming each that is not -- in dnncost's
@@ -88,7 +93,7 @@ def check_unseen_names(names: Sequence[str]) -> list[str]:
     wrong = [f"'{name}' (in dnncost's zoo)" if name in zoo else
              f"'{name}' ({hint.strip().lower()})" if (hint := suggest(name, unseen, n=3)) else
              f"'{name}' (no torchvision classification network)"
-             for name in dict.fromkeys(names) if name not in unseen and not name.startswith(TIMM_PREFIX)]
+             for name in dict.fromkeys(names) if not _is_unseen(name, unseen)]
     if wrong:
         raise ModelNotFoundError(
             f"not unseen network{'s' if len(wrong) > 1 else ''}: {', '.join(wrong)}. The unseen "
@@ -246,7 +251,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
     and each left-out network as it is left out."""
     started = time.perf_counter()
     unseen = unseen_network_names()
-    chosen = [n for n in (names or unseen) if n in unseen or n.startswith(TIMM_PREFIX)]
+    chosen = [n for n in (names or unseen) if _is_unseen(n, unseen)]
     skipped = {n: "in dnncost's zoo or not a torchvision classification network"
                for n in (names or ()) if n not in chosen}
     points = []
