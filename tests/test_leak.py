@@ -74,7 +74,7 @@ def test_a_calibration_run_builds_no_published_network(monkeypatch) -> None:
     # tiny networks only (a training step of at most 3e7 FLOPs), two of them and two kernel
     # probes, no time budget
     monkeypatch.setattr(calibration, "MAX_TRAIN_FLOPS", 3e7)
-    monkeypatch.setattr(calibration, "padded_probes", lambda: sampling.padded_probes()[:2])
+    monkeypatch.setattr(calibration, "kernel_probes", lambda: sampling.padded_probes()[:2])
     with no_published_network() as called:
         done = calibration.calibrate_operators(quick=True, budget_s=0.0, min_networks=2)
     assert called == []

@@ -82,6 +82,35 @@ def test_conv_geometry_of_a_forward_call_reads_its_output_from_its_macs() -> Non
     assert conv_geometry(forward) == (8, 1, 25, 2, 1)
 
 
+def test_a_convolutions_last_feature_is_its_gemm_rows() -> None:
+    """batch x output area, log2: a 1x1 convolution from 96 to 576 channels on a 2x2 map at batch
+    32 multiplies 32 * 4 = 128 rows -- forward (rows from the MACs) and backward (grad_output's
+    shape) alike; a call of another kind has 0 there."""
+    from dnncost.prediction.features import N_FEATURES, features
+
+    report = count(nn.Conv2d(96, 576, 1), mode="train", batch_size=32, input_shape=(96, 2, 2))
+    convs = [r for r in report.records if r.op.startswith("aten.convolution")]
+    assert {r.op for r in convs} == {"aten.convolution", "aten.convolution_backward"}
+    for r in convs:
+        x = features(r, "train")
+        assert len(x) == N_FEATURES and x[-1] == 7.0  # log2(128)
+    assert features(rec("aten.silu"), "train")[-1] == 0.0
+
+
+def test_pointwise_probes_run_wide_1x1_convolutions_on_tiny_maps_with_the_ordinary_regressor() -> None:
+    from dnncost.prediction.features import conv_geometry, regressor_key
+
+    probes = sampling.pointwise_probes()
+    assert len({p.name for p in probes}) == len(probes) == 48
+    for probe in probes[::5]:
+        report = count(probe.module, mode="train", batch_size=probe.batch_size,
+                       input_shape=probe.input_shape)
+        back = next(r for r in report.records if r.op == "aten.convolution_backward")
+        groups, _, area, _, out_area = conv_geometry(back)
+        assert (groups, area) == (1, 1) and out_area <= 16, probe.name
+        assert regressor_key(back) == "conv_backward", probe.name
+
+
 # -- fitting on synthetic data with a known answer ---------------------------------------------
 def test_fit_line_recovers_a_known_line() -> None:
     rng = np.random.default_rng(0)
@@ -317,11 +346,15 @@ def test_a_stored_model_is_plain_data_and_an_old_pickled_one_is_never_loaded() -
 
 
 def test_a_stored_model_of_another_version_or_with_a_wrong_field_is_refused() -> None:
-    from dnncost.prediction.errors import ModelFormatError
+    from dnncost.prediction.errors import ModelFormatError, OldModelFormatError
+    from dnncost.prediction.model import MODEL_VERSION
 
     data = tiny_model().to_dict()
-    with pytest.raises(ModelFormatError, match="version 2; this dnncost reads"):
-        OperatorModel.from_dict({**data, "version": 2})
+    with pytest.raises(OldModelFormatError, match="version 2; this dnncost reads"):
+        OperatorModel.from_dict({**data, "version": 2})  # older: refit from the kept samples
+    with pytest.raises(ModelFormatError, match=f"version {MODEL_VERSION + 1}; this dnncost reads") as newer:
+        OperatorModel.from_dict({**data, "version": MODEL_VERSION + 1})
+    assert not isinstance(newer.value, OldModelFormatError)  # a newer dnncost's: refit won't help
     with pytest.raises(ModelFormatError, match="model.step_weights has 2 items, expected 9"):
         OperatorModel.from_dict({**data, "step_weights": [0.0, 0.0]})
     with pytest.raises(ModelFormatError, match="unknown fields: not_a_kind"):
@@ -486,6 +519,7 @@ def test_every_kernel_probe_runs_the_padded_regressors_kernels() -> None:
 
     probes = sampling.padded_probes()
     assert len({p.name for p in probes}) == len(probes) >= 40
+    assert {p.name for p in sampling.kernel_probes()} >= {p.name for p in probes}
     for probe in probes[::7]:
         report = count(probe.module, mode="train", batch_size=probe.batch_size,
                        input_shape=probe.input_shape)

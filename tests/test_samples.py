@@ -241,7 +241,7 @@ def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> N
                         if seed < 3 else None)
     monkeypatch.setattr(calibration, "sized_transfer_set", lambda **kw: [SimpleNamespace(
         name="transfer:t", batch_size=1, input_shape=(3, 8, 8))])
-    monkeypatch.setattr(calibration, "padded_probes", lambda: [])  # this test's order: no probes
+    monkeypatch.setattr(calibration, "kernel_probes", lambda: [])  # this test's order: no probes
     monkeypatch.setattr(calibration, "measure_quietly", measure_quietly)
     kept: list[StoredSamples] = []
     monkeypatch.setattr(calibration, "refit", lambda stored: kept.append(stored))
@@ -293,7 +293,7 @@ def test_a_quick_calibration_times_the_probes_and_draws_at_the_anchors(monkeypat
 
     monkeypatch.setattr(calibration, "sized_network", sized_network)
     monkeypatch.setattr(calibration, "sized_transfer_set", lambda **kw: [])
-    monkeypatch.setattr(calibration, "padded_probes", lambda: [SimpleNamespace(
+    monkeypatch.setattr(calibration, "kernel_probes", lambda: [SimpleNamespace(
         name="probe:p", batch_size=8, input_shape=(96, 1, 1))])
     monkeypatch.setattr(calibration, "measure_quietly", measure_quietly)
     monkeypatch.setattr(calibration, "refit", lambda stored: stored)
@@ -349,8 +349,8 @@ def test_an_old_pickled_model_is_refused_and_refit_from_the_stored_samples(
 
 def test_kernel_probes_are_fitted_on_but_set_no_baseline_and_no_noise() -> None:
     """A probe 100x slower per FLOP and with a wildly varying pass is fitted on (its kernels), but
-    the FLOPs line's scale and the pass spreads come from the networks alone; the model counts the
-    networks, not the probes."""
+    the FLOPs line's scale, the pass spreads and the step weights come from the networks alone; the
+    model counts the networks, not the probes."""
     from dnncost.prediction.sampling import PROBE_PREFIX
 
     plain = stored(4)
@@ -362,4 +362,5 @@ def test_kernel_probes_are_fitted_on_but_set_no_baseline_and_no_noise() -> None:
     a, b = refit(plain).model, refit(with_probes).model
     assert b.baselines == a.baselines
     assert b.interval.spreads == a.interval.spreads
+    assert b.step_weights == a.step_weights  # a probe's step is one kernel: not what a step costs
     assert b.networks == a.networks == 24 and b.kernels > a.kernels

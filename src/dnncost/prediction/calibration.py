@@ -20,13 +20,14 @@ held-out ones is stored with it. Before the random networks, pass 1 times the tr
 (:mod:`dnncost.prediction.transfer`: hand-written standard networks, each at the largest batch under
 the same FLOPs cap), and every later pass times it again first: the same protocol, inside the same
 budget, never fitted on; its error is stored beside the held-out one. A calibration without a focus
-also times kernel probes (sampling.padded_probes: one-convolution networks on oneDNN's slow path,
-which random networks draw too rarely) and fits on them. A full calibration draws every ANCHOR_EVERY-th random
-network at one of the ANCHORS (224x224 at batch 8, 32x32 at batch 32) instead of over the whole
-range; a quick one without a focus draws all of its few at the anchors in turn, at full size, so
-that it meets the kernels of the networks it will predict (:func:`anchor_of`). The residuals
-on both and the pass spreads make the interval of every prediction
-(:mod:`dnncost.prediction.interval`). The baselines the evaluation compares against are fitted here
+also times kernel probes (sampling.kernel_probes: one-convolution networks on oneDNN's padded slow
+path and wide 1x1 convolutions on tiny maps, which random networks draw too rarely) and fits its
+kernel regressors on them (not its step weights: a probe's step is one kernel). A full
+calibration draws every ANCHOR_EVERY-th random network at one of the ANCHORS (224x224 at batch 8,
+32x32 at batch 32) instead of over the whole range; a quick one without a focus draws all of its
+few at the anchors in turn, at full size, so that it meets the kernels of the networks it will
+predict (:func:`anchor_of`). The residuals on both and the pass spreads make the interval of every
+prediction (:mod:`dnncost.prediction.interval`). The baselines the evaluation compares against are fitted here
 too, on the fitted random networks (not the probes): one scale factor per mode for FLOPs, for
 parameters and for a plain roofline (peak FLOP/s and bytes/s the best any timed kernel reached).
 """
@@ -63,7 +64,7 @@ from dnncost.prediction.sampling import (
     KernelProbe,
     RandomNet,
     is_probe,
-    padded_probes,
+    kernel_probes,
     random_network,
 )
 from dnncost.prediction.transfer import TransferNet, transfer_networks
@@ -412,7 +413,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
             transfer.append(standard)
             _report(progress, standard, 1, passes, spent())
         probes: list[KernelProbe] = []
-        for probe in padded_probes() if focus is None else ():  # a focused calibration spends
+        for probe in kernel_probes() if focus is None else ():  # a focused calibration spends
             # its seconds on networks at its focus (source: measured, one study run each: with the
             # probes, 4 s of its 19 s, 3 random networks and a model 40% / 54% too slow on the
             # study's networks, none of which runs a padded kernel; without, 6 networks and

@@ -20,8 +20,9 @@ class ModelFormatError(DnncostError):
 
 
 class OldModelFormatError(ModelFormatError):
-    """A stored per-kernel model in the old pickled format, which is never loaded: unpickling
-    data someone else wrote can run any code."""
+    """A stored per-kernel model in an older format, which is never loaded: the pickled one
+    (unpickling data someone else wrote can run any code), or an earlier version, whose trees take
+    other features than this version computes."""
 
 
 __all__ = ["CALIBRATE_COMMAND", "REFIT_COMMAND", "ModelFormatError", "NotCalibratedError",

@@ -58,15 +58,18 @@ def padding_margin(area: int, out_area: int) -> float:
 
 N_SHAPES = 3  # source: our choice; conv backward's (grad_output, input, weight) is the most any kind needs
 N_DIMS = 4  # source: NCHW
-N_FEATURES = 8 + N_SHAPES * (N_DIMS + 1) + 6  # what features() lists: 8 of the call, each shape's
-# N_DIMS sides and size, 6 of a convolution's geometry
+N_FEATURES = 8 + N_SHAPES * (N_DIMS + 1) + 7  # what features() lists: 8 of the call, each shape's
+# N_DIMS sides and size, 7 of a convolution's geometry
 
 
 def features(record: OpRecord, mode: str) -> np.ndarray:
     """The shape features of one call: operator code, phase, training flag, log2 of FLOPs, MACs,
     bytes read and written, tensor count, each of the first N_SHAPES input shapes' last N_DIMS
     dimensions and element count (log2), and for convolutions groups, channels per group, kernel
-    area, stride, output area (log2) and padding margin."""
+    area, stride, output area (log2), padding margin and the rows of its GEMM (batch x output area,
+    log2): a 1x1 convolution's backward over 32 pixels ran at ~20 GFLOP/s, over 512 at ~130
+    (source: measured, 2-core Xeon, torch 2.14), a product of two features the trees would
+    otherwise need two splits for."""
     c = record.cost
     head = [OP_CODES.get(record.op, -1), list(Phase).index(record.phase), float(mode == "train"),
             math.log2(1 + c.flops), math.log2(1 + c.macs), math.log2(1 + c.bytes_read),
@@ -76,11 +79,12 @@ def features(record: OpRecord, mode: str) -> np.ndarray:
         last = list(shape[-N_DIMS:])
         last = [0] * (N_DIMS - len(last)) + last
         dims += [math.log2(1 + d) for d in last] + [math.log2(1 + float(np.prod(shape))) if shape else 0.0]
-    conv = [0.0] * 6
+    conv = [0.0] * 7
     if op_kind(record) in (OpKind.CONV, OpKind.CONV_BACKWARD) and len(record.shapes) >= 2:
         g, per_group, area, stride, out_area = conv_geometry(record)
+        batch = record.shapes[0][0] if record.shapes[0] else 1  # conv's input, conv_backward's grad
         conv = [math.log2(g), math.log2(per_group), float(area), float(stride), math.log2(out_area),
-                padding_margin(area, out_area)]
+                padding_margin(area, out_area), math.log2(max(1, batch * out_area))]
     return np.array(head + dims + conv, dtype=float)
 
 

@@ -185,12 +185,18 @@ class OperatorModel:
     def from_dict(cls, data: object) -> OperatorModel:
         """The model :meth:`to_dict` stored. Only types and values are read -- nothing is called or
         imported -- and each is checked: ModelFormatError names the first field that is wrong;
-        OldModelFormatError says the data is an older, pickled model (never unpickled)."""
+        OldModelFormatError says the data is an older model: pickled (never unpickled), or of
+        an earlier version, whose calls had other features (refit it from its kept samples)."""
         d = reading.mapping(data, "model")
         if "regressors" in d and "format" not in d:
             raise OldModelFormatError("the per-kernel model is stored in an old format (a pickle, "
                                       "which dnncost no longer loads: loading one could run code)")
         d = reading.mapping(data, "model", required=_MODEL_FIELDS)
+        if d["format"] == MODEL_FORMAT and isinstance(d["version"], int) and \
+                not isinstance(d["version"], bool) and d["version"] < MODEL_VERSION:
+            raise OldModelFormatError(f"the per-kernel model is stored as version {d['version']}; "
+                                      f"this dnncost reads version {MODEL_VERSION}, whose calls "
+                                      "have other features")
         if d["format"] != MODEL_FORMAT or d["version"] != MODEL_VERSION:
             raise ModelFormatError(f"the per-kernel model is stored as {d['format']!r} version "
                                    f"{d['version']!r}; this dnncost reads {MODEL_FORMAT!r} version "
@@ -241,10 +247,11 @@ class OperatorModel:
 
 
 MODEL_FORMAT = "dnncost-operator-model"  # source: our choice, names what the data is
-MODEL_VERSION = 5  # source: our choice; 1 was the pickled regressors of older files, never loaded;
+MODEL_VERSION = 6  # source: our choice; 1 was the pickled regressors of older files, never loaded;
 # 2 was fitted on each network's fastest pass, 3 on its pooled passes read by STUDY_ESTIMATOR, 4
 # adds the kernels' seconds to what the step costs beyond them (kernels.STEP_FEATURES), 5 a
-# convolution's output area to each call's features (features.conv_geometry)
+# convolution's output area to each call's features (features.conv_geometry), 6 its GEMM rows
+# (batch x output area)
 _MODEL_FIELDS = ("format", "version", "fingerprint", "threads", "torch_version", "created", "quick",
                  "networks", "kernels", "busy_networks", "passes", "focus", "held_out", "baselines",
                  "transfer", "interval", "step_weights", "kinds", "fallback")
