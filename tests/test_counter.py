@@ -189,3 +189,27 @@ def test_user_model_keeps_its_dtype_after_timing_in_another():
     timing = time_model(model, (1, 4, 4), batch_size=2, mode="eval", dtype="bfloat16", warmup=0,
                         steps=2, probe=False)
     assert timing.dtype == "bfloat16" and next(model.parameters()).dtype == torch.float32
+
+
+class _PermutedBlock(nn.Module):
+    """ConvNeXt's pattern: a convolution, layer norm on the channels-last permutation, permuted
+    back and added to the input, then another convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.conv1(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.conv2(y + x)
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_a_convolution_on_a_permuted_back_input_is_recorded_channels_last(device: str) -> None:
+    report = count(_PermutedBlock(), mode="train", batch_size=2, input_shape=(8, 6, 6), device=device)
+    forward = {r.module: r.channels_last for r in report.records if r.op == "aten.convolution"}
+    assert forward == {"conv1": False, "conv2": True}
+    backward = {r.module: r.channels_last for r in report.records
+                if r.op == "aten.convolution_backward"}
+    assert backward["conv2"] is True

@@ -101,7 +101,7 @@ def test_pointwise_probes_run_wide_1x1_convolutions_on_tiny_maps_with_the_ordina
     from dnncost.prediction.features import conv_geometry, regressor_key
 
     probes = sampling.pointwise_probes()
-    assert len({p.name for p in probes}) == len(probes) == 48
+    assert len({p.name for p in probes}) == len(probes) == 24
     for probe in probes[::5]:
         report = count(probe.module, mode="train", batch_size=probe.batch_size,
                        input_shape=probe.input_shape)
@@ -273,6 +273,16 @@ def test_the_sampler_draws_deep_networks_and_strided_stems_on_small_inputs() -> 
     # deep: at least 2 stages of at least 3 blocks (DEEP_BLOCKS_PER_STAGE) = 6 blocks and more
     assert max(depths) >= 2 * min(sampling.DEEP_BLOCKS_PER_STAGE)
     assert strided_small >= 3  # about half of the small inputs (SIDES: 5 of 8 are <= 64)
+
+
+def test_the_sampler_draws_convnext_blocks_whose_later_convolutions_run_channels_last() -> None:
+    """A ConvNeXt block's permutation back leaves its output channels-last: the calibration then
+    times (and its trees see) convolutions on channels-last inputs, as in ConvNeXt and MambaOut."""
+    seed = next(s for s in range(40) if "convnext" in sampling.random_network(s).blocks)
+    net = sampling.random_network(seed)
+    report = count(net.module, mode="train", batch_size=2, input_shape=net.input_shape)
+    layouts = {r.channels_last for r in report.records if r.op == "aten.convolution"}
+    assert layouts == {True, False}
 
 
 # -- the kernel clock ------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ def network(rng: random.Random, name: str, mode: str) -> NetworkSample:
         kernel_s.append(4e-6 + flops / 5e10)
         if mode == "train":
             records.append(OpRecord("aten.threshold_backward", Phase.BACKWARD, f"layer{i}", "ReLU",
-                                    Cost(0, n * n, 8 * n * n, 4 * n * n), ((n, n), (n, n))))
+                                    Cost(0, n * n, 8 * n * n, 4 * n * n), ((n, n), (n, n)),
+                                    channels_last=i % 3 == 0))
             kernel_s.append(2e-6 + 12 * n * n / 1e10)
     if mode == "train":
         records.append(OpRecord("aten._foreach_add_", Phase.OPTIMIZER, "(optimizer)", "SGD",
@@ -71,6 +72,19 @@ def test_samples_round_trip_exactly(tmp_path: Path) -> None:
     assert back == original  # frozen dataclasses: every record, shape, cost and second equal
     assert back.transfer and back.fitted[0].pass_steps  # the transfer set and every pass kept
     assert json.loads(gzip.decompress(path.read_bytes()))["format"] == "dnncost-op-samples"
+
+
+def test_samples_kept_before_the_layout_flag_read_as_contiguous(tmp_path: Path) -> None:
+    original = stored()
+    path = save_samples(original, tmp_path / "x.ops-samples.json.gz")
+    data = json.loads(gzip.decompress(path.read_bytes()))
+    assert any(r[9] is True for s in data["fitted"] for r in s["report"]["records"])
+    for s in data["fitted"] + data["held_out"] + data["transfer"]:
+        s["report"]["records"] = [r[:9] for r in s["report"]["records"]]  # the older layout
+    path.write_bytes(gzip.compress(json.dumps(data).encode()))
+    back = load_samples(path)
+    assert not any(r.channels_last for s in back.fitted for r in s.report.records)
+    assert back.fitted[0].report.records[0].shapes == original.fitted[0].report.records[0].shapes
 
 
 def test_refit_on_stored_samples_gives_the_model_fitted_directly(tmp_path: Path) -> None:

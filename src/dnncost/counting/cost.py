@@ -63,7 +63,9 @@ class OpRecord:
     """One aten operator call: its cost, the module it ran in and the phase of the step.
 
     ``module`` is the dotted path of the innermost module ('' for the model itself);
-    ``module_type`` that module's class name; ``shapes`` the input shapes, for per-op models.
+    ``module_type`` that module's class name; ``shapes`` the input shapes and ``channels_last``
+    whether the first 4-D input is stored channels-last (NHWC) rather than contiguous, for per-op
+    models: oneDNN picks other kernels for it.
     """
 
     op: str
@@ -72,6 +74,7 @@ class OpRecord:
     module_type: str
     cost: Cost
     shapes: tuple[tuple[int, ...], ...] = ()
+    channels_last: bool = False
 
 
 class GroupBy(str, Enum):

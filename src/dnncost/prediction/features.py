@@ -58,22 +58,22 @@ def padding_margin(area: int, out_area: int) -> float:
 
 N_SHAPES = 3  # source: our choice; conv backward's (grad_output, input, weight) is the most any kind needs
 N_DIMS = 4  # source: NCHW
-N_FEATURES = 8 + N_SHAPES * (N_DIMS + 1) + 7  # what features() lists: 8 of the call, each shape's
+N_FEATURES = 9 + N_SHAPES * (N_DIMS + 1) + 7  # what features() lists: 9 of the call, each shape's
 # N_DIMS sides and size, 7 of a convolution's geometry
 
 
 def features(record: OpRecord, mode: str) -> np.ndarray:
     """The shape features of one call: operator code, phase, training flag, log2 of FLOPs, MACs,
-    bytes read and written, tensor count, each of the first N_SHAPES input shapes' last N_DIMS
-    dimensions and element count (log2), and for convolutions groups, channels per group, kernel
-    area, stride, output area (log2), padding margin and the rows of its GEMM (batch x output area,
-    log2): a 1x1 convolution's backward over 32 pixels ran at ~20 GFLOP/s, over 512 at ~130
-    (source: measured, 2-core Xeon, torch 2.14), a product of two features the trees would
-    otherwise need two splits for."""
+    bytes read and written, tensor count, channels-last layout, each of the first N_SHAPES input
+    shapes' last N_DIMS dimensions and element count (log2), and for convolutions groups, channels
+    per group, kernel area, stride, output area (log2), padding margin and the rows of its GEMM
+    (batch x output area, log2): a 1x1 convolution's backward over 32 pixels ran at ~20 GFLOP/s,
+    over 512 at ~130 (source: measured, 2-core Xeon, torch 2.14), a product of two features the
+    trees would otherwise need two splits for."""
     c = record.cost
     head = [OP_CODES.get(record.op, -1), list(Phase).index(record.phase), float(mode == "train"),
             math.log2(1 + c.flops), math.log2(1 + c.macs), math.log2(1 + c.bytes_read),
-            math.log2(1 + c.bytes_written), float(len(record.shapes))]
+            math.log2(1 + c.bytes_written), float(len(record.shapes)), float(record.channels_last)]
     dims: list[float] = []
     for shape in list(record.shapes[:N_SHAPES]) + [()] * (N_SHAPES - len(record.shapes[:N_SHAPES])):
         last = list(shape[-N_DIMS:])
@@ -110,15 +110,16 @@ def regressor_key(record: OpRecord) -> str | None:
     (sampling.padded_probes), as nn-Meter gives each kernel implementation its own predictor; None
     without a kind. A dense convolution on a 3-channel image is not thin: a ViT's patch embedding
     on a 32x32 input, taken for one, was predicted 4.8x too slow (source: measured, timm's
-    test_vit4)."""
+    test_vit4); nor is one on a channels-last input, which oneDNN runs on its fast kernels (a 7x7
+    depthwise on a 2x2 map 82x faster than on a contiguous one: counting.counter._channels_last)."""
     kind = op_kind(record)
     if kind is None:
         return None
     if kind in PADDED_KINDS and len(record.shapes) >= 2:
         groups, per_group, area, _, out_area = conv_geometry(record)
         margin = padding_margin(area, out_area)
-        if area > 1 and groups > 1 and per_group <= PADDED_MAX_PER_GROUP and (
-                margin < 0 or (kind is OpKind.CONV_BACKWARD and margin <= 0)):
+        if area > 1 and groups > 1 and per_group <= PADDED_MAX_PER_GROUP and not \
+                record.channels_last and (margin < 0 or (kind is OpKind.CONV_BACKWARD and margin <= 0)):
             return kind.value + PADDED
     return kind.value
 

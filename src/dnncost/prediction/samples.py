@@ -53,7 +53,7 @@ def samples_path(fingerprint: str) -> Path:
 def _report_dict(report: CostReport, ops: dict[str, int]) -> dict[str, Any]:
     records = [[ops.setdefault(r.op, len(ops)), r.phase.value, r.module, r.module_type,
                 r.cost.macs, r.cost.flops, r.cost.bytes_read, r.cost.bytes_written,
-                [list(s) for s in r.shapes]] for r in report.records]
+                [list(s) for s in r.shapes], r.channels_last] for r in report.records]
     return {"model": report.model, "mode": report.mode, "input_shape": list(report.input_shape),
             "batch_size": report.batch_size, "params": report.params,
             "trainable_params": report.trainable_params, "param_bytes": report.param_bytes,
@@ -66,8 +66,9 @@ def _report_dict(report: CostReport, ops: dict[str, int]) -> dict[str, Any]:
 def _report(data: Mapping[str, Any], ops: Sequence[str]) -> CostReport:
     records = tuple(OpRecord(ops[op], Phase(phase), module, module_type,
                              Cost(int(macs), int(flops), int(read), int(written)),
-                             tuple(tuple(int(d) for d in s) for s in shapes))
-                    for op, phase, module, module_type, macs, flops, read, written, shapes
+                             tuple(tuple(int(d) for d in s) for s in shapes),
+                             layout == [True])  # samples kept before the layout have none
+                    for op, phase, module, module_type, macs, flops, read, written, shapes, *layout
                     in data["records"])
     return CostReport(model=str(data["model"]), mode=Mode(str(data["mode"])),
                       input_shape=tuple(int(d) for d in data["input_shape"]),

@@ -8,7 +8,9 @@ the shapes and neighbours they meet in real CNNs and attention models:
 - blocks: plain conv-norm-act, residual basic (3x3, 3x3), bottleneck (1x1, 3x3 grouped or not,
   1x1), inverted residual (1x1 expand, k x k depthwise, optional squeeze-excitation, 1x1 project),
   two-branch concatenation, dense concatenation, channel shuffle with grouped 1x1 convolutions,
-  transformer encoder on the flattened map (layer norm, multi-head attention, MLP), pooling;
+  transformer encoder on the flattened map (layer norm, multi-head attention, MLP), pooling, and
+  ConvNeXt's (k x k depthwise, then layer norm and MLP on the channels-last permutation, whose
+  output leaves every later convolution a channels-last input);
 - kernel 1/3/5/7, stride 1/2, groups 1 to depthwise (many groups), widths 8 to 2048 (wide layers
   on tiny maps in late stages), spatial sides 1 to 224, batch 1 to 64;
 - depth: most networks are short (1-3 blocks a stage), about a third deep and narrow (3-8 blocks a
@@ -140,6 +142,20 @@ class _Shuffle(nn.Module):
         return x.view(b, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
+class _ChannelsLastMLP(nn.Module):
+    """The rest of a ConvNeXt block after its depthwise convolution: layer norm and an MLP on the
+    (B, H, W, C) permutation, permuted back -- which leaves its output stored channels-last, so
+    that the convolutions after it run on oneDNN's NHWC kernels, as in ConvNeXt and MambaOut."""
+
+    def __init__(self, channels: int, hidden: int, act: str) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), _act(act), nn.Linear(hidden, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+
+
 class _Encoder(nn.Module):
     """A transformer encoder layer on the (B, H*W, C) tokens of a feature map."""
 
@@ -246,6 +262,18 @@ def _shuffle(rng: random.Random, cin: int, cout: int, stride: int, act: str, nor
     return nn.Sequential(*layers), cout_g
 
 
+def _convnext(rng: random.Random, cin: int, cout: int, stride: int, act: str, norm: str
+              ) -> tuple[nn.Module, int]:
+    k = rng.choice(DEPTHWISE_KERNELS)
+    body = nn.Sequential(nn.Conv2d(cout, cout, k, padding=k // 2, groups=cout),
+                         _ChannelsLastMLP(cout, cout * rng.choice((2, 4)), act))
+    block = _Residual(body, None, None)
+    if stride == 1 and cin == cout:
+        return block, cout
+    # ConvNeXt's downsampling between stages: a stride x stride convolution (1x1 without a stride)
+    return nn.Sequential(nn.Conv2d(cin, cout, stride, stride=stride), block), cout
+
+
 def _pool(rng: random.Random, cin: int, cout: int, stride: int, act: str, norm: str
           ) -> tuple[nn.Module, int]:
     pool = rng.choice((nn.MaxPool2d(3, 2, padding=1), nn.MaxPool2d(2), nn.AvgPool2d(2)))
@@ -254,8 +282,8 @@ def _pool(rng: random.Random, cin: int, cout: int, stride: int, act: str, norm: 
 
 BLOCKS: dict[str, Block] = {"plain": _plain, "basic": _basic, "bottleneck": _bottleneck,
                             "inverted": _inverted, "branches": _branches, "dense": _dense,
-                            "shuffle": _shuffle, "pool": _pool}
-BLOCK_WEIGHTS = (3, 3, 2, 3, 1, 1, 1, 1)  # source: our choice, the common blocks more often
+                            "shuffle": _shuffle, "pool": _pool, "convnext": _convnext}
+BLOCK_WEIGHTS = (3, 3, 2, 3, 1, 1, 1, 1, 2)  # source: our choice, the common blocks more often
 
 
 class _Net(nn.Module):
@@ -394,6 +422,7 @@ POINTWISE_CHANNELS = ((96, 576), (576, 96), (160, 960), (960, 160), (320, 1280),
                       (512, 2048), (2048, 512))  # source: the late stages of MobileNetV2/V3 and
 # EfficientNet (96-320 <-> 576-1280 channels), ResNeXt-50 (1024) and ResNet-50 (512 <-> 2048)
 POINTWISE_SIDES = (1, 2, 4)  # source: those stages' maps on a 32x32 input (stride 32, 16, 8)
+POINTWISE_BATCH = 32  # source: the batch of issue 12's unseen protocol at 32x32
 
 
 def pointwise_probes() -> list[KernelProbe]:
@@ -402,16 +431,15 @@ def pointwise_probes() -> list[KernelProbe]:
     batch, against 60-130 on larger maps: fitted on the random networks alone, torchvision's and
     timm's 1x1 backward calls on 1x1-2x2 maps were predicted 0.66x their time, 6.6% of their
     training step (source: measured, 10 development networks, 2-core Xeon, torch 2.14). Each
-    probe is that convolution, batch norm, ReLU and a linear head, at the PROBE_BATCHES."""
+    probe is that convolution, batch norm, ReLU and a linear head."""
     out = []
     torch.manual_seed(0)
     for cin, cout in POINTWISE_CHANNELS:
         for side in POINTWISE_SIDES:
-            for batch in PROBE_BATCHES:
-                module = nn.Sequential(_conv(cin, cout, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                       nn.Linear(cout, 10))
-                out.append(KernelProbe(f"{PROBE_PREFIX}pw{cin}x{cout}s{side}b{batch}", module,
-                                       (cin, side, side), batch))
+            module = nn.Sequential(_conv(cin, cout, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                   nn.Linear(cout, 10))
+            out.append(KernelProbe(f"{PROBE_PREFIX}pw{cin}x{cout}s{side}", module,
+                                   (cin, side, side), POINTWISE_BATCH))
     return out
 
 
