@@ -74,6 +74,9 @@ BUDGET_S = 240.0  # source: issue 12, calibration <= 5 minutes on 2 cores: 4 min
 # before the pointwise probes and ConvNeXt blocks, which left 23 random networks where 34 had been)
 QUICK_BUDGET_S = 25.0  # source: our choice, a rough model in well under a minute; it is also the
 # study's own quick model, within the study's 8-minute budget (issue 24; 60 s before)
+QUICK_PROBE_S = 6.0  # source: measured, the 84 kernel probes' one pass (2-core Xeon): a quick
+# calibration without a focus times them on top of QUICK_BUDGET_S, not instead of one of its four
+# random networks (with them inside it, 3 were drawn and its transfer-set error went 18% -> 43%)
 MIN_NETWORKS = 8  # source: our choice; at least 6 to fit on and 2 held out, whatever the budget
 HOLD_OUT = 4  # source: our choice; every 4th network (a quarter) is held out
 QUICK_MIN_NETWORKS = 2  # source: our choice; the fewest that give a model and its held-out error
@@ -349,7 +352,8 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
                         passes: int | None = None, focus: Focus | None = None,
                         progress: Callable[[str], None] | None = None) -> Calibrated:
     """Draw, time and fit (see the module docstring) within ``budget_s`` for the whole call --
-    drawing, timing, every pass and the fit (default: BUDGET_S, QUICK_BUDGET_S when ``quick``) --
+    drawing, timing, every pass and the fit (default: BUDGET_S; when ``quick``, QUICK_BUDGET_S and
+    without a focus QUICK_PROBE_S more for the kernel probes) --
     over ``passes`` passes (default: PASSES, QUICK_PASSES when ``quick``). A network is drawn, or
     timed again on a busy machine, only while its expected time fits in what is left; at least
     ``min_networks`` networks (default: MIN_NETWORKS, QUICK_MIN_NETWORKS when ``quick``) are timed
@@ -359,7 +363,8 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
 
     from dnncost.core.environment import machine_fingerprint
 
-    budget = budget_s if budget_s is not None else QUICK_BUDGET_S if quick else BUDGET_S
+    budget = budget_s if budget_s is not None else BUDGET_S if not quick else \
+        QUICK_BUDGET_S + (QUICK_PROBE_S if focus is None else 0.0)
     passes = passes if passes is not None else QUICK_PASSES if quick else PASSES
     floor = min_networks if min_networks is not None else QUICK_MIN_NETWORKS if quick else MIN_NETWORKS
     if passes < 1:
