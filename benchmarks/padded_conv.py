@@ -4,12 +4,19 @@ A "same"-padded k x k convolution whose output side is at most k // 2 reads padd
 of every output pixel. ImageNet networks run on CIFAR-sized inputs meet this in their last stages
 (a 5x5 depthwise convolution on a 1x1 map, a 7x7 on 2x2). This benchmark times such convolutions
 against the same ones with a larger output, depthwise, with 4 channels a group and dense, forward
-(no grad) and forward + backward, and prints each one's GFLOP/s (FLOPs = 2 x MACs, backward twice
-the forward's), so that the slow path shows as a drop in rate. It is what
+(no grad) and backward (after an untimed forward), and prints each one's GFLOP/s (FLOPs = 2 x MACs,
+backward twice the forward's), so that the slow path shows as a drop in rate. It is what
 ``dnncost.prediction.features.regressor_key`` gives a regressor of its own.
+
+With ``--layouts`` it times each convolution on a contiguous (NCHW) input and on a channels-last
+(NHWC) one side by side, and prints how many times faster the channels-last one ran, forward /
+backward: oneDNN runs other kernels for each layout (what ConvNeXt's permutations leave
+to every later convolution), which is why each counted call records its layout
+(``dnncost.counting.counter._channels_last``).
 
 Run:  python benchmarks/padded_conv.py
       python benchmarks/padded_conv.py --batch 8 --channels 256
+      python benchmarks/padded_conv.py --layouts
 """
 from __future__ import annotations
 
@@ -46,13 +53,16 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=512, help="depthwise and grouped (default 512)")
     parser.add_argument("--dense-channels", type=int, default=256)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--layouts", action="store_true",
+                        help="time NCHW and NHWC inputs side by side: NHWC's speedup, forward/backward")
     args = parser.parse_args()
     from dnncost.core.environment import current_environment
 
     env = current_environment("cpu", threads=None)
     print(f"{env.cpu_model}, {env.cpu_cores} cores, {torch.get_num_threads()} threads, torch "
-          f"{env.torch_version}, dnncost {env.git_revision}; batch {args.batch}; GFLOP/s forward / "
-          "backward, by input side -> output side\n")
+          f"{env.torch_version}, dnncost {env.git_revision}; batch {args.batch}; "
+          + ("channels-last speedup (NCHW time / NHWC time) forward / backward"
+             if args.layouts else "GFLOP/s forward / backward") + ", by input side -> output side\n")
     for kind in ("depthwise", "4 a group", "dense"):
         for k in (3, 5, 7):
             cells = []
@@ -63,9 +73,17 @@ def main() -> None:
                 x = torch.randn(args.batch, c, side, side, requires_grad=True)
                 out = (side + 2 * (k // 2) - k) // stride + 1
                 macs = args.batch * c * out * out * (c // groups) * k * k
+                margin = "*" if out < k // 2 else " "
+                if args.layouts:
+                    nhwc = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+                    fwd = seconds(conv, x, backward=False, runs=args.runs) / \
+                        seconds(conv, nhwc, backward=False, runs=args.runs)
+                    bwd = seconds(conv, x, backward=True, runs=args.runs) / \
+                        seconds(conv, nhwc, backward=True, runs=args.runs)
+                    cells.append(f"{side}->{out}{margin} {fwd:6.2f}/{bwd:5.2f}")
+                    continue
                 fwd = seconds(conv, x, backward=False, runs=args.runs)
                 bwd = seconds(conv, x, backward=True, runs=args.runs)
-                margin = "*" if out < k // 2 else " "
                 cells.append(f"{side}->{out}{margin} {2 * macs / fwd / 1e9:6.1f}/{4 * macs / bwd / 1e9:5.1f}")
             print(f"{kind:10s} {k}x{k}  " + " | ".join(cells), flush=True)
     print("\n* output side below the padding (k // 2): dnncost's padded regressor for depthwise and "
