@@ -406,3 +406,53 @@ def test_fixed_epochs_and_a_target_exclude_each_other(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["study", "--fixed-epochs", "--target-accuracy", "0.8"])
     assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_the_quick_model_is_drawn_in_a_child_process_that_does_not_outlive_it(tmp_path,
+                                                                               monkeypatch):
+    """fit_quick_model spawns one process for the calibration (a fresh process, as `dnncost
+    calibrate` is), gets its model back as plain data, saves it to the cache, and leaves no
+    process behind."""
+    import multiprocessing
+    import os
+
+    from dnncost.prediction.calibration import Focus
+    from dnncost.prediction.model import OperatorModel
+    from dnncost.prediction.storage import load_operator_model
+    from dnncost.study.calibration import fit_quick_model
+
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path / "cache"))
+    seen: list[int] = []
+    real = multiprocessing.get_context
+
+    def spy(method=None):  # noqa: ANN001, ANN202
+        seen.append(os.getpid())
+        return real(method)
+
+    monkeypatch.setattr(multiprocessing, "get_context", spy)
+    data = fit_quick_model(1, Focus((3, 16, 16), 2), budget_s=0.0, min_networks=2)
+    model = OperatorModel.from_dict(data)
+    assert model.quick and model.focus == "2x3x16x16" and model.threads == 1
+    assert seen and not multiprocessing.active_children()
+    assert load_operator_model("cpu", threads=1).to_dict() == data  # saved as `calibrate` saves
+
+
+def test_the_quick_model_is_drawn_here_when_no_child_can_run_it(tmp_path, monkeypatch):
+    """A script without `if __name__ == "__main__":` cannot spawn: the study warns and draws the
+    quick calibration in its own process rather than losing its predictor."""
+    import concurrent.futures
+    from concurrent.futures.process import BrokenProcessPool
+
+    from dnncost.prediction.calibration import Focus
+    from dnncost.prediction.model import OperatorModel
+    from dnncost.study.calibration import fit_quick_model
+
+    class Unspawnable:
+        def __init__(self, *args, **kwargs):  # noqa: ANN002, ANN003
+            raise BrokenProcessPool("a child process terminated abruptly")
+
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Unspawnable)
+    with pytest.warns(UserWarning, match="could not run in a fresh process"):
+        data = fit_quick_model(1, Focus((3, 16, 16), 2), budget_s=0.0, min_networks=2)
+    assert OperatorModel.from_dict(data).quick

@@ -64,8 +64,8 @@ class OpRecord:
 
     ``module`` is the dotted path of the innermost module ('' for the model itself);
     ``module_type`` that module's class name; ``shapes`` the input shapes and ``channels_last``
-    whether the first 4-D input is stored channels-last (NHWC) rather than contiguous, for per-op
-    models: oneDNN picks other kernels for it.
+    whether a 4-D input is stored channels-last (NHWC) rather than contiguous, for per-op models:
+    oneDNN picks other kernels for it.
     """
 
     op: str

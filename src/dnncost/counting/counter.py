@@ -104,9 +104,9 @@ def _channels_last(bound: dict[str, Any]) -> bool:
     """Whether any 4-D tensor argument of a call is stored channels-last (NHWC) and not also
     contiguous (a 1x1 map is both) -- oneDNN's rule for running a convolution, forward or
     backward, channels-last: a ConvNeXt block's permutation back to NCHW leaves its output so,
-    and every convolution after it runs on other kernels -- a 7x7 depthwise on a 2x2 map 82x
-    faster than from a contiguous input, a dense 3x3 there 2.5x slower (source: measured, 2-core
-    Xeon, torch 2.14)."""
+    and every convolution after it runs on other kernels -- a 7x7 depthwise on a 2x2 map 76-116x
+    faster forward than from a contiguous input, a dense 3x3 there ~2x slower (source:
+    benchmarks/padded_conv.py --layouts, 2-core Xeon, torch 2.14)."""
     return any(isinstance(v, torch.Tensor) and v.dim() == 4 and not v.is_nested and
                not v.is_contiguous() and v.is_contiguous(memory_format=torch.channels_last)
                for v in tree_flatten(list(bound.values()))[0])

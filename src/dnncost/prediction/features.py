@@ -111,7 +111,8 @@ def regressor_key(record: OpRecord) -> str | None:
     without a kind. A dense convolution on a 3-channel image is not thin: a ViT's patch embedding
     on a 32x32 input, taken for one, was predicted 4.8x too slow (source: measured, timm's
     test_vit4); nor is one on a channels-last input, which oneDNN runs on its fast kernels (a 7x7
-    depthwise on a 2x2 map 82x faster than on a contiguous one: counting.counter._channels_last)."""
+    depthwise on a 2x2 map 76-116x faster forward than on a contiguous one, source:
+    benchmarks/padded_conv.py --layouts)."""
     kind = op_kind(record)
     if kind is None:
         return None
