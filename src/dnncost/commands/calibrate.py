@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="float32 (default), float64, bfloat16, float16, comma-separated")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and short runs: a rough figure in a second or two "
-                             "(with --ops, a rough per-kernel model in about 25 s: a few random "
+                             "(with --ops, a rough per-kernel model in about 30 s: a few random "
                              "networks at 224x224 batch 8 and 32x32 batch 32, one pass)")
     parser.add_argument("--ops", action="store_true",
                         help="also time the kernels and steps of random networks and fit the "
