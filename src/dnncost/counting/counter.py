@@ -80,8 +80,16 @@ def _spec(value: Any) -> Any:
     return TensorSpec.of(value)
 
 
-_KEEP_LAYOUT = ("aten.convolution", "aten.native_group_norm")  # source: measured, torch 2.14:
-# on the CPU these keep a channels-last input's layout, their meta kernels return contiguous tensors
+_KEEP_LAYOUT = (torch.ops.aten.convolution, torch.ops.aten.native_group_norm)  # source: measured,
+# torch 2.14: on the CPU these keep a channels-last input's layout, their meta kernels return
+# contiguous tensors
+
+
+def _is_nhwc(value: Any) -> bool:
+    """Whether ``value`` is a 4-D tensor stored channels-last (NHWC) and not also contiguous (a 1x1
+    map is both)."""
+    return isinstance(value, torch.Tensor) and value.dim() == 4 and not value.is_nested and \
+        not value.is_contiguous() and value.is_contiguous(memory_format=torch.channels_last)
 
 
 def _as_on_cpu(func: Any, args: Sequence[Any], out: Any) -> Any:
@@ -89,11 +97,8 @@ def _as_on_cpu(func: Any, args: Sequence[Any], out: Any) -> Any:
     input returns a contiguous output where the CPU's keeps the input's layout, and every later call
     (a ConvNeXt's whole stack after its first permutation) would be counted contiguous; restrided
     here, on meta only (no data to move, nothing recorded: the mode is off inside its handler)."""
-    if str(func.overloadpacket) not in _KEEP_LAYOUT or not args or not isinstance(args[0], torch.Tensor):
-        return out
-    x = args[0]
-    if x.device.type != "meta" or x.dim() != 4 or x.is_contiguous() or \
-            not x.is_contiguous(memory_format=torch.channels_last):
+    if func.overloadpacket not in _KEEP_LAYOUT or not args or not _is_nhwc(args[0]) or \
+            args[0].device.type != "meta":
         return out
     if isinstance(out, torch.Tensor):
         return out.contiguous(memory_format=torch.channels_last)
@@ -101,15 +106,13 @@ def _as_on_cpu(func: Any, args: Sequence[Any], out: Any) -> Any:
 
 
 def _channels_last(bound: dict[str, Any]) -> bool:
-    """Whether any 4-D tensor argument of a call is stored channels-last (NHWC) and not also
-    contiguous (a 1x1 map is both) -- oneDNN's rule for running a convolution, forward or
-    backward, channels-last: a ConvNeXt block's permutation back to NCHW leaves its output so,
-    and every convolution after it runs on other kernels -- a 7x7 depthwise on a 2x2 map 76-116x
-    faster forward than from a contiguous input, a dense 3x3 there ~2x slower (source:
-    benchmarks/padded_conv.py --layouts, 2-core Xeon, torch 2.14)."""
-    return any(isinstance(v, torch.Tensor) and v.dim() == 4 and not v.is_nested and
-               not v.is_contiguous() and v.is_contiguous(memory_format=torch.channels_last)
-               for v in tree_flatten(list(bound.values()))[0])
+    """Whether any 4-D tensor argument of a call is stored channels-last (:func:`_is_nhwc`) --
+    oneDNN's rule for running a convolution, forward or backward, channels-last: a ConvNeXt block's
+    permutation back to NCHW leaves its output so, and every convolution after it runs on other
+    kernels -- a 7x7 depthwise on a 2x2 map 76-116x faster forward than from a contiguous input, a
+    dense 3x3 there ~2x slower (source: benchmarks/padded_conv.py --layouts, 2-core Xeon, torch
+    2.14)."""
+    return any(_is_nhwc(v) for v in tree_flatten(list(bound.values()))[0])
 
 
 class _OrderedModuleTracker(ModuleTracker):
