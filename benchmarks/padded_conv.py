@@ -75,7 +75,10 @@ def main() -> None:
                 macs = args.batch * c * out * out * (c // groups) * k * k
                 margin = "*" if out < k // 2 else " "
                 if args.layouts:
-                    nhwc = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+                    # NHWC strides by permuting, as a ConvNeXt block leaves them: on a 1x1 map
+                    # .contiguous(memory_format=torch.channels_last) keeps the NCHW ones
+                    nhwc = x.detach().permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) \
+                        .requires_grad_()
                     fwd = seconds(conv, x, backward=False, runs=args.runs) / \
                         seconds(conv, nhwc, backward=False, runs=args.runs)
                     bwd = seconds(conv, x, backward=True, runs=args.runs) / \

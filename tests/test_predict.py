@@ -285,6 +285,20 @@ def test_the_sampler_draws_convnext_blocks_whose_later_convolutions_run_channels
     assert layouts == {True, False}
 
 
+def test_the_samplers_convnext_v2_blocks_run_the_response_norm_on_either_view() -> None:
+    """ConvNeXt V2's global response norm: an L2 norm over the map, on the channels-last
+    permutation (B, H, W, C) or on its (B, C, H, W) view (recorded channels-last, as timm's
+    convnextv2_femto's), and the sampler draws both."""
+    for view, shape, layout in (("bhwc", (2, 4, 4, 32), False), ("bchw", (2, 32, 4, 4), True)):
+        block = sampling._ChannelsLastMLP(8, 32, "gelu", view)
+        report = count(block, mode="eval", batch_size=2, input_shape=(8, 4, 4))
+        (norm,) = [r for r in report.records if r.op == "aten.linalg_vector_norm"]
+        assert norm.shapes[0] == shape and norm.channels_last is layout
+    views = {m.grn_view for s in range(60) for m in sampling.random_network(s).module.modules()
+             if isinstance(m, sampling._ChannelsLastMLP)}
+    assert views == {None, "bhwc", "bchw"}
+
+
 # -- the kernel clock ------------------------------------------------------------------------------
 def test_every_counted_call_of_a_real_step_gets_its_kernel_time() -> None:
     module = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))

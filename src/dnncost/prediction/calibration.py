@@ -26,7 +26,8 @@ kernel regressors on them (not its step weights: a probe's step is one kernel). 
 calibration draws every ANCHOR_EVERY-th random network at one of the ANCHORS (224x224 at batch 8,
 32x32 at batch 32) instead of over the whole range; a quick one without a focus draws all of its
 few at the anchors in turn, at full size, so that it meets the kernels of the networks it will
-predict (:func:`anchor_of`). The residuals on both and the pass spreads make the interval of every
+predict (:func:`anchor_of`); a focused one (the study's) draws every network at its focus, keeping
+half its batch or more (:class:`Focus`). The residuals on both and the pass spreads make the interval of every
 prediction (:mod:`dnncost.prediction.interval`). The baselines the evaluation compares against are fitted here
 too, on the fitted random networks (not the probes): one scale factor per mode for FLOPs, for
 parameters and for a plain roofline (peak FLOP/s and bytes/s the best any timed kernel reached).
