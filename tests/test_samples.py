@@ -296,8 +296,8 @@ def test_a_quick_calibration_times_the_probes_and_draws_at_the_anchors(monkeypat
     draws: list[tuple[int, object, float]] = []
     timed: list[str] = []
 
-    def sized_network(seed, *, max_train_flops, focus=None, min_batch=1):  # noqa: ANN001, ANN202
-        draws.append((seed, focus, max_train_flops, min_batch))
+    def sized_network(seed, *, max_train_flops, focus=None):  # noqa: ANN001, ANN202
+        draws.append((seed, focus, max_train_flops))
         return SimpleNamespace(seed=seed, name=f"random{seed}", batch_size=1,
                                input_shape=(3, 8, 8), blocks=()) if seed < 4 else None
 
@@ -315,46 +315,17 @@ def test_a_quick_calibration_times_the_probes_and_draws_at_the_anchors(monkeypat
     cap = calibration.MAX_TRAIN_FLOPS
     calibration.calibrate_operators(quick=True, budget_s=0.0, min_networks=4)
     assert timed == ["probe:p", "random0", "random1", "random2", "random3"]
-    assert draws == [(0, a, cap, 1), (1, b, cap, 1), (2, a, cap, 1), (3, b, cap, 1)]
+    assert draws == [(0, a, cap), (1, b, cap), (2, a, cap), (3, b, cap)]
     draws.clear()
     calibration.calibrate_operators(budget_s=0.0, min_networks=4, passes=1)
-    larger = cap * calibration.ANCHOR_FLOPS_FACTOR
-    assert draws == [(0, None, cap, 1), (1, None, cap, 1), (2, a, larger, 1), (3, None, cap, 1)]
+    assert draws == [(0, None, cap), (1, None, cap), (2, a, cap * calibration.ANCHOR_FLOPS_FACTOR),
+                     (3, None, cap)]
     draws.clear()
     focus = calibration.Focus((3, 32, 32), 32)
     timed.clear()
     calibration.calibrate_operators(quick=True, focus=focus, budget_s=0.0, min_networks=2)
-    # past its (empty) budget a focused calibration takes networks at any batch; within it, at
-    # least half the focus's, under the larger cap
-    assert draws == [(0, focus, larger, 1), (1, focus, larger, 1)]
+    assert draws == [(0, focus, cap), (1, focus, cap)]
     assert timed == ["random0", "random1"]
-    draws.clear()
-
-    class Enough(Exception):
-        pass
-
-    def two_draws(seed, **kw):  # noqa: ANN001, ANN202
-        if seed == 2:
-            raise Enough  # within an hour's budget the draws would go on
-        return sized_network(seed, **kw)
-
-    monkeypatch.setattr(calibration, "sized_network", two_draws)
-    with pytest.raises(Enough):
-        calibration.calibrate_operators(quick=True, focus=focus, budget_s=3600.0, min_networks=2)
-    assert draws == [(0, focus, larger, 16), (1, focus, larger, 16)]
-
-
-def test_a_sized_network_below_its_least_batch_is_drawn_again() -> None:
-    """sized_network returns None where the cap leaves less than ``min_batch``, the network at its
-    largest batch otherwise (counted: random0 at 32x32 runs at batch 2 under 4 GFLOPs)."""
-    from dnncost.prediction import calibration
-
-    focus = calibration.Focus((3, 32, 32), 32)
-    net = calibration.sized_network(0, max_train_flops=4e9, focus=focus)
-    assert net is not None and net.batch_size == 2
-    assert calibration.sized_network(0, max_train_flops=4e9, focus=focus, min_batch=16) is None
-    kept = calibration.sized_network(1, max_train_flops=4e9, focus=focus, min_batch=16)
-    assert kept is not None and kept.batch_size == 32
 
 
 def test_an_old_pickled_model_is_refused_and_refit_from_the_stored_samples(

@@ -26,8 +26,7 @@ kernel regressors on them (not its step weights: a probe's step is one kernel). 
 calibration draws every ANCHOR_EVERY-th random network at one of the ANCHORS (224x224 at batch 8,
 32x32 at batch 32) instead of over the whole range; a quick one without a focus draws all of its
 few at the anchors in turn, at full size, so that it meets the kernels of the networks it will
-predict (:func:`anchor_of`); a focused one (the study's) draws every network at its focus, keeping
-half its batch or more (:class:`Focus`). The residuals on both and the pass spreads make the interval of every
+predict (:func:`anchor_of`). The residuals on both and the pass spreads make the interval of every
 prediction (:mod:`dnncost.prediction.interval`). The baselines the evaluation compares against are fitted here
 too, on the fitted random networks (not the probes): one scale factor per mode for FLOPs, for
 parameters and for a plain roofline (peak FLOP/s and bytes/s the best any timed kernel reached).
@@ -83,7 +82,7 @@ HOLD_OUT = 4  # source: our choice; every 4th network (a quarter) is held out
 QUICK_MIN_NETWORKS = 3  # source: measured; the fewest that give a model of two networks and its
 # held-out error (one), so that a quick calibration keeps close to its budget on a busy machine,
 # where one small network took 26-50 s to time (2-core VM, another process on both cores): with 2,
-# the study's quick calibration on a slow machine fitted one network and was off by 76.5% on its
+# a quick calibration on a slow machine fitted one network and was off by 76.5% on the study's
 # training steps (13.3% on its validation steps)
 FIT_THREADS = 1  # source: measured, refitting a quick calibration's 3,299 kernels on this 2-core VM
 # while another process kept both cores busy took 13 s on 1 thread and 333 s on 2 (463 kernels: 4.7 s
@@ -148,16 +147,9 @@ def largest_batch(net: Network, *, max_train_flops: float) -> int | None:
 @dataclass(frozen=True)
 class Focus:
     """One input configuration a calibration is drawn around (the study's: 3x32x32 at batch 32)
-    instead of the sampler's whole range: every random network takes this input side and this
-    batch -- at least FOCUS_MIN_BATCH_SHARE of it, a network too large for that under
-    ANCHOR_FLOPS_FACTOR times MAX_TRAIN_FLOPS drawn again (while the budget lasts) --, so that a
-    short calibration meets the kernels of the networks it will predict instead of extrapolating
-    from small ones. Drawn under the plain cap, shrinking the batch, the study's quick calibration
-    fitted on networks at batches 2 and 32 (held out: 1) whose largest activation was 0.4 M
-    values, and predicted the study's networks' validation steps 1.5-1.7x their time (their
-    activations reach 3 M; eval-mode norm and elementwise kernels run ~3x faster than train-mode
-    ones there); drawn so, 1.12-1.13x, and training steps 1.24x -> 1.02-1.16x (source: measured,
-    one same-window run, 2-core Xeon, torch 2.14)."""
+    instead of the sampler's whole range: every random network takes this input side and starts
+    from this batch, at full size (MAX_TRAIN_FLOPS), so that a short calibration meets the kernels
+    of the networks it will predict instead of extrapolating from small ones."""
 
     input_shape: tuple[int, ...]
     batch_size: int
@@ -194,18 +186,14 @@ def anchor_of(seed: int, *, quick: bool = False) -> Focus | None:
     return ANCHORS[(seed // ANCHOR_EVERY) % len(ANCHORS)]
 
 
-def sized_network(seed: int, *, max_train_flops: float, focus: Focus | None = None,
-                  min_batch: int = 1) -> RandomNet | None:
+def sized_network(seed: int, *, max_train_flops: float, focus: Focus | None = None
+                  ) -> RandomNet | None:
     """Random network ``seed`` (at ``focus``'s input side and batch, when given) at its
-    :func:`largest_batch`; None when that is below ``min_batch``."""
+    :func:`largest_batch`; None when even batch 1 is larger."""
     net = random_network(seed, side=focus.input_shape[-1] if focus is not None else None,
                          batch=focus.batch_size if focus is not None else None)
     batch = largest_batch(net, max_train_flops=max_train_flops)
-    return replace(net, batch_size=batch) if batch and batch >= min_batch else None
-
-
-FOCUS_MIN_BATCH_SHARE = 0.5  # source: measured (see Focus); a focused calibration redraws a network
-# whose step under the cap would run below half the focus's batch
+    return replace(net, batch_size=batch) if batch else None
 
 
 QUICK_TRANSFER = ("plain", "bottleneck", "inverted_residual", "attention")
@@ -449,13 +437,10 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
         while len(nets) < floor or spent() + per_network() + reserved() < budget:
             seed += 1
             anchor = anchor_of(seed - 1, quick=quick) if focus is None else None
-            larger = focus is not None or (anchor is not None and not quick)  # a focused or a full
-            # calibration's anchored networks may be larger, a quick one's anchored ones may not
-            try:  # a focused one keeps its batch while the budget lasts, then takes any
+            try:  # a full calibration's anchored networks may be larger, a quick one's may not
                 net = sized_network(seed - 1, focus=focus or anchor, max_train_flops=MAX_TRAIN_FLOPS
-                                    * (ANCHOR_FLOPS_FACTOR if larger else 1.0),
-                                    min_batch=math.ceil(FOCUS_MIN_BATCH_SHARE * focus.batch_size)
-                                    if focus is not None and spent() < budget else 1)
+                                    * (ANCHOR_FLOPS_FACTOR if anchor is not None and not quick
+                                       else 1.0))
                 if net is None:
                     continue
                 measure(net)
@@ -536,7 +521,7 @@ def stored_samples(done: Calibrated) -> StoredSamples:
 
 
 __all__ = ["ANCHORS", "ANCHOR_EVERY", "ANCHOR_FLOPS_FACTOR", "BUDGET_S", "Calibrated", "FIT_THREADS",
-           "FOCUS_MIN_BATCH_SHARE", "Focus", "MAX_TRAIN_FLOPS", "Network", "QUICK_BUDGET_S", "QUICK_TRANSFER",
+           "Focus", "MAX_TRAIN_FLOPS", "Network", "QUICK_BUDGET_S", "QUICK_TRANSFER",
            "anchor_of", "baseline_seconds", "calibrate_operators", "fastest", "fit_baselines",
            "interval_model", "is_held_out", "largest_batch", "measure_network", "measure_quietly", "pooled",
            "refit", "sized_network", "sized_transfer_set", "step_errors", "stored_samples"]
