@@ -82,8 +82,8 @@ HOLD_OUT = 4  # source: our choice; every 4th network (a quarter) is held out
 QUICK_MIN_NETWORKS = 3  # source: measured; the fewest that give a model of two networks and its
 # held-out error (one), so that a quick calibration keeps close to its budget on a busy machine,
 # where one small network took 26-50 s to time (2-core VM, another process on both cores): with 2,
-# a quick calibration on a slow machine fitted one network and was off by 76.5% on the study's
-# training steps (13.3% on its validation steps)
+# a quick calibration on a slow machine, its networks drawn at batch 32, fitted one and was off by
+# 76.5% on the study's training steps (13.3% on its validation steps)
 FIT_THREADS = 1  # source: measured, refitting a quick calibration's 3,299 kernels on this 2-core VM
 # while another process kept both cores busy took 13 s on 1 thread and 333 s on 2 (463 kernels: 4.7 s
 # and 85 s): gradient boosting on a few thousand rows is many short parallel regions, each waiting
