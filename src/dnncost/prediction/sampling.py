@@ -174,13 +174,12 @@ class _ChannelsLastMLP(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(channels)
         self.fc1, self.act, self.fc2 = nn.Linear(channels, hidden), _act(act), nn.Linear(hidden, channels)
-        self.grn_view = grn
         self.grn = _GlobalResponseNorm(hidden, 1 if grn == "bchw" else -1) if grn else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.fc1(self.norm(x.permute(0, 2, 3, 1))))
         if self.grn is not None:
-            h = self.grn(h) if self.grn_view == "bhwc" else \
+            h = self.grn(h) if self.grn.channel_dim == -1 else \
                 self.grn(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.fc2(h).permute(0, 3, 1, 2)
 
