@@ -74,8 +74,8 @@ BUDGET_S = 240.0  # source: issue 12, calibration <= 5 minutes on 2 cores: 4 min
 # before the pointwise probes and ConvNeXt blocks, which left 23 random networks where 34 had been)
 QUICK_BUDGET_S = 25.0  # source: our choice, a rough model in well under a minute; it is also the
 # study's own quick model, within the study's 8-minute budget (issue 24; 60 s before)
-QUICK_PROBE_S = 6.0  # source: measured, the 84 kernel probes' one pass (2-core Xeon): a quick
-# calibration without a focus times them on top of QUICK_BUDGET_S, not instead of one of its four
+QUICK_PROBE_S = 12.0  # source: measured, the 144 kernel probes' one pass, 12.0-12.2 s (2-core Xeon):
+# a quick calibration without a focus times them on top of QUICK_BUDGET_S, not instead of one of its
 # random networks (with them inside it, 3 were drawn and its transfer-set error went 18% -> 43%)
 MIN_NETWORKS = 8  # source: our choice; at least 6 to fit on and 2 held out, whatever the budget
 HOLD_OUT = 4  # source: our choice; every 4th network (a quarter) is held out

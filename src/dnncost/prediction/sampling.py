@@ -417,10 +417,14 @@ def is_probe(name: str) -> bool:
     return name.startswith(PROBE_PREFIX)
 
 
-PROBE_CHANNELS = (24, 96, 576, 1152)  # source: MobileNet/EfficientNet late stages (96-1152 channels),
-# and thin networks (24-64 channels): fitted on 96 channels or more, the padded regressor's line
-# started at 0.35 ms a call, and put timm's test_mambaout's 7x7 depthwise convolutions on a 2x2 map
-# (48 channels, batch 32) at 1.07 ms each where they took 0.1 ms (0.62 ms with these probes)
+PROBE_CHANNELS = (24, 64, 96, 128, 192, 256, 384, 576, 1152)  # source: MobileNet/EfficientNet
+# late stages (96-1152 channels), thin networks (24-64) and StarNet's and ConvNeXt's last stages
+# (128-384): fitted on 96 channels or more, the padded regressor's line started at 0.35 ms a call,
+# and put timm's test_mambaout's 7x7 depthwise convolutions on a 2x2 map (48 channels, batch 32) at
+# 1.07 ms each where they took 0.1 ms (0.62 ms with a 24-channel probe); with only 24, 96, 576 and
+# 1,152, a 7x7 depthwise forward on a 1x1 map of 128-256 channels at batch 32 was predicted 0.8-0.9
+# ms where it took 1.8-3.9 (below the 96-channel probe's 1.3: the trees put it among random
+# networks' calls), 1.8 ms for 1.9 with these (2-core Xeon, torch 2.14, one calibration refitted)
 PROBE_GEOMETRY = ((3, 1, 1), (5, 1, 1), (5, 2, 2), (7, 1, 1), (7, 2, 1), (7, 4, 2))
 """(kernel, input side, stride): every one a "same"-padded convolution whose output lies within its
 padding (features.padding_margin below 0; at 0 for the 3x3, whose backward is the slow one)."""
