@@ -436,6 +436,45 @@ def test_predict_reads_a_given_calibration_file_and_marks_another_machine(
     assert "no calibration file" in capsys.readouterr().err
 
 
+
+def test_the_machines_speed_is_set_against_the_calibrations_probe(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """A calibration stores the reference probe's time; a prediction on the same machine and
+    thread count times the probe again and says how much slower (or faster) the machine runs now:
+    a probe stored as a thousandth of its real time reads as a machine far slower now, one stored as
+    a whole second as one far faster; beyond SPEED_TOLERANCE the figure is marked."""
+    from dnncost.core.environment import machine_fingerprint
+    from dnncost.prediction.errors import ModelFormatError
+    from dnncost.prediction.predict import SPEED_TOLERANCE, caveats_here, speed_change
+
+    threads = torch.get_num_threads()
+    here = {"fingerprint": machine_fingerprint("cpu", threads=threads), "threads": threads,
+            "torch_version": str(torch.__version__),
+            "created": datetime.now(timezone.utc).isoformat(), "quick": False}
+    assert speed_change(tiny_model(**here), threads=threads) is None  # none stored
+    assert speed_change(tiny_model(**{**here, "fingerprint": "elsewhere"}, probe_s=1e-3),
+                        threads=threads) is None  # another machine's probe
+    slow = speed_change(tiny_model(**here, probe_s=1e-9), threads=threads)
+    fast = speed_change(tiny_model(**here, probe_s=1.0), threads=threads)
+    assert slow is not None and slow > 100 and fast is not None and fast < -0.9
+    assert caveats_here(tiny_model(**here), threads=threads, speed=slow) == [Freshness.SPEED]
+    assert caveats_here(tiny_model(**here), threads=threads, speed=SPEED_TOLERANCE / 2) == []
+    # stored with the model, and a model stored before it was kept reads back without one
+    data = tiny_model(probe_s=2e-3).to_dict()
+    assert OperatorModel.from_dict(json.loads(json.dumps(data))).probe_s == 2e-3
+    assert OperatorModel.from_dict({k: v for k, v in data.items() if k != "probe_s"}).probe_s == 0.0
+    with pytest.raises(ModelFormatError, match="model.probe_s must be 0 or more seconds"):
+        OperatorModel.from_dict({**data, "probe_s": -1.0})
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
+    save_operator_model(tiny_model(**here, probe_s=1e-9))
+    assert main(["predict", "resnet20", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "machine speed: the reference probe took" in out
+    assert "steps will likely run slower than predicted" in out and "another speed than now" in out
+    assert main(["predict", "resnet20", "--format", "json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["speed_change"] > 100 and payload["caveats"] == ["speed"]
+
 # -- the interval ----------------------------------------------------------------------------------
 RATIOS = tuple(0.9 + 0.4 * i / 18 for i in range(19))  # measured / predicted on 19 networks
 # at 80%: k_lo = 2, k_hi = 18 (test_interval): the factors RATIOS[1] and RATIOS[17]

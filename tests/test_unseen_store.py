@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ from dnncost.cli import main
 from dnncost.counting.formulas import OpKind
 from dnncost.measuring import timing
 from dnncost.measuring.measurement import Measurement
+from dnncost.measuring.probe import ProbeReading
 from dnncost.prediction import unseen
 from dnncost.prediction.kernels import STEP_FEATURES
 from dnncost.prediction.model import KindRegressor, OperatorModel
@@ -53,13 +55,15 @@ def tiny_model(**meta: object) -> OperatorModel:
 
 
 def point(name: str, measured: float, predicted: float, *, mode: str = "train",
-          shape: tuple[int, ...] = (3, 32, 32), batch: int = 32) -> UnseenPoint:
+          shape: tuple[int, ...] = (3, 32, 32), batch: int = 32,
+          probe_s: float | None = 1e-3) -> UnseenPoint:
     return UnseenPoint(name, shape, batch, mode, measured, (measured * 1.1, measured * 1.2),
                        {"per_kernel": predicted, "flops": 2 * measured, "params": 3 * measured,
                         "roofline": measured / 2}, 1.5,
                        samples=(measured, measured * 1.1, measured * 1.3, measured * 1.2),
                        interval_s=(measured * 0.9, measured * 1.4),
-                       predicted_interval_s=(predicted * 0.9, predicted * 1.1), interval_level=0.8)
+                       predicted_interval_s=(predicted * 0.9, predicted * 1.1), interval_level=0.8,
+                       probe_s=probe_s)
 
 
 def _recorder(store: Store, **config: object):
@@ -177,6 +181,7 @@ def test_a_version_8_store_gains_the_interval_columns(tmp_path: Path) -> None:
         (group,) = unseen_groups(store)
         (old,) = group.result.points
         assert old.predicted_interval_s is None and old.interval_level is None
+        assert old.probe_s is None and math.isnan(group.result.speed_change()["32x3x32x32 train"])
         (row,) = [r for r in group.result.rows() if r["method"] == "per_kernel"]
         assert math.isnan(row["coverage_pct"]) and row["too_slow_pct"] == 100.0  # 0.12 > 0.1
         rec = _recorder(store)
@@ -206,7 +211,7 @@ def _synthetic_store(path: Path) -> None:
     with open_store(path) as store:
         store.put_environment("machine-x", {"cpu_model": "Test CPU 9000", "cpu_cores": 2},
                               peak_flops_per_s=None, bandwidth_bytes_per_s=None, calibration=None)
-        model = tiny_model(fingerprint="machine-x")
+        model = tiny_model(fingerprint="machine-x", probe_s=8e-4)
         config = protocol_config(model, rounds=2, repeats=3, warmup=2, threads=2,
                                  max_step_gflops=250.0)
         run = store.start_run(command="dnncost evaluate --unseen --calibration stored",
@@ -248,6 +253,8 @@ def test_the_report_shows_the_unseen_networks_of_a_store(tmp_path: Path) -> None
     assert "Left out: vit_x 32x3x32x32 train (cannot take 32x32)" in section
     # round medians 1.1x and 1.2x the measured time: a spread of 0.1 / 1.1 = 9.1% for each network
     assert "32x3x32x32 train 9.1%" in section
+    # every point's probe 1 ms against the calibration's 0.8: the machine 25% slower than calibrated
+    assert "Machine speed against the calibration's" in section and "8x3x224x224 eval +25%" in section
     figure = tmp_path / "report" / "figures" / "unseen.png"
     assert figure in files.figures and figure.read_bytes().startswith(b"\x89PNG")
     assert "Unseen networks" in files.html.read_text()
@@ -341,32 +348,46 @@ def test_a_database_in_use_is_refused_before_calibrating(
     assert "another dnncost run" in err and "Traceback" not in err
 
 
+@dataclass(frozen=True)
+class _Timed:
+    """What the protocol reads of a timed repeat: its measurement and the probe around it."""
+
+    measurement: Measurement
+    probe: ProbeReading | None
+
+
 def test_unseen_networks_are_timed_round_robin_each_pass_a_fresh_build(
         calibration: str, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
     built: list[str] = []
     real_build = unseen._build
+    probes = iter((1e-3, 2e-3, 3e-3, 5e-3))  # the reference probe around each repeat, in order
 
     def build(name: str) -> object:
         built.append(name)
         return real_build(name)
 
     def fake_time_model(module: object, shape: object, options: timing.StepOptions, *,
-                        name: str, **kw: object) -> SimpleNamespace:
+                        name: str, **kw: object) -> _Timed:
         seen.append(name)
-        return SimpleNamespace(measurement=Measurement((0.010, 0.012)), probe=None)
+        return _Timed(Measurement((0.010, 0.012)), ProbeReading(*(2 * (next(probes),)), None))
 
     monkeypatch.setattr(unseen, "_build", build)
     monkeypatch.setattr(timing, "time_model", fake_time_model)
     names = ["mobilenet_v3_small", "shufflenet_v2_x0_5"]
-    result = unseen.evaluate_unseen(tiny_model(), names=names, rounds=2, modes=("train",),
-                                    configs=(((3, 16, 16), 2),))
+    result = unseen.evaluate_unseen(tiny_model(probe_s=1e-3), names=names, rounds=2,
+                                    modes=("train",), configs=(((3, 16, 16), 2),))
     assert seen == names * 2  # A B A B: drift over the run hits both alike (not A A B B)
     assert built == names * 2  # each pass builds its network afresh: one in memory at a time
     assert sorted(p.name for p in result.points) == names
     # each round's median (0.010 + 0.012) / 2 = 0.011; the fastest step of both rounds 0.010
     assert all(p.round_medians_s == pytest.approx((0.011, 0.011)) and p.measured_s == 0.010
                for p in result.points)
+    # A's probes 1 and 3 ms, B's 2 and 5: medians 2 and 3.5 ms; their median 2.75 ms against the
+    # calibration's 1 ms: the machine 175% slower than while calibrated
+    assert {p.name: p.probe_s for p in result.points} == pytest.approx(
+        {"mobilenet_v3_small": 2e-3, "shufflenet_v2_x0_5": 3.5e-3})
+    assert result.speed_change() == pytest.approx({"2x3x16x16 train": 1.75})
 
 
 def test_evaluate_help_states_the_protocols_default_rounds() -> None:

@@ -213,7 +213,11 @@ def run_unseen(args: argparse.Namespace) -> int:
               "(never on these): flops = k*FLOPs, params = k*params, roofline = k*sum max(FLOPs/peak, "
               "bytes/bandwidth)",
               "run-to-run noise (median over networks of the spread of round medians): "
-              + ", ".join(f"{k} {v:.1%}" for k, v in result.noise().items())]
+              + ", ".join(f"{k} {v:.1%}" for k, v in result.noise().items()),
+              "machine speed against the calibration's (the reference probe around each network's "
+              "rounds, median; positive: slower now, every step then likely slower than "
+              "predicted): " + ", ".join(f"{k} {v:+.0%}" if v == v else f"{k} not recorded"
+                                         for k, v in result.speed_change().items())]
     footer += [f"left out: {k}: {v}" for k, v in {**this_run.skipped, **result.skipped}.items()]
     resumed = len(result.points) - len(this_run.points)
     footer.append(f"kept in {db} ({len(this_run.points)} results measured in {this_run.seconds:.0f} s"

@@ -26,6 +26,7 @@ CAVEAT_TEXT = {
     "other_threads": "fitted for another thread count",
     "other_machine": "fitted on another machine",
     "busy": "fitted partly on timings taken while other processes kept the CPU busy (slow-biased)",
+    "speed": "made while the machine ran at another speed than now (the machine-speed line above)",
 }
 
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from dnncost.models.loading import load_model
     from dnncost.prediction.errors import UncoveredOperatorError
     from dnncost.prediction.interval import COVERAGE
-    from dnncost.prediction.predict import caveats_here, predict_time
+    from dnncost.prediction.predict import caveats_here, predict_time, speed_change
     from dnncost.prediction.storage import load_operator_model, read_operator_model
     from dnncost.reporting.formatting import render
 
@@ -96,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     except UncoveredOperatorError as exc:
         raise UncoveredOperatorError(f"{exc} (--allow-uncovered)") from exc
     op_model = given or load_operator_model("cpu", threads=args.threads)
-    caveats = caveats_here(op_model, threads=args.threads or torch.get_num_threads())
+    threads = args.threads or torch.get_num_threads()
+    speed = speed_change(op_model, threads=threads)
+    caveats = caveats_here(op_model, threads=threads, speed=speed)
     mark = " (rough: see below)" if caveats else ""
     rows = [row for p in predictions for row in p.layer_rows(args.depth)]
     if args.format == "csv":
@@ -123,11 +126,13 @@ def run(args: argparse.Namespace) -> int:
     if thin:
         lines.append(f"note: too few residuals for a distribution-free {coverage:.0%} bound "
                      f"({', '.join(thin)}): the interval reaches the largest error seen")
+    if speed is not None:
+        lines.append(_speed_line(speed, op_model.probe_s))
     if caveats:
         lines.append("WARNING: the calibration is " + "; ".join(CAVEAT_TEXT[c.value] for c in caveats)
                      + ": run 'dnncost calibrate --ops' for a figure to rely on")
     payload = {"model": loaded.name, "input_shape": list(shape), "batch_size": args.batch_size,
-               "caveats": [c.value for c in caveats],
+               "caveats": [c.value for c in caveats], "speed_change": speed,
                "predictions": [{**p.summary(), "by_class_ms": {k: v * 1e3 for k, v in p.by_class().items()},
                                 "by_phase_ms": {k: v * 1e3 for k, v in p.by_phase().items()},
                                 "layers": p.layer_rows(args.depth)} for p in predictions],
@@ -150,6 +155,20 @@ def _figure(value: float, interval: tuple[float, float] | None, scale: float, co
     if interval is None:
         return text
     return f"{text} ({coverage:.0%}: {_number(interval[0] * scale)}-{_number(interval[1] * scale)} {unit})"
+
+
+def _speed_line(speed: float, probe_s: float) -> str:
+    """The machine's speed now against its calibration's, in one line."""
+    from dnncost.prediction.predict import SPEED_TOLERANCE
+
+    now_ms = (1 + speed) * probe_s * 1e3
+    text = (f"machine speed: the reference probe took {now_ms:.2f} ms now, {probe_s * 1e3:.2f} ms "
+            f"while calibrated ({speed:+.0%})")
+    if speed > SPEED_TOLERANCE:
+        return text + ": steps will likely run slower than predicted"
+    if speed < -SPEED_TOLERANCE:
+        return text + ": steps will likely run faster than predicted"
+    return text
 
 
 def _errors(held_out: Mapping[str, Mapping[str, float]],

@@ -30,6 +30,9 @@ predict (:func:`anchor_of`). The residuals on both and the pass spreads make the
 prediction (:mod:`dnncost.prediction.interval`). The baselines the evaluation compares against are fitted here
 too, on the fitted random networks (not the probes): one scale factor per mode for FLOPs, for
 parameters and for a plain roofline (peak FLOP/s and bytes/s the best any timed kernel reached).
+Before each network (not each kernel probe) the reference probe (:mod:`dnncost.measuring.probe`)
+is timed; its median is stored with the model as the machine's speed while it was calibrated, which
+``dnncost predict`` and ``dnncost evaluate --unseen`` set the machine's speed then against.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ from dnncost.counting.cost import CostReport
 from dnncost.counting.counter import count
 from dnncost.counting.formulas import OpKind
 from dnncost.measuring.measurement import STUDY_ESTIMATOR, estimate
+from dnncost.measuring.probe import Probe
 from dnncost.prediction.evaluation import mape, roofline_seconds, share_within
 from dnncost.prediction.features import op_kind
 from dnncost.prediction.fitting import NetworkSample, fit_operator_model
@@ -381,6 +385,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     # later pass spends again
     measured_random = 0.0  # of which on random networks
     kernels = 0  # kernel calls timed in pass 1: what the fit will take
+    probe_s: list[float] = []  # the reference probe before each network: the machine's speed
     start = time.perf_counter()
 
     def spent() -> float:
@@ -397,6 +402,8 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
 
     def measure(net: Network) -> None:
         nonlocal measured, measured_random, kernels
+        if not isinstance(net, KernelProbe):
+            probe_s.append(reference.run())
         began = time.perf_counter()
         samples, still_busy = measure_quietly(net, threads=n_threads,
                                               until=start + budget - reserved())
@@ -409,6 +416,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
             kernels += sum(len(s.kernel_s) for s in samples)
 
     with using_threads(threads) as n_threads:
+        reference = Probe("cpu")
         # pass 1 times the transfer set, then draws and times random networks while one more, the
         # passes to come and the fit are expected to fit in the budget
         for standard in sized_transfer_set(max_train_flops=MAX_TRAIN_FLOPS,
@@ -476,7 +484,8 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     busy = sum(busy_passes[net.name] == len(timed[net.name]) for net in nets)
     meta = {"fingerprint": fingerprint, "threads": n_threads, "torch_version": str(torch.__version__),
             "quick": quick, "busy_networks": busy, "passes": passes,
-            "focus": "" if focus is None else focus.text}
+            "focus": "" if focus is None else focus.text,
+            "probe_s": float(np.median(probe_s)) if probe_s else 0.0}
     return refit(StoredSamples(tuple(fitted), tuple(held), meta,
                                tuple(s for net in transfer for s in kept(net))))
 

@@ -42,7 +42,7 @@ class NetworkSample:
 
 def fit_operator_model(samples: Sequence[NetworkSample], **meta: Any) -> OperatorModel:
     """Fit the kernel regressors and the step weights on ``samples`` (``meta``: OperatorModel's
-    identifying fields: fingerprint, threads, torch_version, quick, busy_networks, passes,
+    identifying fields: fingerprint, threads, torch_version, quick, busy_networks, passes, probe_s,
     held_out)."""
     if not samples:
         raise ValueError("no timed networks to fit the time model on")

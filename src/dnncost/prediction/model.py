@@ -63,6 +63,7 @@ class Freshness(str, Enum):
     OTHER_THREADS = "other_threads"  # fitted for another thread count
     OTHER_MACHINE = "other_machine"  # fitted on another machine
     BUSY = "busy"  # over BUSY_SHARE of its networks timed while other processes kept the CPU busy
+    SPEED = "speed"  # the machine runs faster or slower now than while it was calibrated
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ class OperatorModel:
     transfer: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # mode -> metrics on
     # the transfer set (dnncost.prediction.transfer)
     interval: IntervalModel = field(default_factory=IntervalModel)  # empty: no interval
+    probe_s: float = 0.0  # the reference probe's median time while the calibration timed its
+    # networks (dnncost.measuring.probe), the machine's speed then; 0: not recorded
 
     def kernel_seconds(self, records: Sequence[OpRecord], mode: str) -> np.ndarray:
         """Predicted seconds of each call."""
@@ -163,7 +166,7 @@ class OperatorModel:
                                                                 strict=True)},
                 "held_out": {m: dict(v) for m, v in self.held_out.items()},
                 "transfer": {m: dict(v) for m, v in self.transfer.items()},
-                "interval": self.interval.summary(),
+                "interval": self.interval.summary(), "probe_ms": self.probe_s * 1e3,
                 "baselines": dict(self.baselines),
                 "kinds": {k: r.samples for k, r in self.kinds.items()}}
 
@@ -176,7 +179,7 @@ class OperatorModel:
                 "kernels": self.kernels, "busy_networks": self.busy_networks, "passes": self.passes,
                 "focus": self.focus, "held_out": {m: dict(v) for m, v in self.held_out.items()},
                 "transfer": {m: dict(v) for m, v in self.transfer.items()},
-                "interval": self.interval.to_dict(),
+                "interval": self.interval.to_dict(), "probe_s": self.probe_s,
                 "baselines": dict(self.baselines), "step_weights": list(self.step_weights),
                 "kinds": {k: r.to_dict() for k, r in self.kinds.items()},
                 "fallback": self.fallback.to_dict()}
@@ -191,7 +194,7 @@ class OperatorModel:
         if "regressors" in d and "format" not in d:
             raise OldModelFormatError("the per-kernel model is stored in an old format (a pickle, "
                                       "which dnncost no longer loads: loading one could run code)")
-        d = reading.mapping(data, "model", required=_MODEL_FIELDS)
+        d = reading.mapping(data, "model", required=_MODEL_FIELDS, optional=("probe_s",))
         if d["format"] == MODEL_FORMAT and isinstance(d["version"], int) and \
                 not isinstance(d["version"], bool) and d["version"] < MODEL_VERSION:
             raise OldModelFormatError(f"the per-kernel model is stored as version {d['version']}; "
@@ -220,7 +223,8 @@ class OperatorModel:
                    held_out=_metrics(d["held_out"], "model.held_out"),
                    baselines=_numbers_by_name(d["baselines"], "model.baselines"),
                    transfer=_metrics(d["transfer"], "model.transfer"),
-                   interval=IntervalModel.from_dict(d["interval"], "model.interval"))
+                   interval=IntervalModel.from_dict(d["interval"], "model.interval"),
+                   probe_s=_probe_seconds(d.get("probe_s", 0.0)))
 
     def freshness(self, *, fingerprint: str, threads: int, torch_version: str,
                   now: datetime | None = None) -> list[Freshness]:
@@ -255,6 +259,15 @@ MODEL_VERSION = 7  # source: our choice; 1 was the pickled regressors of older f
 _MODEL_FIELDS = ("format", "version", "fingerprint", "threads", "torch_version", "created", "quick",
                  "networks", "kernels", "busy_networks", "passes", "focus", "held_out", "baselines",
                  "transfer", "interval", "step_weights", "kinds", "fallback")
+
+
+def _probe_seconds(data: object) -> float:
+    """The stored reference-probe time: a number of seconds, 0 or more (0: not recorded; a model
+    stored before it was kept has none)."""
+    value = reading.number(data, "model.probe_s")
+    if value < 0:
+        raise ModelFormatError(f"model.probe_s must be 0 or more seconds, got {value}")
+    return value
 
 
 def _numbers_by_name(data: object, where: str) -> dict[str, float]:

@@ -195,17 +195,56 @@ def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec |
     return replace(prediction, epoch_s=epoch, dataset_size=dataset_size)
 
 
-def caveats_here(model: OperatorModel, *, threads: int) -> list[Freshness]:
-    """Why ``model`` may be rough for a prediction on this machine at ``threads`` threads."""
-    import torch
+SPEED_TOLERANCE = 0.15  # source: our choice, about twice the pass-to-pass noise of a step on a
+# shared 2-core VM (4-8%, benchmarks/noise_floor.py): a larger change of the reference probe since
+# the calibration marks its figures
+SPEED_READINGS = 5  # source: our choice; 5 probe runs of ~5 ms, their median
 
+
+def _fingerprint(threads: int) -> str:
     from dnncost.core.environment import machine_fingerprint
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fingerprint = machine_fingerprint("cpu", threads=threads)
-    return model.freshness(fingerprint=fingerprint, threads=threads,
-                           torch_version=str(torch.__version__))
+        return machine_fingerprint("cpu", threads=threads)
 
 
-__all__ = ["OpTime", "Prediction", "caveats_here", "predict_report", "predict_time"]
+def speed_change(model: OperatorModel | None = None, *, threads: int | None = None) -> float | None:
+    """How much slower this machine runs now than while ``model`` (default: this machine's stored
+    one for ``threads``) was calibrated: the reference probe's (dnncost.measuring.probe) median over
+    SPEED_READINGS runs now, on ``threads`` threads (default: torch's current count), against the
+    median the calibration stored, less 1 (0.3: 30% slower; negative: faster). None where the
+    calibration stored none, or was made on another machine or thread count, whose probe timed
+    another machine. The model's figures are the machine's as it ran then: a machine that slowed
+    since (a neighbour, the host's clock) runs every step slower than predicted."""
+    import numpy as np
+    import torch
+
+    from dnncost.core.device import using_threads
+    from dnncost.measuring.probe import Probe
+
+    threads = threads if threads is not None else torch.get_num_threads()
+    model = model if model is not None else load_operator_model(threads=threads)
+    if model.probe_s <= 0 or model.threads != threads or model.fingerprint != _fingerprint(threads):
+        return None
+    with using_threads(threads):
+        probe = Probe("cpu")
+        now = float(np.median([probe.run() for _ in range(SPEED_READINGS)]))
+    return now / model.probe_s - 1
+
+
+def caveats_here(model: OperatorModel, *, threads: int, speed: float | None = None
+                 ) -> list[Freshness]:
+    """Why ``model`` may be rough for a prediction on this machine at ``threads`` threads;
+    ``speed``: :func:`speed_change`, marked beyond SPEED_TOLERANCE either way."""
+    import torch
+
+    out = model.freshness(fingerprint=_fingerprint(threads), threads=threads,
+                          torch_version=str(torch.__version__))
+    if speed is not None and abs(speed) > SPEED_TOLERANCE:
+        out.append(Freshness.SPEED)
+    return out
+
+
+__all__ = ["OpTime", "Prediction", "SPEED_TOLERANCE", "caveats_here", "predict_report",
+           "predict_time", "speed_change"]

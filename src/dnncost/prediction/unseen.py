@@ -10,7 +10,9 @@ again: :func:`dnncost.measuring.interleave.time_interleaved`, the reference prob
 each network built afresh for each pass so only one is in memory), so that drift in the machine's
 load hits all networks alike; its measured time is read as every measured step is (STUDY_ESTIMATOR
 over the timed steps of all rounds: the figure the study, ``dnncost time`` and the calibration use),
-and the spread between the rounds' medians is reported as run-to-run noise. Each network is
+and the spread between the rounds' medians is reported as run-to-run noise, the reference probe
+around its rounds against the calibration's as the machine's speed change since (a model fitted on
+a faster machine predicts every step fast, and no model can tell). Each network is
 predicted (meta device, nothing run) by the per-kernel model, with its interval
 (dnncost.prediction.interval: the coverage reported is the share of networks measured inside
 theirs), and by three baselines, each one scale factor per mode fitted on the calibration's random
@@ -124,6 +126,7 @@ class UnseenPoint:
     interval_s: tuple[float, float] | None = None  # of measured_s, when the timing gives one
     predicted_interval_s: tuple[float, float] | None = None  # the per-kernel prediction's
     interval_level: float | None = None  # its stated coverage, e.g. 0.8
+    probe_s: float | None = None  # the reference probe's median around its rounds, seconds
 
     @property
     def key(self) -> Key:
@@ -192,8 +195,23 @@ class UnseenResult:
             out[f"{config} {mode}"] = float(np.median(spreads)) if spreads else math.nan
         return out
 
+    def speed_change(self) -> dict[str, float]:
+        """How much slower the machine ran per configuration and mode than while the model was
+        calibrated: the median over networks of the reference probe around their rounds, against
+        the calibration's (0.2: 20% slower); NaN where either was not recorded."""
+        probe_ms = self.calibration.get("probe_ms")
+        calibrated = float(probe_ms) / 1e3 if isinstance(probe_ms, (int, float)) and probe_ms > 0 \
+            else math.nan
+        out = {}
+        for config, mode in self.groups():
+            probes = [p.probe_s for p in self.points if _config(p.input_shape, p.batch_size) ==
+                      config and p.mode == mode and p.probe_s is not None]
+            out[f"{config} {mode}"] = float(np.median(probes)) / calibrated - 1 if probes else math.nan
+        return out
+
     def to_dict(self) -> dict[str, object]:
-        return {"rows": self.rows(), "noise": self.noise(), "skipped": self.skipped,
+        return {"rows": self.rows(), "noise": self.noise(), "speed_change": self.speed_change(),
+                "skipped": self.skipped,
                 "calibration": self.calibration, "seconds": self.seconds,
                 "points": [{"name": p.name, "input": _config(p.input_shape, p.batch_size),
                             "mode": p.mode, "measured_s": p.measured_s,
@@ -201,7 +219,7 @@ class UnseenResult:
                             "predicted_s": p.predicted_s, "gflops": p.gflops,
                             "predicted_interval_s": list(p.predicted_interval_s)
                             if p.predicted_interval_s is not None else None,
-                            "interval_level": p.interval_level,
+                            "interval_level": p.interval_level, "probe_s": p.probe_s,
                             "samples_s": list(p.samples), "estimator": p.estimator}
                            for p in self.points]}
 
@@ -267,10 +285,13 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
         """Time the ``predicted`` networks at one configuration and mode, round-robin."""
         samples: dict[str, list[float]] = {n: [] for n in predicted}
         medians: dict[str, list[float]] = {n: [] for n in predicted}
+        probes: dict[str, list[float]] = {n: [] for n in predicted}
 
         def on_repeat(name: str, index: int, timing: StepTiming) -> None:
             samples[name] += list(timing.measurement.samples)
             medians[name].append(timing.measurement.median)
+            if timing.probe is not None:
+                probes[name].append(timing.probe.probe_s)
             if progress is not None:
                 drift = timing.probe.drift if timing.probe is not None else math.nan
                 progress(f"{_config(shape, batch)} {mode} round {index + 1}/{rounds}: {name} "
@@ -284,7 +305,9 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                                     predicted[name].gflops, samples=tuple(samples[name]),
                                     predicted_interval_s=predicted[name].interval_s,
                                     interval_level=COVERAGE
-                                    if predicted[name].interval_s is not None else None)
+                                    if predicted[name].interval_s is not None else None,
+                                    probe_s=float(np.median(probes[name])) if probes[name]
+                                    else None)
                 points.append(point)
                 if on_result is not None:
                     on_result(point)

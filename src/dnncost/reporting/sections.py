@@ -619,6 +619,14 @@ def unseen_blocks(findings: Findings) -> list[Block]:
             blocks.append(Paragraph("Run-to-run noise (median over networks of the spread of the "
                                     "round medians): " + ", ".join(
                                         f"{k} {pct_text(v)}" for k, v in noise.items()) + "."))
+        speed = result.speed_change()
+        if any(math.isfinite(v) for v in speed.values()):
+            blocks.append(Paragraph(
+                "Machine speed against the calibration's (the reference probe around each "
+                "network's rounds, median; positive: slower than while calibrated, every step then "
+                "likely slower than predicted): " + ", ".join(
+                    f"{k} {v:+.0%}" if math.isfinite(v) else f"{k} not recorded"
+                    for k, v in speed.items()) + "."))
         if result.skipped:
             blocks.append(Paragraph("Left out: " + "; ".join(
                 f"{k} ({v})" for k, v in result.skipped.items()) + "."))

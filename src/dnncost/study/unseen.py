@@ -114,7 +114,8 @@ def unseen_row(result: UnseenPoint | LeftOut, *, run_uid: str, config_hash: str,
         calibration=calibration, note=result.reason if isinstance(result, LeftOut) else "",
         measured=now(), predicted_low_s=interval[0] if interval else None,
         predicted_high_s=interval[1] if interval else None,
-        interval_level=point.interval_level if point is not None else None)
+        interval_level=point.interval_level if point is not None else None,
+        probe_s=point.probe_s if point is not None else None)
 
 
 PREDICTIONS = {"per_kernel": "predicted_s", "flops": "flops_s", "params": "params_s",
@@ -136,7 +137,7 @@ def point_from_row(row: UnseenRow) -> UnseenPoint:
                        interval_s=interval,
                        predicted_interval_s=(row.predicted_low_s, row.predicted_high_s)
                        if row.predicted_low_s is not None and row.predicted_high_s is not None
-                       else None, interval_level=row.interval_level)
+                       else None, interval_level=row.interval_level, probe_s=row.probe_s)
 
 
 @dataclass(frozen=True)

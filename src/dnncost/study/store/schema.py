@@ -325,11 +325,19 @@ CREATE TABLE stage_times (
 CREATE INDEX validations_training ON validations(training_uid);
 """
 
+_SCHEMA_V12 = """
+-- the reference probe (dnncost.measuring.probe) around each unseen network's rounds, its median in
+-- seconds: set against the calibration's (its JSON summary's probe_ms), the machine's speed change
+-- since the model was fitted; NULL where not recorded
+ALTER TABLE unseen_results ADD COLUMN probe_s REAL;
+"""
+
 #: version -> SQL that takes a store from version-1 to version. Applied in order, each in one
 #: transaction with the version bump, so a store is never left half-migrated.
 MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4,
                               5: _SCHEMA_V5, 6: _SCHEMA_V6, 7: _SCHEMA_V7, 8: _SCHEMA_V8,
-                              9: _SCHEMA_V9, 10: _SCHEMA_V10, 11: _SCHEMA_V11}
+                              9: _SCHEMA_V9, 10: _SCHEMA_V10, 11: _SCHEMA_V11,
+                              12: _SCHEMA_V12}
 SCHEMA_VERSION = max(MIGRATIONS)  # a new schema version is a new entry in MIGRATIONS
 
 #: Every table, in the order :func:`merge` copies them (a table after those it references).
