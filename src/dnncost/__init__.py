@@ -12,6 +12,9 @@ The public API, in the order of the pipeline (count -> time -> study -> predict 
 - measuring: :func:`time_model` -> :class:`StepTiming` (:class:`Measurement` of raw samples) for a
   step described by :class:`StepOptions`; :func:`train`, :func:`load_dataset`, :func:`calibrate`,
   :func:`load_calibration`, :func:`profile_breakdown`, :func:`measure_distributed`.
+- prediction: :func:`predict_time` -> :class:`Prediction` (a step's time from its structure, with
+  its interval, by the per-kernel model ``dnncost calibrate --ops`` fits); :func:`speed_change` (how
+  much slower or faster this machine runs now than while it was calibrated).
 - study: :func:`open_store` (the SQLite results of ``dnncost study``).
 
 Heavy parts (torch, the zoo) load on first use, so ``import dnncost`` and the CLI start quickly; the
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from dnncost.measuring.timing import StepOptions, StepTiming, time_model
     from dnncost.models import ModelInfo, create_model, get_model_info, list_models, register_model
     from dnncost.models.loading import load_model
+    from dnncost.prediction.predict import Prediction, predict_time, speed_change
     from dnncost.study.store import open_store
     from dnncost.training.data import load_dataset
     from dnncost.training.trainer import train
@@ -71,6 +75,9 @@ _LAZY = {  # public name -> the module that defines it
     "load_calibration": "dnncost.measuring.calibrate",
     "profile_breakdown": "dnncost.measuring.breakdown",
     "measure_distributed": "dnncost.distributed.data_parallel",
+    "predict_time": "dnncost.prediction.predict",
+    "Prediction": "dnncost.prediction.predict",
+    "speed_change": "dnncost.prediction.predict",
     "open_store": "dnncost.study.store",
 }
 
@@ -80,7 +87,8 @@ __all__ = [  # explicit, so tools see it; tests check it matches _LAZY
     "OpKind", "TensorSpec", "InputSpec", "Precision", "parse_input_spec", "load_model", "list_models",
     "create_model", "get_model_info", "register_model", "ModelInfo", "time_model", "StepOptions",
     "StepTiming", "Measurement", "train", "load_dataset", "calibrate", "load_calibration",
-    "profile_breakdown", "measure_distributed", "open_store",
+    "profile_breakdown", "measure_distributed", "predict_time", "Prediction", "speed_change",
+    "open_store",
 ]
 
 
