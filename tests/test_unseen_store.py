@@ -16,7 +16,6 @@ from dnncost.cli import main
 from dnncost.counting.formulas import OpKind
 from dnncost.measuring import timing
 from dnncost.measuring.measurement import Measurement
-from dnncost.measuring.probe import ProbeReading
 from dnncost.prediction import unseen
 from dnncost.prediction.kernels import STEP_FEATURES
 from dnncost.prediction.model import KindRegressor, OperatorModel
@@ -353,7 +352,7 @@ class _Timed:
     """What the protocol reads of a timed repeat: its measurement and the probe around it."""
 
     measurement: Measurement
-    probe: ProbeReading | None
+    probe: None
 
 
 def test_unseen_networks_are_timed_round_robin_each_pass_a_fresh_build(
@@ -361,7 +360,7 @@ def test_unseen_networks_are_timed_round_robin_each_pass_a_fresh_build(
     seen: list[str] = []
     built: list[str] = []
     real_build = unseen._build
-    probes = iter((1e-3, 2e-3, 3e-3, 5e-3))  # the reference probe around each repeat, in order
+    probes = iter((1e-3, 2e-3, 3e-3, 5e-3))  # the reference probe after each repeat, in order
 
     def build(name: str) -> object:
         built.append(name)
@@ -370,10 +369,11 @@ def test_unseen_networks_are_timed_round_robin_each_pass_a_fresh_build(
     def fake_time_model(module: object, shape: object, options: timing.StepOptions, *,
                         name: str, **kw: object) -> _Timed:
         seen.append(name)
-        return _Timed(Measurement((0.010, 0.012)), ProbeReading(*(2 * (next(probes),)), None))
+        return _Timed(Measurement((0.010, 0.012)), None)
 
     monkeypatch.setattr(unseen, "_build", build)
     monkeypatch.setattr(timing, "time_model", fake_time_model)
+    monkeypatch.setattr(unseen, "Probe", lambda device: SimpleNamespace(steady=lambda: next(probes)))
     names = ["mobilenet_v3_small", "shufflenet_v2_x0_5"]
     result = unseen.evaluate_unseen(tiny_model(probe_s=1e-3), names=names, rounds=2,
                                     modes=("train",), configs=(((3, 16, 16), 2),))

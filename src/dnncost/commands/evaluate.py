@@ -214,7 +214,7 @@ def run_unseen(args: argparse.Namespace) -> int:
               "bytes/bandwidth)",
               "run-to-run noise (median over networks of the spread of round medians): "
               + ", ".join(f"{k} {v:.1%}" for k, v in result.noise().items()),
-              "machine speed against the calibration's (the reference probe around each network's "
+              "machine speed against the calibration's (the reference probe after each network's "
               "rounds, median; positive: slower now, every step then likely slower than "
               "predicted): " + ", ".join(f"{k} {v:+.0%}" if v == v else f"{k} not recorded"
                                          for k, v in result.speed_change().items())]

@@ -34,6 +34,11 @@ PROBE_REPS = 5  # source: our choice; 5 passes of ~1 ms span a scheduler time sl
 # as a network's step does, not only the slices it happened to fall inside
 
 
+STEADY_WARMUP = 10  # source: measured (2-core Xeon VM): after ten passes the probe read 0.49-0.55
+# ms, after a network's count and after a timed step alike
+STEADY_READINGS = 5  # source: our choice, an odd count for a median
+
+
 _WORKLOAD = f"mm{PROBE_MATMUL_SIZE}+copy{PROBE_COPY_BYTES}x{PROBE_REPS}:mean"  # what a record is of
 
 
@@ -88,6 +93,17 @@ class Probe:
             self._once()
         return self._clock.stop() / reps
 
+    def steady(self, *, warmup: int = STEADY_WARMUP, readings: int = STEADY_READINGS) -> float:
+        """Seconds for one pass of the probe in a steady state: ``warmup`` passes first (its
+        threads awake, its buffers in cache), then the median of ``readings`` passes. A single
+        pass depends on what ran before it -- on a 2-core Xeon VM it read 2.1-3.1 ms after half a
+        second idle, ~1.0 after counting a network, 0.73 after a timed step and 0.51 after ten
+        passes (measured) -- so readings set against each other (a calibration's, a prediction's,
+        an evaluation's) are taken so."""
+        for _ in range(warmup):
+            self.run()
+        return float(sorted(self.run() for _ in range(readings))[readings // 2])
+
 
 # -- the quiet-machine reference ------------------------------------------------------------------
 def reference_path(device: torch.device | str = "cpu", *, threads: int) -> Path:
@@ -124,4 +140,5 @@ def record_probe(seconds: float, device: torch.device | str = "cpu", *, threads:
 
 
 __all__ = ["PROBE_COPY_BYTES", "PROBE_MATMUL_SIZE", "PROBE_REPS", "Probe", "ProbeReading",
+           "STEADY_READINGS", "STEADY_WARMUP",
            "load_reference", "record_probe", "reference_path"]

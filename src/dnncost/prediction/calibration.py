@@ -30,9 +30,10 @@ predict (:func:`anchor_of`). The residuals on both and the pass spreads make the
 prediction (:mod:`dnncost.prediction.interval`). The baselines the evaluation compares against are fitted here
 too, on the fitted random networks (not the probes): one scale factor per mode for FLOPs, for
 parameters and for a plain roofline (peak FLOP/s and bytes/s the best any timed kernel reached).
-Before each network (not each kernel probe) the reference probe (:mod:`dnncost.measuring.probe`)
-is timed; its median is stored with the model as the machine's speed while it was calibrated, which
-``dnncost predict`` and ``dnncost evaluate --unseen`` set the machine's speed then against.
+After each network (not each kernel probe) the reference probe (:mod:`dnncost.measuring.probe`,
+``Probe.steady``) is timed; its median is stored with the model as the machine's speed while it was
+calibrated, which ``dnncost predict`` and ``dnncost evaluate --unseen`` set the machine's speed then
+against.
 """
 from __future__ import annotations
 
@@ -387,7 +388,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     # later pass spends again
     measured_random = 0.0  # of which on random networks
     kernels = 0  # kernel calls timed in pass 1: what the fit will take
-    probe_s: list[float] = []  # the reference probe before each network: the machine's speed
+    probe_s: list[float] = []  # the reference probe after each network: the machine's speed
     start = time.perf_counter()
 
     def spent() -> float:
@@ -404,11 +405,11 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
 
     def measure(net: Network) -> None:
         nonlocal measured, measured_random, kernels
-        if not isinstance(net, KernelProbe):
-            probe_s.append(reference.run())
         began = time.perf_counter()
         samples, still_busy = measure_quietly(net, threads=n_threads,
                                               until=start + budget - reserved())
+        if not isinstance(net, KernelProbe):
+            probe_s.append(reference.steady())
         timed.setdefault(net.name, []).append(samples)
         busy_passes[net.name] = busy_passes.get(net.name, 0) + still_busy
         if len(timed[net.name]) == 1:

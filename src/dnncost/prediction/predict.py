@@ -198,7 +198,6 @@ def predict_time(model_or_spec: Any, *, input_shape: Sequence[int] | InputSpec |
 SPEED_TOLERANCE = 0.15  # source: our choice, about twice the pass-to-pass noise of a step on a
 # shared 2-core VM (4-8%, benchmarks/noise_floor.py): a larger change of the reference probe since
 # the calibration marks its figures
-SPEED_READINGS = 5  # source: our choice; 5 probe runs of ~5 ms, their median
 
 
 def _fingerprint(threads: int) -> str:
@@ -211,13 +210,13 @@ def _fingerprint(threads: int) -> str:
 
 def speed_change(model: OperatorModel | None = None, *, threads: int | None = None) -> float | None:
     """How much slower this machine runs now than while ``model`` (default: this machine's stored
-    one for ``threads``) was calibrated: the reference probe's (dnncost.measuring.probe) median over
-    SPEED_READINGS runs now, on ``threads`` threads (default: torch's current count), against the
-    median the calibration stored, less 1 (0.3: 30% slower; negative: faster). None where the
-    calibration stored none, or was made on another machine or thread count, whose probe timed
-    another machine. The model's figures are the machine's as it ran then: a machine that slowed
-    since (a neighbour, the host's clock) runs every step slower than predicted."""
-    import numpy as np
+    one for ``threads``) was calibrated: the reference probe's steady reading
+    (dnncost.measuring.probe.Probe.steady) now, on ``threads`` threads (default: torch's current
+    count), against the median of those the calibration took, less 1 (0.3: 30% slower; negative:
+    faster). None where the calibration stored none, or was made on another machine or thread
+    count, whose probe timed another machine. The model's figures are the machine's as it ran
+    then: a machine that slowed since (a neighbour, the host's clock) runs every step slower than
+    predicted."""
     import torch
 
     from dnncost.core.device import using_threads
@@ -228,8 +227,7 @@ def speed_change(model: OperatorModel | None = None, *, threads: int | None = No
     if model.probe_s <= 0 or model.threads != threads or model.fingerprint != _fingerprint(threads):
         return None
     with using_threads(threads):
-        probe = Probe("cpu")
-        now = float(np.median([probe.run() for _ in range(SPEED_READINGS)]))
+        now = Probe("cpu").steady()
     return now / model.probe_s - 1
 
 

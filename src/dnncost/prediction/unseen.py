@@ -11,8 +11,9 @@ each network built afresh for each pass so only one is in memory), so that drift
 load hits all networks alike; its measured time is read as every measured step is (STUDY_ESTIMATOR
 over the timed steps of all rounds: the figure the study, ``dnncost time`` and the calibration use),
 and the spread between the rounds' medians is reported as run-to-run noise, the reference probe
-around its rounds against the calibration's as the machine's speed change since (a model fitted on
-a faster machine predicts every step fast, and no model can tell). Each network is
+after its rounds (``Probe.steady``, as the calibration read it) against the calibration's as the
+machine's speed change since (a model fitted on a faster machine predicts every step fast, and no
+model can tell). Each network is
 predicted (meta device, nothing run) by the per-kernel model, with its interval
 (dnncost.prediction.interval: the coverage reported is the share of networks measured inside
 theirs), and by three baselines, each one scale factor per mode fitted on the calibration's random
@@ -33,11 +34,13 @@ from functools import partial
 import numpy as np
 from torch import nn
 
+from dnncost.core.device import using_threads
 from dnncost.core.errors import DnncostError, ModelNotFoundError, suggest
 from dnncost.core.kinds import Mode
 from dnncost.counting.counter import count
 from dnncost.measuring.interleave import TimingJob, time_interleaved
 from dnncost.measuring.measurement import STUDY_ESTIMATOR, estimate
+from dnncost.measuring.probe import Probe
 from dnncost.measuring.timing import StepOptions, StepTiming
 from dnncost.models.loading import TIMM_PREFIX, load_model
 from dnncost.models.registry import list_models
@@ -126,7 +129,7 @@ class UnseenPoint:
     interval_s: tuple[float, float] | None = None  # of measured_s, when the timing gives one
     predicted_interval_s: tuple[float, float] | None = None  # the per-kernel prediction's
     interval_level: float | None = None  # its stated coverage, e.g. 0.8
-    probe_s: float | None = None  # the reference probe's median around its rounds, seconds
+    probe_s: float | None = None  # the reference probe's median after its rounds, seconds
 
     @property
     def key(self) -> Key:
@@ -197,7 +200,7 @@ class UnseenResult:
 
     def speed_change(self) -> dict[str, float]:
         """How much slower the machine ran per configuration and mode than while the model was
-        calibrated: the median over networks of the reference probe around their rounds, against
+        calibrated: the median over networks of the reference probe after their rounds, against
         the calibration's (0.2: 20% slower); NaN where either was not recorded."""
         probe_ms = self.calibration.get("probe_ms")
         calibrated = float(probe_ms) / 1e3 if isinstance(probe_ms, (int, float)) and probe_ms > 0 \
@@ -268,6 +271,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
     kept, not measured again. ``on_result`` gets each point as soon as its last round is timed,
     and each left-out network as it is left out."""
     started = time.perf_counter()
+    reference = Probe("cpu")
     unseen = unseen_network_names()
     chosen = [n for n in (names or unseen) if _is_unseen(n, unseen)]
     skipped = {n: "in dnncost's zoo or not a torchvision classification network"
@@ -290,8 +294,8 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
         def on_repeat(name: str, index: int, timing: StepTiming) -> None:
             samples[name] += list(timing.measurement.samples)
             medians[name].append(timing.measurement.median)
-            if timing.probe is not None:
-                probes[name].append(timing.probe.probe_s)
+            with using_threads(threads):
+                probes[name].append(reference.steady())
             if progress is not None:
                 drift = timing.probe.drift if timing.probe is not None else math.nan
                 progress(f"{_config(shape, batch)} {mode} round {index + 1}/{rounds}: {name} "

@@ -622,7 +622,7 @@ def unseen_blocks(findings: Findings) -> list[Block]:
         speed = result.speed_change()
         if any(math.isfinite(v) for v in speed.values()):
             blocks.append(Paragraph(
-                "Machine speed against the calibration's (the reference probe around each "
+                "Machine speed against the calibration's (the reference probe after each "
                 "network's rounds, median; positive: slower than while calibrated, every step then "
                 "likely slower than predicted): " + ", ".join(
                     f"{k} {v:+.0%}" if math.isfinite(v) else f"{k} not recorded"

@@ -305,7 +305,7 @@ class UnseenRow:
     """One unseen-network result (schema 6): a network at one input configuration and step mode,
     measured (or left out: ``measured_s`` None, ``note`` says why) and predicted; (schema 10) the
     per-kernel prediction's interval and its stated coverage; (schema 12) the reference probe
-    around its rounds."""
+    after its rounds."""
 
     uid: str
     run_uid: str
@@ -334,7 +334,7 @@ class UnseenRow:
     predicted_low_s: float | None = None  # schema 10: the per-kernel prediction's interval
     predicted_high_s: float | None = None
     interval_level: float | None = None  # its stated coverage
-    probe_s: float | None = None  # schema 12: the reference probe's median around its rounds
+    probe_s: float | None = None  # schema 12: the reference probe's median after its rounds
 
 
 @dataclass(frozen=True)

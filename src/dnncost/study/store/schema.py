@@ -326,9 +326,9 @@ CREATE INDEX validations_training ON validations(training_uid);
 """
 
 _SCHEMA_V12 = """
--- the reference probe (dnncost.measuring.probe) around each unseen network's rounds, its median in
--- seconds: set against the calibration's (its JSON summary's probe_ms), the machine's speed change
--- since the model was fitted; NULL where not recorded
+-- the reference probe (dnncost.measuring.probe, read steady) after each unseen network's rounds,
+-- its median in seconds: set against the calibration's (its JSON summary's probe_ms), the machine's
+-- speed change since the model was fitted; NULL where not recorded
 ALTER TABLE unseen_results ADD COLUMN probe_s REAL;
 """
 
