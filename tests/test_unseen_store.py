@@ -11,8 +11,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from dnncost.cli import main
+from dnncost.core.environment import machine_fingerprint
 from dnncost.counting.formulas import OpKind
 from dnncost.measuring import timing
 from dnncost.measuring.measurement import Measurement
@@ -375,7 +377,9 @@ def test_unseen_networks_are_timed_round_robin_each_pass_a_fresh_build(
     monkeypatch.setattr(timing, "time_model", fake_time_model)
     monkeypatch.setattr(unseen, "Probe", lambda device: SimpleNamespace(steady=lambda: next(probes)))
     names = ["mobilenet_v3_small", "shufflenet_v2_x0_5"]
-    result = unseen.evaluate_unseen(tiny_model(probe_s=1e-3), names=names, rounds=2,
+    here = {"fingerprint": machine_fingerprint("cpu", threads=torch.get_num_threads()),
+            "threads": torch.get_num_threads()}
+    result = unseen.evaluate_unseen(tiny_model(probe_s=1e-3, **here), names=names, rounds=2,
                                     modes=("train",), configs=(((3, 16, 16), 2),))
     assert seen == names * 2  # A B A B: drift over the run hits both alike (not A A B B)
     assert built == names * 2  # each pass builds its network afresh: one in memory at a time
@@ -388,6 +392,11 @@ def test_unseen_networks_are_timed_round_robin_each_pass_a_fresh_build(
     assert {p.name: p.probe_s for p in result.points} == pytest.approx(
         {"mobilenet_v3_small": 2e-3, "shufflenet_v2_x0_5": 3.5e-3})
     assert result.speed_change() == pytest.approx({"2x3x16x16 train": 1.75})
+    # another machine's calibration: its probe is no speed of this one, so none is read
+    elsewhere = unseen.evaluate_unseen(tiny_model(probe_s=1e-3), names=names[:1], rounds=1,
+                                       modes=("train",), configs=(((3, 16, 16), 2),))
+    assert elsewhere.points[0].probe_s is None
+    assert math.isnan(elsewhere.speed_change()["2x3x16x16 train"])
 
 
 def test_evaluate_help_states_the_protocols_default_rounds() -> None:

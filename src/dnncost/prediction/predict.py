@@ -208,6 +208,12 @@ def _fingerprint(threads: int) -> str:
         return machine_fingerprint("cpu", threads=threads)
 
 
+def calibrated_here(model: OperatorModel, *, threads: int) -> bool:
+    """Whether ``model`` was calibrated on this machine at ``threads`` threads and kept its
+    reference probe: only then is that probe's time this machine's speed to compare with."""
+    return model.probe_s > 0 and model.threads == threads and model.fingerprint == _fingerprint(threads)
+
+
 def speed_change(model: OperatorModel | None = None, *, threads: int | None = None) -> float | None:
     """How much slower this machine runs now than while ``model`` (default: this machine's stored
     one for ``threads``) was calibrated: the reference probe's steady reading
@@ -224,7 +230,7 @@ def speed_change(model: OperatorModel | None = None, *, threads: int | None = No
 
     threads = threads if threads is not None else torch.get_num_threads()
     model = model if model is not None else load_operator_model(threads=threads)
-    if model.probe_s <= 0 or model.threads != threads or model.fingerprint != _fingerprint(threads):
+    if not calibrated_here(model, threads=threads):
         return None
     with using_threads(threads):
         now = Probe("cpu").steady()
@@ -244,5 +250,5 @@ def caveats_here(model: OperatorModel, *, threads: int, speed: float | None = No
     return out
 
 
-__all__ = ["OpTime", "Prediction", "SPEED_TOLERANCE", "caveats_here", "predict_report",
+__all__ = ["OpTime", "Prediction", "SPEED_TOLERANCE", "calibrated_here", "caveats_here", "predict_report",
            "predict_time", "speed_change"]

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
+import torch
 from torch import nn
 
 from dnncost.core.device import using_threads
@@ -49,7 +50,7 @@ from dnncost.prediction.evaluation import Metrics
 from dnncost.prediction.interval import COVERAGE
 from dnncost.prediction.kernels import module_counts
 from dnncost.prediction.model import OperatorModel
-from dnncost.prediction.predict import predict_report
+from dnncost.prediction.predict import calibrated_here, predict_report
 
 CONFIGS: tuple[tuple[tuple[int, ...], int], ...] = (((3, 32, 32), 32), ((3, 224, 224), 8))
 """source: issue 12, 3x32x32 at batch 32 and 3x224x224 at batch 8."""
@@ -271,7 +272,9 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
     kept, not measured again. ``on_result`` gets each point as soon as its last round is timed,
     and each left-out network as it is left out."""
     started = time.perf_counter()
-    reference = Probe("cpu")
+    reference = Probe("cpu") if calibrated_here(
+        model, threads=threads or torch.get_num_threads()) else None  # another machine's probe
+    # (or none) is no speed of this one
     unseen = unseen_network_names()
     chosen = [n for n in (names or unseen) if _is_unseen(n, unseen)]
     skipped = {n: "in dnncost's zoo or not a torchvision classification network"
@@ -294,8 +297,9 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
         def on_repeat(name: str, index: int, timing: StepTiming) -> None:
             samples[name] += list(timing.measurement.samples)
             medians[name].append(timing.measurement.median)
-            with using_threads(threads):
-                probes[name].append(reference.steady())
+            if reference is not None:
+                with using_threads(threads):
+                    probes[name].append(reference.steady())
             if progress is not None:
                 drift = timing.probe.drift if timing.probe is not None else math.nan
                 progress(f"{_config(shape, batch)} {mode} round {index + 1}/{rounds}: {name} "
