@@ -226,6 +226,7 @@ def speed_change(model: OperatorModel | None = None, *, threads: int | None = No
     import torch
 
     from dnncost.core.device import using_threads
+    from dnncost.measuring.measurement import probe_drift
     from dnncost.measuring.probe import Probe
 
     threads = threads if threads is not None else torch.get_num_threads()
@@ -234,7 +235,7 @@ def speed_change(model: OperatorModel | None = None, *, threads: int | None = No
         return None
     with using_threads(threads):
         now = Probe("cpu").steady()
-    return now / model.probe_s - 1
+    return probe_drift(now, model.probe_s)
 
 
 def caveats_here(model: OperatorModel, *, threads: int, speed: float | None = None

@@ -40,7 +40,7 @@ from dnncost.core.errors import DnncostError, ModelNotFoundError, suggest
 from dnncost.core.kinds import Mode
 from dnncost.counting.counter import count
 from dnncost.measuring.interleave import TimingJob, time_interleaved
-from dnncost.measuring.measurement import STUDY_ESTIMATOR, estimate
+from dnncost.measuring.measurement import STUDY_ESTIMATOR, estimate, probe_drift
 from dnncost.measuring.probe import Probe
 from dnncost.measuring.timing import StepOptions, StepTiming
 from dnncost.models.loading import TIMM_PREFIX, load_model
@@ -204,13 +204,13 @@ class UnseenResult:
         calibrated: the median over networks of the reference probe after their rounds, against
         the calibration's (0.2: 20% slower); NaN where either was not recorded."""
         probe_ms = self.calibration.get("probe_ms")
-        calibrated = float(probe_ms) / 1e3 if isinstance(probe_ms, (int, float)) and probe_ms > 0 \
-            else math.nan
+        calibrated = float(probe_ms) / 1e3 if isinstance(probe_ms, (int, float)) else None
         out = {}
         for config, mode in self.groups():
             probes = [p.probe_s for p in self.points if _config(p.input_shape, p.batch_size) ==
                       config and p.mode == mode and p.probe_s is not None]
-            out[f"{config} {mode}"] = float(np.median(probes)) / calibrated - 1 if probes else math.nan
+            out[f"{config} {mode}"] = probe_drift(float(np.median(probes)), calibrated) if probes \
+                else math.nan
         return out
 
     def to_dict(self) -> dict[str, object]:
