@@ -3,7 +3,6 @@ memory bandwidth."""
 from __future__ import annotations
 
 import argparse
-import warnings
 from typing import TYPE_CHECKING, Any
 
 from dnncost.commands._common import add_format_argument
@@ -126,10 +125,7 @@ def _refit_operators(threads: int | None, stored: list[str]) -> OperatorModel:
     from dnncost.prediction.samples import load_samples, samples_path
     from dnncost.prediction.storage import save_operator_model
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fingerprint = machine_fingerprint("cpu", threads=threads)
-    model = refit(load_samples(samples_path(fingerprint))).model
+    model = refit(load_samples(samples_path(machine_fingerprint("cpu", threads=threads)))).model
     stored.append(save_operator_model(model))
     return model
 

@@ -108,11 +108,12 @@ def current_environment(device: torch.device | str = "cpu", *, threads: int | No
 def machine_fingerprint(device: torch.device | str = "cpu", *, threads: int | None = None) -> str:
     """A short stable key for 'this machine, this device, this thread count, this torch'.
 
-    Results and calibrations are keyed by it: same hardware and software give the same key.
+    Results and calibrations are keyed by it: same hardware and software give the same key. Reads
+    only those (no torchvision import, no git call), so it is cheap and warns about nothing.
     """
-    env = current_environment(device, threads=threads)
-    key = "|".join([env.cpu_model, str(env.cpu_cores), env.device_name, str(env.threads),
-                    env.torch_version, platform.machine()])
+    n_threads = threads if threads is not None else torch.get_num_threads()
+    key = "|".join([cpu_model(), str(os.cpu_count() or 1), device_name(device), str(n_threads),
+                    torch.__version__, platform.machine()])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

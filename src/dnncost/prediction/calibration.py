@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -470,9 +469,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
                 except (AlignmentError, DnncostError, RuntimeError):  # ran once: keep its passes
                     continue
                 _report(progress, again, pass_, passes, spent())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fingerprint = machine_fingerprint("cpu", threads=n_threads)
+        fingerprint = machine_fingerprint("cpu", threads=n_threads)
 
     def kept(net: Network) -> list[NetworkSample]:
         """Per mode the passes pooled (:func:`pooled`)."""

@@ -4,11 +4,11 @@ count its operator calls on the meta device and sum what the per-kernel model
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dnncost.core.environment import machine_fingerprint
 from dnncost.core.errors import InputSpecError
 from dnncost.core.inputs import InputSpec
 from dnncost.core.kinds import Mode
@@ -200,18 +200,11 @@ SPEED_TOLERANCE = 0.15  # source: our choice, about twice the pass-to-pass noise
 # the calibration marks its figures
 
 
-def _fingerprint(threads: int) -> str:
-    from dnncost.core.environment import machine_fingerprint
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return machine_fingerprint("cpu", threads=threads)
-
-
 def calibrated_here(model: OperatorModel, *, threads: int) -> bool:
     """Whether ``model`` was calibrated on this machine at ``threads`` threads and kept its
     reference probe: only then is that probe's time this machine's speed to compare with."""
-    return model.probe_s > 0 and model.threads == threads and model.fingerprint == _fingerprint(threads)
+    return (model.probe_s > 0 and model.threads == threads
+            and model.fingerprint == machine_fingerprint("cpu", threads=threads))
 
 
 def speed_change(model: OperatorModel | None = None, *, threads: int | None = None) -> float | None:
@@ -244,7 +237,7 @@ def caveats_here(model: OperatorModel, *, threads: int, speed: float | None = No
     ``speed``: :func:`speed_change`, marked beyond SPEED_TOLERANCE either way."""
     import torch
 
-    out = model.freshness(fingerprint=_fingerprint(threads), threads=threads,
+    out = model.freshness(fingerprint=machine_fingerprint("cpu", threads=threads), threads=threads,
                           torch_version=str(torch.__version__))
     if speed is not None and abs(speed) > SPEED_TOLERANCE:
         out.append(Freshness.SPEED)
