@@ -21,7 +21,8 @@ held-out ones is stored with it. Before the random networks, pass 1 times the tr
 the same FLOPs cap), and every later pass times it again first: the same protocol, inside the same
 budget, never fitted on; its error is stored beside the held-out one. A calibration without a focus
 also times kernel probes (sampling.kernel_probes: one-convolution networks on oneDNN's padded slow
-path and wide 1x1 convolutions on tiny maps, which random networks draw too rarely) and fits its
+path, wide 1x1 convolutions on tiny maps and the first stages of ImageNet networks, whose outputs
+land on fresh pages -- kernels random networks draw too rarely) and fits its
 kernel regressors on them (not its step weights: a probe's step is one kernel). A full
 calibration draws every ANCHOR_EVERY-th random network at one of the ANCHORS (224x224 at batch 8,
 32x32 at batch 32) instead of over the whole range; a quick one without a focus draws all of its
@@ -74,13 +75,14 @@ from dnncost.prediction.sampling import (
 from dnncost.prediction.transfer import TransferNet, transfer_networks
 
 MAX_TRAIN_FLOPS = 4e9  # source: our choice; a training step of ~0.1-0.3 s on 2 cores
-BUDGET_S = 270.0  # source: issue 12, calibration <= 5 minutes on 2 cores: 4.5 min for the whole
+BUDGET_S = 285.0  # source: issue 12, calibration <= 5 minutes on 2 cores: 4.75 min for the whole
 # call (3.5 before the pointwise probes and ConvNeXt blocks, which left 23 random networks where 34
 # had been; 4 before the probes at 64-384 channels, 36 s over 3 passes, which left 23 where 31 had
-# been: such a call took 215 s wall, 2-core Xeon)
+# been: such a call took 215 s wall; 4.5 before the large-map probes, ~17 s over 3 passes: calls
+# took 231.5 and 244.6 s wall, 2-core Xeon)
 QUICK_BUDGET_S = 25.0  # source: our choice, a rough model in well under a minute; it is also the
 # study's own quick model, within the study's 8-minute budget (issue 24; 60 s before)
-QUICK_PROBE_S = 12.0  # source: measured, the 144 kernel probes' one pass, 12.0-12.2 s (2-core Xeon):
+QUICK_PROBE_S = 17.0  # source: measured, the 149 kernel probes' one pass, 15.7-17.2 s (2-core Xeon):
 # a quick calibration without a focus times them on top of QUICK_BUDGET_S, not instead of one of its
 # random networks (with them inside it, 3 were drawn and its transfer-set error went 18% -> 43%)
 MIN_NETWORKS = 8  # source: our choice; at least 6 to fit on and 2 held out, whatever the budget
