@@ -263,3 +263,18 @@ def test_calibrate_ops_then_predict_from_the_cli(tmp_path, monkeypatch, capsys):
     payload = json.loads(capsys.readouterr().out)
     # the calibration kept the machine's speed (the reference probe), set against it now
     assert payload["model_fit"]["probe_ms"] > 0 and isinstance(payload["speed_change"], float)
+    # a recheck times the calibration's held-out and transfer networks again and stores the level
+    # they give with the model; predictions are scaled by it from then on
+    assert main(["calibrate", "--recheck"]) == 2
+    assert "--recheck times the per-kernel model's networks again: give it with --ops" in \
+        capsys.readouterr().err
+    try:
+        assert main(["calibrate", "--ops", "--recheck", "--rounds", "1", "--threads", "1",
+                     "--format", "json"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    recheck = json.loads(capsys.readouterr().out)["rechecks"][0]
+    assert set(recheck["level"]) == {"train", "eval"} and all(v > 0 for v in recheck["level"].values())
+    assert all(len(r) >= 1 for r in recheck["ratios"].values()) and recheck["rounds"] == 1
+    assert main(["predict", "lenet5", "--batch-size", "8", "--threads", "1", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_fit"]["level"] == recheck["level"]

@@ -475,6 +475,47 @@ def test_the_machines_speed_is_set_against_the_calibrations_probe(
     payload = json.loads(capsys.readouterr().out)
     assert payload["speed_change"] > 100 and payload["caveats"] == ["speed"]
 
+def test_a_rechecked_level_scales_every_prediction_and_its_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A recheck's level (the calibration's own networks' time now over their time then) scales
+    a step's every call, its overhead and its interval, per mode; it is stored with the model,
+    read back checked, and quoted by `dnncost predict`."""
+    from dnncost.core.environment import machine_fingerprint
+    from dnncost.prediction.errors import ModelFormatError
+    from dnncost.prediction.predict import predict_time
+
+    net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
+    plain = predict_time(net, input_shape=(16,), batch_size=4, calibration=interval_model())
+    model = replace(interval_model(), level={"train": 0.9, "eval": 1.25},
+                    level_checked="2026-12-06T12:00:00+00:00")
+    train = predict_time(net, input_shape=(16,), batch_size=4, calibration=model)
+    assert train.step_s == pytest.approx(0.9 * plain.step_s)
+    assert train.step_overhead_s == pytest.approx(0.9 * plain.step_overhead_s)
+    assert train.step_interval_s == pytest.approx(tuple(0.9 * x for x in plain.step_interval_s))  # type: ignore[union-attr]
+    plain_eval = predict_time(net, input_shape=(16,), batch_size=4, calibration=interval_model(),
+                              mode="eval")
+    rechecked_eval = predict_time(net, input_shape=(16,), batch_size=4, calibration=model, mode="eval")
+    assert rechecked_eval.step_s == pytest.approx(1.25 * plain_eval.step_s)
+    data = json.loads(json.dumps(model.to_dict()))
+    again = OperatorModel.from_dict(data)
+    assert again.level == {"train": 0.9, "eval": 1.25} and again.level_checked == model.level_checked
+    old = {k: v for k, v in data.items() if k not in ("level", "level_checked")}
+    assert OperatorModel.from_dict(old).level == {} and OperatorModel.from_dict(old).level_of("train") == 1.0
+    with pytest.raises(ModelFormatError, match="model.level.train must be a positive factor"):
+        OperatorModel.from_dict({**data, "level": {"train": 0.0}})
+    with pytest.raises(ModelFormatError, match="model.level has unknown fields: fast"):
+        OperatorModel.from_dict({**data, "level": {"fast": 1.0}})
+    monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path))
+    threads = torch.get_num_threads()
+    save_operator_model(replace(model, threads=threads, torch_version=str(torch.__version__),
+                                fingerprint=machine_fingerprint("cpu", threads=threads)))
+    assert main(["predict", "resnet20", "--batch-size", "4"]) == 0
+    assert "level: rechecked 2026-12-06T12:00:00+00:00, every step scaled by x0.90 (train), " \
+           "x1.25 (eval)" in capsys.readouterr().out
+    assert main(["predict", "resnet20", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_fit"]["level"] == {"train": 0.9, "eval": 1.25}
+
+
 # -- the interval ----------------------------------------------------------------------------------
 RATIOS = tuple(0.9 + 0.4 * i / 18 for i in range(19))  # measured / predicted on 19 networks
 # at 80%: k_lo = 2, k_hi = 18 (test_interval): the factors RATIOS[1] and RATIOS[17]

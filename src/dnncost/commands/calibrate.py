@@ -38,6 +38,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--refit", action="store_true",
                         help="with --ops: refit the per-kernel time model on the samples the last "
                              "'--ops' calibration of this machine stored, timing nothing")
+    parser.add_argument("--recheck", action="store_true",
+                        help="with --ops: time again the networks the last '--ops' calibration "
+                             "of this machine held out and its transfer set, as 'dnncost time' "
+                             "does (about a minute), and scale every prediction by how much "
+                             "faster or slower they run now (the machine's speed drifts)")
+    parser.add_argument("--rounds", type=int, default=None, metavar="N",
+                        help="with --recheck: round-robin rounds per network (default: 2)")
     add_format_argument(parser)
     parser.set_defaults(func=run)
 
@@ -60,6 +67,19 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, object]] = []
     stored: list[str] = []
     payload: list[dict[str, Any]] = []
+    if args.recheck:
+        if not args.ops or args.refit:
+            raise DeviceError("--recheck times the per-kernel model's networks again: give it with "
+                              "--ops, without --refit")
+        for threads in thread_counts:
+            rows += _recheck_operators(args, threads, stored, payload)
+        print(render(rows, args.format, title="machine speed against the per-kernel calibration",
+                     footer="level: time now / time at calibration, median over the networks the "
+                            "calibration did not fit on; every prediction is scaled by it; cv: "
+                            f"the median spread of a network's rounds; stored in "
+                            f"{', '.join(dict.fromkeys(stored))}",
+                     json_payload={"stored": stored, "rechecks": payload}))
+        return EXIT_OK
     if args.refit:
         if not args.ops:
             raise DeviceError("--refit refits the per-kernel time model: give it with --ops")
@@ -128,6 +148,35 @@ def _refit_operators(threads: int | None, stored: list[str]) -> OperatorModel:
     model = refit(load_samples(samples_path(machine_fingerprint("cpu", threads=threads)))).model
     stored.append(save_operator_model(model))
     return model
+
+
+def _recheck_operators(args: argparse.Namespace, threads: int | None, stored: list[str],
+                       payload: list[dict[str, Any]]) -> list[dict[str, object]]:
+    """Time the stored calibration's held-out and transfer networks again, store the model with
+    the level they give; the level's rows for the table."""
+    import sys
+
+    from dnncost.core.device import using_threads
+    from dnncost.prediction.recheck import RECHECK_ROUNDS, recheck, with_level
+    from dnncost.prediction.samples import load_samples, samples_path
+    from dnncost.prediction.storage import load_operator_model, save_operator_model
+
+    def progress(line: str) -> None:
+        print(f"  {line}", file=sys.stderr, flush=True)
+
+    rounds = args.rounds if args.rounds is not None else RECHECK_ROUNDS
+    with using_threads(threads) as n_threads:
+        model = load_operator_model("cpu", threads=n_threads)
+        samples = load_samples(samples_path(model.fingerprint))
+        result = recheck(samples, rounds=rounds,
+                         progress=progress if args.format == "table" else None)
+    stored.append(save_operator_model(with_level(model, result)))
+    payload.append({"threads": n_threads, "level": result.level, "noise": result.noise,
+                    "ratios": result.ratios, "rounds": rounds, "seconds": result.seconds})
+    return [{"device": "cpu", "threads": n_threads, "measure": f"{mode}-step level",
+             "size": f"{len(result.ratios[mode])} networks x {rounds} rounds",
+             "value": level, "unit": "x calibration", "cv": result.noise.get(mode)}
+            for mode, level in result.level.items()]
 
 
 def _operator_rows(model: OperatorModel) -> list[dict[str, object]]:

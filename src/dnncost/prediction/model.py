@@ -35,6 +35,7 @@ from enum import Enum
 
 import numpy as np
 
+from dnncost.core.kinds import Mode
 from dnncost.counting.cost import CostReport, OpRecord
 from dnncost.prediction import reading
 from dnncost.prediction.errors import ModelFormatError, OldModelFormatError
@@ -124,6 +125,10 @@ class OperatorModel:
     interval: IntervalModel = field(default_factory=IntervalModel)  # empty: no interval
     probe_s: float = 0.0  # the reference probe's median time while the calibration timed its
     # networks (dnncost.measuring.probe), the machine's speed then; 0: not recorded
+    level: Mapping[str, float] = field(default_factory=dict)  # mode -> the machine's speed at the
+    # last recheck against the calibration's (time now / time then, dnncost.prediction.recheck),
+    # every prediction's factor; empty: never rechecked (1)
+    level_checked: str = ""  # when that recheck ran (ISO 8601); '': never
 
     def kernel_seconds(self, records: Sequence[OpRecord], mode: str) -> np.ndarray:
         """Predicted seconds of each call."""
@@ -167,6 +172,7 @@ class OperatorModel:
                 "held_out": {m: dict(v) for m, v in self.held_out.items()},
                 "transfer": {m: dict(v) for m, v in self.transfer.items()},
                 "interval": self.interval.summary(), "probe_ms": self.probe_s * 1e3,
+                "level": dict(self.level), "level_checked": self.level_checked,
                 "baselines": dict(self.baselines),
                 "kinds": {k: r.samples for k, r in self.kinds.items()}}
 
@@ -180,6 +186,7 @@ class OperatorModel:
                 "focus": self.focus, "held_out": {m: dict(v) for m, v in self.held_out.items()},
                 "transfer": {m: dict(v) for m, v in self.transfer.items()},
                 "interval": self.interval.to_dict(), "probe_s": self.probe_s,
+                "level": dict(self.level), "level_checked": self.level_checked,
                 "baselines": dict(self.baselines), "step_weights": list(self.step_weights),
                 "kinds": {k: r.to_dict() for k, r in self.kinds.items()},
                 "fallback": self.fallback.to_dict()}
@@ -194,7 +201,8 @@ class OperatorModel:
         if "regressors" in d and "format" not in d:
             raise OldModelFormatError("the per-kernel model is stored in an old format (a pickle, "
                                       "which dnncost no longer loads: loading one could run code)")
-        d = reading.mapping(data, "model", required=_MODEL_FIELDS, optional=("probe_s",))
+        d = reading.mapping(data, "model", required=_MODEL_FIELDS,
+                            optional=("probe_s", "level", "level_checked"))
         if d["format"] == MODEL_FORMAT and isinstance(d["version"], int) and \
                 not isinstance(d["version"], bool) and d["version"] < MODEL_VERSION:
             raise OldModelFormatError(f"the per-kernel model is stored as version {d['version']}; "
@@ -224,7 +232,14 @@ class OperatorModel:
                    baselines=_numbers_by_name(d["baselines"], "model.baselines"),
                    transfer=_metrics(d["transfer"], "model.transfer"),
                    interval=IntervalModel.from_dict(d["interval"], "model.interval"),
-                   probe_s=_probe_seconds(d.get("probe_s", 0.0)))
+                   probe_s=_probe_seconds(d.get("probe_s", 0.0)),
+                   level=_level(d.get("level", {})),
+                   level_checked=reading.text(d.get("level_checked", ""), "model.level_checked"))
+
+    def level_of(self, mode: str) -> float:
+        """The factor a ``mode`` step's prediction is scaled by: the last recheck's level, 1
+        without one."""
+        return float(self.level.get(mode, 1.0))
 
     def freshness(self, *, fingerprint: str, threads: int, torch_version: str,
                   now: datetime | None = None) -> list[Freshness]:
@@ -268,6 +283,16 @@ def _probe_seconds(data: object) -> float:
     if value < 0:
         raise ModelFormatError(f"model.probe_s must be 0 or more seconds, got {value}")
     return value
+
+
+def _level(data: object) -> dict[str, float]:
+    """The stored level per mode: positive factors (a model stored before rechecks has none)."""
+    level = {k: reading.number(v, f"model.level.{k}")
+             for k, v in reading.mapping(data, "model.level", optional=[m.value for m in Mode]).items()}
+    for mode, value in level.items():
+        if value <= 0:
+            raise ModelFormatError(f"model.level.{mode} must be a positive factor, got {value}")
+    return level
 
 
 def _numbers_by_name(data: object, where: str) -> dict[str, float]:

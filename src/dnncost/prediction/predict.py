@@ -129,7 +129,8 @@ def predict_report(report: CostReport, model: OperatorModel, *, modules: int = 0
                    param_tensors: int = 0, strict: bool = True,
                    coverage: float = COVERAGE) -> Prediction:
     """Predict the step whose operator calls ``report`` lists (its mode and batch size), with its
-    interval at ``coverage``; ``modules`` and ``param_tensors`` are the network's counts
+    interval at ``coverage``, at the machine's speed of the model's last recheck
+    (:mod:`dnncost.prediction.recheck`); ``modules`` and ``param_tensors`` are the network's counts
     (kernels.module_counts)."""
     if not 0 < coverage < 1:
         raise InputSpecError(f"coverage must lie strictly between 0 and 1, got {coverage}")
@@ -140,11 +141,13 @@ def predict_report(report: CostReport, model: OperatorModel, *, modules: int = 0
             f"{report.model} uses operators with no cost formula, so no time either: {listed}; "
             "allow uncovered operators (strict=False) to predict without them, counted as zero time")
     seconds = model.kernel_seconds(report.records, report.mode)
-    calls = tuple(OpTime(r, op_kind(r), float(s)) for r, s in zip(report.records, seconds, strict=False))
+    level = model.level_of(report.mode)  # the machine's speed at the last recheck (1: none)
+    calls = tuple(OpTime(r, op_kind(r), level * float(s))
+                  for r, s in zip(report.records, seconds, strict=False))
     return Prediction(model=report.model, mode=report.mode, batch_size=report.batch_size,
                       input_shape=tuple(report.input_shape), calls=calls,
-                      step_overhead_s=model.overhead_seconds(report, modules, param_tensors,
-                                                             float(seconds.sum())),
+                      step_overhead_s=level * model.overhead_seconds(report, modules, param_tensors,
+                                                                     float(seconds.sum())),
                       flops=report.total().flops, uncovered=unsupported,
                       interval=model.interval.factors(report.mode, coverage), coverage=coverage)
 

@@ -1,0 +1,129 @@
+"""The machine's speed now against its calibration's, read on the calibration's own networks.
+
+A calibration fits the speed the machine had while it ran. On a shared VM that speed moves by
+10-15% within an hour, every network alike, and the reference probe (a matmul and a copy,
+:mod:`dnncost.measuring.probe`) does not follow it: twenty minutes after one calibration its
+held-out and transfer networks ran a median 6% / 9% faster (train / eval; 15 and 17 of 19 faster)
+while the probe read 2% slower, and the unseen networks it was judged on came out 9-13% too slow
+(source: measured, 2-core Xeon VM, torch 2.14, benchmarks/protocol_identity.py after set K's
+evaluation, docs/results.md). :func:`recheck` times again, as ``dnncost time`` does, the networks
+the calibration timed but did not fit on -- its held-out random networks and its transfer set, at
+the batch it used -- and gives per mode the median of their time now over their time then: the
+machine's level, by which every prediction is scaled (``OperatorModel.level``) until the next
+recheck or calibration. It costs about a minute where a calibration costs five.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from functools import partial
+
+from torch import nn
+
+from dnncost.core.errors import DnncostError
+from dnncost.core.kinds import Mode
+from dnncost.measuring.interleave import TimingJob, time_interleaved
+from dnncost.measuring.measurement import STUDY_ESTIMATOR, estimate
+from dnncost.measuring.timing import StepOptions, StepTiming
+from dnncost.prediction.fitting import NetworkSample
+from dnncost.prediction.model import OperatorModel
+from dnncost.prediction.samples import StoredSamples
+from dnncost.prediction.sampling import random_network
+from dnncost.prediction.transfer import transfer_networks
+
+RECHECK_ROUNDS = 2  # source: our choice; round-robin rounds per network, a median over ~20
+# networks of two rounds each (each round's own noise ~4-7%, benchmarks/protocol_identity.py)
+
+
+class RecheckError(DnncostError):
+    """The calibration's networks cannot be timed again (none stored, or none rebuilt)."""
+
+
+def rebuild(sample: NetworkSample) -> nn.Module:
+    """The network a calibration sample was timed on: a random one by its seed at the side it was
+    timed at (drawn as the calibration drew it, or at an anchor: calibration.anchor_of), or a
+    transfer one."""
+    if sample.name.startswith("random"):
+        return random_network(int(sample.name.removeprefix("random")),
+                              side=sample.report.input_shape[-1]).module  # as drawn or anchored
+    for net in transfer_networks(larger=True):
+        if net.name == sample.name:
+            return net.module
+    raise RecheckError(f"cannot rebuild the calibration's network '{sample.name}'")
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """Per mode: the level (median of time now / time at calibration), each network's ratio, and
+    the noise floor of the same run (median spread of a network's rounds)."""
+
+    level: dict[str, float]
+    ratios: dict[str, dict[str, float]]
+    noise: dict[str, float]
+    seconds: float
+
+
+def recheck(stored: StoredSamples, *, rounds: int = RECHECK_ROUNDS, networks: int = 0,
+            progress: Callable[[str], None] | None = None) -> Recheck:
+    """Time the networks ``stored`` holds but the model was not fitted on (held-out, transfer; at
+    most ``networks`` of them when given) ``rounds`` times each, round-robin, per mode, as
+    ``dnncost time`` does, against their calibration figures."""
+    if rounds < 1:
+        raise RecheckError(f"a recheck needs at least one round, got {rounds}")
+    unseen = [*stored.held_out, *stored.transfer]
+    names = list(dict.fromkeys(s.name for s in unseen))[:networks or None]
+    if not names:
+        raise RecheckError("the stored calibration kept no held-out or transfer networks to time "
+                           "again: run `dnncost calibrate --ops`")
+    started = time.perf_counter()
+    level: dict[str, float] = {}
+    ratios: dict[str, dict[str, float]] = {}
+    noise: dict[str, float] = {}
+    for mode in Mode:
+        calibrated = {s.name: s for s in unseen if s.report.mode == mode.value and s.name in names}
+        timings = _time_as_a_user(calibrated, mode, rounds=rounds, progress=progress)
+        ratios[mode.value] = {
+            name: estimate([t.measurement.samples for t in timings[name]], STUDY_ESTIMATOR)
+            / calibrated[name].step_s for name in calibrated if timings[name]}
+        if ratios[mode.value]:
+            level[mode.value] = statistics.median(ratios[mode.value].values())
+        spread = [max(f) / min(f) - 1 for f in ([t.step_s for t in ts] for ts in timings.values())
+                  if len(f) > 1]
+        if spread:
+            noise[mode.value] = statistics.median(spread)
+    return Recheck(level, ratios, noise, time.perf_counter() - started)
+
+
+def _time_as_a_user(calibrated: dict[str, NetworkSample], mode: Mode, *, rounds: int,
+                    progress: Callable[[str], None] | None) -> dict[str, list[StepTiming]]:
+    """Each network's ``mode`` step timed as ``dnncost time`` times it, ``rounds`` times,
+    round-robin; a network that fails to run is left out."""
+    timings: dict[str, list[StepTiming]] = {n: [] for n in calibrated}
+    jobs = [TimingJob(n, partial(rebuild, s), tuple(s.report.input_shape),
+                      StepOptions(batch_size=s.report.batch_size, mode=mode))
+            for n, s in calibrated.items()]
+
+    def done(name: str, index: int, timing: StepTiming) -> None:
+        timings[name].append(timing)
+        if progress is not None:
+            progress(f"{mode.value} round {index + 1}/{rounds}: {name} {timing.step_s * 1e3:.1f} ms")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # per-repeat noise warnings: the ratios carry the noise
+        time_interleaved(jobs, repeats=rounds, remeasure=0, on_repeat=done,
+                         on_error=lambda name, exc: None)
+    return timings
+
+
+def with_level(model: OperatorModel, result: Recheck, *, now: datetime | None = None
+               ) -> OperatorModel:
+    """``model`` with the recheck's level: its predictions scaled by it from now on."""
+    when = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    return replace(model, level=dict(result.level), level_checked=when)
+
+
+__all__ = ["RECHECK_ROUNDS", "Recheck", "RecheckError", "rebuild", "recheck", "with_level"]
