@@ -4,9 +4,11 @@ A calibration fits the speed the machine had while it ran. On a shared VM that s
 10-15% within an hour, every network alike, and the reference probe (a matmul and a copy,
 :mod:`dnncost.measuring.probe`) does not follow it: twenty minutes after one calibration its
 held-out and transfer networks ran a median 6% / 9% faster (train / eval; 15 and 17 of 19 faster)
-while the probe read 2% slower, and the unseen networks it was judged on came out 9-13% too slow
-(source: measured, 2-core Xeon VM, torch 2.14, benchmarks/protocol_identity.py after set K's
-evaluation, docs/results.md). :func:`recheck` times again, as ``dnncost time`` does, the networks
+while the probe had read the machine within 2% of its calibration on three rows of four, and the
+unseen networks it was judged on came out 9-13% too slow; rechecked, 12 development networks'
+median predicted / measured went from 1.12-1.20 to 1.02-1.09 per row (source: measured, 2-core
+Xeon VM, torch 2.14, docs/results.md, set K and the recheck's section). :func:`recheck` times
+again, as ``dnncost time`` does, the networks
 the calibration timed but did not fit on -- its held-out random networks and its transfer set, at
 the batch it used -- and gives per mode the median of their time now over their time then: the
 machine's level, by which every prediction is scaled (``OperatorModel.level``) until the next
