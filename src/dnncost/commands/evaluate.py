@@ -206,9 +206,8 @@ def run_unseen(args: argparse.Namespace) -> int:
               + ", ".join(f"{m} {v['mape']:.1%}" for m, v in held.items())
               + "; transfer-set MAPE "
               + (", ".join(f"{m} {v['mape']:.1%}" for m, v in model.transfer.items()) or "not recorded")
-              + (f"; rechecked {model.level_checked}: predictions scaled by "
-                 + ", ".join(f"x{v:.2f} ({m})" for m, v in model.level.items()) if model.level else
-                 "; not rechecked (predictions at the calibration's speed)"),
+              + (f"; rechecked {model.level_checked}: predictions scaled by {model.level_text()}"
+                 if model.level else "; not rechecked (predictions at the calibration's speed)"),
               f"per-kernel intervals at {COVERAGE:.0%}: coverage = the share of networks "
               "measured inside theirs; too_fast_pct / too_slow_pct = predicted below / above the "
               "measured time",

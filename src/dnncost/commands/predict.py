@@ -130,9 +130,8 @@ def run(args: argparse.Namespace) -> int:
         lines.append(_speed_line(speed, op_model.probe_s))
     if op_model.level:
         lines.append(f"level: rechecked {op_model.level_checked}, every step scaled by "
-                     + ", ".join(f"x{v:.2f} ({m})" for m, v in op_model.level.items())
-                     + ": the calibration's own networks' time then against their time at "
-                       "calibration ('dnncost calibrate --ops --recheck')")
+                     f"{op_model.level_text()}: the calibration's own networks' time at that "
+                     "recheck over their time at calibration ('dnncost calibrate --ops --recheck')")
     if caveats:
         lines.append("WARNING: the calibration is " + "; ".join(CAVEAT_TEXT[c.value] for c in caveats)
                      + ": run 'dnncost calibrate --ops' for a figure to rely on")

@@ -236,6 +236,10 @@ class OperatorModel:
                    level=_level(d.get("level", {})),
                    level_checked=reading.text(d.get("level_checked", ""), "model.level_checked"))
 
+    def level_text(self) -> str:
+        """The last recheck's level as 'x0.96 (train), x1.00 (eval)'; '' without one."""
+        return ", ".join(f"x{v:.2f} ({m})" for m, v in self.level.items())
+
     def level_of(self, mode: str) -> float:
         """The factor a ``mode`` step's prediction is scaled by: the last recheck's level, 1
         without one."""
