@@ -378,3 +378,16 @@ def test_kernel_probes_are_fitted_on_but_set_no_baseline_and_no_noise() -> None:
     assert b.interval.spreads == a.interval.spreads
     assert b.step_weights == a.step_weights  # a probe's step is one kernel: not what a step costs
     assert b.networks == a.networks == 24 and b.kernels > a.kernels
+
+
+def test_a_recheck_needs_networks_the_calibration_did_not_fit_on() -> None:
+    """A recheck times the calibration's held-out and transfer networks again: stored samples
+    without any (or a round count below one) get a one-line error naming what to run."""
+    from dnncost.prediction.recheck import RecheckError, recheck
+    from dnncost.prediction.samples import StoredSamples
+
+    with pytest.raises(RecheckError, match="kept no held-out or transfer networks to time again: "
+                                           "run `dnncost calibrate --ops`"):
+        recheck(StoredSamples(fitted=(), held_out=()))
+    with pytest.raises(RecheckError, match="at least one round, got 0"):
+        recheck(StoredSamples(fitted=(), held_out=()), rounds=0)

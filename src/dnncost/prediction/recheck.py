@@ -97,6 +97,9 @@ def recheck(stored: StoredSamples, *, rounds: int = RECHECK_ROUNDS, networks: in
                   if len(f) > 1]
         if spread:
             noise[mode.value] = statistics.median(spread)
+    if not level:
+        raise RecheckError(f"none of the calibration's {len(names)} held-out and transfer networks "
+                           "ran again here: run `dnncost calibrate --ops`")
     return Recheck(level, ratios, noise, time.perf_counter() - started)
 
 
