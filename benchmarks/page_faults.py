@@ -16,7 +16,13 @@ setting's step time (lower quartile of the timed steps of every round) and their
 and median. The difference is what the faults cost; dnncost's own measurements always use the
 default, as a user's training does.
 
+With ``--per-mib`` it times instead, in this process, one elementwise write of a tensor of each
+size into a fresh output (allocated, written, freed) and into a kept one, and prints what a MiB of
+fresh output costs beyond the kept write, inside the call and at the free: glibc maps every
+allocation of 32 MiB or more anew (its largest mmap threshold), so from there on every page faults.
+
 Run:  python benchmarks/page_faults.py                        (3 networks, 3 rounds)
+      python benchmarks/page_faults.py --per-mib
       python benchmarks/page_faults.py --models resnet50 --rounds 2 --side 224 --batch 8
       python benchmarks/page_faults.py --mode eval --steps 15
 """
@@ -67,6 +73,35 @@ def run(name: str, side: int, batch: int, steps: int, mode: str, *, tunables: st
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+PER_MIB_SIZES = (8, 16, 31, 33, 48, 96)  # source: our choice, MiB on both sides of glibc's 32 MiB
+
+
+def per_mib(repeats: int = 15) -> None:
+    """Fresh against kept output, per size: medians of ``repeats`` writes."""
+    import time
+
+    import torch
+
+    for mib in PER_MIB_SIZES:
+        src = torch.randn(mib * 2**20 // 4)
+        kept = torch.empty_like(src)
+        fresh, free, reuse = [], [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = torch.mul(src, 2.0)
+            written = time.perf_counter()
+            del out
+            freed = time.perf_counter()
+            torch.mul(src, 2.0, out=kept)
+            fresh.append(written - start)
+            free.append(freed - written)
+            reuse.append(time.perf_counter() - freed)
+        f, r, d = (statistics.median(x) for x in (fresh, reuse, free))
+        print(f"  {mib:3d} MiB: fresh {f * 1e3:6.2f} ms, kept {r * 1e3:6.2f} ms, free {d * 1e3:6.3f} ms; "
+              f"a fresh MiB costs {(f - r) / mib * 1e6:5.0f} us more in the call, {d / mib * 1e6:4.0f} "
+              "us at the free", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="efficientnet_b0,resnext50_32x4d,mobilenet_v3_large")
@@ -76,10 +111,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="A B rounds per network (default: 3)")
     parser.add_argument("--mode", choices=("train", "eval"), default="train",
                         help="the step timed (default: train)")
+    parser.add_argument("--per-mib", action="store_true",
+                        help="time a fresh output against a kept one per MiB instead")
     args = parser.parse_args()
     from dnncost.core.environment import current_environment
 
     env = current_environment("cpu", threads=None)
+    if args.per_mib:
+        print(f"{env.cpu_model}, {env.cpu_cores} cores, {env.threads} threads, torch "
+              f"{env.torch_version}, dnncost {env.git_revision}; one elementwise write per size\n")
+        per_mib()
+        return
     print(f"{env.cpu_model}, {env.cpu_cores} cores, torch {env.torch_version}, dnncost "
           f"{env.git_revision}; {args.mode} step, 3x{args.side}x{args.side}, batch {args.batch}, "
           f"{args.rounds} rounds of (default, no return to the OS)\n")

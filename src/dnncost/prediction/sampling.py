@@ -492,14 +492,15 @@ def map_probes() -> list[KernelProbe]:
     """The first stages of ImageNet networks at 224x224: an inverted-residual block on the 112x112
     map after a stride-2 stem (:data:`MAP_BLOCKS`) and a ResNet stem to 256 channels on 56x56, at
     batch 8. Outputs this large (8-77 MiB) land on fresh pages: glibc maps every allocation of 32
-    MiB or more anew and trims and regrows its heap beneath, and the page faults cost ~150 us a MiB
-    inside the kernel that writes the tensor, ~45 more outside where it is unmapped (against the
-    same write into a kept buffer; source: measured, 2-core Xeon, torch 2.14). Random networks draw
-    such maps rarely (one calibration: no kernel output of 32 MiB or more, 12 validation ones of
-    8-32 MiB), and fitted without these probes the kernels of 224x224 validation steps came out
-    0.59-0.92 of their time on MobileNet-like networks, the steps median 0.85 over 16 development
-    networks (MAPE 18%); with them 0.89 (13%), training steps unchanged (source: measured, one
-    calibration refitted, 2-core Xeon, torch 2.14). Each probe ends in a pool and a linear head."""
+    MiB or more anew and trims and regrows its heap beneath, and the page faults cost 140-150 us a
+    MiB inside the kernel that writes the tensor, 30-45 more where it is unmapped (against the
+    same write into a kept buffer; source: benchmarks/page_faults.py --per-mib, 2-core Xeon).
+    Random networks draw such maps rarely (one calibration: no kernel output of 32 MiB or more,
+    12 validation ones of 8-32 MiB), and fitted without these probes the kernels of 224x224
+    validation steps came out 0.59-0.92 of their time on MobileNet-like networks, the steps median
+    0.85 over 16 development networks (MAPE 18%); with them 0.89 (13%), training steps unchanged
+    (source: measured, one calibration refitted, 2-core Xeon, torch 2.14). Each probe ends in a
+    pool and a linear head."""
     out = []
     torch.manual_seed(0)
     for stem, expansion, stride, channels in MAP_BLOCKS:
