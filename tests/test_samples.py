@@ -391,3 +391,22 @@ def test_a_recheck_needs_networks_the_calibration_did_not_fit_on() -> None:
         recheck(StoredSamples(fitted=(), held_out=()))
     with pytest.raises(RecheckError, match="at least one round, got 0"):
         recheck(StoredSamples(fitted=(), held_out=()), rounds=0)
+
+
+def test_a_recheck_rebuilds_a_transfer_network_alone_as_the_calibration_built_it() -> None:
+    """The recheck rebuilds each transfer network by its name, building that design alone, with
+    the weights the calibration's transfer set gave it; an unknown name is a clear error."""
+    from types import SimpleNamespace
+
+    from dnncost.prediction.recheck import RecheckError, rebuild
+    from dnncost.prediction.transfer import transfer_network, transfer_networks
+
+    every = {net.name: net for net in transfer_networks(larger=True)}
+    for name, net in every.items():
+        alone = transfer_network(name)
+        assert alone is not None and alone.input_shape == net.input_shape
+        assert all(torch.equal(a, b) for a, b in zip(alone.module.state_dict().values(),
+                                                     net.module.state_dict().values(), strict=True))
+    assert transfer_network("transfer:nothing@32") is None
+    with pytest.raises(RecheckError, match="cannot rebuild the calibration's network 'transfer:x@32'"):
+        rebuild(SimpleNamespace(name="transfer:x@32"))  # type: ignore[arg-type]

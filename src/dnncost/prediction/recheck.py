@@ -35,7 +35,7 @@ from dnncost.prediction.fitting import NetworkSample
 from dnncost.prediction.model import OperatorModel
 from dnncost.prediction.samples import StoredSamples
 from dnncost.prediction.sampling import random_network
-from dnncost.prediction.transfer import transfer_networks
+from dnncost.prediction.transfer import transfer_network
 
 RECHECK_ROUNDS = 2  # source: our choice; round-robin rounds per network, a median over ~20
 # networks of two rounds each (each round's own noise ~4-7%, benchmarks/protocol_identity.py)
@@ -52,9 +52,9 @@ def rebuild(sample: NetworkSample) -> nn.Module:
     if sample.name.startswith("random"):
         return random_network(int(sample.name.removeprefix("random")),
                               side=sample.report.input_shape[-1]).module  # as drawn or anchored
-    for net in transfer_networks(larger=True):
-        if net.name == sample.name:
-            return net.module
+    net = transfer_network(sample.name)
+    if net is not None:
+        return net.module
     raise RecheckError(f"cannot rebuild the calibration's network '{sample.name}'")
 
 

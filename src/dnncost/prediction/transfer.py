@@ -256,4 +256,15 @@ def transfer_networks(*, larger: bool, designs: Collection[str] | None = None) -
     return out
 
 
-__all__ = ["BATCH", "CIFAR_SHAPE", "LARGER_SHAPE", "NETWORKS", "TransferNet", "transfer_networks"]
+def transfer_network(name: str) -> TransferNet | None:
+    """The standard network a :class:`TransferNet`'s name names ('transfer:plain@32'), built
+    alone (its design at its sizes, not every design); None when no standard network has it."""
+    design = name.removeprefix("transfer:").partition("@")[0]
+    if design not in NETWORKS:
+        return None
+    return next((net for net in transfer_networks(larger=True, designs=(design,))
+                 if net.name == name), None)
+
+
+__all__ = ["BATCH", "CIFAR_SHAPE", "LARGER_SHAPE", "NETWORKS", "TransferNet", "transfer_network",
+           "transfer_networks"]
