@@ -278,3 +278,20 @@ def test_calibrate_ops_then_predict_from_the_cli(tmp_path, monkeypatch, capsys):
     assert all(len(r) >= 1 for r in recheck["ratios"].values()) and recheck["rounds"] == 1
     assert main(["predict", "lenet5", "--batch-size", "8", "--threads", "1", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["model_fit"]["level"] == recheck["level"]
+    # the unseen protocol can measure the level alongside instead: the same networks, first in
+    # every round; it needs them, so a calibration file alone is refused before anything runs
+    assert main(["evaluate", "--unseen", "--recheck", "--calibration", str(tmp_path / "m.json"),
+                 "--models", "shufflenet_v2_x0_5"]) == 2
+    assert "a calibration file" in capsys.readouterr().err
+    assert main(["evaluate", "--recheck"]) == 2
+    assert "--recheck belongs to the unseen-network protocol: add --unseen" in capsys.readouterr().err
+    try:
+        assert main(["evaluate", "--unseen", "--quick", "--recheck", "--calibration", "stored",
+                     "--models", "shufflenet_v2_x0_5", "--threads", "1", "--db",
+                     str(tmp_path / "u.sqlite"), "--format", "json"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    unseen = json.loads(capsys.readouterr().out)
+    assert set(unseen["levels"]) == {"32x3x32x32 train", "32x3x32x32 eval"}
+    assert all(p["level"] == unseen["levels"][f"{p['input']} {p['mode']}"] > 0
+               for p in unseen["points"])

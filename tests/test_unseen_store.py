@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,9 +18,12 @@ from dnncost.core.environment import machine_fingerprint
 from dnncost.counting.formulas import OpKind
 from dnncost.measuring import timing
 from dnncost.measuring.measurement import Measurement
-from dnncost.prediction import unseen
+from dnncost.prediction import recheck, unseen
+from dnncost.prediction.interval import IntervalModel
 from dnncost.prediction.kernels import STEP_FEATURES
 from dnncost.prediction.model import KindRegressor, OperatorModel
+from dnncost.prediction.recheck import RecheckError
+from dnncost.prediction.samples import StoredSamples
 from dnncost.prediction.storage import save_operator_model
 from dnncost.prediction.unseen import LeftOut, UnseenPoint
 from dnncost.reporting.blocks import render_markdown
@@ -64,7 +67,7 @@ def point(name: str, measured: float, predicted: float, *, mode: str = "train",
                        samples=(measured, measured * 1.1, measured * 1.3, measured * 1.2),
                        interval_s=(measured * 0.9, measured * 1.4),
                        predicted_interval_s=(predicted * 0.9, predicted * 1.1), interval_level=0.8,
-                       probe_s=probe_s)
+                       probe_s=probe_s, level=0.95)
 
 
 def _recorder(store: Store, **config: object):
@@ -183,6 +186,7 @@ def test_a_version_8_store_gains_the_interval_columns(tmp_path: Path) -> None:
         (old,) = group.result.points
         assert old.predicted_interval_s is None and old.interval_level is None
         assert old.probe_s is None and math.isnan(group.result.speed_change()["32x3x32x32 train"])
+        assert old.level is None and group.result.levels() == {}  # not recorded: none made up
         (row,) = [r for r in group.result.rows() if r["method"] == "per_kernel"]
         assert math.isnan(row["coverage_pct"]) and row["too_slow_pct"] == 100.0  # 0.12 > 0.1
         rec = _recorder(store)
@@ -397,6 +401,60 @@ def test_unseen_networks_are_timed_round_robin_each_pass_a_fresh_build(
                                        modes=("train",), configs=(((3, 16, 16), 2),))
     assert elsewhere.points[0].probe_s is None
     assert math.isnan(elsewhere.speed_change()["2x3x16x16 train"])
+
+
+def test_the_level_measured_alongside_scales_every_prediction(
+        calibration: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given the calibration's timed networks, each round first times its held-out and transfer
+    ones again; the median of their time now over their time at calibration replaces the model's
+    stored level for every method's prediction and the interval."""
+    seen: list[str] = []
+    now = {"random1": 0.004, "transfer:plain@32": 0.006, "transfer:attention@32": 0.1}
+
+    def fake_time_model(module: object, shape: object, options: timing.StepOptions, *,
+                        name: str, **kw: object) -> _Timed:
+        seen.append(name)
+        if name == "transfer:mbconv@32":
+            raise RuntimeError("out of memory")  # left out of the level, the run goes on
+        step = now.get(name, 0.010)
+        return _Timed(Measurement((step, step)), None)
+
+    def sample(name: str, step_s: float) -> SimpleNamespace:
+        return SimpleNamespace(name=name, step_s=step_s, report=SimpleNamespace(
+            mode="train", input_shape=(3, 16, 16), batch_size=2))
+
+    # time now / then: 0.004 / 0.002 = 2, 0.006 / 0.002 = 3, 0.1 / 0.1 = 1: median 2
+    calibrated = StoredSamples(fitted=(), held_out=(sample("random1", 0.002),),  # type: ignore[arg-type]
+                               transfer=(sample("transfer:plain@32", 0.002),  # type: ignore[arg-type]
+                                         sample("transfer:attention@32", 0.1),
+                                         sample("transfer:mbconv@32", 0.1)))
+    monkeypatch.setattr(recheck, "rebuild", lambda s: torch.nn.Linear(1, 1))
+    monkeypatch.setattr(timing, "time_model", fake_time_model)
+    names = ["mobilenet_v3_small", "shufflenet_v2_x0_5"]
+    model = replace(tiny_model(), level={"train": 1.5},  # its last recheck: x1.5
+                    interval=IntervalModel({"train": (-0.2, -0.1, 0.0, 0.1, 0.2)}))
+    settings = {"names": names, "rounds": 2, "modes": ("train",), "configs": (((3, 16, 16), 2),)}
+    stored = unseen.evaluate_unseen(model, **settings)  # type: ignore[arg-type]
+    assert seen == names * 2
+    seen.clear()
+    along = unseen.evaluate_unseen(model, recheck=calibrated, **settings)  # type: ignore[arg-type]
+    # the level's networks first in each round; the one that failed is not tried again
+    assert seen == [*now, "transfer:mbconv@32", *names, *now, *names]
+    assert stored.levels() == {"2x3x16x16 train": 1.5}
+    assert along.levels() == {"2x3x16x16 train": 2.0}
+    for a, b in zip(stored.points, along.points, strict=True):
+        assert b.predicted_s == pytest.approx({m: v * 2.0 / 1.5 for m, v in a.predicted_s.items()})
+        assert a.predicted_interval_s is not None and b.predicted_interval_s == pytest.approx(
+            tuple(v * 2.0 / 1.5 for v in a.predicted_interval_s))
+    # the model's own prediction at its level, the baselines too: one level for every method
+    at_one = unseen._predict(names[0], (3, 16, 16), 2, "train", replace(model, level={}))
+    assert stored.points[0].predicted_s == pytest.approx(
+        {m: 1.5 * v for m, v in at_one.seconds.items()})
+    none_ran = StoredSamples(fitted=(), held_out=(),
+                             transfer=(sample("transfer:mbconv@32", 0.1),))  # type: ignore[arg-type]
+    with pytest.raises(RecheckError, match="none of the calibration's 1 held-out and transfer "
+                                           "networks ran alongside the train steps"):
+        unseen.evaluate_unseen(model, recheck=none_ran, **settings)  # type: ignore[arg-type]
 
 
 def test_evaluate_help_states_the_protocols_default_rounds() -> None:

@@ -53,6 +53,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="leave out networks whose step counts more GFLOPs (default: 250)")
     unseen.add_argument("--threads", type=int, default=None, metavar="N",
                         help="threads to time and calibrate with (default: torch's current)")
+    unseen.add_argument("--recheck", action="store_true",
+                        help="measure the machine's level alongside: every round first times the "
+                             "calibration's held-out and transfer networks again, and the median "
+                             "of their time now over their time at calibration scales every "
+                             "prediction (instead of the level of the last `dnncost calibrate "
+                             "--ops --recheck`); needs that calibration's networks: calibrate in "
+                             "the run or use --calibration stored")
     unseen.add_argument("--out", default=None, metavar="PATH",
                         help="also write the results as JSON here")
     add_format_argument(parser)
@@ -62,6 +69,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.unseen:
         return run_unseen(args)
+    from dnncost.core.errors import InputSpecError
+
+    unseen_only = [flag for flag, value in (
+        ("--calibration", args.calibration), ("--models", args.models), ("--quick", args.quick),
+        ("--rounds", args.rounds), ("--max-gflops", args.max_gflops), ("--threads", args.threads),
+        ("--recheck", args.recheck), ("--out", args.out)) if value not in (None, False)]
+    if unseen_only:
+        raise InputSpecError(f"{', '.join(unseen_only)} belong{'s' if len(unseen_only) == 1 else ''} "
+                             "to the unseen-network protocol: add --unseen")
     from pathlib import Path
 
     from dnncost.core.environment import machine_fingerprint
@@ -136,8 +152,9 @@ def run_unseen(args: argparse.Namespace) -> int:
 
     from dnncost.core.errors import InputSpecError, ModelNotFoundError
     from dnncost.prediction import unseen
-    from dnncost.prediction.calibration import calibrate_operators
+    from dnncost.prediction.calibration import calibrate_operators, stored_samples
     from dnncost.prediction.interval import COVERAGE
+    from dnncost.prediction.samples import StoredSamples, load_samples, samples_path
     from dnncost.prediction.storage import load_operator_model, read_operator_model
     from dnncost.reporting.formatting import render
     from dnncost.study.defaults import DEFAULT_DB
@@ -150,6 +167,10 @@ def run_unseen(args: argparse.Namespace) -> int:
         raise InputSpecError(f"--threads must be a positive integer, got {args.threads}")
     if args.max_gflops is not None and not args.max_gflops > 0:
         raise InputSpecError(f"--max-gflops must be positive, got {args.max_gflops}")
+    if args.recheck and args.calibration not in (None, "stored"):
+        raise InputSpecError("--recheck times the calibration's own networks again, which a "
+                             f"calibration file ('{args.calibration}') does not hold: use "
+                             "--calibration stored, or calibrate in the run")
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else (
         list(unseen.QUICK_MODELS) if args.quick else None)
     if args.models is not None:  # before calibrating or timing anything
@@ -167,14 +188,18 @@ def run_unseen(args: argparse.Namespace) -> int:
     db = Path(args.db or DEFAULT_DB)
     with open_store(db) as store:
         store.lock()  # before calibrating: a busy database is said at once, not after minutes
+        samples: StoredSamples | None = None
         if args.calibration == "stored":
             model = load_operator_model("cpu", threads=args.threads)
+            if args.recheck:
+                samples = load_samples(samples_path(model.fingerprint))
         elif args.calibration:
             model = read_operator_model(args.calibration)
         else:
-            model = calibrate_operators(threads=args.threads, quick=args.quick, progress=show).model
+            done = calibrate_operators(threads=args.threads, quick=args.quick, progress=show)
+            model, samples = done.model, stored_samples(done) if args.recheck else None
         config = protocol_config(model, rounds=rounds, repeats=unseen.REPEATS, warmup=unseen.WARMUP,
-                                 threads=threads, max_step_gflops=max_gflops)
+                                 threads=threads, max_step_gflops=max_gflops, recheck=args.recheck)
         recorder = start_unseen(store, model, threads=threads, config=config,
                                 command="dnncost " + " ".join(sys.argv[1:]))
         kept = recorder.done()
@@ -182,7 +207,8 @@ def run_unseen(args: argparse.Namespace) -> int:
             this_run = unseen.evaluate_unseen(
                 model, names=names, configs=unseen.CONFIGS[:1] if args.quick else unseen.CONFIGS,
                 rounds=rounds, repeats=unseen.REPEATS, warmup=unseen.WARMUP, threads=args.threads,
-                max_step_gflops=max_gflops, progress=show, done=kept, on_result=recorder.record)
+                max_step_gflops=max_gflops, progress=show, done=kept, on_result=recorder.record,
+                recheck=samples)
         except KeyboardInterrupt:
             recorder.finish("interrupted")
             raise
@@ -206,8 +232,13 @@ def run_unseen(args: argparse.Namespace) -> int:
               + ", ".join(f"{m} {v['mape']:.1%}" for m, v in held.items())
               + "; transfer-set MAPE "
               + (", ".join(f"{m} {v['mape']:.1%}" for m, v in model.transfer.items()) or "not recorded")
-              + (f"; rechecked {model.level_checked}: predictions scaled by {model.level_text()}"
-                 if model.level else "; not rechecked (predictions at the calibration's speed)"),
+              + ("; every method's predictions scaled by the machine's level measured alongside "
+                 "(the calibration's held-out and transfer networks, first in every round: time "
+                 "now / time at calibration, median): "
+                 + ", ".join(f"{k} x{v:.3f}" for k, v in result.levels().items()) if args.recheck
+                 else f"; rechecked {model.level_checked}: every method's predictions scaled by "
+                 f"{model.level_text()}" if model.level
+                 else "; not rechecked (predictions at the calibration's speed)"),
               f"per-kernel intervals at {COVERAGE:.0%}: coverage = the share of networks "
               "measured inside theirs; too_fast_pct / too_slow_pct = predicted below / above the "
               "measured time",

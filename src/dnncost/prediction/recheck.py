@@ -19,7 +19,7 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
@@ -69,6 +69,33 @@ class Recheck:
     seconds: float
 
 
+def recheck_networks(stored: StoredSamples, mode: Mode | str, *, networks: int = 0
+                     ) -> dict[str, NetworkSample]:
+    """The ``mode`` samples a recheck times again, by name: the networks ``stored`` holds but the
+    model was not fitted on (held-out, then transfer; the first ``networks`` of them when given)."""
+    unseen = [*stored.held_out, *stored.transfer]
+    names = list(dict.fromkeys(s.name for s in unseen))[:networks or None]
+    return {s.name: s for s in unseen if s.report.mode == Mode(mode).value and s.name in names}
+
+
+def recheck_jobs(calibrated: Mapping[str, NetworkSample], *, threads: int | None = None
+                 ) -> list[TimingJob]:
+    """One timing job per network of :func:`recheck_networks`: its step timed as ``dnncost time``
+    times it, at the batch and input the calibration timed it at, each repeat on a fresh build."""
+    return [TimingJob(n, partial(rebuild, s), tuple(s.report.input_shape),
+                      StepOptions(batch_size=s.report.batch_size, mode=Mode(s.report.mode),
+                                  threads=threads))
+            for n, s in calibrated.items()]
+
+
+def ratios(calibrated: Mapping[str, NetworkSample], timings: Mapping[str, Sequence[StepTiming]]
+           ) -> dict[str, float]:
+    """Each network's time now (STUDY_ESTIMATOR over every timed step of its repeats) over its
+    time at calibration; a network without a timing is left out."""
+    return {name: estimate([t.measurement.samples for t in ts], STUDY_ESTIMATOR)
+            / calibrated[name].step_s for name, ts in timings.items() if ts and name in calibrated}
+
+
 def recheck(stored: StoredSamples, *, rounds: int = RECHECK_ROUNDS, networks: int = 0,
             progress: Callable[[str], None] | None = None) -> Recheck:
     """Time the networks ``stored`` holds but the model was not fitted on (held-out, transfer; at
@@ -76,31 +103,28 @@ def recheck(stored: StoredSamples, *, rounds: int = RECHECK_ROUNDS, networks: in
     ``dnncost time`` does, against their calibration figures."""
     if rounds < 1:
         raise RecheckError(f"a recheck needs at least one round, got {rounds}")
-    unseen = [*stored.held_out, *stored.transfer]
-    names = list(dict.fromkeys(s.name for s in unseen))[:networks or None]
-    if not names:
+    if not any(recheck_networks(stored, mode, networks=networks) for mode in Mode):
         raise RecheckError("the stored calibration kept no held-out or transfer networks to time "
                            "again: run `dnncost calibrate --ops`")
     started = time.perf_counter()
     level: dict[str, float] = {}
-    ratios: dict[str, dict[str, float]] = {}
+    measured: dict[str, dict[str, float]] = {}
     noise: dict[str, float] = {}
     for mode in Mode:
-        calibrated = {s.name: s for s in unseen if s.report.mode == mode.value and s.name in names}
+        calibrated = recheck_networks(stored, mode, networks=networks)
         timings = _time_as_a_user(calibrated, mode, rounds=rounds, progress=progress)
-        ratios[mode.value] = {
-            name: estimate([t.measurement.samples for t in timings[name]], STUDY_ESTIMATOR)
-            / calibrated[name].step_s for name in calibrated if timings[name]}
-        if ratios[mode.value]:
-            level[mode.value] = statistics.median(ratios[mode.value].values())
+        measured[mode.value] = ratios(calibrated, timings)
+        if measured[mode.value]:
+            level[mode.value] = statistics.median(measured[mode.value].values())
         spread = [max(f) / min(f) - 1 for f in ([t.step_s for t in ts] for ts in timings.values())
                   if len(f) > 1]
         if spread:
             noise[mode.value] = statistics.median(spread)
     if not level:
+        names = {n for mode in Mode for n in recheck_networks(stored, mode, networks=networks)}
         raise RecheckError(f"none of the calibration's {len(names)} held-out and transfer networks "
                            "ran again here: run `dnncost calibrate --ops`")
-    return Recheck(level, ratios, noise, time.perf_counter() - started)
+    return Recheck(level, measured, noise, time.perf_counter() - started)
 
 
 def _time_as_a_user(calibrated: dict[str, NetworkSample], mode: Mode, *, rounds: int,
@@ -108,9 +132,6 @@ def _time_as_a_user(calibrated: dict[str, NetworkSample], mode: Mode, *, rounds:
     """Each network's ``mode`` step timed as ``dnncost time`` times it, ``rounds`` times,
     round-robin; a network that fails to run is left out."""
     timings: dict[str, list[StepTiming]] = {n: [] for n in calibrated}
-    jobs = [TimingJob(n, partial(rebuild, s), tuple(s.report.input_shape),
-                      StepOptions(batch_size=s.report.batch_size, mode=mode))
-            for n, s in calibrated.items()]
 
     def done(name: str, index: int, timing: StepTiming) -> None:
         timings[name].append(timing)
@@ -119,7 +140,7 @@ def _time_as_a_user(calibrated: dict[str, NetworkSample], mode: Mode, *, rounds:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # per-repeat noise warnings: the ratios carry the noise
-        time_interleaved(jobs, repeats=rounds, remeasure=0, on_repeat=done,
+        time_interleaved(recheck_jobs(calibrated), repeats=rounds, remeasure=0, on_repeat=done,
                          on_error=lambda name, exc: None)
     return timings
 
@@ -131,4 +152,5 @@ def with_level(model: OperatorModel, result: Recheck, *, now: datetime | None = 
     return replace(model, level=dict(result.level), level_checked=when)
 
 
-__all__ = ["RECHECK_ROUNDS", "Recheck", "RecheckError", "rebuild", "recheck", "with_level"]
+__all__ = ["RECHECK_ROUNDS", "Recheck", "RecheckError", "ratios", "rebuild", "recheck", "recheck_jobs",
+           "recheck_networks", "with_level"]

@@ -18,7 +18,9 @@ predicted (meta device, nothing run) by the per-kernel model, with its interval
 (dnncost.prediction.interval: the coverage reported is the share of networks measured inside
 theirs), and by three baselines, each one scale factor per mode fitted on the calibration's random
 networks -- never on the evaluated ones: FLOPs-only, params-only and a plain roofline (sum of
-max(FLOPs / peak, bytes / bandwidth), peak and bandwidth the best kernels' of the calibration). Each
+max(FLOPs / peak, bytes / bandwidth), peak and bandwidth the best kernels' of the calibration),
+every method's prediction scaled by the machine's level (the model's last recheck, or one measured
+alongside: :func:`evaluate_unseen`). Each
 network's result is handed to ``on_result`` the moment it is complete (the command stores it:
 dnncost.study.unseen), and results already stored are skipped (``done``).
 """
@@ -28,7 +30,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import numpy as np
@@ -51,6 +53,8 @@ from dnncost.prediction.interval import COVERAGE
 from dnncost.prediction.kernels import module_counts
 from dnncost.prediction.model import OperatorModel
 from dnncost.prediction.predict import calibrated_here, predict_report
+from dnncost.prediction.recheck import RecheckError, ratios, recheck_jobs, recheck_networks
+from dnncost.prediction.samples import StoredSamples
 
 CONFIGS: tuple[tuple[tuple[int, ...], int], ...] = (((3, 32, 32), 32), ((3, 224, 224), 8))
 """source: issue 12, 3x32x32 at batch 32 and 3x224x224 at batch 8."""
@@ -131,6 +135,8 @@ class UnseenPoint:
     predicted_interval_s: tuple[float, float] | None = None  # the per-kernel prediction's
     interval_level: float | None = None  # its stated coverage, e.g. 0.8
     probe_s: float | None = None  # the reference probe's median after its rounds, seconds
+    level: float | None = None  # the machine's level every prediction was scaled by (None: not
+    # recorded, results stored before the level was)
 
     @property
     def key(self) -> Key:
@@ -188,6 +194,17 @@ class UnseenResult:
         levels = {p.interval_level for p in self.points if p.interval_level is not None}
         return max(levels) if levels else None
 
+    def levels(self) -> dict[str, float]:
+        """The machine's level the predictions were scaled by, per configuration and mode (the
+        median over its networks; a group without one recorded is absent)."""
+        out = {}
+        for config, mode in self.groups():
+            levels = [p.level for p in self.points if _config(p.input_shape, p.batch_size) == config
+                      and p.mode == mode and p.level is not None]
+            if levels:
+                out[f"{config} {mode}"] = float(np.median(levels))
+        return out
+
     def noise(self) -> dict[str, float]:
         """Run-to-run noise per configuration and mode: the median over networks of
         (largest - smallest round median) / smallest (NaN with one round)."""
@@ -215,7 +232,7 @@ class UnseenResult:
 
     def to_dict(self) -> dict[str, object]:
         return {"rows": self.rows(), "noise": self.noise(), "speed_change": self.speed_change(),
-                "skipped": self.skipped,
+                "levels": self.levels(), "skipped": self.skipped,
                 "calibration": self.calibration, "seconds": self.seconds,
                 "points": [{"name": p.name, "input": _config(p.input_shape, p.batch_size),
                             "mode": p.mode, "measured_s": p.measured_s,
@@ -224,7 +241,7 @@ class UnseenResult:
                             "predicted_interval_s": list(p.predicted_interval_s)
                             if p.predicted_interval_s is not None else None,
                             "interval_level": p.interval_level, "probe_s": p.probe_s,
-                            "samples_s": list(p.samples), "estimator": p.estimator}
+                            "level": p.level, "samples_s": list(p.samples), "estimator": p.estimator}
                            for p in self.points]}
 
 
@@ -234,16 +251,24 @@ def _config(shape: Sequence[int], batch: int) -> str:
 
 @dataclass(frozen=True)
 class _Predicted:
-    """One network's predictions at one configuration and mode, before it is timed."""
+    """One network's predictions at one configuration and mode, before it is timed, at the
+    calibration's speed (level 1: :meth:`at` scales them to the machine's level)."""
 
     seconds: dict[str, float]  # method -> predicted seconds
     gflops: float
     interval_s: tuple[float, float] | None  # the per-kernel prediction's, at COVERAGE
 
+    def at(self, level: float) -> _Predicted:
+        """Every prediction and the interval scaled by the machine's ``level``."""
+        return replace(self, seconds={m: level * s for m, s in self.seconds.items()},
+                       interval_s=(level * self.interval_s[0], level * self.interval_s[1])
+                       if self.interval_s is not None else None)
+
 
 def _predict(name: str, shape: tuple[int, ...], batch: int, mode: str, model: OperatorModel
              ) -> _Predicted:
-    """Every method's predicted seconds of one step, the per-kernel interval and the GFLOPs."""
+    """Every method's predicted seconds of one step, the per-kernel interval and the GFLOPs, at
+    the speed of ``model`` (its level, if it has one)."""
     module = load_model(_spec(name)).build("meta")
     modules, params = module_counts(module)
     report = count(module, mode=mode, batch_size=batch, input_shape=shape, name=name)
@@ -264,13 +289,21 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                     warmup: int = WARMUP, threads: int | None = None,
                     max_step_gflops: float = MAX_STEP_GFLOPS,
                     progress: Callable[[str], None] | None = None, done: Collection[Key] = (),
-                    on_result: Callable[[UnseenPoint | LeftOut], None] | None = None
-                    ) -> UnseenResult:
+                    on_result: Callable[[UnseenPoint | LeftOut], None] | None = None,
+                    recheck: StoredSamples | None = None) -> UnseenResult:
     """Time and predict every unseen network (``names``: a subset) at each configuration and mode
     (see the module docstring). A network that cannot take an input, or whose step is above
     ``max_step_gflops``, is left out and listed with the reason. ``done``: results (keys) already
     kept, not measured again. ``on_result`` gets each point as soon as its last round is timed,
-    and each left-out network as it is left out."""
+    and each left-out network as it is left out.
+
+    Every prediction is scaled by the machine's level: the model's stored one (its last recheck),
+    or, given the calibration's timed networks (``recheck``), the level measured alongside -- each
+    round of a configuration and mode first times the calibration's held-out and transfer networks
+    again (:func:`dnncost.prediction.recheck.recheck_jobs`), then the unseen ones, and the median of
+    their time now over their time at calibration scales that group's predictions. The machine
+    drifts by 5-10% within minutes (docs/results.md, the recheck's section); measured in the same
+    rounds, the level has no time to go stale."""
     started = time.perf_counter()
     reference = Probe("cpu") if calibrated_here(
         model, threads=threads or torch.get_num_threads()) else None  # another machine's probe
@@ -281,6 +314,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                for n in (names or ()) if n not in chosen}
     points = []
     done = set(done)
+    at_calibration = replace(model, level={})  # scaled per group below
 
     def leave_out(name: str, shape: tuple[int, ...], batch: int, mode: str, reason: str) -> None:
         skipped[f"{name} {_config(shape, batch)} {mode}"] = reason
@@ -293,8 +327,27 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
         samples: dict[str, list[float]] = {n: [] for n in predicted}
         medians: dict[str, list[float]] = {n: [] for n in predicted}
         probes: dict[str, list[float]] = {n: [] for n in predicted}
+        calibrated = recheck_networks(recheck, mode) if recheck is not None else {}
+        alongside: dict[str, list[StepTiming]] = {n: [] for n in calibrated}
+
+        def level() -> float:
+            """The machine's level now: measured alongside, or the model's stored one."""
+            if recheck is None:
+                return model.level_of(mode)
+            measured = ratios(calibrated, alongside)
+            if not measured:
+                raise RecheckError(f"none of the calibration's {len(calibrated)} held-out and "
+                                   f"transfer networks ran alongside the {mode} steps: run "
+                                   "`dnncost calibrate --ops`, or evaluate without --recheck")
+            return float(np.median(list(measured.values())))
 
         def on_repeat(name: str, index: int, timing: StepTiming) -> None:
+            if name in calibrated:  # the calibration's network: the level's, no point of its own
+                alongside[name].append(timing)
+                if progress is not None:
+                    progress(f"{_config(shape, batch)} {mode} round {index + 1}/{rounds}: recheck "
+                             f"{name} {timing.step_s * 1e3:.1f} ms")
+                return
             samples[name] += list(timing.measurement.samples)
             medians[name].append(timing.measurement.median)
             if reference is not None:
@@ -306,28 +359,35 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                          f"{timing.measurement.median * 1e3:.1f} ms, reference probe {drift:+.0%} "
                          f"({time.perf_counter() - started:.0f} s)")
             if index == rounds - 1:  # complete: handed on at once (an interruption loses only
-                # the earlier rounds of networks not yet timed in the last one)
+                # the earlier rounds of networks not yet timed in the last one); the
+                # calibration's networks ran first in every round, so the level is whole
+                now = level()
+                scaled = predicted[name].at(now)
                 point = UnseenPoint(name, tuple(shape), batch, mode,
                                     estimate([samples[name]], STUDY_ESTIMATOR),
-                                    tuple(medians[name]), predicted[name].seconds,
-                                    predicted[name].gflops, samples=tuple(samples[name]),
-                                    predicted_interval_s=predicted[name].interval_s,
+                                    tuple(medians[name]), scaled.seconds,
+                                    scaled.gflops, samples=tuple(samples[name]),
+                                    predicted_interval_s=scaled.interval_s,
                                     interval_level=COVERAGE
-                                    if predicted[name].interval_s is not None else None,
+                                    if scaled.interval_s is not None else None,
                                     probe_s=float(np.median(probes[name])) if probes[name]
-                                    else None)
+                                    else None, level=now)
                 points.append(point)
                 if on_result is not None:
                     on_result(point)
 
         def on_error(name: str, exc: Exception) -> None:
+            if name in calibrated:  # left out of the level; the others carry it
+                return
             if not isinstance(exc, DnncostError):
                 raise exc
             leave_out(name, shape, batch, mode, str(exc).splitlines()[0][:200])
 
         options = StepOptions(batch_size=batch, mode=Mode(mode), threads=threads, warmup=warmup,
                               steps=repeats)
-        jobs = [TimingJob(name, partial(_build, name), tuple(shape), options) for name in predicted]
+        jobs = [*recheck_jobs(calibrated, threads=threads),  # first in every round
+                *(TimingJob(name, partial(_build, name), tuple(shape), options)
+                  for name in predicted)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # remeasure=0: each point is handed on (kept) as its last round finishes; its figure
@@ -342,7 +402,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                 if (name, tuple(shape), batch, mode) in done:
                     continue
                 try:
-                    predicted[name] = _predict(name, shape, batch, mode, model)
+                    predicted[name] = _predict(name, shape, batch, mode, at_calibration)
                 except DnncostError as exc:
                     leave_out(name, shape, batch, mode, str(exc).splitlines()[0][:200])
                     continue
@@ -350,7 +410,8 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                     leave_out(name, shape, batch, mode,
                               f"{predicted[name].gflops:.0f} GFLOPs a step, above {max_step_gflops:.0f}")
                     del predicted[name]
-            time_group(shape, batch, mode, predicted)
+            if predicted:
+                time_group(shape, batch, mode, predicted)
     return UnseenResult(tuple(points), skipped, model.summary(), time.perf_counter() - started)
 
 

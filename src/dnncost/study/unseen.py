@@ -5,7 +5,8 @@ kept the moment it is complete, and read back grouped by protocol and machine --
 and so that a rerun of an interrupted evaluation measures only what is missing.
 
 A *protocol* is what makes two results comparable: the calibration that predicted them, the
-rounds, repeats and warm-up of the timing, its estimator, the thread count and the GFLOPs limit;
+rounds, repeats and warm-up of the timing, its estimator, the thread count, the GFLOPs limit and
+whether the machine's level was measured alongside;
 its hash keys the rows (``config_hash``), with the fingerprint of the machine that timed them.
 """
 from __future__ import annotations
@@ -26,11 +27,14 @@ DEVICE = "cpu"  # the protocol times on the CPU (issue 12; a GPU table is its ow
 
 
 def protocol_config(model: OperatorModel, *, rounds: int, repeats: int, warmup: int, threads: int,
-                    max_step_gflops: float) -> dict[str, object]:
-    """What makes results comparable (see the module docstring), as stored in the run's config."""
+                    max_step_gflops: float, recheck: bool = False) -> dict[str, object]:
+    """What makes results comparable (see the module docstring), as stored in the run's config;
+    ``recheck``: the machine's level measured alongside (the key is absent otherwise, so that a
+    protocol stored before it keeps its hash)."""
     return {"unseen": True, "calibration_id": calibration_id(model), "rounds": rounds,
             "repeats": repeats, "warmup": warmup, "threads": threads,
-            "max_step_gflops": max_step_gflops, "estimator": ESTIMATOR, "device": DEVICE}
+            "max_step_gflops": max_step_gflops, "estimator": ESTIMATOR, "device": DEVICE,
+            **({"recheck": True} if recheck else {})}
 
 
 def config_hash(config: Mapping[str, object]) -> str:
@@ -115,7 +119,8 @@ def unseen_row(result: UnseenPoint | LeftOut, *, run_uid: str, config_hash: str,
         measured=now(), predicted_low_s=interval[0] if interval else None,
         predicted_high_s=interval[1] if interval else None,
         interval_level=point.interval_level if point is not None else None,
-        probe_s=point.probe_s if point is not None else None)
+        probe_s=point.probe_s if point is not None else None,
+        level=point.level if point is not None else None)
 
 
 PREDICTIONS = {"per_kernel": "predicted_s", "flops": "flops_s", "params": "params_s",
@@ -137,7 +142,8 @@ def point_from_row(row: UnseenRow) -> UnseenPoint:
                        interval_s=interval,
                        predicted_interval_s=(row.predicted_low_s, row.predicted_high_s)
                        if row.predicted_low_s is not None and row.predicted_high_s is not None
-                       else None, interval_level=row.interval_level, probe_s=row.probe_s)
+                       else None, interval_level=row.interval_level, probe_s=row.probe_s,
+                       level=row.level)
 
 
 @dataclass(frozen=True)

@@ -305,7 +305,7 @@ class UnseenRow:
     """One unseen-network result (schema 6): a network at one input configuration and step mode,
     measured (or left out: ``measured_s`` None, ``note`` says why) and predicted; (schema 10) the
     per-kernel prediction's interval and its stated coverage; (schema 12) the reference probe
-    after its rounds."""
+    after its rounds; (schema 13) the machine's level its predictions were scaled by."""
 
     uid: str
     run_uid: str
@@ -335,6 +335,7 @@ class UnseenRow:
     predicted_high_s: float | None = None
     interval_level: float | None = None  # its stated coverage
     probe_s: float | None = None  # schema 12: the reference probe's median after its rounds
+    level: float | None = None  # schema 13: the machine's level the predictions were scaled by
 
 
 @dataclass(frozen=True)

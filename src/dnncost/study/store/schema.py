@@ -332,12 +332,18 @@ _SCHEMA_V12 = """
 ALTER TABLE unseen_results ADD COLUMN probe_s REAL;
 """
 
+_SCHEMA_V13 = """
+-- the machine's level every prediction of an unseen result was scaled by (the model's stored
+-- recheck, or the level measured alongside: dnncost.prediction.unseen); NULL where not recorded
+ALTER TABLE unseen_results ADD COLUMN level REAL;
+"""
+
 #: version -> SQL that takes a store from version-1 to version. Applied in order, each in one
 #: transaction with the version bump, so a store is never left half-migrated.
 MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4,
                               5: _SCHEMA_V5, 6: _SCHEMA_V6, 7: _SCHEMA_V7, 8: _SCHEMA_V8,
                               9: _SCHEMA_V9, 10: _SCHEMA_V10, 11: _SCHEMA_V11,
-                              12: _SCHEMA_V12}
+                              12: _SCHEMA_V12, 13: _SCHEMA_V13}
 SCHEMA_VERSION = max(MIGRATIONS)  # a new schema version is a new entry in MIGRATIONS
 
 #: Every table, in the order :func:`merge` copies them (a table after those it references).
