@@ -295,3 +295,4 @@ def test_calibrate_ops_then_predict_from_the_cli(tmp_path, monkeypatch, capsys):
     assert set(unseen["levels"]) == {"32x3x32x32 train", "32x3x32x32 eval"}
     assert all(p["level"] == unseen["levels"][f"{p['input']} {p['mode']}"] > 0
                for p in unseen["points"])
+    assert {r["step"] for r in unseen["at_stored_level"]} == {"train", "eval"}  # beside it

@@ -446,6 +446,10 @@ def test_the_level_measured_alongside_scales_every_prediction(
         assert b.predicted_s == pytest.approx({m: v * 2.0 / 1.5 for m, v in a.predicted_s.items()})
         assert a.predicted_interval_s is not None and b.predicted_interval_s == pytest.approx(
             tuple(v * 2.0 / 1.5 for v in a.predicted_interval_s))
+    # the same measurements at the stored level: the predictions a user of that level would get
+    back = along.at_level(model.level)
+    assert back.levels() == stored.levels()
+    assert [p.predicted_s for p in back.points] == pytest.approx([p.predicted_s for p in stored.points])
     # the model's own prediction at its level, the baselines too: one level for every method
     at_one = unseen._predict(names[0], (3, 16, 16), 2, "train", replace(model, level={}))
     assert stored.points[0].predicted_s == pytest.approx(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -205,6 +205,20 @@ class UnseenResult:
                 out[f"{config} {mode}"] = float(np.median(levels))
         return out
 
+    def at_level(self, level: Mapping[str, float]) -> UnseenResult:
+        """The same results with every prediction scaled to ``level`` (per mode; 1 where absent)
+        instead of the level it carries: what the predictions were at another level, e.g. the
+        stored one against the one measured alongside. A point without a recorded level is kept
+        as it is."""
+        def moved(p: UnseenPoint) -> UnseenPoint:
+            if p.level is None:
+                return p
+            seconds, interval = _scaled(p.predicted_s, p.predicted_interval_s,
+                                        level.get(p.mode, 1.0) / p.level)
+            return replace(p, predicted_s=seconds, predicted_interval_s=interval,
+                           level=level.get(p.mode, 1.0))
+        return replace(self, points=tuple(moved(p) for p in self.points))
+
     def noise(self) -> dict[str, float]:
         """Run-to-run noise per configuration and mode: the median over networks of
         (largest - smallest round median) / smallest (NaN with one round)."""
@@ -260,9 +274,15 @@ class _Predicted:
 
     def at(self, level: float) -> _Predicted:
         """Every prediction and the interval scaled by the machine's ``level``."""
-        return replace(self, seconds={m: level * s for m, s in self.seconds.items()},
-                       interval_s=(level * self.interval_s[0], level * self.interval_s[1])
-                       if self.interval_s is not None else None)
+        seconds, interval = _scaled(self.seconds, self.interval_s, level)
+        return replace(self, seconds=seconds, interval_s=interval)
+
+
+def _scaled(seconds: Mapping[str, float], interval: tuple[float, float] | None, factor: float
+            ) -> tuple[dict[str, float], tuple[float, float] | None]:
+    """Every method's predicted seconds and the interval, times ``factor``."""
+    return ({m: factor * v for m, v in seconds.items()},
+            (factor * interval[0], factor * interval[1]) if interval is not None else None)
 
 
 def _predict(name: str, shape: tuple[int, ...], batch: int, mode: str, model: OperatorModel
