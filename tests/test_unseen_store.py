@@ -260,6 +260,9 @@ def test_the_report_shows_the_unseen_networks_of_a_store(tmp_path: Path) -> None
     assert "32x3x32x32 train 9.1%" in section
     # every point's probe 1 ms against the calibration's 0.8: the machine 25% slower than calibrated
     assert "Machine speed against the calibration's" in section and "8x3x224x224 eval +25%" in section
+    # every point scaled by its level (0.95 each): said with where it came from
+    assert "scaled by the machine's level (the calibration's last recheck; time now / time at " \
+           "calibration, median): 32x3x32x32 train x0.950" in section
     figure = tmp_path / "report" / "figures" / "unseen.png"
     assert figure in files.figures and figure.read_bytes().startswith(b"\x89PNG")
     assert "Unseen networks" in files.html.read_text()

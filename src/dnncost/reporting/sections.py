@@ -627,6 +627,15 @@ def unseen_blocks(findings: Findings) -> list[Block]:
                 "likely slower than predicted): " + ", ".join(
                     f"{k} {v:+.0%}" if math.isfinite(v) else f"{k} not recorded"
                     for k, v in speed.items()) + "."))
+        levels = result.levels()
+        if levels:
+            blocks.append(Paragraph(
+                "Every method's predictions scaled by the machine's level ("
+                + ("measured alongside: the calibration's held-out and transfer networks timed "
+                   "again first in every round" if cfg.get("recheck") else
+                   "the calibration's last recheck")
+                + "; time now / time at calibration, median): "
+                + ", ".join(f"{k} x{v:.3f}" for k, v in levels.items()) + "."))
         if result.skipped:
             blocks.append(Paragraph("Left out: " + "; ".join(
                 f"{k} ({v})" for k, v in result.skipped.items()) + "."))
