@@ -96,6 +96,11 @@ def ratios(calibrated: Mapping[str, NetworkSample], timings: Mapping[str, Sequen
             / calibrated[name].step_s for name, ts in timings.items() if ts and name in calibrated}
 
 
+def level_from(ratios: Mapping[str, float]) -> float:
+    """The machine's level: the median over networks of time now / time at calibration."""
+    return statistics.median(ratios.values())
+
+
 def recheck(stored: StoredSamples, *, rounds: int = RECHECK_ROUNDS, networks: int = 0,
             progress: Callable[[str], None] | None = None) -> Recheck:
     """Time the networks ``stored`` holds but the model was not fitted on (held-out, transfer; at
@@ -115,7 +120,7 @@ def recheck(stored: StoredSamples, *, rounds: int = RECHECK_ROUNDS, networks: in
         timings = _time_as_a_user(calibrated, mode, rounds=rounds, progress=progress)
         measured[mode.value] = ratios(calibrated, timings)
         if measured[mode.value]:
-            level[mode.value] = statistics.median(measured[mode.value].values())
+            level[mode.value] = level_from(measured[mode.value])
         spread = [max(f) / min(f) - 1 for f in ([t.step_s for t in ts] for ts in timings.values())
                   if len(f) > 1]
         if spread:
@@ -152,5 +157,5 @@ def with_level(model: OperatorModel, result: Recheck, *, now: datetime | None = 
     return replace(model, level=dict(result.level), level_checked=when)
 
 
-__all__ = ["RECHECK_ROUNDS", "Recheck", "RecheckError", "ratios", "rebuild", "recheck", "recheck_jobs",
-           "recheck_networks", "with_level"]
+__all__ = ["RECHECK_ROUNDS", "Recheck", "RecheckError", "level_from", "ratios", "rebuild", "recheck",
+           "recheck_jobs", "recheck_networks", "with_level"]

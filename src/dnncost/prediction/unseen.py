@@ -53,7 +53,13 @@ from dnncost.prediction.interval import COVERAGE
 from dnncost.prediction.kernels import module_counts
 from dnncost.prediction.model import OperatorModel
 from dnncost.prediction.predict import calibrated_here, predict_report
-from dnncost.prediction.recheck import RecheckError, ratios, recheck_jobs, recheck_networks
+from dnncost.prediction.recheck import (
+    RecheckError,
+    level_from,
+    ratios,
+    recheck_jobs,
+    recheck_networks,
+)
 from dnncost.prediction.samples import StoredSamples
 
 CONFIGS: tuple[tuple[tuple[int, ...], int], ...] = (((3, 32, 32), 32), ((3, 224, 224), 8))
@@ -359,7 +365,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                 raise RecheckError(f"none of the calibration's {len(calibrated)} held-out and "
                                    f"transfer networks ran alongside the {mode} steps: run "
                                    "`dnncost calibrate --ops`, or evaluate without --recheck")
-            return float(np.median(list(measured.values())))
+            return level_from(measured)
 
         def on_repeat(name: str, index: int, timing: StepTiming) -> None:
             if name in calibrated:  # the calibration's network: the level's, no point of its own
