@@ -651,3 +651,21 @@ def test_map_probes_write_outputs_of_the_sizes_that_land_on_fresh_pages() -> Non
     first = count(probes[0].module, mode="eval", batch_size=8, input_shape=(3, 224, 224))
     expand = [r for r in first.records if r.op == "aten.convolution"][1]
     assert expand.cost.bytes_written == 8 * 96 * 112 * 112 * 4 > 32 * mib
+
+
+def test_dynamic_probes_fold_the_batch_into_the_channels() -> None:
+    """A per-sample (CondConv) probe runs its convolution at batch 1 over batch x channels, with
+    batch x groups groups, on kernels a matmul of ``experts`` inner rows builds for every sample; its
+    output is the ordinary convolution's, and it is a calibration probe like the others."""
+    probes = sampling.dynamic_probes()
+    assert len({p.name for p in probes}) == len(probes) == len(sampling.DYNAMIC_CONVS)
+    assert {p.name for p in sampling.kernel_probes()} >= {p.name for p in probes}
+    first = probes[0]  # a depthwise 5x5 over 1152 channels on a 1x1 map at batch 32
+    assert (first.batch_size, first.input_shape) == (32, (1152, 1, 1))
+    report = count(first.module, mode="eval", batch_size=32, input_shape=(1152, 1, 1))
+    (conv,) = [r for r in report.records if r.op == "aten.convolution"]
+    assert conv.shapes[:2] == ((1, 32 * 1152, 1, 1), (32 * 1152, 1, 5, 5))  # 36,864 channels
+    (kernels,) = [r for r in report.records if r.op == "aten.mm"]  # routing (32 x 4) @ (4 x 28,800)
+    assert kernels.cost.bytes_written == 32 * 1152 * 25 * 4
+    x = torch.randn(32, 1152, 1, 1)
+    assert first.module(x).shape == (32, 10)
