@@ -213,3 +213,33 @@ def test_a_convolution_on_a_permuted_back_input_is_recorded_channels_last(device
     backward = {r.module: r.channels_last for r in report.records
                 if r.op == "aten.convolution_backward"}
     assert backward["conv2"] is True
+
+
+class _GatedBlock(nn.Module):
+    """MambaOut's gated block: a linear layer on an NHWC tensor, split along the channels, one part
+    permuted to NCHW for a depthwise convolution -- a view ordered channels-last but not dense."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(channels, 3 * channels)
+        self.conv = nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, _, c = torch.split(self.fc(x.permute(0, 2, 3, 1)), self.channels, dim=-1)
+        return self.conv(c.permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+@pytest.mark.parametrize("side", [1, 2])
+def test_a_convolution_on_a_split_nhwc_view_is_recorded_channels_last(device: str, side: int) -> None:
+    """Torch runs a convolution channels-last when its input's strides are ordered so, dense or not
+    (``suggest_memory_format``): the split view of MambaOut's block is, on a 1x1 map too; a
+    contiguous NCHW input is not, whatever its map."""
+    (conv,) = [r for r in count(_GatedBlock(8), mode="eval", batch_size=4, input_shape=(8, side, side),
+                                device=device).records if r.op == "aten.convolution"]
+    assert conv.channels_last is True
+    (plain,) = [r for r in count(nn.Conv2d(8, 8, 7, padding=3, groups=8), mode="eval", batch_size=4,
+                                 input_shape=(8, side, side), device=device).records
+                if r.op == "aten.convolution"]
+    assert plain.channels_last is False
