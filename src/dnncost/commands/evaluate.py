@@ -58,8 +58,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "calibration's held-out and transfer networks again, and the median "
                              "of their time now over their time at calibration scales every "
                              "prediction (instead of the level of the last `dnncost calibrate "
-                             "--ops --recheck`); needs that calibration's networks: calibrate in "
-                             "the run or use --calibration stored")
+                             "--ops --recheck`, whose rows are printed too); a record of how the "
+                             "machine moved during the run, not a correction: after 224x224 "
+                             "networks those small ones run slower than on their own. Needs that "
+                             "calibration's networks: calibrate in the run or use --calibration "
+                             "stored")
     unseen.add_argument("--out", default=None, metavar="PATH",
                         help="also write the results as JSON here")
     add_format_argument(parser)
