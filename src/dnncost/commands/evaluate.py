@@ -221,7 +221,8 @@ def run_unseen(args: argparse.Namespace) -> int:
         recorder.finish("complete")
         result = recorder.result()
     payload = result.to_dict()
-    at_stored = [r for r in result.at_level(model.level).rows() if r["method"] == "per_kernel"]
+    at_stored = [r for r in result.at_level(model.level).rows()
+                 if r["method"] == "per_kernel"] if args.recheck else []
     if args.recheck:  # what the same measurements give at the level a user predicts with
         payload["at_stored_level"] = at_stored
     if args.out:

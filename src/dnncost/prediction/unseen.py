@@ -169,17 +169,19 @@ class UnseenResult:
     calibration: dict[str, object] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def groups(self) -> list[tuple[str, str]]:
-        return list(dict.fromkeys((_config(p.input_shape, p.batch_size), p.mode) for p in self.points))
+    def by_group(self) -> dict[tuple[str, str], list[UnseenPoint]]:
+        """The points per (configuration, mode), in the order first measured."""
+        out: dict[tuple[str, str], list[UnseenPoint]] = {}
+        for p in self.points:
+            out.setdefault((_config(p.input_shape, p.batch_size), p.mode), []).append(p)
+        return out
 
     def rows(self) -> list[dict[str, object]]:
         """One row per configuration, mode and method: n, MAPE %, share within +-10 %, Spearman,
         the method's MAPE as a multiple of the per-kernel model's, the shares predicted too fast
         and too slow, and (per-kernel model, every point with an interval) the coverage %."""
         out = []
-        for config, mode in self.groups():
-            pts = [p for p in self.points if _config(p.input_shape, p.batch_size) == config
-                   and p.mode == mode]
+        for (config, mode), pts in self.by_group().items():
             measured = [p.measured_s for p in pts]
             ref = Metrics.of([p.predicted_s["per_kernel"] for p in pts], measured).mape
             intervals = [p.predicted_interval_s for p in pts if p.predicted_interval_s is not None]
@@ -204,9 +206,8 @@ class UnseenResult:
         """The machine's level the predictions were scaled by, per configuration and mode (the
         median over its networks; a group without one recorded is absent)."""
         out = {}
-        for config, mode in self.groups():
-            levels = [p.level for p in self.points if _config(p.input_shape, p.batch_size) == config
-                      and p.mode == mode and p.level is not None]
+        for (config, mode), pts in self.by_group().items():
+            levels = [p.level for p in pts if p.level is not None]
             if levels:
                 out[f"{config} {mode}"] = float(np.median(levels))
         return out
@@ -229,10 +230,9 @@ class UnseenResult:
         """Run-to-run noise per configuration and mode: the median over networks of
         (largest - smallest round median) / smallest (NaN with one round)."""
         out = {}
-        for config, mode in self.groups():
+        for (config, mode), pts in self.by_group().items():
             spreads = [(max(p.round_medians_s) - min(p.round_medians_s)) / min(p.round_medians_s)
-                       for p in self.points if _config(p.input_shape, p.batch_size) == config
-                       and p.mode == mode and len(p.round_medians_s) > 1]
+                       for p in pts if len(p.round_medians_s) > 1]
             out[f"{config} {mode}"] = float(np.median(spreads)) if spreads else math.nan
         return out
 
@@ -243,9 +243,8 @@ class UnseenResult:
         probe_ms = self.calibration.get("probe_ms")
         calibrated = float(probe_ms) / 1e3 if isinstance(probe_ms, (int, float)) else None
         out = {}
-        for config, mode in self.groups():
-            probes = [p.probe_s for p in self.points if _config(p.input_shape, p.batch_size) ==
-                      config and p.mode == mode and p.probe_s is not None]
+        for (config, mode), pts in self.by_group().items():
+            probes = [p.probe_s for p in pts if p.probe_s is not None]
             out[f"{config} {mode}"] = probe_drift(float(np.median(probes)), calibrated) if probes \
                 else math.nan
         return out

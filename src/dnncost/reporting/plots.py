@@ -421,7 +421,7 @@ def unseen_predicted_vs_measured(result: UnseenResult) -> Figure:
     configuration and step, the per-kernel model beside the FLOPs-only line and the roofline, the
     diagonal and the +-10% band; each legend gives the method's MAPE and Spearman rho there (from
     :meth:`UnseenResult.rows`)."""
-    groups = result.groups()
+    groups = list(result.by_group().items())
     cols = min(2, max(1, len(groups)))
     rows_n = max(1, math.ceil(len(groups) / cols))
     fig = _figure(5.2 * cols, 4.8 * rows_n)
@@ -435,9 +435,7 @@ def unseen_predicted_vs_measured(result: UnseenResult) -> Figure:
         axes[0].text(0.5, 0.5, "no unseen network measured", ha="center", va="center",
                      transform=axes[0].transAxes)
         return fig
-    for ax, (config, mode) in zip(axes, groups, strict=False):
-        pts = [p for p in result.points
-               if f"{p.batch_size}x{'x'.join(map(str, p.input_shape))}" == config and p.mode == mode]
+    for ax, ((config, mode), pts) in zip(axes, groups, strict=False):
         methods = [m for m in UNSEEN_METHODS if all(m in p.predicted_s for p in pts)]
         values = [p.measured_s * 1e3 for p in pts] + [
             p.predicted_s[m] * 1e3 for p in pts for m in methods if p.predicted_s[m] > 0]
