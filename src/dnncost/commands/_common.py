@@ -29,7 +29,9 @@ def add_format_argument(parser: argparse.ArgumentParser) -> None:
                         help="output format (default: table)")
 
 
-MODEL_HELP = "zoo or torchvision name (resnet50, torchvision:resnet50), timm:NAME, or path/to/file.py:factory"
+MODEL_HELP = (
+    "zoo or torchvision name (resnet50, torchvision:resnet50), timm:NAME, hf:TYPE (a Hugging Face "
+    "image classifier from its config), or path/to/file.py:factory")
 
 
 def add_model_input_arguments(parser: argparse.ArgumentParser, *, specs: bool = True,

@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "calibrating in the run (a rerun resumes only under the same "
                              "calibration, so give one to resume)")
     unseen.add_argument("--models", default=None, metavar="A,B,...",
-                        help="only these networks: torchvision names, or timm:NAME (default: every "
+                        help="only these networks: torchvision names, timm:NAME or hf:TYPE (default: every "
                         "torchvision network not in the zoo)")
     unseen.add_argument("--quick", action="store_true",
                         help="smoke run: a quick calibration, six small networks, 3x32x32 only, "

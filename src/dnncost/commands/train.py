@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "synthetic, cifar10:PATH, mnist:PATH, imagefolder:PATH (local files only, "
                     "never downloaded).")
     parser.add_argument("model", metavar="MODEL",
-                        help="zoo or torchvision name, timm:NAME, or file.py:factory")
+                        help="zoo or torchvision name, timm:NAME, hf:TYPE, or file.py:factory")
     parser.add_argument("--dataset", default="digits", metavar="SPEC",
                         help="digits (default) | synthetic | cifar10:PATH | mnist:PATH | imagefolder:PATH")
     parser.add_argument("--epochs", type=int, default=None, metavar="N",

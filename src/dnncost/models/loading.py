@@ -1,4 +1,5 @@
-"""Resolve a model spec to a builder: zoo names, torchvision names, ``timm:NAME``, ``file.py:factory``.
+"""Resolve a model spec to a builder: zoo names, torchvision names, ``timm:NAME``, ``hf:TYPE``,
+``file.py:factory``.
 
 Building is separate from resolving so that the counter can build straight onto the meta device
 (no weight initialisation arithmetic, no memory), falling back to CPU for models whose constructor
@@ -117,6 +118,50 @@ def _from_timm(name: str) -> LoadedModel:
     return LoadedModel(f"timm:{name}", lambda: timm.create_model(name, pretrained=False), shape)
 
 
+HF_PREFIX = "hf:"  # source: our choice; a spec naming a Hugging Face image classifier starts so
+
+
+def _from_hf(name: str) -> LoadedModel:
+    """A Hugging Face image classifier built from a config, never downloaded: a model type
+    (``hf:convnext``: its config class's defaults, with ImageNet's 1000 classes) or a local
+    ``config.json`` (or a folder holding one). The config is JSON; code it names is never run."""
+    try:
+        from transformers import AutoConfig, AutoModelForImageClassification
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES as IMAGE_CLASSIFIERS,
+        )
+    except ImportError:
+        raise ModelNotFoundError(
+            f"'hf:{name}' needs the transformers package, which is not installed: "
+            "pip install transformers") from None
+    path = Path(name)
+    if path.suffix == ".json" or path.is_dir():
+        if not path.exists():
+            raise ModelNotFoundError(f"Hugging Face config '{path}' does not exist; expected "
+                                     "hf:path/to/config.json or hf:MODEL_TYPE (e.g. hf:convnext)")
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(f"cannot read the Hugging Face config '{path}': "
+                                     f"{str(exc).splitlines()[0]}") from exc
+    elif name in IMAGE_CLASSIFIERS:
+        config = AutoConfig.for_model(name, num_labels=DEFAULT_NUM_CLASSES)
+    else:
+        raise ModelNotFoundError(
+            f"unknown Hugging Face image-classification model type '{name}'."
+            f"{suggest(name, sorted(IMAGE_CLASSIFIERS))} Give a model type (e.g. hf:convnext) or a "
+            "local config.json; hub names are not downloaded")
+    if config.model_type not in IMAGE_CLASSIFIERS:
+        raise ModelNotFoundError(f"the Hugging Face model type '{config.model_type}' of 'hf:{name}' "
+                                 "has no image-classification head; dnncost builds "
+                                 "AutoModelForImageClassification")
+    side = getattr(config, "image_size", None) or DEFAULT_INPUT_SHAPE[-1]
+    height, width = (side, side) if isinstance(side, int) else tuple(side)[-2:]
+    shape = (int(getattr(config, "num_channels", None) or 3), int(height), int(width))
+    return LoadedModel(f"hf:{name}", lambda: AutoModelForImageClassification.from_config(config),
+                       shape, int(config.num_labels))
+
+
 def load_attribute(path_text: str, attr: str) -> object:
     """``attr`` of the Python file at ``path_text`` (imported once per call): a model factory or an
     input factory named as ``path/to/file.py:attr``."""
@@ -159,12 +204,15 @@ def _from_file(path_text: str, attr: str) -> LoadedModel:
 
 def load_model(spec: str, **kwargs: object) -> LoadedModel:
     """Resolve ``spec``: a zoo name (first), a torchvision name or ``torchvision:NAME``,
-    ``timm:NAME``, or ``path/to/file.py:factory``. ``kwargs`` go to zoo builders."""
+    ``timm:NAME``, ``hf:MODEL_TYPE`` or ``hf:path/to/config.json``, or ``path/to/file.py:factory``.
+    ``kwargs`` go to zoo builders."""
     spec = spec.strip()
     if spec.startswith("torchvision:"):
         return _from_torchvision(spec.split(":", 1)[1])
     if spec.startswith(TIMM_PREFIX):
         return _from_timm(spec.removeprefix(TIMM_PREFIX))
+    if spec.startswith(HF_PREFIX):
+        return _from_hf(spec.removeprefix(HF_PREFIX))
     if ".py:" in spec or spec.endswith(".py"):
         path, _, attr = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
         if not attr:
@@ -178,7 +226,8 @@ def load_model(spec: str, **kwargs: object) -> LoadedModel:
     except ModelNotFoundError:
         raise ModelNotFoundError(
             f"unknown model '{spec}'.{suggest(spec, _known_names())} "
-            "Use a zoo name (dnncost zoo), a torchvision name, timm:NAME or path/to/file.py:factory."
+            "Use a zoo name (dnncost zoo), a torchvision name, timm:NAME, hf:MODEL_TYPE or "
+            "path/to/file.py:factory."
         ) from None
 
 

@@ -1,9 +1,10 @@
 """The honest protocol: predict step time on networks the predictor has never seen.
 
-The networks are torchvision's classification networks that are not in dnncost's zoo, or timm's
-(``timm:NAME``, when timm is installed): calibration (:mod:`dnncost.prediction.calibration`) only
-ever builds random networks and its own hand-written transfer set, so every one of them is unseen
-by construction (tests/test_leak.py enforces it). For
+The networks are torchvision's classification networks that are not in dnncost's zoo, timm's
+(``timm:NAME``, when timm is installed) or Hugging Face's built from a config (``hf:TYPE``):
+calibration (:mod:`dnncost.prediction.calibration`) only ever builds random networks and its own
+hand-written transfer set, so every one of them is unseen by construction (tests/test_leak.py
+enforces it). For
 each input configuration (3x32x32 at batch 32 and 3x224x224 at batch 8) and mode (training and
 validation step), every network is timed in ``rounds`` round-robin passes (network 1, 2, ..., then
 again: :func:`dnncost.measuring.interleave.time_interleaved`, the reference probe around each pass,
@@ -45,7 +46,7 @@ from dnncost.measuring.interleave import TimingJob, time_interleaved
 from dnncost.measuring.measurement import STUDY_ESTIMATOR, estimate, probe_drift
 from dnncost.measuring.probe import Probe
 from dnncost.measuring.timing import StepOptions, StepTiming
-from dnncost.models.loading import TIMM_PREFIX, load_model
+from dnncost.models.loading import HF_PREFIX, TIMM_PREFIX, load_model
 from dnncost.models.registry import list_models
 from dnncost.prediction.calibration import baseline_seconds
 from dnncost.prediction.evaluation import Metrics
@@ -90,21 +91,25 @@ def unseen_network_names() -> list[str]:
     return [n for n in tvm.list_models(module=tvm) if n not in zoo]
 
 
+LIBRARY_PREFIXES = (TIMM_PREFIX, HF_PREFIX)  # networks from outside torchvision: never in the zoo
+
+
 def _is_unseen(name: str, unseen: Collection[str]) -> bool:
-    """Whether ``name`` is one of ``unseen`` (torchvision's networks not in the zoo) or a timm one."""
-    return name in unseen or name.startswith(TIMM_PREFIX)
+    """Whether ``name`` is one of ``unseen`` (torchvision's networks not in the zoo), a timm one or
+    a Hugging Face one."""
+    return name in unseen or name.startswith(LIBRARY_PREFIXES)
 
 
 def check_unseen_names(names: Sequence[str]) -> list[str]:
     """``names`` (each once) when every one is an unseen network (:func:`unseen_network_names`, or
-    ``timm:NAME`` of a timm network); ModelNotFoundError naming each that is not -- in dnncost's
+    ``timm:NAME`` / ``hf:TYPE``); ModelNotFoundError naming each that is not -- in dnncost's
     zoo, or no torchvision classification network (with the closest unseen names) -- and listing
-    the unseen ones; a ``timm:`` name timm does not know (or timm not installed) is
-    dnncost.models.loading's one-line error."""
+    the unseen ones; a ``timm:`` or ``hf:`` name its library does not know (or the library not
+    installed) is dnncost.models.loading's one-line error."""
     unseen = unseen_network_names()
     zoo = set(list_models())
     for name in names:
-        if name.startswith(TIMM_PREFIX):
+        if name.startswith(LIBRARY_PREFIXES):
             load_model(name)  # resolves the name only: nothing is built
     wrong = [f"'{name}' (in dnncost's zoo)" if name in zoo else
              f"'{name}' ({hint.strip().lower()})" if (hint := suggest(name, unseen, n=3)) else
@@ -113,14 +118,16 @@ def check_unseen_names(names: Sequence[str]) -> list[str]:
     if wrong:
         raise ModelNotFoundError(
             f"not unseen network{'s' if len(wrong) > 1 else ''}: {', '.join(wrong)}. The unseen "
-            f"networks (torchvision's classification networks not in the zoo, or timm:NAME): "
+            f"networks (torchvision's classification networks not in the zoo, timm:NAME or "
+            f"hf:TYPE): "
             f"{', '.join(unseen)}")
     return list(dict.fromkeys(names))
 
 
 def _spec(name: str) -> str:
-    """The model spec of an unseen network's name (a torchvision name, or timm:NAME as is)."""
-    return name if name.startswith(TIMM_PREFIX) else f"torchvision:{name}"
+    """The model spec of an unseen network's name (a torchvision name; timm:NAME and hf:TYPE as
+    they are)."""
+    return name if name.startswith(LIBRARY_PREFIXES) else f"torchvision:{name}"
 
 
 @dataclass(frozen=True)

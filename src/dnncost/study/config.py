@@ -206,7 +206,7 @@ def select_models(config: StudyConfig) -> list[str]:
                                for name in unknown)
             raise ModelNotFoundError(
                 f"unknown network{'s' if len(unknown) > 1 else ''}: {listed}. Networks of the zoo: "
-                f"{', '.join(known)} (torchvision names, timm:NAME and file.py:factory work too)")
+                f"{', '.join(known)} (torchvision names, timm:NAME, hf:TYPE and file.py:factory work too)")
         return list(dict.fromkeys(config.models))
     if config.family:
         names = [n for n in models.list_models(family=config.family)
