@@ -214,6 +214,25 @@ def test_a_network_timed_on_a_busy_machine_is_timed_again(monkeypatch) -> None:
     assert [s.step_s for s in samples] == [0.9, 0.3] and still  # no room for a retry: 1 attempt
 
 
+def test_a_network_timed_again_is_not_counted_again(monkeypatch) -> None:
+    """measure_network keeps each network's count per mode: a second pass times the step against
+    the first pass's count (the same records) without counting it."""
+    from dnncost.prediction import calibration, kernels
+    from dnncost.prediction.transfer import transfer_networks
+
+    calls: list[str] = []
+    real_count = kernels.count
+    monkeypatch.setattr(kernels, "count", lambda *a, **kw: calls.append(kw["mode"]) or real_count(*a, **kw))
+    net = replace(transfer_networks(larger=False, designs=("plain",))[0], batch_size=2)
+    counted: dict = {}
+    first = calibration.measure_network(net, counted=counted)
+    assert calls == ["train", "eval"] and set(counted) == {(net.name, "train"), (net.name, "eval")}
+    again = calibration.measure_network(net, counted=counted)
+    assert calls == ["train", "eval"]  # not counted again
+    assert [s.report for s in again] == [s.report for s in first]
+    assert all(len(s.kernel_s) == len(s.report.records) for s in again)
+
+
 def test_one_network_is_held_out_of_fewer_than_hold_out() -> None:
     from dnncost.prediction.calibration import HOLD_OUT, is_held_out
 
@@ -241,7 +260,7 @@ def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> N
     # per call: a slowdown of its pass (T, 0, 1, 2 in pass 1, then pass 2, then pass 3)
     scale = iter([2.0, 3.0, 1.0, 2.0, 1.0, 1.0, 2.0, 3.0, 1.5, 2.0, 3.0, 1.0])
 
-    def measure_quietly(net, *, threads, until):  # noqa: ANN001, ANN202
+    def measure_quietly(net, *, threads, until, measure):  # noqa: ANN001, ANN202
         order.append(net.name)
         k = next(scale)
         busy = net.name == "random0" or (net.name == "random1" and len(order) <= 4)  # 0: every
@@ -257,6 +276,7 @@ def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> N
         name="transfer:t", batch_size=1, input_shape=(3, 8, 8))])
     monkeypatch.setattr(calibration, "kernel_probes", lambda: [])  # this test's order: no probes
     monkeypatch.setattr(calibration, "measure_quietly", measure_quietly)
+    monkeypatch.setattr(calibration, "count_network", lambda net: {(net.name, "train"): None})
     kept: list[StoredSamples] = []
     monkeypatch.setattr(calibration, "refit", lambda stored: kept.append(stored))
     calibration.calibrate_operators(budget_s=0.0, min_networks=3, passes=3)
@@ -301,7 +321,7 @@ def test_a_quick_calibration_times_the_probes_and_draws_at_the_anchors(monkeypat
         return SimpleNamespace(seed=seed, name=f"random{seed}", batch_size=1,
                                input_shape=(3, 8, 8), blocks=()) if seed < 4 else None
 
-    def measure_quietly(net, *, threads, until):  # noqa: ANN001, ANN202
+    def measure_quietly(net, *, threads, until, measure):  # noqa: ANN001, ANN202
         timed.append(net.name)
         return [replace(base[m], name=net.name) for m in ("train", "eval")], False
 
@@ -310,6 +330,7 @@ def test_a_quick_calibration_times_the_probes_and_draws_at_the_anchors(monkeypat
     monkeypatch.setattr(calibration, "kernel_probes", lambda: [SimpleNamespace(
         name="probe:p", batch_size=8, input_shape=(96, 1, 1))])
     monkeypatch.setattr(calibration, "measure_quietly", measure_quietly)
+    monkeypatch.setattr(calibration, "count_network", lambda net: {(net.name, "train"): None})
     monkeypatch.setattr(calibration, "refit", lambda stored: stored)
     a, b = calibration.ANCHORS
     cap = calibration.MAX_TRAIN_FLOPS

@@ -23,7 +23,14 @@ budget, never fitted on; its error is stored beside the held-out one. A calibrat
 also times kernel probes (sampling.kernel_probes: one-convolution networks on oneDNN's padded slow
 path, wide 1x1 convolutions on tiny maps and the first stages of ImageNet networks, whose outputs
 land on fresh pages -- kernels random networks draw too rarely) and fits its
-kernel regressors on them (not its step weights: a probe's step is one kernel). A full
+kernel regressors on them (not its step weights: a probe's step is one kernel). A network or probe
+is counted once, before its first timing; every pass times it against that count, and what pass 1
+spent timing (not counting) is what each later pass is expected to take (counting the 156 probes
+took 8.4 s of each 27-33 s pass on a 2-core EPYC without AVX-512, whose calibration had room for
+12 random networks when it counted in every pass). The probes are timed in every pass, as the
+networks are: timed in pass 1 only, three runs back to back, a slow stretch of that machine took
+them all (the 112x112-map probes 2-4x their time in another calibration, and the model's
+224x224 validation steps of MobileNet-like networks 1.3-1.9x). A full
 calibration draws every ANCHOR_EVERY-th random network at one of the ANCHORS (224x224 at batch 8,
 32x32 at batch 32) instead of over the whole range; a quick one without a focus draws all of its
 few at the anchors in turn, at full size, so that it meets the kernels of the networks it will
@@ -42,6 +49,7 @@ import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -60,7 +68,7 @@ from dnncost.prediction.evaluation import mape, roofline_seconds, share_within
 from dnncost.prediction.features import op_kind
 from dnncost.prediction.fitting import NetworkSample, fit_operator_model
 from dnncost.prediction.interval import IntervalModel, pass_spread
-from dnncost.prediction.kernels import AlignmentError, module_counts, time_kernels
+from dnncost.prediction.kernels import AlignmentError, count_step, module_counts, time_kernels
 from dnncost.prediction.model import OperatorModel
 from dnncost.prediction.predict import predict_report
 from dnncost.prediction.samples import StoredSamples
@@ -224,13 +232,28 @@ def sized_transfer_set(*, max_train_flops: float, larger: bool,
     return out
 
 
-def measure_network(net: Network) -> list[NetworkSample]:
-    """Time ``net``'s kernels and steps in both modes (one NetworkSample per mode)."""
+def count_network(net: Network) -> dict[tuple[str, str], CostReport]:
+    """``net``'s step counted in both modes, keyed by (name, mode) as :func:`measure_network`'s
+    ``counted``."""
+    return {(net.name, mode.value): count_step(net.module, net.input_shape,
+                                               batch_size=net.batch_size, mode=mode.value)
+            for mode in Mode}
+
+
+def measure_network(net: Network, *,
+                    counted: dict[tuple[str, str], CostReport] | None = None) -> list[NetworkSample]:
+    """Time ``net``'s kernels and steps in both modes (one NetworkSample per mode). ``counted``
+    keeps each network's count per mode between calls (:func:`count_network`): the same step's
+    count does not change, so a network timed again is not counted again."""
     modules, params = module_counts(net.module)
     out = []
     for mode in Mode:
+        key = (net.name, mode.value)
         timed = time_kernels(net.module, net.input_shape, batch_size=net.batch_size, mode=mode.value,
-                             runs=KERNEL_RUNS, warmup=WARMUP, step_repeats=STEP_REPEATS)
+                             runs=KERNEL_RUNS, warmup=WARMUP, step_repeats=STEP_REPEATS,
+                             report=None if counted is None else counted.get(key))
+        if counted is not None:
+            counted[key] = timed.report
         out.append(NetworkSample(net.name, timed.report, timed.kernel_s, modules, params,
                                  timed.step_s, step_samples=(timed.step_samples,)))
     return out
@@ -389,8 +412,10 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     measured = 0.0  # seconds pass 1 spent timing (not drawing, counting or failing): what each
     # later pass spends again
     measured_random = 0.0  # of which on random networks
+    counting_random = 0.0  # seconds counting random networks (once each)
     kernels = 0  # kernel calls timed in pass 1: what the fit will take
     probe_s: list[float] = []  # the reference probe after each network: the machine's speed
+    counted: dict[tuple[str, str], CostReport] = {}  # each network's count, made once
     start = time.perf_counter()
 
     def spent() -> float:
@@ -403,13 +428,19 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     def per_network() -> float:
         """What one more random network is expected to take over all its passes (0 before the
         first)."""
-        return passes * measured_random / len(nets) if nets else 0.0
+        return (passes * measured_random + counting_random) / len(nets) if nets else 0.0
 
     def measure(net: Network) -> None:
-        nonlocal measured, measured_random, kernels
+        nonlocal measured, measured_random, kernels, counting_random
+        if (net.name, Mode.TRAIN.value) not in counted:  # counted once, before its timing: what a
+            # later pass spends is its timing alone
+            began = time.perf_counter()
+            counted.update(count_network(net))
+            counting_random += time.perf_counter() - began if isinstance(net, RandomNet) else 0.0
         began = time.perf_counter()
         samples, still_busy = measure_quietly(net, threads=n_threads,
-                                              until=start + budget - reserved())
+                                              until=start + budget - reserved(),
+                                              measure=partial(measure_network, counted=counted))
         if not isinstance(net, KernelProbe):
             probe_s.append(reference.steady())
         timed.setdefault(net.name, []).append(samples)

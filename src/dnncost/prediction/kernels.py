@@ -72,18 +72,28 @@ class TimedStep:
     step_samples: tuple[float, ...]
 
 
+def count_step(module: nn.Module, input_shape: Sequence[int], *, batch_size: int, mode: str,
+               optimizer: str = "sgd") -> CostReport:
+    """The count :func:`time_kernels` times a ``mode`` step against (meta device)."""
+    return count(module, mode=mode, batch_size=batch_size,
+                 input_shape=tuple(int(s) for s in input_shape), optimizer=optimizer)
+
+
 def time_kernels(module: nn.Module, input_shape: Sequence[int], *, batch_size: int, mode: str,
                  runs: int = 3, warmup: int = 2, step_repeats: int = 5,
-                 optimizer: str = "sgd") -> TimedStep:
+                 optimizer: str = "sgd", report: CostReport | None = None) -> TimedStep:
     """Count one ``mode`` step of ``module`` (meta device), then on the CPU run ``warmup`` steps,
     ``runs`` steps with every kernel timed and ``step_repeats`` plain timed steps, interleaved
     (clocked, plain, clocked, ...) so that drift in the machine's load hits both alike. Each
     kernel's figure is its fastest run (another process only ever adds time); the step's is
     STUDY_ESTIMATOR over the plain steps, the figure every measured step is. Where the CPU runs
     other kernels than the meta device shows (fused attention), the kernels are timed while
-    counting on the CPU instead, so that each record still gets its own kernel's time."""
+    counting on the CPU instead, so that each record still gets its own kernel's time. ``report``:
+    this step's count when already made (the same module, input, batch, mode and optimizer; the
+    returned one, which may be the CPU's), so that timing a network again does not count it again."""
     shape = tuple(int(s) for s in input_shape)
-    report = count(module, mode=mode, batch_size=batch_size, input_shape=shape, optimizer=optimizer)
+    if report is None:
+        report = count_step(module, shape, batch_size=batch_size, mode=mode, optimizer=optimizer)
     opts = StepOptions(batch_size=batch_size, mode=Mode(mode), optimizer=OptimizerKind(optimizer))
     timings: list[list[float]] = []
     plain: list[float] = []
