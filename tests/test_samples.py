@@ -245,7 +245,7 @@ def test_one_network_is_held_out_of_fewer_than_hold_out() -> None:
 
 def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> None:
     """PASSES passes: pass 1 times the transfer set, then draws and times networks; passes 2.. time
-    the same ones again in the same order (T A B C T A B C ...); each network's passes are pooled
+    the same ones again in the same order (T A B C T A B C ...), each network counted once; each network's passes are pooled
     and read as every measured step is (the lower quartile), with every pass's step time kept; the
     transfer set is kept apart from the networks fitted on and held out; a network counts as busy
     only when every one of its passes was."""
@@ -276,11 +276,14 @@ def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> N
         name="transfer:t", batch_size=1, input_shape=(3, 8, 8))])
     monkeypatch.setattr(calibration, "kernel_probes", lambda: [])  # this test's order: no probes
     monkeypatch.setattr(calibration, "measure_quietly", measure_quietly)
-    monkeypatch.setattr(calibration, "count_network", lambda net: {(net.name, "train"): None})
+    counted: list[str] = []
+    monkeypatch.setattr(calibration, "count_network",
+                        lambda net: counted.append(net.name) or {(net.name, "train"): None})
     kept: list[StoredSamples] = []
     monkeypatch.setattr(calibration, "refit", lambda stored: kept.append(stored))
     calibration.calibrate_operators(budget_s=0.0, min_networks=3, passes=3)
     assert order == names * 3
+    assert counted == names  # each counted once, before its first pass
     stored = kept[0]
     fitted = {s.name: s for s in stored.fitted if s.report.mode == "train"}
     # random0's passes were slowed 3x, 1x, 2x: one step each, pooled 1x, 2x, 3x, whose lower
