@@ -245,10 +245,10 @@ def test_one_network_is_held_out_of_fewer_than_hold_out() -> None:
 
 def test_calibration_times_every_network_in_passes_round_robin(monkeypatch) -> None:
     """PASSES passes: pass 1 times the transfer set, then draws and times networks; passes 2.. time
-    the same ones again in the same order (T A B C T A B C ...), each network counted once; each network's passes are pooled
-    and read as every measured step is (the lower quartile), with every pass's step time kept; the
-    transfer set is kept apart from the networks fitted on and held out; a network counts as busy
-    only when every one of its passes was."""
+    the same ones again in the same order (T A B C T A B C ...), each network counted once; each
+    network's passes are pooled and read as every measured step is (the lower quartile), with
+    every pass's step time kept; the transfer set is kept apart from the networks fitted on and
+    held out; a network counts as busy only when every one of its passes was."""
     from types import SimpleNamespace
 
     from dnncost.prediction import calibration
