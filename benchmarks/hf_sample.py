@@ -33,8 +33,9 @@ def main() -> None:
     except ImportError:
         sys.exit("this benchmark needs transformers: pip install transformers")
 
+    from timm_sample import RULE, print_set, training_gflops  # the same rule as the timm sets
+
     from dnncost.core.errors import DnncostError
-    from dnncost.counting.counter import count
     from dnncost.models.loading import load_model
 
     kept: list[tuple[str, float]] = []
@@ -45,9 +46,7 @@ def main() -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                loaded = load_model(name)
-                flops = count(loaded.build("meta"), mode="train", batch_size=8,
-                              input_shape=(3, 224, 224)).total().flops / 1e9
+                flops = training_gflops(load_model(name).build("meta"))
         except (DnncostError, RuntimeError, ValueError, TypeError, AssertionError, ImportError) as exc:
             if not args.list_only:
                 print(f"  left out {name}: {str(exc).splitlines()[0][:100]}", file=sys.stderr)
@@ -56,15 +55,8 @@ def main() -> None:
             kept.append((name, flops))
         elif not args.list_only:
             print(f"  left out {name}: {flops:.0f} GFLOPs", file=sys.stderr)
-    models = ",".join(n for n, _ in kept)
-    if args.list_only:
-        print(models)
-        return
-    print(f"transformers {transformers.__version__}, {len(IMAGE_CLASSIFIERS)} model types, "
-          f"at most {args.max_gflops:g} GFLOPs (224x224 training step, batch 8)")
-    for name, flops in kept:
-        print(f"  {name:28s} {flops:7.1f} GFLOPs")
-    print(f"\n--models {models}")
+    print_set(f"transformers {transformers.__version__}, {len(IMAGE_CLASSIFIERS)} model types, "
+              f"at most {args.max_gflops:g} GFLOPs ({RULE})", kept, list_only=args.list_only)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,29 @@ import random
 import sys
 import warnings
 
+RULE = "224x224 training step, batch 8"  # the step the GFLOPs cap bounds, for every drawn set
+
+
+def training_gflops(module: object) -> float:
+    """GFLOPs of ``module``'s 3x224x224 training step at batch 8, counted on the meta device: what
+    ``--max-gflops`` bounds (the protocol's time on 2 cores), here and in hf_sample.py."""
+    from dnncost.counting.counter import count
+
+    return count(module, mode="train", batch_size=8, input_shape=(3, 224, 224)).total().flops / 1e9
+
+
+def print_set(header: str, kept: list[tuple[str, float]], *, list_only: bool) -> None:
+    """The kept networks (model specs with their GFLOPs) under ``header``, then the ``--models``
+    argument; only that argument when ``list_only``."""
+    models = ",".join(name for name, _ in kept)
+    if list_only:
+        print(models)
+        return
+    print(header)
+    for name, flops in kept:
+        print(f"  {name:45s} {flops:7.1f} GFLOPs")
+    print(f"\n--models {models}")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,7 +60,6 @@ def main() -> None:
     import torchvision.models as tvm
 
     from dnncost.core.errors import DnncostError
-    from dnncost.counting.counter import count
 
     torchvision = set(tvm.list_models())
     excluded = {n.strip().removeprefix("timm:") for n in args.exclude.split(",") if n.strip()}
@@ -50,24 +72,15 @@ def main() -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                module = timm.create_model(name, pretrained=False, device="meta")
-                flops = count(module, mode="train", batch_size=8,
-                              input_shape=(3, 224, 224)).total().flops / 1e9
+                flops = training_gflops(timm.create_model(name, pretrained=False, device="meta"))
         except (DnncostError, RuntimeError, ValueError, TypeError, AssertionError) as exc:
             if not args.list_only:
                 print(f"  left out {name}: {str(exc).splitlines()[0][:100]}", file=sys.stderr)
             continue
         if flops <= args.max_gflops:
-            kept.append((name, flops))
-    models = ",".join(f"timm:{n}" for n, _ in kept)
-    if args.list_only:
-        print(models)
-        return
-    print(f"timm {timm.__version__}, seed {args.seed}, {len(names)} candidates, "
-          f"at most {args.max_gflops:g} GFLOPs (224x224 training step, batch 8)")
-    for name, flops in kept:
-        print(f"  timm:{name:40s} {flops:7.1f} GFLOPs")
-    print(f"\n--models {models}")
+            kept.append((f"timm:{name}", flops))
+    print_set(f"timm {timm.__version__}, seed {args.seed}, {len(names)} candidates, "
+              f"at most {args.max_gflops:g} GFLOPs ({RULE})", kept, list_only=args.list_only)
 
 
 if __name__ == "__main__":
