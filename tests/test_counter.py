@@ -243,3 +243,66 @@ def test_a_convolution_on_a_split_nhwc_view_is_recorded_channels_last(device: st
                                  input_shape=(8, side, side), device=device).records
                 if r.op == "aten.convolution"]
     assert plain.channels_last is False
+
+
+class _LastStage(nn.Module):
+    """ConvNeXt's last stage at a CIFAR size: a strided convolution takes a channels-last 2x2 map
+    to 1x1, then blocks of a 7x7 depthwise convolution, layer norm on the channels-last
+    permutation, GELU and a residual sum. A 1x1 map is contiguous and channels-last at once: its
+    strides are whatever each kernel writes, and the CPU's kernels and meta's write different ones."""
+
+    def __init__(self, channels: int = 16) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(channels, channels, 2, stride=2)
+        self.blocks = nn.ModuleList(nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
+                                    for _ in range(3))
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.down(x.contiguous(memory_format=torch.channels_last))
+        for conv in self.blocks:
+            x = x + nn.functional.gelu(self.norm(conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+        return x
+
+
+def test_the_layout_counted_on_a_1x1_map_is_the_one_the_cpu_runs() -> None:
+    """Every convolution's layout as counted on meta is the layout of its input on a real CPU run:
+    on a 1x1 map a depthwise 7x7 runs ~100x slower contiguous than channels-last, so the per-kernel
+    model must see the CPU's layout, not meta's."""
+    from torch._prims_common import suggest_memory_format
+
+    torch.manual_seed(0)
+    model = _LastStage()
+    on_cpu: list[bool] = []
+    hooks = [m.register_forward_pre_hook(
+        lambda _, inp: on_cpu.append(suggest_memory_format(inp[0]) == torch.channels_last))
+        for m in model.modules() if isinstance(m, nn.Conv2d)]
+    model(torch.randn(4, 16, 2, 2))
+    for h in hooks:
+        h.remove()
+    counted = [r.channels_last for r in count(model, mode="eval", batch_size=4,
+                                              input_shape=(16, 2, 2)).records
+               if r.op == "aten.convolution"]
+    assert counted == on_cpu
+    assert True in on_cpu and False in on_cpu  # the case is not trivial: the CPU runs both
+
+
+def test_a_convolutions_stride_and_padding_are_recorded_as_called() -> None:
+    """Its own arguments, not inferred from shapes: a convolution on an input padded beforehand
+    (TensorFlow's "same" padding as ported) has padding 0, forward and backward; other calls none."""
+    class PrePadded(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 5, stride=2, groups=4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(nn.functional.pad(x, (2, 2, 2, 2)))
+
+    records = count(PrePadded(), mode="train", batch_size=2, input_shape=(4, 1, 1)).records
+    convs = [r for r in records if r.op.startswith("aten.convolution")]
+    assert {r.op for r in convs} == {"aten.convolution", "aten.convolution_backward"}
+    assert all(r.stride == (2, 2) and r.padding == (0, 0) for r in convs)
+    same = count(nn.Conv2d(4, 4, 5, padding=2, groups=4), mode="eval", batch_size=2,
+                 input_shape=(4, 1, 1)).records[0]
+    assert (same.stride, same.padding) == ((1, 1), (2, 2))
+    assert all(r.padding == () for r in records if "convolution" not in r.op and "pad" not in r.op)

@@ -669,3 +669,50 @@ def test_dynamic_probes_fold_the_batch_into_the_channels() -> None:
     assert kernels.cost.bytes_written == 32 * 1152 * 25 * 4
     x = torch.randn(32, 1152, 1, 1)
     assert first.module(x).shape == (32, 10)
+
+
+def test_a_convolution_padded_beforehand_gets_the_ordinary_regressor() -> None:
+    """A 5x5 depthwise convolution whose 1x1 output lies within its own padding runs oneDNN's
+    padded path (its own regressor); the same convolution on an input padded beforehand (padding 0,
+    as Hugging Face's MobileNets port TensorFlow's "same") reads no padding and does not -- its
+    shapes alone would say it did."""
+    from dnncost.prediction.features import features, regressor_key
+
+    class PrePadded(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 5, groups=8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(nn.functional.pad(x, (2, 2, 2, 2)))
+
+    def convs(model: nn.Module) -> list[OpRecord]:
+        return [r for r in count(model, mode="train", batch_size=4, input_shape=(8, 1, 1)).records
+                if r.op.startswith("aten.convolution")]
+
+    padded, beforehand = convs(nn.Conv2d(8, 8, 5, padding=2, groups=8)), convs(PrePadded())
+    assert len(padded) == len(beforehand) == 2
+    assert all(regressor_key(r).endswith("@padded") for r in padded)
+    assert not any(regressor_key(r).endswith("@padded") for r in beforehand)
+    margin = 9 + 3 * 5 + 5  # the padding margin's index among the features
+    assert [features(r, "train")[margin] for r in padded] == [-1.0, -1.0]  # 1 - 2
+    assert [features(r, "train")[margin] for r in beforehand] == [1.0, 1.0]  # 1 - 0
+
+
+def test_a_channels_last_depthwise_convolution_leaves_the_padded_path_forward_only() -> None:
+    """Below its padding a 7x7 depthwise convolution on a channels-last 2x2 map runs oneDNN's fast
+    kernel forward, but its backward stays as slow as a contiguous one's: only the forward call
+    leaves the padded regressor."""
+    from dnncost.prediction.features import regressor_key
+
+    def keys(channels_last: bool) -> dict[str, str | None]:
+        report = count(nn.Conv2d(8, 8, 7, padding=3, groups=8), mode="train", batch_size=4,
+                       input_shape=(8, 2, 2), channels_last=channels_last)
+        convs = [r for r in report.records if r.op.startswith("aten.convolution")]
+        assert all(r.channels_last is channels_last for r in convs)
+        return {r.op: regressor_key(r) for r in convs}
+
+    assert keys(False) == {"aten.convolution": "conv@padded",
+                           "aten.convolution_backward": "conv_backward@padded"}
+    assert keys(True) == {"aten.convolution": "conv",
+                          "aten.convolution_backward": "conv_backward@padded"}

@@ -39,6 +39,12 @@ def network(rng: random.Random, name: str, mode: str) -> NetworkSample:
                                     Cost(0, n * n, 8 * n * n, 4 * n * n), ((n, n), (n, n)),
                                     channels_last=i % 3 == 0))
             kernel_s.append(2e-6 + 12 * n * n / 1e10)
+        if i % 5 == 0:
+            records.append(OpRecord("aten.convolution", Phase.FORWARD, f"conv{i}", "Conv2d",
+                                    Cost(9 * n * n, 18 * n * n, 8 * n * n, 4 * n * n),
+                                    ((4, n // 4, 8, 8), (n // 4, n // 4, 3, 3)), stride=(1, 1),
+                                    padding=(i % 2, i % 2)))
+            kernel_s.append(3e-6 + 18 * n * n / 5e10)
     if mode == "train":
         records.append(OpRecord("aten._foreach_add_", Phase.OPTIMIZER, "(optimizer)", "SGD",
                                 Cost(0, 1000, 8000, 4000), ((1000,),)))
@@ -85,6 +91,20 @@ def test_samples_kept_before_the_layout_flag_read_as_contiguous(tmp_path: Path) 
     back = load_samples(path)
     assert not any(r.channels_last for s in back.fitted for r in s.report.records)
     assert back.fitted[0].report.records[0].shapes == original.fitted[0].report.records[0].shapes
+
+
+def test_samples_kept_before_the_stride_and_padding_read_without_them(tmp_path: Path) -> None:
+    original = stored()
+    path = save_samples(original, tmp_path / "x.ops-samples.json.gz")
+    data = json.loads(gzip.decompress(path.read_bytes()))
+    assert any(r[11] for s in data["fitted"] for r in s["report"]["records"])  # a padding kept
+    for s in data["fitted"] + data["held_out"] + data["transfer"]:
+        s["report"]["records"] = [r[:10] for r in s["report"]["records"]]  # the older layout
+    path.write_bytes(gzip.compress(json.dumps(data).encode()))
+    back = load_samples(path)
+    assert not any(r.stride or r.padding for s in back.fitted for r in s.report.records)
+    assert [r.channels_last for s in back.fitted for r in s.report.records] == \
+        [r.channels_last for s in original.fitted for r in s.report.records]
 
 
 def test_refit_on_stored_samples_gives_the_model_fitted_directly(tmp_path: Path) -> None:

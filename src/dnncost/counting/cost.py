@@ -63,9 +63,12 @@ class OpRecord:
     """One aten operator call: its cost, the module it ran in and the phase of the step.
 
     ``module`` is the dotted path of the innermost module ('' for the model itself);
-    ``module_type`` that module's class name; ``shapes`` the input shapes and ``channels_last``
-    whether a 4-D input is stored channels-last (NHWC) rather than contiguous, for per-op models:
-    oneDNN picks other kernels for it.
+    ``module_type`` that module's class name; ``shapes`` the input shapes, ``channels_last``
+    whether a 4-D input is stored channels-last (NHWC) rather than contiguous, and ``stride`` and
+    ``padding`` a convolution's or pooling's own arguments (empty for other calls), for per-op
+    models: oneDNN picks other kernels for them, and neither of the last two can be read from the
+    shapes alone (a convolution on an input padded beforehand, as TensorFlow's "same" padding is
+    ported, has padding 0 where its shapes look like a padded one's).
     """
 
     op: str
@@ -75,6 +78,8 @@ class OpRecord:
     cost: Cost
     shapes: tuple[tuple[int, ...], ...] = ()
     channels_last: bool = False
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
 
 
 class GroupBy(str, Enum):

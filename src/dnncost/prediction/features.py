@@ -26,7 +26,8 @@ def conv_geometry(record: OpRecord) -> tuple[int, int, int, int, int]:
     convolution_backward call, from the shapes the counter keeps -- (input, weight, ...) forward,
     (grad_output, input, weight) backward -- and, forward, where the output's shape is not kept,
     from its MACs (batch x output channels x output area x channels per group x kernel area). The
-    stride is the ratio of input to output side. The output's size picks the kernel oneDNN runs: a
+    stride is the call's own (the larger of its two), or in a record without it the ratio of input
+    to output side. The output's size picks the kernel oneDNN runs: a
     depthwise 5x5 whose output is one pixel runs another path, some 200x slower per FLOP than on a
     2x2 output (:func:`padding_margin`)."""
     if "backward" in record.op and len(record.shapes) >= 3:
@@ -43,17 +44,32 @@ def conv_geometry(record: OpRecord) -> tuple[int, int, int, int, int]:
         per_pixel = (x[0] if x else 1) * (w[0] if w else 1) * per_group * area
         out_area = max(1, round(record.cost.macs / per_pixel)) if per_pixel else 1
     in_area = int(np.prod(x[2:])) if len(x) > 2 else 1
-    stride = max(1, round(math.sqrt(in_area / out_area))) if len(x) > 2 and out_area else 0
+    if record.stride:
+        stride = max(record.stride)
+    else:  # a record kept before the counter read the stride
+        stride = max(1, round(math.sqrt(in_area / out_area))) if len(x) > 2 and out_area else 0
     return groups, per_group, area, stride, out_area
 
 
-def padding_margin(area: int, out_area: int) -> float:
-    """The output's side less a "same" padding's (kernel side // 2): below 0 every output pixel
-    reads padding on every side, and oneDNN leaves its fast kernels -- a 5x5 convolution with a 1x1
-    output, or a 7x7 with a 2x2 one, ran 100-200x fewer FLOP/s than with one pixel more depthwise,
-    ~30x with 4 channels a group, ~7x dense (benchmarks/padded_conv.py, 2-core Xeon, torch 2.14):
-    one split for the regressors, where kernel area and output area apart need two."""
-    return math.sqrt(out_area) - int(math.sqrt(area)) // 2
+def padding_margin(area: int, out_area: int, padding: int | None = None) -> float:
+    """The output's side less the convolution's padding (``padding``; None: a "same" padding's,
+    kernel side // 2): below 0 every output pixel reads padding on every side, and oneDNN leaves
+    its fast kernels -- a 5x5 convolution with a 1x1 output, or a 7x7 with a 2x2 one, ran 100-200x
+    fewer FLOP/s than with one pixel more depthwise, ~30x with 4 channels a group, ~7x dense
+    (benchmarks/padded_conv.py, 2-core Xeon, torch 2.14): one split for the regressors, where
+    kernel area and output area apart need two. A convolution on an input padded beforehand
+    (TensorFlow's "same" padding as Hugging Face's MobileNets port it) has padding 0 and reads no
+    padding at all: taken for a "same"-padded one, its 3x3 depthwise backward on a 1x1 output was
+    predicted 7-14x too slow (source: measured, Hugging Face's MobileNetV2 at 32x32, batch 32,
+    2-core EPYC, torch 2.14)."""
+    pad = int(math.sqrt(area)) // 2 if padding is None else padding
+    return math.sqrt(out_area) - pad
+
+
+def conv_padding(record: OpRecord) -> int | None:
+    """A convolution call's padding (the larger of its two sides'), None in a record kept before
+    the counter read it."""
+    return max(record.padding) if record.padding else None
 
 
 N_SHAPES = 3  # source: our choice; conv backward's (grad_output, input, weight) is the most any kind needs
@@ -84,7 +100,8 @@ def features(record: OpRecord, mode: str) -> np.ndarray:
         g, per_group, area, stride, out_area = conv_geometry(record)
         batch = record.shapes[0][0] if record.shapes[0] else 1  # conv's input, conv_backward's grad
         conv = [math.log2(g), math.log2(per_group), float(area), float(stride), math.log2(out_area),
-                padding_margin(area, out_area), math.log2(max(1, batch * out_area))]
+                padding_margin(area, out_area, conv_padding(record)),
+                math.log2(max(1, batch * out_area))]
     return np.array(head + dims + conv, dtype=float)
 
 
@@ -110,17 +127,21 @@ def regressor_key(record: OpRecord) -> str | None:
     (sampling.padded_probes), as nn-Meter gives each kernel implementation its own predictor; None
     without a kind. A dense convolution on a 3-channel image is not thin: a ViT's patch embedding
     on a 32x32 input, taken for one, was predicted 4.8x too slow (source: measured, timm's
-    test_vit4); nor is one on a channels-last input, which oneDNN runs on its fast kernels (a 7x7
-    depthwise on a 2x2 map 76-116x faster forward than on a contiguous one, source:
-    benchmarks/padded_conv.py --layouts)."""
+    test_vit4); nor is a forward one on a channels-last input, which oneDNN runs on its fast
+    kernels (a 7x7 depthwise on a 2x2 map 76-116x faster than on a contiguous one, source:
+    benchmarks/padded_conv.py --layouts). Its backward is not: channels-last, a 5x5 or 7x7
+    depthwise backward on a 1x1 or 2x2 map took 4.1-5.4 ms, contiguous 3.0-4.3 (256 channels,
+    batch 32), and ConvNeXt's, taken for fast ones, were predicted 2.3-4x too fast (source:
+    measured, 2-core EPYC, torch 2.14)."""
     kind = op_kind(record)
     if kind is None:
         return None
     if kind in PADDED_KINDS and len(record.shapes) >= 2:
         groups, per_group, area, _, out_area = conv_geometry(record)
-        margin = padding_margin(area, out_area)
-        if area > 1 and groups > 1 and per_group <= PADDED_MAX_PER_GROUP and not \
-                record.channels_last and (margin < 0 or (kind is OpKind.CONV_BACKWARD and margin <= 0)):
+        margin = padding_margin(area, out_area, conv_padding(record))
+        backward = kind is OpKind.CONV_BACKWARD
+        if area > 1 and groups > 1 and per_group <= PADDED_MAX_PER_GROUP and \
+                (backward or not record.channels_last) and (margin < 0 or (backward and margin <= 0)):
             return kind.value + PADDED
     return kind.value
 
@@ -137,5 +158,5 @@ def with_kind(x: np.ndarray, kind: OpKind | None) -> np.ndarray:
     return x
 
 
-__all__ = ["N_FEATURES", "OP_CODES", "PADDED", "REGRESSOR_KEYS", "conv_geometry", "features",
-           "key_kind", "op_kind", "padding_margin", "regressor_key", "with_kind"]
+__all__ = ["N_FEATURES", "OP_CODES", "PADDED", "REGRESSOR_KEYS", "conv_geometry", "conv_padding",
+           "features", "key_kind", "op_kind", "padding_margin", "regressor_key", "with_kind"]

@@ -53,7 +53,8 @@ def samples_path(fingerprint: str) -> Path:
 def _report_dict(report: CostReport, ops: dict[str, int]) -> dict[str, Any]:
     records = [[ops.setdefault(r.op, len(ops)), r.phase.value, r.module, r.module_type,
                 r.cost.macs, r.cost.flops, r.cost.bytes_read, r.cost.bytes_written,
-                [list(s) for s in r.shapes], r.channels_last] for r in report.records]
+                [list(s) for s in r.shapes], r.channels_last, list(r.stride), list(r.padding)]
+               for r in report.records]
     return {"model": report.model, "mode": report.mode, "input_shape": list(report.input_shape),
             "batch_size": report.batch_size, "params": report.params,
             "trainable_params": report.trainable_params, "param_bytes": report.param_bytes,
@@ -63,13 +64,19 @@ def _report_dict(report: CostReport, ops: dict[str, int]) -> dict[str, Any]:
             "records": records}
 
 
+def _record(row: Sequence[Any], ops: Sequence[str]) -> OpRecord:
+    """One stored record; samples kept before the layout, or before the stride and padding, lack
+    them (False, (), ())."""
+    op, phase, module, module_type, macs, flops, read, written, shapes, *rest = row
+    layout, stride, padding = (list(rest) + [False, [], []][len(rest):])[:3]
+    return OpRecord(ops[op], Phase(phase), module, module_type,
+                    Cost(int(macs), int(flops), int(read), int(written)),
+                    tuple(tuple(int(d) for d in s) for s in shapes), layout is True,
+                    tuple(int(d) for d in stride), tuple(int(d) for d in padding))
+
+
 def _report(data: Mapping[str, Any], ops: Sequence[str]) -> CostReport:
-    records = tuple(OpRecord(ops[op], Phase(phase), module, module_type,
-                             Cost(int(macs), int(flops), int(read), int(written)),
-                             tuple(tuple(int(d) for d in s) for s in shapes),
-                             layout == [True])  # samples kept before the layout have none
-                    for op, phase, module, module_type, macs, flops, read, written, shapes, *layout
-                    in data["records"])
+    records = tuple(_record(row, ops) for row in data["records"])
     return CostReport(model=str(data["model"]), mode=Mode(str(data["mode"])),
                       input_shape=tuple(int(d) for d in data["input_shape"]),
                       batch_size=int(data["batch_size"]), records=records,
