@@ -4,11 +4,13 @@ An evaluation set chosen by looking at the predictor's errors is not unseen. Thi
 rule stated in advance: timm's classification networks (``timm.list_models()``, this timm's list)
 whose names are not torchvision's, shuffled by ``random.Random(--seed)``, kept in that order when
 timm builds the network on the meta device and its 3x224x224 training step at batch 8 counts at
-most ``--max-gflops`` (the protocol's time on 2 cores), until ``--n`` are kept. It prints the timm
+most ``--max-gflops`` (the protocol's time on 2 cores) and more than ``--min-gflops``, until
+``--n`` are kept. It prints the timm
 version and the ``--models`` argument; nothing is timed or predicted.
 
 Run:  python benchmarks/timm_sample.py                      (20 networks, seed 22)
       python benchmarks/timm_sample.py --seed 23 --exclude "$(python benchmarks/timm_sample.py --list-only)"
+      python benchmarks/timm_sample.py --seed 35 --min-gflops 60 --max-gflops 150 --n 16
       dnncost evaluate --unseen --models "$(python benchmarks/timm_sample.py --list-only)"
 """
 from __future__ import annotations
@@ -48,6 +50,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=22, help="the shuffle's seed (default: 22)")
     parser.add_argument("--max-gflops", type=float, default=60.0,
                         help="largest 224x224 training step at batch 8, GFLOPs (default: 60)")
+    parser.add_argument("--min-gflops", type=float, default=0.0,
+                        help="smallest, GFLOPs (default: 0; above every earlier set's 60: a set "
+                             "no earlier one can overlap)")
     parser.add_argument("--list-only", action="store_true", help="print only the --models argument")
     parser.add_argument("--exclude", default="", metavar="A,B,...",
                         help="networks never to keep (an earlier set's --models: a new set is "
@@ -77,10 +82,11 @@ def main() -> None:
             if not args.list_only:
                 print(f"  left out {name}: {str(exc).splitlines()[0][:100]}", file=sys.stderr)
             continue
-        if flops <= args.max_gflops:
+        if args.min_gflops < flops <= args.max_gflops:
             kept.append((f"timm:{name}", flops))
+    above = f"above {args.min_gflops:g} and " if args.min_gflops else ""
     print_set(f"timm {timm.__version__}, seed {args.seed}, {len(names)} candidates, "
-              f"at most {args.max_gflops:g} GFLOPs ({RULE})", kept, list_only=args.list_only)
+              f"{above}at most {args.max_gflops:g} GFLOPs ({RULE})", kept, list_only=args.list_only)
 
 
 if __name__ == "__main__":
