@@ -111,12 +111,14 @@ def _as_on_cpu(func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any)
     the mode is off inside its handler). A meta convolution or group norm of a channels-last input
     returns a contiguous output where the CPU's keeps the input's layout, and every later call (a
     ConvNeXt's whole stack after its first permutation) would be counted contiguous: restrided
-    here. On a 1x1 map (:func:`_ambiguous`) meta and CPU kernels part ways further -- the CPU's
-    GELU or sum of a channels-last 1x1 map returns NCHW strides, meta's keep the input's; a layer
-    norm of a (B, 1, 1, C) permutation the other way round -- so a call with such an output
-    (:func:`_ambiguous`) and small inputs is run on the CPU on zeros of its inputs' shapes and
-    strides, and its outputs take the CPU's strides."""
-    if not args or not isinstance(args[0], torch.Tensor) or args[0].device.type != "meta":
+    here. Where a dimension has size 1 (a 1x1 map, or its (B, 1, 1, C) permutation:
+    :func:`_ambiguous`) meta and CPU kernels part ways further -- the CPU's GELU or sum of a
+    channels-last 1x1 map returns NCHW strides, meta's keep the input's; a layer norm of a
+    (B, 1, 1, C) permutation the other way round -- so a call (not a view) with such an output and
+    small inputs is run on the CPU on zeros of its inputs' shapes and strides, and its outputs
+    take the CPU's strides."""
+    first = next((t for t in tree_flatten(list(args))[0] if isinstance(t, torch.Tensor)), None)
+    if first is None or first.device.type != "meta":
         return out
     if func.overloadpacket in _KEEP_LAYOUT and _is_nhwc(args[0]):
         if isinstance(out, torch.Tensor):
@@ -124,8 +126,9 @@ def _as_on_cpu(func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any)
         return (_nhwc_strided(out[0]), *out[1:])
     outs = [out] if isinstance(out, torch.Tensor) else list(out) if isinstance(out, (tuple, list)) \
         else []
-    if func._schema.is_mutable or not any(isinstance(t, torch.Tensor) and _ambiguous(t) for t in outs):
-        return out
+    if func._schema.is_mutable or is_view(func) or \
+            not any(isinstance(t, torch.Tensor) and _ambiguous(t) for t in outs):
+        return out  # a view's strides follow its input's on meta as on the CPU
     cpu = _run_on_cpu(func, args, kwargs)
     cpus = [cpu] if isinstance(cpu, torch.Tensor) else list(cpu) if isinstance(cpu, (tuple, list)) \
         else []
