@@ -306,3 +306,27 @@ def test_a_convolutions_stride_and_padding_are_recorded_as_called() -> None:
                  input_shape=(4, 1, 1)).records[0]
     assert (same.stride, same.padding) == ((1, 1), (2, 2))
     assert all(r.padding == () for r in records if "convolution" not in r.op and "pad" not in r.op)
+
+
+class _Noisy(nn.Module):
+    """Multiplicative noise drawn on a 1x1 map, between two convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv1(x)
+        return self.conv2(y * torch.rand_like(y))
+
+
+def test_reading_a_layout_on_the_cpu_leaves_the_random_stream_alone() -> None:
+    """Counting a step that draws random numbers on a 1x1 map (whose layout is read by running the
+    call on the CPU) does not move the CPU's random generator: a user's seeded run draws what it
+    drew without it."""
+    model = _Noisy()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    count(model, mode="train", batch_size=4, input_shape=(8, 1, 1))
+    assert torch.equal(torch.rand(3), expected)

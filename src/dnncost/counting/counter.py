@@ -154,7 +154,8 @@ def _ambiguous(t: torch.Tensor) -> bool:
 
 def _run_on_cpu(func: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     """``func`` run on the CPU on zeros laid out as its meta tensors are; None when an input is
-    too large or the call fails there."""
+    too large or the call fails there. The CPU's random generator is left as it was (a dropout
+    run here must not move the stream of a user who seeded it)."""
     flat, spec = tree_flatten((list(args), kwargs))
     tensors = [v for v in flat if isinstance(v, torch.Tensor)]
     if any(t.is_nested or t.numel() > CPU_LAYOUT_MAX_ELEMENTS or t.device.type != "meta"
@@ -163,10 +164,11 @@ def _run_on_cpu(func: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     real = [torch.empty_strided(v.shape, v.stride(), dtype=v.dtype).zero_()
             if isinstance(v, torch.Tensor) else v for v in flat]
     cpu_args, cpu_kwargs = tree_unflatten(real, spec)
-    try:
-        return func(*cpu_args, **cpu_kwargs)
-    except Exception:  # noqa: BLE001 -- any failure: keep meta's layout
-        return None
+    with torch.random.fork_rng(devices=[]):
+        try:
+            return func(*cpu_args, **cpu_kwargs)
+        except Exception:  # noqa: BLE001 -- any failure: keep meta's layout
+            return None
 
 
 def _nhwc_strided(t: torch.Tensor) -> torch.Tensor:
