@@ -117,27 +117,26 @@ def _as_on_cpu(func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any)
     (B, 1, 1, C) permutation the other way round -- so a call (not a view) with such an output and
     small inputs is run on the CPU on zeros of its inputs' shapes and strides, and its outputs
     take the CPU's strides."""
-    first = next((t for t in tree_flatten(list(args))[0] if isinstance(t, torch.Tensor)), None)
-    if first is None or first.device.type != "meta":
-        return out
-    if func.overloadpacket in _KEEP_LAYOUT and _is_nhwc(args[0]):
+    if func.overloadpacket in _KEEP_LAYOUT and args[0].device.type == "meta" and _is_nhwc(args[0]):
         if isinstance(out, torch.Tensor):
             return _nhwc_strided(out)
         return (_nhwc_strided(out[0]), *out[1:])
-    outs = [out] if isinstance(out, torch.Tensor) else list(out) if isinstance(out, (tuple, list)) \
-        else []
+    outs = _listed(out)
     if func._schema.is_mutable or is_view(func) or \
             not any(isinstance(t, torch.Tensor) and _ambiguous(t) for t in outs):
-        return out  # a view's strides follow its input's on meta as on the CPU
-    cpu = _run_on_cpu(func, args, kwargs)
-    cpus = [cpu] if isinstance(cpu, torch.Tensor) else list(cpu) if isinstance(cpu, (tuple, list)) \
-        else []
+        return out  # a view's strides follow its input's on meta as on the CPU; _ambiguous: meta only
+    cpus = _listed(_run_on_cpu(func, args, kwargs))
     if len(cpus) != len(outs):
         return out
     laid = [o.as_strided(o.shape, c.stride()) if isinstance(o, torch.Tensor) and _ambiguous(o)
             and isinstance(c, torch.Tensor) and c.shape == o.shape else o
             for o, c in zip(outs, cpus, strict=True)]
     return laid[0] if isinstance(out, torch.Tensor) else type(out)(laid)
+
+
+def _listed(value: Any) -> list[Any]:
+    """A call's outputs as a list: a tuple's or list's items, else the one value."""
+    return list(value) if isinstance(value, (tuple, list)) else [value]
 
 
 CPU_LAYOUT_MAX_ELEMENTS = 1 << 20  # source: our choice; a call on a 1x1 map whose every input is
