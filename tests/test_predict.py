@@ -594,7 +594,8 @@ def test_the_report_names_the_calibration_that_predicted_with_its_own_errors() -
     assert "eval step: not measured" in text and "dnncost calibrate --ops" in text
     full = describe_calibration(tiny_model(networks=36, passes=3))
     assert "full calibration" in full and "trades accuracy" not in full
-    assert "whole range, one in 3 at 8x3x224x224 and 32x3x32x32" in full
+    assert "whole range, one in 3 at 8x3x224x224, 8x3x224x224 (first stage) and 32x3x32x32 in turn" \
+        in full
     unfocused = describe_calibration(tiny_model(quick=True, networks=4, passes=1))
     assert "(4 random networks drawn at 8x3x224x224 and 32x3x32x32 in turn, 1 pass)" in unfocused
 

@@ -12,8 +12,9 @@ import torch
 
 from dnncost.cli import main
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
-from dnncost.prediction.calibration import refit, stored_samples
+from dnncost.prediction.calibration import WITHOUT_MAP_PROBES, refit, stored_samples
 from dnncost.prediction.fitting import NetworkSample
+from dnncost.prediction.model import OperatorModel
 from dnncost.prediction.predict import predict_report
 from dnncost.prediction.samples import (
     NoSamplesError,
@@ -24,16 +25,18 @@ from dnncost.prediction.samples import (
 )
 
 
-def network(rng: random.Random, name: str, mode: str) -> NetworkSample:
+def network(rng: random.Random, name: str, mode: str, *, sizes: tuple[int, ...] = (32, 128, 512),
+            slow: dict[int, float] | None = None) -> NetworkSample:
     """A network of matmul, relu-backward and optimizer calls with known kernel times; its step
-    costs its kernels + 40 us + 15 us per module."""
+    costs its kernels + 40 us + 15 us per module. A matmul of side n in ``slow`` runs that many
+    times slower (a kernel whose output lands on fresh pages)."""
     records, kernel_s = [], []
     for i in range(rng.randint(4, 30)):
-        n = rng.choice((32, 128, 512))
+        n = rng.choice(sizes)
         flops = 2 * n**3 // 16
         records.append(OpRecord("aten.mm", Phase.FORWARD, f"layer{i}", "Linear",
                                 Cost(flops // 2, flops, 4 * n * n, 4 * n * n), ((n, n // 4), (n // 4, n))))
-        kernel_s.append(4e-6 + flops / 5e10)
+        kernel_s.append((4e-6 + flops / 5e10) * (slow or {}).get(n, 1.0))
         if mode == "train":
             records.append(OpRecord("aten.threshold_backward", Phase.BACKWARD, f"layer{i}", "ReLU",
                                     Cost(0, n * n, 8 * n * n, 4 * n * n), ((n, n), (n, n)),
@@ -342,7 +345,7 @@ def test_a_quick_calibration_times_the_probes_and_draws_at_the_anchors(monkeypat
     def sized_network(seed, *, max_train_flops, focus=None):  # noqa: ANN001, ANN202
         draws.append((seed, focus, max_train_flops))
         return SimpleNamespace(seed=seed, name=f"random{seed}", batch_size=1,
-                               input_shape=(3, 8, 8), blocks=()) if seed < 4 else None
+                               input_shape=(3, 8, 8), blocks=()) if seed < 12 else None
 
     def measure_quietly(net, *, threads, until, measure):  # noqa: ANN001, ANN202
         timed.append(net.name)
@@ -355,15 +358,18 @@ def test_a_quick_calibration_times_the_probes_and_draws_at_the_anchors(monkeypat
     monkeypatch.setattr(calibration, "measure_quietly", measure_quietly)
     monkeypatch.setattr(calibration, "count_network", lambda net: {(net.name, "train"): None})
     monkeypatch.setattr(calibration, "refit", lambda stored: stored)
-    a, b = calibration.ANCHORS
+    a, b = calibration.QUICK_ANCHORS
     cap = calibration.MAX_TRAIN_FLOPS
     calibration.calibrate_operators(quick=True, budget_s=0.0, min_networks=4)
     assert timed == ["probe:p", "random0", "random1", "random2", "random3"]
     assert draws == [(0, a, cap), (1, b, cap), (2, a, cap), (3, b, cap)]
     draws.clear()
-    calibration.calibrate_operators(budget_s=0.0, min_networks=4, passes=1)
-    assert draws == [(0, None, cap), (1, None, cap), (2, a, cap * calibration.ANCHOR_FLOPS_FACTOR),
-                     (3, None, cap)]
+    calibration.calibrate_operators(budget_s=0.0, min_networks=12, passes=1)
+    anchored = cap * calibration.ANCHOR_FLOPS_FACTOR
+    first = calibration.MAP_ANCHOR
+    assert draws == [(0, None, cap), (1, None, cap), (2, a, anchored), (3, None, cap), (4, None, cap),
+                     (5, first, anchored), (6, None, cap), (7, None, cap), (8, b, anchored),
+                     (9, None, cap), (10, None, cap), (11, first, anchored)]
     draws.clear()
     focus = calibration.Focus((3, 32, 32), 32)
     timed.clear()
@@ -422,6 +428,66 @@ def test_kernel_probes_are_fitted_on_but_set_no_baseline_and_no_noise() -> None:
     assert b.interval.spreads == a.interval.spreads
     assert b.step_weights == a.step_weights  # a probe's step is one kernel: not what a step costs
     assert b.networks == a.networks == 24 and b.kernels > a.kernels
+
+
+def _with_map_probes(plain: StoredSamples, *, slow: dict[int, float], sizes: tuple[int, ...]
+                     ) -> StoredSamples:
+    """``plain`` and six large-map probes whose matmuls of the sides in ``slow`` run slower."""
+    from dnncost.prediction.sampling import MAP_PREFIX
+
+    rng = random.Random(7)
+    probes = tuple(replace(network(rng, "x", m, sizes=sizes, slow=slow), name=f"{MAP_PREFIX}p{i}")
+                   for i in range(3) for m in ("train", "eval"))
+    return replace(plain, fitted=plain.fitted + probes)
+
+
+def test_refit_leaves_out_large_map_probes_that_mislead_this_machine() -> None:
+    """Probes whose matmuls run 4x slower than the same matmuls in every network: fitted on, they
+    put the held-out and transfer networks off; the fit without them is kept, both errors named."""
+    plain = stored(4)
+    done = refit(_with_map_probes(plain, slow={128: 4.0}, sizes=(128,)))
+    model = done.model
+    assert not model.map_probes
+    assert set(model.choice) == {"all", WITHOUT_MAP_PROBES}
+    assert model.choice[WITHOUT_MAP_PROBES] < model.choice["all"]
+    # the kept fit is the one without the probes, and what is stored keeps every sample
+    without = refit(plain).model
+    assert dict(model.held_out) == dict(without.held_out)
+    assert model.step_weights == pytest.approx(without.step_weights)
+    assert len(done.fitted) == len(plain.fitted) + 6
+    assert OperatorModel.from_dict(json.loads(json.dumps(model.to_dict()))).choice == model.choice
+
+
+def test_refit_keeps_large_map_probes_that_show_this_machine_a_slow_kernel() -> None:
+    """Fitted networks without large matmuls, held-out and transfer networks whose 512-side matmuls
+    run 3x slower, as the probes' do: only the probes tell the fit, so it keeps them."""
+    rng = random.Random(3)
+    small, slow = (32, 128), {512: 3.0}
+    fitted = tuple(network(rng, f"n{i}", m, sizes=small) for i in range(16) for m in ("train", "eval"))
+    held = tuple(network(rng, f"h{i}", m, slow=slow) for i in range(4) for m in ("train", "eval"))
+    transfer = tuple(network(rng, f"transfer:t{i}", m, slow=slow) for i in range(3)
+                     for m in ("train", "eval"))
+    plain = StoredSamples(fitted, held, {"fingerprint": "fp", "threads": 2}, transfer)
+    model = refit(_with_map_probes(plain, slow=slow, sizes=(512,))).model
+    assert model.map_probes
+    assert model.choice["all"] < model.choice[WITHOUT_MAP_PROBES]
+
+
+def test_a_candidate_is_clearly_better_only_beyond_one_standard_error() -> None:
+    import numpy as np
+
+    from dnncost.prediction.calibration import clearly_better
+
+    default = np.array([0.10, 0.20, 0.05, 0.15])
+    assert clearly_better(default - 0.02, default)  # better on every step
+    assert not clearly_better(default, default)
+    assert not clearly_better(default + np.array([-0.1, 0.1, -0.1, 0.09]), default)  # by noise
+    assert not clearly_better(np.array([0.0]), np.array([0.5]))  # one step tells nothing
+
+
+def test_refit_without_large_map_probes_makes_no_choice() -> None:
+    model = refit(stored(4)).model
+    assert model.map_probes and model.choice == {}
 
 
 def test_a_recheck_needs_networks_the_calibration_did_not_fit_on() -> None:

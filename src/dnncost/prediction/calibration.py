@@ -22,26 +22,27 @@ the same FLOPs cap), and every later pass times it again first: the same protoco
 budget, never fitted on; its error is stored beside the held-out one. A calibration without a focus
 also times kernel probes (sampling.kernel_probes: one-convolution networks on oneDNN's padded slow
 path, wide 1x1 convolutions on tiny maps and the first stages of ImageNet networks, whose outputs
-land on fresh pages -- kernels random networks draw too rarely) and fits its
-kernel regressors on them (not its step weights: a probe's step is one kernel). A network or probe
-is counted once, before its first timing; every pass times it against that count, and what pass 1
-spent timing (not counting) is what each later pass is expected to take (counting the 156 probes
-took 8.4 s of each 27-33 s pass on a 2-core EPYC without AVX-512, whose calibration had room for
-12 random networks when it counted in every pass). The probes are timed in every pass, as the
-networks are: timed in pass 1 only, three runs back to back, a slow stretch of that machine took
-them all (the 112x112-map probes 2-4x their time in another calibration, and the model's
-224x224 validation steps of MobileNet-like networks 1.3-1.9x). A full
-calibration draws every ANCHOR_EVERY-th random network at one of the ANCHORS (224x224 at batch 8,
-32x32 at batch 32) instead of over the whole range; a quick one without a focus draws all of its
-few at the anchors in turn, at full size, so that it meets the kernels of the networks it will
-predict (:func:`anchor_of`). The residuals on both and the pass spreads make the interval of every
-prediction (:mod:`dnncost.prediction.interval`). The baselines the evaluation compares against are fitted here
-too, on the fitted random networks (not the probes): one scale factor per mode for FLOPs, for
-parameters and for a plain roofline (peak FLOP/s and bytes/s the best any timed kernel reached).
-After each network (not each kernel probe) the reference probe (:mod:`dnncost.measuring.probe`,
-``Probe.steady``) is timed; its median is stored with the model as the machine's speed while it was
-calibrated, which ``dnncost predict`` and ``dnncost evaluate --unseen`` set the machine's speed then
-against.
+land on fresh pages -- kernels random networks draw too rarely) and fits its kernel regressors on
+them (not its step weights: a probe's step is one kernel); whether the large-map ones help on this
+machine is chosen on the held-out and transfer networks (:func:`refit`). A network or probe is
+counted once, before its first timing; every pass times it against that count, and what pass 1 spent
+timing (not counting) is what each later pass is expected to take (counting the 156 probes took 8.4
+s of each 27-33 s pass on a 2-core EPYC without AVX-512, whose calibration had room for 12 random
+networks when it counted in every pass). The probes are timed in every pass, as the networks are:
+timed in pass 1 only, three runs back to back, a slow stretch of that machine took them all (the
+112x112-map probes 2-4x their time in another calibration, and the model's 224x224 validation steps
+of MobileNet-like networks 1.3-1.9x). A full calibration draws every ANCHOR_EVERY-th random network
+at one of the ANCHORS (224x224 at batch 8, the first stage of a 224x224 network at batch 8, 32x32 at
+batch 32) instead of over the whole range; a quick one without a focus draws all of its few at the
+anchors in turn, at full size, so that it meets the kernels of the networks it will predict
+(:func:`anchor_of`). The residuals on both and the pass spreads make the interval of every
+prediction (:mod:`dnncost.prediction.interval`). The baselines the evaluation compares against are
+fitted here too, on the fitted random networks (not the probes): one scale factor per mode for
+FLOPs, for parameters and for a plain roofline (peak FLOP/s and bytes/s the best any timed kernel
+reached). After each network (not each kernel probe) the reference probe
+(:mod:`dnncost.measuring.probe`, ``Probe.steady``) is timed; its median is stored with the model as
+the machine's speed while it was calibrated, which ``dnncost predict`` and ``dnncost evaluate
+--unseen`` set the machine's speed then against.
 """
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ from dnncost.prediction.sampling import (
     BATCHES,
     KernelProbe,
     RandomNet,
+    is_map_probe,
     is_probe,
     kernel_probes,
     random_network,
@@ -170,19 +172,37 @@ class Focus:
 
     input_shape: tuple[int, ...]
     batch_size: int
+    stages: int | None = None  # at most this many stages of each network (sampling.random_network)
 
     @property
     def text(self) -> str:
-        """'32x3x32x32': the batch and one sample's shape."""
-        return "x".join(map(str, (self.batch_size, *self.input_shape)))
+        """'32x3x32x32': the batch and one sample's shape (' (first 2 stages)' when cut)."""
+        cut = "" if self.stages is None else " (first stage)" if self.stages == 1 else \
+            f" (first {self.stages} stages)"
+        return "x".join(map(str, (self.batch_size, *self.input_shape))) + cut
 
 
-ANCHORS = (Focus((3, 224, 224), 8), Focus((3, 32, 32), 32))
+QUICK_ANCHORS = (Focus((3, 224, 224), 8), Focus((3, 32, 32), 32))
 """source: the two configurations networks are most often timed at -- ImageNet-sized at batch 8 and
 CIFAR-sized at batch 32 (the study's; both issue 12's unseen protocol's). Drawn under the FLOPs cap
 alone, a random network at 224x224 runs at batch 1-2, so the kernels of a batch of 8 -- tensors of
 tens of MiB, which caches and the allocator (benchmarks/page_faults.py) treat otherwise -- were
-extrapolated from smaller ones: a real network's kernels there ran ~10% slower than predicted."""
+extrapolated from smaller ones: a real network's kernels there ran ~10% slower than predicted.
+A quick calibration draws at these in turn."""
+MAP_ANCHOR = Focus((3, 224, 224), 8, stages=1)
+"""source: measured, development networks (2-core Xeon): whole random networks at 224x224, batch
+8, under the FLOPs cap are narrow where their maps are large -- one calibration's validation steps
+wrote no output of 16 MiB or more, where 12 timm networks' 224x224 validation steps wrote 274 --
+and a model fitted on them without the large-map probes put those 224x224 steps at a median 0.83
+of their time (the time missing 22-103 us a MiB of output of 4 MiB or more: fresh pages). A stem
+and one stage of an ImageNet network at full width (sampling.random_network's ``stages``) meets
+such maps in a step a calibration can pay for. Refitted with the probes, the 12 networks' 224x224
+rows went 14.4% / 11.4% MAPE (training / validation, 50% / 33% within +-10%) with no such networks,
+to 8.7% / 8.2% (67% / 58%) with one in six random networks drawn here, the 32x32 rows 9.2% /
+10.8% and 9.8% / 9.1% (one calibration each: their noise is of that size)."""
+ANCHORS = (QUICK_ANCHORS[0], MAP_ANCHOR, QUICK_ANCHORS[1], MAP_ANCHOR)
+"""The configurations a full calibration draws its anchored networks at, in turn: the first stages
+of ImageNet networks every other time."""
 ANCHOR_EVERY = 3  # source: our choice; every third random network of a full calibration is drawn
 # at an anchor (alternating), the others over the sampler's whole range
 ANCHOR_FLOPS_FACTOR = 3.0  # source: our choice; an anchored network may take 3x the FLOPs cap,
@@ -197,7 +217,7 @@ def anchor_of(seed: int, *, quick: bool = False) -> Focus | None:
     MAPE) off on the zoo's networks, nearly all too slow; drawn at the anchors, 9.6% / 6.6% (on
     torchvision's networks 11.3% / 7.3% before, 13.5% / 8.5% after)."""
     if quick:
-        return ANCHORS[seed % len(ANCHORS)]
+        return QUICK_ANCHORS[seed % len(QUICK_ANCHORS)]
     if seed % ANCHOR_EVERY != ANCHOR_EVERY - 1:
         return None
     return ANCHORS[(seed // ANCHOR_EVERY) % len(ANCHORS)]
@@ -208,7 +228,8 @@ def sized_network(seed: int, *, max_train_flops: float, focus: Focus | None = No
     """Random network ``seed`` (at ``focus``'s input side and batch, when given) at its
     :func:`largest_batch`; None when even batch 1 is larger."""
     net = random_network(seed, side=focus.input_shape[-1] if focus is not None else None,
-                         batch=focus.batch_size if focus is not None else None)
+                         batch=focus.batch_size if focus is not None else None,
+                         stages=focus.stages if focus is not None else None)
     batch = largest_batch(net, max_train_flops=max_train_flops)
     return replace(net, batch_size=batch) if batch else None
 
@@ -422,8 +443,9 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
         return time.perf_counter() - start
 
     def reserved() -> float:
-        """Seconds the passes to come of the networks timed so far and their fit will take."""
-        return (passes - 1) * measured + kernels * FIT_S_PER_KERNEL
+        """Seconds the passes to come of the networks timed so far and their fits (refit's two
+        candidates) will take."""
+        return (passes - 1) * measured + 2 * kernels * FIT_S_PER_KERNEL
 
     def per_network() -> float:
         """What one more random network is expected to take over all its passes (0 before the
@@ -539,19 +561,66 @@ def _report(progress: Callable[[str], None] | None, net: Network, pass_: int, pa
                  f"{'x'.join(map(str, net.input_shape))}{blocks}, {elapsed:.0f} s")
 
 
+WITHOUT_MAP_PROBES = "without large-map probes"
+"""The candidate fit that leaves out sampling.map_probes (the other: 'all', every sample)."""
+
+
+def validation_errors(model: OperatorModel, unseen: Sequence[NetworkSample]) -> np.ndarray:
+    """|log(predicted / measured)| of ``model`` on each step (both modes) of ``unseen``: what
+    :func:`refit` chooses between its candidate fits by."""
+    return np.array([abs(math.log(p / m)) for measured, predicted in
+                     _measured_and_predicted(model, unseen).values()
+                     for m, p in zip(measured, predicted, strict=True) if m > 0 and p > 0])
+
+
+def clearly_better(errors: np.ndarray, default: np.ndarray) -> bool:
+    """Whether a candidate's ``errors`` beat the ``default``'s on the same steps by more than one
+    standard error of their paired differences (the one-standard-error rule): a choice on a few
+    dozen noisy steps keeps the default unless the other is better beyond its noise."""
+    if len(errors) < 2:
+        return False
+    gain = default - errors
+    return bool(gain.mean() > gain.std(ddof=1) / math.sqrt(len(gain)))
+
+
 def refit(stored: StoredSamples) -> Calibrated:
     """Fit the model on ``stored``'s fitting networks; its error on the held-out networks and on the
     transfer set, the interval made of both, and the baselines: what a calibration does after
     timing, so stored samples refit to the same model. The kernel probes are fitted on, but no
     baseline or pass-to-pass noise is read from them: a one-convolution step of a millisecond on
     oneDNN's slowest path would set the FLOPs line's scale and the noise. The fit runs on
-    FIT_THREADS threads (OpenMP and BLAS alike), whatever torch's setting."""
+    FIT_THREADS threads (OpenMP and BLAS alike), whatever torch's setting.
+
+    The large-map probes (sampling.map_probes) are kept or left out per machine: both fits are
+    made, and the one without them is kept only when it is :func:`clearly_better` on the held-out
+    and transfer networks (:func:`validation_errors`), the choice and both mean errors stored with
+    the model. What the probes teach differs by machine (source: measured, one calibration's
+    samples refitted with and without them on each machine, development networks): on a 2-core
+    Xeon they took 16 networks' 224x224 validation steps from 18% to 13% MAPE (another
+    calibration: 12 networks' median 0.83 -> 1.00, while their validation errors were 7.9% and
+    8.0%, within one standard error); on a 2-core EPYC without AVX-512 they left 32 networks'
+    224x224 steps 15% off (scale-free) where the fit without them was 9% off, all long, and the
+    transfer error 9% where without them it was 7%. The errors stored are the kept fit's, chosen
+    on those same networks: a choice of two leaves them a little lower than on networks neither
+    fit saw."""
     with threadpool_limits(limits=FIT_THREADS):
-        model = fit_operator_model(stored.fitted, **dict(stored.meta))
+        unseen = [*stored.held_out, *stored.transfer]
+        candidates = {"all": tuple(stored.fitted)}
+        without = tuple(s for s in stored.fitted if not is_map_probe(s.name))
+        if unseen and len(without) < len(stored.fitted):
+            candidates[WITHOUT_MAP_PROBES] = without
+        fits = {name: fit_operator_model(samples, **dict(stored.meta))
+                for name, samples in candidates.items()}
+        errors = {name: validation_errors(fit, unseen) for name, fit in fits.items()}
+        choice = {name: float(e.mean()) for name, e in errors.items() if len(e)} \
+            if len(fits) > 1 else {}
+        kept = WITHOUT_MAP_PROBES if WITHOUT_MAP_PROBES in fits and \
+            clearly_better(errors[WITHOUT_MAP_PROBES], errors["all"]) else "all"
         networks = [s for s in stored.fitted if not is_probe(s.name)]
-        model = replace(model, held_out=step_errors(model, stored.held_out),
-                        transfer=step_errors(model, stored.transfer),
-                        interval=interval_model(model, [*stored.held_out, *stored.transfer],
+        model = replace(fits[kept], map_probes=kept == "all", choice=choice,
+                        held_out=step_errors(fits[kept], stored.held_out),
+                        transfer=step_errors(fits[kept], stored.transfer),
+                        interval=interval_model(fits[kept], unseen,
                                                 [*networks, *stored.held_out, *stored.transfer]),
                         baselines=fit_baselines(networks))
     return Calibrated(model, tuple(stored.fitted), tuple(stored.held_out), dict(stored.meta),
@@ -564,7 +633,9 @@ def stored_samples(done: Calibrated) -> StoredSamples:
 
 
 __all__ = ["ANCHORS", "ANCHOR_EVERY", "ANCHOR_FLOPS_FACTOR", "BUDGET_S", "Calibrated", "FIT_THREADS",
-           "Focus", "MAX_TRAIN_FLOPS", "Network", "QUICK_BUDGET_S", "QUICK_TRANSFER",
+           "Focus", "MAP_ANCHOR", "MAX_TRAIN_FLOPS", "Network", "QUICK_ANCHORS", "QUICK_BUDGET_S",
+           "QUICK_TRANSFER",
            "anchor_of", "baseline_seconds", "calibrate_operators", "fastest", "fit_baselines",
            "interval_model", "is_held_out", "largest_batch", "measure_network", "measure_quietly", "pooled",
-           "refit", "sized_network", "sized_transfer_set", "step_errors", "stored_samples"]
+           "refit", "sized_network", "sized_transfer_set", "step_errors", "stored_samples",
+           "validation_errors", "clearly_better", "WITHOUT_MAP_PROBES"]

@@ -129,6 +129,10 @@ class OperatorModel:
     # last recheck against the calibration's (time now / time then, dnncost.prediction.recheck),
     # every prediction's factor; empty: never rechecked (1)
     level_checked: str = ""  # when that recheck ran (ISO 8601); '': never
+    map_probes: bool = True  # whether the fit kept the large-map kernel probes
+    # (dnncost.prediction.sampling.map_probes), chosen per machine (calibration.refit)
+    choice: Mapping[str, float] = field(default_factory=dict)  # each candidate fit -> its mean
+    # |log(predicted / measured)| on the held-out and transfer steps; empty: no choice made
 
     def kernel_seconds(self, records: Sequence[OpRecord], mode: str) -> np.ndarray:
         """Predicted seconds of each call."""
@@ -173,6 +177,7 @@ class OperatorModel:
                 "transfer": {m: dict(v) for m, v in self.transfer.items()},
                 "interval": self.interval.summary(), "probe_ms": self.probe_s * 1e3,
                 "level": dict(self.level), "level_checked": self.level_checked,
+                "map_probes": self.map_probes, "choice": dict(self.choice),
                 "baselines": dict(self.baselines),
                 "kinds": {k: r.samples for k, r in self.kinds.items()}}
 
@@ -187,6 +192,7 @@ class OperatorModel:
                 "transfer": {m: dict(v) for m, v in self.transfer.items()},
                 "interval": self.interval.to_dict(), "probe_s": self.probe_s,
                 "level": dict(self.level), "level_checked": self.level_checked,
+                "map_probes": self.map_probes, "choice": dict(self.choice),
                 "baselines": dict(self.baselines), "step_weights": list(self.step_weights),
                 "kinds": {k: r.to_dict() for k, r in self.kinds.items()},
                 "fallback": self.fallback.to_dict()}
@@ -202,7 +208,7 @@ class OperatorModel:
             raise OldModelFormatError("the per-kernel model is stored in an old format (a pickle, "
                                       "which dnncost no longer loads: loading one could run code)")
         d = reading.mapping(data, "model", required=_MODEL_FIELDS,
-                            optional=("probe_s", "level", "level_checked"))
+                            optional=("probe_s", "level", "level_checked", "map_probes", "choice"))
         if d["format"] == MODEL_FORMAT and isinstance(d["version"], int) and \
                 not isinstance(d["version"], bool) and d["version"] < MODEL_VERSION:
             raise OldModelFormatError(f"the per-kernel model is stored as version {d['version']}; "
@@ -234,7 +240,9 @@ class OperatorModel:
                    interval=IntervalModel.from_dict(d["interval"], "model.interval"),
                    probe_s=_probe_seconds(d.get("probe_s", 0.0)),
                    level=_level(d.get("level", {})),
-                   level_checked=reading.text(d.get("level_checked", ""), "model.level_checked"))
+                   level_checked=reading.text(d.get("level_checked", ""), "model.level_checked"),
+                   map_probes=reading.boolean(d.get("map_probes", True), "model.map_probes"),
+                   choice=_numbers_by_name(d.get("choice", {}), "model.choice"))
 
     def level_text(self) -> str:
         """The last recheck's level as 'x0.96 (train), x1.00 (eval)'; '' without one."""

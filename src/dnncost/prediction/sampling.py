@@ -330,10 +330,13 @@ class _Net(nn.Module):
 
 
 def random_network(seed: int, *, max_side: int = 224, side: int | None = None,
-                   batch: int | None = None) -> RandomNet:
+                   batch: int | None = None, stages: int | None = None) -> RandomNet:
     """Draw network number ``seed`` (an ordinary nn.Module, CPU, float32, seeded weights); ``side``
     and ``batch``, when given, replace the drawn input side and batch (a calibration focused on
-    one configuration), the rest of the network drawn as ever."""
+    one configuration), the rest of the network drawn as ever. ``stages``, when given, keeps only
+    that many stages at most, none of them deep and narrow: the first stages of an ImageNet
+    network, whose maps (tens of MiB at 224x224, batch 8) whole networks under a calibration's
+    FLOPs cap never reach (calibration.MAP_ANCHOR)."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     drawn_side = rng.choice([s for s in SIDES if s <= max_side] or [max_side])
@@ -343,8 +346,10 @@ def random_network(seed: int, *, max_side: int = 224, side: int | None = None,
     acts = [rng.choice(ACTIVATIONS) for _ in range(2)]
     norm = rng.choice(NORMS)
     width = rng.choice(STEM_WIDTHS)
-    deep = rng.random() < DEEP_SHARE
+    deep = rng.random() < DEEP_SHARE and stages is None
     strided = side > 64 or rng.random() < STRIDED_STEM_SHARE
+    if stages is not None:  # the first stages of ImageNet networks are 32-64 wide (a wider stem
+        width = rng.choice(STEM_WIDTHS[3:])  # than a whole network under the cap can afford)
     if deep and (side > 64 or not strided):  # narrow, so that many blocks on large maps still
         width = min(width, rng.choice(STEM_WIDTHS[:4]))  # fit MAX_TRAIN_FLOPS at a useful batch
     stem_stride = 2 if strided else 1
@@ -355,7 +360,8 @@ def random_network(seed: int, *, max_side: int = 224, side: int | None = None,
         layers.append(nn.MaxPool2d(3, 2, padding=1))
         s = (s + 1) // 2
     names: list[str] = []
-    for stage in range(rng.choice(IMAGENET_STAGES if strided else STAGES)):
+    drawn_stages = rng.choice(IMAGENET_STAGES if strided else STAGES)
+    for stage in range(drawn_stages if stages is None else min(stages, drawn_stages)):
         cout = min(MAX_WIDTH, int(c * rng.choice(GROWTH)) // 8 * 8 or 8)
         for i in range(rng.choice(DEEP_BLOCKS_PER_STAGE if deep else BLOCKS_PER_STAGE)):
             stride = 2 if i == 0 and stage > 0 and s > 1 else 1
@@ -486,6 +492,12 @@ MAP_BLOCKS = ((16, 6, 2, 24), (32, 3, 1, 32), (24, 2, 2, 32), (32, 6, 2, 48))  #
 # stride, output channels) -- whose expanded maps are 19-77 MiB at batch 8
 MAP_BATCH = 8  # source: the batch of issue 12's unseen protocol at 224x224
 MAP_INPUT = (3, 224, 224)  # source: ImageNet's input
+MAP_PREFIX = f"{PROBE_PREFIX}map"  # source: our choice; a large-map probe's name starts so
+
+
+def is_map_probe(name: str) -> bool:
+    """Whether the timed network ``name`` is one of :func:`map_probes`."""
+    return name.startswith(MAP_PREFIX)
 
 
 def map_probes() -> list[KernelProbe]:
@@ -499,8 +511,9 @@ def map_probes() -> list[KernelProbe]:
     12 validation ones of 8-32 MiB), and fitted without these probes the kernels of 224x224
     validation steps came out 0.59-0.92 of their time on MobileNet-like networks, the steps median
     0.85 over 16 development networks (MAPE 18%); with them 0.89 (13%), training steps unchanged
-    (source: measured, one calibration refitted, 2-core Xeon, torch 2.14). Each probe ends in a
-    pool and a linear head."""
+    (source: measured, one calibration refitted, 2-core Xeon, torch 2.14); on a 2-core EPYC
+    they put the 224x224 steps long, and each calibration keeps them only where they help
+    (calibration.refit). Each probe ends in a pool and a linear head."""
     out = []
     torch.manual_seed(0)
     for stem, expansion, stride, channels in MAP_BLOCKS:
@@ -509,12 +522,12 @@ def map_probes() -> list[KernelProbe]:
                                _conv(wide, wide, 3, stride=stride, groups=wide),
                                _conv(wide, channels, 1, act=None), nn.AdaptiveAvgPool2d(1),
                                nn.Flatten(), nn.Linear(channels, 10))
-        out.append(KernelProbe(f"{PROBE_PREFIX}map{stem}x{expansion}s{stride}", module, MAP_INPUT,
+        out.append(KernelProbe(f"{MAP_PREFIX}{stem}x{expansion}s{stride}", module, MAP_INPUT,
                                MAP_BATCH))
     resnet = nn.Sequential(_conv(3, 64, 7, stride=2), nn.MaxPool2d(3, 2, 1), _conv(64, 64, 1),
                            _conv(64, 64, 3), _conv(64, 256, 1, act=None), nn.AdaptiveAvgPool2d(1),
                            nn.Flatten(), nn.Linear(256, 10))
-    out.append(KernelProbe(f"{PROBE_PREFIX}mapresnet", resnet, MAP_INPUT, MAP_BATCH))
+    out.append(KernelProbe(f"{MAP_PREFIX}resnet", resnet, MAP_INPUT, MAP_BATCH))
     return out
 
 
@@ -577,6 +590,6 @@ def kernel_probes() -> list[KernelProbe]:
     return padded_probes() + pointwise_probes() + map_probes() + dynamic_probes()
 
 
-__all__ = ["ACTIVATIONS", "BATCHES", "BLOCKS", "KernelProbe", "PROBE_PREFIX", "RandomNet", "SIDES",
-           "dynamic_probes", "is_probe", "kernel_probes", "map_probes", "padded_probes", "pointwise_probes",
-           "random_network"]
+__all__ = ["ACTIVATIONS", "BATCHES", "BLOCKS", "KernelProbe", "MAP_PREFIX", "PROBE_PREFIX", "RandomNet",
+           "SIDES", "dynamic_probes", "is_map_probe", "is_probe", "kernel_probes", "map_probes",
+           "padded_probes", "pointwise_probes", "random_network"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnncost.core.kinds import Mode
-from dnncost.prediction.calibration import ANCHOR_EVERY, ANCHORS
+from dnncost.prediction.calibration import ANCHOR_EVERY, ANCHORS, QUICK_ANCHORS, Focus
 from dnncost.prediction.errors import REFIT_COMMAND, ModelFormatError, OldModelFormatError
 from dnncost.prediction.evaluation import Evaluation, evaluate
 from dnncost.prediction.model import OperatorModel
@@ -120,9 +120,13 @@ def describe_calibration(model: OperatorModel) -> str:
                  if mode in metrics and "mape" in metrics[mode]]
         return ", ".join(parts) if parts else "not measured"
 
-    anchors = " and ".join(a.text for a in ANCHORS)
-    drawn = f"drawn at {model.focus}" if model.focus else f"drawn at {anchors} in turn" \
-        if model.quick else f"drawn over the sampler's whole range, one in {ANCHOR_EVERY} at {anchors}"
+    def listed(anchors: tuple[Focus, ...]) -> str:
+        texts = list(dict.fromkeys(a.text for a in anchors))
+        return ", ".join(texts[:-1]) + f" and {texts[-1]}"
+
+    drawn = f"drawn at {model.focus}" if model.focus else f"drawn at {listed(QUICK_ANCHORS)} in turn" \
+        if model.quick else (f"drawn over the sampler's whole range, one in {ANCHOR_EVERY} at "
+                             f"{listed(ANCHORS)} in turn")
     text = (f"The per-kernel model is a {'quick' if model.quick else 'full'} calibration of this "
             f"machine ({model.networks} random networks {drawn}, {model.passes} pass"
             f"{'es' if model.passes > 1 else ''}); its own train-step error: {errors(Mode.TRAIN.value)}; "
