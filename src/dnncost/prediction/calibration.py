@@ -196,10 +196,11 @@ wrote no output of 16 MiB or more, where 12 timm networks' 224x224 validation st
 and a model fitted on them without the large-map probes put those 224x224 steps at a median 0.83
 of their time (the time missing 22-103 us a MiB of output of 4 MiB or more: fresh pages). A stem
 and one stage of an ImageNet network at full width (sampling.random_network's ``stages``) meets
-such maps in a step a calibration can pay for. Refitted with the probes, the 12 networks' 224x224
-rows went 14.4% / 11.4% MAPE (training / validation, 50% / 33% within +-10%) with no such networks,
-to 8.7% / 8.2% (67% / 58%) with one in six random networks drawn here, the 32x32 rows 9.2% /
-10.8% and 9.8% / 9.1% (one calibration each: their noise is of that size)."""
+such maps in a step a calibration can pay for. Fitted with the probes, a calibration without such
+networks put the 12 networks' 224x224 rows at 14.4% / 11.4% MAPE (training / validation, 50% / 33%
+within +-10%), one drawing one random network in six here at 8.7% / 8.2% (67% / 58%), their 32x32
+rows at 9.2% / 10.8% and 9.8% / 9.1% (one calibration each: a row moves by a few points between
+calibrations)."""
 ANCHORS = (QUICK_ANCHORS[0], MAP_ANCHOR, QUICK_ANCHORS[1], MAP_ANCHOR)
 """The configurations a full calibration draws its anchored networks at, in turn: the first stages
 of ImageNet networks every other time."""
@@ -638,4 +639,4 @@ __all__ = ["ANCHORS", "ANCHOR_EVERY", "ANCHOR_FLOPS_FACTOR", "BUDGET_S", "Calibr
            "anchor_of", "baseline_seconds", "calibrate_operators", "fastest", "fit_baselines",
            "interval_model", "is_held_out", "largest_batch", "measure_network", "measure_quietly", "pooled",
            "refit", "sized_network", "sized_transfer_set", "step_errors", "stored_samples",
-           "validation_errors", "clearly_better", "WITHOUT_MAP_PROBES"]
+           "WITHOUT_MAP_PROBES", "clearly_better", "validation_errors"]
