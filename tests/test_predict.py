@@ -97,6 +97,43 @@ def test_a_convolutions_last_feature_is_its_gemm_rows() -> None:
     assert features(rec("aten.silu"), "train")[-1] == 0.0
 
 
+def test_a_calls_channels_modulo_the_vector_width_are_features() -> None:
+    """ReXNet-like widths: a convolution from 91 to 125 channels has remainders 91 % 16 = 11 and
+    125 % 16 = 13 (forward; backward, grad_output's 125 and the weight's 125), its batch norm 13;
+    a convolution of 64 to 128 channels 0 and 0, a matmul none."""
+    from dnncost.prediction.features import channel_remainders, features
+
+    odd = count(nn.Sequential(nn.Conv2d(91, 125, 3, padding=1), nn.BatchNorm2d(125)), mode="train",
+                batch_size=2, input_shape=(91, 8, 8))
+    by_op = {r.op: channel_remainders(r) for r in odd.records}
+    assert by_op["aten.convolution"] == (11, 13)
+    assert by_op["aten.convolution_backward"] == (13, 13)
+    assert by_op["aten.native_batch_norm"] == (13, 0)
+    even = count(nn.Conv2d(64, 128, 3, padding=1), mode="eval", batch_size=2, input_shape=(64, 8, 8))
+    assert channel_remainders(even.records[0]) == (0, 0)
+    assert channel_remainders(rec("aten.mm", shapes=((8, 91), (91, 8)))) == (0, 0)
+    conv = next(r for r in odd.records if r.op == "aten.convolution")
+    assert list(features(conv, "train")[9:11]) == [11.0, 13.0]
+
+
+def test_some_random_networks_keep_unrounded_widths_and_the_others_are_drawn_as_before(
+        monkeypatch) -> None:
+    """A network in UNROUNDED_SHARE keeps widths off multiples of 8 (ReXNet's, a pruned
+    network's); whether it does is drawn apart from the network's own draws, so every other
+    network is the one drawn with no unrounded share at all."""
+    seeds = range(24)
+    drawn = {seed: str(sampling.random_network(seed).module) for seed in seeds}
+    monkeypatch.setattr(sampling, "UNROUNDED_SHARE", 0.0)
+    rounded = {seed: str(sampling.random_network(seed).module) for seed in seeds}
+    changed = [seed for seed in seeds if drawn[seed] != rounded[seed]]
+    assert 0 < len(changed) < len(seeds)
+    monkeypatch.setattr(sampling, "UNROUNDED_SHARE", 1.0)
+    for seed in changed:  # the changed ones are the unrounded ones, stem and stage widths moved
+        net = sampling.random_network(seed)
+        assert str(net.module) == drawn[seed]
+        assert any(m.out_channels % 8 for m in net.module.modules() if isinstance(m, nn.Conv2d))
+
+
 def test_pointwise_probes_run_wide_1x1_convolutions_on_tiny_maps_with_the_ordinary_regressor() -> None:
     from dnncost.prediction.features import conv_geometry, regressor_key
 
@@ -695,7 +732,7 @@ def test_a_convolution_padded_beforehand_gets_the_ordinary_regressor() -> None:
     assert len(padded) == len(beforehand) == 2
     assert all(regressor_key(r).endswith("@padded") for r in padded)
     assert not any(regressor_key(r).endswith("@padded") for r in beforehand)
-    margin = 9 + 3 * 5 + 5  # the padding margin's index among the features
+    margin = 11 + 3 * 5 + 5  # the padding margin's index among the features
     assert [features(r, "train")[margin] for r in padded] == [-1.0, -1.0]  # 1 - 2
     assert [features(r, "train")[margin] for r in beforehand] == [1.0, 1.0]  # 1 - 0
 

@@ -72,15 +72,35 @@ def conv_padding(record: OpRecord) -> int | None:
     return max(record.padding) if record.padding else None
 
 
+VECTOR_CHANNELS = 16  # source: AVX-512's 16 float lanes, the channel block of oneDNN's blocked
+# layouts there (8 on AVX2: a remainder modulo 16 tells both apart)
+
+
+def channel_remainders(record: OpRecord) -> tuple[int, int]:
+    """(channels of the call's first 4-D tensor, output channels of a convolution's weight), each
+    modulo VECTOR_CHANNELS (0 where the call has none): ReXNet's widths (91, 125, 149 ...) ran its
+    convolutions 2.0x, its batch norms 2.5x the time the model predicted from channels in blocks of
+    8 (source: measured, timm's rexnet_300 at 224x224, batch 8, 2-core Xeon, torch 2.14)."""
+    first = record.shapes[0] if record.shapes else ()
+    cin = first[1] % VECTOR_CHANNELS if len(first) == 4 else 0
+    cout = 0
+    if op_kind(record) in (OpKind.CONV, OpKind.CONV_BACKWARD) and len(record.shapes) >= 2:
+        weight = record.shapes[2] if "backward" in record.op and len(record.shapes) >= 3 \
+            else record.shapes[1]
+        cout = weight[0] % VECTOR_CHANNELS if weight else 0
+    return cin, cout
+
+
 N_SHAPES = 3  # source: our choice; conv backward's (grad_output, input, weight) is the most any kind needs
 N_DIMS = 4  # source: NCHW
-N_FEATURES = 9 + N_SHAPES * (N_DIMS + 1) + 7  # what features() lists: 9 of the call, each shape's
-# N_DIMS sides and size, 7 of a convolution's geometry
+N_FEATURES = 11 + N_SHAPES * (N_DIMS + 1) + 7  # what features() lists: 11 of the call, each
+# shape's N_DIMS sides and size, 7 of a convolution's geometry
 
 
 def features(record: OpRecord, mode: str) -> np.ndarray:
     """The shape features of one call: operator code, phase, training flag, log2 of FLOPs, MACs,
-    bytes read and written, tensor count, channels-last layout, each of the first N_SHAPES input
+    bytes read and written, tensor count, channels-last layout, its :func:`channel_remainders`,
+    each of the first N_SHAPES input
     shapes' last N_DIMS dimensions and element count (log2), and for convolutions groups, channels
     per group, kernel area, stride, output area (log2), padding margin and the rows of its GEMM
     (batch x output area, log2): a 1x1 convolution's backward over 32 pixels ran at ~20 GFLOP/s,
@@ -89,7 +109,8 @@ def features(record: OpRecord, mode: str) -> np.ndarray:
     c = record.cost
     head = [OP_CODES.get(record.op, -1), list(Phase).index(record.phase), float(mode == "train"),
             math.log2(1 + c.flops), math.log2(1 + c.macs), math.log2(1 + c.bytes_read),
-            math.log2(1 + c.bytes_written), float(len(record.shapes)), float(record.channels_last)]
+            math.log2(1 + c.bytes_written), float(len(record.shapes)), float(record.channels_last),
+            *map(float, channel_remainders(record))]
     dims: list[float] = []
     for shape in list(record.shapes[:N_SHAPES]) + [()] * (N_SHAPES - len(record.shapes[:N_SHAPES])):
         last = list(shape[-N_DIMS:])
@@ -158,5 +179,6 @@ def with_kind(x: np.ndarray, kind: OpKind | None) -> np.ndarray:
     return x
 
 
-__all__ = ["N_FEATURES", "OP_CODES", "PADDED", "REGRESSOR_KEYS", "conv_geometry", "conv_padding",
+__all__ = ["N_FEATURES", "OP_CODES", "PADDED", "REGRESSOR_KEYS", "VECTOR_CHANNELS", "channel_remainders",
+           "conv_geometry", "conv_padding",
            "features", "key_kind", "op_kind", "padding_margin", "regressor_key", "with_kind"]

@@ -12,7 +12,8 @@ the shapes and neighbours they meet in real CNNs and attention models:
   ConvNeXt's (k x k depthwise, then layer norm and MLP on the channels-last permutation, whose
   output leaves every later convolution a channels-last input);
 - kernel 1/3/5/7, stride 1/2, groups 1 to depthwise (many groups), widths 8 to 2048 (wide layers
-  on tiny maps in late stages), spatial sides 1 to 224, batch 1 to 64;
+  on tiny maps in late stages; in one network of four not rounded to 8), spatial sides 1 to 224,
+  batch 1 to 64;
 - depth: most networks are short (1-3 blocks a stage), about a third deep and narrow (3-8 blocks a
   stage: hundreds of small kernels a step, narrow where the maps are large); half of the small
   inputs meet an ImageNet-style stride-2 stem (often a max pool, then 3-5 stages), so that late,
@@ -57,6 +58,8 @@ GROUP_WIDTHS = (1, 2, 4, 8, 16, 32, 64)  # source: ResNeXt/RegNet channels per g
 EXPANSIONS = (1, 3, 4, 6)  # source: MobileNetV2/V3, EfficientNet expansion ratios
 MAX_TOKENS = 256  # source: our choice; attention only on maps of at most 16x16
 CLASSES = (10, 100, 1000)  # source: CIFAR-10, CIFAR-100, ImageNet
+UNROUNDED_SHARE = 0.25  # source: our choice; a network in four keeps its widths unrounded (ReXNet's
+# 91, 125, 149 ..., a pruned network's), the others round them to 8 as most designs do
 TAIL_SHARE = 0.4  # source: measured; ImageNet networks run at CIFAR sizes end in stages of 960-2048
 # channels on 1x1-2x2 maps (EfficientNet, MobileNet v3, ResNeXt), where oneDNN's kernels leave their
 # fast paths (a depthwise 5x5 with a one-pixel output ran 25x slower than predicted, a 1x1
@@ -338,6 +341,8 @@ def random_network(seed: int, *, max_side: int = 224, side: int | None = None,
     network, whose maps (tens of MiB at 224x224, batch 8) whole networks under a calibration's
     FLOPs cap never reach (calibration.MAP_ANCHOR)."""
     rng = random.Random(seed)
+    widths = random.Random(f"widths{seed}")  # apart from rng: the rounded networks draw as before
+    unrounded = widths.random() < UNROUNDED_SHARE
     torch.manual_seed(seed)
     drawn_side = rng.choice([s for s in SIDES if s <= max_side] or [max_side])
     drawn_batch = rng.choice(BATCHES)
@@ -352,6 +357,8 @@ def random_network(seed: int, *, max_side: int = 224, side: int | None = None,
         width = rng.choice(STEM_WIDTHS[3:])  # than a whole network under the cap can afford)
     if deep and (side > 64 or not strided):  # narrow, so that many blocks on large maps still
         width = min(width, rng.choice(STEM_WIDTHS[:4]))  # fit MAX_TRAIN_FLOPS at a useful batch
+    if unrounded:
+        width = max(8, width + widths.randint(-7, 7))
     stem_stride = 2 if strided else 1
     layers: list[nn.Module] = [_conv(3, width, rng.choice((3, 5, 7)) if stem_stride == 2 else 3,
                                      stride=stem_stride, norm=norm, act=acts[0])]
@@ -363,6 +370,8 @@ def random_network(seed: int, *, max_side: int = 224, side: int | None = None,
     drawn_stages = rng.choice(IMAGENET_STAGES if strided else STAGES)
     for stage in range(drawn_stages if stages is None else min(stages, drawn_stages)):
         cout = min(MAX_WIDTH, int(c * rng.choice(GROWTH)) // 8 * 8 or 8)
+        if unrounded:
+            cout = max(8, cout + widths.randint(-7, 7))
         for i in range(rng.choice(DEEP_BLOCKS_PER_STAGE if deep else BLOCKS_PER_STAGE)):
             stride = 2 if i == 0 and stage > 0 and s > 1 else 1
             name = rng.choices(tuple(BLOCKS), BLOCK_WEIGHTS)[0]
