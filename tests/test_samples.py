@@ -485,6 +485,15 @@ def test_a_candidate_is_clearly_better_only_beyond_one_standard_error() -> None:
     assert not clearly_better(np.array([0.0]), np.array([0.5]))  # one step tells nothing
 
 
+def test_refit_leaves_out_large_map_probes_that_do_not_clearly_help() -> None:
+    """Probes timed as the networks' own matmuls: both fits about as close on the held-out and
+    transfer steps, so the probes are left out (the first-stage networks teach large maps)."""
+    plain = stored(4)
+    model = refit(_with_map_probes(plain, slow={}, sizes=(128,))).model
+    assert not model.map_probes
+    assert model.choice["all"] == pytest.approx(model.choice[WITHOUT_MAP_PROBES], rel=0.5)
+
+
 def test_refit_without_large_map_probes_makes_no_choice() -> None:
     model = refit(stored(4)).model
     assert model.map_probes and model.choice == {}

@@ -521,7 +521,7 @@ def map_probes() -> list[KernelProbe]:
     validation steps came out 0.59-0.92 of their time on MobileNet-like networks, the steps median
     0.85 over 16 development networks (MAPE 18%); with them 0.89 (13%), training steps unchanged
     (source: measured, one calibration refitted, 2-core Xeon, torch 2.14); on a 2-core EPYC
-    they put the 224x224 steps long, and each calibration keeps them only where they help
+    they put the 224x224 steps long, and each calibration keeps them only where they clearly help
     (calibration.refit). Each probe ends in a pool and a linear head."""
     out = []
     torch.manual_seed(0)
