@@ -21,6 +21,15 @@ def op_kind(record: OpRecord) -> OpKind | None:
     return kind_of(record.op)
 
 
+def conv_operands(record: OpRecord) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(output, input, weight) shapes of a convolution or convolution_backward call with two
+    shapes or more, as the counter keeps them -- (input, weight, ...) forward, whose output's
+    shape is not kept (()), (grad_output, input, weight) backward."""
+    if "backward" in record.op and len(record.shapes) >= 3:
+        return record.shapes[0], record.shapes[1], record.shapes[2]
+    return (), record.shapes[0], record.shapes[1]
+
+
 def conv_geometry(record: OpRecord) -> tuple[int, int, int, int, int]:
     """(groups, input channels per group, kernel area, stride, output area) of a convolution or
     convolution_backward call, from the shapes the counter keeps -- (input, weight, ...) forward,
@@ -30,11 +39,7 @@ def conv_geometry(record: OpRecord) -> tuple[int, int, int, int, int]:
     to output side. The output's size picks the kernel oneDNN runs: a
     depthwise 5x5 whose output is one pixel runs another path, some 200x slower per FLOP than on a
     2x2 output (:func:`padding_margin`)."""
-    if "backward" in record.op and len(record.shapes) >= 3:
-        out, x, w = record.shapes[0], record.shapes[1], record.shapes[2]
-    else:
-        x, w = record.shapes[0], record.shapes[1]
-        out = ()
+    out, x, w = conv_operands(record)
     per_group = w[1] if len(w) > 1 else 1
     groups = max(1, x[1] // per_group) if len(x) > 1 else 1
     area = int(np.prod(w[2:])) if len(w) > 2 else 1
@@ -85,8 +90,7 @@ def channel_remainders(record: OpRecord) -> tuple[int, int]:
     cin = first[1] % VECTOR_CHANNELS if len(first) == 4 else 0
     cout = 0
     if op_kind(record) in (OpKind.CONV, OpKind.CONV_BACKWARD) and len(record.shapes) >= 2:
-        weight = record.shapes[2] if "backward" in record.op and len(record.shapes) >= 3 \
-            else record.shapes[1]
+        weight = conv_operands(record)[2]
         cout = weight[0] % VECTOR_CHANNELS if weight else 0
     return cin, cout
 
@@ -99,13 +103,12 @@ N_FEATURES = 11 + N_SHAPES * (N_DIMS + 1) + 7  # what features() lists: 11 of th
 
 def features(record: OpRecord, mode: str) -> np.ndarray:
     """The shape features of one call: operator code, phase, training flag, log2 of FLOPs, MACs,
-    bytes read and written, tensor count, channels-last layout, its :func:`channel_remainders`,
-    each of the first N_SHAPES input
-    shapes' last N_DIMS dimensions and element count (log2), and for convolutions groups, channels
-    per group, kernel area, stride, output area (log2), padding margin and the rows of its GEMM
-    (batch x output area, log2): a 1x1 convolution's backward over 32 pixels ran at ~20 GFLOP/s,
-    over 512 at ~130 (source: measured, 2-core Xeon, torch 2.14), a product of two features the
-    trees would otherwise need two splits for."""
+    bytes read and written, tensor count, channels-last layout, its :func:`channel_remainders`, each
+    of the first N_SHAPES input shapes' last N_DIMS dimensions and element count (log2), and for
+    convolutions groups, channels per group, kernel area, stride, output area (log2), padding margin
+    and the rows of its GEMM (batch x output area, log2): a 1x1 convolution's backward over 32
+    pixels ran at ~20 GFLOP/s, over 512 at ~130 (source: measured, 2-core Xeon, torch 2.14), a
+    product of two features the trees would otherwise need two splits for."""
     c = record.cost
     head = [OP_CODES.get(record.op, -1), list(Phase).index(record.phase), float(mode == "train"),
             math.log2(1 + c.flops), math.log2(1 + c.macs), math.log2(1 + c.bytes_read),
@@ -180,5 +183,5 @@ def with_kind(x: np.ndarray, kind: OpKind | None) -> np.ndarray:
 
 
 __all__ = ["N_FEATURES", "OP_CODES", "PADDED", "REGRESSOR_KEYS", "VECTOR_CHANNELS", "channel_remainders",
-           "conv_geometry", "conv_padding",
-           "features", "key_kind", "op_kind", "padding_margin", "regressor_key", "with_kind"]
+           "conv_geometry", "conv_operands", "conv_padding", "features", "key_kind", "op_kind",
+           "padding_margin", "regressor_key", "with_kind"]
