@@ -566,12 +566,12 @@ WITHOUT_MAP_PROBES = "without large-map probes"
 """The candidate fit that leaves out sampling.map_probes (the other: 'all', every sample)."""
 
 
-def validation_errors(model: OperatorModel, unseen: Sequence[NetworkSample]) -> np.ndarray:
-    """|log(predicted / measured)| of ``model`` on each step (both modes) of ``unseen``: what
-    :func:`refit` chooses between its candidate fits by."""
-    return np.array([abs(math.log(p / m)) for measured, predicted in
-                     _measured_and_predicted(model, unseen).values()
-                     for m, p in zip(measured, predicted, strict=True) if m > 0 and p > 0])
+def validation_errors(interval: IntervalModel) -> np.ndarray:
+    """|log(measured / predicted)| of each residual (both modes) of a fit's ``interval``, made on
+    the networks it did not fit (:func:`interval_model`): what :func:`refit` chooses between its
+    candidate fits by."""
+    return np.abs(np.concatenate([np.asarray(r, dtype=float) for r in interval.residuals.values()]
+                                 or [np.zeros(0)]))
 
 
 def clearly_better(errors: np.ndarray, default: np.ndarray) -> bool:
@@ -617,18 +617,18 @@ def refit(stored: StoredSamples) -> Calibrated:
             candidates[WITHOUT_MAP_PROBES] = without
         fits = {name: fit_operator_model(samples, **dict(stored.meta))
                 for name, samples in candidates.items()}
-        errors = {name: validation_errors(fit, unseen) for name, fit in fits.items()}
+        networks = [s for s in stored.fitted if not is_probe(s.name)]
+        intervals = {name: interval_model(fit, unseen, [*networks, *unseen])
+                     for name, fit in fits.items()}
+        errors = {name: validation_errors(interval) for name, interval in intervals.items()}
         choice = {name: float(e.mean()) for name, e in errors.items() if len(e)} \
             if len(fits) > 1 else {}
         kept = WITHOUT_MAP_PROBES if WITHOUT_MAP_PROBES in fits and \
             not clearly_better(errors["all"], errors[WITHOUT_MAP_PROBES]) else "all"
-        networks = [s for s in stored.fitted if not is_probe(s.name)]
         model = replace(fits[kept], map_probes=kept == "all", choice=choice,
                         held_out=step_errors(fits[kept], stored.held_out),
                         transfer=step_errors(fits[kept], stored.transfer),
-                        interval=interval_model(fits[kept], unseen,
-                                                [*networks, *stored.held_out, *stored.transfer]),
-                        baselines=fit_baselines(networks))
+                        interval=intervals[kept], baselines=fit_baselines(networks))
     return Calibrated(model, tuple(stored.fitted), tuple(stored.held_out), dict(stored.meta),
                       tuple(stored.transfer))
 
