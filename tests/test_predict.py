@@ -138,7 +138,7 @@ def test_pointwise_probes_run_wide_1x1_convolutions_on_tiny_maps_with_the_ordina
     from dnncost.prediction.features import conv_geometry, regressor_key
 
     probes = sampling.pointwise_probes()
-    assert len({p.name for p in probes}) == len(probes) == 24
+    assert len({p.name for p in probes}) == len(probes) == 30
     for probe in probes[::5]:
         report = count(probe.module, mode="train", batch_size=probe.batch_size,
                        input_shape=probe.input_shape)
@@ -147,6 +147,26 @@ def test_pointwise_probes_run_wide_1x1_convolutions_on_tiny_maps_with_the_ordina
         assert (groups, area) == (1, 1) and out_area <= 16, probe.name
         assert regressor_key(back) == "conv_backward", probe.name
 
+
+
+def test_wide_probes_run_dense_late_stage_convolutions_on_tiny_maps() -> None:
+    """Each wide probe's backward is a dense convolution (the ordinary regressor's) with a weight
+    of half a MiB or more on an output of at most 4x4 pixels, and the probes are timed with the
+    other kernel probes."""
+    from dnncost.prediction.features import conv_geometry, regressor_key
+
+    probes = sampling.wide_probes()
+    assert len({p.name for p in probes}) == len(probes) == len(sampling.WIDE_CONVS)
+    assert {p.name for p in sampling.kernel_probes()} >= {p.name for p in probes}
+    for probe in probes:
+        report = count(probe.module, mode="train", batch_size=probe.batch_size,
+                       input_shape=probe.input_shape)
+        back = next(r for r in report.records if r.op == "aten.convolution_backward")
+        groups, _, _, _, out_area = conv_geometry(back)
+        weight = back.shapes[2]
+        assert groups == 1 and out_area <= 16, probe.name
+        assert 4 * weight[0] * weight[1] * weight[2] * weight[3] >= 2 ** 19, probe.name
+        assert regressor_key(back) == "conv_backward", probe.name
 
 # -- fitting on synthetic data with a known answer ---------------------------------------------
 def test_fit_line_recovers_a_known_line() -> None:
@@ -652,6 +672,31 @@ def test_a_dense_convolution_on_an_image_is_not_a_thin_one() -> None:
                  input_shape=(48, 1, 1))
     assert {regressor_key(r) for r in thin.records if "conv" in r.op} == {"conv@padded",
                                                                          "conv_backward@padded"}
+
+
+def test_a_thin_3x3_backward_on_a_2x2_output_is_the_padded_ones() -> None:
+    """A depthwise 3x3 with padding 1 on a 2x2 map has an output beyond its padding, but its
+    backward runs oneDNN's slow path (0.8 GFLOP/s against 13 on a 3x3 map): the padded regressor
+    times it; its forward, the same convolution on a 3x3 map, one padded beforehand and a dense one
+    stay the ordinary kind's."""
+    from torch import nn
+
+    from dnncost.prediction.features import regressor_key
+
+    def keys(conv: nn.Conv2d, side: int) -> dict[str, str | None]:
+        report = count(conv, mode="train", batch_size=2, input_shape=(conv.in_channels, side, side))
+        return {r.op: regressor_key(r) for r in report.records if "conv" in r.op}
+
+    depthwise = nn.Conv2d(64, 64, 3, padding=1, groups=64)
+    assert keys(depthwise, 2) == {"aten.convolution": "conv",
+                                  "aten.convolution_backward": "conv_backward@padded"}
+    assert keys(nn.Conv2d(64, 64, 3, stride=2, padding=1, groups=64), 4) == {
+        "aten.convolution": "conv", "aten.convolution_backward": "conv_backward@padded"}
+    assert keys(depthwise, 3) == {"aten.convolution": "conv", "aten.convolution_backward": "conv_backward"}
+    assert keys(nn.Conv2d(64, 64, 3, padding=0, groups=64), 4) == {
+        "aten.convolution": "conv", "aten.convolution_backward": "conv_backward"}
+    assert keys(nn.Conv2d(64, 64, 3, padding=1), 2) == {"aten.convolution": "conv",
+                                                        "aten.convolution_backward": "conv_backward"}
 
 
 def test_every_kernel_probe_runs_the_padded_regressors_kernels() -> None:

@@ -141,12 +141,19 @@ PADDED_MAX_PER_GROUP = 4  # source: benchmarks/padded_conv.py (2-core Xeon, torc
 # (30-200x below their rate a pixel further), dense ones at ~50 (~7x below): the conv kind's trees
 # learn the dense drop from the padding margin, the thin ones' is beyond any range they saw
 
+SLOW_BACKWARD_AREA = 4  # source: benchmarks/padded_conv.py (2-core Xeon, torch 2.14, batch 32): a
+# depthwise 3x3's backward on a 2x2 output ran at 0.8 GFLOP/s from a 2x2 or 3x3 input and 4.4
+# from 4x4, against 13 on 3x3 and 19 on 4x4 outputs. Random networks rarely draw it, and the
+# ordinary regressor put those of MobileNet-like late stages (768-1536 channels, 2x2 maps) at
+# 0.06-0.08 of their time (source: measured, timm's mobilenet_edgetpu_v2_l at 32x32, batch 32)
+
 
 def regressor_key(record: OpRecord) -> str | None:
     """Which regressor times a call: its kernel kind's, except a k x k depthwise or thinly grouped
     convolution (forward or backward, two groups or more of at most PADDED_MAX_PER_GROUP channels)
-    whose output lies within its padding (:func:`padding_margin` below 0; at 0 too for a backward,
-    slow there as well): oneDNN runs it on another kernel, 30-200x fewer FLOP/s, so it gets a
+    whose output lies within its padding (:func:`padding_margin` below 0; for a backward at 0 too,
+    and on an output of at most SLOW_BACKWARD_AREA pixels read with padding, slow there as well):
+    oneDNN runs it on another kernel, 3-200x fewer FLOP/s, so it gets a
     regressor of its own (``'conv@padded'``), fitted mostly on the calibration's kernel probes
     (sampling.padded_probes), as nn-Meter gives each kernel implementation its own predictor; None
     without a kind. A dense convolution on a 3-channel image is not thin: a ViT's patch embedding
@@ -162,10 +169,12 @@ def regressor_key(record: OpRecord) -> str | None:
         return None
     if kind in PADDED_KINDS and len(record.shapes) >= 2:
         groups, per_group, area, _, out_area = conv_geometry(record)
-        margin = padding_margin(area, out_area, conv_padding(record))
+        padding = conv_padding(record)
+        margin = padding_margin(area, out_area, padding)
         backward = kind is OpKind.CONV_BACKWARD
+        slow_backward = backward and (margin <= 0 or (out_area <= SLOW_BACKWARD_AREA and padding != 0))
         if area > 1 and groups > 1 and per_group <= PADDED_MAX_PER_GROUP and \
-                (backward or not record.channels_last) and (margin < 0 or (backward and margin <= 0)):
+                (backward or not record.channels_last) and (margin < 0 or slow_backward):
             return kind.value + PADDED
     return kind.value
 
@@ -182,6 +191,6 @@ def with_kind(x: np.ndarray, kind: OpKind | None) -> np.ndarray:
     return x
 
 
-__all__ = ["N_FEATURES", "OP_CODES", "PADDED", "REGRESSOR_KEYS", "VECTOR_CHANNELS", "channel_remainders",
-           "conv_geometry", "conv_operands", "conv_padding", "features", "key_kind", "op_kind",
-           "padding_margin", "regressor_key", "with_kind"]
+__all__ = ["N_FEATURES", "OP_CODES", "PADDED", "REGRESSOR_KEYS", "SLOW_BACKWARD_AREA", "VECTOR_CHANNELS",
+           "channel_remainders", "conv_geometry", "conv_operands", "conv_padding", "features", "key_kind",
+           "op_kind", "padding_margin", "regressor_key", "with_kind"]

@@ -278,12 +278,13 @@ class OperatorModel:
 
 
 MODEL_FORMAT = "dnncost-operator-model"  # source: our choice, names what the data is
-MODEL_VERSION = 8  # source: our choice; 1 was the pickled regressors of older files, never loaded;
+MODEL_VERSION = 9  # source: our choice; 1 was the pickled regressors of older files, never loaded;
 # 2 was fitted on each network's fastest pass, 3 on its pooled passes read by STUDY_ESTIMATOR, 4
 # adds the kernels' seconds to what the step costs beyond them (kernels.STEP_FEATURES), 5 a
 # convolution's output area to each call's features (features.conv_geometry), 6 its GEMM rows
 # (batch x output area), 7 each call's layout (channels-last or not), 8 its channels modulo the
-# vector width (features.channel_remainders)
+# vector width (features.channel_remainders), 9 a thin 3x3 backward on a 2x2 output in the padded
+# regressor (features.SLOW_BACKWARD_AREA)
 _MODEL_FIELDS = ("format", "version", "fingerprint", "threads", "torch_version", "created", "quick",
                  "networks", "kernels", "busy_networks", "passes", "focus", "held_out", "baselines",
                  "transfer", "interval", "step_weights", "kinds", "fallback")

@@ -25,7 +25,8 @@ the shapes and neighbours they meet in real CNNs and attention models:
 
 Beside them, :func:`kernel_probes` lists the one-convolution kernel probes a calibration without a
 focus times too, kernels no draw above meets often enough: those on oneDNN's padded slow path
-(:func:`padded_probes`), wide 1x1 convolutions on 1x1-4x4 maps (:func:`pointwise_probes`) and
+(:func:`padded_probes`), wide 1x1 convolutions on 1x1-4x4 maps (:func:`pointwise_probes`), wide
+strided 1x1 and 3x3 ones there (:func:`wide_probes`) and
 the first stages of ImageNet networks, whose outputs land on fresh pages (:func:`map_probes`).
 
 All draws come from ``random.Random(seed)``: the same seed gives the same network on every machine.
@@ -441,9 +442,11 @@ PROBE_CHANNELS = (24, 64, 96, 128, 192, 256, 384, 576, 1152)  # source: MobileNe
 # 1,152, a 7x7 depthwise forward on a 1x1 map of 128-256 channels at batch 32 was predicted 0.8-0.9
 # ms where it took 1.8-3.9 (below the 96-channel probe's 1.3: the trees put it among random
 # networks' calls), 1.8 ms for 1.9 with these (2-core Xeon, torch 2.14, one calibration refitted)
-PROBE_GEOMETRY = ((3, 1, 1), (5, 1, 1), (5, 2, 2), (7, 1, 1), (7, 2, 1), (7, 4, 2))
+PROBE_GEOMETRY = ((3, 1, 1), (3, 2, 1), (3, 4, 2), (5, 1, 1), (5, 2, 2), (7, 1, 1), (7, 2, 1),
+                  (7, 4, 2))
 """(kernel, input side, stride): every one a "same"-padded convolution whose output lies within its
-padding (features.padding_margin below 0; at 0 for the 3x3, whose backward is the slow one)."""
+padding (features.padding_margin below 0), or a 3x3 whose backward is the slow one (a 1x1 or 2x2
+output, features.SLOW_BACKWARD_AREA)."""
 PROBE_BATCHES = (8, 32)  # source: the batches of issue 12's unseen protocol (224 at 8, 32 at 32)
 PROBE_PER_GROUP = (1, 4)  # source: depthwise, and 4 channels a group (ResNeXt-like, thin groups)
 PROBE_GROUPED_CHANNELS = 576  # source: our choice, one width of PROBE_CHANNELS for the grouped ones
@@ -472,8 +475,13 @@ def padded_probes() -> list[KernelProbe]:
 
 
 POINTWISE_CHANNELS = ((96, 576), (576, 96), (160, 960), (960, 160), (320, 1280), (1024, 1024),
-                      (512, 2048), (2048, 512))  # source: the late stages of MobileNetV2/V3 and
-# EfficientNet (96-320 <-> 576-1280 channels), ResNeXt-50 (1024) and ResNet-50 (512 <-> 2048)
+                      (512, 2048), (2048, 512), (1024, 2048), (2048, 1024))  # source: the late
+# stages of MobileNetV2/V3 and EfficientNet (96-320 <-> 576-1280 channels), ResNeXt-50 (1024, and
+# 1024 <-> 2048 in its last stage and ResNet-50's shortcut) and ResNet-50 (512 <-> 2048). The trees
+# do not extrapolate past the largest weight they saw: with 4 MiB ones at most, timm's ResNeXt-50's
+# 1024 <-> 2048 backward calls on a 1x1 map (8 MiB weights, whose gradient took 6.1 ns an element
+# at batch 32, 5.3 at 4 MiB, 2.0 at 1 MiB) were predicted at the 4 MiB ones' time, 0.30-0.37 of
+# theirs (2-core Xeon, torch 2.14)
 POINTWISE_SIDES = (1, 2, 4)  # source: those stages' maps on a 32x32 input (stride 32, 16, 8)
 POINTWISE_BATCH = 32  # source: the batch of issue 12's unseen protocol at 32x32
 
@@ -495,6 +503,32 @@ def pointwise_probes() -> list[KernelProbe]:
                                    (cin, side, side), POINTWISE_BATCH))
     return out
 
+
+
+WIDE_CONVS = ((256, 512, 1, 8, 2), (512, 1024, 1, 4, 2), (1024, 2048, 1, 2, 2), (256, 512, 3, 2, 2),
+              (256, 256, 3, 2, 1), (512, 512, 3, 2, 2), (512, 512, 3, 2, 1), (512, 512, 3, 1, 1))
+# source: ResNet-50's strided 1x1 shortcuts and ResNet-18/34's (and NF-ResNet's) last two stages
+# of 3x3 convolutions on a 32x32 input -- (input and output channels, kernel, input side, stride):
+# weights of 0.5-9 MiB on 1x1-4x4 maps. Fitted without them (and with the 4 MiB pointwise probes
+# at most), a 1x1 from 1024 to 2048 channels with stride 2 on a 2x2 map was predicted 0.37 of its
+# backward's time, a 3x3 of 512 channels with stride 2 0.47 (timm's seresnext26ts and nf_resnet26,
+# batch 32, 2-core Xeon, torch 2.14)
+WIDE_BATCH = 32  # source: the batch of issue 12's unseen protocol at 32x32
+
+
+def wide_probes() -> list[KernelProbe]:
+    """The dense late-stage convolutions pointwise_probes leave out: strided 1x1 shortcuts and 3x3
+    convolutions of 256-512 channels on 1x1-4x4 maps (:data:`WIDE_CONVS`), whose weight gradients,
+    written from 32-128 pixels a batch, run far below the rate of larger maps. Each probe is that
+    convolution, batch norm, ReLU and a linear head."""
+    out = []
+    torch.manual_seed(0)
+    for cin, cout, k, side, stride in WIDE_CONVS:
+        module = nn.Sequential(_conv(cin, cout, k, stride=stride), nn.AdaptiveAvgPool2d(1),
+                               nn.Flatten(), nn.Linear(cout, 10))
+        out.append(KernelProbe(f"{PROBE_PREFIX}wide{cin}x{cout}k{k}s{side}/{stride}", module,
+                               (cin, side, side), WIDE_BATCH))
+    return out
 
 MAP_BLOCKS = ((16, 6, 2, 24), (32, 3, 1, 32), (24, 2, 2, 32), (32, 6, 2, 48))  # source: MobileNetV2's,
 # EfficientNet's and MnasNet's first blocks at 112x112 -- (stem channels, expansion, depthwise
@@ -595,10 +629,10 @@ def dynamic_probes() -> list[KernelProbe]:
 
 def kernel_probes() -> list[KernelProbe]:
     """Every kernel probe a calibration without a focus times: the padded ones, the pointwise ones,
-    the large-map ones, then the per-sample convolutions."""
-    return padded_probes() + pointwise_probes() + map_probes() + dynamic_probes()
+    the wide ones, the large-map ones, then the per-sample convolutions."""
+    return padded_probes() + pointwise_probes() + wide_probes() + map_probes() + dynamic_probes()
 
 
 __all__ = ["ACTIVATIONS", "BATCHES", "BLOCKS", "KernelProbe", "MAP_PREFIX", "PROBE_PREFIX", "RandomNet",
            "SIDES", "dynamic_probes", "is_map_probe", "is_probe", "kernel_probes", "map_probes",
-           "padded_probes", "pointwise_probes", "random_network"]
+           "padded_probes", "pointwise_probes", "random_network", "wide_probes"]
