@@ -504,7 +504,6 @@ def pointwise_probes() -> list[KernelProbe]:
     return out
 
 
-
 WIDE_CONVS = ((256, 512, 1, 8, 2), (512, 1024, 1, 4, 2), (1024, 2048, 1, 2, 2), (256, 512, 3, 2, 2),
               (256, 256, 3, 2, 1), (512, 512, 3, 2, 2), (512, 512, 3, 2, 1), (512, 512, 3, 1, 1))
 # source: ResNet-50's strided 1x1 shortcuts and ResNet-18/34's (and NF-ResNet's) last two stages
@@ -519,7 +518,7 @@ WIDE_BATCH = 32  # source: the batch of issue 12's unseen protocol at 32x32
 def wide_probes() -> list[KernelProbe]:
     """The dense late-stage convolutions pointwise_probes leave out: strided 1x1 shortcuts and 3x3
     convolutions of 256-512 channels on 1x1-4x4 maps (:data:`WIDE_CONVS`), whose weight gradients,
-    written from 32-128 pixels a batch, run far below the rate of larger maps. Each probe is that
+    written from 32-512 pixels a batch, run far below the rate of larger maps. Each probe is that
     convolution, batch norm, ReLU and a linear head."""
     out = []
     torch.manual_seed(0)
