@@ -716,26 +716,6 @@ def test_every_kernel_probe_runs_the_padded_regressors_kernels() -> None:
         assert ("conv@padded" in keys) == ("k3" not in probe.name), probe.name
 
 
-def test_map_probes_write_outputs_of_the_sizes_that_land_on_fresh_pages() -> None:
-    """The large-map probes' point is their outputs' size: 8 MiB and more at batch 8 (where the
-    allocator's page faults start to show), some of 32 MiB or more (glibc maps those anew every
-    time), and they are calibration probes, timed beside the others and never held out."""
-    probes = sampling.map_probes()
-    assert len({p.name for p in probes}) == len(probes) == 5
-    assert all(sampling.is_probe(p.name) for p in probes)
-    assert {p.name for p in sampling.kernel_probes()} >= {p.name for p in probes}
-    mib = 2 ** 20
-    for probe in probes:
-        report = count(probe.module, mode="eval", batch_size=probe.batch_size,
-                       input_shape=probe.input_shape)
-        largest = max(r.cost.bytes_written for r in report.records)
-        assert largest >= 8 * mib, probe.name
-    # map16x6s2: 16 x 6 = 96 channels on 112x112 at batch 8, float32: 8*96*112*112*4 bytes
-    first = count(probes[0].module, mode="eval", batch_size=8, input_shape=(3, 224, 224))
-    expand = [r for r in first.records if r.op == "aten.convolution"][1]
-    assert expand.cost.bytes_written == 8 * 96 * 112 * 112 * 4 > 32 * mib
-
-
 def test_dynamic_probes_fold_the_batch_into_the_channels() -> None:
     """A per-sample (CondConv) probe runs its convolution at batch 1 over batch x channels, with
     batch x groups groups, on kernels a matmul of ``experts`` inner rows builds for every sample; its

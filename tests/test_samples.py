@@ -12,9 +12,8 @@ import torch
 
 from dnncost.cli import main
 from dnncost.counting.cost import Cost, CostReport, OpRecord, Phase
-from dnncost.prediction.calibration import WITHOUT_MAP_PROBES, refit, stored_samples
+from dnncost.prediction.calibration import refit, stored_samples
 from dnncost.prediction.fitting import NetworkSample
-from dnncost.prediction.model import OperatorModel
 from dnncost.prediction.predict import predict_report
 from dnncost.prediction.samples import (
     NoSamplesError,
@@ -428,75 +427,6 @@ def test_kernel_probes_are_fitted_on_but_set_no_baseline_and_no_noise() -> None:
     assert b.interval.spreads == a.interval.spreads
     assert b.step_weights == a.step_weights  # a probe's step is one kernel: not what a step costs
     assert b.networks == a.networks == 24 and b.kernels > a.kernels
-
-
-def _with_map_probes(plain: StoredSamples, *, slow: dict[int, float], sizes: tuple[int, ...]
-                     ) -> StoredSamples:
-    """``plain`` and six large-map probes whose matmuls of the sides in ``slow`` run slower."""
-    from dnncost.prediction.sampling import MAP_PREFIX
-
-    rng = random.Random(7)
-    probes = tuple(replace(network(rng, "x", m, sizes=sizes, slow=slow), name=f"{MAP_PREFIX}p{i}")
-                   for i in range(3) for m in ("train", "eval"))
-    return replace(plain, fitted=plain.fitted + probes)
-
-
-def test_refit_leaves_out_large_map_probes_that_mislead_this_machine() -> None:
-    """Probes whose matmuls run 4x slower than the same matmuls in every network: fitted on, they
-    put the held-out and transfer networks off; the fit without them is kept, both errors named."""
-    plain = stored(4)
-    done = refit(_with_map_probes(plain, slow={128: 4.0}, sizes=(128,)))
-    model = done.model
-    assert not model.map_probes
-    assert set(model.choice) == {"all", WITHOUT_MAP_PROBES}
-    assert model.choice[WITHOUT_MAP_PROBES] < model.choice["all"]
-    # the kept fit is the one without the probes, and what is stored keeps every sample
-    without = refit(plain).model
-    assert dict(model.held_out) == dict(without.held_out)
-    assert model.step_weights == pytest.approx(without.step_weights)
-    assert len(done.fitted) == len(plain.fitted) + 6
-    assert OperatorModel.from_dict(json.loads(json.dumps(model.to_dict()))).choice == model.choice
-
-
-def test_refit_keeps_large_map_probes_that_show_this_machine_a_slow_kernel() -> None:
-    """Fitted networks without large matmuls, held-out and transfer networks whose 512-side matmuls
-    run 3x slower, as the probes' do: only the probes tell the fit, so it keeps them."""
-    rng = random.Random(3)
-    small, slow = (32, 128), {512: 3.0}
-    fitted = tuple(network(rng, f"n{i}", m, sizes=small) for i in range(16) for m in ("train", "eval"))
-    held = tuple(network(rng, f"h{i}", m, slow=slow) for i in range(4) for m in ("train", "eval"))
-    transfer = tuple(network(rng, f"transfer:t{i}", m, slow=slow) for i in range(3)
-                     for m in ("train", "eval"))
-    plain = StoredSamples(fitted, held, {"fingerprint": "fp", "threads": 2}, transfer)
-    model = refit(_with_map_probes(plain, slow=slow, sizes=(512,))).model
-    assert model.map_probes
-    assert model.choice["all"] < model.choice[WITHOUT_MAP_PROBES]
-
-
-def test_a_candidate_is_clearly_better_only_beyond_one_standard_error() -> None:
-    import numpy as np
-
-    from dnncost.prediction.calibration import clearly_better
-
-    default = np.array([0.10, 0.20, 0.05, 0.15])
-    assert clearly_better(default - 0.02, default)  # better on every step
-    assert not clearly_better(default, default)
-    assert not clearly_better(default + np.array([-0.1, 0.1, -0.1, 0.09]), default)  # by noise
-    assert not clearly_better(np.array([0.0]), np.array([0.5]))  # one step tells nothing
-
-
-def test_refit_leaves_out_large_map_probes_that_do_not_clearly_help() -> None:
-    """Probes timed as the networks' own matmuls: both fits about as close on the held-out and
-    transfer steps, so the probes are left out (the first-stage networks teach large maps)."""
-    plain = stored(4)
-    model = refit(_with_map_probes(plain, slow={}, sizes=(128,))).model
-    assert not model.map_probes
-    assert model.choice["all"] == pytest.approx(model.choice[WITHOUT_MAP_PROBES], rel=0.5)
-
-
-def test_refit_without_large_map_probes_makes_no_choice() -> None:
-    model = refit(stored(4)).model
-    assert model.map_probes and model.choice == {}
 
 
 def test_a_recheck_needs_networks_the_calibration_did_not_fit_on() -> None:

@@ -199,12 +199,6 @@ def _operator_rows(model: OperatorModel) -> list[dict[str, object]]:
                          "measure": f"{mode}-step interval ({COVERAGE:.0%})",
                          "size": f"x{factors[0]:.2f} to x{factors[1]:.2f} the prediction",
                          "value": 100 * (factors[1] - factors[0]), "unit": "% wide", "cv": None})
-    if model.choice:
-        rows.append({"device": "cpu", "threads": model.threads,
-                     "measure": f"large-map probes {'kept' if model.map_probes else 'left out'}",
-                     "size": "held-out and transfer |log error|: " + ", ".join(
-                         f"{name} {100 * error:.1f}%" for name, error in model.choice.items()),
-                     "value": 100 * min(model.choice.values()), "unit": "%", "cv": None})
     rows.append({"device": "cpu", "threads": model.threads, "measure": "per-kernel model",
                  "size": f"{model.networks} networks x {model.passes} pass"
                          f"{'es' if model.passes > 1 else ''}", "value": model.kernels,

@@ -21,10 +21,9 @@ held-out ones is stored with it. Before the random networks, pass 1 times the tr
 the same FLOPs cap), and every later pass times it again first: the same protocol, inside the same
 budget, never fitted on; its error is stored beside the held-out one. A calibration without a focus
 also times kernel probes (sampling.kernel_probes: one-convolution networks on oneDNN's padded slow
-path, wide 1x1 convolutions on tiny maps and the first stages of ImageNet networks, whose outputs
-land on fresh pages -- kernels random networks draw too rarely) and fits its kernel regressors on
-them (not its step weights: a probe's step is one kernel); whether the large-map ones help on this
-machine is chosen on the held-out and transfer networks (:func:`refit`). A network or probe is
+path, wide 1x1, strided 1x1 and 3x3 convolutions on tiny maps -- kernels random networks draw too
+rarely) and fits its kernel regressors on them (not its step weights: a probe's step is one
+kernel). A network or probe is
 counted once, before its first timing; every pass times it against that count, and what pass 1 spent
 timing (not counting) is what each later pass is expected to take (counting the 156 probes took 8.4
 s of each 27-33 s pass on a 2-core EPYC without AVX-512, whose calibration had room for 12 random
@@ -77,7 +76,6 @@ from dnncost.prediction.sampling import (
     BATCHES,
     KernelProbe,
     RandomNet,
-    is_map_probe,
     is_probe,
     kernel_probes,
     random_network,
@@ -193,14 +191,14 @@ MAP_ANCHOR = Focus((3, 224, 224), 8, stages=1)
 """source: measured, development networks (2-core Xeon): whole random networks at 224x224, batch
 8, under the FLOPs cap are narrow where their maps are large -- one calibration's validation steps
 wrote no output of 16 MiB or more, where 12 timm networks' 224x224 validation steps wrote 274 --
-and a model fitted on them without the large-map probes put those 224x224 steps at a median 0.83
-of their time (the time missing 22-103 us a MiB of output of 4 MiB or more: fresh pages). A stem
-and one stage of an ImageNet network at full width (sampling.random_network's ``stages``) meets
-such maps in a step a calibration can pay for. Fitted with the probes, a calibration without such
-networks put the 12 networks' 224x224 rows at 14.4% / 11.4% MAPE (training / validation, 50% / 33%
-within +-10%), one drawing one random network in six here at 8.7% / 8.2% (67% / 58%), their 32x32
-rows at 9.2% / 10.8% and 9.8% / 9.1% (one calibration each: a row moves by a few points between
-calibrations)."""
+and a model fitted on them alone put those 224x224 steps at a median 0.83 of their time (the time
+missing 22-103 us a MiB of output of 4 MiB or more: fresh pages). A stem and one stage of an
+ImageNet network at full width (sampling.random_network's ``stages``) meets such maps in a step a
+calibration can pay for. Fitted with the large-map probes of the time (since removed,
+sampling.kernel_probes), a calibration without such networks put the 12 networks' 224x224 rows at
+14.4% / 11.4% MAPE (training / validation, 50% / 33% within +-10%), one drawing one random network
+in six here at 8.7% / 8.2% (67% / 58%), their 32x32 rows at 9.2% / 10.8% and 9.8% / 9.1% (one
+calibration each: a row moves by a few points between calibrations)."""
 ANCHORS = (QUICK_ANCHORS[0], MAP_ANCHOR, QUICK_ANCHORS[1], MAP_ANCHOR)
 """The configurations a full calibration draws its anchored networks at, in turn: the first stages
 of ImageNet networks every other time."""
@@ -446,7 +444,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
     def reserved() -> float:
         """Seconds the passes to come of the networks timed so far and their fits (refit's two
         candidates) will take."""
-        return (passes - 1) * measured + 2 * kernels * FIT_S_PER_KERNEL
+        return (passes - 1) * measured + kernels * FIT_S_PER_KERNEL
 
     def per_network() -> float:
         """What one more random network is expected to take over all its passes (0 before the
@@ -562,73 +560,21 @@ def _report(progress: Callable[[str], None] | None, net: Network, pass_: int, pa
                  f"{'x'.join(map(str, net.input_shape))}{blocks}, {elapsed:.0f} s")
 
 
-WITHOUT_MAP_PROBES = "without large-map probes"
-"""The candidate fit that leaves out sampling.map_probes (the other: 'all', every sample)."""
-
-
-def validation_errors(interval: IntervalModel) -> np.ndarray:
-    """|log(measured / predicted)| of each residual (both modes) of a fit's ``interval``, made on
-    the networks it did not fit (:func:`interval_model`): what :func:`refit` chooses between its
-    candidate fits by."""
-    return np.abs(np.concatenate([np.asarray(r, dtype=float) for r in interval.residuals.values()]
-                                 or [np.zeros(0)]))
-
-
-def clearly_better(errors: np.ndarray, default: np.ndarray) -> bool:
-    """Whether a candidate's ``errors`` beat the ``default``'s on the same steps by more than one
-    standard error of their paired differences (the one-standard-error rule): a choice on a few
-    dozen noisy steps keeps the default unless the other is better beyond its noise."""
-    if len(errors) < 2:
-        return False
-    gain = default - errors
-    return bool(gain.mean() > gain.std(ddof=1) / math.sqrt(len(gain)))
-
-
 def refit(stored: StoredSamples) -> Calibrated:
     """Fit the model on ``stored``'s fitting networks; its error on the held-out networks and on the
     transfer set, the interval made of both, and the baselines: what a calibration does after
     timing, so stored samples refit to the same model. The kernel probes are fitted on, but no
     baseline or pass-to-pass noise is read from them: a one-convolution step of a millisecond on
     oneDNN's slowest path would set the FLOPs line's scale and the noise. The fit runs on
-    FIT_THREADS threads (OpenMP and BLAS alike), whatever torch's setting.
-
-    The large-map probes (sampling.map_probes) are kept or left out per machine: both fits are
-    made, and the probes are kept only when the fit with them is :func:`clearly_better` on the
-    held-out and transfer networks (:func:`validation_errors`), the choice and both mean errors
-    stored with the model. Left out unless they clearly help: the first-stage networks
-    (MAP_ANCHOR) already give the fit large maps on every kind of block, and four probes of a few
-    shapes move the 224x224 level by an amount that varies between calibrations (with the anchors,
-    on a 2-core Xeon: 12 development networks' 224x224 rows 8.7% / 8.2% MAPE with them against
-    11.2% / 14.4% without in one calibration, 13-23% long with them against 4-9% off without in
-    two others). What the probes teach differs by machine (source: measured, one calibration's
-    samples refitted with and without them on each machine, development networks): on a 2-core
-    Xeon they took 16 networks' 224x224 validation steps from 18% to 13% MAPE (another
-    calibration: 12 networks' median 0.83 -> 1.00, while their validation errors were 7.9% and
-    8.0%, within one standard error); on a 2-core EPYC without AVX-512 they left 32 networks'
-    224x224 steps 15% off (scale-free) where the fit without them was 9% off, all long, and the
-    transfer error 9% where without them it was 7%. The errors stored are the kept fit's, chosen
-    on those same networks: a choice of two leaves them a little lower than on networks neither
-    fit saw."""
+    FIT_THREADS threads (OpenMP and BLAS alike), whatever torch's setting."""
     with threadpool_limits(limits=FIT_THREADS):
         unseen = [*stored.held_out, *stored.transfer]
-        candidates = {"all": tuple(stored.fitted)}
-        without = tuple(s for s in stored.fitted if not is_map_probe(s.name))
-        if unseen and len(without) < len(stored.fitted):
-            candidates[WITHOUT_MAP_PROBES] = without
-        fits = {name: fit_operator_model(samples, **dict(stored.meta))
-                for name, samples in candidates.items()}
+        fit = fit_operator_model(tuple(stored.fitted), **dict(stored.meta))
         networks = [s for s in stored.fitted if not is_probe(s.name)]
-        intervals = {name: interval_model(fit, unseen, [*networks, *unseen])
-                     for name, fit in fits.items()}
-        errors = {name: validation_errors(interval) for name, interval in intervals.items()}
-        choice = {name: float(e.mean()) for name, e in errors.items() if len(e)} \
-            if len(fits) > 1 else {}
-        kept = WITHOUT_MAP_PROBES if WITHOUT_MAP_PROBES in fits and \
-            not clearly_better(errors["all"], errors[WITHOUT_MAP_PROBES]) else "all"
-        model = replace(fits[kept], map_probes=kept == "all", choice=choice,
-                        held_out=step_errors(fits[kept], stored.held_out),
-                        transfer=step_errors(fits[kept], stored.transfer),
-                        interval=intervals[kept], baselines=fit_baselines(networks))
+        model = replace(fit, held_out=step_errors(fit, stored.held_out),
+                        transfer=step_errors(fit, stored.transfer),
+                        interval=interval_model(fit, unseen, [*networks, *unseen]),
+                        baselines=fit_baselines(networks))
     return Calibrated(model, tuple(stored.fitted), tuple(stored.held_out), dict(stored.meta),
                       tuple(stored.transfer))
 
@@ -643,5 +589,4 @@ __all__ = ["ANCHORS", "ANCHOR_EVERY", "ANCHOR_FLOPS_FACTOR", "BUDGET_S", "Calibr
            "QUICK_TRANSFER",
            "anchor_of", "baseline_seconds", "calibrate_operators", "fastest", "fit_baselines",
            "interval_model", "is_held_out", "largest_batch", "measure_network", "measure_quietly", "pooled",
-           "refit", "sized_network", "sized_transfer_set", "step_errors", "stored_samples",
-           "WITHOUT_MAP_PROBES", "clearly_better", "validation_errors"]
+           "refit", "sized_network", "sized_transfer_set", "step_errors", "stored_samples"]

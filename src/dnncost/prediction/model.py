@@ -129,10 +129,6 @@ class OperatorModel:
     # last recheck against the calibration's (time now / time then, dnncost.prediction.recheck),
     # every prediction's factor; empty: never rechecked (1)
     level_checked: str = ""  # when that recheck ran (ISO 8601); '': never
-    map_probes: bool = True  # whether the fit kept the large-map kernel probes
-    # (dnncost.prediction.sampling.map_probes), chosen per machine (calibration.refit)
-    choice: Mapping[str, float] = field(default_factory=dict)  # each candidate fit -> its mean
-    # |log(predicted / measured)| on the held-out and transfer steps; empty: no choice made
 
     def kernel_seconds(self, records: Sequence[OpRecord], mode: str) -> np.ndarray:
         """Predicted seconds of each call."""
@@ -177,7 +173,6 @@ class OperatorModel:
                 "transfer": {m: dict(v) for m, v in self.transfer.items()},
                 "interval": self.interval.summary(), "probe_ms": self.probe_s * 1e3,
                 "level": dict(self.level), "level_checked": self.level_checked,
-                "map_probes": self.map_probes, "choice": dict(self.choice),
                 "baselines": dict(self.baselines),
                 "kinds": {k: r.samples for k, r in self.kinds.items()}}
 
@@ -192,7 +187,6 @@ class OperatorModel:
                 "transfer": {m: dict(v) for m, v in self.transfer.items()},
                 "interval": self.interval.to_dict(), "probe_s": self.probe_s,
                 "level": dict(self.level), "level_checked": self.level_checked,
-                "map_probes": self.map_probes, "choice": dict(self.choice),
                 "baselines": dict(self.baselines), "step_weights": list(self.step_weights),
                 "kinds": {k: r.to_dict() for k, r in self.kinds.items()},
                 "fallback": self.fallback.to_dict()}
@@ -208,7 +202,7 @@ class OperatorModel:
             raise OldModelFormatError("the per-kernel model is stored in an old format (a pickle, "
                                       "which dnncost no longer loads: loading one could run code)")
         d = reading.mapping(data, "model", required=_MODEL_FIELDS,
-                            optional=("probe_s", "level", "level_checked", "map_probes", "choice"))
+                            optional=("probe_s", "level", "level_checked"))
         if d["format"] == MODEL_FORMAT and isinstance(d["version"], int) and \
                 not isinstance(d["version"], bool) and d["version"] < MODEL_VERSION:
             raise OldModelFormatError(f"the per-kernel model is stored as version {d['version']}; "
@@ -240,9 +234,7 @@ class OperatorModel:
                    interval=IntervalModel.from_dict(d["interval"], "model.interval"),
                    probe_s=_probe_seconds(d.get("probe_s", 0.0)),
                    level=_level(d.get("level", {})),
-                   level_checked=reading.text(d.get("level_checked", ""), "model.level_checked"),
-                   map_probes=reading.boolean(d.get("map_probes", True), "model.map_probes"),
-                   choice=_numbers_by_name(d.get("choice", {}), "model.choice"))
+                   level_checked=reading.text(d.get("level_checked", ""), "model.level_checked"))
 
     def level_text(self) -> str:
         """The last recheck's level as 'x0.96 (train), x1.00 (eval)'; '' without one."""
@@ -278,13 +270,14 @@ class OperatorModel:
 
 
 MODEL_FORMAT = "dnncost-operator-model"  # source: our choice, names what the data is
-MODEL_VERSION = 9  # source: our choice; 1 was the pickled regressors of older files, never loaded;
+MODEL_VERSION = 10  # source: our choice; 1 was the pickled regressors of older files, never loaded;
 # 2 was fitted on each network's fastest pass, 3 on its pooled passes read by STUDY_ESTIMATOR, 4
 # adds the kernels' seconds to what the step costs beyond them (kernels.STEP_FEATURES), 5 a
 # convolution's output area to each call's features (features.conv_geometry), 6 its GEMM rows
 # (batch x output area), 7 each call's layout (channels-last or not), 8 its channels modulo the
 # vector width (features.channel_remainders), 9 a thin 3x3 backward on a 2x2 output in the padded
-# regressor (features.SLOW_BACKWARD_AREA)
+# regressor (features.SLOW_BACKWARD_AREA), 10 no longer fitted on the large-map probes, nor
+# storing the choice between fits with and without them
 _MODEL_FIELDS = ("format", "version", "fingerprint", "threads", "torch_version", "created", "quick",
                  "networks", "kernels", "busy_networks", "passes", "focus", "held_out", "baselines",
                  "transfer", "interval", "step_weights", "kinds", "fallback")

@@ -26,8 +26,8 @@ the shapes and neighbours they meet in real CNNs and attention models:
 Beside them, :func:`kernel_probes` lists the one-convolution kernel probes a calibration without a
 focus times too, kernels no draw above meets often enough: those on oneDNN's padded slow path
 (:func:`padded_probes`), wide 1x1 convolutions on 1x1-4x4 maps (:func:`pointwise_probes`), wide
-strided 1x1 and 3x3 ones there (:func:`wide_probes`) and
-the first stages of ImageNet networks, whose outputs land on fresh pages (:func:`map_probes`).
+strided 1x1 and 3x3 ones there (:func:`wide_probes`) and per-sample convolutions
+(:func:`dynamic_probes`).
 
 All draws come from ``random.Random(seed)``: the same seed gives the same network on every machine.
 """
@@ -529,50 +529,6 @@ def wide_probes() -> list[KernelProbe]:
                                (cin, side, side), WIDE_BATCH))
     return out
 
-MAP_BLOCKS = ((16, 6, 2, 24), (32, 3, 1, 32), (24, 2, 2, 32), (32, 6, 2, 48))  # source: MobileNetV2's,
-# EfficientNet's and MnasNet's first blocks at 112x112 -- (stem channels, expansion, depthwise
-# stride, output channels) -- whose expanded maps are 19-77 MiB at batch 8
-MAP_BATCH = 8  # source: the batch of issue 12's unseen protocol at 224x224
-MAP_INPUT = (3, 224, 224)  # source: ImageNet's input
-MAP_PREFIX = f"{PROBE_PREFIX}map"  # source: our choice; a large-map probe's name starts so
-
-
-def is_map_probe(name: str) -> bool:
-    """Whether the timed network ``name`` is one of :func:`map_probes`."""
-    return name.startswith(MAP_PREFIX)
-
-
-def map_probes() -> list[KernelProbe]:
-    """The first stages of ImageNet networks at 224x224: an inverted-residual block on the 112x112
-    map after a stride-2 stem (:data:`MAP_BLOCKS`) and a ResNet stem to 256 channels on 56x56, at
-    batch 8. Outputs this large (8-77 MiB) land on fresh pages: glibc maps every allocation of 32
-    MiB or more anew and trims and regrows its heap beneath, and the page faults cost 140-150 us a
-    MiB inside the kernel that writes the tensor, 30-45 more where it is unmapped (against the
-    same write into a kept buffer; source: benchmarks/page_faults.py --per-mib, 2-core Xeon).
-    Random networks draw such maps rarely (one calibration: no kernel output of 32 MiB or more,
-    12 validation ones of 8-32 MiB), and fitted without these probes the kernels of 224x224
-    validation steps came out 0.59-0.92 of their time on MobileNet-like networks, the steps median
-    0.85 over 16 development networks (MAPE 18%); with them 0.89 (13%), training steps unchanged
-    (source: measured, one calibration refitted, 2-core Xeon, torch 2.14); on a 2-core EPYC
-    they put the 224x224 steps long, and each calibration keeps them only where they clearly help
-    (calibration.refit). Each probe ends in a pool and a linear head."""
-    out = []
-    torch.manual_seed(0)
-    for stem, expansion, stride, channels in MAP_BLOCKS:
-        wide = stem * expansion
-        module = nn.Sequential(_conv(3, stem, 3, stride=2), _conv(stem, wide, 1),
-                               _conv(wide, wide, 3, stride=stride, groups=wide),
-                               _conv(wide, channels, 1, act=None), nn.AdaptiveAvgPool2d(1),
-                               nn.Flatten(), nn.Linear(channels, 10))
-        out.append(KernelProbe(f"{MAP_PREFIX}{stem}x{expansion}s{stride}", module, MAP_INPUT,
-                               MAP_BATCH))
-    resnet = nn.Sequential(_conv(3, 64, 7, stride=2), nn.MaxPool2d(3, 2, 1), _conv(64, 64, 1),
-                           _conv(64, 64, 3), _conv(64, 256, 1, act=None), nn.AdaptiveAvgPool2d(1),
-                           nn.Flatten(), nn.Linear(256, 10))
-    out.append(KernelProbe(f"{MAP_PREFIX}resnet", resnet, MAP_INPUT, MAP_BATCH))
-    return out
-
-
 class _PerSampleConv(nn.Module):
     """A convolution whose kernel is mixed per sample from ``experts`` kernels by a routing of the
     sample's pooled input (CondConv, Yang et al. 2019): the batch is folded into the channels and
@@ -628,10 +584,16 @@ def dynamic_probes() -> list[KernelProbe]:
 
 def kernel_probes() -> list[KernelProbe]:
     """Every kernel probe a calibration without a focus times: the padded ones, the pointwise ones,
-    the wide ones, the large-map ones, then the per-sample convolutions."""
-    return padded_probes() + pointwise_probes() + wide_probes() + map_probes() + dynamic_probes()
+    the wide ones, then the per-sample convolutions. Four first blocks of ImageNet networks at
+    224x224 (outputs of 8-77 MiB, on fresh pages) were probes too, until they were found to make
+    real networks' 224x224 steps long: refitted with and without them, one calibration's samples
+    put 56 timm networks' 224x224 rows at a median 1.17 / 1.11 of their time with them, 1.08 / 1.07
+    without (each row divided by its median: 9.4% / 9.8% off against 7.9% / 8.0%), and three of
+    four calibrations before it 8-23% long; the first stages are drawn as random networks instead
+    (calibration.MAP_ANCHOR; source: measured, 2-core Xeon, torch 2.14)."""
+    return padded_probes() + pointwise_probes() + wide_probes() + dynamic_probes()
 
 
-__all__ = ["ACTIVATIONS", "BATCHES", "BLOCKS", "KernelProbe", "MAP_PREFIX", "PROBE_PREFIX", "RandomNet",
-           "SIDES", "dynamic_probes", "is_map_probe", "is_probe", "kernel_probes", "map_probes",
+__all__ = ["ACTIVATIONS", "BATCHES", "BLOCKS", "KernelProbe", "PROBE_PREFIX", "RandomNet",
+           "SIDES", "dynamic_probes", "is_probe", "kernel_probes",
            "padded_probes", "pointwise_probes", "random_network", "wide_probes"]
