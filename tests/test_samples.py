@@ -429,6 +429,24 @@ def test_kernel_probes_are_fitted_on_but_set_no_baseline_and_no_noise() -> None:
     assert b.networks == a.networks == 24 and b.kernels > a.kernels
 
 
+
+def test_refit_drops_the_retired_probes_older_samples_hold() -> None:
+    """Samples kept by a calibration that still timed the large-map probes refit to the model of
+    the same samples without them, and what the refit keeps has none of them."""
+    from dnncost.prediction.sampling import RETIRED_PROBES, is_retired_probe
+
+    plain = stored(4)
+    rng = random.Random(7)
+    retired = tuple(replace(network(rng, "x", m, slow={128: 4.0}), name=f"{RETIRED_PROBES[0]}p{i}")
+                    for i in range(3) for m in ("train", "eval"))
+    done = refit(replace(plain, fitted=plain.fitted + retired))
+    alone = refit(plain)
+    assert done.model.kernels == alone.model.kernels
+    assert done.model.step_weights == pytest.approx(alone.model.step_weights)
+    assert dict(done.model.held_out) == dict(alone.model.held_out)
+    assert not any(is_retired_probe(s.name) for s in done.fitted)
+    assert len(done.fitted) == len(plain.fitted)
+
 def test_a_recheck_needs_networks_the_calibration_did_not_fit_on() -> None:
     """A recheck times the calibration's held-out and transfer networks again: stored samples
     without any (or a round count below one) get a one-line error naming what to run."""

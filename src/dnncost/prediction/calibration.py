@@ -77,6 +77,7 @@ from dnncost.prediction.sampling import (
     KernelProbe,
     RandomNet,
     is_probe,
+    is_retired_probe,
     kernel_probes,
     random_network,
 )
@@ -565,18 +566,20 @@ def refit(stored: StoredSamples) -> Calibrated:
     transfer set, the interval made of both, and the baselines: what a calibration does after
     timing, so stored samples refit to the same model. The kernel probes are fitted on, but no
     baseline or pass-to-pass noise is read from them: a one-convolution step of a millisecond on
-    oneDNN's slowest path would set the FLOPs line's scale and the noise. The fit runs on
+    oneDNN's slowest path would set the FLOPs line's scale and the noise. Probes an older
+    calibration timed that the model no longer uses (sampling.is_retired_probe) are dropped, so
+    that its samples refit to the model a calibration made now would give. The fit runs on
     FIT_THREADS threads (OpenMP and BLAS alike), whatever torch's setting."""
+    fitted = tuple(s for s in stored.fitted if not is_retired_probe(s.name))
     with threadpool_limits(limits=FIT_THREADS):
         unseen = [*stored.held_out, *stored.transfer]
-        fit = fit_operator_model(tuple(stored.fitted), **dict(stored.meta))
-        networks = [s for s in stored.fitted if not is_probe(s.name)]
+        fit = fit_operator_model(fitted, **dict(stored.meta))
+        networks = [s for s in fitted if not is_probe(s.name)]
         model = replace(fit, held_out=step_errors(fit, stored.held_out),
                         transfer=step_errors(fit, stored.transfer),
                         interval=interval_model(fit, unseen, [*networks, *unseen]),
                         baselines=fit_baselines(networks))
-    return Calibrated(model, tuple(stored.fitted), tuple(stored.held_out), dict(stored.meta),
-                      tuple(stored.transfer))
+    return Calibrated(model, fitted, tuple(stored.held_out), dict(stored.meta), tuple(stored.transfer))
 
 
 def stored_samples(done: Calibrated) -> StoredSamples:

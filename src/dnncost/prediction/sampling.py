@@ -434,6 +434,16 @@ def is_probe(name: str) -> bool:
     return name.startswith(PROBE_PREFIX)
 
 
+RETIRED_PROBES = (f"{PROBE_PREFIX}map",)  # source: our choice; the name prefixes of probes that
+# calibrations once timed and the model no longer fits on (the large-map probes, kernel_probes)
+
+
+def is_retired_probe(name: str) -> bool:
+    """Whether a timed network is a probe of :data:`RETIRED_PROBES`: samples kept by an older
+    calibration may hold some, and a refit leaves them out."""
+    return name.startswith(RETIRED_PROBES)
+
+
 PROBE_CHANNELS = (24, 64, 96, 128, 192, 256, 384, 576, 1152)  # source: MobileNet/EfficientNet
 # late stages (96-1152 channels), thin networks (24-64) and StarNet's and ConvNeXt's last stages
 # (128-384): fitted on 96 channels or more, the padded regressor's line started at 0.35 ms a call,
@@ -594,6 +604,6 @@ def kernel_probes() -> list[KernelProbe]:
     return padded_probes() + pointwise_probes() + wide_probes() + dynamic_probes()
 
 
-__all__ = ["ACTIVATIONS", "BATCHES", "BLOCKS", "KernelProbe", "PROBE_PREFIX", "RandomNet",
-           "SIDES", "dynamic_probes", "is_probe", "kernel_probes",
+__all__ = ["ACTIVATIONS", "BATCHES", "BLOCKS", "KernelProbe", "PROBE_PREFIX", "RETIRED_PROBES",
+           "RandomNet", "SIDES", "dynamic_probes", "is_probe", "is_retired_probe", "kernel_probes",
            "padded_probes", "pointwise_probes", "random_network", "wide_probes"]
