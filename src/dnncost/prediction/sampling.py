@@ -489,9 +489,9 @@ POINTWISE_CHANNELS = ((96, 576), (576, 96), (160, 960), (960, 160), (320, 1280),
 # stages of MobileNetV2/V3 and EfficientNet (96-320 <-> 576-1280 channels), ResNeXt-50 (1024, and
 # 1024 <-> 2048 in its last stage and ResNet-50's shortcut) and ResNet-50 (512 <-> 2048). The trees
 # do not extrapolate past the largest weight they saw: with 4 MiB ones at most, timm's ResNeXt-50's
-# 1024 <-> 2048 backward calls on a 1x1 map (8 MiB weights, whose gradient took 6.1 ns an element
-# at batch 32, 5.3 at 4 MiB, 2.0 at 1 MiB) were predicted at the 4 MiB ones' time, 0.30-0.37 of
-# theirs (2-core Xeon, torch 2.14)
+# 1024 <-> 2048 backward calls on a 1x1 map (8 MiB weights) were predicted at the 4 MiB ones' time,
+# 0.30-0.37 of theirs, where a backward there takes 7.3 ns a weight element at batch 32 against 6.5
+# at 4 MiB and 3.3 at 1 MiB (benchmarks/wide_weights.py, 2-core Xeon, torch 2.14)
 POINTWISE_SIDES = (1, 2, 4)  # source: those stages' maps on a 32x32 input (stride 32, 16, 8)
 POINTWISE_BATCH = 32  # source: the batch of issue 12's unseen protocol at 32x32
 
@@ -518,8 +518,8 @@ WIDE_CONVS = ((256, 512, 1, 8, 2), (512, 1024, 1, 4, 2), (1024, 2048, 1, 2, 2), 
               (256, 256, 3, 2, 1), (512, 512, 3, 2, 2), (512, 512, 3, 2, 1), (512, 512, 3, 1, 1))
 # source: ResNet-50's strided 1x1 shortcuts and ResNet-18/34's (and NF-ResNet's) last two stages
 # of 3x3 convolutions on a 32x32 input -- (input and output channels, kernel, input side, stride):
-# weights of 0.5-9 MiB on 1x1-4x4 maps. Fitted without them (and with the 4 MiB pointwise probes
-# at most), a 1x1 from 1024 to 2048 channels with stride 2 on a 2x2 map was predicted 0.37 of its
+# weights of 0.5-9 MiB on 1x1-4x4 maps. Fitted without them (with the pointwise probes up to 8
+# MiB), a 1x1 from 1024 to 2048 channels with stride 2 on a 2x2 map was predicted 0.37 of its
 # backward's time, a 3x3 of 512 channels with stride 2 0.47 (timm's seresnext26ts and nf_resnet26,
 # batch 32, 2-core Xeon, torch 2.14)
 WIDE_BATCH = 32  # source: the batch of issue 12's unseen protocol at 32x32
