@@ -21,13 +21,13 @@ held-out ones is stored with it. Before the random networks, pass 1 times the tr
 the same FLOPs cap), and every later pass times it again first: the same protocol, inside the same
 budget, never fitted on; its error is stored beside the held-out one. A calibration without a focus
 also times kernel probes (sampling.kernel_probes: one-convolution networks on oneDNN's padded slow
-path, wide 1x1, strided 1x1 and 3x3 convolutions on tiny maps -- kernels random networks draw too
-rarely) and fits its kernel regressors on them (not its step weights: a probe's step is one
-kernel). A network or probe is
-counted once, before its first timing; every pass times it against that count, and what pass 1 spent
-timing (not counting) is what each later pass is expected to take (counting the 156 probes took 8.4
-s of each 27-33 s pass on a 2-core EPYC without AVX-512, whose calibration had room for 12 random
-networks when it counted in every pass). The probes are timed in every pass, as the networks are:
+path, wide 1x1, strided 1x1 and 3x3 convolutions on tiny maps, per-sample convolutions -- kernels
+random networks draw too rarely) and fits its kernel regressors on them (not its step weights: a
+probe's step is one kernel). A network or probe is counted once, before its first timing; every
+pass times it against that count, and what pass 1 spent timing (not counting) is what each later
+pass is expected to take (counting the 156 probes took 8.4 s of each 27-33 s pass on a 2-core
+EPYC without AVX-512, whose calibration had room for 12 random networks when it counted in every
+pass). The probes are timed in every pass, as the networks are:
 timed in pass 1 only, three runs back to back, a slow stretch of that machine took them all (the
 112x112-map probes 2-4x their time in another calibration, and the model's 224x224 validation steps
 of MobileNet-like networks 1.3-1.9x). A full calibration draws every ANCHOR_EVERY-th random network
@@ -443,8 +443,7 @@ def calibrate_operators(*, threads: int | None = None, quick: bool = False,
         return time.perf_counter() - start
 
     def reserved() -> float:
-        """Seconds the passes to come of the networks timed so far and their fits (refit's two
-        candidates) will take."""
+        """Seconds the passes to come of the networks timed so far and their fit will take."""
         return (passes - 1) * measured + kernels * FIT_S_PER_KERNEL
 
     def per_network() -> float:

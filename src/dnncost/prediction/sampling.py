@@ -594,7 +594,7 @@ def dynamic_probes() -> list[KernelProbe]:
 
 def kernel_probes() -> list[KernelProbe]:
     """Every kernel probe a calibration without a focus times: the padded ones, the pointwise ones,
-    the wide ones, then the per-sample convolutions. Four first blocks of ImageNet networks at
+    the wide ones, then the per-sample convolutions. Five first stages of ImageNet networks at
     224x224 (outputs of 8-77 MiB, on fresh pages) were probes too, until they were found to make
     real networks' 224x224 steps long: refitted with and without them, one calibration's samples
     put 56 timm networks' 224x224 rows at a median 1.17 / 1.11 of their time with them, 1.08 / 1.07
