@@ -462,6 +462,11 @@ PROBE_PER_GROUP = (1, 4)  # source: depthwise, and 4 channels a group (ResNeXt-l
 PROBE_GROUPED_CHANNELS = 576  # source: our choice, one width of PROBE_CHANNELS for the grouped ones
 
 
+def _headed(body: nn.Module, channels: int) -> nn.Sequential:
+    """A kernel probe's network: ``body`` (its ``channels``-channel convolution), a global pool and
+    a linear head."""
+    return nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10))
+
 def padded_probes() -> list[KernelProbe]:
     """The thin convolutions -- depthwise, or 4 channels a group -- whose output lies within their
     padding, where oneDNN's kernels run 30-200x fewer FLOP/s than on a larger map
@@ -475,9 +480,8 @@ def padded_probes() -> list[KernelProbe]:
         for channels in PROBE_CHANNELS if per_group == 1 else (PROBE_GROUPED_CHANNELS,):
             for k, side, stride in PROBE_GEOMETRY:
                 for batch in PROBE_BATCHES:
-                    conv = _conv(channels, channels, k, stride=stride, groups=channels // per_group)
-                    module = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                           nn.Linear(channels, 10))
+                    module = _headed(_conv(channels, channels, k, stride=stride,
+                                           groups=channels // per_group), channels)
                     out.append(KernelProbe(f"{PROBE_PREFIX}g{per_group}c{channels}k{k}s{side}/"
                                            f"{stride}b{batch}",
                                            module, (channels, side, side), batch))
@@ -507,8 +511,7 @@ def pointwise_probes() -> list[KernelProbe]:
     torch.manual_seed(0)
     for cin, cout in POINTWISE_CHANNELS:
         for side in POINTWISE_SIDES:
-            module = nn.Sequential(_conv(cin, cout, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                   nn.Linear(cout, 10))
+            module = _headed(_conv(cin, cout, 1), cout)
             out.append(KernelProbe(f"{PROBE_PREFIX}pw{cin}x{cout}s{side}", module,
                                    (cin, side, side), POINTWISE_BATCH))
     return out
@@ -533,8 +536,7 @@ def wide_probes() -> list[KernelProbe]:
     out = []
     torch.manual_seed(0)
     for cin, cout, k, side, stride in WIDE_CONVS:
-        module = nn.Sequential(_conv(cin, cout, k, stride=stride), nn.AdaptiveAvgPool2d(1),
-                               nn.Flatten(), nn.Linear(cout, 10))
+        module = _headed(_conv(cin, cout, k, stride=stride), cout)
         out.append(KernelProbe(f"{PROBE_PREFIX}wide{cin}x{cout}k{k}s{side}/{stride}", module,
                                (cin, side, side), WIDE_BATCH))
     return out
@@ -585,8 +587,7 @@ def dynamic_probes() -> list[KernelProbe]:
     out = []
     torch.manual_seed(0)
     for cin, cout, k, stride, depthwise, side, batch in DYNAMIC_CONVS:
-        module = nn.Sequential(_PerSampleConv(cin, cout, k, stride=stride, depthwise=depthwise),
-                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cout, 10))
+        module = _headed(_PerSampleConv(cin, cout, k, stride=stride, depthwise=depthwise), cout)
         out.append(KernelProbe(f"{PROBE_PREFIX}dyn{'dw' if depthwise else ''}{cin}x{cout}k{k}"
                                f"s{side}/{stride}b{batch}", module, (cin, side, side), batch))
     return out
