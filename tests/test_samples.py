@@ -425,7 +425,10 @@ def test_kernel_probes_are_fitted_on_but_set_no_baseline_and_no_noise() -> None:
     a, b = refit(plain).model, refit(with_probes).model
     assert b.baselines == a.baselines
     assert b.interval.spreads == a.interval.spreads
-    assert b.step_weights == a.step_weights  # a probe's step is one kernel: not what a step costs
+    # a probe's step is one kernel, not what a step costs: its row is not fitted on (a step 100x
+    # the networks' would move the weights by far more); only the networks' predicted kernels,
+    # which the weights are fitted beside, move with the probes, by a hair here
+    assert b.step_weights == pytest.approx(a.step_weights, rel=1e-6)
     assert b.networks == a.networks == 24 and b.kernels > a.kernels
 
 
