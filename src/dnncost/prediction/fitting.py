@@ -70,10 +70,10 @@ def fit_operator_model(samples: Sequence[NetworkSample], **meta: Any) -> Operato
     nets = [s for s in samples if not is_probe(s.name)] or list(samples)
     # fitted on the step less the kernels as the model predicts them, which is what a prediction
     # adds it to: a quick calibration's kernels, fitted mostly on its kernel probes, came out
-    # 5-8% under its own networks' measured kernels, a shortfall step weights fitted on the
+    # 1-8% under its own networks' measured kernels, a shortfall step weights fitted on the
     # measured kernels never saw. Refitted so, four quick calibrations' 32x32 rows on their unseen
-    # timm networks went 0.4-1.8 points closer in 7 of 8; their 224x224 rows and four full
-    # calibrations' rows moved by -0.6 to +1.5 points (source: measured, 2-core Xeon,
+    # timm networks came 0.4-1.9 points closer in 7 of 8; every other row of them and of four full
+    # calibrations moved by -0.9 to +1.1 points (source: benchmarks/fit_choices.py, 2-core Xeon,
     # docs/results.md)
     kernels = OperatorModel(kinds=fitted, fallback=fallback, step_weights=(0.0,) * len(STEP_FEATURES))
     predicted = [float(kernels.kernel_seconds(s.report.records, s.report.mode).sum()) for s in nets]

@@ -29,8 +29,9 @@ not the median itself. That median is the model's bias on the calibration's own 
 small (steps of 5-140 ms), and it did not carry over to the networks users predict: on the
 validation steps it came to x0.93-0.98 in four calibrations, while their four sets of 10-16 unseen
 timm networks of 60-250 GFLOPs ran at a median x0.90-1.10 of their predictions, x1.01 on average.
-Shifted by it, three sets' 32x32 validation rows held 57-64% of their networks inside the
-interval; centred, 71-86% (source: measured, 2-core Xeon, docs/results.md). The bias is still
+Shifted by it, sets S and T's 32x32 validation rows held 62% and 57% of their networks inside
+the interval; centred, 77% and 79%, while no row of sets P to T lost more than one network
+(source: benchmarks/fit_choices.py, 2-core Xeon, docs/results.md). The bias is still
 reported: :meth:`IntervalModel.summary`'s ``median_ratio``, and ``dnncost calibrate``'s held-out and
 transfer rows.
 
