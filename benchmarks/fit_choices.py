@@ -1,7 +1,8 @@
 """Two choices of the time model's fit, judged on networks it never saw (issue 22).
 
-Given a calibration's stored samples (the directory ``DNNCOST_CACHE_DIR`` pointed at, or this
-machine's cache) and an ``dnncost evaluate --unseen --out`` JSON of networks measured against it,
+Given a calibration's stored samples (``--calibration``: the cache directory it was made in, as
+``DNNCOST_CACHE_DIR`` names one; the samples lie in its ``calibration/`` folder) and the ``dnncost
+evaluate --unseen --out`` JSON of networks measured against it (``--evaluation``),
 this refits the samples and predicts every measured network again, two ways for each choice:
 
 - **step weights** (``dnncost.prediction.fitting``): what a step costs beyond its kernels fitted
