@@ -33,9 +33,9 @@ from dnncost.core.environment import current_environment
 from dnncost.counting.counter import count
 from dnncost.models.loading import load_model
 from dnncost.prediction.calibration import refit
-from dnncost.prediction.fitting import fit_step_weights
+from dnncost.prediction.fitting import fit_overhead
 from dnncost.prediction.interval import COVERAGE
-from dnncost.prediction.kernels import STEP_FEATURES, module_counts, step_features
+from dnncost.prediction.kernels import module_counts
 from dnncost.prediction.model import OperatorModel
 from dnncost.prediction.predict import predict_report
 from dnncost.prediction.samples import StoredSamples, load_samples
@@ -46,13 +46,8 @@ from dnncost.prediction.unseen import LIBRARY_PREFIXES
 def measured_kernel_weights(model: OperatorModel, stored: StoredSamples) -> OperatorModel:
     """``model`` with its step weights refitted on the step less its measured kernels."""
     nets = [s for s in stored.fitted if not is_probe(s.name)] or list(stored.fitted)
-    feats = np.array([step_features(s.report, s.modules, s.param_tensors, sum(s.kernel_s))
-                      for s in nets])
-    rest = np.array([s.step_s - sum(s.kernel_s) for s in nets])
-    steps = np.array([s.step_s for s in nets])
     fastest = min(t for s in stored.fitted for t in s.kernel_s if t > 0)
-    lower = np.where(np.array(STEP_FEATURES) == "kernel_calls", -fastest, 0.0)
-    weights = fit_step_weights(feats, rest, steps, lower=lower)
+    weights = fit_overhead(nets, [sum(s.kernel_s) for s in nets], fastest_s=fastest)
     return replace(model, step_weights=tuple(float(w) for w in weights))
 
 

@@ -77,18 +77,26 @@ def fit_operator_model(samples: Sequence[NetworkSample], **meta: Any) -> Operato
     # docs/results.md)
     kernels = OperatorModel(kinds=fitted, fallback=fallback, step_weights=(0.0,) * len(STEP_FEATURES))
     predicted = [float(kernels.kernel_seconds(s.report.records, s.report.mode).sum()) for s in nets]
-    feats = np.array([step_features(s.report, s.modules, s.param_tensors, k)
-                      for s, k in zip(nets, predicted, strict=True)])
-    rest = np.array([s.step_s - k for s, k in zip(nets, predicted, strict=True)])
-    steps = np.array([s.step_s for s in nets])
-    # a call's correction (the clock's own cost) cannot exceed the fastest kernel timed: a step
-    # never costs less than nothing
-    lower = np.where(np.array(STEP_FEATURES) == "kernel_calls", -float(secs.min()), 0.0)
-    weights = fit_step_weights(feats, rest, steps, lower=lower)
+    weights = fit_overhead(nets, predicted, fastest_s=float(secs.min()))
     return OperatorModel(kinds=fitted, fallback=fallback, step_weights=tuple(float(w) for w in weights),
                          created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          networks=len({s.name for s in samples if not is_probe(s.name)}),
                          kernels=len(records), **meta)
+
+
+def fit_overhead(nets: Sequence[NetworkSample], kernel_s: Sequence[float], *,
+                 fastest_s: float) -> np.ndarray:
+    """The step weights of what ``nets``' steps cost beyond their kernels, which take
+    ``kernel_s`` seconds a step (:func:`fit_operator_model` gives the model's predictions of
+    them); ``fastest_s``, the fastest kernel timed, bounds the weight of a kernel call."""
+    feats = np.array([step_features(s.report, s.modules, s.param_tensors, k)
+                      for s, k in zip(nets, kernel_s, strict=True)])
+    rest = np.array([s.step_s - k for s, k in zip(nets, kernel_s, strict=True)])
+    steps = np.array([s.step_s for s in nets])
+    # a call's correction (the clock's own cost) cannot exceed the fastest kernel timed: a step
+    # never costs less than nothing
+    lower = np.where(np.array(STEP_FEATURES) == "kernel_calls", -fastest_s, 0.0)
+    return fit_step_weights(feats, rest, steps, lower=lower)
 
 
 def fit_line(flops: np.ndarray, nbytes: np.ndarray, seconds: np.ndarray) -> tuple[float, float, float]:
@@ -151,4 +159,4 @@ def fit_kind(x: np.ndarray, flops: np.ndarray, nbytes: np.ndarray, seconds: np.n
 
 
 __all__ = ["MIN_KIND_SAMPLES", "NetworkSample", "STEP_LOSS_SCALE", "TREE_PARAMS", "fit_kind",
-           "fit_line", "fit_operator_model", "fit_step_weights"]
+           "fit_line", "fit_operator_model", "fit_overhead", "fit_step_weights"]

@@ -467,6 +467,7 @@ def _headed(body: nn.Module, channels: int) -> nn.Sequential:
     a linear head."""
     return nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10))
 
+
 def padded_probes() -> list[KernelProbe]:
     """The thin convolutions -- depthwise, or 4 channels a group -- whose output lies within their
     padding, where oneDNN's kernels run 30-200x fewer FLOP/s than on a larger map
