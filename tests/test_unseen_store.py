@@ -18,7 +18,7 @@ from dnncost.core.environment import machine_fingerprint
 from dnncost.counting.formulas import OpKind
 from dnncost.measuring import timing
 from dnncost.measuring.measurement import Measurement
-from dnncost.prediction import recheck, unseen
+from dnncost.prediction import fresh_process, recheck, unseen
 from dnncost.prediction.interval import IntervalModel
 from dnncost.prediction.kernels import STEP_FEATURES
 from dnncost.prediction.model import KindRegressor, OperatorModel
@@ -280,9 +280,12 @@ def test_an_empty_store_says_how_to_fill_the_section(tmp_path: Path) -> None:
 # -- the command -----------------------------------------------------------------------------------
 @pytest.fixture
 def calibration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A stored calibration file with known coefficients, and a tiny input configuration."""
+    """A stored calibration file with known coefficients, a tiny input configuration, and the
+    groups timed in this process, where the tests' stand-ins for the timer are (the fresh
+    process's own test: tests/test_fresh_process.py)."""
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(unseen, "CONFIGS", (((3, 16, 16), 2),))
+    monkeypatch.setattr(unseen, "FRESH_PROCESS", False)
     return save_operator_model(tiny_model())
 
 
@@ -368,7 +371,7 @@ def test_unseen_networks_are_timed_round_robin_each_pass_a_fresh_build(
         calibration: str, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
     built: list[str] = []
-    real_build = unseen._build
+    real_build = unseen.build_unseen
     probes = iter((1e-3, 2e-3, 3e-3, 5e-3))  # the reference probe after each repeat, in order
 
     def build(name: str) -> object:
@@ -380,9 +383,9 @@ def test_unseen_networks_are_timed_round_robin_each_pass_a_fresh_build(
         seen.append(name)
         return _Timed(Measurement((0.010, 0.012)), None)
 
-    monkeypatch.setattr(unseen, "_build", build)
+    monkeypatch.setattr(unseen, "build_unseen", build)
     monkeypatch.setattr(timing, "time_model", fake_time_model)
-    monkeypatch.setattr(unseen, "Probe", lambda device: SimpleNamespace(steady=lambda: next(probes)))
+    monkeypatch.setattr(fresh_process, "Probe", lambda device: SimpleNamespace(steady=lambda: next(probes)))
     names = ["mobilenet_v3_small", "shufflenet_v2_x0_5"]
     here = {"fingerprint": machine_fingerprint("cpu", threads=torch.get_num_threads()),
             "threads": torch.get_num_threads()}
@@ -431,7 +434,7 @@ def test_the_level_measured_alongside_scales_every_prediction(
                                transfer=(sample("transfer:plain@32", 0.002),  # type: ignore[arg-type]
                                          sample("transfer:attention@32", 0.1),
                                          sample("transfer:mbconv@32", 0.1)))
-    monkeypatch.setattr(recheck, "rebuild", lambda s: torch.nn.Linear(1, 1))
+    monkeypatch.setattr(recheck, "rebuild_network", lambda name, side: torch.nn.Linear(1, 1))
     monkeypatch.setattr(timing, "time_model", fake_time_model)
     names = ["mobilenet_v3_small", "shufflenet_v2_x0_5"]
     model = replace(tiny_model(), level={"train": 1.5},  # its last recheck: x1.5

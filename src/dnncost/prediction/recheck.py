@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import statistics
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from functools import partial
 
 from torch import nn
 
 from dnncost.core.errors import DnncostError
 from dnncost.core.kinds import Mode
-from dnncost.measuring.interleave import TimingJob, time_interleaved
 from dnncost.measuring.measurement import STUDY_ESTIMATOR, estimate
-from dnncost.measuring.timing import StepOptions, StepTiming
+from dnncost.measuring.timing import StepOptions
 from dnncost.prediction.fitting import NetworkSample
+from dnncost.prediction.fresh_process import FreshJob, Repeat, time_round_robin
 from dnncost.prediction.model import OperatorModel
 from dnncost.prediction.samples import StoredSamples
 from dnncost.prediction.sampling import random_network
@@ -46,16 +44,21 @@ class RecheckError(DnncostError):
 
 
 def rebuild(sample: NetworkSample) -> nn.Module:
-    """The network a calibration sample was timed on: a random one by its seed at the side it was
-    timed at (drawn as the calibration drew it, or at an anchor: calibration.anchor_of), or a
-    transfer one."""
-    if sample.name.startswith("random"):
-        return random_network(int(sample.name.removeprefix("random")),
-                              side=sample.report.input_shape[-1]).module  # as drawn or anchored
-    net = transfer_network(sample.name)
+    """The network a calibration sample was timed on (:func:`rebuild_network`)."""
+    side = int(sample.report.input_shape[-1]) if sample.name.startswith("random") else 0
+    return rebuild_network(sample.name, side)
+
+
+def rebuild_network(name: str, side: int) -> nn.Module:
+    """A calibration network by its sample's name: a random one by its seed at the ``side`` it
+    was timed at (drawn as the calibration drew it, or at an anchor: calibration.anchor_of), or a
+    transfer one (its name holds its side)."""
+    if name.startswith("random"):
+        return random_network(int(name.removeprefix("random")), side=side).module
+    net = transfer_network(name)
     if net is not None:
         return net.module
-    raise RecheckError(f"cannot rebuild the calibration's network '{sample.name}'")
+    raise RecheckError(f"cannot rebuild the calibration's network '{name}'")
 
 
 @dataclass(frozen=True)
@@ -79,16 +82,17 @@ def recheck_networks(stored: StoredSamples, mode: Mode | str, *, networks: int =
 
 
 def recheck_jobs(calibrated: Mapping[str, NetworkSample], *, threads: int | None = None
-                 ) -> list[TimingJob]:
+                 ) -> list[FreshJob]:
     """One timing job per network of :func:`recheck_networks`: its step timed as ``dnncost time``
     times it, at the batch and input the calibration timed it at, each repeat on a fresh build."""
-    return [TimingJob(n, partial(rebuild, s), tuple(s.report.input_shape),
-                      StepOptions(batch_size=s.report.batch_size, mode=Mode(s.report.mode),
-                                  threads=threads))
+    return [FreshJob(n, f"{__name__}:rebuild_network",
+                     (s.name, int(s.report.input_shape[-1])), tuple(s.report.input_shape),
+                     StepOptions(batch_size=s.report.batch_size, mode=Mode(s.report.mode),
+                                 threads=threads))
             for n, s in calibrated.items()]
 
 
-def ratios(calibrated: Mapping[str, NetworkSample], timings: Mapping[str, Sequence[StepTiming]]
+def ratios(calibrated: Mapping[str, NetworkSample], timings: Mapping[str, Sequence[Repeat]]
            ) -> dict[str, float]:
     """Each network's time now (STUDY_ESTIMATOR over every timed step of its repeats) over its
     time at calibration; a network without a timing is left out."""
@@ -133,20 +137,19 @@ def recheck(stored: StoredSamples, *, rounds: int = RECHECK_ROUNDS, networks: in
 
 
 def _time_as_a_user(calibrated: dict[str, NetworkSample], mode: Mode, *, rounds: int,
-                    progress: Callable[[str], None] | None) -> dict[str, list[StepTiming]]:
+                    progress: Callable[[str], None] | None) -> dict[str, list[Repeat]]:
     """Each network's ``mode`` step timed as ``dnncost time`` times it, ``rounds`` times,
-    round-robin; a network that fails to run is left out."""
-    timings: dict[str, list[StepTiming]] = {n: [] for n in calibrated}
+    round-robin, in this process as the calibration timed it; a network that fails to run is
+    left out."""
+    timings: dict[str, list[Repeat]] = {n: [] for n in calibrated}
 
-    def done(name: str, index: int, timing: StepTiming) -> None:
+    def done(name: str, index: int, timing: Repeat) -> None:
         timings[name].append(timing)
         if progress is not None:
             progress(f"{mode.value} round {index + 1}/{rounds}: {name} {timing.step_s * 1e3:.1f} ms")
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # per-repeat noise warnings: the ratios carry the noise
-        time_interleaved(recheck_jobs(calibrated), repeats=rounds, remeasure=0, on_repeat=done,
-                         on_error=lambda name, exc: None)
+    time_round_robin(recheck_jobs(calibrated), repeats=rounds, on_repeat=done,
+                     on_error=lambda name, exc: None, fresh=False)
     return timings
 
 
@@ -157,5 +160,5 @@ def with_level(model: OperatorModel, result: Recheck, *, now: datetime | None = 
     return replace(model, level=dict(result.level), level_checked=when)
 
 
-__all__ = ["RECHECK_ROUNDS", "Recheck", "RecheckError", "level_from", "ratios", "rebuild", "recheck",
-           "recheck_jobs", "recheck_networks", "with_level"]
+__all__ = ["RECHECK_ROUNDS", "Recheck", "RecheckError", "level_from", "ratios", "rebuild",
+           "rebuild_network", "recheck", "recheck_jobs", "recheck_networks", "with_level"]

@@ -8,7 +8,8 @@ enforces it). For
 each input configuration (3x32x32 at batch 32 and 3x224x224 at batch 8) and mode (training and
 validation step), every network is timed in ``rounds`` round-robin passes (network 1, 2, ..., then
 again: :func:`dnncost.measuring.interleave.time_interleaved`, the reference probe around each pass,
-each network built afresh for each pass so only one is in memory), so that drift in the machine's
+each network built afresh for each pass so only one is in memory, each configuration and mode in a
+fresh process: :mod:`dnncost.prediction.fresh_process`), so that drift in the machine's
 load hits all networks alike; its measured time is read as every measured step is (STUDY_ESTIMATOR
 over the timed steps of all rounds: the figure the study, ``dnncost time`` and the calibration use),
 and the spread between the rounds' medians is reported as run-to-run noise, the reference probe
@@ -29,27 +30,23 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
 
-from dnncost.core.device import using_threads
 from dnncost.core.errors import DnncostError, ModelNotFoundError, suggest
 from dnncost.core.kinds import Mode
 from dnncost.counting.counter import count
-from dnncost.measuring.interleave import TimingJob, time_interleaved
 from dnncost.measuring.measurement import STUDY_ESTIMATOR, estimate, probe_drift
-from dnncost.measuring.probe import Probe
-from dnncost.measuring.timing import StepOptions, StepTiming
+from dnncost.measuring.timing import StepOptions
 from dnncost.models.loading import HF_PREFIX, TIMM_PREFIX, load_model
 from dnncost.models.registry import list_models
 from dnncost.prediction.calibration import baseline_seconds
 from dnncost.prediction.evaluation import Metrics
+from dnncost.prediction.fresh_process import FreshJob, Repeat, time_round_robin
 from dnncost.prediction.interval import COVERAGE
 from dnncost.prediction.kernels import module_counts
 from dnncost.prediction.model import OperatorModel
@@ -76,6 +73,7 @@ ROUNDS, REPEATS, WARMUP = 3, 3, 2  # round-robin passes, timed steps and untimed
 # of 3 passes of a network's step agreed with the fastest of 3 other passes within 4-8% (MAPE), of 2
 # within 6-7%, one pass with another only within 11-13% -- a ground truth noisier than the +-10%
 # band it is judged by judges nothing
+FRESH_PROCESS = True  # each configuration and mode timed in a fresh process (evaluate_unseen)
 ESTIMATOR = STUDY_ESTIMATOR.value  # how measured_s comes from the samples: a network's measured time,
 # one definition everywhere (dnncost.measuring.measurement)
 
@@ -309,7 +307,7 @@ def _predict(name: str, shape: tuple[int, ...], batch: int, mode: str, model: Op
                       report.total().flops / 1e9, per_kernel.step_interval_s)
 
 
-def _build(name: str) -> nn.Module:
+def build_unseen(name: str) -> nn.Module:
     """A fresh CPU instance of the unseen network ``name`` (one repeat's model)."""
     return load_model(_spec(name)).build("cpu")
 
@@ -322,7 +320,8 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                     max_step_gflops: float = MAX_STEP_GFLOPS,
                     progress: Callable[[str], None] | None = None, done: Collection[Key] = (),
                     on_result: Callable[[UnseenPoint | LeftOut], None] | None = None,
-                    recheck: StoredSamples | None = None) -> UnseenResult:
+                    recheck: StoredSamples | None = None, fresh_process: bool | None = None
+                    ) -> UnseenResult:
     """Time and predict every unseen network (``names``: a subset) at each configuration and mode
     (see the module docstring). A network that cannot take an input, or whose step is above
     ``max_step_gflops``, is left out and listed with the reason. ``done``: results (keys) already
@@ -335,11 +334,15 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
     again (:func:`dnncost.prediction.recheck.recheck_jobs`), then the unseen ones, and the median of
     their time now over their time at calibration scales that group's predictions. The machine
     drifts by 5-10% within minutes (docs/results.md, the recheck's section); measured in the same
-    rounds, the level has no time to go stale."""
+    rounds, the level has no time to go stale.
+
+    Each configuration and mode is timed in a fresh process of its own
+    (:mod:`dnncost.prediction.fresh_process`; ``fresh_process``: default FRESH_PROCESS), as
+    ``dnncost time`` times a step: after training groups, one process reads validation steps
+    slower."""
     started = time.perf_counter()
-    reference = Probe("cpu") if calibrated_here(
-        model, threads=threads or torch.get_num_threads()) else None  # another machine's probe
-    # (or none) is no speed of this one
+    steady_probe = calibrated_here(model, threads=threads or torch.get_num_threads())  # another
+    # machine's probe (or none) is no speed of this one
     unseen = unseen_network_names()
     chosen = [n for n in (names or unseen) if _is_unseen(n, unseen)]
     skipped = {n: "in dnncost's zoo or not a torchvision classification network"
@@ -360,7 +363,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
         medians: dict[str, list[float]] = {n: [] for n in predicted}
         probes: dict[str, list[float]] = {n: [] for n in predicted}
         calibrated = recheck_networks(recheck, mode) if recheck is not None else {}
-        alongside: dict[str, list[StepTiming]] = {n: [] for n in calibrated}
+        alongside: dict[str, list[Repeat]] = {n: [] for n in calibrated}
 
         def level() -> float:
             """The machine's level now: measured alongside, or the model's stored one."""
@@ -373,7 +376,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                                    "`dnncost calibrate --ops`, or evaluate without --recheck")
             return level_from(measured)
 
-        def on_repeat(name: str, index: int, timing: StepTiming) -> None:
+        def on_repeat(name: str, index: int, timing: Repeat) -> None:
             if name in calibrated:  # the calibration's network: the level's, no point of its own
                 alongside[name].append(timing)
                 if progress is not None:
@@ -382,9 +385,8 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
                 return
             samples[name] += list(timing.measurement.samples)
             medians[name].append(timing.measurement.median)
-            if reference is not None:
-                with using_threads(threads):
-                    probes[name].append(reference.steady())
+            if timing.steady_probe_s is not None:
+                probes[name].append(timing.steady_probe_s)
             if progress is not None:
                 drift = timing.probe.drift if timing.probe is not None else math.nan
                 progress(f"{_config(shape, batch)} {mode} round {index + 1}/{rounds}: {name} "
@@ -418,14 +420,13 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
         options = StepOptions(batch_size=batch, mode=Mode(mode), threads=threads, warmup=warmup,
                               steps=repeats)
         jobs = [*recheck_jobs(calibrated, threads=threads),  # first in every round
-                *(TimingJob(name, partial(_build, name), tuple(shape), options)
+                *(FreshJob(name, f"{__name__}:build_unseen", (name,), tuple(shape), options)
                   for name in predicted)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # remeasure=0: each point is handed on (kept) as its last round finishes; its figure
-            # is a low quantile of all rounds' steps, which a slowed round moves little
-            time_interleaved(jobs, repeats=rounds, remeasure=0, on_repeat=on_repeat,
-                             on_error=on_error)
+        # no re-measures: each point is handed on (kept) as its last round finishes; its figure
+        # is a low quantile of all rounds' steps, which a slowed round moves little
+        time_round_robin(jobs, repeats=rounds, on_repeat=on_repeat, on_error=on_error,
+                         steady_probe=steady_probe,
+                         fresh=FRESH_PROCESS if fresh_process is None else fresh_process)
 
     for shape, batch in configs:
         for mode in (Mode(m).value for m in modes):
