@@ -9,9 +9,8 @@ For each cycle this benchmark starts two processes, in the order A B B A (so tha
 machine over the run falls on both alike): a **fresh** one that times the networks' validation
 steps (``--mode train``: training steps) round robin, and a **trained** one that first runs their
 training steps round robin (as ``evaluate`` did), then times the same steps the same way. Each
-network's figure is
-STUDY_ESTIMATOR over its timed steps (``--rounds`` rounds of 3 after 2 warm-up steps, as
-``evaluate --unseen`` times). It prints per network the trained / fresh ratio with its spread over
+network's figure is STUDY_ESTIMATOR over its timed steps (``--rounds`` rounds of 3 after 2 warm-up
+steps, as ``evaluate --unseen`` times). It prints per network the trained / fresh ratio with its spread over
 the cycles, and the median ratio, how many networks lie above 1, and the noise floor of the run
 (the median spread of one network's figure across the fresh runs). With ``--calibration`` the
 networks are the stored calibration's held-out and transfer ones, at the batch it timed them at,

@@ -10,6 +10,7 @@ import pytest
 from torch import nn
 
 from dnncost.core.errors import DnncostError
+from dnncost.core.kinds import Mode
 from dnncost.measuring.measurement import Measurement
 from dnncost.measuring.probe import ProbeReading
 from dnncost.measuring.timing import StepOptions
@@ -21,7 +22,7 @@ from dnncost.prediction.fresh_process import (
 )
 from dnncost.prediction.recheck import RecheckError
 
-OPTIONS = StepOptions(batch_size=2, mode="eval", warmup=1, steps=2)
+OPTIONS = StepOptions(batch_size=2, mode=Mode.EVAL, warmup=1, steps=2)
 
 
 def job(name: str, network: str = "random1", builder: str = "dnncost.prediction.recheck:rebuild_network"
