@@ -10,12 +10,15 @@ beside the calibration), rebuilds the networks the model was NOT fitted on -- it
 networks and its transfer set, at the batch the calibration used -- and times each one's training
 and validation step exactly as ``dnncost time`` does (``time_model`` with its defaults: warm-up,
 timed steps, the reference probe; the figure is ``StepTiming.step_s``, a network's measured time),
-in ``--rounds`` round-robin rounds (``dnncost.prediction.recheck``, what ``dnncost calibrate
---ops --recheck`` runs). It prints, per mode, the ratio of that figure to the calibration's stored
-figure for each network: median ratio, MAPE, share within +-10%, and how many lie above and below
-1 -- beside the noise floor measured in the same run (the median spread of a network's rounds).
-The protocols agree when the median ratio is within the noise and the ratios are not one-sided;
-run later, the median ratio is how far the machine's speed has moved since the calibration.
+in ``--rounds`` round-robin rounds, each step in a fresh process as a user's ``dnncost time`` runs
+(``dnncost.prediction.recheck``, what ``dnncost calibrate --ops --recheck`` runs). It prints, per
+mode, the ratio of that figure to the calibration's stored figure for each network: median ratio,
+MAPE, share within +-10%, and how many lie above and below 1 -- beside the noise floor measured in
+the same run (the median spread of a network's rounds). The protocols agree when the median ratio is
+within the noise and the ratios are not one-sided; run later, the median ratio is how far the
+machine's speed has moved since the calibration. (The calibration times each validation step in a
+process that has trained networks before it, which reads it about 9% slower than a fresh process:
+``benchmarks/process_history.py``.)
 
 Run:  dnncost calibrate --ops && python benchmarks/protocol_identity.py
       python benchmarks/protocol_identity.py --rounds 3 --networks 8

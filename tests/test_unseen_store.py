@@ -285,7 +285,7 @@ def calibration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     process's own test: tests/test_fresh_process.py)."""
     monkeypatch.setenv("DNNCOST_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(unseen, "CONFIGS", (((3, 16, 16), 2),))
-    monkeypatch.setattr(unseen, "FRESH_PROCESS", False)
+    monkeypatch.setattr(fresh_process, "FRESH", False)
     return save_operator_model(tiny_model())
 
 

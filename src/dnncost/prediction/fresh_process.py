@@ -5,10 +5,11 @@ fresh one: on a 2-core Xeon VM, 12 of 12 timm networks' 32x32 validation steps b
 8-14% after the 32x32 training steps of the same 12 (four runs, fresh and trained processes
 alternated), with no page faults in either to account for it, and neither trimming the heap nor a
 64x larger oneDNN primitive cache undid it (``benchmarks/process_history.py``, docs/results.md).
-``evaluate --unseen`` times its training groups before its validation groups, so in one process it
-read validation steps slower than the calibration and ``dnncost time`` do. Through this module each
-group (one input size and step) runs in a process of its own, started fresh, so the judge reads a
-step as a user does.
+``evaluate --unseen`` timed its training groups before its validation groups, so in one process it
+read validation steps slower than ``dnncost time`` does. Through this module each of its groups
+(one input size and step) runs in a process of its own, started fresh, and so does each step of a
+recheck (:mod:`dnncost.prediction.recheck`), so that the judge and the machine's level read a step
+as a user does.
 
 The request goes to the child as JSON on stdin: each job's name, its builder (a function in the
 ``dnncost`` package, named ``module:function``, and its JSON arguments), one sample's input shape
@@ -29,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+import torch
 from torch import nn
 
 from dnncost.core.device import using_threads
@@ -40,6 +42,8 @@ from dnncost.measuring.probe import Probe, ProbeReading
 from dnncost.measuring.timing import StepOptions, StepTiming
 
 PACKAGE = "dnncost."  # builders are looked up only inside the package: a request names no other code
+FRESH = True  # time_round_robin's default: a fresh process (tests that stand in for the timer in
+# this process set it False)
 
 
 @dataclass(frozen=True)
@@ -109,17 +113,22 @@ OnError = Callable[[str, Exception], None]
 
 
 def time_round_robin(jobs: Sequence[FreshJob], *, repeats: int, on_repeat: OnRepeat,
-                     on_error: OnError, steady_probe: bool = False, fresh: bool = True) -> None:
+                     on_error: OnError, steady_probe: bool = False, fresh: bool | None = None
+                     ) -> None:
     """Time every job ``repeats`` times round robin (:func:`time_interleaved`, no re-measures),
-    in a fresh process (``fresh``) or in this one. ``on_repeat`` gets (job, repeat index,
+    in a fresh process (``fresh``; default FRESH) or in this one; a job that leaves its thread
+    count to the process runs at this process's. ``on_repeat`` gets (job, repeat index,
     :class:`Repeat`) as each repeat finishes; ``on_error`` gets a job whose repeat raised, and the
     job is dropped while the others go on; from a fresh process the error comes as a
     :class:`DnncostError` with the message where it was one, else as :class:`FreshProcessError`
     naming the job and the exception's type. ``steady_probe``: read the reference probe steady
     after each repeat, in the process that times."""
-    if not fresh:
+    if not (FRESH if fresh is None else fresh):
         _run(jobs, repeats=repeats, on_repeat=on_repeat, on_error=on_error, steady_probe=steady_probe)
         return
+    threads = torch.get_num_threads()  # the child's default may differ from this process's setting
+    jobs = [dataclasses.replace(j, options=j.options.replace(threads=j.options.threads or threads))
+            for j in jobs]
     request = json.dumps({"parent": os.getpid(), "repeats": repeats, "steady_probe": steady_probe,
                           "jobs": [job.to_dict() for job in jobs]})
     child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,

@@ -13,6 +13,13 @@ the calibration timed but did not fit on -- its held-out random networks and its
 the batch it used -- and gives per mode the median of their time now over their time then: the
 machine's level, by which every prediction is scaled (``OperatorModel.level``) until the next
 recheck or calibration. It costs about a minute where a calibration costs five.
+
+Each step is rechecked in a fresh process, as ``dnncost time`` runs: the calibration times every
+validation step in a process that has trained the networks before it, and there a validation step
+reads about 9% slower than in a fresh one (22 of 22 of a calibration's held-out and transfer
+networks; training steps 1.007, 12 of 22: ``benchmarks/process_history.py``). So the validation
+level carries that difference as well as the machine's drift, and a rechecked model predicts
+validation steps as a user's process meets them.
 """
 from __future__ import annotations
 
@@ -139,8 +146,8 @@ def recheck(stored: StoredSamples, *, rounds: int = RECHECK_ROUNDS, networks: in
 def _time_as_a_user(calibrated: dict[str, NetworkSample], mode: Mode, *, rounds: int,
                     progress: Callable[[str], None] | None) -> dict[str, list[Repeat]]:
     """Each network's ``mode`` step timed as ``dnncost time`` times it, ``rounds`` times,
-    round-robin, in this process as the calibration timed it; a network that fails to run is
-    left out."""
+    round-robin, in a fresh process (:mod:`dnncost.prediction.fresh_process`); a network that
+    fails to run is left out."""
     timings: dict[str, list[Repeat]] = {n: [] for n in calibrated}
 
     def done(name: str, index: int, timing: Repeat) -> None:
@@ -149,7 +156,7 @@ def _time_as_a_user(calibrated: dict[str, NetworkSample], mode: Mode, *, rounds:
             progress(f"{mode.value} round {index + 1}/{rounds}: {name} {timing.step_s * 1e3:.1f} ms")
 
     time_round_robin(recheck_jobs(calibrated), repeats=rounds, on_repeat=done,
-                     on_error=lambda name, exc: None, fresh=False)
+                     on_error=lambda name, exc: None)
     return timings
 
 

@@ -73,7 +73,6 @@ ROUNDS, REPEATS, WARMUP = 3, 3, 2  # round-robin passes, timed steps and untimed
 # of 3 passes of a network's step agreed with the fastest of 3 other passes within 4-8% (MAPE), of 2
 # within 6-7%, one pass with another only within 11-13% -- a ground truth noisier than the +-10%
 # band it is judged by judges nothing
-FRESH_PROCESS = True  # each configuration and mode timed in a fresh process (evaluate_unseen)
 ESTIMATOR = STUDY_ESTIMATOR.value  # how measured_s comes from the samples: a network's measured time,
 # one definition everywhere (dnncost.measuring.measurement)
 
@@ -337,7 +336,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
     rounds, the level has no time to go stale.
 
     Each configuration and mode is timed in a fresh process of its own
-    (:mod:`dnncost.prediction.fresh_process`; ``fresh_process``: default FRESH_PROCESS), as
+    (:mod:`dnncost.prediction.fresh_process`; ``fresh_process``: default its FRESH), as
     ``dnncost time`` times a step: after training groups, one process reads validation steps
     slower."""
     started = time.perf_counter()
@@ -426,7 +425,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
         # is a low quantile of all rounds' steps, which a slowed round moves little
         time_round_robin(jobs, repeats=rounds, on_repeat=on_repeat, on_error=on_error,
                          steady_probe=steady_probe,
-                         fresh=FRESH_PROCESS if fresh_process is None else fresh_process)
+                         fresh=fresh_process)
 
     for shape, batch in configs:
         for mode in (Mode(m).value for m in modes):
