@@ -23,6 +23,7 @@ import dataclasses
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -147,7 +148,8 @@ def time_round_robin(jobs: Sequence[FreshJob], *, repeats: int, on_repeat: OnRep
                                                 f"raised {event['type']}: {event['error']}"))
         if child.wait() != 0:
             raise FreshProcessError(f"the fresh timing process exited with status {child.returncode} "
-                                    "before finishing its group (out of memory?)")
+                                    "before finishing its group (its error is above; -9: killed, "
+                                    "as when memory runs out)")
     finally:
         if child.poll() is None:  # interrupted, or the caller's callback raised: no child left
             child.kill()
@@ -175,6 +177,7 @@ def _run(jobs: Sequence[FreshJob], *, repeats: int, on_repeat: OnRepeat, on_erro
 
 def _child(stdin: IO[str], stdout: IO[str]) -> None:
     """The fresh process: read the request, time the group, write one JSON line per event."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's: it stops, then kills this
     request = json.loads(stdin.read())
     die_with_parent(int(request["parent"]))
     jobs = [FreshJob.from_dict(j) for j in request["jobs"]]
