@@ -82,10 +82,11 @@ def test_a_caller_that_stops_leaves_no_process_behind() -> None:
     assert children() <= before
 
 
-def test_in_this_process_the_same_callbacks_are_called_with_the_steady_probe() -> None:
+def test_in_this_process_the_same_callbacks_are_called_with_the_steady_probe_where_asked() -> None:
     seen: list[tuple[str, int, float | None]] = []
-    time_round_robin([job("a")], repeats=2, fresh=False, steady_probe=True,
+    time_round_robin([job("a"), job("b")], repeats=2, fresh=False, steady_probe={"a"},
                      on_repeat=lambda name, i, r: seen.append((name, i, r.steady_probe_s)),
                      on_error=lambda name, exc: pytest.fail(str(exc)))
-    assert [(name, i) for name, i, _ in seen] == [("a", 0), ("a", 1)]
-    assert all(probe is not None and probe > 0 for _, _, probe in seen)
+    assert [(name, i) for name, i, _ in seen] == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    assert all(probe is not None and probe > 0 for name, _, probe in seen if name == "a")
+    assert all(probe is None for name, _, probe in seen if name == "b")  # not asked for: not read

@@ -466,9 +466,7 @@ def test_a_recheck_needs_networks_the_calibration_did_not_fit_on() -> None:
 def test_a_recheck_rebuilds_a_transfer_network_alone_as_the_calibration_built_it() -> None:
     """The recheck rebuilds each transfer network by its name, building that design alone, with
     the weights the calibration's transfer set gave it; an unknown name is a clear error."""
-    from types import SimpleNamespace
-
-    from dnncost.prediction.recheck import RecheckError, rebuild
+    from dnncost.prediction.recheck import RecheckError, rebuild_network
     from dnncost.prediction.transfer import transfer_network, transfer_networks
 
     every = {net.name: net for net in transfer_networks(larger=True)}
@@ -479,4 +477,4 @@ def test_a_recheck_rebuilds_a_transfer_network_alone_as_the_calibration_built_it
                                                      net.module.state_dict().values(), strict=True))
     assert transfer_network("transfer:nothing@32") is None
     with pytest.raises(RecheckError, match="cannot rebuild the calibration's network 'transfer:x@32'"):
-        rebuild(SimpleNamespace(name="transfer:x@32"))  # type: ignore[arg-type]
+        rebuild_network("transfer:x@32", 32)

@@ -4,7 +4,9 @@ A process that has trained large networks runs the validation steps it times nex
 fresh one: on a 2-core Xeon VM, 12 of 12 timm networks' 32x32 validation steps by a median of
 8-14% after the 32x32 training steps of the same 12 (four runs, fresh and trained processes
 alternated), with no page faults in either to account for it, and neither trimming the heap nor a
-64x larger oneDNN primitive cache undid it (``benchmarks/process_history.py``, docs/results.md).
+64x larger oneDNN primitive cache undid it (``benchmarks/process_history.py``, docs/results.md);
+after a calibration, its process ran both steps 16-25% slower than a fresh one
+(``benchmarks/calibration_process.py``).
 ``evaluate --unseen`` timed its training groups before its validation groups, so in one process it
 read validation steps slower than ``dnncost time`` does. Through this module each of its groups
 (one input size and step) runs in a process of its own, started fresh, and so does each step of a
@@ -27,7 +29,7 @@ import signal
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -114,23 +116,24 @@ OnError = Callable[[str, Exception], None]
 
 
 def time_round_robin(jobs: Sequence[FreshJob], *, repeats: int, on_repeat: OnRepeat,
-                     on_error: OnError, steady_probe: bool = False, fresh: bool | None = None
-                     ) -> None:
+                     on_error: OnError, steady_probe: Collection[str] = (),
+                     fresh: bool | None = None) -> None:
     """Time every job ``repeats`` times round robin (:func:`time_interleaved`, no re-measures),
     in a fresh process (``fresh``; default FRESH) or in this one; a job that leaves its thread
     count to the process runs at this process's. ``on_repeat`` gets (job, repeat index,
     :class:`Repeat`) as each repeat finishes; ``on_error`` gets a job whose repeat raised, and the
     job is dropped while the others go on; from a fresh process the error comes as a
     :class:`DnncostError` with the message where it was one, else as :class:`FreshProcessError`
-    naming the job and the exception's type. ``steady_probe``: read the reference probe steady
-    after each repeat, in the process that times."""
+    naming the job and the exception's type. ``steady_probe``: the jobs after whose repeats the
+    reference probe is read steady, in the process that times."""
     if not (FRESH if fresh is None else fresh):
         _run(jobs, repeats=repeats, on_repeat=on_repeat, on_error=on_error, steady_probe=steady_probe)
         return
     threads = torch.get_num_threads()  # the child's default may differ from this process's setting
     jobs = [dataclasses.replace(j, options=j.options.replace(threads=j.options.threads or threads))
             for j in jobs]
-    request = json.dumps({"parent": os.getpid(), "repeats": repeats, "steady_probe": steady_probe,
+    request = json.dumps({"parent": os.getpid(), "repeats": repeats,
+                          "steady_probe": sorted(steady_probe),
                           "jobs": [job.to_dict() for job in jobs]})
     child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
@@ -157,14 +160,14 @@ def time_round_robin(jobs: Sequence[FreshJob], *, repeats: int, on_repeat: OnRep
 
 
 def _run(jobs: Sequence[FreshJob], *, repeats: int, on_repeat: OnRepeat, on_error: OnError,
-         steady_probe: bool) -> None:
+         steady_probe: Collection[str]) -> None:
     """The group itself, in whichever process runs it."""
     reference = Probe("cpu") if steady_probe else None
     threads = {job.name: job.options.threads for job in jobs}
 
     def done(name: str, index: int, timing: StepTiming) -> None:
         steady = None
-        if reference is not None:
+        if reference is not None and name in steady_probe:
             with using_threads(threads[name]):  # at the step's thread count, as it was timed
                 steady = reference.steady()
         on_repeat(name, index, Repeat(timing.measurement, timing.probe, steady))
@@ -194,7 +197,7 @@ def _child(stdin: IO[str], stdout: IO[str]) -> None:
               "dnncost": isinstance(exc, DnncostError)})
 
     _run(jobs, repeats=int(request["repeats"]), on_repeat=repeat, on_error=error,
-         steady_probe=bool(request["steady_probe"]))
+         steady_probe=frozenset(request["steady_probe"]))
 
 
 if __name__ == "__main__":

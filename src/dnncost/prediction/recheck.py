@@ -15,11 +15,10 @@ machine's level, by which every prediction is scaled (``OperatorModel.level``) u
 recheck or calibration. It costs about a minute where a calibration costs five.
 
 Each step is rechecked in a fresh process, as ``dnncost time`` runs: the calibration times every
-validation step in a process that has trained the networks before it, and there a validation step
-reads about 9% slower than in a fresh one (22 of 22 of a calibration's held-out and transfer
-networks; training steps 1.007, 12 of 22: ``benchmarks/process_history.py``). So the validation
-level carries that difference as well as the machine's drift, and a rechecked model predicts
-validation steps as a user's process meets them.
+step in one process for minutes, and right after it that process ran its held-out and transfer
+networks 1.16x (training, 21 of 22) and 1.25x (validation, 22 of 22) slower than a fresh one did
+(``benchmarks/calibration_process.py``). So the level carries that difference as well as the
+machine's drift, and a rechecked model predicts steps as a user's process meets them.
 """
 from __future__ import annotations
 
@@ -48,12 +47,6 @@ RECHECK_ROUNDS = 2  # source: our choice; round-robin rounds per network, a medi
 
 class RecheckError(DnncostError):
     """The calibration's networks cannot be timed again (none stored, or none rebuilt)."""
-
-
-def rebuild(sample: NetworkSample) -> nn.Module:
-    """The network a calibration sample was timed on (:func:`rebuild_network`)."""
-    side = int(sample.report.input_shape[-1]) if sample.name.startswith("random") else 0
-    return rebuild_network(sample.name, side)
 
 
 def rebuild_network(name: str, side: int) -> nn.Module:
@@ -167,5 +160,5 @@ def with_level(model: OperatorModel, result: Recheck, *, now: datetime | None = 
     return replace(model, level=dict(result.level), level_checked=when)
 
 
-__all__ = ["RECHECK_ROUNDS", "Recheck", "RecheckError", "level_from", "ratios", "rebuild",
-           "rebuild_network", "recheck", "recheck_jobs", "recheck_networks", "with_level"]
+__all__ = ["RECHECK_ROUNDS", "Recheck", "RecheckError", "level_from", "ratios", "rebuild_network",
+           "recheck", "recheck_jobs", "recheck_networks", "with_level"]

@@ -424,7 +424,7 @@ def evaluate_unseen(model: OperatorModel, *, names: Sequence[str] | None = None,
         # no re-measures: each point is handed on (kept) as its last round finishes; its figure
         # is a low quantile of all rounds' steps, which a slowed round moves little
         time_round_robin(jobs, repeats=rounds, on_repeat=on_repeat, on_error=on_error,
-                         steady_probe=steady_probe, fresh=fresh_process)
+                         steady_probe=predicted if steady_probe else (), fresh=fresh_process)
 
     for shape, batch in configs:
         for mode in (Mode(m).value for m in modes):
